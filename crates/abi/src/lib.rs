@@ -1,0 +1,586 @@
+//! The hvt ABI: the one definition of everything the `atoll-hvt` tender and an
+//! Atoll guest agree on.
+//!
+//! Both sides depend on this crate, so there are no copies to drift apart
+//! (the role of Solo5's `hvt_abi.h` or Hermit's `uhyve-interface`). It holds
+//! plain `#[repr(C)]` data and constants only: no code that runs a hypercall
+//! (that is the guest runtime's job) and no code that serves one (the
+//! tender's).
+//!
+//! * [`layout`]: where things live in guest-physical memory.
+//! * [`hypercall`]: hypercall numbers and their argument structs.
+//! * [`console`]: the console ring the tender drains on every exit.
+//! * [`boot`]: the boot-info struct the guest receives in `rdi`.
+//! * [`note`]: the ELF notes (ABI version, device manifest) a kernel carries.
+//! * [`exit`]: what the tender's exit status means.
+//!
+//! Field comments say who writes each field: **IN** is written by the guest
+//! and read by the tender, **OUT** the other way round.
+//!
+//! # Versioning
+//!
+//! [`ABI_VERSION`] is bumped whenever a struct's layout, a constant of the
+//! memory layout or the meaning of a hypercall changes. New hypercalls take
+//! new numbers and new fields go at the end of a struct; both still bump the
+//! version, since an old tender would not serve them. The tender refuses a
+//! kernel whose ABI note does not carry exactly this version.
+#![no_std]
+#![forbid(unsafe_code)]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// The ABI version carried in every kernel's ABI note. See the crate docs.
+pub const ABI_VERSION: u32 = 1;
+
+/// A guest-physical address. The tender treats it as a number to
+/// bounds-check, never as a pointer; in the guest, memory is identity mapped,
+/// so it is also the guest-virtual address.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+)]
+#[repr(transparent)]
+pub struct GuestAddr(pub u64);
+
+/// Guest-physical memory layout. Memory is identity mapped (virtual ==
+/// physical) and every address below is page aligned.
+///
+/// ```text
+/// 0x0000_0000  unmapped                       (null-pointer guard)
+/// 0x0000_1000  GDT, IDT, TSS, fault stubs,    supervisor only: the
+///              exception stack, page tables   unikernel cannot touch them
+/// 0x0008_0000  boot info, command line        user, read-only
+/// 0x0009_0000  console ring                   user, read-write
+/// 0x0010_0000  the kernel's ELF segments      user, with the ELF's R/W/X
+///   ...        heap                           user, read-write
+///              guard page                     unmapped
+///              stack (STACK_SIZE bytes)       user, read-write
+/// mem_size     end of guest memory
+/// ```
+pub mod layout {
+    /// Page size used for every permission boundary.
+    pub const PAGE_SIZE: u64 = 4096;
+    /// The GDT (null, kernel code, kernel data, user data, user code, TSS).
+    pub const GDT_ADDR: u64 = 0x1000;
+    /// The IDT: 32 interrupt gates, one per CPU exception.
+    pub const IDT_ADDR: u64 = 0x2000;
+    /// The 64-bit TSS: `rsp0` and `ist1` point at the exception stack.
+    pub const TSS_ADDR: u64 = 0x3000;
+    /// Ring-0 exception stubs written by the tender: each reports its vector
+    /// on [`crate::hypercall::FAULT_PORT`] and halts.
+    pub const FAULT_STUBS_ADDR: u64 = 0x4000;
+    /// Bottom of the ring-0 exception stack.
+    pub const EXCEPTION_STACK_ADDR: u64 = 0x5000;
+    /// Top of the ring-0 exception stack (exclusive).
+    pub const EXCEPTION_STACK_TOP: u64 = 0x8000;
+    /// Page tables built by the tender (not mapped into the guest at all).
+    pub const PAGE_TABLES_ADDR: u64 = 0x1_0000;
+    /// End of the page-table area (exclusive).
+    pub const PAGE_TABLES_END: u64 = 0x8_0000;
+    /// The [`crate::boot::BootInfo`] struct; its address is passed in `rdi`.
+    pub const BOOT_INFO_ADDR: u64 = 0x8_0000;
+    /// The command line: `argc` NUL-terminated strings, back to back.
+    pub const CMDLINE_ADDR: u64 = 0x8_1000;
+    /// Largest command line in bytes, NULs included.
+    pub const CMDLINE_MAX: u64 = 0x3000;
+    /// The console ring: a [`crate::console::ConsoleRing`] header, then data.
+    pub const CONSOLE_ADDR: u64 = 0x9_0000;
+    /// Lowest address a kernel's ELF segments may occupy (1 MiB); everything
+    /// below belongs to the tender.
+    pub const KERNEL_BASE: u64 = 0x10_0000;
+    /// Size of the unikernel's stack, at the top of guest memory.
+    pub const STACK_SIZE: u64 = 1024 * 1024;
+    /// Smallest guest memory the tender accepts.
+    pub const MIN_MEM_SIZE: u64 = 4 * 1024 * 1024;
+    /// Largest guest memory the tender accepts (addresses fit in 32 bits, so
+    /// a hypercall's `eax` can carry any of them).
+    pub const MAX_MEM_SIZE: u64 = 4 * 1024 * 1024 * 1024 - KERNEL_BASE;
+}
+
+/// Hypercalls.
+///
+/// A hypercall is one 32-bit port-I/O write (`out dx, eax`) to port
+/// `PIO_BASE + nr`, where `eax` holds the guest address of the call's
+/// argument struct (or 0 for calls without one). The tender checks that the
+/// whole struct, and every buffer it names, lies inside guest memory at or
+/// above [`layout::BOOT_INFO_ADDR`]; a guest that passes anything else is
+/// stopped with a message naming the hypercall.
+pub mod hypercall {
+    use super::GuestAddr;
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// First hypercall port.
+    pub const PIO_BASE: u16 = 0x500;
+    /// Port the ring-0 exception stubs write the vector number to. A guest
+    /// writing it from ring 3 is stopped.
+    pub const FAULT_PORT: u16 = PIO_BASE + 0xff;
+
+    /// Hypercall numbers (port offset from [`PIO_BASE`]).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u16)]
+    pub enum Hypercall {
+        /// Read the wall clock: [`WalltimeArgs`].
+        Walltime = 1,
+        /// Drain the console ring now (no argument struct; `eax` is ignored).
+        /// The guest needs it only when the ring is full: the tender drains
+        /// it on every exit anyway.
+        ConsoleFlush = 2,
+        /// Block until a device has input or the timeout passes: [`WaitArgs`].
+        Wait = 3,
+        /// Stop the guest with an exit status: [`HaltArgs`].
+        Halt = 4,
+        /// Stop the guest because something went wrong: [`AbortArgs`].
+        Abort = 5,
+    }
+
+    impl Hypercall {
+        /// All hypercalls, for lookups by number.
+        pub const ALL: [Hypercall; 5] = [
+            Hypercall::Walltime,
+            Hypercall::ConsoleFlush,
+            Hypercall::Wait,
+            Hypercall::Halt,
+            Hypercall::Abort,
+        ];
+
+        /// The hypercall served at `port`, if any.
+        pub fn from_port(port: u16) -> Option<Hypercall> {
+            Self::ALL.into_iter().find(|h| h.port() == port)
+        }
+
+        /// The port this hypercall is made on.
+        pub const fn port(self) -> u16 {
+            PIO_BASE + self as u16
+        }
+
+        /// A short lower-case name, used in the tender's messages.
+        pub const fn name(self) -> &'static str {
+            match self {
+                Hypercall::Walltime => "walltime",
+                Hypercall::ConsoleFlush => "console-flush",
+                Hypercall::Wait => "wait",
+                Hypercall::Halt => "halt",
+                Hypercall::Abort => "abort",
+            }
+        }
+    }
+
+    /// [`Hypercall::Walltime`].
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct WalltimeArgs {
+        /// OUT: nanoseconds since the Unix epoch (UTC).
+        pub nsecs: u64,
+    }
+
+    /// [`Hypercall::Wait`].
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct WaitArgs {
+        /// IN: longest time to block, in nanoseconds; 0 only polls.
+        pub timeout_ns: u64,
+        /// OUT: bit `i` set if device `i` of the boot info has input ready.
+        pub ready_set: u64,
+    }
+
+    /// [`Hypercall::Halt`].
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct HaltArgs {
+        /// IN: exit status, 0 to [`crate::exit::MAX_GUEST_STATUS`].
+        pub status: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
+    }
+
+    /// [`Hypercall::Abort`].
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct AbortArgs {
+        /// IN: address of a UTF-8 message saying what went wrong.
+        pub message: GuestAddr,
+        /// IN: its length in bytes, at most [`ABORT_MESSAGE_MAX`].
+        pub message_len: u64,
+    }
+
+    /// Longest abort message the tender prints, in bytes.
+    pub const ABORT_MESSAGE_MAX: u64 = 4096;
+}
+
+/// The console ring: how guest output reaches the host without an exit per
+/// write.
+///
+/// The guest appends bytes and advances `head`; the tender writes
+/// `tail..head` to its standard output and sets `tail = head` after **every**
+/// exit (hypercall, halt, abort, fault), so nothing printed before a crash is
+/// lost. Only when the ring is full does the guest exit on purpose
+/// ([`hypercall::Hypercall::ConsoleFlush`]). The vCPU is stopped whenever the
+/// tender looks, so no atomics are needed. Byte `n` of the stream lives at
+/// `data[n % capacity]`.
+pub mod console {
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// The header at [`crate::layout::CONSOLE_ADDR`]; the data follows it.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct ConsoleRing {
+        /// IN: total bytes the guest has ever written.
+        pub head: u64,
+        /// OUT: total bytes the tender has consumed; `head - tail` never
+        /// exceeds the capacity, or the tender stops the guest.
+        pub tail: u64,
+    }
+
+    /// Bytes of ring data, after the header.
+    pub const CAPACITY: u64 = 16 * 1024;
+    /// Offset of the data from the start of the header.
+    pub const DATA_OFFSET: u64 = core::mem::size_of::<ConsoleRing>() as u64;
+}
+
+/// The boot info handed to the guest at entry.
+pub mod boot {
+    use super::GuestAddr;
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// Most devices one guest can have.
+    pub const MAX_DEVICES: usize = 8;
+    /// A device name is 1 to this many bytes of `[a-z0-9_-]`.
+    pub const DEVICE_NAME_MAX: usize = 31;
+
+    /// Written by the tender at [`crate::layout::BOOT_INFO_ADDR`]; the guest
+    /// finds its address in `rdi` at entry. Everything here is OUT.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct BootInfo {
+        /// [`crate::ABI_VERSION`] of the tender.
+        pub abi_version: u32,
+        /// Valid entries in `devices`.
+        pub device_count: u32,
+        /// Guest memory size in bytes.
+        pub mem_size: u64,
+        /// First byte past the highest loaded ELF segment.
+        pub kernel_end: GuestAddr,
+        /// Start of free memory for the heap (page aligned).
+        pub heap_start: GuestAddr,
+        /// End of the heap (exclusive, page aligned); an unmapped guard page
+        /// follows it, then the stack.
+        pub heap_end: GuestAddr,
+        /// Initial stack pointer (16-byte aligned, end of guest memory).
+        pub stack_top: GuestAddr,
+        /// Stack size in bytes, below `stack_top`.
+        pub stack_size: u64,
+        /// Time-stamp counter frequency in Hz: `rdtsc` ticks per second.
+        pub tsc_hz: u64,
+        /// The command line: `argc` NUL-terminated UTF-8 strings.
+        pub cmdline: GuestAddr,
+        /// Length of the command line in bytes, NULs included.
+        pub cmdline_len: u64,
+        /// Number of arguments on the command line.
+        pub argc: u64,
+        /// Address of the [`crate::console::ConsoleRing`] header.
+        pub console: GuestAddr,
+        /// Bytes of console ring data.
+        pub console_capacity: u64,
+        /// The attached devices, in manifest order; the index is the handle
+        /// hypercalls use.
+        pub devices: [DeviceInfo; MAX_DEVICES],
+    }
+
+    /// Kinds of device, in the manifest and the boot info.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum DeviceKind {
+        /// An Ethernet interface backed by a TAP device (`--net:NAME=TAP`).
+        Net = 1,
+        /// A block device backed by a file (`--block:NAME=FILE`).
+        Block = 2,
+    }
+
+    impl DeviceKind {
+        /// The kind with this number, if any.
+        pub const fn from_u32(n: u32) -> Option<DeviceKind> {
+            match n {
+                1 => Some(DeviceKind::Net),
+                2 => Some(DeviceKind::Block),
+                _ => None,
+            }
+        }
+
+        /// The word used on command lines: `net` or `block`.
+        pub const fn name(self) -> &'static str {
+            match self {
+                DeviceKind::Net => "net",
+                DeviceKind::Block => "block",
+            }
+        }
+    }
+
+    /// One attached device.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct DeviceInfo {
+        /// The manifest name, NUL padded.
+        pub name: [u8; 32],
+        /// A [`DeviceKind`] number.
+        pub kind: u32,
+        /// Net: MTU in bytes (payload, without the Ethernet header).
+        pub mtu: u32,
+        /// Net: the guest's MAC address in the first six bytes.
+        pub mac: [u8; 8],
+        /// Block: sector size in bytes.
+        pub sector_size: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
+        /// Block: capacity in sectors.
+        pub capacity_sectors: u64,
+    }
+
+    /// The name in a NUL-padded name field, if it is a valid device name.
+    pub fn device_name(field: &[u8; 32]) -> Option<&str> {
+        let len = field.iter().position(|&b| b == 0).unwrap_or(field.len());
+        let name = &field[..len];
+        if field[len..].iter().any(|&b| b != 0) || !is_valid_device_name(name) {
+            return None;
+        }
+        core::str::from_utf8(name).ok()
+    }
+
+    /// Whether `name` is 1 to [`DEVICE_NAME_MAX`] bytes of `[a-z0-9_-]`.
+    pub const fn is_valid_device_name(name: &[u8]) -> bool {
+        if name.is_empty() || name.len() > DEVICE_NAME_MAX {
+            return false;
+        }
+        let mut i = 0;
+        while i < name.len() {
+            let c = name[i];
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-') {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// `name` as a NUL-padded name field. Panics (at compile time, in a
+    /// `const`) if the name is invalid.
+    pub const fn device_name_field(name: &str) -> [u8; 32] {
+        let bytes = name.as_bytes();
+        assert!(
+            is_valid_device_name(bytes),
+            "device names are 1 to 31 characters of a-z, 0-9, _ and -"
+        );
+        let mut field = [0u8; 32];
+        let mut i = 0;
+        while i < bytes.len() {
+            field[i] = bytes[i];
+            i += 1;
+        }
+        field
+    }
+}
+
+/// The ELF notes every Atoll kernel carries, in a `PT_NOTE` segment.
+///
+/// Both have the owner name `"ATOLL"`. [`NT_ATOLL_ABI`] carries an
+/// [`AbiDesc`]; [`NT_ATOLL_MANIFEST`] carries a [`ManifestDesc`] listing the
+/// devices the app needs. The tender refuses a kernel that lacks either, has
+/// the wrong version, or needs a device its command line does not attach.
+/// Apps never write these by hand: `#[atoll::main]` emits them.
+pub mod note {
+    use super::boot::{device_name_field, DeviceKind, MAX_DEVICES};
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// The note owner name, NUL terminated and padded to 4 bytes.
+    pub const NAME: [u8; 8] = *b"ATOLL\0\0\0";
+    /// `namesz` of Atoll notes: "ATOLL" and its NUL.
+    pub const NAME_SIZE: u32 = 6;
+    /// Note type of the ABI-version note.
+    pub const NT_ATOLL_ABI: u32 = 1;
+    /// Note type of the device-manifest note.
+    pub const NT_ATOLL_MANIFEST: u32 = 2;
+    /// The linker section the notes go in (any `.note.atoll*` is kept).
+    pub const SECTION: &str = ".note.atoll";
+
+    /// An ELF note with an Atoll owner name: header, name, then `desc`.
+    #[derive(Clone, Copy, Debug)]
+    #[repr(C, align(4))]
+    pub struct Note<D> {
+        /// Always [`NAME_SIZE`].
+        pub namesz: u32,
+        /// `size_of::<D>()`.
+        pub descsz: u32,
+        /// [`NT_ATOLL_ABI`] or [`NT_ATOLL_MANIFEST`].
+        pub ntype: u32,
+        /// Always [`NAME`].
+        pub name: [u8; 8],
+        /// The payload.
+        pub desc: D,
+    }
+
+    /// Payload of the ABI-version note.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct AbiDesc {
+        /// The [`crate::ABI_VERSION`] the kernel was built against.
+        pub version: u32,
+    }
+
+    /// One device the app needs.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct ManifestEntry {
+        /// A [`DeviceKind`] number.
+        pub kind: u32,
+        /// The device name, NUL padded (see [`crate::boot::device_name`]).
+        pub name: [u8; 32],
+    }
+
+    /// Payload of the manifest note.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct ManifestDesc {
+        /// Valid entries in `entries`.
+        pub count: u32,
+        /// The devices; unused entries are zero.
+        pub entries: [ManifestEntry; MAX_DEVICES],
+    }
+
+    /// The ABI note, ready to be placed in a `.note.atoll` section.
+    pub const fn abi_note() -> Note<AbiDesc> {
+        Note {
+            namesz: NAME_SIZE,
+            descsz: core::mem::size_of::<AbiDesc>() as u32,
+            ntype: NT_ATOLL_ABI,
+            name: NAME,
+            desc: AbiDesc {
+                version: crate::ABI_VERSION,
+            },
+        }
+    }
+
+    /// A manifest note for these devices. Panics (at compile time, in a
+    /// `const`) on an invalid or repeated name or too many devices.
+    pub const fn manifest_note(devices: &[(DeviceKind, &str)]) -> Note<ManifestDesc> {
+        assert!(
+            devices.len() <= MAX_DEVICES,
+            "an Atoll app can have at most 8 devices"
+        );
+        let empty = ManifestEntry {
+            kind: 0,
+            name: [0; 32],
+        };
+        let mut entries = [empty; MAX_DEVICES];
+        let mut i = 0;
+        while i < devices.len() {
+            entries[i] = ManifestEntry {
+                kind: devices[i].0 as u32,
+                name: device_name_field(devices[i].1),
+            };
+            let mut j = 0;
+            while j < i {
+                let (a, b) = (&entries[i].name, &entries[j].name);
+                let mut same = true;
+                let mut k = 0;
+                while k < a.len() {
+                    if a[k] != b[k] {
+                        same = false;
+                    }
+                    k += 1;
+                }
+                assert!(!same, "two devices in the manifest have the same name");
+                j += 1;
+            }
+            i += 1;
+        }
+        Note {
+            namesz: NAME_SIZE,
+            descsz: core::mem::size_of::<ManifestDesc>() as u32,
+            ntype: NT_ATOLL_MANIFEST,
+            name: NAME,
+            desc: ManifestDesc {
+                count: devices.len() as u32,
+                entries,
+            },
+        }
+    }
+}
+
+/// The tender's exit status, and the `unix` platform's.
+pub mod exit {
+    /// Largest status a guest can halt with; it becomes the exit status as is.
+    pub const MAX_GUEST_STATUS: u32 = 253;
+    /// The guest aborted, panicked, took a CPU fault or a triple fault, broke
+    /// the hypercall rules, or halted with a status above
+    /// [`MAX_GUEST_STATUS`]. The tender's standard error says which.
+    pub const GUEST_FAILED: i32 = 254;
+    /// The tender could not run the guest: bad usage, a kernel it refuses,
+    /// no usable `/dev/kvm`, a missing or unopenable device.
+    pub const TENDER_ERROR: i32 = 255;
+}
+
+// The layouts both sides rely on, checked at compile time.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<GuestAddr>() == 8);
+    assert!(size_of::<hypercall::WalltimeArgs>() == 8);
+    assert!(size_of::<hypercall::WaitArgs>() == 16);
+    assert!(size_of::<hypercall::HaltArgs>() == 8);
+    assert!(size_of::<hypercall::AbortArgs>() == 16);
+    assert!(size_of::<console::ConsoleRing>() == 16);
+    assert!(size_of::<boot::DeviceInfo>() == 64);
+    assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES);
+    assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);
+    assert!(size_of::<note::ManifestEntry>() == 36);
+    assert!(size_of::<note::ManifestDesc>() == 4 + 36 * boot::MAX_DEVICES);
+    assert!(size_of::<note::Note<note::AbiDesc>>() == 24);
+    assert!(layout::CONSOLE_ADDR + console::DATA_OFFSET + console::CAPACITY <= layout::KERNEL_BASE);
+    assert!(layout::CMDLINE_ADDR + layout::CMDLINE_MAX <= layout::CONSOLE_ADDR);
+};
+
+#[cfg(test)]
+mod tests {
+    use super::boot::*;
+    use super::hypercall::Hypercall;
+    use super::note::*;
+
+    #[test]
+    fn hypercalls_round_trip_through_ports() {
+        for h in Hypercall::ALL {
+            assert_eq!(Hypercall::from_port(h.port()), Some(h));
+        }
+        assert_eq!(Hypercall::from_port(super::hypercall::PIO_BASE), None);
+        assert_eq!(Hypercall::from_port(super::hypercall::FAULT_PORT), None);
+    }
+
+    #[test]
+    fn device_names() {
+        assert_eq!(device_name(&device_name_field("service")), Some("service"));
+        assert!(!is_valid_device_name(b""));
+        assert!(!is_valid_device_name(b"Service"));
+        assert!(!is_valid_device_name(&[b'a'; 32]));
+        assert!(is_valid_device_name(&[b'a'; 31]));
+        let mut field = device_name_field("ab");
+        field[5] = b'x'; // junk after the NUL
+        assert_eq!(device_name(&field), None);
+    }
+
+    #[test]
+    fn manifest_note_layout() {
+        let note = manifest_note(&[(DeviceKind::Net, "service"), (DeviceKind::Block, "data")]);
+        assert_eq!(note.namesz, 6);
+        assert_eq!(note.descsz, 4 + 36 * 8);
+        assert_eq!(note.desc.count, 2);
+        assert_eq!(note.desc.entries[1].kind, DeviceKind::Block as u32);
+        assert_eq!(device_name(&note.desc.entries[0].name), Some("service"));
+    }
+}

@@ -1,0 +1,2 @@
+//! Atoll: the facade apps depend on.
+#![no_std]

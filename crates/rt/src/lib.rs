@@ -1,0 +1,2 @@
+//! The Atoll guest runtime.
+#![no_std]

@@ -1,1 +1,298 @@
-fn main() {}
+//! `atoll`: create, build and run Atoll unikernels.
+//!
+//! * `atoll new NAME` writes a standalone app crate that builds and runs as
+//!   it is.
+//! * `atoll build [DIR]` builds the app at DIR for `x86_64-unknown-none` with
+//!   the flags an Atoll kernel needs (a static, fixed-address ELF linked with
+//!   the runtime's `atoll.ld`) and prints the kernel's path on the last line
+//!   of standard output, so scripts can take it with `tail -n1`.
+//! * `atoll run [DIR] [-- ARGS...]` builds, then replaces itself with the
+//!   `atoll-hvt` tender, so the unikernel's exit status is `atoll`'s.
+//!
+//! What it deliberately leaves out: it is a thin driver over `cargo` and
+//! `atoll-hvt`, not a build system. It adds no cargo features, runs no
+//! post-link steps and keeps no state of its own. Only the `hvt` platform
+//! exists so far; `--target` is there so others can be added.
+//!
+//! Errors are one or two lines on standard error starting `atoll: `, with
+//! exit status 1. Once the tender runs, every exit status is the tender's.
+#![forbid(unsafe_code)]
+
+mod build;
+mod new;
+mod run;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "atoll",
+    version,
+    about = "Create, build and run Atoll unikernels"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new app crate in directory NAME.
+    New {
+        /// The directory to create; its last component is the crate's name.
+        name: PathBuf,
+    },
+    /// Build the app at DIR and print the kernel's path.
+    Build(BuildArgs),
+    /// Build the app at DIR and boot it.
+    #[command(after_help = "\
+Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
+and --block:NAME=FILE (a disk image), given before `--`; they go to the
+tender as they are.")]
+    Run(RunArgs),
+}
+
+/// Options shared by `build` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuildArgs {
+    /// The app's directory (holding its Cargo.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Build with the release profile.
+    #[arg(long)]
+    pub release: bool,
+    /// The platform to build for.
+    #[arg(long, value_enum, default_value_t = Platform::Hvt)]
+    pub target: Platform,
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub build: BuildArgs,
+    /// Guest memory in MiB (the tender's default if absent).
+    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..))]
+    pub mem: Option<u32>,
+    /// Print the tender's statistics line to standard error at exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Boot arguments for the unikernel.
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
+    /// `--net:NAME=TAP` and `--block:NAME=FILE`, taken out of the command
+    /// line before clap sees it (see [`split_device_flags`]).
+    #[arg(skip)]
+    pub devices: Vec<String>,
+}
+
+/// Platforms a kernel can be built for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Platform {
+    /// `atoll-hvt`, Atoll's own KVM tender.
+    Hvt,
+}
+
+/// An error to show the user: the text after `atoll: `, one or two lines.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl<S: Into<String>> From<S> for CliError {
+    fn from(message: S) -> Self {
+        CliError(message.into())
+    }
+}
+
+/// The root of the Atoll repository this `atoll` was built from: new apps
+/// depend on its crates by path, and `run` builds its tender there.
+pub fn repo_root() -> PathBuf {
+    // crates/cli -> the repository root.
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The device-flag prefixes passed through to the tender.
+const DEVICE_FLAG_PREFIXES: [&str; 2] = ["--net:", "--block:"];
+
+/// Takes `--net:NAME=VALUE` and `--block:NAME=VALUE` out of `argv` (only
+/// before a `--`, after which everything belongs to the unikernel). clap
+/// cannot express an option whose name carries a parameter, and the tender
+/// owns their meaning, so they are only checked for shape here.
+pub fn split_device_flags(argv: Vec<OsString>) -> Result<(Vec<OsString>, Vec<String>), CliError> {
+    let mut rest = Vec::with_capacity(argv.len());
+    let mut devices = Vec::new();
+    let mut args = argv.into_iter();
+    for arg in args.by_ref() {
+        if arg == "--" {
+            rest.push(arg);
+            break;
+        }
+        let text = arg.to_string_lossy();
+        match DEVICE_FLAG_PREFIXES.iter().find(|p| text.starts_with(*p)) {
+            Some(prefix) => {
+                let (name, value) = text[prefix.len()..].split_once('=').unwrap_or(("", ""));
+                if name.is_empty() || value.is_empty() || arg.to_str().is_none() {
+                    let kind = &prefix[2..prefix.len() - 1];
+                    return Err(format!(
+                        "`{text}` is not a device flag; write {prefix}NAME=VALUE, e.g. {}",
+                        if kind == "net" {
+                            "--net:service=tap0"
+                        } else {
+                            "--block:data=disk.img"
+                        }
+                    )
+                    .into());
+                }
+                devices.push(text.into_owned());
+            }
+            None => rest.push(arg),
+        }
+    }
+    rest.extend(args);
+    Ok((rest, devices))
+}
+
+/// Parses the whole command line, device flags included.
+pub fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
+    let (rest, devices) = match split_device_flags(argv) {
+        Ok(split) => split,
+        Err(e) => {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("{e}\n"),
+            ))
+        }
+    };
+    let mut cli = Cli::try_parse_from(rest)?;
+    match &mut cli.command {
+        Command::Run(run) => run.devices = devices,
+        _ if !devices.is_empty() => {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::UnknownArgument,
+                format!("`{}` is only valid with `atoll run`\n", devices[0]),
+            ))
+        }
+        _ => {}
+    }
+    Ok(cli)
+}
+
+fn main() -> ExitCode {
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
+        Command::New { name } => new::create(&name),
+        Command::Build(args) => build::build(&args).map(|kernel| {
+            // The path alone on the last line of stdout, for scripts.
+            println!("{}", kernel.display());
+        }),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("atoll: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn build_defaults_to_the_current_directory_and_hvt() {
+        let cli = parse(argv(&["atoll", "build"])).unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build: {cli:?}")
+        };
+        assert_eq!(args.dir, PathBuf::from("."));
+        assert!(!args.release);
+        assert_eq!(args.target, Platform::Hvt);
+    }
+
+    #[test]
+    fn run_takes_tender_options_and_boot_arguments() {
+        let cli = parse(argv(&[
+            "atoll",
+            "run",
+            "examples/hello",
+            "--release",
+            "--mem=64",
+            "--stats",
+            "--net:service=tap0",
+            "--block:data=disk.img",
+            "--",
+            "a",
+            "--net:x=y",
+            "--",
+        ]))
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run: {cli:?}")
+        };
+        assert_eq!(run.build.dir, PathBuf::from("examples/hello"));
+        assert!(run.build.release);
+        assert_eq!(run.mem, Some(64));
+        assert!(run.stats);
+        assert_eq!(run.devices, ["--net:service=tap0", "--block:data=disk.img"]);
+        // After `--` everything is the unikernel's, device-like or not.
+        assert_eq!(run.args, argv(&["a", "--net:x=y", "--"]));
+    }
+
+    #[test]
+    fn run_without_dir_or_args() {
+        let cli = parse(argv(&["atoll", "run"])).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run: {cli:?}")
+        };
+        assert_eq!(run.build.dir, PathBuf::from("."));
+        assert_eq!(run.mem, None);
+        assert!(run.args.is_empty() && run.devices.is_empty());
+    }
+
+    #[test]
+    fn bad_options_are_refused() {
+        for bad in [
+            &["atoll", "run", "--mem=0"][..],
+            &["atoll", "run", "--mem=lots"],
+            &["atoll", "run", "--target=virtio"],
+            &["atoll", "build", "--stats"],
+            &["atoll", "run", "--net:service"],
+            &["atoll", "run", "--block:=disk.img"],
+            &["atoll", "build", "--net:service=tap0"],
+            &["atoll", "new"],
+            &["atoll"],
+        ] {
+            assert!(parse(argv(bad)).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn device_flag_errors_show_the_right_form() {
+        let err = split_device_flags(argv(&["atoll", "run", "--block:data"])).unwrap_err();
+        assert_eq!(
+            err.0,
+            "`--block:data` is not a device flag; write --block:NAME=VALUE, e.g. --block:data=disk.img"
+        );
+    }
+}

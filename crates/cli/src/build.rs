@@ -1,0 +1,203 @@
+//! `atoll build`: run cargo with the flags an Atoll kernel needs and find the
+//! kernel it produced.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+
+use crate::{BuildArgs, CliError, Platform};
+
+/// The Rust target of the `hvt` platform.
+pub const HVT_TARGET: &str = "x86_64-unknown-none";
+
+/// Flags for a static, fixed-address ELF linked with the runtime's
+/// `atoll.ld` (which atoll-rt's build script puts on the link search path).
+/// Frame pointers let the tender name the function a fault happened in.
+/// They go in `--config` rather than `RUSTFLAGS` so they apply only to the
+/// guest target, never to build scripts and proc macros built for the host.
+pub const HVT_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-none.rustflags=["-C","relocation-model=static","-C","link-arg=-Tatoll.ld","-C","link-arg=--no-pie","-C","force-frame-pointers=yes"]"#;
+
+/// Builds the app in `args.dir` and returns the kernel's path. Prints its
+/// size on standard error; cargo's own diagnostics go there too.
+pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
+    let manifest = args.dir.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(format!(
+            "`{}` is not a Rust crate (it has no Cargo.toml)\n\
+             give the directory of an app, or create one with `atoll new NAME`",
+            args.dir.display()
+        )
+        .into());
+    }
+    let manifest = manifest
+        .canonicalize()
+        .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
+    let dir = manifest.parent().unwrap_or(Path::new("/"));
+
+    let mut cargo = Command::new("cargo");
+    // Run in the app's directory so rustup honours its rust-toolchain.toml.
+    cargo
+        .current_dir(dir)
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(&manifest);
+    match args.target {
+        Platform::Hvt => cargo.args(["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG]),
+    };
+    if args.release {
+        cargo.arg("--release");
+    }
+    cargo
+        .arg("--message-format=json-render-diagnostics")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let output = cargo.output().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => CliError::from(
+            "cargo not found; install Rust with rustup and make sure `cargo` is on PATH",
+        ),
+        _ => CliError(format!("cannot run cargo: {e}")),
+    })?;
+    if !output.status.success() {
+        return Err("build failed; cargo's errors are above".into());
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let kernel = find_executable(&stdout, &manifest)?;
+    let size_bytes = std::fs::metadata(&kernel)
+        .map_err(|e| {
+            format!(
+                "cargo reported {} but it cannot be read: {e}",
+                kernel.display()
+            )
+        })?
+        .len();
+    eprintln!(
+        "atoll: built {} ({} KiB)",
+        kernel.display(),
+        size_bytes.div_ceil(1024)
+    );
+    Ok(kernel)
+}
+
+/// The part of a cargo JSON message this needs.
+#[derive(Debug, Deserialize)]
+struct Message {
+    reason: String,
+    manifest_path: Option<PathBuf>,
+    executable: Option<PathBuf>,
+}
+
+/// The executable cargo built for the package whose manifest is `manifest`
+/// (an absolute, canonical path, as cargo reports it), from cargo's
+/// `--message-format=json` output.
+pub fn find_executable(cargo_stdout: &str, manifest: &Path) -> Result<PathBuf, CliError> {
+    let mut executables: Vec<PathBuf> = cargo_stdout
+        .lines()
+        // Anything that is not a message (none are expected) is not ours.
+        .filter_map(|line| serde_json::from_str::<Message>(line).ok())
+        .filter(|m| m.reason == "compiler-artifact" && m.manifest_path.as_deref() == Some(manifest))
+        .filter_map(|m| m.executable)
+        .collect();
+    executables.dedup();
+    let dir = manifest.parent().unwrap_or(manifest).display();
+    match executables.len() {
+        1 => Ok(executables.remove(0)),
+        0 => Err(format!(
+            "cargo built no executable for the package at {dir}\n\
+             an app needs a binary target (src/main.rs); a workspace root is not an app"
+        )
+        .into()),
+        _ => Err(format!(
+            "the package at {dir} has several binaries ({}); an app has exactly one",
+            executables
+                .iter()
+                .map(|p| p.file_name().unwrap_or_default().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real lines from `cargo build --message-format=json-render-diagnostics`
+    // on an app whose dependencies are path crates.
+    const DEPENDENCY: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///work/main/crates/abi#atoll-abi@0.1.0","manifest_path":"/work/main/crates/abi/Cargo.toml","target":{"kind":["lib"],"crate_types":["lib"],"name":"atoll_abi","src_path":"/work/main/crates/abi/src/lib.rs","edition":"2021","doc":true,"doctest":true,"test":true},"profile":{"opt_level":"s","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":[],"filenames":["/work/main/examples/target/x86_64-unknown-none/release/deps/libatoll_abi-5b8a1c1f0c1d2e3f.rlib","/work/main/examples/target/x86_64-unknown-none/release/deps/libatoll_abi-5b8a1c1f0c1d2e3f.rmeta"],"executable":null,"fresh":true}"#;
+    const BUILD_SCRIPT: &str = r#"{"reason":"build-script-executed","package_id":"path+file:///work/main/crates/rt#atoll-rt@0.1.0","linked_libs":[],"linked_paths":["native=/work/main/examples/target/x86_64-unknown-none/release/build/atoll-rt-0f3c/out"],"cfgs":[],"env":[],"out_dir":"/work/main/examples/target/x86_64-unknown-none/release/build/atoll-rt-0f3c/out"}"#;
+    const APP: &str = r#"{"reason":"compiler-artifact","package_id":"path+file:///work/main/examples/hello#0.1.0","manifest_path":"/work/main/examples/hello/Cargo.toml","target":{"kind":["bin"],"crate_types":["bin"],"name":"hello","src_path":"/work/main/examples/hello/src/main.rs","edition":"2021","doc":true,"doctest":false,"test":true},"profile":{"opt_level":"s","debuginfo":0,"debug_assertions":false,"overflow_checks":false,"test":false},"features":[],"filenames":["/work/main/examples/target/x86_64-unknown-none/release/hello"],"executable":"/work/main/examples/target/x86_64-unknown-none/release/hello","fresh":false}"#;
+    const FINISHED: &str = r#"{"reason":"build-finished","success":true}"#;
+
+    fn hello_manifest() -> &'static Path {
+        Path::new("/work/main/examples/hello/Cargo.toml")
+    }
+
+    #[test]
+    fn picks_the_apps_executable_among_all_messages() {
+        let stdout = [DEPENDENCY, BUILD_SCRIPT, APP, FINISHED].join("\n");
+        assert_eq!(
+            find_executable(&stdout, hello_manifest()),
+            Ok(PathBuf::from(
+                "/work/main/examples/target/x86_64-unknown-none/release/hello"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_library_only_build_has_no_executable() {
+        let stdout = [DEPENDENCY, BUILD_SCRIPT, FINISHED].join("\n");
+        let err = find_executable(&stdout, hello_manifest()).unwrap_err().0;
+        assert!(
+            err.starts_with(
+                "cargo built no executable for the package at /work/main/examples/hello\n"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn another_packages_executable_is_not_taken() {
+        let stdout = [APP, FINISHED].join("\n");
+        let other = Path::new("/work/main/examples/timers/Cargo.toml");
+        assert!(find_executable(&stdout, other).is_err());
+    }
+
+    #[test]
+    fn several_binaries_are_named() {
+        let second = APP.replace("release/hello\"", "release/helper\"");
+        let stdout = [APP, &second, FINISHED].join("\n");
+        assert_eq!(
+            find_executable(&stdout, hello_manifest()).unwrap_err().0,
+            "the package at /work/main/examples/hello has several binaries (hello, helper); an app has exactly one"
+        );
+    }
+
+    #[test]
+    fn non_json_lines_are_skipped() {
+        let stdout = format!("warning: something odd\n\n{APP}\nnot json either\n");
+        assert!(find_executable(&stdout, hello_manifest()).is_ok());
+    }
+
+    #[test]
+    fn a_directory_without_a_manifest_is_not_a_crate() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = BuildArgs {
+            dir: dir.path().to_owned(),
+            release: false,
+            target: Platform::Hvt,
+        };
+        let err = build(&args).unwrap_err().0;
+        assert_eq!(
+            err.lines().next().unwrap(),
+            format!(
+                "`{}` is not a Rust crate (it has no Cargo.toml)",
+                dir.path().display()
+            )
+        );
+        assert_eq!(err.lines().count(), 2);
+    }
+}

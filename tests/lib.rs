@@ -1,1 +1,280 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests, which boot real unikernels.
+//!
+//! Each test process builds `atoll` and `atoll-hvt` once (release), builds
+//! the guests it needs once each with `atoll build --release`, and runs them
+//! with a 60-second limit, measuring wall and CPU time. The tests themselves
+//! live in `tests/*.rs`, one file per topic.
+//!
+//! These tests need `/dev/kvm`. Without it they fail with a message saying
+//! so rather than skip: a skipped boot test checks nothing.
+//!
+//! What this deliberately leaves out: networking set-up (TAP devices,
+//! namespaces); tests that need them create their own.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Longest a unikernel (or an `atoll` command) may run before the test fails.
+pub const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The repository root.
+pub fn repo_root() -> &'static Path {
+    // tests/ -> the repository root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+}
+
+/// Fails the test with a clear message when there is no usable `/dev/kvm`.
+pub fn require_kvm() {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        panic!(
+            "these tests boot unikernels and need /dev/kvm, which cannot be opened ({e}); \
+             run them on a machine with KVM"
+        );
+    }
+}
+
+/// The release `atoll` and `atoll-hvt`, built once per test process.
+struct Tools {
+    atoll: PathBuf,
+    hvt: PathBuf,
+}
+
+fn tools() -> &'static Tools {
+    static TOOLS: OnceLock<Tools> = OnceLock::new();
+    TOOLS.get_or_init(|| {
+        require_kvm();
+        let output = Command::new(env!("CARGO"))
+            .current_dir(repo_root())
+            .args(["build", "--release", "-p", "atoll-cli", "-p", "atoll-hvt"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            output.status.success(),
+            "building atoll and atoll-hvt failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let release = repo_root().join("target/release");
+        Tools {
+            atoll: release.join("atoll"),
+            hvt: release.join("atoll-hvt"),
+        }
+    })
+}
+
+/// The release `atoll` command.
+pub fn atoll_bin() -> &'static Path {
+    &tools().atoll
+}
+
+/// The release `atoll-hvt` tender.
+pub fn hvt_bin() -> &'static Path {
+    &tools().hvt
+}
+
+/// Builds the app at `dir` (relative to the repository root, e.g.
+/// `examples/hello`) with `atoll build --release`, once per test process,
+/// and returns the kernel's path.
+pub fn guest(dir: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+    // Held while building, so tests that want the same guest wait for it
+    // rather than start a second cargo.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    let built = built.get_or_insert_with(HashMap::new);
+    if let Some(kernel) = built.get(dir) {
+        return kernel.clone();
+    }
+    let out = atoll(["build", "--release", dir], repo_root());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "`atoll build --release {dir}` failed:\n{}",
+        out.stderr
+    );
+    let kernel = PathBuf::from(out.stdout.lines().last().unwrap_or_default());
+    assert!(
+        kernel.is_file(),
+        "`atoll build` printed {kernel:?}, which is not a file"
+    );
+    built.insert(dir.to_owned(), kernel.clone());
+    kernel
+}
+
+/// What a finished process did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit status, or `None` if a signal ended it.
+    pub status: Option<i32>,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+    /// From start to exit.
+    pub wall: Duration,
+    /// User plus system CPU time of the process.
+    pub cpu: Duration,
+}
+
+impl Outcome {
+    /// The lines of standard error.
+    pub fn stderr_lines(&self) -> Vec<&str> {
+        self.stderr.lines().collect()
+    }
+}
+
+/// Runs `atoll-hvt ARGS...`.
+pub fn hvt<I, S>(args: I) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(hvt_bin());
+    command.args(args);
+    run(command)
+}
+
+/// Boots the guest at `dir` (see [`guest`]) with tender options `options`
+/// and boot arguments `args`.
+pub fn boot(dir: &str, options: &[&str], args: &[&str]) -> Outcome {
+    let kernel = guest(dir);
+    let mut command = Command::new(hvt_bin());
+    command.args(options).arg(&kernel).arg("--").args(args);
+    run(command)
+}
+
+/// Runs `atoll ARGS...` in directory `cwd`.
+pub fn atoll<I, S>(args: I, cwd: &Path) -> Outcome
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(atoll_bin());
+    command.args(args).current_dir(cwd);
+    run(command)
+}
+
+/// Runs `command` to completion with piped output, killing it and failing
+/// the test after [`TIMEOUT`].
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is reaped with wait4, which also gives its CPU time"
+)]
+pub fn run(mut command: Command) -> Outcome {
+    let description = format!("{command:?}");
+    let start = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {description}: {e}"));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            // A read error just ends the capture; the test sees what came.
+            let _ = pipe.read_to_end(&mut bytes);
+            String::from_utf8_lossy(&bytes).into_owned()
+        })
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("piped")));
+    let stderr = collect(Box::new(child.stderr.take().expect("piped")));
+
+    // Reaped with wait4 rather than `Child::wait`, for the child's CPU time.
+    let (status, usage) = loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only through the two pointers, which point at
+        // live locals of the right types; `pid` is our own unreaped child.
+        let reaped = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        if reaped == pid {
+            break (status, usage);
+        }
+        assert!(
+            reaped == 0,
+            "wait4 on {description} failed: {}",
+            std::io::Error::last_os_error()
+        );
+        if start.elapsed() > TIMEOUT {
+            // Not yet reaped (wait4 just said so), so `pid` is still ours.
+            // The output is not waited for: a grandchild may hold the pipes.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{description} ran for more than {TIMEOUT:?} and was killed");
+        }
+        thread::sleep(Duration::from_millis(1));
+    };
+    let wall = start.elapsed();
+    let timeval = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Outcome {
+        status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+        wall,
+        cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
+    }
+}
+
+/// The fields of the tender's `stats:` line on standard error, by name.
+pub fn stats(stderr: &str) -> Option<HashMap<String, u64>> {
+    let line = stderr.lines().find_map(|l| l.strip_prefix("stats: "))?;
+    line.split_whitespace()
+        .map(|field| {
+            let (name, value) = field.split_once('=')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_line_fields() {
+        let stderr =
+            "something\nstats: exits=3 io=2 wall_us=1500 peak_rss_kib=2048 guest_resident_kib=96\n";
+        let fields = stats(stderr).unwrap();
+        assert_eq!(fields["exits"], 3);
+        assert_eq!(fields["wall_us"], 1500);
+        assert_eq!(fields["guest_resident_kib"], 96);
+        assert_eq!(stats("no stats here\n"), None);
+        assert_eq!(stats("stats: exits=lots\n"), None);
+    }
+
+    #[test]
+    fn run_reports_status_output_and_times() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo out; echo err >&2; exit 3"]);
+        let out = run(command);
+        assert_eq!(out.status, Some(3));
+        assert_eq!(out.stdout, "out\n");
+        assert_eq!(out.stderr_lines(), ["err"]);
+        assert!(out.wall < TIMEOUT);
+    }
+
+    #[test]
+    fn a_busy_child_is_charged_cpu_time() {
+        let mut command = Command::new("sh");
+        command.args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]);
+        let out = run(command);
+        assert_eq!(out.status, Some(0));
+        assert!(out.cpu > Duration::from_millis(20), "cpu {:?}", out.cpu);
+        assert!(out.cpu <= out.wall + Duration::from_millis(10));
+    }
+}

@@ -25,8 +25,8 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
     let manifest = args.dir.join("Cargo.toml");
     if !manifest.is_file() {
         return Err(format!(
-            "`{}` is not a Rust crate (it has no Cargo.toml)\n\
-             give the directory of an app, or create one with `atoll new NAME`",
+            "`{}` is not a Rust crate (it has no Cargo.toml); give an app's directory, \
+             or create one with `atoll new NAME`",
             args.dir.display()
         )
         .into());
@@ -192,12 +192,12 @@ mod tests {
         };
         let err = build(&args).unwrap_err().0;
         assert_eq!(
-            err.lines().next().unwrap(),
+            err,
             format!(
-                "`{}` is not a Rust crate (it has no Cargo.toml)",
+                "`{}` is not a Rust crate (it has no Cargo.toml); give an app's directory, \
+                 or create one with `atoll new NAME`",
                 dir.path().display()
             )
         );
-        assert_eq!(err.lines().count(), 2);
     }
 }

@@ -1,0 +1,61 @@
+//! Guests that break the hypercall rules on purpose. Each must be stopped
+//! with status 254 and a message naming the hypercall, before it can print
+//! `hostile guest survived`, and without the tender itself panicking.
+
+use atoll_tests::boot;
+
+const HOSTILE: &str = "tests/guests/hostile";
+
+fn assert_stopped(mode: &str, hypercall: &str) {
+    let out = boot(HOSTILE, &[], &[mode]);
+    assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(hypercall),
+        "{mode}: stderr does not name `{hypercall}`: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("hostile guest survived"),
+        "{mode}: the guest went on after breaking the rules"
+    );
+    assert!(
+        !out.stderr.contains("panicked at"),
+        "{mode}: the tender panicked: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn walltime_outside_guest_memory() {
+    assert_stopped("walltime-outside", "walltime");
+}
+
+#[test]
+fn walltime_into_the_tenders_low_memory() {
+    assert_stopped("walltime-kernel", "walltime");
+}
+
+#[test]
+fn abort_message_outside_guest_memory() {
+    assert_stopped("abort-outside", "abort");
+}
+
+#[test]
+fn abort_message_too_long() {
+    assert_stopped("abort-huge", "abort");
+}
+
+#[test]
+fn console_ring_corrupted() {
+    assert_stopped("console-corrupt", "console");
+}
+
+#[test]
+fn halt_with_a_reserved_status() {
+    assert_stopped("halt-status", "halt");
+}
+
+#[test]
+fn write_to_a_port_that_is_no_hypercall() {
+    assert_stopped("port", "port");
+}

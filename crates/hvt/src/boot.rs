@@ -1,0 +1,228 @@
+//! Preparing guest memory for boot: the memory map, the kernel's segments,
+//! the x86 structures, the boot info and the command line.
+//!
+//! Everything is written by the tender into memory that is still zero, and
+//! only what is needed: the guest pays for each page it touches, so nothing
+//! is pre-touched or cleared.
+
+use std::collections::BTreeMap;
+
+use atoll_abi::boot::{BootInfo, DeviceInfo, MAX_DEVICES};
+use atoll_abi::console;
+use atoll_abi::layout::*;
+use atoll_abi::{GuestAddr, ABI_VERSION};
+use zerocopy::IntoBytes;
+
+use crate::elf::Kernel;
+use crate::memory::{GuestMemory, Perm};
+use crate::x86;
+
+/// Where the heap and stack ended up, for the boot info and fault reports.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub heap_start: u64,
+    pub heap_end: u64,
+    pub stack_bottom: u64,
+    pub stack_top: u64,
+    pub cr3: u64,
+}
+
+impl Layout {
+    /// The unmapped page between heap and stack.
+    pub fn guard_page(&self) -> (u64, u64) {
+        (self.stack_bottom - PAGE_SIZE, self.stack_bottom)
+    }
+}
+
+/// The highest address a kernel segment may reach in `mem_size` bytes of
+/// memory: below the stack, its guard page and at least one heap page.
+pub fn kernel_limit(mem_size: u64) -> u64 {
+    mem_size - STACK_SIZE - 2 * PAGE_SIZE
+}
+
+/// Errors preparing memory; all are the user's to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(
+        "the boot arguments take {0} bytes, more than the {CMDLINE_MAX} the command line holds"
+    )]
+    CmdlineTooLong(usize),
+    #[error(transparent)]
+    PageTables(#[from] x86::PageTablesFull),
+}
+
+/// Lays out memory for `kernel` and writes everything the guest finds at
+/// boot. `image` is the kernel file the segments refer to.
+pub fn prepare(
+    mem: &mut GuestMemory,
+    kernel: &Kernel,
+    image: &[u8],
+    args: &[String],
+    devices: &[DeviceInfo],
+    tsc_hz: u64,
+) -> Result<Layout, BootError> {
+    let cmdline = cmdline(args)?;
+    let size = mem.size();
+    let heap_start = kernel.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let stack_bottom = size - STACK_SIZE;
+    let layout = Layout {
+        heap_start,
+        heap_end: stack_bottom - PAGE_SIZE,
+        stack_bottom,
+        stack_top: size,
+        cr3: PAGE_TABLES_ADDR,
+    };
+
+    let map = &mut mem.map;
+    map.add(GDT_ADDR, TSS_ADDR + PAGE_SIZE, Perm::KERNEL_RW);
+    map.add(
+        FAULT_STUBS_ADDR,
+        FAULT_STUBS_ADDR + PAGE_SIZE,
+        Perm::KERNEL_RX,
+    );
+    map.add(EXCEPTION_STACK_ADDR, EXCEPTION_STACK_TOP, Perm::KERNEL_RW);
+    map.add(BOOT_INFO_ADDR, CMDLINE_ADDR + CMDLINE_MAX, Perm::USER_RO);
+    map.add(
+        CONSOLE_ADDR,
+        CONSOLE_ADDR + console::DATA_OFFSET + console::CAPACITY,
+        Perm::USER_RW,
+    );
+    for (start, end, perm) in segment_regions(kernel) {
+        map.add(start, end, perm);
+    }
+    map.add(layout.heap_start, layout.heap_end, Perm::USER_RW);
+    map.add(layout.stack_bottom, layout.stack_top, Perm::USER_RW);
+
+    for segment in &kernel.segments {
+        let from = segment.file_offset as usize;
+        let bytes = &image[from..from + segment.file_size as usize];
+        assert!(
+            mem.write(segment.addr, bytes),
+            "segments were checked to fit"
+        );
+    }
+
+    for (addr, table) in x86::page_tables(&mem.map, size)? {
+        assert!(mem.write(addr, table.as_bytes()));
+    }
+    assert!(mem.write(GDT_ADDR, x86::gdt().as_bytes()));
+    assert!(mem.write(IDT_ADDR, &x86::idt()));
+    assert!(mem.write(TSS_ADDR, &x86::tss(EXCEPTION_STACK_TOP)));
+    assert!(mem.write(FAULT_STUBS_ADDR, &x86::exception_stubs()));
+
+    let mut boot_devices = [DeviceInfo::default(); MAX_DEVICES];
+    boot_devices[..devices.len()].copy_from_slice(devices);
+    let info = BootInfo {
+        abi_version: ABI_VERSION,
+        device_count: devices.len() as u32,
+        mem_size: size,
+        kernel_end: GuestAddr(kernel.end),
+        heap_start: GuestAddr(layout.heap_start),
+        heap_end: GuestAddr(layout.heap_end),
+        stack_top: GuestAddr(layout.stack_top),
+        stack_size: STACK_SIZE,
+        tsc_hz,
+        cmdline: GuestAddr(CMDLINE_ADDR),
+        cmdline_len: cmdline.len() as u64,
+        argc: args.len() as u64,
+        console: GuestAddr(CONSOLE_ADDR),
+        console_capacity: console::CAPACITY,
+        devices: boot_devices,
+    };
+    assert!(mem.write(BOOT_INFO_ADDR, info.as_bytes()));
+    assert!(mem.write(CMDLINE_ADDR, &cmdline));
+    Ok(layout)
+}
+
+/// The kernel's pages with their permissions: a page two segments share
+/// gets the union of theirs (the loader refused any union that is both
+/// writable and executable). Consecutive pages alike form one region.
+fn segment_regions(kernel: &Kernel) -> Vec<(u64, u64, Perm)> {
+    let mut pages: BTreeMap<u64, Perm> = BTreeMap::new();
+    for segment in &kernel.segments {
+        for page in segment.addr / PAGE_SIZE..segment.end().div_ceil(PAGE_SIZE) {
+            let perm = pages.entry(page).or_insert(Perm::USER_RO);
+            perm.write |= segment.flags.write;
+            perm.exec |= segment.flags.exec;
+        }
+    }
+    let mut regions: Vec<(u64, u64, Perm)> = Vec::new();
+    for (page, perm) in pages {
+        let (start, end) = (page * PAGE_SIZE, (page + 1) * PAGE_SIZE);
+        match regions.last_mut() {
+            Some(last) if last.1 == start && last.2 == perm => last.1 = end,
+            _ => regions.push((start, end, perm)),
+        }
+    }
+    regions
+}
+
+/// The arguments as NUL-terminated strings, back to back.
+fn cmdline(args: &[String]) -> Result<Vec<u8>, BootError> {
+    let mut out = Vec::new();
+    for arg in args {
+        out.extend(arg.as_bytes());
+        out.push(0);
+    }
+    if out.len() as u64 > CMDLINE_MAX {
+        return Err(BootError::CmdlineTooLong(out.len()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cmdline_is_nul_separated_and_bounded() {
+        assert_eq!(cmdline(&["a".into(), "bc".into()]).unwrap(), b"a\0bc\0");
+        assert_eq!(cmdline(&[]).unwrap(), b"");
+        let long = vec!["x".repeat(1000); 13];
+        assert!(matches!(
+            cmdline(&long),
+            Err(BootError::CmdlineTooLong(13013))
+        ));
+    }
+
+    #[test]
+    fn shared_pages_get_the_union_of_permissions() {
+        use crate::elf::{Segment, SegmentFlags};
+        let segment = |addr, mem_size, write, exec| Segment {
+            addr,
+            mem_size,
+            file_offset: 0,
+            file_size: 0,
+            flags: SegmentFlags { write, exec },
+        };
+        let kernel = Kernel {
+            entry: KERNEL_BASE,
+            segments: vec![
+                segment(KERNEL_BASE, 0x1800, false, true),
+                segment(KERNEL_BASE + 0x2000, 0x800, false, false),
+                segment(KERNEL_BASE + 0x2800, 0x1000, true, false),
+            ],
+            end: KERNEL_BASE + 0x3800,
+            manifest: vec![],
+        };
+        let rx = Perm {
+            exec: true,
+            ..Perm::USER_RO
+        };
+        assert_eq!(
+            segment_regions(&kernel),
+            vec![
+                (KERNEL_BASE, KERNEL_BASE + 0x2000, rx),
+                (KERNEL_BASE + 0x2000, KERNEL_BASE + 0x4000, Perm::USER_RW),
+            ]
+        );
+    }
+
+    #[test]
+    fn kernel_limit_leaves_room_for_heap_and_stack() {
+        assert_eq!(
+            kernel_limit(64 << 20),
+            (64 << 20) - STACK_SIZE - 2 * PAGE_SIZE
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! Draining the guest's console ring to standard output.
+//!
+//! Called after every VM exit, before the exit is handled, so output the
+//! guest wrote before it halted, aborted, faulted or went idle is always out
+//! first. The ring's `head` is written by the guest and not trusted: the
+//! tender keeps its own count of bytes consumed.
+
+use std::io::Write;
+
+use atoll_abi::console::{ConsoleRing, CAPACITY, DATA_OFFSET};
+use atoll_abi::layout::CONSOLE_ADDR;
+use zerocopy::FromBytes;
+
+use crate::memory::GuestMemory;
+
+/// The tender's side of the console ring.
+#[derive(Debug, Default)]
+pub struct Console {
+    consumed: u64,
+    /// Bytes written to standard output so far.
+    pub bytes_out: u64,
+}
+
+impl Console {
+    /// Writes any new output to stdout and frees its space in the ring. An
+    /// error means the guest corrupted the ring.
+    pub fn drain(&mut self, mem: &GuestMemory) -> Result<(), String> {
+        let mut header = [0u8; size_of::<ConsoleRing>()];
+        if !mem.read(CONSOLE_ADDR, &mut header) {
+            return Err("console ring is outside guest memory".into());
+        }
+        let ring = ConsoleRing::read_from_bytes(&header).expect("header size");
+        if ring.head == self.consumed {
+            return Ok(());
+        }
+        let pending = ring.head.wrapping_sub(self.consumed);
+        if ring.head < self.consumed || pending > CAPACITY {
+            return Err(format!(
+                "guest corrupted the console ring (head {} but {} bytes consumed, capacity {CAPACITY})",
+                ring.head, self.consumed
+            ));
+        }
+        let mut data = vec![0u8; pending as usize];
+        let start = self.consumed % CAPACITY;
+        let first = pending.min(CAPACITY - start) as usize;
+        let data_addr = CONSOLE_ADDR + DATA_OFFSET;
+        let ok = mem.read(data_addr + start, &mut data[..first])
+            && mem.read(data_addr, &mut data[first..]);
+        assert!(ok, "the console ring lies inside guest memory");
+        // Output errors (a closed pipe) must not stop the guest; the output
+        // is lost either way.
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&data).and_then(|()| out.flush());
+        self.consumed = ring.head;
+        self.bytes_out += pending;
+        let tail_addr = CONSOLE_ADDR + std::mem::offset_of!(ConsoleRing, tail) as u64;
+        assert!(mem.write(tail_addr, &self.consumed.to_le_bytes()));
+        Ok(())
+    }
+}

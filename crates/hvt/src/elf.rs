@@ -1,0 +1,552 @@
+//! Loading a unikernel: parse and validate its ELF image.
+//!
+//! The kernel file is untrusted input. Everything about it is checked before
+//! a byte reaches guest memory, and every way it can be wrong has its own
+//! [`ElfError`] with a message a user can act on. Only the program headers
+//! and the notes are read here; the symbol table is read only if the guest
+//! faults (see [`crate::fault`]).
+
+use atoll_abi::boot::{device_name, DeviceKind, MAX_DEVICES};
+use atoll_abi::layout::{KERNEL_BASE, PAGE_SIZE};
+use atoll_abi::note::{AbiDesc, ManifestDesc, NAME_SIZE, NT_ATOLL_ABI, NT_ATOLL_MANIFEST};
+use atoll_abi::ABI_VERSION;
+use object::elf::{self, FileHeader64, ProgramHeader64};
+use object::read::elf::{FileHeader, ProgramHeader};
+use object::LittleEndian as LE;
+use zerocopy::FromBytes;
+
+/// What is wrong with a kernel image. Each message completes
+/// "atoll-hvt: KERNEL: ...".
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ElfError {
+    #[error("empty file, not an Atoll unikernel")]
+    Empty,
+    #[error("not an ELF file; build the unikernel with `atoll build`")]
+    NotElf,
+    #[error("a 32-bit ELF file; Atoll unikernels are 64-bit x86_64 executables")]
+    Class32,
+    #[error("not a little-endian 64-bit ELF file")]
+    BadIdent,
+    #[error("malformed ELF: {0}")]
+    Malformed(&'static str),
+    #[error("an ELF file for machine {0}, not x86_64")]
+    Machine(u16),
+    #[error(
+        "an ELF file of type {0} (a Linux program, PIE or shared object), not a static executable; \
+         build the unikernel with `atoll build`"
+    )]
+    NotExecutable(u16),
+    #[error("has a program interpreter: this is a Linux program, not an Atoll unikernel")]
+    Interpreter,
+    #[error("truncated: {0} extends past the end of the file ({1} bytes)")]
+    Truncated(&'static str, usize),
+    #[error("no loadable segment")]
+    NoSegments,
+    #[error("segment {0}: file size {1:#x} exceeds its memory size {2:#x}")]
+    FileSizeExceedsMemSize(usize, u64, u64),
+    #[error("segment {0} at {1:#x} is both writable and executable; Atoll refuses W+X memory")]
+    WritableAndExecutable(usize, u64),
+    #[error(
+        "segment {0} at {1:#x} lies below {KERNEL_BASE:#x}, in memory reserved for the tender"
+    )]
+    BelowKernelBase(usize, u64),
+    #[error(
+        "segment {0} ({1:#x}..{2:#x}) does not fit in guest memory below the heap and stack \
+         (limit {3:#x}); raise --mem"
+    )]
+    PastMemory(usize, u64, u64, u64),
+    #[error("segments {0} and {1} overlap")]
+    Overlap(usize, usize),
+    #[error("segments {0} and {1} share a page and together are writable and executable")]
+    SharedPageWritableAndExecutable(usize, usize),
+    #[error("entry point {0:#x} is not in an executable segment")]
+    EntryNotExecutable(u64),
+    #[error("no Atoll ABI note: not an Atoll unikernel (apps need #[atoll::main])")]
+    MissingAbiNote,
+    #[error(
+        "built for Atoll ABI version {0}, but this atoll-hvt speaks version {ABI_VERSION}; \
+         rebuild the unikernel, or use the atoll-hvt of the same Atoll"
+    )]
+    AbiVersion(u32),
+    #[error("no device manifest note: not an Atoll unikernel (apps need #[atoll::main])")]
+    MissingManifest,
+    #[error("bad device manifest: {0}")]
+    BadManifest(&'static str),
+}
+
+/// Permissions of a loadable segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentFlags {
+    pub write: bool,
+    pub exec: bool,
+}
+
+/// One `PT_LOAD` segment, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest address (virtual == physical).
+    pub addr: u64,
+    /// Bytes in memory; the part past `file_size` is zero.
+    pub mem_size: u64,
+    /// Offset of the segment's bytes in the file.
+    pub file_offset: u64,
+    /// Bytes taken from the file.
+    pub file_size: u64,
+    pub flags: SegmentFlags,
+}
+
+impl Segment {
+    /// First byte past the segment.
+    pub fn end(&self) -> u64 {
+        self.addr + self.mem_size
+    }
+
+    fn first_page(&self) -> u64 {
+        self.addr / PAGE_SIZE
+    }
+
+    fn last_page(&self) -> u64 {
+        (self.end() - 1) / PAGE_SIZE
+    }
+}
+
+/// A device the kernel's manifest asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestDevice {
+    pub kind: DeviceKind,
+    pub name: String,
+}
+
+/// A validated kernel image.
+#[derive(Debug)]
+pub struct Kernel {
+    pub entry: u64,
+    pub segments: Vec<Segment>,
+    /// First byte past the highest segment.
+    pub end: u64,
+    pub manifest: Vec<ManifestDevice>,
+}
+
+/// Parses and validates `image`, whose segments must all end at or below
+/// `limit` (the start of the memory the tender keeps for heap and stack).
+pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
+    check_ident(image)?;
+    let header = FileHeader64::<LE>::parse(image)
+        .map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
+    let endian = LE;
+    let machine = header.e_machine(endian);
+    if machine != elf::EM_X86_64 {
+        return Err(ElfError::Machine(machine));
+    }
+    let kind = header.e_type(endian);
+    let phdrs = program_headers(header, image)?;
+    if phdrs.iter().any(|ph| ph.p_type(endian) == elf::PT_INTERP) {
+        return Err(ElfError::Interpreter);
+    }
+    if kind != elf::ET_EXEC {
+        return Err(ElfError::NotExecutable(kind));
+    }
+
+    let mut segments = Vec::new();
+    for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_LOAD) {
+        let index = segments.len();
+        let segment = Segment {
+            addr: ph.p_vaddr(endian),
+            mem_size: ph.p_memsz(endian),
+            file_offset: ph.p_offset(endian),
+            file_size: ph.p_filesz(endian),
+            flags: SegmentFlags {
+                write: ph.p_flags(endian) & elf::PF_W != 0,
+                exec: ph.p_flags(endian) & elf::PF_X != 0,
+            },
+        };
+        if segment.mem_size == 0 {
+            continue;
+        }
+        check_segment(index, &segment, image.len(), limit)?;
+        segments.push(segment);
+    }
+    if segments.is_empty() {
+        return Err(ElfError::NoSegments);
+    }
+    segments.sort_by_key(|s| s.addr);
+    check_segments_apart(&segments)?;
+
+    let entry = header.e_entry(endian);
+    if !segments
+        .iter()
+        .any(|s| s.flags.exec && s.addr <= entry && entry < s.end())
+    {
+        return Err(ElfError::EntryNotExecutable(entry));
+    }
+
+    let (abi_version, manifest) = read_notes(phdrs, image)?;
+    match abi_version {
+        None => return Err(ElfError::MissingAbiNote),
+        Some(v) if v != ABI_VERSION => return Err(ElfError::AbiVersion(v)),
+        Some(_) => {}
+    }
+    let manifest = manifest.ok_or(ElfError::MissingManifest)?;
+    let end = segments
+        .iter()
+        .map(Segment::end)
+        .max()
+        .unwrap_or(KERNEL_BASE);
+    Ok(Kernel {
+        entry,
+        segments,
+        end,
+        manifest,
+    })
+}
+
+/// The identification bytes, checked by hand so that each way they can be
+/// wrong gets its own message.
+fn check_ident(image: &[u8]) -> Result<(), ElfError> {
+    // e_ident[4] is the class, e_ident[5] the byte order.
+    if image.is_empty() {
+        return Err(ElfError::Empty);
+    }
+    if image.len() < 4 || image[..4] != elf::ELFMAG {
+        return Err(ElfError::NotElf);
+    }
+    match image.get(4) {
+        Some(&elf::ELFCLASS64) => {}
+        Some(&elf::ELFCLASS32) => return Err(ElfError::Class32),
+        Some(_) => return Err(ElfError::BadIdent),
+        None => return Err(ElfError::Truncated("the ELF header", image.len())),
+    }
+    if image.len() < core::mem::size_of::<FileHeader64<LE>>() {
+        return Err(ElfError::Truncated("the ELF header", image.len()));
+    }
+    if image[5] != elf::ELFDATA2LSB {
+        return Err(ElfError::BadIdent);
+    }
+    Ok(())
+}
+
+fn program_headers<'a>(
+    header: &FileHeader64<LE>,
+    image: &'a [u8],
+) -> Result<&'a [ProgramHeader64<LE>], ElfError> {
+    let endian = LE;
+    let count = u64::from(header.e_phnum(endian));
+    let size = u64::from(header.e_phentsize(endian));
+    if count == 0 {
+        return Err(ElfError::NoSegments);
+    }
+    if size != core::mem::size_of::<ProgramHeader64<LE>>() as u64 {
+        return Err(ElfError::Malformed("unexpected program header size"));
+    }
+    let end = header.e_phoff(endian).checked_add(count * size);
+    if end.is_none_or(|end| end > image.len() as u64) {
+        return Err(ElfError::Truncated("the program header table", image.len()));
+    }
+    header
+        .program_headers(endian, image)
+        .map_err(|_| ElfError::Malformed("unreadable program headers"))
+}
+
+fn check_segment(index: usize, s: &Segment, file_len: usize, limit: u64) -> Result<(), ElfError> {
+    if s.file_size > s.mem_size {
+        return Err(ElfError::FileSizeExceedsMemSize(
+            index,
+            s.file_size,
+            s.mem_size,
+        ));
+    }
+    if s.flags.write && s.flags.exec {
+        return Err(ElfError::WritableAndExecutable(index, s.addr));
+    }
+    if s.addr < KERNEL_BASE {
+        return Err(ElfError::BelowKernelBase(index, s.addr));
+    }
+    let end = s.addr.saturating_add(s.mem_size);
+    if end > limit {
+        return Err(ElfError::PastMemory(index, s.addr, end, limit));
+    }
+    let file_end = s.file_offset.checked_add(s.file_size);
+    if file_end.is_none_or(|e| e > file_len as u64) {
+        return Err(ElfError::Truncated("a loadable segment", file_len));
+    }
+    Ok(())
+}
+
+/// Segments must not overlap, and two segments sharing a page must not
+/// together be writable and executable: the page gets the union of their
+/// permissions.
+fn check_segments_apart(segments: &[Segment]) -> Result<(), ElfError> {
+    for (i, a) in segments.iter().enumerate() {
+        for (j, b) in segments.iter().enumerate().skip(i + 1) {
+            if a.addr < b.end() && b.addr < a.end() {
+                return Err(ElfError::Overlap(i, j));
+            }
+            let share = a.first_page() <= b.last_page() && b.first_page() <= a.last_page();
+            let (w, x) = (a.flags.write || b.flags.write, a.flags.exec || b.flags.exec);
+            if share && w && x {
+                return Err(ElfError::SharedPageWritableAndExecutable(i, j));
+            }
+        }
+    }
+    Ok(())
+}
+
+type Notes = (Option<u32>, Option<Vec<ManifestDevice>>);
+
+fn read_notes(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Notes, ElfError> {
+    let endian = LE;
+    let (mut abi, mut manifest) = (None, None);
+    for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_NOTE) {
+        let end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
+        if end.is_none_or(|end| end > image.len() as u64) {
+            return Err(ElfError::Truncated("a note segment", image.len()));
+        }
+        let mut notes = match ph.notes(endian, image) {
+            Ok(Some(notes)) => notes,
+            Ok(None) => continue,
+            Err(_) => return Err(ElfError::Malformed("unreadable note segment")),
+        };
+        loop {
+            let note = match notes.next() {
+                Ok(Some(note)) => note,
+                Ok(None) => break,
+                Err(_) => return Err(ElfError::Malformed("unreadable note")),
+            };
+            if note.name() != b"ATOLL" || note.n_namesz(endian) != NAME_SIZE {
+                continue;
+            }
+            match note.n_type(endian) {
+                NT_ATOLL_ABI => {
+                    let (desc, _) = AbiDesc::read_from_prefix(note.desc())
+                        .map_err(|_| ElfError::Malformed("short ABI note"))?;
+                    abi = Some(desc.version);
+                }
+                NT_ATOLL_MANIFEST => manifest = Some(parse_manifest(note.desc())?),
+                _ => {}
+            }
+        }
+    }
+    Ok((abi, manifest))
+}
+
+fn parse_manifest(desc: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
+    let (desc, _) = ManifestDesc::read_from_prefix(desc)
+        .map_err(|_| ElfError::BadManifest("note too short"))?;
+    let count = desc.count as usize;
+    if count > MAX_DEVICES {
+        return Err(ElfError::BadManifest("more than 8 devices"));
+    }
+    let mut devices: Vec<ManifestDevice> = Vec::with_capacity(count);
+    for entry in &desc.entries[..count] {
+        let kind =
+            DeviceKind::from_u32(entry.kind).ok_or(ElfError::BadManifest("unknown device kind"))?;
+        let name = device_name(&entry.name).ok_or(ElfError::BadManifest("invalid device name"))?;
+        if devices.iter().any(|d| d.name == name) {
+            return Err(ElfError::BadManifest("a device name appears twice"));
+        }
+        devices.push(ManifestDevice {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(devices)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use atoll_abi::note::{abi_note, manifest_note, Note};
+
+    const LIMIT: u64 = 64 << 20;
+
+    fn as_bytes<T>(value: &T) -> Vec<u8> {
+        let len = core::mem::size_of::<T>();
+        let mut out = vec![0u8; len];
+        // SAFETY: the notes are plain `repr(C)` integers and byte arrays with
+        // no padding (their sizes are asserted in atoll-abi), so every byte
+        // of `value` is initialised; we copy exactly size_of::<T>() bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(value as *const T as *const u8, out.as_mut_ptr(), len)
+        };
+        out
+    }
+
+    /// A minimal valid kernel: one RX text segment at 1 MiB holding the
+    /// entry point, one RW data segment on its own page, and the two notes.
+    pub(crate) fn build_kernel(
+        tweak: impl FnOnce(&mut Vec<(u32, u32, u64, u64, u64)>, &mut Vec<u8>),
+    ) -> Vec<u8> {
+        let mut notes = as_bytes::<Note<_>>(&abi_note());
+        notes.extend(as_bytes(&manifest_note(&[(DeviceKind::Net, "service")])));
+        // (type, flags, vaddr, filesz, memsz); offsets are assigned below.
+        let mut phdrs = vec![
+            (elf::PT_LOAD, elf::PF_R | elf::PF_X, KERNEL_BASE, 0x10, 0x10),
+            (
+                elf::PT_LOAD,
+                elf::PF_R | elf::PF_W,
+                KERNEL_BASE + 0x1000,
+                0x8,
+                0x2000,
+            ),
+            (
+                elf::PT_NOTE,
+                elf::PF_R,
+                0,
+                notes.len() as u64,
+                notes.len() as u64,
+            ),
+        ];
+        let mut payload = notes.clone();
+        tweak(&mut phdrs, &mut payload);
+        let phoff = 64u64;
+        let data_off = phoff + 56 * phdrs.len() as u64;
+        let mut image = vec![0u8; 64];
+        image[..4].copy_from_slice(&elf::ELFMAG);
+        image[4] = elf::ELFCLASS64;
+        image[5] = elf::ELFDATA2LSB;
+        image[6] = 1;
+        image[16..18].copy_from_slice(&elf::ET_EXEC.to_le_bytes());
+        image[18..20].copy_from_slice(&elf::EM_X86_64.to_le_bytes());
+        image[20..24].copy_from_slice(&1u32.to_le_bytes());
+        image[24..32].copy_from_slice(&KERNEL_BASE.to_le_bytes());
+        image[32..40].copy_from_slice(&phoff.to_le_bytes());
+        image[52..54].copy_from_slice(&64u16.to_le_bytes());
+        image[54..56].copy_from_slice(&56u16.to_le_bytes());
+        image[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        for &(p_type, flags, vaddr, filesz, memsz) in &phdrs {
+            let offset = if p_type == elf::PT_NOTE {
+                data_off
+            } else {
+                data_off + payload.len() as u64
+            };
+            image.extend(p_type.to_le_bytes());
+            image.extend(flags.to_le_bytes());
+            image.extend(offset.to_le_bytes());
+            image.extend(vaddr.to_le_bytes());
+            image.extend(vaddr.to_le_bytes());
+            image.extend(filesz.to_le_bytes());
+            image.extend(memsz.to_le_bytes());
+            let align: u64 = if p_type == elf::PT_NOTE { 4 } else { 0x1000 };
+            image.extend(align.to_le_bytes());
+        }
+        image.extend(&payload);
+        image.extend([0x90u8; 0x10]); // the text: nops
+        image
+    }
+
+    #[test]
+    fn accepts_a_minimal_kernel() {
+        let kernel = parse(&build_kernel(|_, _| {}), LIMIT).unwrap();
+        assert_eq!(kernel.entry, KERNEL_BASE);
+        assert_eq!(kernel.segments.len(), 2);
+        assert_eq!(kernel.end, KERNEL_BASE + 0x3000);
+        assert_eq!(
+            kernel.manifest,
+            vec![ManifestDevice {
+                kind: DeviceKind::Net,
+                name: "service".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn refuses_garbage() {
+        assert_eq!(parse(b"", LIMIT).unwrap_err(), ElfError::Empty);
+        assert_eq!(
+            parse(b"#!/bin/sh\necho hi\n", LIMIT).unwrap_err(),
+            ElfError::NotElf
+        );
+        let mut image = build_kernel(|_, _| {});
+        image[4] = elf::ELFCLASS32;
+        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::Class32);
+        let mut image = build_kernel(|_, _| {});
+        image[18] = 3; // EM_386
+        image[19] = 0;
+        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::Machine(3));
+        let mut image = build_kernel(|_, _| {});
+        image[16] = elf::ET_DYN as u8;
+        assert_eq!(
+            parse(&image, LIMIT).unwrap_err(),
+            ElfError::NotExecutable(elf::ET_DYN)
+        );
+    }
+
+    #[test]
+    fn refuses_truncated_images_at_every_length() {
+        let image = build_kernel(|_, _| {});
+        for len in 1..image.len() {
+            let err = parse(&image[..len], LIMIT).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ElfError::Truncated(..) | ElfError::NotElf | ElfError::Malformed(_)
+                ),
+                "length {len}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_unsafe_segments() {
+        let wx = build_kernel(|p, _| p[0].1 = elf::PF_R | elf::PF_W | elf::PF_X);
+        assert_eq!(
+            parse(&wx, LIMIT).unwrap_err(),
+            ElfError::WritableAndExecutable(0, KERNEL_BASE)
+        );
+        let low = build_kernel(|p, _| p[1].2 = 0x8000);
+        assert_eq!(
+            parse(&low, LIMIT).unwrap_err(),
+            ElfError::BelowKernelBase(1, 0x8000)
+        );
+        let big = build_kernel(|p, _| p[1].4 = LIMIT);
+        assert!(matches!(
+            parse(&big, LIMIT).unwrap_err(),
+            ElfError::PastMemory(1, ..)
+        ));
+        let wrap = build_kernel(|p, _| p[1].4 = u64::MAX);
+        assert!(matches!(
+            parse(&wrap, LIMIT).unwrap_err(),
+            ElfError::PastMemory(1, ..)
+        ));
+        let overlap = build_kernel(|p, _| p[1].2 = KERNEL_BASE + 0x8);
+        assert_eq!(parse(&overlap, LIMIT).unwrap_err(), ElfError::Overlap(0, 1));
+        let shared = build_kernel(|p, _| p[1].2 = KERNEL_BASE + 0x800);
+        assert_eq!(
+            parse(&shared, LIMIT).unwrap_err(),
+            ElfError::SharedPageWritableAndExecutable(0, 1)
+        );
+        let fat = build_kernel(|p, _| p[0].3 = 0x20);
+        assert_eq!(
+            parse(&fat, LIMIT).unwrap_err(),
+            ElfError::FileSizeExceedsMemSize(0, 0x20, 0x10)
+        );
+        let entry = build_kernel(|p, _| p[0].1 = elf::PF_R);
+        assert_eq!(
+            parse(&entry, LIMIT).unwrap_err(),
+            ElfError::EntryNotExecutable(KERNEL_BASE)
+        );
+    }
+
+    #[test]
+    fn requires_both_notes_with_the_right_version() {
+        let no_notes = build_kernel(|p, _| {
+            p.pop();
+        });
+        assert_eq!(
+            parse(&no_notes, LIMIT).unwrap_err(),
+            ElfError::MissingAbiNote
+        );
+        let old = build_kernel(|_, payload| payload[20] = 99);
+        assert_eq!(parse(&old, LIMIT).unwrap_err(), ElfError::AbiVersion(99));
+        let no_manifest = build_kernel(|p, _| p[2].3 = 24);
+        assert_eq!(
+            parse(&no_manifest, LIMIT).unwrap_err(),
+            ElfError::MissingManifest
+        );
+        let bad_name = build_kernel(|_, payload| payload[24 + 20 + 4 + 4] = b'A');
+        assert_eq!(
+            parse(&bad_name, LIMIT).unwrap_err(),
+            ElfError::BadManifest("invalid device name")
+        );
+    }
+}

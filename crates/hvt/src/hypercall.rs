@@ -1,0 +1,248 @@
+//! Serving hypercalls.
+//!
+//! The guest is hostile by assumption. Each argument struct, and each buffer
+//! it names, must lie in memory the guest could itself access from ring 3
+//! (writable, for what the tender writes back); anything else stops the
+//! guest with a message naming the hypercall. Nothing a guest passes can
+//! make the tender panic, allocate without bound or touch memory outside
+//! the guest.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use atoll_abi::exit::MAX_GUEST_STATUS;
+use atoll_abi::hypercall::{
+    AbortArgs, HaltArgs, Hypercall, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
+};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::memory::GuestMemory;
+
+/// What to do after a hypercall.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Resume,
+    Halt(u32),
+    /// Stop the guest; the message says why.
+    Fail(String),
+}
+
+/// Serves `call` with the argument struct at guest address `arg`.
+pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
+    match serve(call, arg, mem) {
+        Ok(action) => action,
+        Err(why) => Action::Fail(format!("guest broke the {} hypercall: {why}", call.name())),
+    }
+}
+
+fn serve(call: Hypercall, arg: u64, mem: &GuestMemory) -> Result<Action, String> {
+    match call {
+        Hypercall::Walltime => {
+            let mut args: WalltimeArgs = read_args(mem, arg, true)?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            args.nsecs = now.as_nanos() as u64;
+            write_args(mem, arg, &args);
+            Ok(Action::Resume)
+        }
+        // The console was drained before this exit was handled.
+        Hypercall::ConsoleFlush => Ok(Action::Resume),
+        Hypercall::Wait => {
+            let mut args: WaitArgs = read_args(mem, arg, true)?;
+            args.ready_set = wait(args.timeout_ns);
+            write_args(mem, arg, &args);
+            Ok(Action::Resume)
+        }
+        Hypercall::Halt => {
+            let args: HaltArgs = read_args(mem, arg, false)?;
+            if args.status > MAX_GUEST_STATUS {
+                return Err(format!(
+                    "status {} is above {MAX_GUEST_STATUS}, the largest a guest may halt with",
+                    args.status
+                ));
+            }
+            Ok(Action::Halt(args.status))
+        }
+        Hypercall::Abort => {
+            let args: AbortArgs = read_args(mem, arg, false)?;
+            if args.message_len > ABORT_MESSAGE_MAX {
+                return Err(format!(
+                    "message length {} exceeds {ABORT_MESSAGE_MAX} bytes",
+                    args.message_len
+                ));
+            }
+            mem.map
+                .check_user_access(args.message.0, args.message_len, false)
+                .map_err(|e| format!("message: {e}"))?;
+            let mut message = vec![0u8; args.message_len as usize];
+            assert!(mem.read(args.message.0, &mut message), "checked above");
+            Ok(Action::Fail(format!(
+                "guest aborted: {}",
+                one_line(&message)
+            )))
+        }
+    }
+}
+
+fn read_args<T: FromBytes + IntoBytes>(
+    mem: &GuestMemory,
+    addr: u64,
+    write_back: bool,
+) -> Result<T, String> {
+    let len = size_of::<T>() as u64;
+    mem.map
+        .check_user_access(addr, len, write_back)
+        .map_err(|e| format!("argument struct: {e}"))?;
+    let mut value = T::new_zeroed();
+    assert!(mem.read(addr, value.as_mut_bytes()), "checked above");
+    Ok(value)
+}
+
+fn write_args<T: IntoBytes + Immutable>(mem: &GuestMemory, addr: u64, value: &T) {
+    // read_args checked this range for writing.
+    assert!(mem.write(addr, value.as_bytes()));
+}
+
+/// Blocks until the timeout passes (or a signal arrives: the guest then
+/// simply waits again). Returns the set of ready devices; there are none
+/// yet that can become ready.
+fn wait(timeout_ns: u64) -> u64 {
+    let timeout = (timeout_ns != u64::MAX).then(|| Duration::from_nanos(timeout_ns));
+    let ts = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+    // SAFETY: ppoll with no descriptors only sleeps; `ts_ptr` is null or
+    // points at a timespec that lives until the call returns, and a null
+    // signal mask keeps ours. Its result (timeout or EINTR) needs no check:
+    // either way the guest resumes and re-checks its timers.
+    unsafe { libc::ppoll(std::ptr::null_mut(), 0, ts_ptr, std::ptr::null()) };
+    0
+}
+
+/// The message as one printable line.
+pub fn one_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim().chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::Perm;
+
+    fn mem() -> GuestMemory {
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        mem.map.add(0x1000, 0x2000, Perm::KERNEL_RW);
+        mem.map.add(0x2000, 0x3000, Perm::USER_RO);
+        mem.map.add(0x3000, 0x5000, Perm::USER_RW);
+        mem
+    }
+
+    #[test]
+    fn walltime_writes_the_time_back() {
+        let mem = mem();
+        assert_eq!(handle(Hypercall::Walltime, 0x3000, &mem), Action::Resume);
+        let nsecs = mem.read_u64(0x3000).unwrap();
+        assert!(nsecs > 1_700_000_000 * 1_000_000_000, "{nsecs}");
+    }
+
+    #[test]
+    fn lying_addresses_stop_the_guest() {
+        let mem = mem();
+        for (call, addr) in [
+            (Hypercall::Walltime, 0x1000),   // tender memory
+            (Hypercall::Walltime, 0x2000),   // read-only
+            (Hypercall::Walltime, 0x4ffc),   // straddles the end
+            (Hypercall::Walltime, 1 << 40),  // far outside
+            (Hypercall::Wait, u64::MAX - 4), // wraps
+            (Hypercall::Halt, 0x0),          // null
+        ] {
+            match handle(call, addr, &mem) {
+                Action::Fail(msg) => assert!(msg.contains(call.name()), "{msg}"),
+                other => panic!("{call:?} at {addr:#x}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn halt_and_abort() {
+        let mem = mem();
+        mem.write(
+            0x3000,
+            HaltArgs {
+                status: 7,
+                reserved: 0,
+            }
+            .as_bytes(),
+        );
+        assert_eq!(handle(Hypercall::Halt, 0x3000, &mem), Action::Halt(7));
+        mem.write(
+            0x3000,
+            HaltArgs {
+                status: 254,
+                reserved: 0,
+            }
+            .as_bytes(),
+        );
+        assert!(
+            matches!(handle(Hypercall::Halt, 0x3000, &mem), Action::Fail(m) if m.contains("254"))
+        );
+
+        mem.write(0x4000, b"boom\nat main.rs:3");
+        let abort = |message, message_len| AbortArgs {
+            message: atoll_abi::GuestAddr(message),
+            message_len,
+        };
+        mem.write(0x3000, abort(0x4000, 17).as_bytes());
+        assert_eq!(
+            handle(Hypercall::Abort, 0x3000, &mem),
+            Action::Fail("guest aborted: boom at main.rs:3".into())
+        );
+        for (addr, len) in [
+            (0x1000, 4),
+            (0x4000, u64::MAX),
+            (0x4ff0, 0x20),
+            (u64::MAX, 2),
+        ] {
+            mem.write(0x3000, abort(addr, len).as_bytes());
+            let Action::Fail(msg) = handle(Hypercall::Abort, 0x3000, &mem) else {
+                panic!("accepted message at {addr:#x}+{len}");
+            };
+            assert!(msg.starts_with("guest broke the abort hypercall"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn wait_sleeps_about_as_long_as_asked() {
+        let mem = mem();
+        mem.write(
+            0x3000,
+            WaitArgs {
+                timeout_ns: 20_000_000,
+                ready_set: 9,
+            }
+            .as_bytes(),
+        );
+        let start = std::time::Instant::now();
+        assert_eq!(handle(Hypercall::Wait, 0x3000, &mem), Action::Resume);
+        assert!(start.elapsed() >= Duration::from_millis(20));
+        assert_eq!(mem.read_u64(0x3008), Some(0), "no device ready");
+    }
+
+    #[test]
+    fn messages_become_one_printable_line() {
+        assert_eq!(one_line(b"  a\nb\x1b[31m \xff "), "a b?[31m \u{fffd}");
+    }
+}

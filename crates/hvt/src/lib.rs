@@ -1,0 +1,140 @@
+//! `atoll-hvt`: Atoll's KVM monitor (the *tender*) for hvt unikernels.
+//!
+//! It loads one static x86_64 ELF built by `atoll build`, checks it, lays
+//! out guest memory, and runs the guest on one vCPU **in ring 3** of a
+//! long-mode VM, serving a handful of hypercalls (console, wall clock, wait,
+//! halt, abort) made by port I/O. The guest is hostile by assumption: every
+//! address it hands over is checked, and once set up the tender confines
+//! itself with seccomp.
+//!
+//! The modules follow a boot: [`args`] → [`elf`] → [`devices`] →
+//! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`sandbox`] →
+//! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`]).
+//!
+//! Not here: more than one vCPU, interrupts, snapshots, live migration,
+//! a debugger stub, any device model. Network and block devices come with
+//! their hypercalls in later work; until then a kernel whose manifest names
+//! a device is refused.
+
+pub mod args;
+pub mod boot;
+pub mod console;
+pub mod devices;
+pub mod elf;
+pub mod fault;
+pub mod hypercall;
+pub mod memory;
+pub mod run;
+pub mod sandbox;
+pub mod stats;
+pub mod vcpu;
+pub mod x86;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use atoll_abi::exit::{GUEST_FAILED, TENDER_ERROR};
+
+/// Why the tender could not run a guest. Printed after `atoll-hvt: `.
+#[derive(Debug, thiserror::Error)]
+pub enum TenderError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot read the kernel {}: {source}", path.display())]
+    ReadKernel {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    BadKernel {
+        path: PathBuf,
+        source: elf::ElfError,
+    },
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
+    #[error("cannot map {0} MiB of guest memory: {1}")]
+    Memory(u64, std::io::Error),
+    #[error(transparent)]
+    Kvm(#[from] vcpu::KvmError),
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    #[error("{0}")]
+    Sandbox(String),
+}
+
+/// Runs the tender with `argv` (without the program name) and returns the
+/// process exit status.
+pub fn main(argv: Vec<String>) -> u8 {
+    let started = Instant::now();
+    let result = match args::parse(argv) {
+        Ok(args::Parsed::Info(text)) => {
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            return 0;
+        }
+        Ok(args::Parsed::Run(args)) => run(*args, started),
+        Err(usage) => Err(TenderError::Usage(usage)),
+    };
+    match result {
+        Ok(status) => status,
+        Err(e) => {
+            say(&e.to_string());
+            TENDER_ERROR as u8
+        }
+    }
+}
+
+fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
+    let cli = args.cli;
+    let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
+        path: cli.kernel.clone(),
+        source,
+    })?;
+    let mem_size = cli.mem_mib << 20;
+    let kernel = elf::parse(&image, boot::kernel_limit(mem_size)).map_err(|source| {
+        TenderError::BadKernel {
+            path: cli.kernel.clone(),
+            source,
+        }
+    })?;
+    let devices = devices::attach(&kernel.manifest, &args.devices)?;
+
+    let mut mem =
+        memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
+    let mut vm = vcpu::Vm::new(&mem)?;
+    let layout = boot::prepare(&mut mem, &kernel, &image, &cli.args, &devices, vm.tsc_hz()?)?;
+    vm.set_boot_registers(kernel.entry, &layout)?;
+    if !cli.no_sandbox {
+        sandbox::confine(vm.vcpu.as_raw_fd()).map_err(TenderError::Sandbox)?;
+    }
+
+    let mut console = console::Console::default();
+    let mut stats = stats::Stats::default();
+    let guest = run::Guest {
+        mem: &mem,
+        layout: &layout,
+        image: &image,
+    };
+    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut stats);
+    let status = match outcome {
+        run::Outcome::Halted(status) => status as u8,
+        run::Outcome::Failed(why) => {
+            say(&why);
+            GUEST_FAILED as u8
+        }
+    };
+    if cli.stats {
+        say_raw(&stats.line(started, &mem));
+    }
+    Ok(status)
+}
+
+/// One message on stderr, prefixed with the program name.
+fn say(message: &str) {
+    say_raw(&format!("atoll-hvt: {message}"));
+}
+
+fn say_raw(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}

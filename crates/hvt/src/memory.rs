@@ -1,0 +1,253 @@
+//! Guest memory and the map of what the guest may do with each part of it.
+//!
+//! Memory is one anonymous mapping at guest-physical 0 (vm-memory), zero
+//! until touched. Alongside it the tender keeps a [`MemoryMap`]: the regions
+//! of the guest's address space with their page permissions. The page tables
+//! are built from it ([`crate::x86`]), and every address a hypercall hands
+//! over is checked against it, so the tender never reads or writes on the
+//! guest's behalf anything the guest could not read or write itself.
+
+use std::fmt;
+
+use atoll_abi::layout::PAGE_SIZE;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+
+/// What the guest may do with a region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Perm {
+    /// Reachable from ring 3; otherwise only the ring-0 exception stubs (and
+    /// the CPU) use it.
+    pub user: bool,
+    pub write: bool,
+    pub exec: bool,
+}
+
+impl Perm {
+    pub const USER_RO: Perm = Perm {
+        user: true,
+        write: false,
+        exec: false,
+    };
+    pub const USER_RW: Perm = Perm {
+        user: true,
+        write: true,
+        exec: false,
+    };
+    pub const KERNEL_RW: Perm = Perm {
+        user: false,
+        write: true,
+        exec: false,
+    };
+    pub const KERNEL_RX: Perm = Perm {
+        user: false,
+        write: false,
+        exec: true,
+    };
+}
+
+/// A page-aligned range of guest memory with one set of permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub perm: Perm,
+}
+
+/// The guest's address space: sorted, non-overlapping regions. Addresses in
+/// no region are unmapped.
+#[derive(Clone, Debug, Default)]
+pub struct MemoryMap {
+    regions: Vec<Region>,
+}
+
+impl MemoryMap {
+    /// Adds a region, rounded out to whole pages. Panics if it overlaps one
+    /// already there: the tender lays memory out itself, so an overlap is a
+    /// tender bug, not bad input (the ELF loader rejects overlapping
+    /// segments before they get here).
+    pub fn add(&mut self, start: u64, end: u64, perm: Perm) {
+        let start = start / PAGE_SIZE * PAGE_SIZE;
+        let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if start == end {
+            return;
+        }
+        let at = self.regions.partition_point(|r| r.end <= start);
+        if let Some(next) = self.regions.get(at) {
+            assert!(
+                end <= next.start,
+                "tender bug: overlapping guest memory regions"
+            );
+        }
+        self.regions.insert(at, Region { start, end, perm });
+    }
+
+    pub fn regions(&self) -> &[Region] {
+        &self.regions
+    }
+
+    /// The region containing `addr`, if it is mapped.
+    pub fn region_at(&self, addr: u64) -> Option<&Region> {
+        let at = self.regions.partition_point(|r| r.end <= addr);
+        self.regions.get(at).filter(|r| r.start <= addr)
+    }
+
+    /// Checks that the guest itself could access all of `addr..addr+len`
+    /// from ring 3 (for writing too, if `write`).
+    pub fn check_user_access(&self, addr: u64, len: u64, write: bool) -> Result<(), AccessError> {
+        let error = AccessError { addr, len, write };
+        let end = addr.checked_add(len).ok_or(error)?;
+        let mut at = addr;
+        while at < end {
+            let region = self.region_at(at).ok_or(error)?;
+            if !region.perm.user || (write && !region.perm.write) {
+                return Err(error);
+            }
+            at = region.end;
+        }
+        Ok(())
+    }
+}
+
+/// A hypercall named memory the guest may not access that way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessError {
+    pub addr: u64,
+    pub len: u64,
+    pub write: bool,
+}
+
+impl fmt::Display for AccessError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.write { "writable" } else { "readable" };
+        write!(
+            f,
+            "{} bytes at {:#x} are not guest memory {what} from ring 3",
+            self.len, self.addr
+        )
+    }
+}
+
+/// Guest memory: the mapping KVM sees, plus the map of permissions.
+pub struct GuestMemory {
+    mem: GuestMemoryMmap,
+    size: u64,
+    pub map: MemoryMap,
+}
+
+impl GuestMemory {
+    /// Maps `size` bytes of zeroed, lazily allocated memory.
+    pub fn new(size: u64) -> std::io::Result<GuestMemory> {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), size as usize)])
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(GuestMemory {
+            mem,
+            size,
+            map: MemoryMap::default(),
+        })
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The host address of guest-physical 0, for KVM's memory slot.
+    pub fn host_base(&self) -> *mut u8 {
+        // from_ranges made exactly one region starting at 0.
+        self.mem
+            .get_host_address(GuestAddress(0))
+            .expect("guest memory starts at 0")
+    }
+
+    /// Reads `buf.len()` bytes at `addr`; false if outside guest memory.
+    pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        self.mem.read_slice(buf, GuestAddress(addr)).is_ok()
+    }
+
+    /// Writes `data` at `addr`; false if outside guest memory.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        self.mem.write_slice(data, GuestAddress(addr)).is_ok()
+    }
+
+    /// Reads a `u64` at `addr`, if inside guest memory.
+    pub fn read_u64(&self, addr: u64) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        self.read(addr, &mut buf).then_some(u64::from_le_bytes(buf))
+    }
+
+    /// Bytes of guest memory resident in host RAM (pages the guest or the
+    /// tender touched).
+    pub fn resident_bytes(&self) -> u64 {
+        let pages = self.size.div_ceil(PAGE_SIZE) as usize;
+        let mut vec = vec![0u8; pages];
+        // SAFETY: `host_base()..+size` is exactly the mapping vm-memory made
+        // (page aligned, since mmap returns page-aligned addresses), and
+        // `vec` has one byte per page of it, as mincore requires. We check
+        // the return value.
+        let rc = unsafe {
+            libc::mincore(
+                self.host_base().cast(),
+                self.size as usize,
+                vec.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return 0;
+        }
+        vec.iter().filter(|&&b| b & 1 != 0).count() as u64 * PAGE_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> MemoryMap {
+        let mut map = MemoryMap::default();
+        map.add(0x3000, 0x4000, Perm::KERNEL_RW);
+        map.add(0x1000, 0x2000, Perm::USER_RO);
+        map.add(0x2000, 0x3000, Perm::USER_RW);
+        map
+    }
+
+    #[test]
+    fn regions_stay_sorted_and_page_rounded() {
+        let mut map = map();
+        map.add(0x5010, 0x5020, Perm::USER_RW);
+        let starts: Vec<u64> = map.regions().iter().map(|r| r.start).collect();
+        assert_eq!(starts, [0x1000, 0x2000, 0x3000, 0x5000]);
+        assert_eq!(map.regions()[3].end, 0x6000);
+        assert_eq!(map.region_at(0x2fff).unwrap().perm, Perm::USER_RW);
+        assert!(map.region_at(0x4000).is_none());
+        assert!(map.region_at(0).is_none());
+    }
+
+    #[test]
+    fn user_access_checks() {
+        let map = map();
+        assert!(map.check_user_access(0x1000, 0x2000, false).is_ok());
+        assert!(
+            map.check_user_access(0x1ff8, 16, true).is_err(),
+            "read-only page"
+        );
+        assert!(map.check_user_access(0x2000, 0x1000, true).is_ok());
+        assert!(
+            map.check_user_access(0x2ff8, 16, false).is_err(),
+            "kernel page"
+        );
+        assert!(map.check_user_access(0x0, 8, false).is_err(), "unmapped");
+        assert!(
+            map.check_user_access(0x1000, u64::MAX, false).is_err(),
+            "wraps"
+        );
+        assert!(
+            map.check_user_access(u64::MAX - 3, 8, false).is_err(),
+            "wraps"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "overlapping")]
+    fn overlapping_regions_are_a_bug() {
+        map().add(0x1800, 0x2800, Perm::USER_RW);
+    }
+}

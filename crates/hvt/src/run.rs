@@ -1,0 +1,176 @@
+//! The vCPU loop: run the guest, and on every exit drain the console, then
+//! serve the hypercall or report why the guest stopped.
+
+use atoll_abi::hypercall::{Hypercall, FAULT_PORT};
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use crate::boot::Layout;
+use crate::console::Console;
+use crate::fault::{self, FaultState};
+use crate::hypercall::{self, Action};
+use crate::memory::GuestMemory;
+use crate::stats::Stats;
+
+/// How the guest ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// It halted with this status.
+    Halted(u32),
+    /// It failed; the message (possibly several lines) says how.
+    Failed(String),
+}
+
+/// One VM exit, copied out of the vCPU's run area so the vCPU can be
+/// queried while handling it.
+enum Exit {
+    IoOut {
+        port: u16,
+        value: Option<u32>,
+        len: usize,
+    },
+    IoIn {
+        port: u16,
+    },
+    Mmio {
+        addr: u64,
+    },
+    Hlt,
+    Shutdown,
+    Interrupted,
+    Other(String),
+}
+
+/// The guest as the loop sees it.
+pub struct Guest<'a> {
+    pub mem: &'a GuestMemory,
+    pub layout: &'a Layout,
+    /// The kernel file, for symbol names in fault reports.
+    pub image: &'a [u8],
+}
+
+/// Runs the guest until it halts or fails.
+pub fn run(
+    vcpu: &mut VcpuFd,
+    guest: &Guest<'_>,
+    console: &mut Console,
+    stats: &mut Stats,
+) -> Outcome {
+    loop {
+        let exit = next_exit(vcpu);
+        stats.exits += 1;
+        if let Err(why) = console.drain(guest.mem) {
+            return Outcome::Failed(why);
+        }
+        let action = match exit {
+            Exit::IoOut { port, value, len } => {
+                stats.io += 1;
+                io_out(vcpu, guest, stats, port, value, len)
+            }
+            Exit::IoIn { port } => {
+                stats.io += 1;
+                Action::Fail(format!(
+                    "guest read I/O port {port:#x}; atoll-hvt serves no input ports"
+                ))
+            }
+            Exit::Mmio { addr } => {
+                stats.mmio += 1;
+                Action::Fail(format!("guest accessed {addr:#x}, outside its memory"))
+            }
+            Exit::Hlt => {
+                stats.hlt += 1;
+                Action::Fail(
+                    "guest executed hlt outside an exception stub; use the halt hypercall".into(),
+                )
+            }
+            Exit::Shutdown => {
+                stats.shutdown += 1;
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                Action::Fail(fault::triple_fault(rip, guest.image))
+            }
+            Exit::Interrupted => {
+                stats.intr += 1;
+                Action::Resume
+            }
+            Exit::Other(what) => {
+                stats.other += 1;
+                Action::Fail(what)
+            }
+        };
+        match action {
+            Action::Resume => {}
+            Action::Halt(status) => return Outcome::Halted(status),
+            Action::Fail(why) => return Outcome::Failed(why),
+        }
+    }
+}
+
+fn next_exit(vcpu: &mut VcpuFd) -> Exit {
+    match vcpu.run() {
+        Ok(VcpuExit::IoOut(port, data)) => Exit::IoOut {
+            port,
+            value: <[u8; 4]>::try_from(data).ok().map(u32::from_le_bytes),
+            len: data.len(),
+        },
+        Ok(VcpuExit::IoIn(port, _)) => Exit::IoIn { port },
+        Ok(VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _)) => Exit::Mmio { addr },
+        Ok(VcpuExit::Hlt) => Exit::Hlt,
+        Ok(VcpuExit::Shutdown) => Exit::Shutdown,
+        Ok(VcpuExit::Intr) => Exit::Interrupted,
+        Ok(VcpuExit::FailEntry(reason, _)) => Exit::Other(format!(
+            "KVM could not enter the guest (hardware entry failure reason {reason:#x})"
+        )),
+        Ok(VcpuExit::InternalError) => {
+            Exit::Other("KVM reported an internal error running the guest".into())
+        }
+        Ok(other) => Exit::Other(format!("unexpected VM exit: {other:?}")),
+        Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
+        Err(e) => Exit::Other(format!("KVM_RUN failed: {e}")),
+    }
+}
+
+fn io_out(
+    vcpu: &VcpuFd,
+    guest: &Guest<'_>,
+    stats: &mut Stats,
+    port: u16,
+    value: Option<u32>,
+    len: usize,
+) -> Action {
+    if port == FAULT_PORT {
+        return fault(vcpu, guest, value.unwrap_or(u32::MAX));
+    }
+    let Some(call) = Hypercall::from_port(port) else {
+        return Action::Fail(format!(
+            "guest wrote to I/O port {port:#x}, which is not a hypercall"
+        ));
+    };
+    let Some(arg) = value else {
+        return Action::Fail(format!(
+            "guest made the {} hypercall with a {len}-byte write; hypercalls are 32-bit `out dx, eax`",
+            call.name()
+        ));
+    };
+    if call == Hypercall::Wait {
+        stats.waits += 1;
+    }
+    hypercall::handle(call, u64::from(arg), guest.mem)
+}
+
+/// An exception stub reported `vector`. Only ring-0 code (the stubs) may
+/// use the fault port: a guest writing it from ring 3 is lying.
+fn fault(vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Action {
+    let (Ok(sregs), Ok(regs)) = (vcpu.get_sregs(), vcpu.get_regs()) else {
+        return Action::Fail("guest fault, and its registers could not be read".into());
+    };
+    if sregs.cs.dpl != 0 || vector >= crate::x86::IDT_VECTORS as u32 {
+        return Action::Fail(format!(
+            "guest wrote to the fault-report port {FAULT_PORT:#x} from ring 3"
+        ));
+    }
+    let state = FaultState {
+        vector,
+        cr2: sregs.cr2,
+        rbp: regs.rbp,
+    };
+    Action::Fail(fault::report(&state, guest.mem, guest.layout, guest.image))
+}

@@ -1,0 +1,158 @@
+//! The VM and its one vCPU, through kvm-ioctls: memory slot, CPUID, and the
+//! register state that enters the guest directly in 64-bit mode, ring 3.
+
+use atoll_abi::layout::{BOOT_INFO_ADDR, GDT_ADDR, IDT_ADDR, TSS_ADDR};
+use kvm_bindings::{kvm_segment, kvm_userspace_memory_region, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+
+use crate::boot::Layout;
+use crate::memory::GuestMemory;
+use crate::x86;
+
+/// Why KVM could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error(
+        "cannot open /dev/kvm ({0}); atoll-hvt needs KVM: run it as root or as a member of the \
+         kvm group, on a host with virtualization enabled"
+    )]
+    Open(kvm_ioctls::Error),
+    #[error("KVM refused to {0}: {1}")]
+    Ioctl(&'static str, kvm_ioctls::Error),
+}
+
+/// A VM with one vCPU and guest memory registered as slot 0.
+pub struct Vm {
+    // Kept open for the VM's lifetime.
+    _kvm: Kvm,
+    _vm: VmFd,
+    pub vcpu: VcpuFd,
+}
+
+// CR0, CR4 and EFER bits.
+const CR0_PE: u64 = 1 << 0;
+const CR0_MP: u64 = 1 << 1;
+const CR0_ET: u64 = 1 << 4;
+const CR0_NE: u64 = 1 << 5;
+const CR0_WP: u64 = 1 << 16;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const CR4_OSFXSR: u64 = 1 << 9;
+const CR4_OSXMMEXCPT: u64 = 1 << 10;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+const EFER_NXE: u64 = 1 << 11;
+/// RFLAGS: bit 1 is always set; IOPL 3 lets ring 3 make port-I/O hypercalls.
+const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
+
+impl Vm {
+    /// Creates the VM and vCPU and registers `mem`.
+    pub fn new(mem: &GuestMemory) -> Result<Vm, KvmError> {
+        let kvm = Kvm::new().map_err(KvmError::Open)?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| KvmError::Ioctl("create a VM", e))?;
+        let region = kvm_userspace_memory_region {
+            slot: 0,
+            flags: 0,
+            guest_phys_addr: 0,
+            memory_size: mem.size(),
+            userspace_addr: mem.host_base() as u64,
+        };
+        // SAFETY: the region is the whole of `mem`'s mapping, which stays
+        // mapped for as long as the VM runs: `GuestMemory` is owned by the
+        // caller's `Guest`, which outlives the `Vm` (both are dropped only
+        // when the tender exits).
+        unsafe { vm.set_user_memory_region(region) }
+            .map_err(|e| KvmError::Ioctl("register guest memory", e))?;
+        let vcpu = vm
+            .create_vcpu(0)
+            .map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
+        // The host's supported CPUID as is: without it some instructions
+        // (rdrand among them) fault in the guest.
+        let cpuid = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| KvmError::Ioctl("report its CPUID", e))?;
+        vcpu.set_cpuid2(&cpuid)
+            .map_err(|e| KvmError::Ioctl("set the vCPU's CPUID", e))?;
+        Ok(Vm {
+            _kvm: kvm,
+            _vm: vm,
+            vcpu,
+        })
+    }
+
+    /// The guest's TSC frequency in Hz.
+    pub fn tsc_hz(&self) -> Result<u64, KvmError> {
+        let khz = self
+            .vcpu
+            .get_tsc_khz()
+            .map_err(|e| KvmError::Ioctl("report the TSC frequency", e))?;
+        Ok(u64::from(khz) * 1000)
+    }
+
+    /// Sets the vCPU up to start at `entry` in long mode, ring 3, with the
+    /// stack and boot info the layout describes.
+    pub fn set_boot_registers(&self, entry: u64, layout: &Layout) -> Result<(), KvmError> {
+        let mut sregs = self
+            .vcpu
+            .get_sregs()
+            .map_err(|e| KvmError::Ioctl("read the vCPU's registers", e))?;
+        let segment = |selector: u16, code: bool| kvm_segment {
+            base: 0,
+            limit: 0xFFFF_FFFF,
+            selector,
+            type_: if code { 0xB } else { 0x3 },
+            present: 1,
+            dpl: (selector & 3) as u8,
+            db: u8::from(!code),
+            s: 1,
+            l: u8::from(code),
+            g: 1,
+            avl: 0,
+            unusable: 0,
+            padding: 0,
+        };
+        sregs.cs = segment(x86::USER_CS, true);
+        sregs.ss = segment(x86::USER_DS, false);
+        sregs.ds = sregs.ss;
+        sregs.es = sregs.ss;
+        sregs.fs = sregs.ss;
+        sregs.gs = sregs.ss;
+        sregs.tr = kvm_segment {
+            base: TSS_ADDR,
+            limit: x86::TSS_SIZE as u32 - 1,
+            selector: x86::TSS_SELECTOR,
+            type_: 0xB,
+            present: 1,
+            s: 0,
+            ..Default::default()
+        };
+        sregs.ldt = kvm_segment {
+            unusable: 1,
+            ..Default::default()
+        };
+        sregs.gdt.base = GDT_ADDR;
+        sregs.gdt.limit = (x86::GDT_ENTRIES * 8 - 1) as u16;
+        sregs.idt.base = IDT_ADDR;
+        sregs.idt.limit = (x86::IDT_VECTORS * 16 - 1) as u16;
+        sregs.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+        sregs.cr3 = layout.cr3;
+        sregs.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+        sregs.efer = EFER_LME | EFER_LMA | EFER_NXE;
+        self.vcpu
+            .set_sregs(&sregs)
+            .map_err(|e| KvmError::Ioctl("enter long mode", e))?;
+
+        let regs = kvm_bindings::kvm_regs {
+            rip: entry,
+            rsp: layout.stack_top,
+            rdi: BOOT_INFO_ADDR,
+            rflags: RFLAGS_IOPL3,
+            ..Default::default()
+        };
+        self.vcpu
+            .set_regs(&regs)
+            .map_err(|e| KvmError::Ioctl("set the entry registers", e))
+    }
+}

@@ -1,0 +1,326 @@
+//! The x86-64 structures the tender builds for the guest: GDT, TSS, IDT,
+//! ring-0 exception stubs and identity-mapped page tables.
+//!
+//! The unikernel runs in ring 3 (see docs/ARCHITECTURE.md for why), so these
+//! all live on supervisor-only pages it cannot write. Ring 0 holds nothing
+//! but one 16-byte stub per CPU exception, which reports the vector to the
+//! tender on [`FAULT_PORT`] and halts. The builders are pure functions
+//! returning bytes, so they are unit-tested without KVM.
+
+use std::collections::BTreeMap;
+
+use atoll_abi::hypercall::FAULT_PORT;
+use atoll_abi::layout::{FAULT_STUBS_ADDR, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END, TSS_ADDR};
+
+use crate::memory::{MemoryMap, Perm};
+
+/// GDT selectors. The order matters only to us: there is no `syscall`.
+pub const KERNEL_CS: u16 = 0x08;
+pub const KERNEL_DS: u16 = 0x10;
+pub const USER_DS: u16 = 0x18 | 3;
+pub const USER_CS: u16 = 0x20 | 3;
+pub const TSS_SELECTOR: u16 = 0x28;
+/// Entries in the GDT (the TSS descriptor takes two).
+pub const GDT_ENTRIES: usize = 7;
+/// Size of the 64-bit TSS.
+pub const TSS_SIZE: u64 = 104;
+/// Number of IDT vectors: the CPU exceptions. There are no interrupts.
+pub const IDT_VECTORS: usize = 32;
+/// Bytes per exception stub.
+pub const STUB_SIZE: usize = 16;
+
+/// Descriptor flag bits of the code and data segments: present, S, accessed,
+/// with long mode (L) for code and 4 KiB granularity.
+const fn segment_descriptor(access: u64, flags: u64) -> u64 {
+    0xFFFF | (0xF << 48) | (access << 40) | (flags << 52)
+}
+
+/// The GDT: null, kernel code/data, user data/code, and the TSS.
+pub fn gdt() -> [u64; GDT_ENTRIES] {
+    // Access bytes: P | DPL | S | type; type 0xB = code execute/read
+    // accessed, 0x3 = data read/write accessed. Flags: G | L (code) or G | DB
+    // (data). The accessed bits are preset so the CPU never writes the GDT.
+    let kernel_code = segment_descriptor(0x9B, 0xA);
+    let kernel_data = segment_descriptor(0x93, 0xC);
+    let user_data = segment_descriptor(0xF3, 0xC);
+    let user_code = segment_descriptor(0xFB, 0xA);
+    let (tss_low, tss_high) = tss_descriptor(TSS_ADDR, TSS_SIZE - 1);
+    [
+        0,
+        kernel_code,
+        kernel_data,
+        user_data,
+        user_code,
+        tss_low,
+        tss_high,
+    ]
+}
+
+/// A busy 64-bit TSS descriptor (busy because KVM loads TR directly).
+fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
+    let low = (limit & 0xFFFF)
+        | ((base & 0xFF_FFFF) << 16)
+        | (0x8B << 40) // P, DPL 0, type 0xB: busy 64-bit TSS
+        | (((limit >> 16) & 0xF) << 48)
+        | (((base >> 24) & 0xFF) << 56);
+    (low, base >> 32)
+}
+
+/// The TSS: `rsp0` and `ist1` both point at the exception stack, and every
+/// IDT gate uses IST1, so each exception frame sits at the same known place
+/// at the top of that stack. The I/O bitmap offset points past the limit:
+/// no bitmap, so IOPL alone governs port I/O.
+pub fn tss(exception_stack_top: u64) -> [u8; TSS_SIZE as usize] {
+    let mut tss = [0u8; TSS_SIZE as usize];
+    tss[4..12].copy_from_slice(&exception_stack_top.to_le_bytes()); // rsp0
+    tss[36..44].copy_from_slice(&exception_stack_top.to_le_bytes()); // ist1
+    tss[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes()); // iomap base
+    tss
+}
+
+/// The IDT: one ring-0 interrupt gate per exception, on IST1, pointing at
+/// its stub.
+pub fn idt() -> Vec<u8> {
+    let mut idt = Vec::with_capacity(IDT_VECTORS * 16);
+    for vector in 0..IDT_VECTORS as u64 {
+        let handler = FAULT_STUBS_ADDR + vector * STUB_SIZE as u64;
+        let low = (handler & 0xFFFF)
+            | (u64::from(KERNEL_CS) << 16)
+            | (1 << 32) // IST1
+            | (0x8E << 40) // P, DPL 0, 64-bit interrupt gate
+            | (((handler >> 16) & 0xFFFF) << 48);
+        idt.extend(low.to_le_bytes());
+        idt.extend((handler >> 32).to_le_bytes());
+    }
+    idt
+}
+
+/// The exception stubs: for each vector, `mov dx, FAULT_PORT; mov eax,
+/// vector; out dx, eax; hlt; jmp .-1`. The tender never resumes the guest
+/// after a fault, so the stub needs no return path; ring 0 runs 3
+/// instructions per fault, which matters here because ring-0 code is
+/// emulated.
+pub fn exception_stubs() -> Vec<u8> {
+    let [port_lo, port_hi] = FAULT_PORT.to_le_bytes();
+    let mut code = Vec::with_capacity(IDT_VECTORS * STUB_SIZE);
+    for vector in 0..IDT_VECTORS as u8 {
+        let stub = [
+            0x66, 0xBA, port_lo, port_hi, // mov dx, FAULT_PORT
+            0xB8, vector, 0, 0, 0,    // mov eax, vector
+            0xEF, // out dx, eax
+            0xF4, // hlt
+            0xEB, 0xFD, // jmp back to hlt
+            0xCC, 0xCC, 0xCC, // padding (int3)
+        ];
+        code.extend(stub);
+    }
+    code
+}
+
+// Page-table entry bits.
+const PRESENT: u64 = 1 << 0;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const ACCESSED: u64 = 1 << 5;
+const DIRTY: u64 = 1 << 6;
+const HUGE: u64 = 1 << 7;
+const NO_EXECUTE: u64 = 1 << 63;
+/// Non-leaf entries allow everything; the leaf decides.
+const TABLE: u64 = PRESENT | WRITABLE | USER | ACCESSED;
+const HUGE_PAGE: u64 = 2 << 20;
+
+fn leaf(perm: Perm) -> u64 {
+    // Accessed and dirty are preset so the MMU never writes page tables;
+    // the guest cannot see them anyway.
+    let mut entry = PRESENT | ACCESSED;
+    if perm.write {
+        entry |= WRITABLE | DIRTY;
+    }
+    if perm.user {
+        entry |= USER;
+    }
+    if !perm.exec {
+        entry |= NO_EXECUTE;
+    }
+    entry
+}
+
+/// Page tables mapping `map` one to one: each 2 MiB that one region covers
+/// whole becomes one huge page, the rest 4 KiB pages; unmapped pages stay
+/// absent. Returns the tables by guest address; the first is the PML4.
+pub fn page_tables(
+    map: &MemoryMap,
+    mem_size: u64,
+) -> Result<BTreeMap<u64, Box<[u64; 512]>>, PageTablesFull> {
+    let mut tables = Tables {
+        tables: BTreeMap::new(),
+        next: PAGE_TABLES_ADDR,
+    };
+    let pml4 = tables.alloc()?;
+    let regions = map.regions();
+    let mut chunk = 0;
+    while chunk < mem_size {
+        let chunk_end = chunk + HUGE_PAGE;
+        let overlapping: Vec<_> = regions
+            .iter()
+            .filter(|r| r.start < chunk_end && chunk < r.end)
+            .collect();
+        if overlapping.is_empty() {
+            chunk = chunk_end;
+            continue;
+        }
+        let pdpt = tables.child(pml4, (chunk >> 39) & 511)?;
+        let pd = tables.child(pdpt, (chunk >> 30) & 511)?;
+        let pd_index = ((chunk >> 21) & 511) as usize;
+        if let [only] = overlapping[..] {
+            if only.start <= chunk && chunk_end <= only.end {
+                tables.entry(pd)[pd_index] = chunk | leaf(only.perm) | HUGE;
+                chunk = chunk_end;
+                continue;
+            }
+        }
+        let pt = tables.alloc()?;
+        tables.entry(pd)[pd_index] = pt | TABLE;
+        for region in overlapping {
+            let mut page = region.start.max(chunk);
+            while page < region.end.min(chunk_end) {
+                tables.entry(pt)[((page >> 12) & 511) as usize] = page | leaf(region.perm);
+                page += PAGE_SIZE;
+            }
+        }
+        chunk = chunk_end;
+    }
+    Ok(tables.tables)
+}
+
+/// The kernel image needs more page tables than the reserved area holds.
+#[derive(Debug, thiserror::Error)]
+#[error("the kernel's layout needs more page tables than fit below {PAGE_TABLES_END:#x}")]
+pub struct PageTablesFull;
+
+struct Tables {
+    tables: BTreeMap<u64, Box<[u64; 512]>>,
+    next: u64,
+}
+
+impl Tables {
+    fn alloc(&mut self) -> Result<u64, PageTablesFull> {
+        if self.next >= PAGE_TABLES_END {
+            return Err(PageTablesFull);
+        }
+        let addr = self.next;
+        self.next += PAGE_SIZE;
+        self.tables.insert(addr, Box::new([0; 512]));
+        Ok(addr)
+    }
+
+    fn entry(&mut self, table: u64) -> &mut [u64; 512] {
+        self.tables.get_mut(&table).expect("allocated table")
+    }
+
+    /// The table `parent[index]` points to, made if absent.
+    fn child(&mut self, parent: u64, index: u64) -> Result<u64, PageTablesFull> {
+        let existing = self.entry(parent)[index as usize];
+        if existing & PRESENT != 0 {
+            return Ok(existing & 0x000F_FFFF_FFFF_F000);
+        }
+        let table = self.alloc()?;
+        self.entry(parent)[index as usize] = table | TABLE;
+        Ok(table)
+    }
+}
+
+/// Names of the CPU exceptions, by vector.
+pub fn exception_name(vector: u32) -> &'static str {
+    match vector {
+        0 => "divide error (#DE)",
+        1 => "debug exception (#DB)",
+        2 => "non-maskable interrupt (NMI)",
+        3 => "breakpoint (#BP)",
+        4 => "overflow (#OF)",
+        5 => "bound range exceeded (#BR)",
+        6 => "invalid opcode (#UD)",
+        7 => "device not available (#NM)",
+        8 => "double fault (#DF)",
+        10 => "invalid TSS (#TS)",
+        11 => "segment not present (#NP)",
+        12 => "stack-segment fault (#SS)",
+        13 => "general protection fault (#GP)",
+        14 => "page fault (#PF)",
+        16 => "x87 floating-point error (#MF)",
+        17 => "alignment check (#AC)",
+        18 => "machine check (#MC)",
+        19 => "SIMD floating-point exception (#XM)",
+        20 => "virtualization exception (#VE)",
+        21 => "control protection exception (#CP)",
+        _ => "reserved exception",
+    }
+}
+
+/// Whether the CPU pushes an error code for this vector.
+pub fn has_error_code(vector: u32) -> bool {
+    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gdt_descriptors_are_the_textbook_values() {
+        let gdt = gdt();
+        assert_eq!(gdt[1], 0x00AF_9B00_0000_FFFF);
+        assert_eq!(gdt[2], 0x00CF_9300_0000_FFFF);
+        assert_eq!(gdt[3], 0x00CF_F300_0000_FFFF);
+        assert_eq!(gdt[4], 0x00AF_FB00_0000_FFFF);
+        assert_eq!(gdt[5], 0x0000_8B00_3000_0067);
+        assert_eq!(gdt[6], 0);
+    }
+
+    #[test]
+    fn idt_gate_points_at_its_stub() {
+        let idt = idt();
+        let gate = u64::from_le_bytes(idt[14 * 16..14 * 16 + 8].try_into().unwrap());
+        let handler = FAULT_STUBS_ADDR + 14 * 16;
+        assert_eq!(gate & 0xFFFF, handler & 0xFFFF);
+        assert_eq!((gate >> 48) & 0xFFFF, handler >> 16);
+        assert_eq!((gate >> 16) & 0xFFFF, u64::from(KERNEL_CS));
+        assert_eq!((gate >> 32) & 7, 1, "IST1");
+    }
+
+    #[test]
+    fn stubs_report_their_vector() {
+        let stubs = exception_stubs();
+        assert_eq!(stubs.len(), IDT_VECTORS * STUB_SIZE);
+        assert_eq!(
+            &stubs[14 * 16..14 * 16 + 10],
+            &[0x66, 0xBA, 0xFF, 0x05, 0xB8, 14, 0, 0, 0, 0xEF]
+        );
+    }
+
+    #[test]
+    fn huge_pages_where_possible_small_pages_elsewhere() {
+        let mut map = MemoryMap::default();
+        map.add(0x1000, 0x2000, Perm::KERNEL_RW);
+        map.add(0x10_0000, 0x10_1000, Perm::KERNEL_RX);
+        map.add(0x20_0000, 0x60_0000, Perm::USER_RW);
+        map.add(0x60_0000, 0x60_1000, Perm::USER_RO);
+        let tables = page_tables(&map, 8 << 20).unwrap();
+        // PML4, PDPT, PD, and one PT for each of the chunks at 0 and 6 MiB.
+        assert_eq!(tables.len(), 5);
+        let pd = &tables[&(PAGE_TABLES_ADDR + 2 * PAGE_SIZE)];
+        assert_eq!(
+            pd[1],
+            0x20_0000 | PRESENT | ACCESSED | WRITABLE | DIRTY | USER | NO_EXECUTE | HUGE
+        );
+        assert_eq!(pd[2] & HUGE, HUGE);
+        let low_pt = &tables[&(pd[0] & !0xFFF)];
+        assert_eq!(low_pt[0], 0, "null page unmapped");
+        assert_eq!(
+            low_pt[1],
+            0x1000 | PRESENT | ACCESSED | WRITABLE | DIRTY | NO_EXECUTE
+        );
+        assert_eq!(low_pt[0x100], 0x10_0000 | PRESENT | ACCESSED);
+        assert_eq!(pd[4], 0, "nothing mapped at 8 MiB");
+    }
+}

@@ -1,0 +1,448 @@
+//! The connection loop: read a request, ask the [`Handler`], write the response, repeat.
+//!
+//! [`serve_connection`] owns one connection from accept to close. It keeps one read buffer
+//! and one header buffer for the whole connection, answers pipelined requests in order from
+//! what is already buffered, and writes each response as one `write` of the header block and
+//! one of the body, straight from the [`Body`](crate::Body) (no copy). It never reads ahead
+//! while a response is blocked, so a client that sends but does not read is held back by its
+//! own TCP window and is dropped after [`Limits::write_timeout_ms`].
+//!
+//! After a request that leaves the stream's framing in doubt (400, 413, 431, 501, 505) or a
+//! request that took too long (408), the server answers and closes: it does not try to find
+//! the next request. It closes without draining what the client may still be sending.
+//!
+//! Not supported: HTTP/2 and upgrades (`Upgrade` is ignored), TLS (wrap the stream),
+//! streamed bodies, `Expect` values other than `100-continue` (ignored), and request
+//! concurrency within a connection (pipelined requests are handled one at a time).
+
+use crate::limits::Limits;
+use crate::request::{parse_head, Head, Method, Request};
+use crate::response::{write_head, Framing, Response, Status};
+use crate::time::{until_deadline, Timer};
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use embedded_io_async::{Error as _, ErrorKind, Read, Write};
+
+/// Answers requests. Implement it with `async fn handle(&self, request: &Request<'_>) ->
+/// Response`.
+///
+/// The handler cannot fail: map its errors to a response (`Response::error(Status::...)`).
+/// It sees complete requests only; framing, limits, HEAD, `If-None-Match` and keep-alive are
+/// the server's business.
+pub trait Handler {
+    /// The response to `request`.
+    fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response>;
+}
+
+impl<H: Handler + ?Sized> Handler for &H {
+    fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response> {
+        (**self).handle(request)
+    }
+}
+
+/// Why a connection ended normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client closed its side between requests.
+    PeerClosed,
+    /// The client closed its side in the middle of a request (which was not answered).
+    PeerClosedMidRequest,
+    /// `Connection: close`, an HTTP/1.0 request without keep-alive, or a handler's
+    /// [`Response::close`].
+    ConnectionClose,
+    /// No request began within [`Limits::idle_timeout_ms`].
+    IdleTimeout,
+    /// [`Limits::max_requests_per_connection`] requests were answered.
+    MaxRequests,
+    /// A request was refused with this status (400, 413, 431, 501 or 505) and the connection
+    /// closed, as its framing can no longer be trusted.
+    Rejected(Status),
+}
+
+/// What happened on a connection that ended normally.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionStats {
+    /// Requests answered by the handler.
+    pub requests_count: u32,
+    /// Bytes read from the client.
+    pub bytes_read_count: u64,
+    /// Bytes written to the client.
+    pub bytes_written_count: u64,
+    /// Why the connection ended.
+    pub close_reason: CloseReason,
+}
+
+/// Why a connection was dropped. The caller should abort (reset) the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The transport failed with this error.
+    Io(ErrorKind),
+    /// A request did not arrive completely within [`Limits::request_timeout_ms`] of its first
+    /// byte (slow or stalled client); a 408 was sent if the client would take it.
+    RequestTimeout,
+    /// The client did not take a response within [`Limits::write_timeout_ms`] (it stopped
+    /// reading).
+    WriteTimeout,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(kind) => write!(f, "connection failed: {kind:?}"),
+            Error::RequestTimeout => {
+                f.write_str("client sent its request too slowly (request timeout); dropped it")
+            }
+            Error::WriteTimeout => {
+                f.write_str("client stopped reading its response (write timeout); dropped it")
+            }
+        }
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// A complete `503 Service Unavailable` response with `Connection: close`, for an accept
+/// loop to write to a connection it has no slot for (see
+/// [`ConnectionLimiter`](crate::ConnectionLimiter)) before closing it.
+pub const BUSY_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nServer: atoll\r\n\
+Content-Type: text/plain; charset=utf-8\r\nContent-Length: 24\r\nRetry-After: 1\r\n\
+Connection: close\r\n\r\n503 Service Unavailable\n";
+
+/// First size of the read buffer; it doubles as needed up to the limits.
+const INITIAL_READ_BUFFER_BYTES: usize = 1024;
+
+/// Serves HTTP/1.1 on one connection until it closes, and says why it closed.
+///
+/// `conn` is any `embedded_io_async` stream (pass `&mut stream` to keep the stream). `Ok`
+/// means the connection ended in an orderly way: close the stream gracefully. `Err` means it
+/// was dropped (transport error or timeout): abort it.
+///
+/// Memory per connection: a read buffer that grows to at most `max_header_bytes`, or to
+/// head plus `max_body_bytes` while a body is read, and a header buffer of one response head.
+pub async fn serve_connection<C, H, T>(
+    conn: C,
+    handler: &H,
+    limits: &Limits,
+    timer: &T,
+) -> Result<ConnectionStats, Error>
+where
+    C: Read + Write,
+    H: Handler + ?Sized,
+    T: Timer,
+{
+    let mut connection = Connection {
+        conn,
+        limits,
+        timer,
+        buf: Vec::new(),
+        filled: 0,
+        peer_eof: false,
+        head_out: Vec::new(),
+        requests_count: 0,
+        bytes_read_count: 0,
+        bytes_written_count: 0,
+    };
+    let close_reason = connection.run(handler).await?;
+    Ok(ConnectionStats {
+        requests_count: connection.requests_count,
+        bytes_read_count: connection.bytes_read_count,
+        bytes_written_count: connection.bytes_written_count,
+        close_reason,
+    })
+}
+
+struct Connection<'l, C, T> {
+    conn: C,
+    limits: &'l Limits,
+    timer: &'l T,
+    /// Read buffer; `buf[..filled]` holds received, unconsumed bytes.
+    buf: Vec<u8>,
+    filled: usize,
+    /// The client has closed its sending side.
+    peer_eof: bool,
+    /// The header block of the response being written, reused across responses.
+    head_out: Vec<u8>,
+    requests_count: u32,
+    bytes_read_count: u64,
+    bytes_written_count: u64,
+}
+
+/// Where reading a request head ended.
+enum HeadOutcome {
+    /// `buf[..head_len]` is a valid head; the rest of the request is due by `deadline_ms`.
+    Ready {
+        head_len: usize,
+        body_len: u64,
+        expects_continue: bool,
+        deadline_ms: u64,
+    },
+    /// The connection ended without a complete request.
+    Closed(CloseReason),
+    /// Answer this error status and close.
+    Reject(Status),
+}
+
+/// What one read attempt gave.
+enum ReadOutcome {
+    Bytes(usize),
+    Eof,
+    DeadlinePassed,
+}
+
+impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
+    async fn run<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<CloseReason, Error> {
+        let max_requests = self.limits.max_requests_per_connection.max(1);
+        loop {
+            let (head_len, body_len, expects_continue, deadline_ms) = match self.read_head().await?
+            {
+                HeadOutcome::Ready {
+                    head_len,
+                    body_len,
+                    expects_continue,
+                    deadline_ms,
+                } => (head_len, body_len, expects_continue, deadline_ms),
+                HeadOutcome::Closed(reason) => return Ok(reason),
+                HeadOutcome::Reject(status) => return self.reject(status).await,
+            };
+            let body_len = match usize::try_from(body_len) {
+                Ok(body_len) if body_len <= self.limits.max_body_bytes => body_len,
+                _ => return self.reject(Status::CONTENT_TOO_LARGE).await,
+            };
+            let request_len = head_len + body_len;
+            if self.filled < request_len && expects_continue {
+                self.send(b"HTTP/1.1 100 Continue\r\n\r\n", &[]).await?;
+            }
+            while self.filled < request_len {
+                if self.peer_eof {
+                    return Ok(CloseReason::PeerClosedMidRequest);
+                }
+                match self.read_more(request_len, deadline_ms).await? {
+                    ReadOutcome::Bytes(_) => {}
+                    ReadOutcome::Eof => return Ok(CloseReason::PeerClosedMidRequest),
+                    ReadOutcome::DeadlinePassed => return self.request_timed_out().await,
+                }
+            }
+
+            self.requests_count += 1;
+            let last_allowed = self.requests_count >= max_requests;
+            let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+            let Ok(Some(Head {
+                mut request,
+                keep_alive,
+                ..
+            })) = parse_head(&self.buf[..request_len], &mut headers)
+            else {
+                // The same bytes parsed a moment ago; this cannot happen, but never panic.
+                return self.reject(Status::BAD_REQUEST).await;
+            };
+            request.body = &self.buf[head_len..request_len];
+            let mut response = handler.handle(&request).await;
+            let conditional = matches!(request.method(), Method::Get | Method::Head);
+            if conditional && response.status == Status::OK {
+                if let Some(etag) = response.etag {
+                    if request
+                        .headers_named("if-none-match")
+                        .any(|value| etag.matches_if_none_match(value))
+                    {
+                        response.status = Status::NOT_MODIFIED;
+                    }
+                }
+            }
+            let framing = Framing {
+                send_body: request.method() != Method::Head
+                    && response.status != Status::NO_CONTENT
+                    && response.status != Status::NOT_MODIFIED,
+                close: !keep_alive || response.close || last_allowed,
+                http10_client: request.version() == crate::Version::Http10,
+            };
+            // The request borrows the read buffer; it ends here, before the buffer is reused.
+            let _ = request;
+            write_head(&mut self.head_out, &response, framing);
+            let body = if framing.send_body {
+                response.body.as_bytes()
+            } else {
+                &[]
+            };
+            let head_out = core::mem::take(&mut self.head_out);
+            let sent = self.send(&head_out, body).await;
+            self.head_out = head_out;
+            sent?;
+
+            self.buf.copy_within(request_len..self.filled, 0);
+            self.filled -= request_len;
+            if framing.close {
+                return Ok(if !keep_alive || response.close {
+                    CloseReason::ConnectionClose
+                } else {
+                    CloseReason::MaxRequests
+                });
+            }
+        }
+    }
+
+    /// Reads until `buf` starts with a complete head, the client goes away or errs, or a
+    /// deadline passes.
+    async fn read_head(&mut self) -> Result<HeadOutcome, Error> {
+        let limits = self.limits;
+        // Bytes already buffered (pipelining) are a request that has begun.
+        let mut deadline_ms = (self.filled > 0).then(|| {
+            self.timer
+                .now_ms()
+                .saturating_add(limits.request_timeout_ms)
+        });
+        let mut parse_now = self.filled > 0;
+        loop {
+            if parse_now {
+                let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+                match parse_head(&self.buf[..self.filled], &mut headers) {
+                    Ok(Some(head)) if head.head_len > limits.max_header_bytes => {
+                        return Ok(HeadOutcome::Reject(Status::REQUEST_HEADER_FIELDS_TOO_LARGE))
+                    }
+                    Ok(Some(head)) => {
+                        return Ok(HeadOutcome::Ready {
+                            head_len: head.head_len,
+                            body_len: head.body_len,
+                            expects_continue: head.expects_continue,
+                            deadline_ms: deadline_ms.unwrap_or(u64::MAX),
+                        })
+                    }
+                    Ok(None) if self.filled >= limits.max_header_bytes => {
+                        return Ok(HeadOutcome::Reject(Status::REQUEST_HEADER_FIELDS_TOO_LARGE))
+                    }
+                    Ok(None) => {}
+                    Err(status) => return Ok(HeadOutcome::Reject(status)),
+                }
+            }
+            let partial = self.filled > 0;
+            if self.peer_eof {
+                return Ok(HeadOutcome::Closed(if partial {
+                    CloseReason::PeerClosedMidRequest
+                } else {
+                    CloseReason::PeerClosed
+                }));
+            }
+            let read_deadline_ms = deadline_ms
+                .unwrap_or_else(|| self.timer.now_ms().saturating_add(limits.idle_timeout_ms));
+            let old_filled = self.filled;
+            match self
+                .read_more(limits.max_header_bytes, read_deadline_ms)
+                .await?
+            {
+                ReadOutcome::Bytes(count) => {
+                    if deadline_ms.is_none() {
+                        deadline_ms = Some(
+                            self.timer
+                                .now_ms()
+                                .saturating_add(limits.request_timeout_ms),
+                        );
+                    }
+                    // Parse once a line is complete (or the limit is reached), not per byte,
+                    // so a client trickling bytes cannot make parsing quadratic.
+                    parse_now = self.buf[old_filled..old_filled + count].contains(&b'\n')
+                        || self.filled >= limits.max_header_bytes;
+                }
+                ReadOutcome::Eof => parse_now = false,
+                ReadOutcome::DeadlinePassed if deadline_ms.is_none() => {
+                    return Ok(HeadOutcome::Closed(CloseReason::IdleTimeout))
+                }
+                ReadOutcome::DeadlinePassed => {
+                    self.request_timed_out().await?;
+                    return Err(Error::RequestTimeout);
+                }
+            }
+        }
+    }
+
+    /// Reads once into the buffer, growing it towards `want_len` bytes if it is full.
+    async fn read_more(&mut self, want_len: usize, deadline_ms: u64) -> Result<ReadOutcome, Error> {
+        if self.filled == self.buf.len() {
+            let grown = self
+                .buf
+                .len()
+                .saturating_mul(2)
+                .max(INITIAL_READ_BUFFER_BYTES)
+                .min(want_len.max(self.filled + 1));
+            self.buf.resize(grown, 0);
+        }
+        let space = &mut self.buf[self.filled..];
+        match until_deadline(self.timer, deadline_ms, self.conn.read(space)).await {
+            None => Ok(ReadOutcome::DeadlinePassed),
+            Some(Err(error)) => Err(Error::Io(error.kind())),
+            Some(Ok(0)) => {
+                self.peer_eof = true;
+                Ok(ReadOutcome::Eof)
+            }
+            Some(Ok(count)) => {
+                // A transport claiming more than the space it was given is not believed.
+                let count = count.min(self.buf.len() - self.filled);
+                self.filled += count;
+                self.bytes_read_count += count as u64;
+                Ok(ReadOutcome::Bytes(count))
+            }
+        }
+    }
+
+    /// Answers `status` with `Connection: close` and ends the connection.
+    async fn reject(&mut self, status: Status) -> Result<CloseReason, Error> {
+        let response = Response::error(status).with_close();
+        let framing = Framing {
+            send_body: true,
+            close: true,
+            http10_client: false,
+        };
+        write_head(&mut self.head_out, &response, framing);
+        let head_out = core::mem::take(&mut self.head_out);
+        let sent = self.send(&head_out, response.body.as_bytes()).await;
+        self.head_out = head_out;
+        sent?;
+        Ok(CloseReason::Rejected(status))
+    }
+
+    /// Tries to tell a too-slow client 408, then gives up on it.
+    async fn request_timed_out<R>(&mut self) -> Result<R, Error> {
+        // The client is misbehaving: whether it takes the 408 does not change the outcome.
+        let _ = self.reject(Status::REQUEST_TIMEOUT).await;
+        Err(Error::RequestTimeout)
+    }
+
+    /// Writes `head` then `body` and flushes, all within the write timeout.
+    async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Error> {
+        let deadline_ms = self
+            .timer
+            .now_ms()
+            .saturating_add(self.limits.write_timeout_ms);
+        let conn = &mut self.conn;
+        let written = until_deadline(self.timer, deadline_ms, async {
+            write_all(conn, head).await?;
+            write_all(conn, body).await?;
+            conn.flush()
+                .await
+                .map_err(|error| Error::Io(error.kind()))?;
+            Ok((head.len() + body.len()) as u64)
+        })
+        .await;
+        match written {
+            None => Err(Error::WriteTimeout),
+            Some(Err(error)) => Err(error),
+            Some(Ok(count)) => {
+                self.bytes_written_count += count;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `write` until all of `bytes` is taken. Unlike `Write::write_all` this treats a transport
+/// that takes nothing as an error instead of panicking.
+async fn write_all<C: Write>(conn: &mut C, mut bytes: &[u8]) -> Result<(), Error> {
+    while !bytes.is_empty() {
+        match conn.write(bytes).await {
+            Ok(0) => return Err(Error::Io(ErrorKind::WriteZero)),
+            Ok(count) => bytes = bytes.get(count..).unwrap_or(&[]),
+            Err(error) => return Err(Error::Io(error.kind())),
+        }
+    }
+    Ok(())
+}

@@ -136,5 +136,8 @@ fn say(message: &str) {
 }
 
 fn say_raw(line: &str) {
-    let _ = writeln!(std::io::stderr().lock(), "{line}");
+    // One write, so concurrent output cannot split the line.
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }

@@ -76,6 +76,7 @@ fn filter(vcpu_fd: RawFd) -> Result<BpfProgram, seccompiler::BackendError> {
         libc::SYS_sigaltstack,
         libc::SYS_rt_sigreturn,
         libc::SYS_rt_sigprocmask,
+        libc::SYS_close,
         libc::SYS_exit,
         libc::SYS_exit_group,
     ] {

@@ -121,7 +121,7 @@ impl Vm {
         sregs.gs = sregs.ss;
         sregs.tr = kvm_segment {
             base: TSS_ADDR,
-            limit: x86::TSS_SIZE as u32 - 1,
+            limit: x86::tss_limit() as u32,
             selector: x86::TSS_SELECTOR,
             type_: 0xB,
             present: 1,

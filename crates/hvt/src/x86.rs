@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_abi::hypercall::FAULT_PORT;
+use atoll_abi::hypercall::{FAULT_PORT, PIO_BASE};
 use atoll_abi::layout::{FAULT_STUBS_ADDR, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END, TSS_ADDR};
 
 use crate::memory::{MemoryMap, Perm};
@@ -44,7 +44,7 @@ pub fn gdt() -> [u64; GDT_ENTRIES] {
     let kernel_data = segment_descriptor(0x93, 0xC);
     let user_data = segment_descriptor(0xF3, 0xC);
     let user_code = segment_descriptor(0xFB, 0xA);
-    let (tss_low, tss_high) = tss_descriptor(TSS_ADDR, TSS_SIZE - 1);
+    let (tss_low, tss_high) = tss_descriptor(TSS_ADDR, tss_limit());
     [
         0,
         kernel_code,
@@ -68,14 +68,29 @@ fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
 
 /// The TSS: `rsp0` and `ist1` both point at the exception stack, and every
 /// IDT gate uses IST1, so each exception frame sits at the same known place
-/// at the top of that stack. The I/O bitmap offset points past the limit:
-/// no bitmap, so IOPL alone governs port I/O.
-pub fn tss(exception_stack_top: u64) -> [u8; TSS_SIZE as usize] {
-    let mut tss = [0u8; TSS_SIZE as usize];
+/// at the top of that stack. An I/O permission bitmap follows the TSS
+/// proper and allows ring 3 exactly the hypercall ports: IOPL 3 in RFLAGS
+/// alone does not open port I/O to ring 3 under every hypervisor (PVM, the
+/// nested one on our test machines, consults the bitmap).
+pub fn tss(exception_stack_top: u64) -> Vec<u8> {
+    let mut tss = vec![0u8; TSS_SIZE as usize];
     tss[4..12].copy_from_slice(&exception_stack_top.to_le_bytes()); // rsp0
     tss[36..44].copy_from_slice(&exception_stack_top.to_le_bytes()); // ist1
     tss[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes()); // iomap base
+                                                                     // One bit per port up to the last hypercall port, 0 = allowed, then
+                                                                     // the all-ones byte the CPU requires after the bitmap.
+    let ports = usize::from(PIO_BASE) + 0x100;
+    let mut bitmap = vec![0xFFu8; ports / 8 + 1];
+    for byte in &mut bitmap[usize::from(PIO_BASE) / 8..ports / 8] {
+        *byte = 0;
+    }
+    tss.extend(bitmap);
     tss
+}
+
+/// The TSS limit: the TSS proper and its I/O bitmap, minus one.
+pub fn tss_limit() -> u64 {
+    tss(0).len() as u64 - 1
 }
 
 /// The IDT: one ring-0 interrupt gate per exception, on IST1, pointing at
@@ -273,8 +288,18 @@ mod tests {
         assert_eq!(gdt[2], 0x00CF_9300_0000_FFFF);
         assert_eq!(gdt[3], 0x00CF_F300_0000_FFFF);
         assert_eq!(gdt[4], 0x00AF_FB00_0000_FFFF);
-        assert_eq!(gdt[5], 0x0000_8B00_3000_0067);
+        assert_eq!(gdt[5], 0x0000_8B00_3000_0000 | tss_limit());
         assert_eq!(gdt[6], 0);
+    }
+
+    #[test]
+    fn io_bitmap_opens_only_the_hypercall_ports() {
+        let tss = tss(0x8000);
+        let allowed = |port: usize| tss[104 + port / 8] & (1 << (port % 8)) == 0;
+        assert!(allowed(0x500) && allowed(0x5ff) && allowed(0x501));
+        assert!(!allowed(0x4ff) && !allowed(0x60) && !allowed(0));
+        assert_eq!(*tss.last().unwrap(), 0xFF);
+        assert_eq!(tss_limit(), 104 + 0x600 / 8);
     }
 
     #[test]

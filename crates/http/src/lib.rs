@@ -41,7 +41,10 @@
 //! What the server does: keep-alive (HTTP/1.1 by default, HTTP/1.0 on request), pipelining
 //! (answered in order), HEAD, strong ETags with `If-None-Match` (lists, weak comparison, `*`)
 //! giving 304, `Content-Length` request bodies, `Expect: 100-continue`, and the error
-//! statuses 400, 404, 405 (with `Allow`), 408, 413, 431, 501 and 505. Every response carries
+//! statuses 400, 404, 405 (with `Allow`), 408, 413, 431, 501 and 505. It is strict where
+//! leniency lets requests be smuggled or misread: an HTTP/1.1 request needs exactly one
+//! `Host`, conflicting `Content-Length`s or any `Transfer-Encoding` are refused, and after
+//! such a refusal the connection closes. Every response carries
 //! `Content-Length`, `Content-Type` and `Server: atoll`, and no `Date` (a unikernel may have
 //! no wall clock).
 //!

@@ -222,10 +222,12 @@ pub(crate) fn parse_head<'a>(
                 connection_keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name.eq_ignore_ascii_case("expect") {
-            expects_continue = header
-                .value
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"100-continue");
+            // RFC 9110 §10.1.1: never send 100 Continue to an HTTP/1.0 client.
+            expects_continue = version == Version::Http11
+                && header
+                    .value
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"100-continue");
         }
     }
     // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without exactly one Host,

@@ -113,6 +113,9 @@ Connection: close\r\n\r\n503 Service Unavailable\n";
 /// First size of the read buffer; it doubles as needed up to the limits.
 const INITIAL_READ_BUFFER_BYTES: usize = 1024;
 
+/// Longest a client that timed out is given to take its 408, in milliseconds.
+const TIMED_OUT_ANSWER_MS: u64 = 1000;
+
 /// Serves HTTP/1.1 on one connection until it closes, and says why it closed.
 ///
 /// `conn` is any `embedded_io_async` stream (pass `&mut stream` to keep the stream). `Ok`
@@ -257,8 +260,8 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                 close: !keep_alive || response.close || last_allowed,
                 http10_client: request.version() == crate::Version::Http10,
             };
-            // The request borrows the read buffer; it ends here, before the buffer is reused.
-            let _ = request;
+            // `request` borrows the read buffer and is not used past this point, so the
+            // buffer can be compacted below.
             write_head(&mut self.head_out, &response, framing);
             let body = if framing.send_body {
                 response.body.as_bytes()
@@ -386,6 +389,16 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
 
     /// Answers `status` with `Connection: close` and ends the connection.
     async fn reject(&mut self, status: Status) -> Result<CloseReason, Error> {
+        self.reject_within(status, self.limits.write_timeout_ms)
+            .await
+    }
+
+    /// [`reject`](Self::reject), giving the client at most `timeout_ms` to take the answer.
+    async fn reject_within(
+        &mut self,
+        status: Status,
+        timeout_ms: u64,
+    ) -> Result<CloseReason, Error> {
         let response = Response::error(status).with_close();
         let framing = Framing {
             send_body: true,
@@ -394,7 +407,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         };
         write_head(&mut self.head_out, &response, framing);
         let head_out = core::mem::take(&mut self.head_out);
-        let sent = self.send(&head_out, response.body.as_bytes()).await;
+        let sent = self
+            .send_within(&head_out, response.body.as_bytes(), timeout_ms)
+            .await;
         self.head_out = head_out;
         sent?;
         Ok(CloseReason::Rejected(status))
@@ -402,17 +417,29 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
 
     /// Tries to tell a too-slow client 408, then gives up on it.
     async fn request_timed_out<R>(&mut self) -> Result<R, Error> {
-        // The client is misbehaving: whether it takes the 408 does not change the outcome.
-        let _ = self.reject(Status::REQUEST_TIMEOUT).await;
+        // The client is misbehaving: whether it takes the 408 does not change the outcome, so
+        // it is not given the full write timeout to do so (it may not be reading either).
+        let timeout_ms = self.limits.write_timeout_ms.min(TIMED_OUT_ANSWER_MS);
+        let _ = self
+            .reject_within(Status::REQUEST_TIMEOUT, timeout_ms)
+            .await;
         Err(Error::RequestTimeout)
     }
 
     /// Writes `head` then `body` and flushes, all within the write timeout.
     async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Error> {
-        let deadline_ms = self
-            .timer
-            .now_ms()
-            .saturating_add(self.limits.write_timeout_ms);
+        self.send_within(head, body, self.limits.write_timeout_ms)
+            .await
+    }
+
+    /// Writes `head` then `body` and flushes, all within `timeout_ms`.
+    async fn send_within(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Result<(), Error> {
+        let deadline_ms = self.timer.now_ms().saturating_add(timeout_ms);
         let conn = &mut self.conn;
         let written = until_deadline(self.timer, deadline_ms, async {
             write_all(conn, head).await?;

@@ -533,6 +533,26 @@ fn expect_100_continue_gets_a_go_ahead_before_the_body() {
 }
 
 #[test]
+fn http10_clients_get_no_100_continue() {
+    let (_, output) = run_chunks(
+        &[
+            b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+            b"hi",
+        ],
+        &Limits::DEFAULT,
+    );
+    assert!(output.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    assert_eq!(parse_responses(&output, &[])[0].body, b"hi");
+}
+
+#[test]
+fn empty_lines_before_a_request_are_ignored() {
+    let (_, responses) = run(&format!("\r\n\r\n{}", get("/style.css")));
+    assert_eq!(responses.len(), 1);
+    assert_eq!(responses[0].body, CSS.as_bytes());
+}
+
+#[test]
 fn chunked_request_bodies_get_501() {
     let (result, responses) = run(
         "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",

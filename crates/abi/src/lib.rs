@@ -11,6 +11,7 @@
 //! * [`hypercall`]: hypercall numbers and their argument structs.
 //! * [`console`]: the console ring the tender drains on every exit.
 //! * [`boot`]: the boot-info struct the guest receives in `rdi`.
+//! * [`net`]: the frame rings of network devices.
 //! * [`note`]: the ELF notes (ABI version, device manifest) a kernel carries.
 //! * [`exit`]: what the tender's exit status means.
 //!
@@ -30,7 +31,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The ABI version carried in every kernel's ABI note. See the crate docs.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -141,16 +142,19 @@ pub mod hypercall {
         Halt = 4,
         /// Stop the guest because something went wrong: [`AbortArgs`].
         Abort = 5,
+        /// Hand the tender a network device's rings: [`NetAttachArgs`].
+        NetAttach = 6,
     }
 
     impl Hypercall {
         /// All hypercalls, for lookups by number.
-        pub const ALL: [Hypercall; 5] = [
+        pub const ALL: [Hypercall; 6] = [
             Hypercall::Walltime,
             Hypercall::ConsoleFlush,
             Hypercall::Wait,
             Hypercall::Halt,
             Hypercall::Abort,
+            Hypercall::NetAttach,
         ];
 
         /// The hypercall served at `port`, if any.
@@ -171,6 +175,7 @@ pub mod hypercall {
                 Hypercall::Wait => "wait",
                 Hypercall::Halt => "halt",
                 Hypercall::Abort => "abort",
+                Hypercall::NetAttach => "net-attach",
             }
         }
     }
@@ -183,7 +188,10 @@ pub mod hypercall {
         pub nsecs: u64,
     }
 
-    /// [`Hypercall::Wait`].
+    /// [`Hypercall::Wait`]. Before blocking, the tender moves frames
+    /// through every attached network ring (as on any exit, see
+    /// [`crate::net`]); it returns at once if a ring then holds received
+    /// frames, else when a device has input or the timeout passes.
     #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
     #[repr(C)]
     pub struct WaitArgs {
@@ -215,6 +223,79 @@ pub mod hypercall {
 
     /// Longest abort message the tender prints, in bytes.
     pub const ABORT_MESSAGE_MAX: u64 = 4096;
+
+    /// [`Hypercall::NetAttach`].
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct NetAttachArgs {
+        /// IN: index of a net device in the boot info.
+        pub device: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
+        /// IN: address of the device's [`crate::net::NetRing`], which must
+        /// lie in guest-writable memory and stay there (a device's rings can
+        /// be attached once).
+        pub ring: GuestAddr,
+    }
+}
+
+/// Network frames: a pair of rings per device, so a burst of frames costs
+/// one exit, not one per frame.
+///
+/// The guest allocates a [`NetRing`] and one [`FRAME_BUFFER_SIZE`]-byte
+/// buffer per slot, fills in every slot's `addr`, and attaches the ring
+/// ([`crate::hypercall::Hypercall::NetAttach`]). From then on, on **every**
+/// exit the tender first sends the frames in `tx[tx_tail..tx_head]` (and
+/// advances `tx_tail`), then receives what its TAP device has into free
+/// `rx` slots (writing each frame's `len` and advancing `rx_head`). The
+/// guest consumes `rx[rx_tail..rx_head]` and advances `rx_tail`. Indices
+/// run freely (wrapping u32); slot `i` is `i % RING_SLOTS`. The vCPU is
+/// stopped whenever the tender looks, so no atomics are needed. A ring whose
+/// indices are more than [`RING_SLOTS`] apart, a slot whose buffer is not
+/// guest-writable memory, or a frame longer than [`FRAME_BUFFER_SIZE`] (or
+/// shorter than an Ethernet header) stops the guest.
+pub mod net {
+    use super::GuestAddr;
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// Slots per direction.
+    pub const RING_SLOTS: u32 = 256;
+    /// Bytes per frame buffer: an Ethernet frame of MTU 1500 plus slack.
+    pub const FRAME_BUFFER_SIZE: u32 = 2048;
+    /// Shortest frame: an Ethernet header.
+    pub const MIN_FRAME: u32 = 14;
+    /// The MTU the tender reports for TAP devices, in bytes.
+    pub const DEFAULT_MTU: u32 = 1500;
+
+    /// One frame slot.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct NetSlot {
+        /// IN: address of the slot's [`FRAME_BUFFER_SIZE`]-byte buffer.
+        pub addr: GuestAddr,
+        /// tx: IN, the frame's length; rx: OUT, the received frame's length.
+        pub len: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
+    }
+
+    /// The rings of one network device.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct NetRing {
+        /// IN: frames the guest has queued for sending.
+        pub tx_head: u32,
+        /// OUT: frames the tender has sent.
+        pub tx_tail: u32,
+        /// OUT: frames the tender has received.
+        pub rx_head: u32,
+        /// IN: received frames the guest has consumed.
+        pub rx_tail: u32,
+        /// Frames to send.
+        pub tx: [NetSlot; RING_SLOTS as usize],
+        /// Buffers for received frames.
+        pub rx: [NetSlot; RING_SLOTS as usize],
+    }
 }
 
 /// The console ring: how guest output reaches the host without an exit per
@@ -537,6 +618,9 @@ const _: () = {
     assert!(size_of::<hypercall::HaltArgs>() == 8);
     assert!(size_of::<hypercall::AbortArgs>() == 16);
     assert!(size_of::<console::ConsoleRing>() == 16);
+    assert!(size_of::<hypercall::NetAttachArgs>() == 16);
+    assert!(size_of::<net::NetSlot>() == 16);
+    assert!(size_of::<net::NetRing>() == 16 + 2 * 16 * net::RING_SLOTS as usize);
     assert!(size_of::<boot::DeviceInfo>() == 64);
     assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES);
     assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);

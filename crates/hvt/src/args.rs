@@ -51,6 +51,8 @@ pub struct DeviceFlag {
 pub struct Args {
     pub cli: Cli,
     pub devices: Vec<DeviceFlag>,
+    /// `--net-mac:NAME=MAC` flags: the MAC address for a net device.
+    pub macs: Vec<(String, [u8; 6])>,
 }
 
 /// What parsing decided.
@@ -64,11 +66,21 @@ pub enum Parsed {
 pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
     let mut rest = vec!["atoll-hvt".to_string()];
     let mut devices = Vec::new();
+    let mut macs = Vec::new();
     let mut after_dashes = false;
     for arg in argv {
         if !after_dashes {
             if arg == "--" {
                 after_dashes = true;
+            } else if let Some(spec) = arg.strip_prefix("--net-mac:") {
+                let mac = spec
+                    .split_once('=')
+                    .and_then(|(name, mac)| Some((name.to_string(), crate::net::parse_mac(mac)?)))
+                    .ok_or_else(|| {
+                        format!("'{arg}' should be --net-mac:NAME=MAC with a unicast MAC like 02:00:00:00:00:01")
+                    })?;
+                macs.push(mac);
+                continue;
             } else if let Some(flag) = device_flag(&arg)? {
                 if devices.iter().any(|d: &DeviceFlag| d.name == flag.name) {
                     return Err(format!("device '{}' is given twice", flag.name));
@@ -80,7 +92,7 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
         rest.push(arg);
     }
     match Cli::try_parse_from(rest) {
-        Ok(cli) => Ok(Parsed::Run(Box::new(Args { cli, devices }))),
+        Ok(cli) => Ok(Parsed::Run(Box::new(Args { cli, devices, macs }))),
         Err(e)
             if matches!(
                 e.kind(),
@@ -92,10 +104,7 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed, String> {
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("bad usage");
-            Err(format!(
-                "{} (try --help)",
-                first.trim_start_matches("error: ")
-            ))
+            Err(format!("{} (try --help)", first.trim_start_matches("error: ")))
         }
     }
 }
@@ -108,13 +117,7 @@ fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
     } else {
         return Ok(None);
     };
-    let usage = || {
-        format!(
-            "'{arg}' should be --{}:NAME={}",
-            kind.name(),
-            backend_word(kind)
-        )
-    };
+    let usage = || format!("'{arg}' should be --{}:NAME={}", kind.name(), backend_word(kind));
     let (name, backend) = spec.split_once('=').ok_or_else(usage)?;
     if !is_valid_device_name(name.as_bytes()) {
         return Err(format!(
@@ -186,6 +189,8 @@ mod tests {
             &["--net:service", "k"],
             &["--block:data=", "k"],
             &["--net:a=t", "--block:a=f", "k"],
+            &["--net-mac:a=01:02:03:04:05:06", "k"],
+            &["--net-mac:a", "k"],
         ] {
             let err = run(bad).unwrap_err();
             assert!(!err.contains('\n'), "{bad:?}: {err}");

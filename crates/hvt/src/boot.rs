@@ -43,9 +43,7 @@ pub fn kernel_limit(mem_size: u64) -> u64 {
 /// Errors preparing memory; all are the user's to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error(
-        "the boot arguments take {0} bytes, more than the {CMDLINE_MAX} the command line holds"
-    )]
+    #[error("the boot arguments take {0} bytes, more than the {CMDLINE_MAX} the command line holds")]
     CmdlineTooLong(usize),
     #[error(transparent)]
     PageTables(#[from] x86::PageTablesFull),
@@ -75,11 +73,7 @@ pub fn prepare(
 
     let map = &mut mem.map;
     map.add(GDT_ADDR, TSS_ADDR + PAGE_SIZE, Perm::KERNEL_RW);
-    map.add(
-        FAULT_STUBS_ADDR,
-        FAULT_STUBS_ADDR + PAGE_SIZE,
-        Perm::KERNEL_RX,
-    );
+    map.add(FAULT_STUBS_ADDR, FAULT_STUBS_ADDR + PAGE_SIZE, Perm::KERNEL_RX);
     map.add(EXCEPTION_STACK_ADDR, EXCEPTION_STACK_TOP, Perm::KERNEL_RW);
     map.add(BOOT_INFO_ADDR, CMDLINE_ADDR + CMDLINE_MAX, Perm::USER_RO);
     map.add(
@@ -96,10 +90,7 @@ pub fn prepare(
     for segment in &kernel.segments {
         let from = segment.file_offset as usize;
         let bytes = &image[from..from + segment.file_size as usize];
-        assert!(
-            mem.write(segment.addr, bytes),
-            "segments were checked to fit"
-        );
+        assert!(mem.write(segment.addr, bytes), "segments were checked to fit");
     }
 
     for (addr, table) in x86::page_tables(&mem.map, size)? {
@@ -179,10 +170,7 @@ mod tests {
         assert_eq!(cmdline(&["a".into(), "bc".into()]).unwrap(), b"a\0bc\0");
         assert_eq!(cmdline(&[]).unwrap(), b"");
         let long = vec!["x".repeat(1000); 13];
-        assert!(matches!(
-            cmdline(&long),
-            Err(BootError::CmdlineTooLong(13013))
-        ));
+        assert!(matches!(cmdline(&long), Err(BootError::CmdlineTooLong(13013))));
     }
 
     #[test]
@@ -220,9 +208,6 @@ mod tests {
 
     #[test]
     fn kernel_limit_leaves_room_for_heap_and_stack() {
-        assert_eq!(
-            kernel_limit(64 << 20),
-            (64 << 20) - STACK_SIZE - 2 * PAGE_SIZE
-        );
+        assert_eq!(kernel_limit(64 << 20), (64 << 20) - STACK_SIZE - 2 * PAGE_SIZE);
     }
 }

@@ -44,8 +44,7 @@ impl Console {
         let start = self.consumed % CAPACITY;
         let first = pending.min(CAPACITY - start) as usize;
         let data_addr = CONSOLE_ADDR + DATA_OFFSET;
-        let ok = mem.read(data_addr + start, &mut data[..first])
-            && mem.read(data_addr, &mut data[first..]);
+        let ok = mem.read(data_addr + start, &mut data[..first]) && mem.read(data_addr, &mut data[first..]);
         assert!(ok, "the console ring lies inside guest memory");
         // Output errors (a closed pipe) must not stop the guest; the output
         // is lost either way.

@@ -4,14 +4,16 @@
 //! A kernel says which devices it needs, by name; the tender refuses to
 //! start it unless each one is attached with the right kind, and refuses
 //! devices the kernel did not ask for, so a typo is caught before boot.
+//! Block devices are not served yet: a kernel that needs one is refused.
 
-use atoll_abi::boot::{device_name_field, DeviceInfo};
+use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind};
 
 use crate::args::DeviceFlag;
 use crate::elf::ManifestDevice;
+use crate::net::{NetDevice, NetDevices, TapError};
 
 /// A mismatch between manifest and command line.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
     #[error("the kernel needs {kind} device '{name}', which is not attached; add --{kind}:{name}={backend}")]
     Missing {
@@ -19,9 +21,7 @@ pub enum DeviceError {
         name: String,
         backend: &'static str,
     },
-    #[error(
-        "device '{name}' is attached as --{given}, but the kernel declares it as a {wanted} device"
-    )]
+    #[error("device '{name}' is attached as --{given}, but the kernel declares it as a {wanted} device")]
     WrongKind {
         name: String,
         given: &'static str,
@@ -31,13 +31,64 @@ pub enum DeviceError {
     Unknown { name: String, declared: String },
     #[error("{kind} device '{name}': this atoll-hvt cannot attach {kind} devices yet")]
     Unsupported { kind: &'static str, name: String },
+    #[error("--net-mac given for '{0}', which is not a net device of the kernel")]
+    MacForUnknown(String),
+    #[error(transparent)]
+    Tap(#[from] TapError),
 }
 
-/// The boot-info entries for the attached devices, in manifest order.
+/// The attached devices.
+#[derive(Debug, Default)]
+pub struct Attached {
+    /// Boot-info entries, in manifest order.
+    pub infos: Vec<DeviceInfo>,
+    pub net: NetDevices,
+}
+
+/// Checks the command line against the manifest, then opens each device's
+/// backend.
 pub fn attach(
     manifest: &[ManifestDevice],
     flags: &[DeviceFlag],
-) -> Result<Vec<DeviceInfo>, DeviceError> {
+    macs: &[(String, [u8; 6])],
+) -> Result<Attached, DeviceError> {
+    check(manifest, flags)?;
+    if let Some((name, _)) = macs
+        .iter()
+        .find(|(name, _)| !manifest.iter().any(|m| &m.name == name && m.kind == DeviceKind::Net))
+    {
+        return Err(DeviceError::MacForUnknown(name.clone()));
+    }
+    let mut attached = Attached::default();
+    for (index, device) in manifest.iter().enumerate() {
+        let flag = flags.iter().find(|f| f.name == device.name).expect("checked");
+        let mut info = DeviceInfo {
+            name: device_name_field(&device.name),
+            kind: device.kind as u32,
+            ..DeviceInfo::default()
+        };
+        match device.kind {
+            DeviceKind::Net => {
+                let mac = macs.iter().find(|(name, _)| name == &device.name).map(|(_, mac)| *mac);
+                let net = NetDevice::open(index, &device.name, &flag.backend, mac)?;
+                info.mac[..6].copy_from_slice(&net.mac);
+                info.mtu = net.mtu;
+                attached.net.devices.push(net);
+            }
+            DeviceKind::Block => {
+                return Err(DeviceError::Unsupported {
+                    kind: device.kind.name(),
+                    name: device.name.clone(),
+                })
+            }
+        }
+        attached.infos.push(info);
+    }
+    Ok(attached)
+}
+
+/// Every declared device attached with the right kind, and nothing else.
+fn check(manifest: &[ManifestDevice], flags: &[DeviceFlag]) -> Result<(), DeviceError> {
     for wanted in manifest {
         let Some(flag) = flags.iter().find(|f| f.name == wanted.name) else {
             return Err(DeviceError::Missing {
@@ -54,10 +105,7 @@ pub fn attach(
             });
         }
     }
-    if let Some(extra) = flags
-        .iter()
-        .find(|f| !manifest.iter().any(|m| m.name == f.name))
-    {
+    if let Some(extra) = flags.iter().find(|f| !manifest.iter().any(|m| m.name == f.name)) {
         let declared: Vec<&str> = manifest.iter().map(|m| m.name.as_str()).collect();
         return Err(DeviceError::Unknown {
             name: extra.name.clone(),
@@ -68,31 +116,19 @@ pub fn attach(
             },
         });
     }
-    manifest
-        .iter()
-        .map(|device| {
-            // Backends (TAP devices, block files) arrive with the network
-            // and storage work; until then a kernel that needs one cannot run.
-            let _ = device_name_field(&device.name);
-            Err(DeviceError::Unsupported {
-                kind: device.kind.name(),
-                name: device.name.clone(),
-            })
-        })
-        .collect()
+    Ok(())
 }
 
-fn backend_word(kind: atoll_abi::boot::DeviceKind) -> &'static str {
+fn backend_word(kind: DeviceKind) -> &'static str {
     match kind {
-        atoll_abi::boot::DeviceKind::Net => "TAP",
-        atoll_abi::boot::DeviceKind::Block => "FILE",
+        DeviceKind::Net => "TAP",
+        DeviceKind::Block => "FILE",
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atoll_abi::boot::DeviceKind;
 
     fn manifest() -> Vec<ManifestDevice> {
         vec![
@@ -117,26 +153,23 @@ mod tests {
 
     #[test]
     fn every_declared_device_must_be_attached() {
-        let err = attach(&manifest(), &[]).unwrap_err();
+        let err = check(&manifest(), &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "the kernel needs net device 'service', which is not attached; add --net:service=TAP"
         );
-        let err = attach(&manifest(), &[flag(DeviceKind::Net, "service")]).unwrap_err();
+        let err = check(&manifest(), &[flag(DeviceKind::Net, "service")]).unwrap_err();
         assert!(err.to_string().contains("block device 'data'"), "{err}");
     }
 
     #[test]
     fn kinds_and_names_must_match() {
-        let err = attach(
+        let err = check(
             &manifest(),
-            &[
-                flag(DeviceKind::Block, "service"),
-                flag(DeviceKind::Block, "data"),
-            ],
+            &[flag(DeviceKind::Block, "service"), flag(DeviceKind::Block, "data")],
         );
         assert!(matches!(err, Err(DeviceError::WrongKind { .. })));
-        let err = attach(&[], &[flag(DeviceKind::Net, "servce")]).unwrap_err();
+        let err = check(&[], &[flag(DeviceKind::Net, "servce")]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "device 'servce' is not in the kernel's manifest (it declares: no devices)"
@@ -145,6 +178,8 @@ mod tests {
 
     #[test]
     fn no_devices_is_fine() {
-        assert_eq!(attach(&[], &[]).unwrap().len(), 0);
+        assert_eq!(attach(&[], &[], &[]).unwrap().infos.len(), 0);
+        let mac = [("x".to_string(), [2, 0, 0, 0, 0, 1])];
+        assert!(matches!(attach(&[], &[], &mac), Err(DeviceError::MacForUnknown(_))));
     }
 }

@@ -46,9 +46,7 @@ pub enum ElfError {
     FileSizeExceedsMemSize(usize, u64, u64),
     #[error("segment {0} at {1:#x} is both writable and executable; Atoll refuses W+X memory")]
     WritableAndExecutable(usize, u64),
-    #[error(
-        "segment {0} at {1:#x} lies below {KERNEL_BASE:#x}, in memory reserved for the tender"
-    )]
+    #[error("segment {0} at {1:#x} lies below {KERNEL_BASE:#x}, in memory reserved for the tender")]
     BelowKernelBase(usize, u64),
     #[error(
         "segment {0} ({1:#x}..{2:#x}) does not fit in guest memory below the heap and stack \
@@ -131,8 +129,7 @@ pub struct Kernel {
 /// `limit` (the start of the memory the tender keeps for heap and stack).
 pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
     check_ident(image)?;
-    let header = FileHeader64::<LE>::parse(image)
-        .map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
+    let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
     let endian = LE;
     let machine = header.e_machine(endian);
     if machine != elf::EM_X86_64 {
@@ -187,11 +184,7 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         Some(_) => {}
     }
     let manifest = manifest.ok_or(ElfError::MissingManifest)?;
-    let end = segments
-        .iter()
-        .map(Segment::end)
-        .max()
-        .unwrap_or(KERNEL_BASE);
+    let end = segments.iter().map(Segment::end).max().unwrap_or(KERNEL_BASE);
     Ok(Kernel {
         entry,
         segments,
@@ -225,10 +218,7 @@ fn check_ident(image: &[u8]) -> Result<(), ElfError> {
     Ok(())
 }
 
-fn program_headers<'a>(
-    header: &FileHeader64<LE>,
-    image: &'a [u8],
-) -> Result<&'a [ProgramHeader64<LE>], ElfError> {
+fn program_headers<'a>(header: &FileHeader64<LE>, image: &'a [u8]) -> Result<&'a [ProgramHeader64<LE>], ElfError> {
     let endian = LE;
     let count = u64::from(header.e_phnum(endian));
     let size = u64::from(header.e_phentsize(endian));
@@ -249,11 +239,7 @@ fn program_headers<'a>(
 
 fn check_segment(index: usize, s: &Segment, file_len: usize, limit: u64) -> Result<(), ElfError> {
     if s.file_size > s.mem_size {
-        return Err(ElfError::FileSizeExceedsMemSize(
-            index,
-            s.file_size,
-            s.mem_size,
-        ));
+        return Err(ElfError::FileSizeExceedsMemSize(index, s.file_size, s.mem_size));
     }
     if s.flags.write && s.flags.exec {
         return Err(ElfError::WritableAndExecutable(index, s.addr));
@@ -317,8 +303,8 @@ fn read_notes(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Notes, ElfE
             }
             match note.n_type(endian) {
                 NT_ATOLL_ABI => {
-                    let (desc, _) = AbiDesc::read_from_prefix(note.desc())
-                        .map_err(|_| ElfError::Malformed("short ABI note"))?;
+                    let (desc, _) =
+                        AbiDesc::read_from_prefix(note.desc()).map_err(|_| ElfError::Malformed("short ABI note"))?;
                     abi = Some(desc.version);
                 }
                 NT_ATOLL_MANIFEST => manifest = Some(parse_manifest(note.desc())?),
@@ -330,16 +316,14 @@ fn read_notes(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Notes, ElfE
 }
 
 fn parse_manifest(desc: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
-    let (desc, _) = ManifestDesc::read_from_prefix(desc)
-        .map_err(|_| ElfError::BadManifest("note too short"))?;
+    let (desc, _) = ManifestDesc::read_from_prefix(desc).map_err(|_| ElfError::BadManifest("note too short"))?;
     let count = desc.count as usize;
     if count > MAX_DEVICES {
         return Err(ElfError::BadManifest("more than 8 devices"));
     }
     let mut devices: Vec<ManifestDevice> = Vec::with_capacity(count);
     for entry in &desc.entries[..count] {
-        let kind =
-            DeviceKind::from_u32(entry.kind).ok_or(ElfError::BadManifest("unknown device kind"))?;
+        let kind = DeviceKind::from_u32(entry.kind).ok_or(ElfError::BadManifest("unknown device kind"))?;
         let name = device_name(&entry.name).ok_or(ElfError::BadManifest("invalid device name"))?;
         if devices.iter().any(|d| d.name == name) {
             return Err(ElfError::BadManifest("a device name appears twice"));
@@ -365,36 +349,20 @@ pub(crate) mod tests {
         // SAFETY: the notes are plain `repr(C)` integers and byte arrays with
         // no padding (their sizes are asserted in atoll-abi), so every byte
         // of `value` is initialised; we copy exactly size_of::<T>() bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(value as *const T as *const u8, out.as_mut_ptr(), len)
-        };
+        unsafe { core::ptr::copy_nonoverlapping(value as *const T as *const u8, out.as_mut_ptr(), len) };
         out
     }
 
     /// A minimal valid kernel: one RX text segment at 1 MiB holding the
     /// entry point, one RW data segment on its own page, and the two notes.
-    pub(crate) fn build_kernel(
-        tweak: impl FnOnce(&mut Vec<(u32, u32, u64, u64, u64)>, &mut Vec<u8>),
-    ) -> Vec<u8> {
+    pub(crate) fn build_kernel(tweak: impl FnOnce(&mut Vec<(u32, u32, u64, u64, u64)>, &mut Vec<u8>)) -> Vec<u8> {
         let mut notes = as_bytes::<Note<_>>(&abi_note());
         notes.extend(as_bytes(&manifest_note(&[(DeviceKind::Net, "service")])));
         // (type, flags, vaddr, filesz, memsz); offsets are assigned below.
         let mut phdrs = vec![
             (elf::PT_LOAD, elf::PF_R | elf::PF_X, KERNEL_BASE, 0x10, 0x10),
-            (
-                elf::PT_LOAD,
-                elf::PF_R | elf::PF_W,
-                KERNEL_BASE + 0x1000,
-                0x8,
-                0x2000,
-            ),
-            (
-                elf::PT_NOTE,
-                elf::PF_R,
-                0,
-                notes.len() as u64,
-                notes.len() as u64,
-            ),
+            (elf::PT_LOAD, elf::PF_R | elf::PF_W, KERNEL_BASE + 0x1000, 0x8, 0x2000),
+            (elf::PT_NOTE, elf::PF_R, 0, notes.len() as u64, notes.len() as u64),
         ];
         let mut payload = notes.clone();
         tweak(&mut phdrs, &mut payload);
@@ -452,10 +420,7 @@ pub(crate) mod tests {
     #[test]
     fn refuses_garbage() {
         assert_eq!(parse(b"", LIMIT).unwrap_err(), ElfError::Empty);
-        assert_eq!(
-            parse(b"#!/bin/sh\necho hi\n", LIMIT).unwrap_err(),
-            ElfError::NotElf
-        );
+        assert_eq!(parse(b"#!/bin/sh\necho hi\n", LIMIT).unwrap_err(), ElfError::NotElf);
         let mut image = build_kernel(|_, _| {});
         image[4] = elf::ELFCLASS32;
         assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::Class32);
@@ -465,10 +430,7 @@ pub(crate) mod tests {
         assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::Machine(3));
         let mut image = build_kernel(|_, _| {});
         image[16] = elf::ET_DYN as u8;
-        assert_eq!(
-            parse(&image, LIMIT).unwrap_err(),
-            ElfError::NotExecutable(elf::ET_DYN)
-        );
+        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::NotExecutable(elf::ET_DYN));
     }
 
     #[test]
@@ -477,10 +439,7 @@ pub(crate) mod tests {
         for len in 1..image.len() {
             let err = parse(&image[..len], LIMIT).unwrap_err();
             assert!(
-                matches!(
-                    err,
-                    ElfError::Truncated(..) | ElfError::NotElf | ElfError::Malformed(_)
-                ),
+                matches!(err, ElfError::Truncated(..) | ElfError::NotElf | ElfError::Malformed(_)),
                 "length {len}: {err}"
             );
         }
@@ -494,20 +453,11 @@ pub(crate) mod tests {
             ElfError::WritableAndExecutable(0, KERNEL_BASE)
         );
         let low = build_kernel(|p, _| p[1].2 = 0x8000);
-        assert_eq!(
-            parse(&low, LIMIT).unwrap_err(),
-            ElfError::BelowKernelBase(1, 0x8000)
-        );
+        assert_eq!(parse(&low, LIMIT).unwrap_err(), ElfError::BelowKernelBase(1, 0x8000));
         let big = build_kernel(|p, _| p[1].4 = LIMIT);
-        assert!(matches!(
-            parse(&big, LIMIT).unwrap_err(),
-            ElfError::PastMemory(1, ..)
-        ));
+        assert!(matches!(parse(&big, LIMIT).unwrap_err(), ElfError::PastMemory(1, ..)));
         let wrap = build_kernel(|p, _| p[1].4 = u64::MAX);
-        assert!(matches!(
-            parse(&wrap, LIMIT).unwrap_err(),
-            ElfError::PastMemory(1, ..)
-        ));
+        assert!(matches!(parse(&wrap, LIMIT).unwrap_err(), ElfError::PastMemory(1, ..)));
         let overlap = build_kernel(|p, _| p[1].2 = KERNEL_BASE + 0x8);
         assert_eq!(parse(&overlap, LIMIT).unwrap_err(), ElfError::Overlap(0, 1));
         let shared = build_kernel(|p, _| p[1].2 = KERNEL_BASE + 0x800);
@@ -532,17 +482,11 @@ pub(crate) mod tests {
         let no_notes = build_kernel(|p, _| {
             p.pop();
         });
-        assert_eq!(
-            parse(&no_notes, LIMIT).unwrap_err(),
-            ElfError::MissingAbiNote
-        );
+        assert_eq!(parse(&no_notes, LIMIT).unwrap_err(), ElfError::MissingAbiNote);
         let old = build_kernel(|_, payload| payload[20] = 99);
         assert_eq!(parse(&old, LIMIT).unwrap_err(), ElfError::AbiVersion(99));
         let no_manifest = build_kernel(|p, _| p[2].3 = 24);
-        assert_eq!(
-            parse(&no_manifest, LIMIT).unwrap_err(),
-            ElfError::MissingManifest
-        );
+        assert_eq!(parse(&no_manifest, LIMIT).unwrap_err(), ElfError::MissingManifest);
         let bad_name = build_kernel(|_, payload| payload[24 + 20 + 4 + 4] = b'A');
         assert_eq!(
             parse(&bad_name, LIMIT).unwrap_err(),

@@ -36,8 +36,7 @@ pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u
     let symbols = Symbols::new(image);
     let (guard_start, guard_end) = layout.guard_page();
     let overflow = state.vector == PAGE_FAULT
-        && ((guard_start..guard_end).contains(&state.cr2)
-            || (guard_start..guard_end).contains(&rsp));
+        && ((guard_start..guard_end).contains(&state.cr2) || (guard_start..guard_end).contains(&rsp));
 
     let what = if overflow {
         format!(
@@ -58,15 +57,9 @@ pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u
             None => exception_name(state.vector).to_string(),
         }
     };
-    let mut out = format!(
-        "guest fault: {what} at rip {rip:#x} in {}",
-        symbols.name(rip)
-    );
+    let mut out = format!("guest fault: {what} at rip {rip:#x} in {}", symbols.name(rip));
     out.push_str("\n  backtrace:");
-    for (i, pc) in backtrace(rip, state.rbp, mem, layout)
-        .into_iter()
-        .enumerate()
-    {
+    for (i, pc) in backtrace(rip, state.rbp, mem, layout).into_iter().enumerate() {
         out.push_str(&format!("\n    #{i} {pc:#x} in {}", symbols.name(pc)));
     }
     out
@@ -90,11 +83,7 @@ fn page_fault_cause(code: u64) -> String {
         "read from"
     };
     let mode = if code & 0x4 != 0 { "user" } else { "kernel" };
-    let state = if code & 0x1 != 0 {
-        "protected"
-    } else {
-        "unmapped"
-    };
+    let state = if code & 0x1 != 0 { "protected" } else { "unmapped" };
     format!("{mode} {access} {state}")
 }
 
@@ -148,9 +137,7 @@ impl Symbols {
     /// The function containing `addr`, or `??` when the kernel has no
     /// symbol for it.
     fn name(&self, addr: u64) -> String {
-        let at = self
-            .functions
-            .partition_point(|(start, _, _)| *start <= addr);
+        let at = self.functions.partition_point(|(start, _, _)| *start <= addr);
         match at.checked_sub(1).map(|i| &self.functions[i]) {
             Some((start, size, name)) if *size == 0 || addr < start + size => {
                 format!("{name} (+{:#x})", addr - start)
@@ -168,10 +155,7 @@ mod tests {
     fn page_fault_causes() {
         assert_eq!(page_fault_cause(0x4), "user read from unmapped");
         assert_eq!(page_fault_cause(0x7), "user write to protected");
-        assert_eq!(
-            page_fault_cause(0x15),
-            "user instruction fetch from protected"
-        );
+        assert_eq!(page_fault_cause(0x15), "user instruction fetch from protected");
     }
 
     #[test]

@@ -10,12 +10,11 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atoll_abi::exit::MAX_GUEST_STATUS;
-use atoll_abi::hypercall::{
-    AbortArgs, HaltArgs, Hypercall, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
-};
+use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::memory::GuestMemory;
+use crate::net::NetDevices;
 
 /// What to do after a hypercall.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,21 +25,21 @@ pub enum Action {
     Fail(String),
 }
 
-/// Serves `call` with the argument struct at guest address `arg`.
-pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
-    match serve(call, arg, mem) {
+/// Serves `call` with the argument struct at guest address `arg`. The
+/// network rings were serviced just before; `ready_set` says which devices
+/// then held received frames.
+pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, net: &mut NetDevices, ready_set: u64) -> Action {
+    match serve(call, arg, mem, net, ready_set) {
         Ok(action) => action,
         Err(why) => Action::Fail(format!("guest broke the {} hypercall: {why}", call.name())),
     }
 }
 
-fn serve(call: Hypercall, arg: u64, mem: &GuestMemory) -> Result<Action, String> {
+fn serve(call: Hypercall, arg: u64, mem: &GuestMemory, net: &mut NetDevices, ready_set: u64) -> Result<Action, String> {
     match call {
         Hypercall::Walltime => {
             let mut args: WalltimeArgs = read_args(mem, arg, true)?;
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             args.nsecs = now.as_nanos() as u64;
             write_args(mem, arg, &args);
             Ok(Action::Resume)
@@ -49,7 +48,12 @@ fn serve(call: Hypercall, arg: u64, mem: &GuestMemory) -> Result<Action, String>
         Hypercall::ConsoleFlush => Ok(Action::Resume),
         Hypercall::Wait => {
             let mut args: WaitArgs = read_args(mem, arg, true)?;
-            args.ready_set = wait(args.timeout_ns);
+            args.ready_set = ready_set;
+            if ready_set == 0 && args.timeout_ns > 0 {
+                let timeout = (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
+                net.block(timeout);
+                args.ready_set = net.service(mem)?;
+            }
             write_args(mem, arg, &args);
             Ok(Action::Resume)
         }
@@ -76,19 +80,20 @@ fn serve(call: Hypercall, arg: u64, mem: &GuestMemory) -> Result<Action, String>
                 .map_err(|e| format!("message: {e}"))?;
             let mut message = vec![0u8; args.message_len as usize];
             assert!(mem.read(args.message.0, &mut message), "checked above");
-            Ok(Action::Fail(format!(
-                "guest aborted: {}",
-                one_line(&message)
-            )))
+            Ok(Action::Fail(format!("guest aborted: {}", one_line(&message))))
+        }
+        Hypercall::NetAttach => {
+            let args: NetAttachArgs = read_args(mem, arg, false)?;
+            let device = net
+                .by_index(args.device)
+                .ok_or_else(|| format!("device {} is not a network device", args.device))?;
+            device.attach(args.ring.0, mem)?;
+            Ok(Action::Resume)
         }
     }
 }
 
-fn read_args<T: FromBytes + IntoBytes>(
-    mem: &GuestMemory,
-    addr: u64,
-    write_back: bool,
-) -> Result<T, String> {
+fn read_args<T: FromBytes + IntoBytes>(mem: &GuestMemory, addr: u64, write_back: bool) -> Result<T, String> {
     let len = size_of::<T>() as u64;
     mem.map
         .check_user_access(addr, len, write_back)
@@ -101,26 +106,6 @@ fn read_args<T: FromBytes + IntoBytes>(
 fn write_args<T: IntoBytes + Immutable>(mem: &GuestMemory, addr: u64, value: &T) {
     // read_args checked this range for writing.
     assert!(mem.write(addr, value.as_bytes()));
-}
-
-/// Blocks until the timeout passes (or a signal arrives: the guest then
-/// simply waits again). Returns the set of ready devices; there are none
-/// yet that can become ready.
-fn wait(timeout_ns: u64) -> u64 {
-    let timeout = (timeout_ns != u64::MAX).then(|| Duration::from_nanos(timeout_ns));
-    let ts = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-    });
-    let ts_ptr = ts
-        .as_ref()
-        .map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
-    // SAFETY: ppoll with no descriptors only sleeps; `ts_ptr` is null or
-    // points at a timespec that lives until the call returns, and a null
-    // signal mask keeps ours. Its result (timeout or EINTR) needs no check:
-    // either way the guest resumes and re-checks its timers.
-    unsafe { libc::ppoll(std::ptr::null_mut(), 0, ts_ptr, std::ptr::null()) };
-    0
 }
 
 /// The message as one printable line.
@@ -142,6 +127,10 @@ mod tests {
     use super::*;
     use crate::memory::Perm;
 
+    fn call(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
+        handle(hc, arg, mem, &mut NetDevices::default(), 0)
+    }
+
     fn mem() -> GuestMemory {
         let mut mem = GuestMemory::new(1 << 20).unwrap();
         mem.map.add(0x1000, 0x2000, Perm::KERNEL_RW);
@@ -153,7 +142,7 @@ mod tests {
     #[test]
     fn walltime_writes_the_time_back() {
         let mem = mem();
-        assert_eq!(handle(Hypercall::Walltime, 0x3000, &mem), Action::Resume);
+        assert_eq!(call(Hypercall::Walltime, 0x3000, &mem), Action::Resume);
         let nsecs = mem.read_u64(0x3000).unwrap();
         assert!(nsecs > 1_700_000_000 * 1_000_000_000, "{nsecs}");
     }
@@ -161,7 +150,7 @@ mod tests {
     #[test]
     fn lying_addresses_stop_the_guest() {
         let mem = mem();
-        for (call, addr) in [
+        for (hc, addr) in [
             (Hypercall::Walltime, 0x1000),   // tender memory
             (Hypercall::Walltime, 0x2000),   // read-only
             (Hypercall::Walltime, 0x4ffc),   // straddles the end
@@ -169,9 +158,9 @@ mod tests {
             (Hypercall::Wait, u64::MAX - 4), // wraps
             (Hypercall::Halt, 0x0),          // null
         ] {
-            match handle(call, addr, &mem) {
-                Action::Fail(msg) => assert!(msg.contains(call.name()), "{msg}"),
-                other => panic!("{call:?} at {addr:#x}: {other:?}"),
+            match call(hc, addr, &mem) {
+                Action::Fail(msg) => assert!(msg.contains(hc.name()), "{msg}"),
+                other => panic!("{hc:?} at {addr:#x}: {other:?}"),
             }
         }
     }
@@ -179,15 +168,8 @@ mod tests {
     #[test]
     fn halt_and_abort() {
         let mem = mem();
-        mem.write(
-            0x3000,
-            HaltArgs {
-                status: 7,
-                reserved: 0,
-            }
-            .as_bytes(),
-        );
-        assert_eq!(handle(Hypercall::Halt, 0x3000, &mem), Action::Halt(7));
+        mem.write(0x3000, HaltArgs { status: 7, reserved: 0 }.as_bytes());
+        assert_eq!(call(Hypercall::Halt, 0x3000, &mem), Action::Halt(7));
         mem.write(
             0x3000,
             HaltArgs {
@@ -196,9 +178,7 @@ mod tests {
             }
             .as_bytes(),
         );
-        assert!(
-            matches!(handle(Hypercall::Halt, 0x3000, &mem), Action::Fail(m) if m.contains("254"))
-        );
+        assert!(matches!(call(Hypercall::Halt, 0x3000, &mem), Action::Fail(m) if m.contains("254")));
 
         mem.write(0x4000, b"boom\nat main.rs:3");
         let abort = |message, message_len| AbortArgs {
@@ -207,17 +187,12 @@ mod tests {
         };
         mem.write(0x3000, abort(0x4000, 17).as_bytes());
         assert_eq!(
-            handle(Hypercall::Abort, 0x3000, &mem),
+            call(Hypercall::Abort, 0x3000, &mem),
             Action::Fail("guest aborted: boom at main.rs:3".into())
         );
-        for (addr, len) in [
-            (0x1000, 4),
-            (0x4000, u64::MAX),
-            (0x4ff0, 0x20),
-            (u64::MAX, 2),
-        ] {
+        for (addr, len) in [(0x1000, 4), (0x4000, u64::MAX), (0x4ff0, 0x20), (u64::MAX, 2)] {
             mem.write(0x3000, abort(addr, len).as_bytes());
-            let Action::Fail(msg) = handle(Hypercall::Abort, 0x3000, &mem) else {
+            let Action::Fail(msg) = call(Hypercall::Abort, 0x3000, &mem) else {
                 panic!("accepted message at {addr:#x}+{len}");
             };
             assert!(msg.starts_with("guest broke the abort hypercall"), "{msg}");
@@ -236,7 +211,7 @@ mod tests {
             .as_bytes(),
         );
         let start = std::time::Instant::now();
-        assert_eq!(handle(Hypercall::Wait, 0x3000, &mem), Action::Resume);
+        assert_eq!(call(Hypercall::Wait, 0x3000, &mem), Action::Resume);
         assert!(start.elapsed() >= Duration::from_millis(20));
         assert_eq!(mem.read_u64(0x3008), Some(0), "no device ready");
     }

@@ -7,14 +7,14 @@
 //! address it hands over is checked, and once set up the tender confines
 //! itself with seccomp.
 //!
-//! The modules follow a boot: [`args`] → [`elf`] → [`devices`] →
+//! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
 //! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`sandbox`] →
 //! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`]).
 //!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
-//! a debugger stub, any device model. Network and block devices come with
-//! their hypercalls in later work; until then a kernel whose manifest names
-//! a device is refused.
+//! a debugger stub, any device model. Network devices are TAP devices
+//! behind shared-memory frame rings ([`net`]); block devices are not served
+//! yet, so a kernel whose manifest names one is refused.
 
 pub mod args;
 pub mod boot;
@@ -24,6 +24,7 @@ pub mod elf;
 pub mod fault;
 pub mod hypercall;
 pub mod memory;
+pub mod net;
 pub mod run;
 pub mod sandbox;
 pub mod stats;
@@ -43,15 +44,9 @@ pub enum TenderError {
     #[error("{0}")]
     Usage(String),
     #[error("cannot read the kernel {}: {source}", path.display())]
-    ReadKernel {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    ReadKernel { path: PathBuf, source: std::io::Error },
     #[error("{}: {source}", path.display())]
-    BadKernel {
-        path: PathBuf,
-        source: elf::ElfError,
-    },
+    BadKernel { path: PathBuf, source: elf::ElfError },
     #[error(transparent)]
     Device(#[from] devices::DeviceError),
     #[error("cannot map {0} MiB of guest memory: {1}")]
@@ -92,21 +87,18 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         source,
     })?;
     let mem_size = cli.mem_mib << 20;
-    let kernel = elf::parse(&image, boot::kernel_limit(mem_size)).map_err(|source| {
-        TenderError::BadKernel {
-            path: cli.kernel.clone(),
-            source,
-        }
+    let kernel = elf::parse(&image, boot::kernel_limit(mem_size)).map_err(|source| TenderError::BadKernel {
+        path: cli.kernel.clone(),
+        source,
     })?;
-    let devices = devices::attach(&kernel.manifest, &args.devices)?;
+    let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
 
-    let mut mem =
-        memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
+    let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
     let mut vm = vcpu::Vm::new(&mem)?;
-    let layout = boot::prepare(&mut mem, &kernel, &image, &cli.args, &devices, vm.tsc_hz()?)?;
+    let layout = boot::prepare(&mut mem, &kernel, &image, &cli.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     if !cli.no_sandbox {
-        sandbox::confine(vm.vcpu.as_raw_fd()).map_err(TenderError::Sandbox)?;
+        sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds()).map_err(TenderError::Sandbox)?;
     }
 
     let mut console = console::Console::default();
@@ -116,7 +108,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         layout: &layout,
         image: &image,
     };
-    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut stats);
+    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices.net, &mut stats);
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
         run::Outcome::Failed(why) => {
@@ -125,7 +117,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if cli.stats {
-        say_raw(&stats.line(started, &mem));
+        say_raw(&stats.line(started, &mem, &devices.net));
     }
     Ok(status)
 }
@@ -137,7 +129,5 @@ fn say(message: &str) {
 
 fn say_raw(line: &str) {
     // One write, so concurrent output cannot split the line.
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(format!("{line}\n").as_bytes());
+    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
 }

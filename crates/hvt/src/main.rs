@@ -3,11 +3,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = match std::env::args_os()
-        .skip(1)
-        .map(|a| a.into_string())
-        .collect()
-    {
+    let argv: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
         Ok(argv) => argv,
         Err(bad) => {
             eprintln!("atoll-hvt: argument {bad:?} is not valid UTF-8");

@@ -73,10 +73,7 @@ impl MemoryMap {
         }
         let at = self.regions.partition_point(|r| r.end <= start);
         if let Some(next) = self.regions.get(at) {
-            assert!(
-                end <= next.start,
-                "tender bug: overlapping guest memory regions"
-            );
+            assert!(end <= next.start, "tender bug: overlapping guest memory regions");
         }
         self.regions.insert(at, Region { start, end, perm });
     }
@@ -183,13 +180,7 @@ impl GuestMemory {
         // (page aligned, since mmap returns page-aligned addresses), and
         // `vec` has one byte per page of it, as mincore requires. We check
         // the return value.
-        let rc = unsafe {
-            libc::mincore(
-                self.host_base().cast(),
-                self.size as usize,
-                vec.as_mut_ptr(),
-            )
-        };
+        let rc = unsafe { libc::mincore(self.host_base().cast(), self.size as usize, vec.as_mut_ptr()) };
         if rc != 0 {
             return 0;
         }
@@ -225,24 +216,12 @@ mod tests {
     fn user_access_checks() {
         let map = map();
         assert!(map.check_user_access(0x1000, 0x2000, false).is_ok());
-        assert!(
-            map.check_user_access(0x1ff8, 16, true).is_err(),
-            "read-only page"
-        );
+        assert!(map.check_user_access(0x1ff8, 16, true).is_err(), "read-only page");
         assert!(map.check_user_access(0x2000, 0x1000, true).is_ok());
-        assert!(
-            map.check_user_access(0x2ff8, 16, false).is_err(),
-            "kernel page"
-        );
+        assert!(map.check_user_access(0x2ff8, 16, false).is_err(), "kernel page");
         assert!(map.check_user_access(0x0, 8, false).is_err(), "unmapped");
-        assert!(
-            map.check_user_access(0x1000, u64::MAX, false).is_err(),
-            "wraps"
-        );
-        assert!(
-            map.check_user_access(u64::MAX - 3, 8, false).is_err(),
-            "wraps"
-        );
+        assert!(map.check_user_access(0x1000, u64::MAX, false).is_err(), "wraps");
+        assert!(map.check_user_access(u64::MAX - 3, 8, false).is_err(), "wraps");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::console::Console;
 use crate::fault::{self, FaultState};
 use crate::hypercall::{self, Action};
 use crate::memory::GuestMemory;
+use crate::net::NetDevices;
 use crate::stats::Stats;
 
 /// How the guest ended.
@@ -23,17 +24,9 @@ pub enum Outcome {
 /// One VM exit, copied out of the vCPU's run area so the vCPU can be
 /// queried while handling it.
 enum Exit {
-    IoOut {
-        port: u16,
-        value: Option<u32>,
-        len: usize,
-    },
-    IoIn {
-        port: u16,
-    },
-    Mmio {
-        addr: u64,
-    },
+    IoOut { port: u16, value: Option<u32>, len: usize },
+    IoIn { port: u16 },
+    Mmio { addr: u64 },
     Hlt,
     Shutdown,
     Interrupted,
@@ -53,6 +46,7 @@ pub fn run(
     vcpu: &mut VcpuFd,
     guest: &Guest<'_>,
     console: &mut Console,
+    net: &mut NetDevices,
     stats: &mut Stats,
 ) -> Outcome {
     loop {
@@ -61,10 +55,14 @@ pub fn run(
         if let Err(why) = console.drain(guest.mem) {
             return Outcome::Failed(why);
         }
+        let ready_set = match net.service(guest.mem) {
+            Ok(ready_set) => ready_set,
+            Err(why) => return Outcome::Failed(format!("guest broke its network rings: {why}")),
+        };
         let action = match exit {
             Exit::IoOut { port, value, len } => {
                 stats.io += 1;
-                io_out(vcpu, guest, stats, port, value, len)
+                io_out(vcpu, guest, net, ready_set, stats, port, value, len)
             }
             Exit::IoIn { port } => {
                 stats.io += 1;
@@ -78,9 +76,7 @@ pub fn run(
             }
             Exit::Hlt => {
                 stats.hlt += 1;
-                Action::Fail(
-                    "guest executed hlt outside an exception stub; use the halt hypercall".into(),
-                )
+                Action::Fail("guest executed hlt outside an exception stub; use the halt hypercall".into())
             }
             Exit::Shutdown => {
                 stats.shutdown += 1;
@@ -119,18 +115,19 @@ fn next_exit(vcpu: &mut VcpuFd) -> Exit {
         Ok(VcpuExit::FailEntry(reason, _)) => Exit::Other(format!(
             "KVM could not enter the guest (hardware entry failure reason {reason:#x})"
         )),
-        Ok(VcpuExit::InternalError) => {
-            Exit::Other("KVM reported an internal error running the guest".into())
-        }
+        Ok(VcpuExit::InternalError) => Exit::Other("KVM reported an internal error running the guest".into()),
         Ok(other) => Exit::Other(format!("unexpected VM exit: {other:?}")),
         Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => Exit::Interrupted,
         Err(e) => Exit::Other(format!("KVM_RUN failed: {e}")),
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn io_out(
     vcpu: &VcpuFd,
     guest: &Guest<'_>,
+    net: &mut NetDevices,
+    ready_set: u64,
     stats: &mut Stats,
     port: u16,
     value: Option<u32>,
@@ -140,9 +137,7 @@ fn io_out(
         return fault(vcpu, guest, value.unwrap_or(u32::MAX));
     }
     let Some(call) = Hypercall::from_port(port) else {
-        return Action::Fail(format!(
-            "guest wrote to I/O port {port:#x}, which is not a hypercall"
-        ));
+        return Action::Fail(format!("guest wrote to I/O port {port:#x}, which is not a hypercall"));
     };
     let Some(arg) = value else {
         return Action::Fail(format!(
@@ -153,7 +148,7 @@ fn io_out(
     if call == Hypercall::Wait {
         stats.waits += 1;
     }
-    hypercall::handle(call, u64::from(arg), guest.mem)
+    hypercall::handle(call, u64::from(arg), guest.mem, net, ready_set)
 }
 
 /// An exception stub reported `vector`. Only ring-0 code (the stubs) may

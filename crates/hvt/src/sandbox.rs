@@ -11,8 +11,7 @@ use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
-    SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
 // KVM ioctl request numbers, from linux/kvm.h: _IO(KVMIO, 0x80) and
@@ -26,16 +25,13 @@ pub const KVM_GET_REGS: u64 = ior(0x81, size_of::<kvm_bindings::kvm_regs>());
 pub const KVM_GET_SREGS: u64 = ior(0x83, size_of::<kvm_bindings::kvm_sregs>());
 
 /// Installs the filter on this (single-threaded) process.
-pub fn confine(vcpu_fd: RawFd) -> Result<(), String> {
-    let program = filter(vcpu_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
-    seccompiler::apply_filter(&program)
-        .map_err(|e| format!("cannot install the seccomp filter: {e}"))
+pub fn confine(vcpu_fd: RawFd, tap_fds: &[RawFd]) -> Result<(), String> {
+    let program = filter(vcpu_fd, tap_fds).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+    seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
-fn filter(vcpu_fd: RawFd) -> Result<BpfProgram, seccompiler::BackendError> {
-    let eq = |arg: u8, value: u64| {
-        SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
-    };
+fn filter(vcpu_fd: RawFd, tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError> {
+    let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     let vcpu = vcpu_fd as u64;
     rules.insert(
@@ -45,14 +41,27 @@ fn filter(vcpu_fd: RawFd) -> Result<BpfProgram, seccompiler::BackendError> {
             .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, eq(1, request)?]))
             .collect::<Result<_, _>>()?,
     );
-    // Output only to stdout and stderr.
+    // Output only to stdout, stderr and the TAP devices; input only from
+    // the TAP devices.
+    let taps = tap_fds.iter().map(|&fd| fd as u64);
     rules.insert(
         libc::SYS_write,
-        vec![
-            SeccompRule::new(vec![eq(0, 1)?])?,
-            SeccompRule::new(vec![eq(0, 2)?])?,
-        ],
+        [1, 2]
+            .into_iter()
+            .chain(taps.clone())
+            .map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
+            .collect::<Result<_, _>>()?,
     );
+    if tap_fds.is_empty() {
+        // seccompiler refuses an empty rule list; an impossible fd it is.
+        rules.insert(libc::SYS_read, vec![SeccompRule::new(vec![eq(0, u64::MAX)?])?]);
+    } else {
+        rules.insert(
+            libc::SYS_read,
+            taps.map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
+                .collect::<Result<_, _>>()?,
+        );
+    }
     // Memory for the allocator, but never executable.
     let no_exec = SeccompCondition::new(
         2,
@@ -104,6 +113,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(5).unwrap().len() > 20);
+        assert!(filter(5, &[]).unwrap().len() > 20);
+        assert!(filter(5, &[6, 7]).unwrap().len() > 20);
     }
 }

@@ -7,6 +7,7 @@
 use std::time::Instant;
 
 use crate::memory::GuestMemory;
+use crate::net::NetDevices;
 
 /// Exit counts by kind.
 #[derive(Debug, Default)]
@@ -27,13 +28,19 @@ pub struct Stats {
 
 impl Stats {
     /// The `stats:` line printed at exit.
-    pub fn line(&self, started: Instant, mem: &GuestMemory) -> String {
+    pub fn line(&self, started: Instant, mem: &GuestMemory, net: &NetDevices) -> String {
         let wall_us = started.elapsed().as_micros();
+        let (mut tx, mut rx, mut dropped) = (0, 0, 0);
+        for device in &net.devices {
+            tx += device.tx_frames;
+            rx += device.rx_frames;
+            dropped += device.tx_dropped;
+        }
         let peak_rss_kib = peak_rss_kib();
         let guest_kib = mem.resident_bytes() / 1024;
         format!(
-            "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} wall_us={wall_us} \
-             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib}",
+            "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
+             net_tx_dropped={dropped} wall_us={wall_us} peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib}",
             self.exits, self.io, self.hlt, self.mmio, self.shutdown, self.intr, self.other, self.waits
         )
     }

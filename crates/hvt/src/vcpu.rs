@@ -49,9 +49,7 @@ impl Vm {
     /// Creates the VM and vCPU and registers `mem`.
     pub fn new(mem: &GuestMemory) -> Result<Vm, KvmError> {
         let kvm = Kvm::new().map_err(KvmError::Open)?;
-        let vm = kvm
-            .create_vm()
-            .map_err(|e| KvmError::Ioctl("create a VM", e))?;
+        let vm = kvm.create_vm().map_err(|e| KvmError::Ioctl("create a VM", e))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -63,11 +61,8 @@ impl Vm {
         // mapped for as long as the VM runs: `GuestMemory` is owned by the
         // caller's `Guest`, which outlives the `Vm` (both are dropped only
         // when the tender exits).
-        unsafe { vm.set_user_memory_region(region) }
-            .map_err(|e| KvmError::Ioctl("register guest memory", e))?;
-        let vcpu = vm
-            .create_vcpu(0)
-            .map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
+        unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
+        let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
         // The host's supported CPUID as is: without it some instructions
         // (rdrand among them) fault in the guest.
         let cpuid = kvm

@@ -45,15 +45,7 @@ pub fn gdt() -> [u64; GDT_ENTRIES] {
     let user_data = segment_descriptor(0xF3, 0xC);
     let user_code = segment_descriptor(0xFB, 0xA);
     let (tss_low, tss_high) = tss_descriptor(TSS_ADDR, tss_limit());
-    [
-        0,
-        kernel_code,
-        kernel_data,
-        user_data,
-        user_code,
-        tss_low,
-        tss_high,
-    ]
+    [0, kernel_code, kernel_data, user_data, user_code, tss_low, tss_high]
 }
 
 /// A busy 64-bit TSS descriptor (busy because KVM loads TR directly).
@@ -163,10 +155,7 @@ fn leaf(perm: Perm) -> u64 {
 /// Page tables mapping `map` one to one: each 2 MiB that one region covers
 /// whole becomes one huge page, the rest 4 KiB pages; unmapped pages stay
 /// absent. Returns the tables by guest address; the first is the PML4.
-pub fn page_tables(
-    map: &MemoryMap,
-    mem_size: u64,
-) -> Result<BTreeMap<u64, Box<[u64; 512]>>, PageTablesFull> {
+pub fn page_tables(map: &MemoryMap, mem_size: u64) -> Result<BTreeMap<u64, Box<[u64; 512]>>, PageTablesFull> {
     let mut tables = Tables {
         tables: BTreeMap::new(),
         next: PAGE_TABLES_ADDR,
@@ -341,10 +330,7 @@ mod tests {
         assert_eq!(pd[2] & HUGE, HUGE);
         let low_pt = &tables[&(pd[0] & !0xFFF)];
         assert_eq!(low_pt[0], 0, "null page unmapped");
-        assert_eq!(
-            low_pt[1],
-            0x1000 | PRESENT | ACCESSED | WRITABLE | DIRTY | NO_EXECUTE
-        );
+        assert_eq!(low_pt[1], 0x1000 | PRESENT | ACCESSED | WRITABLE | DIRTY | NO_EXECUTE);
         assert_eq!(low_pt[0x100], 0x10_0000 | PRESENT | ACCESSED);
         assert_eq!(pd[4], 0, "nothing mapped at 8 MiB");
     }

@@ -1,0 +1,326 @@
+//! Network devices: a TAP device on the host, a pair of frame rings in the
+//! guest (see `atoll_abi::net`).
+//!
+//! On every exit the tender services each attached ring: it sends the
+//! frames the guest queued, then moves whatever the TAP device has into
+//! free receive slots. A burst of frames therefore costs one exit, and an
+//! idle guest's one `wait` hypercall both flushes its output and sleeps
+//! until a frame arrives. Ring indices and slot addresses are written by the
+//! guest and checked every time; a guest that lies about them, or queues a
+//! frame larger than the MTU allows, is stopped.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use atoll_abi::net::{NetRing, NetSlot, DEFAULT_MTU, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
+
+use crate::memory::GuestMemory;
+
+const HEADER_SIZE: u64 = 16;
+const SLOT_SIZE: u64 = size_of::<NetSlot>() as u64;
+const TX_SLOTS_OFFSET: u64 = HEADER_SIZE;
+const RX_SLOTS_OFFSET: u64 = HEADER_SIZE + SLOT_SIZE * RING_SLOTS as u64;
+/// Ethernet header (14) plus an optional 802.1Q tag (4).
+const ETHERNET_OVERHEAD: u32 = 18;
+
+/// One attached network device.
+#[derive(Debug)]
+pub struct NetDevice {
+    /// Index in the boot info's device table.
+    pub index: usize,
+    pub name: String,
+    pub mac: [u8; 6],
+    pub mtu: u32,
+    tap: File,
+    /// Guest address of the rings, once attached.
+    ring: Option<u64>,
+    /// Frames sent so far (the tender's own copy of `tx_tail`).
+    tx_tail: u32,
+    /// Frames received so far (the tender's own copy of `rx_head`).
+    rx_head: u32,
+    pub tx_frames: u64,
+    pub rx_frames: u64,
+    /// Frames the host refused (TAP queue full or interface down).
+    pub tx_dropped: u64,
+}
+
+/// Why a TAP device could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "net device '{name}': cannot open TAP device '{tap}': {source}; create it first (ip tuntap add {tap} mode tap) \
+     or run as root"
+)]
+pub struct TapError {
+    name: String,
+    tap: String,
+    source: io::Error,
+}
+
+impl NetDevice {
+    /// Opens TAP device `tap` (creating it if we are allowed to) for guest
+    /// device `name`.
+    pub fn open(index: usize, name: &str, tap: &str, mac: Option<[u8; 6]>) -> Result<NetDevice, TapError> {
+        let error = |source| TapError {
+            name: name.into(),
+            tap: tap.into(),
+            source,
+        };
+        Ok(NetDevice {
+            index,
+            name: name.into(),
+            mac: mac.unwrap_or_else(random_mac),
+            mtu: DEFAULT_MTU,
+            tap: open_tap(tap).map_err(error)?,
+            ring: None,
+            tx_tail: 0,
+            rx_head: 0,
+            tx_frames: 0,
+            rx_frames: 0,
+            tx_dropped: 0,
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.tap.as_raw_fd()
+    }
+
+    /// Serves the net-attach hypercall.
+    pub fn attach(&mut self, ring: u64, mem: &GuestMemory) -> Result<(), String> {
+        if self.ring.is_some() {
+            return Err(format!("device '{}' already has its rings", self.name));
+        }
+        mem.map
+            .check_user_access(ring, size_of::<NetRing>() as u64, true)
+            .map_err(|e| format!("rings: {e}"))?;
+        let header = read_header(mem, ring);
+        self.tx_tail = header[0];
+        self.rx_head = header[2];
+        self.ring = Some(ring);
+        Ok(())
+    }
+
+    /// Sends queued frames and receives into free slots. Returns whether
+    /// the receive ring holds frames the guest has not consumed.
+    pub fn service(&mut self, mem: &GuestMemory) -> Result<bool, String> {
+        let Some(ring) = self.ring else {
+            return Ok(false);
+        };
+        let [tx_head, _, _, rx_tail] = read_header(mem, ring);
+        let queued = tx_head.wrapping_sub(self.tx_tail);
+        let unconsumed = self.rx_head.wrapping_sub(rx_tail);
+        if queued > RING_SLOTS || unconsumed > RING_SLOTS {
+            return Err(format!(
+                "device '{}': corrupted rings (tx {tx_head}/{}, rx {}/{rx_tail})",
+                self.name, self.tx_tail, self.rx_head
+            ));
+        }
+        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
+        let max_frame = self.mtu + ETHERNET_OVERHEAD;
+        while self.tx_tail != tx_head {
+            let slot = self.slot(mem, ring + TX_SLOTS_OFFSET, self.tx_tail)?;
+            if slot.len < MIN_FRAME || slot.len > max_frame {
+                return Err(format!(
+                    "device '{}': a {}-byte frame; frames are {MIN_FRAME} to {max_frame} bytes",
+                    self.name, slot.len
+                ));
+            }
+            let frame = &mut frame[..slot.len as usize];
+            assert!(mem.read(slot.addr.0, frame), "slot checked");
+            match self.tap.write(frame) {
+                Ok(_) => self.tx_frames += 1,
+                // A full host queue or a downed interface drops the frame,
+                // as a real NIC would; TCP recovers.
+                Err(_) => self.tx_dropped += 1,
+            }
+            self.tx_tail = self.tx_tail.wrapping_add(1);
+        }
+        let mut free = RING_SLOTS - unconsumed;
+        while free > 0 {
+            let slot = self.slot(mem, ring + RX_SLOTS_OFFSET, self.rx_head)?;
+            let len = match self.tap.read(&mut frame) {
+                Ok(0) => break,
+                Ok(len) => len,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("device '{}': reading the TAP device failed: {e}", self.name)),
+            };
+            assert!(mem.write(slot.addr.0, &frame[..len]), "slot checked");
+            let len_addr = self.slot_addr(ring + RX_SLOTS_OFFSET, self.rx_head) + 8;
+            assert!(mem.write(len_addr, &(len as u32).to_le_bytes()));
+            self.rx_head = self.rx_head.wrapping_add(1);
+            self.rx_frames += 1;
+            free -= 1;
+        }
+        assert!(mem.write(ring + 4, &self.tx_tail.to_le_bytes()));
+        assert!(mem.write(ring + 8, &self.rx_head.to_le_bytes()));
+        Ok(self.rx_head != rx_tail)
+    }
+
+    fn slot_addr(&self, slots: u64, index: u32) -> u64 {
+        slots + u64::from(index % RING_SLOTS) * SLOT_SIZE
+    }
+
+    /// The slot at `index`, with its buffer checked to be guest-writable.
+    fn slot(&self, mem: &GuestMemory, slots: u64, index: u32) -> Result<NetSlot, String> {
+        let mut slot = NetSlot::new_zeroed();
+        assert!(
+            mem.read(self.slot_addr(slots, index), slot.as_mut_bytes()),
+            "ring checked"
+        );
+        mem.map
+            .check_user_access(slot.addr.0, u64::from(FRAME_BUFFER_SIZE), true)
+            .map_err(|e| format!("device '{}': frame buffer: {e}", self.name))?;
+        Ok(slot)
+    }
+}
+
+/// `tx_head`, `tx_tail`, `rx_head`, `rx_tail` (checked at attach to lie in
+/// guest memory).
+fn read_header(mem: &GuestMemory, ring: u64) -> [u32; 4] {
+    let mut header = [0u8; HEADER_SIZE as usize];
+    assert!(mem.read(ring, &mut header), "ring checked at attach");
+    <[u32; 4]>::read_from_bytes(&header).expect("16 bytes")
+}
+
+fn open_tap(name: &str) -> io::Result<File> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface names are 1 to 15 bytes",
+        ));
+    }
+    let tap = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")?;
+    // SAFETY: an all-zero ifreq is a valid value (integers and arrays).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+    // SAFETY: TUNSETIFF reads an ifreq, and `ifr` is one, with a
+    // NUL-terminated name (checked shorter than IFNAMSIZ above); `tap` is an
+    // open /dev/net/tun. We check the return value.
+    let rc = unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETIFF, &mut ifr) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(tap)
+}
+
+/// A random locally administered unicast MAC address.
+fn random_mac() -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    if File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut mac))
+        .is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        mac.copy_from_slice(&nanos.to_le_bytes()[..6]);
+    }
+    mac[0] = (mac[0] & 0xFC) | 0x02;
+    mac
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let part = parts.next()?;
+        if part.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    (parts.next().is_none() && mac[0] & 1 == 0).then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac("02:00:0a:00:00:02"), Some([2, 0, 0x0a, 0, 0, 2]));
+        assert_eq!(parse_mac("02:00:0a:00:00"), None);
+        assert_eq!(parse_mac("02:00:0a:00:00:02:03"), None);
+        assert_eq!(parse_mac("01:00:0a:00:00:02"), None, "multicast");
+        assert_eq!(parse_mac("zz:00:0a:00:00:02"), None);
+        let mac = random_mac();
+        assert_eq!(mac[0] & 3, 2, "locally administered unicast");
+    }
+
+    #[test]
+    fn ring_offsets_match_the_abi() {
+        assert_eq!(std::mem::offset_of!(NetRing, tx), TX_SLOTS_OFFSET as usize);
+        assert_eq!(std::mem::offset_of!(NetRing, rx), RX_SLOTS_OFFSET as usize);
+        assert_eq!(std::mem::offset_of!(NetRing, tx_tail), 4);
+        assert_eq!(std::mem::offset_of!(NetRing, rx_head), 8);
+    }
+}
+
+/// All network devices of the guest.
+#[derive(Debug, Default)]
+pub struct NetDevices {
+    pub devices: Vec<NetDevice>,
+}
+
+impl NetDevices {
+    /// Services every attached ring; returns the boot-info indices (as a
+    /// bit set) of devices whose receive ring holds unconsumed frames.
+    pub fn service(&mut self, mem: &GuestMemory) -> Result<u64, String> {
+        let mut ready = 0;
+        for device in &mut self.devices {
+            if device.service(mem)? {
+                ready |= 1 << device.index;
+            }
+        }
+        Ok(ready)
+    }
+
+    /// The device at boot-info index `index`, if it is a network device.
+    pub fn by_index(&mut self, index: u32) -> Option<&mut NetDevice> {
+        self.devices.iter_mut().find(|d| d.index as u64 == u64::from(index))
+    }
+
+    /// Blocks until a TAP device with attached rings has input or the
+    /// timeout passes (`None`: forever). A signal ends the wait early; the
+    /// guest then simply waits again.
+    pub fn block(&self, timeout: Option<std::time::Duration>) {
+        let mut fds: Vec<libc::pollfd> = self
+            .devices
+            .iter()
+            .filter(|d| d.ring.is_some())
+            .map(|d| libc::pollfd {
+                fd: d.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let ts = timeout.map(|t| libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        });
+        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds (possibly
+        // empty, then ppoll only sleeps); `ts_ptr` is null or points at a
+        // timespec alive until the call returns; a null signal mask keeps
+        // ours. Its result needs no check: after a timeout, an event or
+        // EINTR alike, the caller services the rings and the guest re-checks.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+    }
+
+    /// Host file descriptors of the TAP devices, for the sandbox.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.devices.iter().map(NetDevice::fd).collect()
+    }
+}

@@ -22,7 +22,7 @@ use clap::Parser;
 )]
 pub struct Cli {
     /// Guest memory in MiB.
-    #[arg(long = "mem", value_name = "MiB", default_value_t = 64,
+    #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(4..=4000))]
     pub mem_mib: u64,
     /// Print one line of statistics (VM exits, time, memory) to stderr at exit.

@@ -1,2 +1,61 @@
-//! Atoll: the facade apps depend on.
+//! Atoll: write a unikernel as an ordinary Rust crate.
+//!
+//! This is the crate apps depend on; it re-exports the runtime
+//! (`atoll-rt`) and the `#[atoll::main]` attribute (`atoll-macros`) under
+//! one name. A whole app:
+//!
+//! ```text
+//! #![no_std]
+//! #![no_main]
+//!
+//! #[atoll::main]
+//! async fn main() {
+//!     atoll::println!("Hello from Atoll!");
+//! }
+//! ```
+//!
+//! Build it with `atoll build` (or the `cargo build --target
+//! x86_64-unknown-none` line in docs/ARCHITECTURE.md) and run it with
+//! `atoll-hvt KERNEL -- ARGS`.
+//!
+//! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
+//!   "data")]` declares devices. `main` may return `()`, an integer status,
+//!   or `Result<_, E: Debug>`.
+//! * [`args`], [`devices`], [`device`], [`exit`], [`println!`], [`print!`].
+//! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
+//!   [`sleep_until`](time::sleep_until), [`timeout`](time::timeout),
+//!   [`wall_clock_ns`](time::wall_clock_ns).
+//! * [`task`]: [`spawn`](task::spawn), [`JoinHandle`](task::JoinHandle),
+//!   [`yield_now`](task::yield_now).
+//! * [`log`]: the `log` crate; records go to the console, filtered by the
+//!   boot argument `--log=LEVEL` (default `info`).
+//!
+//! Not here (yet): networking, storage, randomness; threads (apps are
+//! single-core and async), `std`.
 #![no_std]
+#![forbid(unsafe_code)]
+
+pub use atoll_macros::main;
+pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
+pub use log;
+
+/// Time: the monotonic clock, timers and the wall clock.
+pub mod time {
+    pub use atoll_rt::time::{
+        sleep, sleep_until, timeout, timeout_at, wall_clock_ns, Duration, Elapsed, Instant, Sleep,
+    };
+}
+
+/// Tasks: concurrency on the single-core executor.
+pub mod task {
+    pub use atoll_rt::executor::{spawn, yield_now, JoinHandle, YieldNow};
+}
+
+/// For libraries that drive devices from the executor loop (the network
+/// stack): the [`Driver`](driver::Driver) hook.
+pub mod driver {
+    pub use atoll_rt::executor::{register_driver, Driver};
+}
+
+#[doc(hidden)]
+pub use atoll_rt::__private;

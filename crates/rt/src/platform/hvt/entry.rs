@@ -1,0 +1,52 @@
+//! `_start`: where the tender enters the kernel, and the hand-over to the app.
+//!
+//! The tender enters in 64-bit mode, ring 3, interrupts off, with `rsp` at the
+//! 16-byte aligned top of the stack and the boot info's address in `rdi`.
+//! Memory is already zeroed, so there is no `.bss` to clear.
+
+use atoll_abi::boot::BootInfo;
+use core::sync::atomic::Ordering;
+
+use super::{rdtsc, BOOT_INFO, NS_PER_TICK_Q32, TSC_AT_BOOT};
+use crate::time::TscScale;
+
+// `call` pushes a return address, so `start` sees the stack alignment the
+// System V ABI promises a function (rsp + 8 aligned to 16). `rbp = 0` ends the
+// frame-pointer chain for backtraces. `start` never returns: `ud2` is there
+// only so a broken runtime faults loudly instead of running off into padding.
+core::arch::global_asm!(
+    ".pushsection .text.start, \"ax\", @progbits",
+    ".globl _start",
+    ".type _start, @function",
+    "_start:",
+    "    xor ebp, ebp",
+    "    call {start}",
+    "    ud2",
+    ".size _start, . - _start",
+    ".popsection",
+    start = sym start,
+);
+
+unsafe extern "Rust" {
+    /// The app's entry, emitted by `#[atoll::main]`: it runs the app's
+    /// `async fn main` on the executor and halts.
+    fn __atoll_main() -> !;
+}
+
+extern "C" fn start(boot_info: *mut BootInfo) -> ! {
+    // Time zero, taken first so boot costs show up in timestamps.
+    TSC_AT_BOOT.store(rdtsc(), Ordering::Relaxed);
+    BOOT_INFO.store(boot_info, Ordering::Relaxed);
+    let info = super::boot_info();
+    if info.abi_version != atoll_abi::ABI_VERSION {
+        super::abort("atoll-rt: the tender speaks a different ABI version than this kernel");
+    }
+    match TscScale::new(info.tsc_hz) {
+        Some(scale) => NS_PER_TICK_Q32.store(scale.ns_per_tick_q32(), Ordering::Relaxed),
+        None => super::abort("atoll-rt: the boot info gives no TSC frequency"),
+    }
+    // SAFETY: `#[atoll::main]` defines `__atoll_main` with exactly this
+    // signature (an app without it fails to link, naming the symbol), and the
+    // runtime is initialised above, which is all it relies on.
+    unsafe { __atoll_main() }
+}

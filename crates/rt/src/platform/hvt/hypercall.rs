@@ -1,0 +1,103 @@
+//! Hypercalls: one `out dx, eax` to the call's port, with `eax` holding the
+//! guest address of the argument struct (see `atoll_abi::hypercall`).
+
+use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX};
+use atoll_abi::net::NetRing;
+use atoll_abi::GuestAddr;
+
+/// Makes hypercall `call` with `args` as its argument struct. The tender may
+/// read and write `args` while the vCPU is stopped.
+fn hypercall<T>(call: Hypercall, args: &mut T) {
+    // Guest memory ends below 4 GiB (`layout::MAX_MEM_SIZE`), so every
+    // address fits in `eax`. The `as usize` cast exposes the pointer's
+    // provenance, so the compiler knows the `asm!` below may touch `*args`.
+    let addr = args as *mut T as usize as u32;
+    // SAFETY: an `out` to a hypercall port only exits to the tender, which
+    // reads or writes nothing but `*args` (ours, and exclusively borrowed for
+    // the duration), after bounds-checking it. The asm is not `nomem`, so the
+    // compiler neither caches `*args` across it nor drops earlier writes.
+    unsafe {
+        core::arch::asm!(
+            "out dx, eax",
+            in("dx") call.port(),
+            in("eax") addr,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Asks the tender to drain the console ring now.
+pub(super) fn console_flush() {
+    // SAFETY: ConsoleFlush has no argument struct; the tender only reads the
+    // console ring, whose header and data the runtime has finished writing
+    // (the asm is not `nomem`, so those writes happen before it).
+    unsafe {
+        core::arch::asm!(
+            "out dx, eax",
+            in("dx") Hypercall::ConsoleFlush.port(),
+            in("eax") 0u32,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Nanoseconds since the Unix epoch. Costs one exit.
+pub(crate) fn wall_clock_ns() -> u64 {
+    let mut args = WalltimeArgs::default();
+    hypercall(Hypercall::Walltime, &mut args);
+    args.nsecs
+}
+
+/// Blocks until a device is ready or `timeout_ns` passes; returns the
+/// ready-device bitmask (bit `i` = `BootInfo.devices[i]`).
+pub(crate) fn wait(timeout_ns: u64) -> u64 {
+    let mut args = WaitArgs {
+        timeout_ns,
+        ready_set: 0,
+    };
+    hypercall(Hypercall::Wait, &mut args);
+    args.ready_set
+}
+
+/// Hands the tender the rings of net device `device` (its boot-info
+/// index). From then on the tender reads and writes `*ring` and the slot
+/// buffers it names on every exit (see `atoll_abi::net`).
+///
+/// # Safety
+///
+/// `ring` and every buffer its slots name must stay allocated, and be used
+/// by nobody else, for the rest of the program; the caller must touch them
+/// only through raw pointers, since the tender changes them behind Rust's
+/// back on every exit. A device can be attached once.
+pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
+    let mut args = NetAttachArgs {
+        device,
+        reserved: 0,
+        ring: GuestAddr(ring.expose_provenance() as u64),
+    };
+    hypercall(Hypercall::NetAttach, &mut args);
+}
+
+/// Stops the guest with `status` (0 to `abi::exit::MAX_GUEST_STATUS`; the
+/// tender reports anything above as a guest failure).
+pub(crate) fn halt(status: u32) -> ! {
+    let mut args = HaltArgs { status, reserved: 0 };
+    hypercall(Hypercall::Halt, &mut args);
+    // The tender never resumes a halted guest.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Stops the guest because something went wrong; the tender prints `message`.
+pub(crate) fn abort(message: &str) -> ! {
+    let mut args = AbortArgs {
+        message: GuestAddr(message.as_ptr() as usize as u64),
+        message_len: (message.len() as u64).min(ABORT_MESSAGE_MAX),
+    };
+    hypercall(Hypercall::Abort, &mut args);
+    // The tender never resumes an aborted guest.
+    loop {
+        core::hint::spin_loop();
+    }
+}

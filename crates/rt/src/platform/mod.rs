@@ -1,0 +1,37 @@
+//! The platform contract: the only code that differs per platform.
+//!
+//! Everything else in the runtime (executor, timers, logging, arguments) is
+//! portable and calls just these functions, chosen at compile time (static
+//! dispatch, no trait objects):
+//!
+//! | function | what it does |
+//! | --- | --- |
+//! | `console_write(bytes)` | append to the console; never fails, never allocates |
+//! | `monotonic_ns()` | nanoseconds since boot, never going back |
+//! | `wall_clock_ns()` | nanoseconds since the Unix epoch (may cost an exit) |
+//! | `wait(timeout_ns) -> u64` | block until a device is ready or the timeout passes; returns the ready-device bitmask |
+//! | `halt(status) -> !` | stop with an exit status |
+//! | `abort(message) -> !` | stop because something went wrong |
+//! | `boot_info() -> &BootInfo` | memory layout, devices |
+//! | `cmdline() -> &[u8]` | the boot arguments, NUL-terminated, back to back |
+//!
+//! Platforms:
+//! * [`hvt`](self) (`target_os = "none"`): the `atoll-hvt` tender; entry,
+//!   hypercalls, console ring and linker script live in `platform/hvt/`.
+//! * `sim` (every other target): a deterministic simulation used by the host
+//!   unit tests: a clock that only moves when the executor waits, a console
+//!   captured in memory. A real `unix` platform will sit beside these.
+
+#[cfg(target_os = "none")]
+mod hvt;
+#[cfg(target_os = "none")]
+pub(crate) use hvt::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};
+
+/// For drivers of hvt devices (the network stack's ring device).
+#[cfg(target_os = "none")]
+pub use hvt::net_attach;
+
+#[cfg(not(target_os = "none"))]
+pub mod sim;
+#[cfg(not(target_os = "none"))]
+pub(crate) use sim::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};

@@ -25,7 +25,7 @@ pub struct FaultState {
 }
 
 const PAGE_FAULT: u32 = 14;
-const MAX_FRAMES: usize = 8;
+const MAX_FRAMES: usize = 16;
 
 /// The report for a guest exception: a first line saying what and where,
 /// then a backtrace.
@@ -59,8 +59,21 @@ pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u
     };
     let mut out = format!("guest fault: {what} at rip {rip:#x} in {}", symbols.name(rip));
     out.push_str("\n  backtrace:");
-    for (i, pc) in backtrace(rip, state.rbp, mem, layout).into_iter().enumerate() {
-        out.push_str(&format!("\n    #{i} {pc:#x} in {}", symbols.name(pc)));
+    let pcs = backtrace(rip, state.rbp, mem, layout);
+    let mut i = 0;
+    while i < pcs.len() {
+        let pc = pcs[i];
+        // A return address can lie just past its call's function (a call
+        // to a function that never returns ends it), so callers are named
+        // by the byte before it.
+        let at = if i == 0 { pc } else { pc.saturating_sub(1) };
+        out.push_str(&format!("\n    #{i} {pc:#x} in {}", symbols.name(at)));
+        // Deep recursion shows as one line, not a screen of the same frame.
+        let repeats = pcs[i + 1..].iter().take_while(|&&next| next == pc).count();
+        if repeats > 0 {
+            out.push_str(&format!(" (and {repeats} more frames like it)"));
+        }
+        i += 1 + repeats;
     }
     out
 }

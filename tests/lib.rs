@@ -33,11 +33,7 @@ pub fn repo_root() -> &'static Path {
 
 /// Fails the test with a clear message when there is no usable `/dev/kvm`.
 pub fn require_kvm() {
-    if let Err(e) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    if let Err(e) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         panic!(
             "these tests boot unikernels and need /dev/kvm, which cannot be opened ({e}); \
              run them on a machine with KVM"
@@ -218,9 +214,7 @@ pub fn run(mut command: Command) -> Outcome {
         thread::sleep(Duration::from_millis(1));
     };
     let wall = start.elapsed();
-    let timeval = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
-    };
+    let timeval = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     Outcome {
         status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         stdout: stdout.join().expect("stdout reader"),
@@ -247,8 +241,7 @@ mod tests {
 
     #[test]
     fn stats_line_fields() {
-        let stderr =
-            "something\nstats: exits=3 io=2 wall_us=1500 peak_rss_kib=2048 guest_resident_kib=96\n";
+        let stderr = "something\nstats: exits=3 io=2 wall_us=1500 peak_rss_kib=2048 guest_resident_kib=96\n";
         let fields = stats(stderr).unwrap();
         assert_eq!(fields["exits"], 3);
         assert_eq!(fields["wall_us"], 1500);

@@ -29,14 +29,9 @@ fn hello_boots_in_at_most_three_exits() {
     let out = boot(HELLO, &["--stats"], &[]);
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     assert_eq!(out.stdout, "Hello from Atoll!\n");
-    let fields = stats(&out.stderr)
-        .unwrap_or_else(|| panic!("no parsable `stats:` line on stderr: {}", out.stderr));
+    let fields = stats(&out.stderr).unwrap_or_else(|| panic!("no parsable `stats:` line on stderr: {}", out.stderr));
     for name in ["exits", "wall_us", "peak_rss_kib", "guest_resident_kib"] {
-        assert!(
-            fields.contains_key(name),
-            "stats line lacks {name}: {}",
-            out.stderr
-        );
+        assert!(fields.contains_key(name), "stats line lacks {name}: {}", out.stderr);
     }
     assert!(fields["exits"] <= 3, "hello took {} exits", fields["exits"]);
 }
@@ -46,6 +41,23 @@ fn hello_without_stats_prints_nothing_on_stderr() {
     let out = boot(HELLO, &[], &[]);
     assert_eq!(out.status, Some(0));
     assert_eq!(out.stderr, "");
+}
+
+#[test]
+fn output_larger_than_the_console_ring_arrives_whole_and_in_order() {
+    // About 27 KB, more than the 16 KiB ring holds, so the guest must flush
+    // it part-way.
+    let lines = 2500;
+    let out = boot("tests/guests/misbehave", &[], &["print", &lines.to_string()]);
+    assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
+    let want: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+    assert!(want.len() > 16 * 1024);
+    assert!(
+        out.stdout == want,
+        "stdout differs ({} bytes, want {})",
+        out.stdout.len(),
+        want.len()
+    );
 }
 
 #[test]

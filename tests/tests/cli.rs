@@ -16,18 +16,12 @@ fn a_new_app_builds_and_runs_as_it_is() {
 fn new_refuses_an_existing_directory_and_a_bad_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("taken")).unwrap();
-    for (name, why) in [
-        ("taken", "already exists"),
-        ("9lives", "not a valid crate name"),
-    ] {
+    for (name, why) in [("taken", "already exists"), ("9lives", "not a valid crate name")] {
         let out = atoll(["new", name], dir.path());
         assert_eq!(out.status, Some(1), "{name}: {}", out.stderr);
         let lines = out.stderr_lines();
         assert_eq!(lines.len(), 1, "{name}: {lines:?}");
-        assert!(
-            lines[0].starts_with("atoll: ") && lines[0].contains(why),
-            "{lines:?}"
-        );
+        assert!(lines[0].starts_with("atoll: ") && lines[0].contains(why), "{lines:?}");
     }
 }
 
@@ -50,8 +44,7 @@ fn build_prints_the_kernel_path_last_and_its_size() {
     assert_eq!(std::path::Path::new(kernel), guest("examples/hello"));
     let size_kib = std::fs::metadata(kernel).unwrap().len().div_ceil(1024);
     assert!(
-        out.stderr
-            .contains(&format!("atoll: built {kernel} ({size_kib} KiB)")),
+        out.stderr.contains(&format!("atoll: built {kernel} ({size_kib} KiB)")),
         "stderr: {}",
         out.stderr
     );
@@ -71,14 +64,7 @@ fn run_passes_boot_arguments() {
 #[test]
 fn run_exits_with_the_guests_status() {
     let out = atoll(
-        [
-            "run",
-            "--release",
-            "tests/guests/misbehave",
-            "--",
-            "exit",
-            "7",
-        ],
+        ["run", "--release", "tests/guests/misbehave", "--", "exit", "7"],
         repo_root(),
     );
     assert_eq!(out.status, Some(7), "stderr: {}", out.stderr);

@@ -31,12 +31,7 @@ fn a_panic_is_reported_with_its_message_and_place() {
 /// Boots `mode` and checks that stderr names `fault` and `function`.
 fn assert_fault(mode: &str, fault: &str, function: &str) {
     let out = misbehave(&[mode]);
-    assert_eq!(
-        out.status,
-        Some(GUEST_FAILED),
-        "{mode}: stderr: {}",
-        out.stderr
-    );
+    assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: stderr: {}", out.stderr);
     assert!(
         out.stderr.contains(fault),
         "{mode}: stderr does not name `{fault}`: {}",

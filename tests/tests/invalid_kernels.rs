@@ -9,11 +9,7 @@ use atoll_tests::{guest, hvt, Outcome};
 fn assert_refused(what: &str, out: &Outcome) {
     assert_eq!(out.status, Some(255), "{what}: stderr: {}", out.stderr);
     let lines = out.stderr_lines();
-    assert_eq!(
-        lines.len(),
-        1,
-        "{what}: want one line on stderr, got {lines:?}"
-    );
+    assert_eq!(lines.len(), 1, "{what}: want one line on stderr, got {lines:?}");
     assert!(
         lines[0].starts_with("atoll-hvt:"),
         "{what}: stderr line does not start with `atoll-hvt:`: {}",

@@ -20,10 +20,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "atoll-bench",
-    about = "Boot real unikernels and print their figures"
-)]
+#[command(name = "atoll-bench", about = "Boot real unikernels and print their figures")]
 struct Cli {
     #[command(subcommand)]
     bench: Bench,
@@ -56,9 +53,7 @@ fn main() -> ExitCode {
 /// The repository root.
 fn repo_root() -> &'static Path {
     // bench/ -> the repository root.
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap_or(Path::new("."))
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."))
 }
 
 /// One run of the tender: wall time and its `stats:` line.
@@ -91,8 +86,7 @@ fn boot(runs: u32) -> Result<(), String> {
     }
 
     let hello_wall: Vec<Duration> = hello.iter().map(|b| b.wall).collect();
-    let field =
-        |f: fn(&Stats) -> u64| median(&hello.iter().map(|b| f(&b.stats)).collect::<Vec<_>>());
+    let field = |f: fn(&Stats) -> u64| median(&hello.iter().map(|b| f(&b.stats)).collect::<Vec<_>>());
     let (hello_median, hello_p90) = (median(&hello_wall), percentile(&hello_wall, 90));
     let (true_median, true_p90) = (median(&truth), percentile(&truth, 90));
     let exits: Vec<u64> = hello.iter().map(|b| b.stats.exits).collect();
@@ -119,10 +113,7 @@ fn boot(runs: u32) -> Result<(), String> {
         format!("{} (median; {exits_min} to {exits_max})", median(&exits))
     };
     println!("| VM exits per boot | {exits_text} |");
-    println!(
-        "| tender peak RSS (median) | {} KiB |",
-        field(|s| s.peak_rss_kib)
-    );
+    println!("| tender peak RSS (median) | {} KiB |", field(|s| s.peak_rss_kib));
     println!(
         "| guest resident memory (median) | {} KiB |",
         field(|s| s.guest_resident_kib)
@@ -203,8 +194,8 @@ fn boot_hello(hvt: &Path, kernel: &Path) -> Result<Boot, String> {
             stderr.lines().next().unwrap_or("no message")
         ));
     }
-    let stats = parse_stats(&stderr)
-        .ok_or_else(|| format!("no usable `stats:` line in the tender's stderr: {stderr:?}"))?;
+    let stats =
+        parse_stats(&stderr).ok_or_else(|| format!("no usable `stats:` line in the tender's stderr: {stderr:?}"))?;
     Ok(Boot { wall, stats })
 }
 

@@ -55,9 +55,9 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let output = cargo.output().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => CliError::from(
-            "cargo not found; install Rust with rustup and make sure `cargo` is on PATH",
-        ),
+        io::ErrorKind::NotFound => {
+            CliError::from("cargo not found; install Rust with rustup and make sure `cargo` is on PATH")
+        }
         _ => CliError(format!("cannot run cargo: {e}")),
     })?;
     if !output.status.success() {
@@ -66,18 +66,9 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let kernel = find_executable(&stdout, &manifest)?;
     let size_bytes = std::fs::metadata(&kernel)
-        .map_err(|e| {
-            format!(
-                "cargo reported {} but it cannot be read: {e}",
-                kernel.display()
-            )
-        })?
+        .map_err(|e| format!("cargo reported {} but it cannot be read: {e}", kernel.display()))?
         .len();
-    eprintln!(
-        "atoll: built {} ({} KiB)",
-        kernel.display(),
-        size_bytes.div_ceil(1024)
-    );
+    eprintln!("atoll: built {} ({} KiB)", kernel.display(), size_bytes.div_ceil(1024));
     Ok(kernel)
 }
 
@@ -152,9 +143,7 @@ mod tests {
         let stdout = [DEPENDENCY, BUILD_SCRIPT, FINISHED].join("\n");
         let err = find_executable(&stdout, hello_manifest()).unwrap_err().0;
         assert!(
-            err.starts_with(
-                "cargo built no executable for the package at /work/main/examples/hello\n"
-            ),
+            err.starts_with("cargo built no executable for the package at /work/main/examples/hello\n"),
             "{err}"
         );
     }

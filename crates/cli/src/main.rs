@@ -31,11 +31,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(
-    name = "atoll",
-    version,
-    about = "Create, build and run Atoll unikernels"
-)]
+#[command(name = "atoll", version, about = "Create, build and run Atoll unikernels")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -80,11 +80,7 @@ pub fn create(path: &Path) -> Result<(), CliError> {
         .ok_or_else(|| format!("`{}` does not end in a crate name", path.display()))?;
     check_crate_name(name)?;
     if path.symlink_metadata().is_ok() {
-        return Err(format!(
-            "`{}` already exists; pick another name or remove it",
-            path.display()
-        )
-        .into());
+        return Err(format!("`{}` already exists; pick another name or remove it", path.display()).into());
     }
     let atoll = crate::repo_root().join("crates/atoll");
     let atoll = atoll.canonicalize().map_err(|e| {
@@ -99,11 +95,9 @@ pub fn create(path: &Path) -> Result<(), CliError> {
 
     let write = |file: &str, contents: &str| {
         let target = path.join(file);
-        fs::write(&target, contents)
-            .map_err(|e| CliError(format!("cannot write {}: {e}", target.display())))
+        fs::write(&target, contents).map_err(|e| CliError(format!("cannot write {}: {e}", target.display())))
     };
-    fs::create_dir_all(path.join("src"))
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    fs::create_dir_all(path.join("src")).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     write("Cargo.toml", &cargo_toml(name, atoll))?;
     write("rust-toolchain.toml", RUST_TOOLCHAIN_TOML)?;
     write(".gitignore", "/target\n")?;
@@ -118,11 +112,7 @@ pub fn create(path: &Path) -> Result<(), CliError> {
 
 /// Refuses names cargo would refuse, or that would break the app's build.
 pub fn check_crate_name(name: &str) -> Result<(), CliError> {
-    let refuse = |why: &str| {
-        Err(CliError(format!(
-            "`{name}` is not a valid crate name: {why}"
-        )))
-    };
+    let refuse = |why: &str| Err(CliError(format!("`{name}` is not a valid crate name: {why}")));
     let Some(first) = name.chars().next() else {
         return refuse("it is empty");
     };
@@ -240,10 +230,7 @@ mod tests {
         let manifest = fs::read_to_string(app.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("name = \"demo-app\""));
         assert!(manifest.contains("\n[workspace]\n"));
-        let atoll = crate::repo_root()
-            .join("crates/atoll")
-            .canonicalize()
-            .unwrap();
+        let atoll = crate::repo_root().join("crates/atoll").canonicalize().unwrap();
         assert!(manifest.contains(&format!("atoll = {{ path = \"{}\" }}", atoll.display())));
         assert!(manifest.contains("panic = \"abort\""));
         let main = fs::read_to_string(app.join("src/main.rs")).unwrap();
@@ -256,10 +243,7 @@ mod tests {
         assert!(app.join(".gitignore").is_file());
 
         let err = create(&app).unwrap_err().0;
-        assert!(
-            err.ends_with("already exists; pick another name or remove it"),
-            "{err}"
-        );
+        assert!(err.ends_with("already exists; pick another name or remove it"), "{err}");
         assert_eq!(
             create(&dir.path().join("no way")).unwrap_err().0,
             "`no way` is not a valid crate name: ` ` is not allowed (use a-z, 0-9, - and _)"

@@ -20,9 +20,7 @@ pub fn run(args: &RunArgs) -> Result<(), CliError> {
     let tender = match args.build.target {
         Platform::Hvt => find_hvt_tender()?,
     };
-    let error = Command::new(&tender)
-        .args(tender_args(args, &kernel))
-        .exec();
+    let error = Command::new(&tender).args(tender_args(args, &kernel)).exec();
     Err(format!("cannot start {}: {error}", tender.display()).into())
 }
 
@@ -73,11 +71,7 @@ fn find_hvt_tender() -> Result<PathBuf, CliError> {
     }
     let built = repo.join("target/release").join(HVT_TENDER);
     if !built.is_file() {
-        return Err(format!(
-            "cargo built {HVT_TENDER} but {} is missing",
-            built.display()
-        )
-        .into());
+        return Err(format!("cargo built {HVT_TENDER} but {} is missing", built.display()).into());
     }
     Ok(built)
 }
@@ -111,16 +105,7 @@ mod tests {
         let line = tender_args(&args, Path::new("/k/app"));
         assert_eq!(
             line,
-            [
-                "--mem=32",
-                "--stats",
-                "--net:service=tap0",
-                "/k/app",
-                "--",
-                "a",
-                "b c"
-            ]
-            .map(OsString::from)
+            ["--mem=32", "--stats", "--net:service=tap0", "/k/app", "--", "a", "b c"].map(OsString::from)
         );
     }
 
@@ -130,9 +115,6 @@ mod tests {
         let crate::Command::Run(args) = cli.command else {
             panic!("not a run")
         };
-        assert_eq!(
-            tender_args(&args, Path::new("k")),
-            ["k", "--"].map(OsString::from)
-        );
+        assert_eq!(tender_args(&args, Path::new("k")), ["k", "--"].map(OsString::from));
     }
 }

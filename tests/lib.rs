@@ -51,17 +51,20 @@ fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
         require_kvm();
-        let output = Command::new(env!("CARGO"))
-            .current_dir(repo_root())
-            .args(["build", "--release", "-p", "atoll-cli", "-p", "atoll-hvt"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("cannot run cargo");
-        assert!(
-            output.status.success(),
-            "building atoll and atoll-hvt failed:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        // `build-tender` is the alias in .cargo/config.toml: the static tender.
+        for args in [&["build", "--release", "-p", "atoll-cli"][..], &["build-tender"]] {
+            let output = Command::new(env!("CARGO"))
+                .current_dir(repo_root())
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .expect("cannot run cargo");
+            assert!(
+                output.status.success(),
+                "cargo {args:?} failed:\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
         let release = repo_root().join("target/release");
         Tools {
             atoll: release.join("atoll"),

@@ -13,7 +13,7 @@
 //! (run it on each and compare), and anything that needs the network.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
@@ -50,12 +50,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// The repository root.
-fn repo_root() -> &'static Path {
-    // bench/ -> the repository root.
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."))
-}
-
 /// One run of the tender: wall time and its `stats:` line.
 struct Boot {
     wall: Duration,
@@ -71,8 +65,10 @@ struct Stats {
 }
 
 fn boot(runs: u32) -> Result<(), String> {
-    let (atoll, hvt) = build_tools()?;
-    let kernel = build_hello(&atoll)?;
+    // The integration tests' harness builds the tools (the static tender
+    // included) and the guest exactly as the tests do.
+    let hvt = atoll_tests::hvt_bin();
+    let kernel = atoll_tests::guest("examples/hello");
     let kernel_bytes = std::fs::metadata(&kernel)
         .map_err(|e| format!("cannot read {}: {e}", kernel.display()))?
         .len();
@@ -81,7 +77,7 @@ fn boot(runs: u32) -> Result<(), String> {
     let mut hello = Vec::new();
     let mut truth = Vec::new();
     for _ in 0..runs {
-        hello.push(boot_hello(&hvt, &kernel)?);
+        hello.push(boot_hello(hvt, &kernel)?);
         truth.push(run_true()?);
     }
 
@@ -142,41 +138,6 @@ fn boot(runs: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// `cargo build --release` of `atoll` and `atoll-hvt`; their paths.
-fn build_tools() -> Result<(PathBuf, PathBuf), String> {
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .args(["build", "--release", "-p", "atoll-cli", "-p", "atoll-hvt"])
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("building atoll and atoll-hvt failed; cargo's errors are above".into());
-    }
-    let release = repo_root().join("target/release");
-    Ok((release.join("atoll"), release.join("atoll-hvt")))
-}
-
-/// `atoll build --release examples/hello`; the kernel's path.
-fn build_hello(atoll: &Path) -> Result<PathBuf, String> {
-    let output = Command::new(atoll)
-        .current_dir(repo_root())
-        .args(["build", "--release", "examples/hello"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", atoll.display()))?;
-    if !output.status.success() {
-        return Err("`atoll build --release examples/hello` failed (see above)".into());
-    }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let kernel = stdout.lines().last().unwrap_or_default();
-    if kernel.is_empty() {
-        return Err("`atoll build` printed no kernel path".into());
-    }
-    Ok(PathBuf::from(kernel))
-}
-
 fn boot_hello(hvt: &Path, kernel: &Path) -> Result<Boot, String> {
     let start = Instant::now();
     let output = Command::new(hvt)
@@ -216,17 +177,11 @@ fn run_true() -> Result<Duration, String> {
 
 /// The figures of the `stats: name=value ...` line, if all are there.
 fn parse_stats(stderr: &str) -> Option<Stats> {
-    let line = stderr.lines().find_map(|l| l.strip_prefix("stats: "))?;
-    let field = |name: &str| -> Option<u64> {
-        line.split_whitespace()
-            .find_map(|f| f.strip_prefix(name)?.strip_prefix('='))?
-            .parse()
-            .ok()
-    };
+    let fields = atoll_tests::stats(stderr)?;
     Some(Stats {
-        exits: field("exits")?,
-        peak_rss_kib: field("peak_rss_kib")?,
-        guest_resident_kib: field("guest_resident_kib")?,
+        exits: *fields.get("exits")?,
+        peak_rss_kib: *fields.get("peak_rss_kib")?,
+        guest_resident_kib: *fields.get("guest_resident_kib")?,
     })
 }
 
@@ -270,7 +225,7 @@ fn cores() -> usize {
 fn git_commit() -> String {
     let git = |args: &[&str]| {
         Command::new("git")
-            .current_dir(repo_root())
+            .current_dir(atoll_tests::repo_root())
             .args(args)
             .stderr(Stdio::null())
             .output()

@@ -36,20 +36,7 @@ pub const ABI_VERSION: u32 = 2;
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
 /// so it is also the guest-virtual address.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    FromBytes,
-    IntoBytes,
-    Immutable,
-    KnownLayout,
-)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(transparent)]
 pub struct GuestAddr(pub u64);
 
@@ -552,14 +539,8 @@ pub mod note {
     /// A manifest note for these devices. Panics (at compile time, in a
     /// `const`) on an invalid or repeated name or too many devices.
     pub const fn manifest_note(devices: &[(DeviceKind, &str)]) -> Note<ManifestDesc> {
-        assert!(
-            devices.len() <= MAX_DEVICES,
-            "an Atoll app can have at most 8 devices"
-        );
-        let empty = ManifestEntry {
-            kind: 0,
-            name: [0; 32],
-        };
+        assert!(devices.len() <= MAX_DEVICES, "an Atoll app can have at most 8 devices");
+        let empty = ManifestEntry { kind: 0, name: [0; 32] };
         let mut entries = [empty; MAX_DEVICES];
         let mut i = 0;
         while i < devices.len() {

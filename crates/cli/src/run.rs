@@ -60,8 +60,9 @@ fn find_hvt_tender() -> Result<PathBuf, CliError> {
         .map_err(|e| format!("cannot duplicate stderr: {e}"))?;
     let status = Command::new("cargo")
         .current_dir(&repo)
-        .args(["build", "--release", "-p", HVT_TENDER, "--manifest-path"])
-        .arg(repo.join("Cargo.toml"))
+        // The repository's alias for the static release tender
+        // (.cargo/config.toml).
+        .arg("build-tender")
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
         .status()

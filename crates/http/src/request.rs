@@ -128,9 +128,7 @@ impl<'a> Request<'a> {
 
     /// All header fields as `(name, value)`, in the order sent.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + use<'a> {
-        self.headers
-            .iter()
-            .map(|header| (header.name, header.value))
+        self.headers.iter().map(|header| (header.name, header.value))
     }
 
     /// The body (empty unless the request had a non-zero `Content-Length`).
@@ -177,17 +175,11 @@ pub(crate) fn parse_head<'a>(
     let head_len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         Ok(httparse::Status::Partial) => return Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(Status::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        }
-        Err(httparse::Error::Version) if names_an_http_version(buf) => {
-            return Err(Status::HTTP_VERSION_NOT_SUPPORTED)
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(Status::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(httparse::Error::Version) if names_an_http_version(buf) => return Err(Status::HTTP_VERSION_NOT_SUPPORTED),
         Err(_) => return Err(Status::BAD_REQUEST),
     };
-    let (Some(method_name), Some(target), Some(minor_version)) =
-        (parsed.method, parsed.path, parsed.version)
-    else {
+    let (Some(method_name), Some(target), Some(minor_version)) = (parsed.method, parsed.path, parsed.version) else {
         return Err(Status::BAD_REQUEST);
     };
     let version = if minor_version == 0 {
@@ -223,11 +215,8 @@ pub(crate) fn parse_head<'a>(
             }
         } else if name.eq_ignore_ascii_case("expect") {
             // RFC 9110 §10.1.1: never send 100 Continue to an HTTP/1.0 client.
-            expects_continue = version == Version::Http11
-                && header
-                    .value
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(b"100-continue");
+            expects_continue =
+                version == Version::Http11 && header.value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
         }
     }
     // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without exactly one Host,
@@ -266,9 +255,7 @@ fn parse_content_length(value: &[u8]) -> Option<u64> {
         return None;
     }
     Some(digits.iter().fold(0u64, |length, &digit| {
-        length
-            .saturating_mul(10)
-            .saturating_add(u64::from(digit - b'0'))
+        length.saturating_mul(10).saturating_add(u64::from(digit - b'0'))
     }))
 }
 
@@ -302,10 +289,7 @@ fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
 /// Whether the request line ends in something shaped like `HTTP/<digit>...`, i.e. a version
 /// this server does not speak rather than a malformed line.
 fn names_an_http_version(buf: &[u8]) -> bool {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n').unwrap_or(buf.len());
     let line = &buf[start..];
     let line_end = line
         .iter()
@@ -317,9 +301,7 @@ fn names_an_http_version(buf: &[u8]) -> bool {
         None => return false,
     };
     match version.strip_prefix(b"HTTP/") {
-        Some([digit, rest @ ..]) => {
-            digit.is_ascii_digit() && rest.iter().all(|&b| b.is_ascii_digit() || b == b'.')
-        }
+        Some([digit, rest @ ..]) => digit.is_ascii_digit() && rest.iter().all(|&b| b.is_ascii_digit() || b == b'.'),
         _ => false,
     }
 }
@@ -353,23 +335,14 @@ mod tests {
         let parsed = parse("GET /a/b?x=1&y HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(
             parsed,
-            Ok(Some((
-                Method::Get,
-                "/a/b".into(),
-                Some("x=1&y".into()),
-                0,
-                true
-            )))
+            Ok(Some((Method::Get, "/a/b".into(), Some("x=1&y".into()), 0, true)))
         );
     }
 
     #[test]
     fn absolute_form_ignores_the_authority() {
         let parsed = parse("GET http://example.org:80/p?q HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(
-            parsed,
-            Ok(Some((Method::Get, "/p".into(), Some("q".into()), 0, true)))
-        );
+        assert_eq!(parsed, Ok(Some((Method::Get, "/p".into(), Some("q".into()), 0, true))));
         let bare = parse("GET HTTP://example.org HTTP/1.1\r\nHost: h\r\n\r\n");
         assert_eq!(bare, Ok(Some((Method::Get, "/".into(), None, 0, true))));
         assert_eq!(
@@ -388,10 +361,7 @@ mod tests {
     fn connection_semantics_follow_the_version() {
         let keep = |text: &str| parse(text).map(|head| head.map(|head| head.4));
         assert_eq!(keep("GET / HTTP/1.0\r\n\r\n"), Ok(Some(false)));
-        assert_eq!(
-            keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"),
-            Ok(Some(true))
-        );
+        assert_eq!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"), Ok(Some(true)));
         assert_eq!(
             keep("GET / HTTP/1.1\r\nHost: h\r\nConnection: foo, close\r\n\r\n"),
             Ok(Some(false))

@@ -321,11 +321,7 @@ pub struct Response {
 
 impl Response {
     /// A response with this status, content type and body, and nothing else.
-    pub fn new(
-        status: Status,
-        content_type: impl Into<Cow<'static, str>>,
-        body: impl Into<Body>,
-    ) -> Self {
+    pub fn new(status: Status, content_type: impl Into<Cow<'static, str>>, body: impl Into<Body>) -> Self {
         Response {
             status,
             content_type: content_type.into(),
@@ -348,11 +344,7 @@ impl Response {
 
     /// A plain-text error page for `status`: `"404 Not Found\n"`.
     pub fn error(status: Status) -> Self {
-        Response::new(
-            status,
-            "text/plain; charset=utf-8",
-            format!("{status}\n").into_bytes(),
-        )
+        Response::new(status, "text/plain; charset=utf-8", format!("{status}\n").into_bytes())
     }
 
     /// 404 Not Found.
@@ -371,11 +363,7 @@ impl Response {
     }
 
     /// Adds a header field.
-    pub fn with_header(
-        mut self,
-        name: impl Into<Cow<'static, str>>,
-        value: impl Into<Cow<'static, str>>,
-    ) -> Self {
+    pub fn with_header(mut self, name: impl Into<Cow<'static, str>>, value: impl Into<Cow<'static, str>>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
@@ -512,9 +500,7 @@ fn is_token(bytes: &[u8]) -> bool {
 
 /// A field value with no control characters other than tab (so no CR or LF).
 fn is_field_value(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+    bytes.iter().all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]
@@ -601,9 +587,6 @@ mod tests {
         assert_eq!(Status::from_code(100), None);
         assert_eq!(Status::from_code(600), None);
         assert_eq!(Status::from_code(418).map(Status::code), Some(418));
-        assert_eq!(
-            Status::CONTENT_TOO_LARGE.to_string(),
-            "413 Content Too Large"
-        );
+        assert_eq!(Status::CONTENT_TOO_LARGE.to_string(), "413 Content Too Large");
     }
 }

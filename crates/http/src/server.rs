@@ -91,12 +91,8 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io(kind) => write!(f, "connection failed: {kind:?}"),
-            Error::RequestTimeout => {
-                f.write_str("client sent its request too slowly (request timeout); dropped it")
-            }
-            Error::WriteTimeout => {
-                f.write_str("client stopped reading its response (write timeout); dropped it")
-            }
+            Error::RequestTimeout => f.write_str("client sent its request too slowly (request timeout); dropped it"),
+            Error::WriteTimeout => f.write_str("client stopped reading its response (write timeout); dropped it"),
         }
     }
 }
@@ -198,8 +194,7 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
     async fn run<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<CloseReason, Error> {
         let max_requests = self.limits.max_requests_per_connection.max(1);
         loop {
-            let (head_len, body_len, expects_continue, deadline_ms) = match self.read_head().await?
-            {
+            let (head_len, body_len, expects_continue, deadline_ms) = match self.read_head().await? {
                 HeadOutcome::Ready {
                     head_len,
                     body_len,
@@ -290,11 +285,7 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
     async fn read_head(&mut self) -> Result<HeadOutcome, Error> {
         let limits = self.limits;
         // Bytes already buffered (pipelining) are a request that has begun.
-        let mut deadline_ms = (self.filled > 0).then(|| {
-            self.timer
-                .now_ms()
-                .saturating_add(limits.request_timeout_ms)
-        });
+        let mut deadline_ms = (self.filled > 0).then(|| self.timer.now_ms().saturating_add(limits.request_timeout_ms));
         let mut parse_now = self.filled > 0;
         loop {
             if parse_now {
@@ -326,20 +317,13 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                     CloseReason::PeerClosed
                 }));
             }
-            let read_deadline_ms = deadline_ms
-                .unwrap_or_else(|| self.timer.now_ms().saturating_add(limits.idle_timeout_ms));
+            let read_deadline_ms =
+                deadline_ms.unwrap_or_else(|| self.timer.now_ms().saturating_add(limits.idle_timeout_ms));
             let old_filled = self.filled;
-            match self
-                .read_more(limits.max_header_bytes, read_deadline_ms)
-                .await?
-            {
+            match self.read_more(limits.max_header_bytes, read_deadline_ms).await? {
                 ReadOutcome::Bytes(count) => {
                     if deadline_ms.is_none() {
-                        deadline_ms = Some(
-                            self.timer
-                                .now_ms()
-                                .saturating_add(limits.request_timeout_ms),
-                        );
+                        deadline_ms = Some(self.timer.now_ms().saturating_add(limits.request_timeout_ms));
                     }
                     // Parse once a line is complete (or the limit is reached), not per byte,
                     // so a client trickling bytes cannot make parsing quadratic.
@@ -389,16 +373,11 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
 
     /// Answers `status` with `Connection: close` and ends the connection.
     async fn reject(&mut self, status: Status) -> Result<CloseReason, Error> {
-        self.reject_within(status, self.limits.write_timeout_ms)
-            .await
+        self.reject_within(status, self.limits.write_timeout_ms).await
     }
 
     /// [`reject`](Self::reject), giving the client at most `timeout_ms` to take the answer.
-    async fn reject_within(
-        &mut self,
-        status: Status,
-        timeout_ms: u64,
-    ) -> Result<CloseReason, Error> {
+    async fn reject_within(&mut self, status: Status, timeout_ms: u64) -> Result<CloseReason, Error> {
         let response = Response::error(status).with_close();
         let framing = Framing {
             send_body: true,
@@ -407,9 +386,7 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         };
         write_head(&mut self.head_out, &response, framing);
         let head_out = core::mem::take(&mut self.head_out);
-        let sent = self
-            .send_within(&head_out, response.body.as_bytes(), timeout_ms)
-            .await;
+        let sent = self.send_within(&head_out, response.body.as_bytes(), timeout_ms).await;
         self.head_out = head_out;
         sent?;
         Ok(CloseReason::Rejected(status))
@@ -420,33 +397,23 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         // The client is misbehaving: whether it takes the 408 does not change the outcome, so
         // it is not given the full write timeout to do so (it may not be reading either).
         let timeout_ms = self.limits.write_timeout_ms.min(TIMED_OUT_ANSWER_MS);
-        let _ = self
-            .reject_within(Status::REQUEST_TIMEOUT, timeout_ms)
-            .await;
+        let _ = self.reject_within(Status::REQUEST_TIMEOUT, timeout_ms).await;
         Err(Error::RequestTimeout)
     }
 
     /// Writes `head` then `body` and flushes, all within the write timeout.
     async fn send(&mut self, head: &[u8], body: &[u8]) -> Result<(), Error> {
-        self.send_within(head, body, self.limits.write_timeout_ms)
-            .await
+        self.send_within(head, body, self.limits.write_timeout_ms).await
     }
 
     /// Writes `head` then `body` and flushes, all within `timeout_ms`.
-    async fn send_within(
-        &mut self,
-        head: &[u8],
-        body: &[u8],
-        timeout_ms: u64,
-    ) -> Result<(), Error> {
+    async fn send_within(&mut self, head: &[u8], body: &[u8], timeout_ms: u64) -> Result<(), Error> {
         let deadline_ms = self.timer.now_ms().saturating_add(timeout_ms);
         let conn = &mut self.conn;
         let written = until_deadline(self.timer, deadline_ms, async {
             write_all(conn, head).await?;
             write_all(conn, body).await?;
-            conn.flush()
-                .await
-                .map_err(|error| Error::Io(error.kind()))?;
+            conn.flush().await.map_err(|error| Error::Io(error.kind()))?;
             Ok((head.len() + body.len()) as u64)
         })
         .await;

@@ -81,11 +81,7 @@ impl StaticSite {
     }
 
     /// The body of 404 responses (default: `404 Not Found` in plain text).
-    pub fn with_not_found_page(
-        mut self,
-        content_type: impl Into<Cow<'static, str>>,
-        body: impl Into<Body>,
-    ) -> Self {
+    pub fn with_not_found_page(mut self, content_type: impl Into<Cow<'static, str>>, body: impl Into<Body>) -> Self {
         self.not_found = Some(Page::new(content_type.into(), body.into()));
         self
     }
@@ -116,19 +112,14 @@ impl StaticSite {
     pub fn respond(&self, method: Method, path: &str) -> Response {
         let Some(page) = self.pages.get(path) else {
             return match &self.not_found {
-                Some(page) => Response::new(
-                    Status::NOT_FOUND,
-                    page.content_type.clone(),
-                    page.body.clone(),
-                ),
+                Some(page) => Response::new(Status::NOT_FOUND, page.content_type.clone(), page.body.clone()),
                 None => Response::not_found(),
             };
         };
         if !matches!(method, Method::Get | Method::Head) {
             return Response::method_not_allowed(ALLOW);
         }
-        let mut response =
-            Response::ok(page.content_type.clone(), page.body.clone()).with_etag(page.etag);
+        let mut response = Response::ok(page.content_type.clone(), page.body.clone()).with_etag(page.etag);
         if let Some(cache_control) = &self.cache_control {
             response = response.with_header("Cache-Control", cache_control.clone());
         }

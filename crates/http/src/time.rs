@@ -55,11 +55,7 @@ impl Timer for NoTimer {
 /// Runs `work` until it completes or `deadline_ms` passes; `None` means the deadline won.
 ///
 /// `work` is polled first, so work that is already ready wins even past the deadline.
-pub(crate) async fn until_deadline<T: Timer, F: Future>(
-    timer: &T,
-    deadline_ms: u64,
-    work: F,
-) -> Option<F::Output> {
+pub(crate) async fn until_deadline<T: Timer, F: Future>(timer: &T, deadline_ms: u64, work: F) -> Option<F::Output> {
     let mut work = pin!(work);
     let mut sleep = pin!(timer.sleep_until_ms(deadline_ms));
     poll_fn(|cx| {

@@ -2,8 +2,8 @@
 //! checks what a client would see on the wire.
 
 use atoll_http::{
-    serve_connection, Body, CloseReason, ConnectionStats, Error, Handler, Limits, Method, NoTimer,
-    Request, Response, StaticSite, Status, Timer, BUSY_RESPONSE,
+    serve_connection, Body, CloseReason, ConnectionStats, Error, Handler, Limits, Method, NoTimer, Request, Response,
+    StaticSite, Status, Timer, BUSY_RESPONSE,
 };
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use futures::executor::block_on;
@@ -132,9 +132,7 @@ struct StdTimer {
 
 impl StdTimer {
     fn new() -> Self {
-        StdTimer {
-            origin: Instant::now(),
-        }
+        StdTimer { origin: Instant::now() }
     }
 }
 
@@ -232,21 +230,13 @@ fn parse_responses(mut output: &[u8], bodiless: &[bool]) -> Vec<Parsed> {
         let mut response = httparse::Response::new(&mut headers);
         let head_len = match response.parse(output) {
             Ok(httparse::Status::Complete(len)) => len,
-            other => panic!(
-                "bad response head {other:?}: {:?}",
-                String::from_utf8_lossy(output)
-            ),
+            other => panic!("bad response head {other:?}: {:?}", String::from_utf8_lossy(output)),
         };
         let status = response.code.unwrap();
         let headers: Vec<(String, String)> = response
             .headers
             .iter()
-            .map(|h| {
-                (
-                    h.name.to_string(),
-                    String::from_utf8(h.value.to_vec()).unwrap(),
-                )
-            })
+            .map(|h| (h.name.to_string(), String::from_utf8(h.value.to_vec()).unwrap()))
             .collect();
         let length = headers
             .iter()
@@ -266,11 +256,7 @@ fn parse_responses(mut output: &[u8], bodiless: &[bool]) -> Vec<Parsed> {
         let body = output[head_len..head_len + body_len].to_vec();
         output = &output[head_len + body_len..];
         if status != 100 {
-            responses.push(Parsed {
-                status,
-                headers,
-                body,
-            });
+            responses.push(Parsed { status, headers, body });
         }
     }
     responses
@@ -335,13 +321,7 @@ fn pipelined_requests_are_answered_in_order() {
 #[test]
 fn requests_split_across_segments_are_reassembled() {
     let (result, output) = run_chunks(
-        &[
-            b"GE",
-            b"T /sty",
-            b"le.css HTTP/1.1\r\nHo",
-            b"st: x\r",
-            b"\n\r\n",
-        ],
+        &[b"GE", b"T /sty", b"le.css HTTP/1.1\r\nHo", b"st: x\r", b"\n\r\n"],
         &Limits::DEFAULT,
     );
     let responses = parse_responses(&output, &[]);
@@ -352,11 +332,7 @@ fn requests_split_across_segments_are_reassembled() {
 
 #[test]
 fn head_sends_the_get_headers_and_no_body() {
-    let input = format!(
-        "{}HEAD / HTTP/1.1\r\nHost: t\r\n\r\n{}",
-        get("/"),
-        get("/style.css")
-    );
+    let input = format!("{}HEAD / HTTP/1.1\r\nHost: t\r\n\r\n{}", get("/"), get("/style.css"));
     let (_, output) = run_chunks(&[input.as_bytes()], &Limits::DEFAULT);
     let responses = parse_responses(&output, &[false, true, false]);
     assert_eq!(responses.len(), 3);
@@ -374,10 +350,7 @@ fn head_sends_the_get_headers_and_no_body() {
 #[test]
 fn matching_if_none_match_gives_304_without_body() {
     let (_, first) = run(&get("/"));
-    let etag = first[0]
-        .header("ETag")
-        .expect("pages have an ETag")
-        .to_string();
+    let etag = first[0].header("ETag").expect("pages have an ETag").to_string();
     assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() == 18);
 
     for (value, expected) in [
@@ -419,10 +392,7 @@ fn unknown_path_is_404_and_the_connection_stays_open() {
     let (result, responses) = run(&input);
     assert_eq!(responses[0].status, 404);
     assert_eq!(responses[0].body, b"404 Not Found\n");
-    assert_eq!(
-        responses[0].header("Content-Type"),
-        Some("text/plain; charset=utf-8")
-    );
+    assert_eq!(responses[0].header("Content-Type"), Some("text/plain; charset=utf-8"));
     assert_eq!(responses[1].status, 200);
     assert_eq!(result.unwrap().requests_count, 2);
 }
@@ -456,19 +426,13 @@ fn garbage_request_lines_get_400_and_close() {
         assert_eq!(responses.len(), 1, "{garbage:?}");
         assert_eq!(responses[0].status, 400, "{garbage:?}");
         assert_eq!(responses[0].header("Connection"), Some("close"));
-        assert_eq!(
-            result.unwrap().close_reason,
-            CloseReason::Rejected(Status::BAD_REQUEST)
-        );
+        assert_eq!(result.unwrap().close_reason, CloseReason::Rejected(Status::BAD_REQUEST));
     }
 }
 
 #[test]
 fn header_block_over_8_kib_gets_431() {
-    let input = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-        "a".repeat(9 * 1024)
-    );
+    let input = format!("GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n", "a".repeat(9 * 1024));
     let (result, responses) = run(&input);
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].status, 431);
@@ -554,9 +518,8 @@ fn empty_lines_before_a_request_are_ignored() {
 
 #[test]
 fn chunked_request_bodies_get_501() {
-    let (result, responses) = run(
-        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-    );
+    let (result, responses) =
+        run("POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].status, 501);
     assert_eq!(
@@ -594,10 +557,7 @@ fn http10_closes_unless_keep_alive_is_asked_for() {
 
 #[test]
 fn connection_close_is_honoured() {
-    let input = format!(
-        "GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n{}",
-        get("/")
-    );
+    let input = format!("GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n{}", get("/"));
     let (result, responses) = run(&input);
     assert_eq!(responses.len(), 1);
     assert_eq!(responses[0].header("Connection"), Some("close"));
@@ -664,9 +624,7 @@ fn slow_loris_trickling_bytes_is_dropped_at_the_request_deadline() {
     };
     assert_eq!(result, Err(Error::RequestTimeout));
     assert!(started.elapsed() < Duration::from_millis(1000));
-    assert!(client
-        .output()
-        .starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
+    assert!(client.output().starts_with(b"HTTP/1.1 408 Request Timeout\r\n"));
 }
 
 #[test]
@@ -727,12 +685,7 @@ fn handler_bodies_of_every_kind_are_sent_whole() {
         }
     }
     let (client, server) = Client::new();
-    client.send(format!(
-        "{}{}{}",
-        get("/static"),
-        get("/shared"),
-        get("/owned")
-    ));
+    client.send(format!("{}{}{}", get("/static"), get("/shared"), get("/owned")));
     client.close();
     block_on(serve_connection(server, &Kinds, &Limits::DEFAULT, &NoTimer)).unwrap();
     let bodies: Vec<Vec<u8>> = parse_responses(&client.output(), &[])

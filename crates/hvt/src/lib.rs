@@ -27,6 +27,7 @@ pub mod memory;
 pub mod net;
 pub mod run;
 pub mod sandbox;
+pub mod signals;
 pub mod stats;
 pub mod vcpu;
 pub mod x86;
@@ -97,6 +98,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let mut vm = vcpu::Vm::new(&mem)?;
     let layout = boot::prepare(&mut mem, &kernel, &image, &cli.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
+    signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
     if !cli.no_sandbox {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds()).map_err(TenderError::Sandbox)?;
     }
@@ -114,6 +116,10 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         run::Outcome::Failed(why) => {
             say(&why);
             GUEST_FAILED as u8
+        }
+        run::Outcome::Stopped(signal) => {
+            say(&format!("stopped by {}", signals::name(signal)));
+            (128 + signal) as u8
         }
     };
     if cli.stats {

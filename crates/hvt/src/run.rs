@@ -19,6 +19,8 @@ pub enum Outcome {
     Halted(u32),
     /// It failed; the message (possibly several lines) says how.
     Failed(String),
+    /// The tender was asked to stop by this signal.
+    Stopped(i32),
 }
 
 /// One VM exit, copied out of the vCPU's run area so the vCPU can be
@@ -93,7 +95,11 @@ pub fn run(
             }
         };
         match action {
-            Action::Resume => {}
+            Action::Resume => {
+                if let Some(signal) = crate::signals::stop_requested() {
+                    return Outcome::Stopped(signal);
+                }
+            }
             Action::Halt(status) => return Outcome::Halted(status),
             Action::Fail(why) => return Outcome::Failed(why),
         }

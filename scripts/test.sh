@@ -2,7 +2,11 @@
 # THE test command: formatting, lints, unit tests, and integration tests that
 # boot real unikernels under atoll-hvt. On a fresh Debian machine (root, with
 # rustup) it installs what it needs first: the pinned toolchain and its
-# x86_64-unknown-none target, and a C toolchain for linking host binaries.
+# x86_64-unknown-none target, a C toolchain for linking host binaries, and
+# the network tools the networking tests and the HTTP benchmark run inside
+# their own network namespaces (ip, curl, ping, nc, dnsmasq, wrk, nginx).
+# Packages that would start a system service are installed with services
+# held off, so nothing ends up listening on the host.
 #
 # Usage: scripts/test.sh        (from anywhere; needs /dev/kvm)
 set -euo pipefail
@@ -35,12 +39,30 @@ cargo --version
 
 step "system packages"
 missing=()
-command -v cc >/dev/null || missing+=(gcc libc6-dev)
-command -v git >/dev/null || missing+=(git)
+need() { # need COMMAND PACKAGE...: install the packages if COMMAND is missing
+    command -v "$1" >/dev/null || missing+=("${@:2}")
+}
+need cc gcc libc6-dev
+need git git
+need ip iproute2
+need curl curl
+need ping iputils-ping
+need nc netcat-openbsd
+# dnsmasq-base is the binary alone: no system service grabbing ports 53/67.
+need dnsmasq dnsmasq-base
+need wrk wrk
+need nginx nginx-light
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     command -v apt-get >/dev/null || fail "need ${missing[*]} and there is no apt-get to install them"
     export DEBIAN_FRONTEND=noninteractive
+    # nginx's package starts a server on port 80 unless services are held
+    # off; the tests run their own nginx inside a namespace.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}"
 else

@@ -8,8 +8,13 @@
 //! These tests need `/dev/kvm`. Without it they fail with a message saying
 //! so rather than skip: a skipped boot test checks nothing.
 //!
-//! What this deliberately leaves out: networking set-up (TAP devices,
-//! namespaces); tests that need them create their own.
+//! [`net`] adds networks: a namespace per test with a TAP device, a
+//! unikernel booted there in the background, and clients run inside it.
+//!
+//! What this deliberately leaves out: skipping. A test that cannot get what
+//! it needs (KVM, root for namespaces, curl) fails and says what is missing.
+
+pub mod net;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

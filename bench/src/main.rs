@@ -9,9 +9,16 @@
 //! guest's resident memory and the kernel's size, with the machine, the
 //! command and the commit.
 //!
+//! `cargo run --release -p atoll-bench -- http` boots the release build of
+//! `examples/slides` in a network namespace and loads it with wrk at 1, 16
+//! and 128 connections, beside nginx serving the same page; it prints
+//! requests/s, latency percentiles and VM exits per request ([`http`]).
+//!
 //! What it deliberately leaves out: statistical tests between two commits
-//! (run it on each and compare), and anything that needs the network.
+//! (run it on each and compare).
 #![forbid(unsafe_code)]
+
+mod http;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -34,12 +41,20 @@ enum Bench {
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
     },
+    /// Requests/s, latency and VM exits per request of examples/slides
+    /// against nginx, under wrk (needs root, wrk and nginx).
+    Http {
+        /// Seconds of load per concurrency level.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
+        duration_s: u32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Boot { runs } => boot(runs),
+        Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

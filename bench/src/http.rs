@@ -1,0 +1,406 @@
+//! `atoll-bench http`: the slides unikernel against nginx serving the same
+//! page, under wrk at several concurrency levels.
+//!
+//! Everything runs in network namespaces this benchmark creates (with the
+//! test harness's [`atoll_tests::net`]): the unikernel behind a TAP device,
+//! nginx behind a veth pair, wrk beside each. Each load level gets a fresh
+//! boot under `atoll-hvt --stats`, so the VM exits it caused are the boot's
+//! total minus those of a baseline boot that idled for as long; the baseline
+//! also shows the tender's CPU use while idle (it should be about zero: an
+//! idle guest blocks in one `wait` hypercall).
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use atoll_tests::net::{Background, Namespace, Server, STATIC_IPV4_ARGS, TAP};
+
+const SLIDES: &str = "examples/slides";
+/// The concurrency levels: wrk connections.
+pub const CONNECTIONS: [u32; 3] = [1, 16, 128];
+/// nginx's side of the veth pair, and wrk's.
+const NGINX_CIDR: &str = "10.79.0.2/24";
+const NGINX_CLIENT_CIDR: &str = "10.79.0.1/24";
+const NGINX_URL: &str = "http://10.79.0.2/";
+
+/// What wrk reported for one run.
+#[derive(Debug, Default, PartialEq)]
+pub struct Wrk {
+    pub requests: u64,
+    pub requests_per_s: f64,
+    pub p50_us: f64,
+    pub p90_us: f64,
+    pub p99_us: f64,
+    /// Socket errors plus non-2xx/3xx answers.
+    pub errors: u64,
+}
+
+/// One row of the table.
+struct Row {
+    server: &'static str,
+    connections: u32,
+    wrk: Wrk,
+    /// VM exits per request, for the unikernel.
+    exits_per_request: Option<f64>,
+}
+
+/// Runs the benchmark and returns the markdown report.
+pub fn run(duration_s: u32) -> Result<String, String> {
+    let kernel = atoll_tests::guest(SLIDES);
+    let kernel_kib = std::fs::metadata(&kernel).map(|m| m.len().div_ceil(1024)).unwrap_or(0);
+    let ns = Namespace::with_tap();
+    let idle_window = Duration::from_secs(u64::from(duration_s.max(2)));
+
+    // Baseline: boot, idle, stop. Its exits are subtracted from each load
+    // level's, and its CPU use is the idle figure.
+    eprintln!("atoll-bench: baseline boot, idle for {idle_window:?}");
+    let server = boot(&ns)?;
+    let page = fetch_page(&ns, &server)?;
+    let pid = server.process.pid();
+    let cpu_before = cpu_ticks(pid)?;
+    let idle_started = Instant::now();
+    thread::sleep(idle_window);
+    let idle_cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 1000.0 / clock_ticks_per_s() as f64;
+    let idle_s = idle_started.elapsed().as_secs_f64();
+    let baseline_exits = stop_for_exits(server)?;
+
+    let mut rows = Vec::new();
+    for &connections in &CONNECTIONS {
+        eprintln!("atoll-bench: unikernel, {connections} connections");
+        let server = boot(&ns)?;
+        let wrk = wrk(&ns, &server.url("/"), connections, duration_s)?;
+        let exits = stop_for_exits(server)?;
+        let exits_per_request =
+            (wrk.requests > 0).then(|| exits.saturating_sub(baseline_exits) as f64 / wrk.requests as f64);
+        rows.push(Row {
+            server: "atoll slides (hvt)",
+            connections,
+            wrk,
+            exits_per_request,
+        });
+    }
+
+    eprintln!("atoll-bench: nginx serving the same {} bytes", page.len());
+    let www = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let client = Namespace::create();
+    let server_ns = Namespace::create();
+    client.add_veth(&server_ns, NGINX_CLIENT_CIDR, NGINX_CIDR);
+    let nginx = start_nginx(&server_ns, &client, www.path(), &page)?;
+    for &connections in &CONNECTIONS {
+        eprintln!("atoll-bench: nginx, {connections} connections");
+        let wrk = wrk(&client, NGINX_URL, connections, duration_s)?;
+        rows.push(Row {
+            server: "nginx (1 worker)",
+            connections,
+            wrk,
+            exits_per_request: None,
+        });
+    }
+    drop(nginx);
+
+    Ok(report(&rows, duration_s, page.len(), kernel_kib, idle_cpu_ms, idle_s))
+}
+
+fn boot(ns: &Namespace) -> Result<Server<'_>, String> {
+    // Server::boot fails loudly (it is test code) if the guest never says it
+    // is listening; that is the right outcome for a benchmark too.
+    Ok(Server::boot(ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS))
+}
+
+/// The bytes of the title page, as the unikernel serves them.
+fn fetch_page(ns: &Namespace, server: &Server) -> Result<Vec<u8>, String> {
+    let out = ns.run("curl", ["-sS", "--fail", "--max-time", "10", &server.url("/")]);
+    if out.status != Some(0) || out.stdout.is_empty() {
+        return Err(format!("cannot fetch the title page: {}", out.stderr.trim()));
+    }
+    Ok(out.stdout.into_bytes())
+}
+
+/// Stops the tender with SIGTERM and returns its exit count.
+fn stop_for_exits(server: Server) -> Result<u64, String> {
+    let out = server.stop();
+    atoll_tests::stats(&out.stderr)
+        .and_then(|s| s.get("exits").copied())
+        .ok_or_else(|| format!("no `stats:` line with exits from the tender: {}", out.stderr.trim()))
+}
+
+/// utime + stime of process `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
+    parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat: {stat:?}"))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from its closing parenthesis.
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux in practice).
+fn clock_ticks_per_s() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// Runs wrk in `ns` against `url`.
+fn wrk(ns: &Namespace, url: &str, connections: u32, duration_s: u32) -> Result<Wrk, String> {
+    let threads = connections.min(2).to_string();
+    let connections_text = connections.to_string();
+    let duration = format!("{duration_s}s");
+    let out = ns.run(
+        "wrk",
+        [
+            "-t",
+            &threads,
+            "-c",
+            &connections_text,
+            "-d",
+            &duration,
+            "--timeout",
+            "5s",
+            "--latency",
+            url,
+        ],
+    );
+    if out.status != Some(0) {
+        return Err(format!("wrk failed ({:?}): {}{}", out.status, out.stdout, out.stderr));
+    }
+    parse_wrk(&out.stdout).ok_or_else(|| format!("cannot read wrk's output:\n{}", out.stdout))
+}
+
+/// The figures of wrk's `--latency` output.
+pub fn parse_wrk(text: &str) -> Option<Wrk> {
+    let mut wrk = Wrk::default();
+    let mut found = (false, false, 0);
+    for line in text.lines().map(str::trim) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", rate] => {
+                wrk.requests_per_s = rate.parse().ok()?;
+                found.0 = true;
+            }
+            [count, "requests", "in", ..] => {
+                wrk.requests = count.parse().ok()?;
+                found.1 = true;
+            }
+            [percent @ ("50%" | "90%" | "99%"), latency] => {
+                let us = duration_us(latency)?;
+                match *percent {
+                    "50%" => wrk.p50_us = us,
+                    "90%" => wrk.p90_us = us,
+                    _ => wrk.p99_us = us,
+                }
+                found.2 += 1;
+            }
+            ["Socket", "errors:", rest @ ..] => {
+                // connect 0, read 0, write 0, timeout 0
+                wrk.errors += rest
+                    .iter()
+                    .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok())
+                    .sum::<u64>();
+            }
+            ["Non-2xx", "or", "3xx", "responses:", count] => wrk.errors += count.parse::<u64>().ok()?,
+            _ => {}
+        }
+    }
+    (found == (true, true, 3)).then_some(wrk)
+}
+
+/// A wrk duration (`812.00us`, `1.23ms`, `2.00s`, `1.50m`) in microseconds.
+fn duration_us(text: &str) -> Option<f64> {
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().ok()?;
+    let scale = match unit {
+        "us" => 1.0,
+        "ms" => 1e3,
+        "s" => 1e6,
+        "m" => 60e6,
+        "h" => 3600e6,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
+/// Starts nginx (one worker, no access log) in `ns` serving `page` as the
+/// index, and waits until `client` can fetch it.
+fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> Result<Background, String> {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).map_err(|e| format!("cannot create {}: {e}", www.display()))?;
+    std::fs::write(www.join("index.html"), page).map_err(|e| format!("cannot write the page: {e}"))?;
+    let conf = dir.join("nginx.conf");
+    let d = dir.display();
+    let listen = NGINX_CIDR.split('/').next().unwrap_or_default();
+    let text = format!(
+        "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{\n  access_log off;\n  types {{ text/html html; }}\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         server {{ listen {listen}:80; root {www}; index index.html; }}\n}}\n",
+        www = www.display()
+    );
+    std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+    let mut command = ns.command("nginx");
+    command.arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
+    let nginx = Background::spawn(command);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = client.run(
+            "curl",
+            ["-sS", "--fail", "--max-time", "2", "-o", "/dev/null", NGINX_URL],
+        );
+        if out.status == Some(0) {
+            return Ok(nginx);
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+            return Err(format!(
+                "nginx did not answer within 10 s: {}{}",
+                out.stderr.trim(),
+                log
+            ));
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn report(rows: &[Row], duration_s: u32, page_bytes: usize, kernel_kib: u64, idle_cpu_ms: f64, idle_s: f64) -> String {
+    let ms = |us: f64| format!("{:.2} ms", us / 1000.0);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "### HTTP: `examples/slides` under atoll-hvt vs nginx, the title page ({page_bytes} bytes)\n"
+    );
+    let _ = writeln!(
+        out,
+        "| server | connections | requests/s | p50 | p90 | p99 | VM exits/request | errors |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            row.server,
+            row.connections,
+            row.wrk.requests_per_s,
+            ms(row.wrk.p50_us),
+            ms(row.wrk.p90_us),
+            ms(row.wrk.p99_us),
+            row.exits_per_request.map_or("—".to_owned(), |e| format!("{e:.2}")),
+            row.wrk.errors
+        );
+    }
+    let idle_percent = idle_cpu_ms / (idle_s * 10.0);
+    let _ = writeln!(
+        out,
+        "\nIdle: the tender used {idle_cpu_ms:.0} ms of CPU in {idle_s:.1} s ({idle_percent:.1}%){}.",
+        if idle_percent <= 1.0 { "" } else { " — NOT IDLE" }
+    );
+    let _ = writeln!(
+        out,
+        "wrk: {duration_s} s per level, threads = min(2, connections), `--latency`, run inside the server's \
+         network namespace; a fresh boot per level; exits/request = (exits of that boot − exits of a baseline \
+         boot idle as long) / requests. nginx: 1 worker, access log off, over a veth pair. Kernel {kernel_kib} KiB."
+    );
+    let _ = writeln!(
+        out,
+        "\nMachine: {}; Linux {}; {} cores.",
+        crate::cpu_model(),
+        crate::kernel_release(),
+        crate::cores()
+    );
+    let _ = writeln!(
+        out,
+        "Commit {}; command `cargo run --release -p atoll-bench -- http{}`.",
+        crate::git_commit(),
+        if duration_s == 5 {
+            String::new()
+        } else {
+            format!(" --duration-s {duration_s}")
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real output of wrk 4.1.0 (Debian bookworm) against nginx here.
+    const WRK_OUTPUT: &str = "Running 2s test @ http://10.79.0.2/
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   317.96us  381.21us   4.58ms   95.28%
+    Req/Sec    30.70k     7.89k   46.58k    70.00%
+  Latency Distribution
+     50%  244.00us
+     75%  319.00us
+     90%  343.00us
+     99%    2.39ms
+  122237 requests in 2.00s, 29.73MB read
+Requests/sec:  61049.61
+Transfer/sec:     14.85MB
+";
+
+    #[test]
+    fn reads_wrk_figures() {
+        let wrk = parse_wrk(WRK_OUTPUT).unwrap();
+        assert_eq!(
+            wrk,
+            Wrk {
+                requests: 122237,
+                requests_per_s: 61049.61,
+                p50_us: 244.0,
+                p90_us: 343.0,
+                p99_us: 2390.0,
+                errors: 0,
+            }
+        );
+        let without_latency: String = WRK_OUTPUT
+            .lines()
+            .filter(|l| !l.contains('%'))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(parse_wrk(&without_latency), None);
+    }
+
+    #[test]
+    fn counts_socket_errors_and_bad_answers() {
+        // The two lines wrk adds when something went wrong.
+        let with_errors = WRK_OUTPUT.replace(
+            "Requests/sec:",
+            "  Socket errors: connect 0, read 2, write 0, timeout 1\n  Non-2xx or 3xx responses: 4\nRequests/sec:",
+        );
+        assert_eq!(parse_wrk(&with_errors).map(|w| w.errors), Some(7));
+    }
+
+    #[test]
+    fn wrk_durations() {
+        assert_eq!(duration_us("812.00us"), Some(812.0));
+        assert_eq!(duration_us("1.50ms"), Some(1500.0));
+        assert_eq!(duration_us("2.00s"), Some(2e6));
+        assert_eq!(duration_us("1.00m"), Some(60e6));
+        assert_eq!(duration_us("3.0xs"), None);
+        assert_eq!(duration_us("fast"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_a_command_name_with_spaces() {
+        let stat = "4242 (atoll hvt) S 1 4242 4242 0 -1 4194560 500 0 0 0 17 5 0 0 20 0 3 0 123 4096 100";
+        assert_eq!(parse_cpu_ticks(stat), Some(22));
+        assert_eq!(parse_cpu_ticks("4242 (x"), None);
+    }
+}

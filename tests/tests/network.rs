@@ -1,0 +1,465 @@
+//! The flagship website unikernel (`examples/slides`) on a real network:
+//! each test boots it in a network namespace of its own, behind a TAP
+//! device, and talks to it with curl, ping, nc, dnsmasq or a Rust client run
+//! inside that namespace. No packet leaves the namespaces the tests create.
+//!
+//! Needs root (namespaces, TAP devices), `/dev/kvm`, and the packages
+//! scripts/test.sh installs (curl, iputils-ping, netcat-openbsd,
+//! dnsmasq-base).
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use atoll_tests::net::{Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::{repo_root, Outcome};
+
+const SLIDES: &str = "examples/slides";
+
+/// Boots the slides in `ns` (made by [`Namespace::with_tap`]) at
+/// [`GUEST_ADDR`].
+fn slides(ns: &Namespace) -> Server<'_> {
+    let server = Server::boot(ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
+    assert_eq!(server.addr, format!("{GUEST_ADDR}:80"));
+    server
+}
+
+/// The talk's source, to check pages against.
+fn talk() -> String {
+    std::fs::read_to_string(repo_root().join(SLIDES).join("slides.md")).expect("slides.md is readable")
+}
+
+/// The talk's title: its first `## ` heading.
+fn talk_title() -> String {
+    let talk = talk();
+    let title = talk.lines().find_map(|l| l.strip_prefix("## ")).expect("a title");
+    title.trim().to_owned()
+}
+
+/// The heading of slide `n` (1-based): the `n`th `### ` heading.
+fn slide_heading(n: usize) -> String {
+    let talk = talk();
+    let heading = talk
+        .lines()
+        .filter_map(|l| l.strip_prefix("### "))
+        .nth(n - 1)
+        .expect("slide exists");
+    // Drop speaker notes in HTML comments, as the renderer does.
+    heading.split("<!--").next().unwrap_or_default().trim().to_owned()
+}
+
+/// One HTTP response as curl saw it.
+#[derive(Debug)]
+struct Response {
+    status: u16,
+    /// Header lines, names lower-cased: `name: value`.
+    headers: Vec<String>,
+    body: String,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{}: ", name.to_ascii_lowercase());
+        self.headers.iter().find_map(|h| h.strip_prefix(&prefix))
+    }
+}
+
+/// `curl -i` on `path` with extra curl arguments `args`.
+fn fetch(server: &Server, path: &str, args: &[&str]) -> Response {
+    let url = server.url(path);
+    let mut all = vec!["-sS", "-i", "--max-time", "10"];
+    all.extend_from_slice(args);
+    all.push(&url);
+    let out = server.curl(&all);
+    assert_eq!(out.status, Some(0), "curl {all:?}: {}", out.stderr);
+    parse_response(&out.stdout)
+}
+
+fn parse_response(text: &str) -> Response {
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+    let headers = lines
+        .map(|l| match l.split_once(": ") {
+            Some((name, value)) => format!("{}: {value}", name.to_ascii_lowercase()),
+            None => l.to_owned(),
+        })
+        .collect();
+    Response {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// Fails unless `/healthz` answers `ok` within 5 seconds.
+fn assert_healthy(server: &Server) {
+    let start = Instant::now();
+    let response = fetch(server, "/healthz", &[]);
+    assert_eq!((response.status, response.body.as_str()), (200, "ok\n"), "{response:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "healthz took {:?}",
+        start.elapsed()
+    );
+}
+
+/// Sends `request` on a fresh connection from inside the namespace, then
+/// reads until the server closes or 10 s pass, and returns what came back.
+fn raw_exchange(server: &Server, request: &[u8]) -> Vec<u8> {
+    let addr = server.addr.clone();
+    server.ns.run_in(|| {
+        let mut stream = TcpStream::connect(&addr).expect("connect to the guest");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request);
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        answer
+    })
+}
+
+#[test]
+fn ping_gets_replies() {
+    let ns = Namespace::with_tap();
+    let _server = slides(&ns);
+    let out = ns.run("ping", ["-c", "3", "-i", "0.2", "-W", "2", GUEST_ADDR]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("3 packets transmitted, 3 received"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn pages_stylesheet_health_and_not_found() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+
+    let title = fetch(&server, "/", &[]);
+    assert_eq!(title.status, 200);
+    assert!(
+        title
+            .header("content-type")
+            .unwrap_or_default()
+            .starts_with("text/html"),
+        "{title:?}"
+    );
+    assert!(
+        title.body.contains(&talk_title()),
+        "the title page lacks the talk's title"
+    );
+
+    let third = fetch(&server, "/3", &[]);
+    assert_eq!(third.status, 200);
+    let heading = slide_heading(3);
+    assert!(third.body.contains(&heading), "/3 lacks its heading {heading:?}");
+
+    let style = fetch(&server, "/style.css", &[]);
+    assert_eq!(style.status, 200);
+    assert!(
+        style.header("content-type").unwrap_or_default().starts_with("text/css"),
+        "{style:?}"
+    );
+    assert!(!style.body.is_empty());
+
+    assert_healthy(&server);
+    assert_eq!(fetch(&server, "/999", &[]).status, 404);
+}
+
+#[test]
+fn keep_alive_serves_several_urls_on_one_connection() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let urls = ["/", "/1", "/style.css", "/healthz"].map(|p| server.url(p));
+    let mut args = vec!["-sS", "-v", "--max-time", "10", "-w", "%{http_code} %{num_connects}\n"];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = server.curl(&args);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    // One new connection for the first URL, none for the others.
+    assert_eq!(lines, ["200 1", "200 0", "200 0", "200 0"], "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr.matches("Re-using existing connection").count(),
+        3,
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn head_sends_headers_and_no_body() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let get = fetch(&server, "/", &[]);
+    let answer = raw_exchange(&server, b"HEAD / HTTP/1.1\r\nHost: slides\r\nConnection: close\r\n\r\n");
+    let text = String::from_utf8_lossy(&answer);
+    let head = parse_response(&text);
+    assert_eq!(head.status, 200, "{text}");
+    assert_eq!(head.body, "", "HEAD sent a body");
+    assert_eq!(head.header("content-length"), get.header("content-length"));
+    assert_eq!(
+        head.header("content-length").and_then(|l| l.parse::<usize>().ok()),
+        Some(get.body.len())
+    );
+}
+
+#[test]
+fn a_matching_etag_gets_304() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let first = fetch(&server, "/2", &[]);
+    assert_eq!(first.status, 200);
+    let etag = first.header("etag").expect("an ETag on a page").to_owned();
+    let again = fetch(&server, "/2", &["-H", &format!("If-None-Match: {etag}")]);
+    assert_eq!(again.status, 304, "{again:?}");
+    assert_eq!(again.body, "");
+    let other = fetch(&server, "/2", &["-H", "If-None-Match: \"something-else\""]);
+    assert_eq!(other.status, 200);
+    assert_eq!(other.body, first.body);
+}
+
+#[test]
+fn dhcp_gives_the_guest_an_address_it_serves_on() {
+    let ns = Namespace::create();
+    ns.add_tap(TAP, "10.78.0.1/24");
+    let dir = tempfile::tempdir().unwrap();
+    let mut dnsmasq = ns.command("dnsmasq");
+    dnsmasq
+        .args(["--no-daemon", "--conf-file=/dev/null", "--port=0", "--bind-interfaces"])
+        .arg(format!("--interface={TAP}"))
+        .args([
+            "--except-interface=lo",
+            "--dhcp-range=10.78.0.50,10.78.0.60,255.255.255.0,1h",
+        ])
+        .arg(format!("--dhcp-leasefile={}", dir.path().join("leases").display()))
+        .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+        .arg("--user=root");
+    let dnsmasq = Background::spawn(dnsmasq);
+    dnsmasq.wait_for_line(Duration::from_secs(10), |l| l.contains("DHCP, IP range").then_some(()));
+
+    let server = Server::boot(&ns, TAP, SLIDES, &[], &[]);
+    let (ip, port) = server
+        .addr
+        .split_once(':')
+        .map(|(i, p)| (i.to_owned(), p.to_owned()))
+        .expect("ADDR:PORT");
+    assert_eq!(port, "80");
+    let last: u8 = ip
+        .strip_prefix("10.78.0.")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{ip} is not in 10.78.0.0/24"));
+    assert!((50..=60).contains(&last), "{ip} is outside the DHCP range");
+    assert_healthy(&server);
+    drop(server);
+    let dnsmasq = dnsmasq.stop();
+    assert!(
+        dnsmasq.stderr.contains(&format!("DHCPACK({TAP}) {ip}")),
+        "dnsmasq did not lease {ip}: {}",
+        dnsmasq.stderr
+    );
+}
+
+#[test]
+fn a_malformed_request_line_gets_400() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let mut command = ns.command("sh");
+    command.args([
+        "-c",
+        &format!("printf 'GARBAGE\\r\\n\\r\\n' | nc -N -w 5 {GUEST_ADDR} 80"),
+    ]);
+    let out: Outcome = atoll_tests::run(command);
+    assert!(
+        out.stdout.starts_with("HTTP/1.1 400"),
+        "answer: {:?} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_healthy(&server);
+}
+
+#[test]
+fn oversized_headers_get_431() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let mut request = b"GET / HTTP/1.1\r\nHost: slides\r\n".to_vec();
+    for i in 0..400 {
+        request.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(200)).as_bytes());
+    }
+    request.extend_from_slice(b"\r\n");
+    let answer = raw_exchange(&server, &request);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 431"), "answer: {text:?}");
+    assert_healthy(&server);
+}
+
+#[test]
+fn random_bytes_get_400_or_a_close() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    // A fixed-seed xorshift, so a failure can be replayed.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..5 {
+        let bytes: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        let answer = raw_exchange(&server, &bytes);
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.is_empty() || text.starts_with("HTTP/1.1 400"),
+            "answer to random bytes: {text:?}"
+        );
+    }
+    assert_healthy(&server);
+}
+
+#[test]
+fn five_hundred_silent_connections_do_not_starve_a_real_client() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let addr = server.addr.clone();
+    let silent = ns.run_in(|| {
+        (0..500)
+            .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("silent connection {i}: {e}")))
+            .collect::<Vec<_>>()
+    });
+    assert_healthy(&server);
+    drop(silent);
+    assert_healthy(&server);
+}
+
+#[test]
+fn a_client_that_stops_reading_does_not_hurt_others() {
+    let ns = Namespace::with_tap();
+    let server = slides(&ns);
+    let addr = server.addr.clone();
+    let stalled = ns.run_in(|| {
+        let stream = TcpStream::connect(&addr).expect("connect");
+        let mut writer = stream.try_clone().unwrap();
+        // Once the server stops reading (its answers are not being read),
+        // writes block: give up on them after a while.
+        writer.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
+        let requests = b"GET / HTTP/1.1\r\nHost: slides\r\n\r\n".repeat(2000);
+        let sent = writer.write(&requests).unwrap_or(0);
+        let _ = writer.write_all(&requests[sent..]);
+        stream
+    });
+    assert_healthy(&server);
+    // Still healthy once the stalled client goes away.
+    let _ = stalled.shutdown(Shutdown::Both);
+    drop(stalled);
+    thread::sleep(Duration::from_millis(200));
+    assert_healthy(&server);
+}
+
+#[test]
+fn the_tender_counts_frames_and_stops_on_sigterm() {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(&ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS);
+    assert_healthy(&server);
+    let out = server.stop();
+    assert_eq!(out.status, Some(128 + 15), "{}", out.stderr);
+    let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
+    assert!(stats["net_tx"] > 0 && stats["net_rx"] > 0, "{stats:?}");
+}
+
+/// A port on the loopback that nothing listens on (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// The names `ip netns list` shows.
+fn namespaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn atoll_run_publishes_the_site_on_loopback_and_cleans_up() {
+    // Built first, so the wait below is for the boot alone.
+    atoll_tests::guest(SLIDES);
+    let port = free_port();
+    let mut command = Command::new(atoll_tests::atoll_bin());
+    command
+        .current_dir(repo_root())
+        .args(["run", "--release", "--publish", &format!("{port}:80"), SLIDES]);
+    let mut atoll = Background::spawn(command);
+    let namespace = atoll.wait_for_line(Duration::from_secs(60), |l| {
+        let rest = l.strip_prefix(&format!(
+            "atoll: serving on http://127.0.0.1:{port}/ (guest 10.77.0.2 in network namespace "
+        ))?;
+        Some(rest.split(';').next()?.to_owned())
+    });
+    assert!(
+        namespaces().contains(&namespace),
+        "{namespace} is not in `ip netns list`"
+    );
+    atoll.wait_for_line(Duration::from_secs(30), |l| {
+        l.contains("listening on http://").then_some(())
+    });
+
+    let out = atoll_tests::run({
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/healthz")]);
+        curl
+    });
+    assert_eq!(out.stdout, "ok\n", "curl: {}", out.stderr);
+    assert!(!atoll.has_exited());
+
+    let out = atoll.stop_with(nix::sys::signal::Signal::SIGINT);
+    // The tender's status for SIGINT, passed on by atoll.
+    assert_eq!(out.status, Some(128 + 2), "{}", out.stderr);
+    assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
+}
+
+#[test]
+fn atoll_run_refuses_a_busy_port_in_one_line() {
+    atoll_tests::guest(SLIDES);
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let mut command = Command::new(atoll_tests::atoll_bin());
+    command
+        .current_dir(repo_root())
+        .args(["run", "--release", "--publish", &format!("{port}:80"), SLIDES]);
+    let atoll = Background::spawn(command);
+    let namespace = format!("atoll-{}", atoll.pid());
+    let out = atoll.wait(Duration::from_secs(60));
+    assert_eq!(out.status, Some(1), "{}", out.stderr);
+    let errors: Vec<&str> = out
+        .stderr_lines()
+        .into_iter()
+        .filter(|l| !l.starts_with("atoll: built "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with(&format!("atoll: cannot listen on 127.0.0.1:{port}: ")),
+        "{errors:?}"
+    );
+    assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
+}

@@ -29,8 +29,12 @@
 //!   [`yield_now`](task::yield_now).
 //! * [`log`]: the `log` crate; records go to the console, filtered by the
 //!   boot argument `--log=LEVEL` (default `info`).
+//! * [`net`]: TCP/IP (`atoll-net`): `net::Stack::new("service")`,
+//!   `net::TcpListener`, `net::TcpStream`, `net::UdpSocket`, DHCP.
+//! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&net::RtTimer` as
+//!   its timer.
 //!
-//! Not here (yet): networking, storage, randomness; threads (apps are
+//! Not here (yet): storage, randomness; threads (apps are
 //! single-core and async), `std`.
 #![no_std]
 #![forbid(unsafe_code)]
@@ -38,6 +42,7 @@
 pub use atoll_macros::main;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use log;
+pub use {atoll_http as http, atoll_net as net};
 
 /// Time: the monotonic clock, timers and the wall clock.
 pub mod time {

@@ -1,0 +1,193 @@
+//! IPv4 configuration from the boot arguments.
+//!
+//! * `--ipv4=ADDRESS/PREFIX` (say `--ipv4=10.0.0.2/24`): a static address;
+//! * `--ipv4-gateway=ADDRESS`: the default route (static address only).
+//!
+//! Without `--ipv4`, the stack asks DHCPv4 for an address, a gateway and
+//! keeps renewing the lease. The MAC address comes from the boot info.
+
+use core::fmt;
+use core::net::Ipv4Addr;
+use core::str::FromStr;
+
+use smoltcp::wire::Ipv4Cidr;
+
+/// How the interface gets its IPv4 address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ipv4Config {
+    /// A fixed address and, optionally, a default gateway.
+    Static {
+        /// The address and the length of the network prefix.
+        address: Ipv4Cidr,
+        /// Where packets for other networks go.
+        gateway: Option<Ipv4Addr>,
+    },
+    /// DHCPv4 (smoltcp's client): address and gateway from the network's
+    /// DHCP server, renewed while the program runs.
+    Dhcp,
+}
+
+/// A boot argument the stack could not use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `--ipv4=VALUE` is not `A.B.C.D/PREFIX` with a prefix of 0 to 32 and a
+    /// unicast address.
+    BadAddress(alloc::string::String),
+    /// `--ipv4-gateway=VALUE` is not `A.B.C.D`.
+    BadGateway(alloc::string::String),
+    /// `--ipv4-gateway` was given without `--ipv4` (DHCP sets the gateway).
+    GatewayWithoutAddress,
+    /// The gateway is not inside the network of `--ipv4`.
+    GatewayOffLink {
+        /// The `--ipv4` value.
+        address: Ipv4Cidr,
+        /// The `--ipv4-gateway` value.
+        gateway: Ipv4Addr,
+    },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadAddress(value) => write!(
+                f,
+                "--ipv4={value}: expected a unicast IPv4 address and prefix length, \
+                 like --ipv4=10.0.0.2/24"
+            ),
+            ConfigError::BadGateway(value) => write!(
+                f,
+                "--ipv4-gateway={value}: expected an IPv4 address, like --ipv4-gateway=10.0.0.1"
+            ),
+            ConfigError::GatewayWithoutAddress => {
+                f.write_str("--ipv4-gateway needs --ipv4=ADDRESS/PREFIX too (without --ipv4, DHCP sets the gateway)")
+            }
+            ConfigError::GatewayOffLink { address, gateway } => {
+                write!(f, "--ipv4-gateway={gateway} is outside the network of --ipv4={address}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+/// As the stack logs it at start: `IPv4 10.0.0.2/24 via 10.0.0.1`.
+impl fmt::Display for Ipv4Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ipv4Config::Static {
+                address,
+                gateway: Some(gateway),
+            } => {
+                write!(f, "IPv4 {address} via {gateway}")
+            }
+            Ipv4Config::Static { address, gateway: None } => write!(f, "IPv4 {address}"),
+            Ipv4Config::Dhcp => f.write_str("IPv4 from DHCP"),
+        }
+    }
+}
+
+impl Ipv4Config {
+    /// The configuration the boot arguments ask for (see the module docs).
+    pub fn from_args(args: &[&str]) -> Result<Ipv4Config, ConfigError> {
+        let address = atoll_rt::args::value_of(args, "ipv4");
+        let gateway = atoll_rt::args::value_of(args, "ipv4-gateway");
+        let Some(address) = address else {
+            return match gateway {
+                Some(_) => Err(ConfigError::GatewayWithoutAddress),
+                None => Ok(Ipv4Config::Dhcp),
+            };
+        };
+        let address = parse_cidr(address).ok_or_else(|| ConfigError::BadAddress(address.into()))?;
+        let gateway = match gateway {
+            None => None,
+            Some(value) => {
+                let gateway = Ipv4Addr::from_str(value).map_err(|_| ConfigError::BadGateway(value.into()))?;
+                if !address.contains_addr(&gateway) || gateway == address.address() {
+                    return Err(ConfigError::GatewayOffLink { address, gateway });
+                }
+                Some(gateway)
+            }
+        };
+        Ok(Ipv4Config::Static { address, gateway })
+    }
+}
+
+/// `A.B.C.D/PREFIX` with a unicast address, or `None`.
+fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
+    let (address, prefix) = value.split_once('/')?;
+    let address = Ipv4Addr::from_str(address).ok()?;
+    // Digits only: `u8::from_str` would also take "+24".
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let prefix = u8::from_str(prefix).ok().filter(|&p| p <= 32)?;
+    let unusable =
+        address.is_unspecified() || address.is_broadcast() || address.is_multicast() || address.is_loopback();
+    if unusable {
+        return None;
+    }
+    Some(Ipv4Cidr::new(address, prefix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_address_means_dhcp() {
+        assert_eq!(Ipv4Config::from_args(&[]), Ok(Ipv4Config::Dhcp));
+        assert_eq!(Ipv4Config::from_args(&["--log=debug", "serve"]), Ok(Ipv4Config::Dhcp));
+    }
+
+    #[test]
+    fn static_address_and_gateway() {
+        let config = Ipv4Config::from_args(&["--ipv4=10.0.0.2/24", "--ipv4-gateway=10.0.0.1"]);
+        assert_eq!(
+            config,
+            Ok(Ipv4Config::Static {
+                address: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 2), 24),
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            })
+        );
+        let config = Ipv4Config::from_args(&["--ipv4=192.168.7.9/32"]);
+        assert_eq!(
+            config,
+            Ok(Ipv4Config::Static {
+                address: Ipv4Cidr::new(Ipv4Addr::new(192, 168, 7, 9), 32),
+                gateway: None,
+            })
+        );
+    }
+
+    #[test]
+    fn bad_values_say_what_to_write() {
+        for bad in [
+            "10.0.0.2",
+            "10.0.0.2/33",
+            "10.0.0/24",
+            "10.0.0.2/+4",
+            "0.0.0.0/0",
+            "224.0.0.1/4",
+            "10.0.0.2/",
+        ] {
+            let arg = alloc::format!("--ipv4={bad}");
+            let error = Ipv4Config::from_args(&[&arg]).unwrap_err();
+            assert_eq!(error, ConfigError::BadAddress(bad.into()));
+            assert_eq!(
+                alloc::format!("{error}"),
+                alloc::format!(
+                    "--ipv4={bad}: expected a unicast IPv4 address and prefix length, like --ipv4=10.0.0.2/24"
+                )
+            );
+        }
+        let error = Ipv4Config::from_args(&["--ipv4=10.0.0.2/24", "--ipv4-gateway=10.0.0.300"]);
+        assert_eq!(error, Err(ConfigError::BadGateway("10.0.0.300".into())));
+        let error = Ipv4Config::from_args(&["--ipv4-gateway=10.0.0.1"]).unwrap_err();
+        assert!(alloc::format!("{error}").starts_with("--ipv4-gateway needs --ipv4"));
+        let error = Ipv4Config::from_args(&["--ipv4=10.0.0.2/24", "--ipv4-gateway=10.0.1.1"]).unwrap_err();
+        assert_eq!(
+            alloc::format!("{error}"),
+            "--ipv4-gateway=10.0.1.1 is outside the network of --ipv4=10.0.0.2/24"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! TCP/IP for Atoll unikernels: smoltcp with async listeners, streams, UDP
+//! sockets and DHCPv4, driven by the runtime's executor.
+//!
+//! # Starting
+//!
+//! ```no_run
+//! use atoll_http::{serve_connection, Limits, StaticSite};
+//! use atoll_net::{RtTimer, Stack, TcpListener};
+//!
+//! async fn serve() {
+//!     // The manifest's net device, configured from the boot arguments.
+//!     let stack = Stack::new("service").expect("network device");
+//!     let address = stack.wait_configured().await; // at once, or the first DHCP lease
+//!     log::info!("serving on http://{}/", address.address());
+//!     let site: &'static StaticSite = Box::leak(Box::new(
+//!         StaticSite::new().with_page("/", "text/html; charset=utf-8", "<h1>Hi</h1>"),
+//!     ));
+//!     let listener = TcpListener::bind(&stack, 80).expect("port 80 is free");
+//!     loop {
+//!         let mut stream = listener.accept().await;
+//!         atoll_rt::spawn(async move {
+//!             let _ = serve_connection(&mut stream, site, &Limits::DEFAULT, &RtTimer).await;
+//!             // Dropping the stream closes it gracefully.
+//!         });
+//!     }
+//! }
+//! # extern crate alloc;
+//! # use alloc::boxed::Box;
+//! ```
+//!
+//! The address comes from the boot arguments: `--ipv4=10.0.0.2/24`
+//! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent (see
+//! [`config`]). The interface answers ARP and ICMP echo (ping) by itself.
+//!
+//! # Layers, from the wire up
+//!
+//! * [`phy`]: devices: the frame rings of `atoll_abi::net`, shared with
+//!   the hvt tender (zero-copy, one exit per burst of frames) or served by
+//!   the `unix` platform's process, and an in-memory [`phy::pipe()`] for
+//!   tests.
+//! * [`stack`]: [`Stack`], the interface and its sockets, run as a
+//!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
+//!   IPv4 settings.
+//! * [`tcp`] and [`udp`]: the sockets apps use. [`TcpStream`] implements
+//!   `embedded_io_async::{Read, Write}` (0.7), so `atoll-http` serves it
+//!   directly; [`RtTimer`] is the runtime clock as `atoll-http`'s `Timer`.
+//!
+//! Memory: each TCP connection holds a 4 KiB receive and an 8 KiB send
+//! buffer by default ([`TcpConfig`]), so 300 connections take under 4 MiB;
+//! the hvt device takes 1 MiB of frame buffers.
+//!
+//! # What it does not do
+//!
+//! * **No IPv6** yet, and one IPv4 address per interface.
+//! * Only what smoltcp's TCP does: **no** SACK, **no** window scaling
+//!   (windows are at most the 4 KiB receive buffer by default), no
+//!   keep-alive unless set, Reno-free default congestion control. A SYN that
+//!   finds a listener's backlog full is answered with a reset, not dropped.
+//! * **No IP fragment reassembly** (smoltcp's `proto-ipv4-fragmentation` is
+//!   off): fragmented datagrams are dropped.
+//! * No DNS resolver, no multicast, no raw sockets, no TLS.
+//! * One stack per device; several devices need several stacks.
+#![no_std]
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod config;
+pub mod phy;
+pub mod stack;
+pub mod tcp;
+pub mod udp;
+
+// The tests run on the runtime's simulated platform.
+#[cfg(all(test, not(atoll_platform = "unix")))]
+mod tests;
+
+use core::fmt;
+use core::future::Future;
+
+pub use config::{ConfigError, Ipv4Config};
+pub use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+pub use stack::{Stack, StackError, TcpConfig};
+pub use tcp::{TcpListener, TcpReader, TcpStream, TcpWriter};
+pub use udp::UdpSocket;
+
+/// What a socket operation can fail with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// The peer reset the connection, or it timed out.
+    ConnectionReset,
+    /// The peer refused the connection (answered the SYN with a reset).
+    ConnectionRefused,
+    /// This side has shut the connection down: nothing more can be written.
+    Shutdown,
+    /// The address cannot be reached from here: no IPv4 address yet, an
+    /// unspecified address, or port 0.
+    Unaddressable,
+    /// Another socket of the stack has this port.
+    AddrInUse,
+    /// Port 0 where a real port is needed.
+    InvalidPort,
+    /// The datagram is larger than the socket's buffer
+    /// ([`udp::UDP_BUFFER_BYTES`]).
+    PacketTooLarge,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::ConnectionReset => "connection reset by peer",
+            Error::ConnectionRefused => "connection refused",
+            Error::Shutdown => "connection already shut down for writing",
+            Error::Unaddressable => "address unreachable (no IPv4 address, or port 0)",
+            Error::AddrInUse => "port already in use",
+            Error::InvalidPort => "port 0 is not a valid port here",
+            Error::PacketTooLarge => "datagram larger than the socket buffer",
+        })
+    }
+}
+
+impl core::error::Error for Error {}
+
+impl embedded_io_async::Error for Error {
+    fn kind(&self) -> embedded_io_async::ErrorKind {
+        use embedded_io_async::ErrorKind;
+        match self {
+            Error::ConnectionReset => ErrorKind::ConnectionReset,
+            Error::ConnectionRefused => ErrorKind::ConnectionRefused,
+            Error::Shutdown => ErrorKind::BrokenPipe,
+            Error::Unaddressable => ErrorKind::AddrNotAvailable,
+            Error::AddrInUse => ErrorKind::AddrInUse,
+            Error::InvalidPort => ErrorKind::InvalidInput,
+            Error::PacketTooLarge => ErrorKind::InvalidInput,
+        }
+    }
+}
+
+/// The runtime's monotonic clock and timers as `atoll-http`'s
+/// [`Timer`](atoll_http::Timer): pass `&RtTimer` to
+/// `atoll_http::serve_connection`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RtTimer;
+
+impl atoll_http::Timer for RtTimer {
+    fn now_ms(&self) -> u64 {
+        atoll_rt::time::Instant::now().ns_since_boot() / 1_000_000
+    }
+
+    fn sleep_until_ms(&self, deadline_ms: u64) -> impl Future<Output = ()> {
+        let deadline = atoll_rt::time::Instant::from_ns_since_boot(deadline_ms.saturating_mul(1_000_000));
+        atoll_rt::time::sleep_until(deadline)
+    }
+}

@@ -1,0 +1,608 @@
+//! Host tests: stacks wired back to back by pipes (or a stack and a test
+//! speaking raw frames), run by the runtime's executor on its simulated
+//! platform, whose clock jumps to the next deadline whenever everything
+//! waits.
+
+extern crate std;
+
+use alloc::format;
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::cell::{Cell, RefCell};
+use core::future::{poll_fn, Future};
+use core::net::Ipv4Addr;
+use core::pin::pin;
+use core::task::Poll;
+use core::time::Duration;
+
+use atoll_rt::time::{sleep, timeout};
+use atoll_rt::{block_on, spawn};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr,
+};
+
+use crate::phy::{pipe, PipeDevice};
+use crate::*;
+
+const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+fn mac(n: u8) -> [u8; 6] {
+    [0x02, 0, 0, 0, 0, n]
+}
+
+fn static_ip(address: Ipv4Addr) -> Ipv4Config {
+    Ipv4Config::Static {
+        address: Ipv4Cidr::new(address, 24),
+        gateway: None,
+    }
+}
+
+/// A server stack (10.0.0.1) and a client stack (10.0.0.2) on one cable.
+fn two_stacks(tcp: TcpConfig) -> (Stack, Stack) {
+    let (a, b) = pipe();
+    let server = Stack::with_device(a, mac(1), static_ip(SERVER_IP), tcp);
+    let client = Stack::with_device(b, mac(2), static_ip(CLIENT_IP), tcp);
+    (server, client)
+}
+
+/// Runs `main` on the executor (the simulated platform) and returns its
+/// output.
+fn run<T: 'static>(main: impl Future<Output = T> + 'static) -> T {
+    let output = Rc::new(RefCell::new(None));
+    let slot = Rc::clone(&output);
+    let status = block_on(async move {
+        *slot.borrow_mut() = Some(main.await);
+    });
+    assert_eq!(status, 0);
+    let value = output.borrow_mut().take();
+    value.expect("main finished")
+}
+
+fn socket_count(stack: &Stack) -> usize {
+    stack.inner.borrow().socket_count()
+}
+
+/// Runs two futures of one task concurrently; returns both outputs.
+async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let (mut a, mut b) = (pin!(a), pin!(b));
+    let (mut out_a, mut out_b) = (None, None);
+    poll_fn(|cx| {
+        if out_a.is_none() {
+            if let Poll::Ready(out) = a.as_mut().poll(cx) {
+                out_a = Some(out);
+            }
+        }
+        if out_b.is_none() {
+            if let Poll::Ready(out) = b.as_mut().poll(cx) {
+                out_b = Some(out);
+            }
+        }
+        if out_a.is_some() && out_b.is_some() {
+            Poll::Ready((out_a.take().unwrap(), out_b.take().unwrap()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// Reads until the end of the stream.
+async fn read_to_end(reader: &mut impl embedded_io_async::Read<Error = Error>) -> Result<Vec<u8>, Error> {
+    let mut data = Vec::new();
+    let mut buf = [0; 1000];
+    loop {
+        match reader.read(&mut buf).await? {
+            0 => return Ok(data),
+            n => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+#[test]
+fn connect_accept_and_talk() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let status = block_on(async move {
+        let served = spawn(async move {
+            let mut stream = listener.accept().await;
+            let peer = stream.peer_addr().unwrap();
+            let mut buf = [0; 16];
+            let n = stream.read(&mut buf).await.unwrap();
+            stream.write_all(b"hello, ").await.unwrap();
+            stream.write_all(&buf[..n]).await.unwrap();
+            stream.flush().await.unwrap();
+            peer
+        });
+        let mut stream = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        assert_eq!(stream.peer_addr(), Some(IpEndpoint::new(SERVER_IP.into(), 80)));
+        stream.write_all(b"atoll").await.unwrap();
+        let mut buf = [0; 32];
+        let mut got = Vec::new();
+        while got.len() < 12 {
+            let n = stream.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, b"hello, atoll");
+        let peer = served.await;
+        assert_eq!(peer.addr, IpAddress::from(CLIENT_IP));
+        assert_eq!(Some(peer), stream.local_addr());
+        0u32
+    });
+    assert_eq!(status, 0);
+}
+
+#[test]
+fn echo_of_one_mib_through_small_buffers_loses_nothing() {
+    let small = TcpConfig {
+        rx_buffer_bytes: 1024,
+        tx_buffer_bytes: 1536,
+        ..TcpConfig::DEFAULT
+    };
+    let (server, client) = two_stacks(small);
+    let listener = TcpListener::bind(&server, 7).unwrap();
+    let sent = pattern(1024 * 1024);
+    let expected = sent.clone();
+    let echoed = run(async move {
+        let _echo = spawn(async move {
+            let mut stream = listener.accept().await;
+            let mut buf = [0; 700];
+            loop {
+                let n = stream.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break; // the client shut down: close our side too
+                }
+                stream.write_all(&buf[..n]).await.unwrap();
+            }
+        });
+        let mut stream = TcpStream::connect(&client, (SERVER_IP, 7)).await.unwrap();
+        let (mut reader, mut writer) = stream.split();
+        let (written, echoed) = join(
+            async {
+                // Much more than both stacks' buffers hold: every write
+                // beyond them has to wait for the echo to be read.
+                for chunk in sent.chunks(10_000) {
+                    writer.write_all(chunk).await?;
+                }
+                writer.shutdown();
+                Ok::<_, Error>(())
+            },
+            read_to_end(&mut reader),
+        )
+        .await;
+        written.unwrap();
+        echoed.unwrap()
+    });
+    assert_eq!(echoed.len(), expected.len());
+    assert!(echoed == expected, "the echo differs from what was sent");
+}
+
+#[test]
+fn graceful_close_both_ways_and_sockets_are_reclaimed() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let listening = socket_count(&server);
+    assert_eq!(listening, TcpConfig::DEFAULT.listen_sockets);
+    let (server2, client2) = (server.clone(), client.clone());
+    block_on(async move {
+        let served = spawn(async move {
+            let mut stream = listener.accept().await;
+            // The client shuts down first: we read its data, then the end.
+            let request = read_to_end(&mut stream).await.unwrap();
+            // Our side is still open for writing.
+            stream.write_all(b"bye").await.unwrap();
+            stream.close();
+            (request, listener)
+        });
+        let mut stream = TcpStream::connect(&client2, (SERVER_IP, 80)).await.unwrap();
+        stream.write_all(b"last words").await.unwrap();
+        stream.shutdown();
+        assert_eq!(stream.write(b"more").await, Err(Error::Shutdown));
+        assert_eq!(read_to_end(&mut stream).await.unwrap(), b"bye");
+        drop(stream);
+        let (request, listener) = served.await;
+        assert_eq!(request, b"last words");
+        // Give the FINs and ACKs time to cross (well under the linger time).
+        sleep(Duration::from_millis(500)).await;
+        assert_eq!(socket_count(&client2), 0, "the client's socket was reclaimed");
+        assert_eq!(socket_count(&server2), listening, "only the listening sockets remain");
+        drop(listener);
+        sleep(Duration::from_millis(10)).await;
+        assert_eq!(socket_count(&server2), 0, "a dropped listener leaves no socket");
+    });
+}
+
+#[test]
+fn a_peer_that_never_closes_is_reset_after_the_linger_time() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let server2 = server.clone();
+    block_on(async move {
+        let mut stream = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let accepted = listener.accept().await;
+        drop(accepted); // the server closes; the client never does
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(socket_count(&server2), TcpConfig::DEFAULT.listen_sockets + 1);
+        assert_eq!(read_to_end(&mut stream).await.unwrap(), b"", "the client saw the FIN");
+        sleep(TcpConfig::DEFAULT.linger).await;
+        assert_eq!(socket_count(&server2), TcpConfig::DEFAULT.listen_sockets);
+        // The reset reached the client, whose half-open socket is now dead.
+        assert_eq!(stream.write(b"late").await, Err(Error::ConnectionReset));
+    });
+}
+
+#[test]
+fn three_hundred_concurrent_connections() {
+    const CONNECTIONS: usize = 300;
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let open = Rc::new(Cell::new(0usize));
+    let most_open = Rc::new(Cell::new(0usize));
+    let (server2, client2) = (server.clone(), client.clone());
+    let (open2, most2) = (open.clone(), most_open.clone());
+    block_on(async move {
+        let _acceptor = spawn(async move {
+            loop {
+                let mut stream = listener.accept().await;
+                let (open, most) = (open2.clone(), most2.clone());
+                spawn(async move {
+                    open.set(open.get() + 1);
+                    most.set(most.get().max(open.get()));
+                    let mut buf = [0; 16];
+                    let n = stream.read(&mut buf).await.unwrap();
+                    // Hold every connection open until all have been made.
+                    sleep(Duration::from_millis(100)).await;
+                    stream.write_all(&buf[..n]).await.unwrap();
+                    open.set(open.get() - 1);
+                })
+                .is_finished();
+            }
+        });
+        let clients: Vec<_> = (0..CONNECTIONS)
+            .map(|i| {
+                let client = client2.clone();
+                spawn(async move {
+                    let mut stream = TcpStream::connect(&client, (SERVER_IP, 80)).await?;
+                    stream.write_all(format!("{i}").as_bytes()).await?;
+                    let reply = read_to_end(&mut stream).await?;
+                    Ok::<_, Error>(reply == format!("{i}").as_bytes())
+                })
+            })
+            .collect();
+        let mut correct = 0;
+        for handle in clients {
+            if handle.await == Ok(true) {
+                correct += 1;
+            }
+        }
+        assert_eq!(correct, CONNECTIONS, "every connection got its own answer");
+        sleep(Duration::from_secs(1)).await;
+        assert_eq!(socket_count(&client2), 0);
+        assert_eq!(socket_count(&server2), TcpConfig::DEFAULT.listen_sockets);
+    });
+    assert_eq!(most_open.get(), CONNECTIONS, "all were open at once");
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused() {
+    let (_server, client) = two_stacks(TcpConfig::DEFAULT);
+    let result = run(async move {
+        match TcpStream::connect(&client, (SERVER_IP, 81)).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        }
+    });
+    assert_eq!(format!("{result:?}"), "Err(ConnectionRefused)");
+}
+
+#[test]
+fn binding_a_port_twice_fails() {
+    let (server, _client) = two_stacks(TcpConfig::DEFAULT);
+    let _listener = TcpListener::bind(&server, 80).unwrap();
+    assert_eq!(TcpListener::bind(&server, 80).err(), Some(Error::AddrInUse));
+    assert_eq!(TcpListener::bind(&server, 0).err(), Some(Error::InvalidPort));
+    let _udp = UdpSocket::bind(&server, 53).unwrap();
+    assert_eq!(UdpSocket::bind(&server, 53).err(), Some(Error::AddrInUse));
+}
+
+#[test]
+fn udp_round_trip() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let (received, reply) = run(async move {
+        let echo = UdpSocket::bind(&server, 7).unwrap();
+        let seen = Rc::new(RefCell::new(Vec::new()));
+        let seen_by_echo = Rc::clone(&seen);
+        let _echo = spawn(async move {
+            let mut buf = [0; 64];
+            loop {
+                let (n, from) = echo.recv_from(&mut buf).await.unwrap();
+                seen_by_echo.borrow_mut().push((buf[..n].to_vec(), from));
+                echo.send_to(&buf[..n], from).await.unwrap();
+            }
+        });
+        let socket = UdpSocket::bind(&client, 0).unwrap();
+        assert!(socket.port() >= 49152);
+        let too_big = vec![0; udp::UDP_BUFFER_BYTES + 1];
+        assert_eq!(
+            socket.send_to(&too_big, (SERVER_IP, 7)).await,
+            Err(Error::PacketTooLarge)
+        );
+        let mut buf = [0; 64];
+        let mut attempts = 0;
+        let (n, from) = loop {
+            // Like any UDP client, retry: the first datagram to a peer not
+            // yet in the ARP cache is dropped while the stack asks for it.
+            attempts += 1;
+            socket.send_to(b"ping over udp", (SERVER_IP, 7)).await.unwrap();
+            if let Ok(received) = timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await {
+                break received.unwrap();
+            }
+        };
+        assert!(attempts <= 3, "datagrams are lost only while ARP resolves");
+        assert_eq!(from, IpEndpoint::new(SERVER_IP.into(), 7));
+        let (received, seen_from) = seen.borrow()[0].clone();
+        assert_eq!(seen_from, IpEndpoint::new(CLIENT_IP.into(), socket.port()));
+        (received, buf[..n].to_vec())
+    });
+    assert_eq!(received, b"ping over udp");
+    assert_eq!(reply, b"ping over udp");
+}
+
+/// An Ethernet frame carrying `payload` of `ethertype`.
+fn ethernet_frame(dst: [u8; 6], ethertype: EthernetProtocol, payload: &[u8]) -> Vec<u8> {
+    let repr = EthernetRepr {
+        src_addr: EthernetAddress(mac(9)),
+        dst_addr: EthernetAddress(dst),
+        ethertype,
+    };
+    let mut bytes = vec![0; repr.buffer_len() + payload.len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut bytes);
+    repr.emit(&mut frame);
+    frame.payload_mut().copy_from_slice(payload);
+    bytes
+}
+
+/// Waits (on simulated time) for the next frame the stack sends.
+async fn next_frame(wire: &PipeDevice) -> Vec<u8> {
+    for _ in 0..100 {
+        if let Some(frame) = wire.recv_frame() {
+            return frame;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the stack sent nothing");
+}
+
+#[test]
+fn answers_arp_and_ping_by_itself() {
+    let (stack_end, wire) = pipe();
+    let _stack = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
+    let tester_ip = Ipv4Addr::new(10, 0, 0, 9);
+    block_on(async move {
+        // Who has 10.0.0.1? Tell 10.0.0.9.
+        let request = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Request,
+            source_hardware_addr: EthernetAddress(mac(9)),
+            source_protocol_addr: tester_ip,
+            target_hardware_addr: EthernetAddress([0; 6]),
+            target_protocol_addr: SERVER_IP,
+        };
+        let mut arp = vec![0; request.buffer_len()];
+        request.emit(&mut ArpPacket::new_unchecked(&mut arp));
+        assert!(wire.send_frame(ethernet_frame([0xff; 6], EthernetProtocol::Arp, &arp)));
+        let reply = next_frame(&wire).await;
+        let frame = EthernetFrame::new_checked(&reply).unwrap();
+        assert_eq!(frame.ethertype(), EthernetProtocol::Arp);
+        assert_eq!(frame.dst_addr(), EthernetAddress(mac(9)));
+        let arp = ArpRepr::parse(&ArpPacket::new_checked(frame.payload()).unwrap()).unwrap();
+        assert_eq!(
+            arp,
+            ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: EthernetAddress(mac(1)),
+                source_protocol_addr: SERVER_IP,
+                target_hardware_addr: EthernetAddress(mac(9)),
+                target_protocol_addr: tester_ip,
+            }
+        );
+
+        // Ping 10.0.0.1.
+        let checksums = ChecksumCapabilities::default();
+        let echo = Icmpv4Repr::EchoRequest {
+            ident: 0x1234,
+            seq_no: 7,
+            data: b"are you there?",
+        };
+        let ip = Ipv4Repr {
+            src_addr: tester_ip,
+            dst_addr: SERVER_IP,
+            next_header: IpProtocol::Icmp,
+            payload_len: echo.buffer_len(),
+            hop_limit: 64,
+        };
+        let mut packet = vec![0; ip.buffer_len() + echo.buffer_len()];
+        let mut ipv4 = Ipv4Packet::new_unchecked(&mut packet);
+        ip.emit(&mut ipv4, &checksums);
+        echo.emit(&mut Icmpv4Packet::new_unchecked(ipv4.payload_mut()), &checksums);
+        assert!(wire.send_frame(ethernet_frame(mac(1), EthernetProtocol::Ipv4, &packet)));
+        let reply = next_frame(&wire).await;
+        let frame = EthernetFrame::new_checked(&reply).unwrap();
+        assert_eq!(frame.ethertype(), EthernetProtocol::Ipv4);
+        let ipv4 = Ipv4Packet::new_checked(frame.payload()).unwrap();
+        let ip = Ipv4Repr::parse(&ipv4, &checksums).unwrap();
+        assert_eq!((ip.src_addr, ip.dst_addr), (SERVER_IP, tester_ip));
+        let icmp = Icmpv4Repr::parse(&Icmpv4Packet::new_checked(ipv4.payload()).unwrap(), &checksums).unwrap();
+        assert_eq!(
+            icmp,
+            Icmpv4Repr::EchoReply {
+                ident: 0x1234,
+                seq_no: 7,
+                data: b"are you there?",
+            }
+        );
+    });
+}
+
+#[test]
+fn stack_new_names_the_missing_device() {
+    // The simulated machine has no devices.
+    let error = Stack::new("service").unwrap_err();
+    assert_eq!(
+        format!("{error}"),
+        "no network device named \"service\": declare it with #[atoll::main(net = \"service\")] \
+         and attach it with --net:service=TAP"
+    );
+}
+
+#[test]
+fn wait_configured_returns_a_static_address_at_once() {
+    let (a, _b) = pipe();
+    let stack = Stack::with_device(
+        a,
+        mac(1),
+        Ipv4Config::Static {
+            address: Ipv4Cidr::new(SERVER_IP, 24),
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
+        },
+        TcpConfig::DEFAULT,
+    );
+    let cidr = run(async move {
+        let cidr = stack.wait_configured().await;
+        assert_eq!(stack.ipv4_gateway(), Some(Ipv4Addr::new(10, 0, 0, 254)));
+        assert_eq!(stack.mac(), mac(1));
+        cidr
+    });
+    assert_eq!(format!("{cidr}"), "10.0.0.1/24");
+}
+
+#[test]
+fn the_http_timer_sleeps_on_the_runtime_clock() {
+    use atoll_http::Timer;
+    let slept = run(async {
+        let start = RtTimer.now_ms();
+        RtTimer.sleep_until_ms(start + 250).await;
+        let late = timeout(Duration::from_millis(5), RtTimer.sleep_until_ms(start + 10_000)).await;
+        assert!(late.is_err());
+        (RtTimer.now_ms() - start) as u32
+    });
+    assert_eq!(slept, 255);
+}
+
+#[test]
+fn a_busy_pipe_holds_frames_back_instead_of_dropping_them() {
+    let (a, b) = crate::phy::pipe_with(2, 1500);
+    assert!(a.send_frame(vec![1; 60]));
+    assert!(a.send_frame(vec![2; 60]));
+    assert!(!a.send_frame(vec![3; 60]), "a full queue refuses a third frame");
+    assert_eq!(b.pending_frames(), 2);
+    assert_eq!(b.recv_frame(), Some(vec![1; 60]));
+    assert_eq!(a.frames_sent_count(), 2);
+}
+
+/// A DHCP server of the fewest lines: offers and acknowledges `10.0.0.42/24`
+/// with gateway `10.0.0.1` to whoever asks on `wire`.
+async fn tiny_dhcp_server(wire: PipeDevice) {
+    use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr, UdpPacket, UdpRepr};
+    let checksums = ChecksumCapabilities::default();
+    let server_ip = Ipv4Addr::new(10, 0, 0, 1);
+    loop {
+        let Some(frame) = wire.recv_frame() else {
+            sleep(Duration::from_millis(1)).await;
+            continue;
+        };
+        let Ok(ethernet) = EthernetFrame::new_checked(&frame[..]) else {
+            continue;
+        };
+        let Ok(ipv4) = Ipv4Packet::new_checked(ethernet.payload()) else {
+            continue;
+        };
+        if ipv4.next_header() != IpProtocol::Udp {
+            continue;
+        }
+        let Ok(udp) = UdpPacket::new_checked(ipv4.payload()) else {
+            continue;
+        };
+        if udp.dst_port() != 67 {
+            continue;
+        }
+        let Ok(dhcp) = DhcpPacket::new_checked(udp.payload()) else {
+            continue;
+        };
+        let Ok(request) = DhcpRepr::parse(&dhcp) else { continue };
+        let message_type = match request.message_type {
+            DhcpMessageType::Discover => DhcpMessageType::Offer,
+            DhcpMessageType::Request => DhcpMessageType::Ack,
+            _ => continue,
+        };
+        let reply = DhcpRepr {
+            message_type,
+            transaction_id: request.transaction_id,
+            secs: 0,
+            client_hardware_address: request.client_hardware_address,
+            client_ip: Ipv4Addr::UNSPECIFIED,
+            your_ip: Ipv4Addr::new(10, 0, 0, 42),
+            server_ip,
+            router: Some(server_ip),
+            subnet_mask: Some(Ipv4Addr::new(255, 255, 255, 0)),
+            relay_agent_ip: Ipv4Addr::UNSPECIFIED,
+            broadcast: false,
+            requested_ip: None,
+            client_identifier: None,
+            server_identifier: Some(server_ip),
+            parameter_request_list: None,
+            dns_servers: None,
+            max_size: None,
+            lease_duration: Some(3600),
+            renew_duration: None,
+            rebind_duration: None,
+            additional_options: &[],
+        };
+        let mut dhcp_bytes = vec![0; reply.buffer_len()];
+        reply.emit(&mut DhcpPacket::new_unchecked(&mut dhcp_bytes)).unwrap();
+        let udp_repr = UdpRepr {
+            src_port: 67,
+            dst_port: 68,
+        };
+        let ip = Ipv4Repr {
+            src_addr: server_ip,
+            dst_addr: Ipv4Addr::BROADCAST,
+            next_header: IpProtocol::Udp,
+            payload_len: udp_repr.header_len() + dhcp_bytes.len(),
+            hop_limit: 64,
+        };
+        let mut packet = vec![0; ip.buffer_len() + ip.payload_len];
+        let mut ipv4 = Ipv4Packet::new_unchecked(&mut packet);
+        ip.emit(&mut ipv4, &checksums);
+        udp_repr.emit(
+            &mut UdpPacket::new_unchecked(ipv4.payload_mut()),
+            &server_ip.into(),
+            &Ipv4Addr::BROADCAST.into(),
+            dhcp_bytes.len(),
+            |payload| payload.copy_from_slice(&dhcp_bytes),
+            &checksums,
+        );
+        let client_mac = request.client_hardware_address.0;
+        assert!(wire.send_frame(ethernet_frame(client_mac, EthernetProtocol::Ipv4, &packet)));
+    }
+}
+
+#[test]
+fn dhcp_configures_address_and_gateway() {
+    let (stack_end, wire) = pipe();
+    let stack = Stack::with_device(stack_end, mac(1), Ipv4Config::Dhcp, TcpConfig::DEFAULT);
+    let (cidr, gateway) = run(async move {
+        assert_eq!(stack.ipv4_cidr(), None, "no address before the lease");
+        let _server = spawn(tiny_dhcp_server(wire));
+        let cidr = stack.wait_configured().await;
+        (cidr, stack.ipv4_gateway())
+    });
+    assert_eq!(format!("{cidr}"), "10.0.0.42/24");
+    assert_eq!(gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
+}

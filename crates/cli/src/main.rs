@@ -7,7 +7,11 @@
 //!   the runtime's `atoll.ld`) and prints the kernel's path on the last line
 //!   of standard output, so scripts can take it with `tail -n1`.
 //! * `atoll run [DIR] [-- ARGS...]` builds, then replaces itself with the
-//!   `atoll-hvt` tender, so the unikernel's exit status is `atoll`'s.
+//!   `atoll-hvt` tender, so the unikernel's exit status is `atoll`'s. When
+//!   the app declares a network device the command line does not attach,
+//!   `run` instead sets the network up itself (a namespace with a TAP device,
+//!   see [`network`]), runs the tender there as a child, and publishes the
+//!   guest's port on the host's loopback ([`forward`]).
 //!
 //! What it deliberately leaves out: it is a thin driver over `cargo` and
 //! `atoll-hvt`, not a build system. It adds no cargo features, runs no
@@ -19,6 +23,8 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod forward;
+mod network;
 mod new;
 mod run;
 
@@ -51,7 +57,11 @@ pub enum Command {
     #[command(after_help = "\
 Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
 and --block:NAME=FILE (a disk image), given before `--`; they go to the
-tender as they are.")]
+tender as they are.
+
+A network device left unattached is set up by `atoll run` itself (as root):
+a network namespace atoll-PID holding TAP device atoll0 (host 10.77.0.1/24,
+guest 10.77.0.2), with the guest's port published on 127.0.0.1 (--publish).")]
     Run(RunArgs),
 }
 
@@ -80,6 +90,10 @@ pub struct RunArgs {
     /// Print the tender's statistics line to standard error at exit.
     #[arg(long)]
     pub stats: bool,
+    /// With a network `atoll run` sets up: forward 127.0.0.1:HOST_PORT to
+    /// the guest's GUEST_PORT, or `none` [default: 8080:80].
+    #[arg(long, value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
+    pub publish: Option<Publish>,
     /// Boot arguments for the unikernel.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
@@ -87,6 +101,35 @@ pub struct RunArgs {
     /// line before clap sees it (see [`split_device_flags`]).
     #[arg(skip)]
     pub devices: Vec<String>,
+}
+
+/// `--publish`: which guest port to make reachable on the host's loopback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    /// Forward `127.0.0.1:host_port` to the guest's `guest_port`.
+    Ports { host_port: u16, guest_port: u16 },
+    /// Forward nothing.
+    None,
+}
+
+impl Publish {
+    /// What `--publish` means when absent.
+    pub const DEFAULT: Publish = Publish::Ports {
+        host_port: 8080,
+        guest_port: 80,
+    };
+}
+
+/// Parses `none` or `HOST_PORT:GUEST_PORT` (both 1 to 65535).
+pub fn parse_publish(text: &str) -> Result<Publish, String> {
+    if text == "none" {
+        return Ok(Publish::None);
+    }
+    let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
+    match text.split_once(':').map(|(h, g)| (port(h), port(g))) {
+        Some((Some(host_port), Some(guest_port))) => Ok(Publish::Ports { host_port, guest_port }),
+        _ => Err("expected HOST_PORT:GUEST_PORT with ports 1 to 65535 (e.g. 8080:80), or `none`".into()),
+    }
 }
 
 /// Platforms a kernel can be built for.
@@ -196,7 +239,11 @@ fn main() -> ExitCode {
             // The path alone on the last line of stdout, for scripts.
             println!("{}", kernel.display());
         }),
-        Command::Run(args) => run::run(&args),
+        Command::Run(args) => match run::run(&args) {
+            // The tender's exit status, as it is.
+            Ok(status) => return ExitCode::from(status),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -277,10 +324,40 @@ mod tests {
             &["atoll", "run", "--block:=disk.img"],
             &["atoll", "build", "--net:service=tap0"],
             &["atoll", "new"],
+            &["atoll", "run", "--publish=8080"],
+            &["atoll", "run", "--publish=0:80"],
+            &["atoll", "run", "--publish=8080:70000"],
+            &["atoll", "build", "--publish=8080:80"],
             &["atoll"],
         ] {
             assert!(parse(argv(bad)).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn publish_takes_two_ports_or_none() {
+        assert_eq!(
+            parse_publish("8081:80"),
+            Ok(Publish::Ports {
+                host_port: 8081,
+                guest_port: 80
+            })
+        );
+        assert_eq!(parse_publish("none"), Ok(Publish::None));
+        for bad in ["", "80", ":80", "80:", "a:b", "1:2:3", "0:80", "65536:80", "None"] {
+            assert!(parse_publish(bad).is_err(), "accepted {bad:?}");
+        }
+        let cli = parse(argv(&["atoll", "run", "--publish", "9000:8000"])).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run: {cli:?}")
+        };
+        assert_eq!(
+            run.publish,
+            Some(Publish::Ports {
+                host_port: 9000,
+                guest_port: 8000
+            })
+        );
     }
 
     #[test]

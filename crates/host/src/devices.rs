@@ -1,14 +1,15 @@
 //! Matching the kernel's device manifest with the devices on the command
-//! line.
+//! line, then opening each one.
 //!
-//! A kernel says which devices it needs, by name; the tender refuses to
-//! start it unless each one is attached with the right kind, and refuses
-//! devices the kernel did not ask for, so a typo is caught before boot.
-//! Block devices are not served yet: a kernel that needs one is refused.
+//! A kernel says which devices it needs, by name; neither the tender nor
+//! the unix platform starts it unless each one is attached with the right
+//! kind, and both refuse devices the kernel did not ask for, so a typo is
+//! caught before boot. Block devices are not served yet: a kernel that needs
+//! one is refused.
 
 use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind};
 
-use crate::args::DeviceFlag;
+use crate::args::{backend_word, DeviceFlag};
 use crate::elf::ManifestDevice;
 use crate::net::{NetDevice, NetDevices, TapError};
 
@@ -29,7 +30,7 @@ pub enum DeviceError {
     },
     #[error("device '{name}' is not in the kernel's manifest (it declares: {declared})")]
     Unknown { name: String, declared: String },
-    #[error("{kind} device '{name}': this atoll-hvt cannot attach {kind} devices yet")]
+    #[error("{kind} device '{name}': Atoll cannot attach {kind} devices yet")]
     Unsupported { kind: &'static str, name: String },
     #[error("--net-mac given for '{0}', which is not a net device of the kernel")]
     MacForUnknown(String),
@@ -42,6 +43,7 @@ pub enum DeviceError {
 pub struct Attached {
     /// Boot-info entries, in manifest order.
     pub infos: Vec<DeviceInfo>,
+    /// The network devices among them, with their TAP devices open.
     pub net: NetDevices,
 }
 
@@ -117,13 +119,6 @@ fn check(manifest: &[ManifestDevice], flags: &[DeviceFlag]) -> Result<(), Device
         });
     }
     Ok(())
-}
-
-fn backend_word(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::Net => "TAP",
-        DeviceKind::Block => "FILE",
-    }
 }
 
 #[cfg(test)]

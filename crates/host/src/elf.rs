@@ -1,10 +1,15 @@
-//! Loading a unikernel: parse and validate its ELF image.
+//! Reading a unikernel's ELF image: its notes, and for the tender the checks
+//! a kernel must pass before it is loaded.
 //!
 //! The kernel file is untrusted input. Everything about it is checked before
 //! a byte reaches guest memory, and every way it can be wrong has its own
 //! [`ElfError`] with a message a user can act on. Only the program headers
-//! and the notes are read here; the symbol table is read only if the guest
+//! and the notes are read here; the symbol table is read only if the app
 //! faults (see [`crate::fault`]).
+//!
+//! [`parse`] is the tender's: a static executable with sane segments above
+//! `KERNEL_BASE`. [`read_manifest`] is the unix platform's, which reads its
+//! own executable (an ordinary Linux program, so only the notes are checked).
 
 use atoll_abi::boot::{device_name, DeviceKind, MAX_DEVICES};
 use atoll_abi::layout::{KERNEL_BASE, PAGE_SIZE};
@@ -16,7 +21,7 @@ use object::LittleEndian as LE;
 use zerocopy::FromBytes;
 
 /// What is wrong with a kernel image. Each message completes
-/// "atoll-hvt: KERNEL: ...".
+/// "atoll-hvt: KERNEL: ..." (or "atoll: /proc/self/exe: ..." on unix).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ElfError {
     #[error("empty file, not an Atoll unikernel")]
@@ -177,13 +182,7 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         return Err(ElfError::EntryNotExecutable(entry));
     }
 
-    let (abi_version, manifest) = read_notes(phdrs, image)?;
-    match abi_version {
-        None => return Err(ElfError::MissingAbiNote),
-        Some(v) if v != ABI_VERSION => return Err(ElfError::AbiVersion(v)),
-        Some(_) => {}
-    }
-    let manifest = manifest.ok_or(ElfError::MissingManifest)?;
+    let manifest = checked_manifest(phdrs, image)?;
     let end = segments.iter().map(Segment::end).max().unwrap_or(KERNEL_BASE);
     Ok(Kernel {
         entry,
@@ -191,6 +190,31 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         end,
         manifest,
     })
+}
+
+/// The device manifest of any x86_64 ELF carrying Atoll's notes (the unix
+/// platform's own executable), with the ABI version checked as [`parse`]
+/// checks it. Segments are not checked: the kernel loaded this file.
+pub fn read_manifest(image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
+    check_ident(image)?;
+    let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
+    let machine = header.e_machine(LE);
+    if machine != elf::EM_X86_64 {
+        return Err(ElfError::Machine(machine));
+    }
+    checked_manifest(program_headers(header, image)?, image)
+}
+
+/// The manifest, once the ABI note says this is an Atoll kernel of our
+/// version.
+fn checked_manifest(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
+    let (abi_version, manifest) = read_notes(phdrs, image)?;
+    match abi_version {
+        None => return Err(ElfError::MissingAbiNote),
+        Some(v) if v != ABI_VERSION => return Err(ElfError::AbiVersion(v)),
+        Some(_) => {}
+    }
+    manifest.ok_or(ElfError::MissingManifest)
 }
 
 /// The identification bytes, checked by hand so that each way they can be
@@ -474,6 +498,21 @@ pub(crate) mod tests {
         assert_eq!(
             parse(&entry, LIMIT).unwrap_err(),
             ElfError::EntryNotExecutable(KERNEL_BASE)
+        );
+    }
+
+    #[test]
+    fn reads_the_manifest_of_any_executable() {
+        let mut pie = build_kernel(|p, _| p[0].2 = 0x8000);
+        pie[16] = elf::ET_DYN as u8;
+        assert_eq!(read_manifest(&pie).unwrap()[0].name, "service");
+        let no_notes = build_kernel(|p, _| {
+            p.pop();
+        });
+        assert_eq!(read_manifest(&no_notes).unwrap_err(), ElfError::MissingAbiNote);
+        assert_eq!(
+            read_manifest(b"\x7fELF").unwrap_err(),
+            ElfError::Truncated("the ELF header", 4)
         );
     }
 

@@ -1,13 +1,17 @@
 //! Network devices: a TAP device on the host, a pair of frame rings in the
-//! guest (see `atoll_abi::net`).
+//! app's memory (see `atoll_abi::net`).
 //!
-//! On every exit the tender services each attached ring: it sends the
-//! frames the guest queued, then moves whatever the TAP device has into
-//! free receive slots. A burst of frames therefore costs one exit, and an
-//! idle guest's one `wait` hypercall both flushes its output and sleeps
-//! until a frame arrives. Ring indices and slot addresses are written by the
-//! guest and checked every time; a guest that lies about them, or queues a
-//! frame larger than the MTU allows, is stopped.
+//! The tender services each attached ring on every exit; the unix platform
+//! on every `wait`. Servicing sends the frames the app queued, then moves
+//! whatever the TAP device has into free receive slots. A burst of frames
+//! therefore costs one exit, and an idle guest's one `wait` hypercall both
+//! flushes its output and sleeps until a frame arrives. Ring indices and
+//! slot addresses are written by the app and checked every time; an app
+//! that lies about them, or queues a frame larger than the MTU allows, is
+//! stopped.
+//!
+//! Where the rings live is abstracted by [`FrameMemory`]: guest memory with
+//! its page permissions in atoll-hvt, the process's own memory on unix.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -17,7 +21,18 @@ use std::os::unix::fs::OpenOptionsExt;
 use atoll_abi::net::{NetRing, NetSlot, DEFAULT_MTU, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-use crate::memory::GuestMemory;
+/// The memory the rings and frame buffers live in, as the ring service sees
+/// it: addresses are numbers it checks before any access.
+pub trait FrameMemory {
+    /// Checks that the app could itself read and write all of
+    /// `addr..addr+len`; the message says why not.
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String>;
+    /// Reads `buf.len()` bytes at `addr`, a range [`Self::check_writable`]
+    /// accepted.
+    fn read(&self, addr: u64, buf: &mut [u8]);
+    /// Writes `data` at `addr`, a range [`Self::check_writable`] accepted.
+    fn write(&self, addr: u64, data: &[u8]);
+}
 
 const HEADER_SIZE: u64 = 16;
 const SLOT_SIZE: u64 = size_of::<NetSlot>() as u64;
@@ -68,19 +83,25 @@ impl NetDevice {
             tap: tap.into(),
             source,
         };
-        Ok(NetDevice {
+        Ok(NetDevice::with_backend(index, name, open_tap(tap).map_err(error)?, mac))
+    }
+
+    /// A device whose frames go through `tap`: a TAP device, or for tests
+    /// anything that keeps datagram boundaries (a datagram socket pair).
+    fn with_backend(index: usize, name: &str, tap: File, mac: Option<[u8; 6]>) -> NetDevice {
+        NetDevice {
             index,
             name: name.into(),
             mac: mac.unwrap_or_else(random_mac),
             mtu: DEFAULT_MTU,
-            tap: open_tap(tap).map_err(error)?,
+            tap,
             ring: None,
             tx_tail: 0,
             rx_head: 0,
             tx_frames: 0,
             rx_frames: 0,
             tx_dropped: 0,
-        })
+        }
     }
 
     pub fn fd(&self) -> RawFd {
@@ -88,12 +109,11 @@ impl NetDevice {
     }
 
     /// Serves the net-attach hypercall.
-    pub fn attach(&mut self, ring: u64, mem: &GuestMemory) -> Result<(), String> {
+    pub fn attach(&mut self, ring: u64, mem: &impl FrameMemory) -> Result<(), String> {
         if self.ring.is_some() {
             return Err(format!("device '{}' already has its rings", self.name));
         }
-        mem.map
-            .check_user_access(ring, size_of::<NetRing>() as u64, true)
+        mem.check_writable(ring, size_of::<NetRing>() as u64)
             .map_err(|e| format!("rings: {e}"))?;
         let header = read_header(mem, ring);
         self.tx_tail = header[0];
@@ -104,7 +124,7 @@ impl NetDevice {
 
     /// Sends queued frames and receives into free slots. Returns whether
     /// the receive ring holds frames the guest has not consumed.
-    pub fn service(&mut self, mem: &GuestMemory) -> Result<bool, String> {
+    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<bool, String> {
         let Some(ring) = self.ring else {
             return Ok(false);
         };
@@ -128,7 +148,7 @@ impl NetDevice {
                 ));
             }
             let frame = &mut frame[..slot.len as usize];
-            assert!(mem.read(slot.addr.0, frame), "slot checked");
+            mem.read(slot.addr.0, frame);
             match self.tap.write(frame) {
                 Ok(_) => self.tx_frames += 1,
                 // A full host queue or a downed interface drops the frame,
@@ -147,15 +167,15 @@ impl NetDevice {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(format!("device '{}': reading the TAP device failed: {e}", self.name)),
             };
-            assert!(mem.write(slot.addr.0, &frame[..len]), "slot checked");
+            mem.write(slot.addr.0, &frame[..len]);
             let len_addr = self.slot_addr(ring + RX_SLOTS_OFFSET, self.rx_head) + 8;
-            assert!(mem.write(len_addr, &(len as u32).to_le_bytes()));
+            mem.write(len_addr, &(len as u32).to_le_bytes());
             self.rx_head = self.rx_head.wrapping_add(1);
             self.rx_frames += 1;
             free -= 1;
         }
-        assert!(mem.write(ring + 4, &self.tx_tail.to_le_bytes()));
-        assert!(mem.write(ring + 8, &self.rx_head.to_le_bytes()));
+        mem.write(ring + 4, &self.tx_tail.to_le_bytes());
+        mem.write(ring + 8, &self.rx_head.to_le_bytes());
         Ok(self.rx_head != rx_tail)
     }
 
@@ -164,14 +184,11 @@ impl NetDevice {
     }
 
     /// The slot at `index`, with its buffer checked to be guest-writable.
-    fn slot(&self, mem: &GuestMemory, slots: u64, index: u32) -> Result<NetSlot, String> {
+    fn slot(&self, mem: &impl FrameMemory, slots: u64, index: u32) -> Result<NetSlot, String> {
         let mut slot = NetSlot::new_zeroed();
-        assert!(
-            mem.read(self.slot_addr(slots, index), slot.as_mut_bytes()),
-            "ring checked"
-        );
-        mem.map
-            .check_user_access(slot.addr.0, u64::from(FRAME_BUFFER_SIZE), true)
+        // Inside the ring, checked at attach.
+        mem.read(self.slot_addr(slots, index), slot.as_mut_bytes());
+        mem.check_writable(slot.addr.0, u64::from(FRAME_BUFFER_SIZE))
             .map_err(|e| format!("device '{}': frame buffer: {e}", self.name))?;
         Ok(slot)
     }
@@ -179,13 +196,15 @@ impl NetDevice {
 
 /// `tx_head`, `tx_tail`, `rx_head`, `rx_tail` (checked at attach to lie in
 /// guest memory).
-fn read_header(mem: &GuestMemory, ring: u64) -> [u32; 4] {
+fn read_header(mem: &impl FrameMemory, ring: u64) -> [u32; 4] {
     let mut header = [0u8; HEADER_SIZE as usize];
-    assert!(mem.read(ring, &mut header), "ring checked at attach");
+    mem.read(ring, &mut header);
     <[u32; 4]>::read_from_bytes(&header).expect("16 bytes")
 }
 
-fn open_tap(name: &str) -> io::Result<File> {
+/// Opens TAP device `name` non-blocking, without packet information
+/// headers (creating it if the process may).
+pub fn open_tap(name: &str) -> io::Result<File> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -214,7 +233,7 @@ fn open_tap(name: &str) -> io::Result<File> {
 }
 
 /// A random locally administered unicast MAC address.
-fn random_mac() -> [u8; 6] {
+pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
     if File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut mac))
@@ -259,6 +278,119 @@ mod tests {
         assert_eq!(mac[0] & 3, 2, "locally administered unicast");
     }
 
+    /// Memory from `BASE` on, like the app's; everything else is outside.
+    struct FakeMemory(std::cell::RefCell<Vec<u8>>);
+
+    const BASE: u64 = 0x10_0000;
+    const RING: u64 = BASE;
+    const BUFFERS: u64 = BASE + 0x4000;
+
+    impl FrameMemory for FakeMemory {
+        fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
+            let len_ok = addr
+                .checked_add(len)
+                .is_some_and(|end| addr >= BASE && end <= BASE + self.0.borrow().len() as u64);
+            len_ok
+                .then_some(())
+                .ok_or_else(|| format!("{len} bytes at {addr:#x} are outside"))
+        }
+        fn read(&self, addr: u64, buf: &mut [u8]) {
+            let at = (addr - BASE) as usize;
+            buf.copy_from_slice(&self.0.borrow()[at..at + buf.len()]);
+        }
+        fn write(&self, addr: u64, data: &[u8]) {
+            let at = (addr - BASE) as usize;
+            self.0.borrow_mut()[at..at + data.len()].copy_from_slice(data);
+        }
+    }
+
+    impl FakeMemory {
+        fn u32_at(&self, addr: u64) -> u32 {
+            let mut bytes = [0; 4];
+            self.read(addr, &mut bytes);
+            u32::from_le_bytes(bytes)
+        }
+    }
+
+    /// A ring at `RING` whose slot `i` (tx, then rx) uses buffer `i`, and a
+    /// device whose "TAP" is one end of a datagram socket pair.
+    fn new_device() -> (NetDevice, FakeMemory, std::os::unix::net::UnixDatagram) {
+        let slots = 2 * RING_SLOTS as usize;
+        let mem = FakeMemory(std::cell::RefCell::new(vec![
+            0;
+            0x4000 + slots * FRAME_BUFFER_SIZE as usize
+        ]));
+        for i in 0..slots as u64 {
+            let buffer = BUFFERS + i * u64::from(FRAME_BUFFER_SIZE);
+            mem.write(RING + TX_SLOTS_OFFSET + i * SLOT_SIZE, &buffer.to_le_bytes());
+        }
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let tap = File::from(std::os::fd::OwnedFd::from(ours));
+        let mut device = NetDevice::with_backend(0, "service", tap, Some([2, 0, 0, 0, 0, 1]));
+        device.attach(RING, &mem).unwrap();
+        (device, mem, theirs)
+    }
+
+    #[test]
+    fn frames_move_both_ways_through_the_rings() {
+        let (mut device, mem, peer) = new_device();
+        // The app queues two frames.
+        for (i, frame) in [&[0xAAu8; 60][..], &[0xBB; 1514]].into_iter().enumerate() {
+            let buffer = BUFFERS + i as u64 * u64::from(FRAME_BUFFER_SIZE);
+            mem.write(buffer, frame);
+            mem.write(
+                RING + TX_SLOTS_OFFSET + i as u64 * SLOT_SIZE + 8,
+                &(frame.len() as u32).to_le_bytes(),
+            );
+        }
+        mem.write(RING, &2u32.to_le_bytes());
+        // The host has one frame for it.
+        peer.send(&[0xCC; 42]).unwrap();
+
+        assert_eq!(device.service(&mem), Ok(true), "a received frame is waiting");
+        let mut got = [0u8; 2048];
+        assert_eq!(peer.recv(&mut got).unwrap(), 60);
+        assert_eq!(peer.recv(&mut got).unwrap(), 1514);
+        assert_eq!(got[..1514], [0xBB; 1514]);
+        assert_eq!((mem.u32_at(RING + 4), mem.u32_at(RING + 8)), (2, 1), "tx_tail, rx_head");
+        let rx0 = RING + RX_SLOTS_OFFSET;
+        assert_eq!(mem.u32_at(rx0 + 8), 42, "length of rx slot 0");
+        let mut frame = [0u8; 42];
+        mem.read(
+            BUFFERS + u64::from(RING_SLOTS) * u64::from(FRAME_BUFFER_SIZE),
+            &mut frame,
+        );
+        assert_eq!(frame, [0xCC; 42]);
+        assert_eq!((device.tx_frames, device.rx_frames), (2, 1));
+
+        // Once the app consumes it, nothing is waiting.
+        mem.write(RING + 12, &1u32.to_le_bytes());
+        assert_eq!(device.service(&mem), Ok(false));
+    }
+
+    #[test]
+    fn lying_rings_are_refused() {
+        let (mut device, mem, _peer) = new_device();
+        mem.write(RING, &(RING_SLOTS + 1).to_le_bytes());
+        assert!(device.service(&mem).unwrap_err().contains("corrupted rings"));
+
+        let (mut device, mem, _peer) = new_device();
+        mem.write(RING + TX_SLOTS_OFFSET + 8, &9000u32.to_le_bytes());
+        mem.write(RING, &1u32.to_le_bytes());
+        let err = device.service(&mem).unwrap_err();
+        assert_eq!(err, "device 'service': a 9000-byte frame; frames are 14 to 1518 bytes");
+
+        let (mut device, mem, _peer) = new_device();
+        mem.write(RING + TX_SLOTS_OFFSET, &0x1000u64.to_le_bytes());
+        mem.write(RING + TX_SLOTS_OFFSET + 8, &60u32.to_le_bytes());
+        mem.write(RING, &1u32.to_le_bytes());
+        assert!(device.service(&mem).unwrap_err().contains("frame buffer"));
+
+        let (mut device, mem, _peer) = new_device();
+        assert!(device.attach(RING, &mem).unwrap_err().contains("already has its rings"));
+    }
+
     #[test]
     fn ring_offsets_match_the_abi() {
         assert_eq!(std::mem::offset_of!(NetRing, tx), TX_SLOTS_OFFSET as usize);
@@ -277,7 +409,7 @@ pub struct NetDevices {
 impl NetDevices {
     /// Services every attached ring; returns the boot-info indices (as a
     /// bit set) of devices whose receive ring holds unconsumed frames.
-    pub fn service(&mut self, mem: &GuestMemory) -> Result<u64, String> {
+    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<u64, String> {
         let mut ready = 0;
         for device in &mut self.devices {
             if device.service(mem)? {

@@ -7,14 +7,14 @@
 //! fault's error code and CR2, tells a stack overflow (a fault on the guard
 //! page below the stack) from other page faults, and names the function of
 //! each frame on the frame-pointer chain, from the kernel's symbol table
-//! (Atoll builds guests with frame pointers).
+//! (Atoll builds guests with frame pointers). The text is written by
+//! `atoll_host::fault`, so the unix platform's reports read the same.
 
 use atoll_abi::layout::EXCEPTION_STACK_TOP;
-use object::{Object, ObjectSymbol, SymbolKind};
+use atoll_host::fault::{has_error_code, write_report, Fault, Symbols, PAGE_FAULT};
 
 use crate::boot::Layout;
 use crate::memory::GuestMemory;
-use crate::x86::{exception_name, has_error_code};
 
 /// What the tender knows of the guest at the moment it faulted.
 pub struct FaultState {
@@ -24,7 +24,6 @@ pub struct FaultState {
     pub rbp: u64,
 }
 
-const PAGE_FAULT: u32 = 14;
 const MAX_FRAMES: usize = 16;
 
 /// The report for a guest exception: a first line saying what and where,
@@ -38,43 +37,16 @@ pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u
     let overflow = state.vector == PAGE_FAULT
         && ((guard_start..guard_end).contains(&state.cr2) || (guard_start..guard_end).contains(&rsp));
 
-    let what = if overflow {
-        format!(
-            "stack overflow: the {} KiB stack is exhausted (page fault on the guard page at {:#x})",
-            layout.stack_top.saturating_sub(layout.stack_bottom) / 1024,
-            state.cr2
-        )
-    } else if state.vector == PAGE_FAULT {
-        format!(
-            "page fault (#PF): {} address {:#x} (error code {:#x})",
-            page_fault_cause(error_code.unwrap_or(0)),
-            state.cr2,
-            error_code.unwrap_or(0)
-        )
-    } else {
-        match error_code {
-            Some(code) => format!("{} (error code {code:#x})", exception_name(state.vector)),
-            None => exception_name(state.vector).to_string(),
-        }
+    let fault = Fault {
+        vector: state.vector,
+        error_code,
+        addr: state.cr2,
+        rip,
+        stack_overflow_kib: overflow.then(|| layout.stack_top.saturating_sub(layout.stack_bottom) / 1024),
     };
-    let mut out = format!("guest fault: {what} at rip {rip:#x} in {}", symbols.name(rip));
-    out.push_str("\n  backtrace:");
     let pcs = backtrace(rip, state.rbp, mem, layout);
-    let mut i = 0;
-    while i < pcs.len() {
-        let pc = pcs[i];
-        // A return address can lie just past its call's function (a call
-        // to a function that never returns ends it), so callers are named
-        // by the byte before it.
-        let at = if i == 0 { pc } else { pc.saturating_sub(1) };
-        out.push_str(&format!("\n    #{i} {pc:#x} in {}", symbols.name(at)));
-        // Deep recursion shows as one line, not a screen of the same frame.
-        let repeats = pcs[i + 1..].iter().take_while(|&&next| next == pc).count();
-        if repeats > 0 {
-            out.push_str(&format!(" (and {repeats} more frames like it)"));
-        }
-        i += 1 + repeats;
-    }
+    let mut out = String::new();
+    let _ = write_report(&mut out, &fault, &pcs, &symbols);
     out
 }
 
@@ -85,19 +57,6 @@ pub fn triple_fault(rip: u64, image: &[u8]) -> String {
         "guest triple fault at rip {rip:#x} in {}: the CPU could not deliver an exception",
         Symbols::new(image).name(rip)
     )
-}
-
-fn page_fault_cause(code: u64) -> String {
-    let access = if code & 0x10 != 0 {
-        "instruction fetch from"
-    } else if code & 0x2 != 0 {
-        "write to"
-    } else {
-        "read from"
-    };
-    let mode = if code & 0x4 != 0 { "user" } else { "kernel" };
-    let state = if code & 0x1 != 0 { "protected" } else { "unmapped" };
-    format!("{mode} {access} {state}")
 }
 
 /// Return addresses up the frame-pointer chain, starting with `rip`. Every
@@ -125,56 +84,9 @@ fn backtrace(rip: u64, rbp: u64, mem: &GuestMemory, layout: &Layout) -> Vec<u64>
     pcs
 }
 
-/// The kernel's function symbols, sorted by address.
-struct Symbols {
-    functions: Vec<(u64, u64, String)>,
-}
-
-impl Symbols {
-    fn new(image: &[u8]) -> Symbols {
-        let mut functions = Vec::new();
-        if let Ok(file) = object::File::parse(image) {
-            for symbol in file.symbols() {
-                if symbol.kind() == SymbolKind::Text {
-                    if let Ok(name) = symbol.name() {
-                        let name = format!("{:#}", rustc_demangle::demangle(name));
-                        functions.push((symbol.address(), symbol.size(), name));
-                    }
-                }
-            }
-        }
-        functions.sort();
-        Symbols { functions }
-    }
-
-    /// The function containing `addr`, or `??` when the kernel has no
-    /// symbol for it.
-    fn name(&self, addr: u64) -> String {
-        let at = self.functions.partition_point(|(start, _, _)| *start <= addr);
-        match at.checked_sub(1).map(|i| &self.functions[i]) {
-            Some((start, size, name)) if *size == 0 || addr < start + size => {
-                format!("{name} (+{:#x})", addr - start)
-            }
-            _ => "?? (no symbol)".into(),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_fault_causes() {
-        assert_eq!(page_fault_cause(0x4), "user read from unmapped");
-        assert_eq!(page_fault_cause(0x7), "user write to protected");
-        assert_eq!(page_fault_cause(0x15), "user instruction fetch from protected");
-    }
-
-    #[test]
-    fn symbols_of_garbage_name_nothing() {
-        assert_eq!(Symbols::new(b"junk").name(0x1234), "?? (no symbol)");
-    }
 
     #[test]
     fn backtrace_stops_at_a_bad_frame_pointer() {

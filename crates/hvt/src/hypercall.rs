@@ -108,19 +108,8 @@ fn write_args<T: IntoBytes + Immutable>(mem: &GuestMemory, addr: u64, value: &T)
     assert!(mem.write(addr, value.as_bytes()));
 }
 
-/// The message as one printable line.
-pub fn one_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for c in text.trim().chars() {
-        match c {
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// The message as one printable line (shared with the unix platform).
+pub use atoll_host::one_line;
 
 #[cfg(test)]
 mod tests {
@@ -214,10 +203,5 @@ mod tests {
         assert_eq!(call(Hypercall::Wait, 0x3000, &mem), Action::Resume);
         assert!(start.elapsed() >= Duration::from_millis(20));
         assert_eq!(mem.read_u64(0x3008), Some(0), "no device ready");
-    }
-
-    #[test]
-    fn messages_become_one_printable_line() {
-        assert_eq!(one_line(b"  a\nb\x1b[31m \xff "), "a b?[31m \u{fffd}");
     }
 }

@@ -10,6 +10,10 @@
 //! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
 //! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`sandbox`] →
 //! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`]).
+//! The command line, the ELF notes, the device checks, TAP devices, the
+//! ring service and the text of fault reports are shared with the unix
+//! platform of atoll-rt: they live in `atoll-host`, and [`elf`], [`devices`]
+//! and [`net`] are its modules, re-exported.
 //!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
 //! a debugger stub, any device model. Network devices are TAP devices
@@ -19,12 +23,9 @@
 pub mod args;
 pub mod boot;
 pub mod console;
-pub mod devices;
-pub mod elf;
 pub mod fault;
 pub mod hypercall;
 pub mod memory;
-pub mod net;
 pub mod run;
 pub mod sandbox;
 pub mod signals;
@@ -38,6 +39,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atoll_abi::exit::{GUEST_FAILED, TENDER_ERROR};
+pub use atoll_host::{devices, elf, net};
 
 /// Why the tender could not run a guest. Printed after `atoll-hvt: `.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +90,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         source,
     })?;
     let mem_size = cli.mem_mib << 20;
+    let common = &cli.common;
     let kernel = elf::parse(&image, boot::kernel_limit(mem_size)).map_err(|source| TenderError::BadKernel {
         path: cli.kernel.clone(),
         source,
@@ -96,10 +99,10 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
 
     let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
     let mut vm = vcpu::Vm::new(&mem)?;
-    let layout = boot::prepare(&mut mem, &kernel, &image, &cli.args, &devices.infos, vm.tsc_hz()?)?;
+    let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
-    if !cli.no_sandbox {
+    if !common.no_sandbox {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds()).map_err(TenderError::Sandbox)?;
     }
 
@@ -122,7 +125,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
             (128 + signal) as u8
         }
     };
-    if cli.stats {
+    if common.stats {
         say_raw(&stats.line(started, &mem, &devices.net));
     }
     Ok(status)

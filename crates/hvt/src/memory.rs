@@ -124,6 +124,22 @@ impl fmt::Display for AccessError {
     }
 }
 
+/// The network rings and frame buffers are guest memory the guest could
+/// write itself from ring 3, checked against the map.
+impl atoll_host::net::FrameMemory for GuestMemory {
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
+        self.map.check_user_access(addr, len, true).map_err(|e| e.to_string())
+    }
+
+    fn read(&self, addr: u64, buf: &mut [u8]) {
+        assert!(GuestMemory::read(self, addr, buf), "checked to lie in guest memory");
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) {
+        assert!(GuestMemory::write(self, addr, data), "checked to lie in guest memory");
+    }
+}
+
 /// Guest memory: the mapping KVM sees, plus the map of permissions.
 pub struct GuestMemory {
     mem: GuestMemoryMmap,

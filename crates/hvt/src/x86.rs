@@ -234,37 +234,9 @@ impl Tables {
     }
 }
 
-/// Names of the CPU exceptions, by vector.
-pub fn exception_name(vector: u32) -> &'static str {
-    match vector {
-        0 => "divide error (#DE)",
-        1 => "debug exception (#DB)",
-        2 => "non-maskable interrupt (NMI)",
-        3 => "breakpoint (#BP)",
-        4 => "overflow (#OF)",
-        5 => "bound range exceeded (#BR)",
-        6 => "invalid opcode (#UD)",
-        7 => "device not available (#NM)",
-        8 => "double fault (#DF)",
-        10 => "invalid TSS (#TS)",
-        11 => "segment not present (#NP)",
-        12 => "stack-segment fault (#SS)",
-        13 => "general protection fault (#GP)",
-        14 => "page fault (#PF)",
-        16 => "x87 floating-point error (#MF)",
-        17 => "alignment check (#AC)",
-        18 => "machine check (#MC)",
-        19 => "SIMD floating-point exception (#XM)",
-        20 => "virtualization exception (#VE)",
-        21 => "control protection exception (#CP)",
-        _ => "reserved exception",
-    }
-}
-
-/// Whether the CPU pushes an error code for this vector.
-pub fn has_error_code(vector: u32) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
+/// Names of the CPU exceptions and which push an error code: shared with
+/// the unix platform's crash reports.
+pub use atoll_host::fault::{exception_name, has_error_code};
 
 #[cfg(test)]
 mod tests {

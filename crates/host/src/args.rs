@@ -1,0 +1,241 @@
+//! The command line both host sides share:
+//! `[--stats] [--no-sandbox] [--net:NAME=TAP]... [--net-mac:NAME=MAC]... [--block:NAME=FILE]... [-- ARGS...]`.
+//!
+//! Device flags carry the device's name inside the flag (`--net:service=tap0`,
+//! as Solo5's tenders do), which clap cannot express, so they are picked out
+//! first and clap parses the rest into the program's own options `C`, which
+//! flatten in [`Common`] (atoll-hvt adds `--mem` and the KERNEL; the unix
+//! platform nothing).
+
+use atoll_abi::boot::{is_valid_device_name, DeviceKind};
+use clap::Parser;
+
+/// The help text about devices and exit statuses, for `after_help`.
+pub const AFTER_HELP: &str = "Devices: --net:NAME=TAP attaches TAP device TAP as the kernel's network device NAME \
+     (--net-mac:NAME=MAC sets its MAC address);\n\
+     --block:NAME=FILE attaches FILE as its block device NAME.\n\n\
+     Exit status: the unikernel's halt status (0-253); 254 if it failed (panic, abort, CPU fault,\n\
+     broken hypercall, sandbox violation); 255 if it could not be started.";
+
+/// The options every host side has.
+#[derive(Debug, Default, clap::Args)]
+pub struct Common {
+    /// Print one line of statistics (exits or waits, time, memory) to stderr at exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Do not confine the process with seccomp (for debugging with gdb, perf, valgrind).
+    #[arg(long)]
+    pub no_sandbox: bool,
+    /// Boot arguments passed to the unikernel.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+/// The unix platform's command line: only the common options (the
+/// executable is the kernel, and its memory is the process's).
+#[derive(Debug, Parser)]
+#[command(
+    about = "An Atoll unikernel, run as a Linux process (the unix platform).",
+    after_help = AFTER_HELP
+)]
+pub struct UnixCli {
+    /// `--stats`, `--no-sandbox` and the boot arguments after `--`.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// A `--net:NAME=TAP` or `--block:NAME=FILE` flag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFlag {
+    pub kind: DeviceKind,
+    pub name: String,
+    /// The TAP device's or the file's name.
+    pub backend: String,
+}
+
+/// The parsed command line: the program's options and the device flags.
+#[derive(Debug)]
+pub struct Args<C> {
+    pub cli: C,
+    pub devices: Vec<DeviceFlag>,
+    /// `--net-mac:NAME=MAC` flags: the MAC address for a net device.
+    pub macs: Vec<(String, [u8; 6])>,
+}
+
+/// What parsing decided.
+pub enum Parsed<C> {
+    Run(Box<Args<C>>),
+    /// `--help` or `--version`: print this and exit 0.
+    Info(String),
+}
+
+/// Parses `argv` (without the program name) for the program `program`.
+/// Errors are one line.
+pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, String> {
+    let mut rest = vec![program.to_string()];
+    let mut devices = Vec::new();
+    let mut macs = Vec::new();
+    let mut after_dashes = false;
+    for arg in argv {
+        if !after_dashes {
+            if arg == "--" {
+                after_dashes = true;
+            } else if let Some(spec) = arg.strip_prefix("--net-mac:") {
+                let mac = spec
+                    .split_once('=')
+                    .and_then(|(name, mac)| Some((name.to_string(), crate::net::parse_mac(mac)?)))
+                    .ok_or_else(|| {
+                        format!("'{arg}' should be --net-mac:NAME=MAC with a unicast MAC like 02:00:00:00:00:01")
+                    })?;
+                macs.push(mac);
+                continue;
+            } else if let Some(flag) = device_flag(&arg)? {
+                if devices.iter().any(|d: &DeviceFlag| d.name == flag.name) {
+                    return Err(format!("device '{}' is given twice", flag.name));
+                }
+                devices.push(flag);
+                continue;
+            }
+        }
+        rest.push(arg);
+    }
+    match C::try_parse_from(rest) {
+        Ok(cli) => Ok(Parsed::Run(Box::new(Args { cli, devices, macs }))),
+        Err(e)
+            if matches!(
+                e.kind(),
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+            ) =>
+        {
+            Ok(Parsed::Info(e.to_string()))
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            Err(format!("{} (try --help)", first.trim_start_matches("error: ")))
+        }
+    }
+}
+
+fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
+    let (kind, spec) = if let Some(spec) = arg.strip_prefix("--net:") {
+        (DeviceKind::Net, spec)
+    } else if let Some(spec) = arg.strip_prefix("--block:") {
+        (DeviceKind::Block, spec)
+    } else {
+        return Ok(None);
+    };
+    let usage = || format!("'{arg}' should be --{}:NAME={}", kind.name(), backend_word(kind));
+    let (name, backend) = spec.split_once('=').ok_or_else(usage)?;
+    if !is_valid_device_name(name.as_bytes()) {
+        return Err(format!(
+            "'{arg}': device names are 1 to 31 characters of a-z, 0-9, _ and -"
+        ));
+    }
+    if backend.is_empty() {
+        return Err(usage());
+    }
+    Ok(Some(DeviceFlag {
+        kind,
+        name: name.to_string(),
+        backend: backend.to_string(),
+    }))
+}
+
+/// What backs a device of `kind` on the command line: `TAP` or `FILE`.
+pub fn backend_word(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Net => "TAP",
+        DeviceKind::Block => "FILE",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A program with only the common options, like the unix platform.
+    #[derive(Debug, Parser)]
+    #[command(name = "app")]
+    struct Plain {
+        #[command(flatten)]
+        common: Common,
+    }
+
+    fn run(args: &[&str]) -> Result<Args<Plain>, String> {
+        match parse("app", args.iter().map(|s| s.to_string()).collect())? {
+            Parsed::Run(args) => Ok(*args),
+            Parsed::Info(_) => Err("info".into()),
+        }
+    }
+
+    #[test]
+    fn options_devices_and_boot_arguments() {
+        let args = run(&[
+            "--net:service=tap0",
+            "--stats",
+            "--net-mac:service=02:00:00:00:00:07",
+            "--",
+            "--net:x=y",
+            "b",
+        ])
+        .unwrap();
+        assert!(args.cli.common.stats);
+        assert!(!args.cli.common.no_sandbox);
+        assert_eq!(args.cli.common.args, ["--net:x=y", "b"]);
+        assert_eq!(args.macs, [("service".to_string(), [2, 0, 0, 0, 0, 7])]);
+        assert_eq!(
+            args.devices,
+            [DeviceFlag {
+                kind: DeviceKind::Net,
+                name: "service".into(),
+                backend: "tap0".into()
+            }]
+        );
+        assert_eq!(run(&[]).unwrap().cli.common.args, Vec::<String>::new());
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for bad in [
+            &["--frobnicate"][..],
+            &["stray"],
+            &["--net:Service=tap0"],
+            &["--net:service"],
+            &["--block:data="],
+            &["--net:a=t", "--block:a=f"],
+            &["--net-mac:a=01:02:03:04:05:06"],
+            &["--net-mac:a"],
+        ] {
+            let err = run(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+        assert_eq!(
+            run(&["--net:service"]).unwrap_err(),
+            "'--net:service' should be --net:NAME=TAP"
+        );
+    }
+
+    #[test]
+    fn the_unix_platform_takes_no_kernel() {
+        let Ok(Parsed::Run(args)) = parse::<UnixCli>("hello", vec!["--no-sandbox".into(), "--".into(), "a".into()])
+        else {
+            panic!("not parsed");
+        };
+        assert!(args.cli.common.no_sandbox);
+        assert_eq!(args.cli.common.args, ["a"]);
+        let Ok(Parsed::Info(help)) = parse::<UnixCli>("hello", vec!["--help".into()]) else {
+            panic!("no help");
+        };
+        assert!(help.contains("Usage: hello [OPTIONS] [-- <ARGS>...]"), "{help}");
+        assert!(parse::<UnixCli>("hello", vec!["kernel.elf".into()]).is_err());
+    }
+
+    #[test]
+    fn help_is_information_not_an_error() {
+        assert!(matches!(
+            parse::<Plain>("app", vec!["--help".into()]),
+            Ok(Parsed::Info(_))
+        ));
+    }
+}

@@ -1,0 +1,54 @@
+//! `atoll-host`: the code both host sides of an Atoll unikernel share, so
+//! they behave the same and cannot drift apart.
+//!
+//! Two programs run an Atoll app on a host: the `atoll-hvt` tender, which
+//! runs it in a KVM guest, and the `unix` platform of `atoll-rt`, where the
+//! app *is* the process. Both take the same command line, read the same ELF
+//! notes, refuse the same missing devices with the same messages, open TAP
+//! devices the same way and move frames through the same rings:
+//!
+//! * [`args`]: `[--stats] [--no-sandbox] [--net:NAME=TAP]... [--net-mac:NAME=MAC]...
+//!   [--block:NAME=FILE]... [-- ARGS...]`, generic over the rest of a
+//!   program's options (atoll-hvt adds `--mem` and the KERNEL).
+//! * [`elf`]: a kernel's ABI and manifest notes, and the checks a kernel
+//!   must pass before the tender loads it.
+//! * [`devices`]: the manifest against the command line, then each device
+//!   opened.
+//! * [`net`]: TAP devices and the service of `atoll_abi::net` frame rings,
+//!   over any [`net::FrameMemory`] (a guest's memory, or the process's own).
+//! * [`sandbox`]: the unix platform's seccomp filter and violation report.
+//! * [`fault`]: symbol names and backtrace lines for crash reports, without
+//!   allocating (the unix platform formats them in a signal handler).
+//!
+//! Not here: anything that needs KVM (that is atoll-hvt), anything that
+//! runs inside the app (that is atoll-rt), block devices (not served yet).
+
+pub mod args;
+pub mod devices;
+pub mod elf;
+pub mod fault;
+pub mod net;
+pub mod sandbox;
+
+/// `bytes` (a message from the app) as one printable line: newlines and tabs
+/// become spaces, other control characters `?`, invalid UTF-8 U+FFFD.
+pub fn one_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.trim().chars() {
+        match c {
+            '\n' | '\r' | '\t' => out.push(' '),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_become_one_printable_line() {
+        assert_eq!(super::one_line(b"  a\nb\x1b[31m \xff "), "a b?[31m \u{fffd}");
+    }
+}

@@ -451,15 +451,19 @@ fn atoll_run_refuses_a_busy_port_in_one_line() {
     let namespace = format!("atoll-{}", atoll.pid());
     let out = atoll.wait(Duration::from_secs(60));
     assert_eq!(out.status, Some(1), "{}", out.stderr);
-    let errors: Vec<&str> = out
-        .stderr_lines()
-        .into_iter()
-        .filter(|l| !l.starts_with("atoll: built "))
+    // cargo's own output (replayed warnings, "Finished") comes first; atoll's
+    // lines start with `atoll: `.
+    let lines = out.stderr_lines();
+    let errors: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("atoll: ") && !l.starts_with("atoll: built "))
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].starts_with(&format!("atoll: cannot listen on 127.0.0.1:{port}: ")),
         "{errors:?}"
     );
+    assert_eq!(lines.last(), Some(&errors[0]), "the error is not the last line");
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
 }

@@ -58,6 +58,12 @@ pub struct TcpConfig {
     /// close (send what is queued, exchange FINs) before it is reset and its
     /// socket reclaimed. Default 30 s.
     pub linger: Duration,
+    /// Nagle's algorithm: hold back a small segment while earlier data is
+    /// unacknowledged. Off by default: a response written as a head and a
+    /// body would otherwise wait for the peer's delayed ACK (40 ms on
+    /// Linux) before its second part goes out. Write whole messages (or
+    /// use a buffer) and it is not missed.
+    pub nagle_enabled: bool,
 }
 
 impl TcpConfig {
@@ -69,6 +75,7 @@ impl TcpConfig {
         backlog: 256,
         handshake_timeout: Duration::from_secs(10),
         linger: Duration::from_secs(30),
+        nagle_enabled: false,
     };
 }
 
@@ -93,6 +100,9 @@ pub enum StackError {
     Unsupported,
     /// A boot argument is wrong.
     Config(ConfigError),
+    /// A socket operation failed while setting up (binding a port, say);
+    /// `From` lets `main` use `?` on both.
+    Socket(crate::Error),
 }
 
 impl fmt::Display for StackError {
@@ -106,11 +116,18 @@ impl fmt::Display for StackError {
             StackError::NotANetDevice(name) => write!(f, "device {name:?} is not a network device"),
             StackError::Unsupported => f.write_str("this platform has no network driver"),
             StackError::Config(error) => error.fmt(f),
+            StackError::Socket(error) => error.fmt(f),
         }
     }
 }
 
 impl core::error::Error for StackError {}
+
+impl From<crate::Error> for StackError {
+    fn from(error: crate::Error) -> StackError {
+        StackError::Socket(error)
+    }
+}
 
 impl From<ConfigError> for StackError {
     fn from(error: ConfigError) -> StackError {
@@ -288,9 +305,8 @@ pub(crate) struct Listener {
 impl Inner {
     /// A new TCP socket with the configured buffers, added to the set.
     pub(crate) fn add_tcp_socket(&mut self) -> SocketHandle {
-        let rx = tcp::SocketBuffer::new(vec![0; self.tcp.rx_buffer_bytes]);
-        let tx = tcp::SocketBuffer::new(vec![0; self.tcp.tx_buffer_bytes]);
-        self.sockets.add(tcp::Socket::new(rx, tx))
+        let socket = new_tcp_socket(&self.tcp);
+        self.sockets.add(socket)
     }
 
     /// The next local port for an outgoing connection or unbound socket.
@@ -425,11 +441,18 @@ impl Inner {
     }
 }
 
-/// A socket in LISTEN on `port`, with the handshake timeout.
-fn new_listening_socket(sockets: &mut SocketSet<'static>, tcp: &TcpConfig, port: u16) -> SocketHandle {
+/// A new TCP socket with the configured buffers and options.
+fn new_tcp_socket(tcp: &TcpConfig) -> tcp::Socket<'static> {
     let rx = tcp::SocketBuffer::new(vec![0; tcp.rx_buffer_bytes]);
     let tx = tcp::SocketBuffer::new(vec![0; tcp.tx_buffer_bytes]);
     let mut socket = tcp::Socket::new(rx, tx);
+    socket.set_nagle_enabled(tcp.nagle_enabled);
+    socket
+}
+
+/// A socket in LISTEN on `port`, with the handshake timeout.
+fn new_listening_socket(sockets: &mut SocketSet<'static>, tcp: &TcpConfig, port: u16) -> SocketHandle {
+    let mut socket = new_tcp_socket(tcp);
     socket.set_timeout(Some(smol_duration(tcp.handshake_timeout)));
     // Cannot fail: the socket is new and the port is not 0.
     let _ = socket.listen(port);

@@ -606,3 +606,31 @@ fn dhcp_configures_address_and_gateway() {
     assert_eq!(format!("{cidr}"), "10.0.0.42/24");
     assert_eq!(gateway, Some(Ipv4Addr::new(10, 0, 0, 1)));
 }
+
+#[test]
+fn a_response_longer_than_one_segment_does_not_wait_for_a_delayed_ack() {
+    // 2000 bytes make a full segment and a short one. With Nagle's
+    // algorithm the short one would wait for the ACK of the full one, which
+    // the peer delays (10 ms in smoltcp, 40 ms in Linux for one segment).
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let response = pattern(2000);
+    let expected = response.clone();
+    let elapsed_ms = run(async move {
+        let mut stream = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let mut accepted = listener.accept().await;
+        // Let the handshake's ACKs settle before timing.
+        sleep(Duration::from_millis(100)).await;
+        let start = atoll_rt::time::Instant::now();
+        accepted.write_all(&response).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0; 512];
+        while got.len() < expected.len() {
+            let n = stream.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert!(got == expected);
+        start.elapsed().as_millis()
+    });
+    assert!(elapsed_ms < 10, "took {elapsed_ms} ms");
+}

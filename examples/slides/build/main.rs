@@ -16,10 +16,20 @@ fn main() {
     let mut out = String::from("/// (path, content type, body) for every page of the site.\n");
     out.push_str("pub static PAGES: &[(&str, &str, &[u8])] = &[\n");
     for page in &site {
-        writeln!(out, "    ({:?}, {:?}, {:?}.as_bytes()),", page.path, page.content_type, page.body).unwrap();
+        writeln!(
+            out,
+            "    ({:?}, {:?}, {:?}.as_bytes()),",
+            page.path, page.content_type, page.body
+        )
+        .unwrap();
     }
     out.push_str("];\n");
-    writeln!(out, "/// Slides in the talk (pages /1 to /N).\npub const SLIDE_COUNT: usize = {};", talk.slides.len()).unwrap();
+    writeln!(
+        out,
+        "/// Slides in the talk (pages /1 to /N).\npub const SLIDE_COUNT: usize = {};",
+        talk.slides.len()
+    )
+    .unwrap();
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     std::fs::write(out_dir.join("site.rs"), out).expect("writing site.rs");
     println!("cargo:rerun-if-changed=slides.md");

@@ -33,9 +33,17 @@ pub fn parse(source: &str) -> Talk {
         let line = strip_comments(raw);
         let line = line.trim_end();
         if let Some(title) = line.strip_prefix("### ") {
-            slides.push(Slide { title: title.trim().into(), is_section: false, lines: vec![] });
+            slides.push(Slide {
+                title: title.trim().into(),
+                is_section: false,
+                lines: vec![],
+            });
         } else if let Some(title) = line.strip_prefix("## ").or_else(|| line.strip_prefix("# ")) {
-            slides.push(Slide { title: title.trim().into(), is_section: true, lines: vec![] });
+            slides.push(Slide {
+                title: title.trim().into(),
+                is_section: true,
+                lines: vec![],
+            });
         } else if !line.trim().is_empty() {
             if let Some(slide) = slides.last_mut() {
                 slide.lines.push(line.trim().into());
@@ -43,11 +51,19 @@ pub fn parse(source: &str) -> Talk {
         }
     }
     let first = if slides.is_empty() {
-        Slide { title: "Untitled talk".into(), is_section: true, lines: vec![] }
+        Slide {
+            title: "Untitled talk".into(),
+            is_section: true,
+            lines: vec![],
+        }
     } else {
         slides.remove(0)
     };
-    Talk { title: first.title, subtitle: first.lines, slides }
+    Talk {
+        title: first.title,
+        subtitle: first.lines,
+        slides,
+    }
 }
 
 fn strip_comments(line: &str) -> String {
@@ -140,7 +156,11 @@ pub fn site(talk: &Talk) -> Vec<Page> {
     let mut pages = Vec::new();
     let mut contents = String::from("<ol class=\"contents\">\n");
     for (i, slide) in talk.slides.iter().enumerate() {
-        contents.push_str(&format!("<li><a href=\"/{}\">{}</a></li>\n", i + 1, inline(&slide.title)));
+        contents.push_str(&format!(
+            "<li><a href=\"/{}\">{}</a></li>\n",
+            i + 1,
+            inline(&slide.title)
+        ));
     }
     contents.push_str("</ol>\n");
     let title_content = format!(
@@ -148,12 +168,27 @@ pub fn site(talk: &Talk) -> Vec<Page> {
         inline(&talk.title),
         body(&talk.subtitle),
     );
-    let title_links = if count > 0 { "<link rel=\"next\" href=\"/1\">\n" } else { "" };
-    let title_nav = if count > 0 { "<a rel=\"next\" href=\"/1\">next &rarr;</a>" } else { "" };
+    let title_links = if count > 0 {
+        "<link rel=\"next\" href=\"/1\">\n"
+    } else {
+        ""
+    };
+    let title_nav = if count > 0 {
+        "<a rel=\"next\" href=\"/1\">next &rarr;</a>"
+    } else {
+        ""
+    };
     pages.push(Page {
         path: "/".into(),
         content_type: "text/html; charset=utf-8",
-        body: layout(talk, &escape(&talk.title), "title", &title_content, title_nav, title_links),
+        body: layout(
+            talk,
+            &escape(&talk.title),
+            "title",
+            &title_content,
+            title_nav,
+            title_links,
+        ),
     });
     for (i, slide) in talk.slides.iter().enumerate() {
         let n = i + 1;
@@ -165,7 +200,11 @@ pub fn site(talk: &Talk) -> Vec<Page> {
             links.push_str(&format!("<link rel=\"next\" href=\"/{}\">\n", n + 1));
         }
         let heading = if slide.is_section { "h1" } else { "h2" };
-        let content = format!("<{heading}>{}</{heading}>\n{}", inline(&slide.title), body(&slide.lines));
+        let content = format!(
+            "<{heading}>{}</{heading}>\n{}",
+            inline(&slide.title),
+            body(&slide.lines)
+        );
         let class = if slide.is_section { "section" } else { "slide" };
         let title = format!("{} &middot; {}", inline(&slide.title), escape(&talk.title));
         pages.push(Page {
@@ -174,8 +213,16 @@ pub fn site(talk: &Talk) -> Vec<Page> {
             body: layout(talk, &title, class, &content, &nav, &links),
         });
     }
-    pages.push(Page { path: "/style.css".into(), content_type: "text/css; charset=utf-8", body: STYLE.into() });
-    pages.push(Page { path: "/keys.js".into(), content_type: "text/javascript; charset=utf-8", body: KEYS.into() });
+    pages.push(Page {
+        path: "/style.css".into(),
+        content_type: "text/css; charset=utf-8",
+        body: STYLE.into(),
+    });
+    pages.push(Page {
+        path: "/keys.js".into(),
+        content_type: "text/javascript; charset=utf-8",
+        body: KEYS.into(),
+    });
     pages
 }
 

@@ -13,13 +13,15 @@
 //! * `heap` (hvt only): the `talc` allocator over the boot info's heap.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the
-//!   `atoll-hvt` tender; on any other target a deterministic simulation
-//!   stands in, so the portable parts are unit-tested on the host.
+//!   `atoll-hvt` tender; the `unix` platform (`--cfg atoll_platform="unix"`
+//!   on Linux) enters at `main` and is an ordinary, seccomp-confined
+//!   process; on any other target a deterministic simulation stands in, so
+//!   the portable parts are unit-tested on the host.
 //!
 //! It deliberately leaves out: threads and multiple cores, preemption (a
 //! task that never awaits starves the others), thread-locals (there is no
 //! TLS), unwinding (panics abort), interrupts (an idle guest blocks in one
-//! `wait` hypercall instead), and `std`.
+//! `wait` hypercall instead), and `std` (except inside the unix platform).
 //!
 //! An app crate is `#![no_std]`, `#![no_main]`, and marks its `main` with
 //! `#[atoll::main]`, which emits the ELF notes and the `__atoll_main` entry
@@ -27,6 +29,10 @@
 #![no_std]
 
 extern crate alloc;
+/// The unix platform runs in a Linux process and uses `std` (the app itself
+/// stays `no_std`).
+#[cfg(atoll_platform = "unix")]
+extern crate std;
 
 pub mod args;
 pub mod console;

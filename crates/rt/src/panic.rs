@@ -1,6 +1,8 @@
 //! Panics: print `panicked at FILE:LINE:COL:` and the message to the
-//! console, then abort with the same text (the tender prints it and exits
-//! with a failure status).
+//! console, then abort with the same text (the tender, or the unix platform,
+//! prints it and exits with a failure status). On hvt this is the
+//! `#[panic_handler]`; on unix, std's handler runs a hook that calls
+//! the same report.
 //!
 //! The report is formatted into a fixed buffer on the stack: the panic path
 //! never allocates, since the panic may be an out-of-memory one.
@@ -71,20 +73,28 @@ pub fn write_report(
     }
 }
 
-#[cfg(target_os = "none")]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+/// Prints the report for a panic at `location` to the console and aborts
+/// with it. The hvt panic handler and the unix platform's panic hook both
+/// end here, so a panic reads the same on every platform.
+#[cfg(any(target_os = "none", atoll_platform = "unix"))]
+pub(crate) fn report_and_abort(location: Option<(&str, u32, u32)>, message: impl fmt::Display) -> ! {
     use core::sync::atomic::{AtomicBool, Ordering};
     static PANICKING: AtomicBool = AtomicBool::new(false);
     if PANICKING.swap(true, Ordering::Relaxed) {
         crate::platform::abort("panicked while reporting a panic");
     }
     let mut report = FixedBuf::<REPORT_MAX>::new();
-    let location = info.location().map(|l| (l.file(), l.line(), l.column()));
-    let _ = write_report(&mut report, location, info.message());
+    let _ = write_report(&mut report, location, message);
     crate::platform::console_write(report.as_str().as_bytes());
     crate::platform::console_write(b"\n");
     crate::platform::abort(report.as_str())
+}
+
+#[cfg(target_os = "none")]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let location = info.location().map(|l| (l.file(), l.line(), l.column()));
+    report_and_abort(location, info.message())
 }
 
 #[cfg(test)]

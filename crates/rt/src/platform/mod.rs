@@ -14,13 +14,17 @@
 //! | `abort(message) -> !` | stop because something went wrong |
 //! | `boot_info() -> &BootInfo` | memory layout, devices |
 //! | `cmdline() -> &[u8]` | the boot arguments, NUL-terminated, back to back |
+//! | `net_attach(device, ring)` | hand a network device's frame rings to the platform (`atoll_abi::net`) |
 //!
 //! Platforms:
 //! * [`hvt`](self) (`target_os = "none"`): the `atoll-hvt` tender; entry,
 //!   hypercalls, console ring and linker script live in `platform/hvt/`.
+//! * `unix` (`--cfg atoll_platform="unix"` on `x86_64-unknown-linux-gnu`, as
+//!   `atoll build --target unix` sets it): the app is an ordinary, seccomp-
+//!   confined Linux process; `platform/unix/`.
 //! * `sim` (every other target): a deterministic simulation used by the host
 //!   unit tests: a clock that only moves when the executor waits, a console
-//!   captured in memory. A real `unix` platform will sit beside these.
+//!   captured in memory.
 
 #[cfg(target_os = "none")]
 mod hvt;
@@ -31,7 +35,20 @@ pub(crate) use hvt::{abort, boot_info, cmdline, console_write, halt, monotonic_n
 #[cfg(target_os = "none")]
 pub use hvt::net_attach;
 
-#[cfg(not(target_os = "none"))]
+#[cfg(all(atoll_platform = "unix", not(target_os = "linux")))]
+compile_error!("the unix platform (--cfg atoll_platform=\"unix\") runs on Linux only");
+
+#[cfg(atoll_platform = "unix")]
+mod unix;
+#[cfg(atoll_platform = "unix")]
+pub(crate) use unix::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};
+
+/// For drivers of ring devices (the network stack's): the same contract as
+/// on hvt, served by the process itself.
+#[cfg(atoll_platform = "unix")]
+pub use unix::net_attach;
+
+#[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
 pub mod sim;
-#[cfg(not(target_os = "none"))]
+#[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
 pub(crate) use sim::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};

@@ -1,0 +1,229 @@
+//! The `unix` platform: the same unikernel as an ordinary, confined Linux
+//! process. It implements the platform contract of `platform/mod.rs` with
+//! plain system calls, so every library above it (the network stack's ring
+//! device included) runs unchanged.
+//!
+//! * `entry`: the C `main` the process starts in: the command line, the
+//!   manifest, the devices and the boot info, then the app.
+//! * `net`: the app's frame rings, serviced by the process itself with the
+//!   tender's code (`atoll_host::net`).
+//! * `sandbox`: the seccomp filter, and the report of a violation.
+//! * `crash`: reports of SIGSEGV, SIGBUS, SIGILL and SIGFPE, as the tender
+//!   reports a guest's CPU exceptions.
+//!
+//! The contract, mapped: the console is `write(1)` (no ring: there are no
+//! exits to save), the clocks are `clock_gettime` (monotonic, realtime),
+//! `wait` services the rings and `ppoll`s the TAP devices, halt and abort
+//! end the process with the tender's exit statuses.
+//!
+//! Built with `--cfg atoll_platform="unix"` on `x86_64-unknown-linux-gnu`.
+//! This part of the runtime uses `std` (the app itself stays `no_std`), and
+//! std's panic handler, with a hook that reports panics as on hvt. Not
+//! here: block devices, stopping on SIGINT/SIGTERM with statistics (the
+//! signal ends the process, as for any program).
+
+mod crash;
+mod entry;
+mod net;
+mod sandbox;
+
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use atoll_abi::boot::BootInfo;
+use atoll_abi::exit::{GUEST_FAILED, MAX_GUEST_STATUS};
+use atoll_host::net::NetDevices;
+
+use crate::panic::FixedBuf;
+
+pub use net::net_attach;
+
+/// What the entry code set up, fixed for the rest of the program.
+struct Boot {
+    info: BootInfo,
+    /// The boot arguments, NUL-terminated, back to back.
+    cmdline: std::vec::Vec<u8>,
+    /// `--stats` was given.
+    stats: bool,
+}
+
+static BOOT: OnceLock<Boot> = OnceLock::new();
+/// The network devices with their TAP devices, serviced on every wait.
+static NET: Mutex<NetDevices> = Mutex::new(NetDevices {
+    devices: std::vec::Vec::new(),
+});
+/// The monotonic clock at entry: time zero.
+static BOOT_NS: AtomicU64 = AtomicU64::new(0);
+/// Waits so far, for `--stats`.
+static WAITS: AtomicU64 = AtomicU64::new(0);
+
+/// The boot info the entry code filled in.
+pub(crate) fn boot_info() -> &'static BootInfo {
+    &boot().info
+}
+
+/// The boot arguments.
+pub(crate) fn cmdline() -> &'static [u8] {
+    &boot().cmdline
+}
+
+fn boot() -> &'static Boot {
+    match BOOT.get() {
+        Some(boot) => boot,
+        None => fail("atoll-rt: the runtime was used before the unix entry code ran"),
+    }
+}
+
+/// Writes all of `bytes` to standard output, unbuffered. A closed or
+/// broken stdout loses the output, as the tender's would.
+pub(crate) fn console_write(bytes: &[u8]) {
+    write_all(1, bytes);
+}
+
+fn write_all(fd: i32, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is a live slice of `bytes.len()` readable bytes;
+        // `write` reads at most that many. The result is checked.
+        let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        match usize::try_from(written) {
+            Ok(n) if n > 0 => bytes = &bytes[n.min(bytes.len())..],
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => return,
+        }
+    }
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write; both clocks always exist
+    // on Linux, so the call cannot fail (and leaves 0 if it somehow did).
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// Nanoseconds since entry (CLOCK_MONOTONIC, through the vDSO: no syscall).
+pub(crate) fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC).saturating_sub(BOOT_NS.load(Ordering::Relaxed))
+}
+
+/// Nanoseconds since the Unix epoch (CLOCK_REALTIME).
+pub(crate) fn wall_clock_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn net() -> MutexGuard<'static, NetDevices> {
+    // Nothing panics while holding the lock (failures are reported after it
+    // is released), but a poisoned lock still holds good devices.
+    NET.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends what the rings hold and receives into them, as the tender does on
+/// every exit; returns the ready set, or ends the program if the rings are
+/// corrupt.
+fn service(net: &mut NetDevices) -> Result<u64, std::string::String> {
+    net.service(&net::OwnMemory)
+        .map_err(|why| std::format!("guest broke its network rings: {why}"))
+}
+
+/// Services the rings, then blocks in `ppoll` on the TAP devices until one
+/// has input or `timeout_ns` passes (`u64::MAX`: no timeout), unless a ring
+/// already holds received frames.
+pub(crate) fn wait(timeout_ns: u64) -> u64 {
+    WAITS.fetch_add(1, Ordering::Relaxed);
+    let result = {
+        let mut net = net();
+        service(&mut net).and_then(|ready_set| {
+            if ready_set != 0 || timeout_ns == 0 {
+                return Ok(ready_set);
+            }
+            let timeout = (timeout_ns != u64::MAX).then(|| core::time::Duration::from_nanos(timeout_ns));
+            net.block(timeout);
+            service(&mut net)
+        })
+    };
+    result.unwrap_or_else(|why| fail(&why))
+}
+
+/// Ends the program with `status`, after sending the frames still queued
+/// (the tender services the rings on the halt exit too).
+pub(crate) fn halt(status: u32) -> ! {
+    let flushed = service(&mut net());
+    if let Err(why) = flushed {
+        fail(&why);
+    }
+    if status > MAX_GUEST_STATUS {
+        fail(&std::format!(
+            "guest broke the halt hypercall: status {status} is above {MAX_GUEST_STATUS}, the largest a guest may \
+             halt with"
+        ));
+    }
+    exit(status as i32)
+}
+
+/// Ends the program because something went wrong: `atoll: guest aborted:
+/// MESSAGE` on stderr (the tender's line), status 254.
+pub(crate) fn abort(message: &str) -> ! {
+    // Without allocating: the abort may be an out-of-memory one.
+    let mut line = FixedBuf::<4200>::new();
+    let _ = line.write_str("guest aborted: ");
+    for c in message.trim().chars() {
+        let c = match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        };
+        let _ = line.write_char(c);
+    }
+    fail(line.as_str())
+}
+
+/// `atoll: WHY` on stderr in one write, then status 254.
+fn fail(why: &str) -> ! {
+    say(why);
+    exit(GUEST_FAILED)
+}
+
+/// `atoll: MESSAGE` on stderr, in one write so it cannot be split.
+fn say(message: &str) {
+    let mut line = FixedBuf::<4300>::new();
+    let _ = writeln!(line, "atoll: {message}");
+    write_all(2, line.as_str().as_bytes());
+}
+
+/// Prints the statistics if asked to, and exits at once (no atexit
+/// handlers: nothing is buffered, and the sandbox allows little).
+fn exit(status: i32) -> ! {
+    if BOOT.get().is_some_and(|boot| boot.stats) {
+        let mut line = FixedBuf::<256>::new();
+        let _ = stats_line(&mut line, &net());
+        write_all(2, line.as_str().as_bytes());
+    }
+    // SAFETY: `_exit` ends the process; it takes no pointers.
+    unsafe { libc::_exit(status) }
+}
+
+/// The `stats:` line, in the tender's format (there are no exits to count:
+/// waits stand in for them).
+fn stats_line(out: &mut impl core::fmt::Write, net: &NetDevices) -> core::fmt::Result {
+    let (mut tx, mut rx, mut dropped) = (0, 0, 0);
+    for device in &net.devices {
+        tx += device.tx_frames;
+        rx += device.rx_frames;
+        dropped += device.tx_dropped;
+    }
+    let mut usage = core::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the (zeroed, so initialised
+    // even if it fails) struct we pass.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    // SAFETY: zeroed above and possibly filled in: initialised either way.
+    let peak_rss_kib = unsafe { usage.assume_init() }.ru_maxrss;
+    writeln!(
+        out,
+        "stats: waits={} net_tx={tx} net_rx={rx} net_tx_dropped={dropped} wall_us={} peak_rss_kib={peak_rss_kib}",
+        WAITS.load(Ordering::Relaxed),
+        monotonic_ns() / 1000
+    )
+}

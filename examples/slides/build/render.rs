@@ -237,7 +237,9 @@ a { color: #7fdbca; }
 nav { display: flex; gap: 1.5rem; align-items: center; padding: 1rem 0; font-size: 1.1rem; }
 nav .count { opacity: 0.7; }
 footer { padding: 0 0 1rem; font-size: 0.9rem; opacity: 0.6; }
-ol.contents { font-size: 1.1rem; columns: 2; }
+body.title main { justify-content: flex-start; padding-top: 3rem; }
+ol.contents { font-size: 1.1rem; columns: 2; column-gap: 3rem; }
+ol.contents li { break-inside: avoid; }
 p.start { font-size: 1.4rem; }
 "#;
 

@@ -22,12 +22,16 @@ pub fn apply(tap_fds: &[RawFd]) -> Result<(), String> {
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
-/// The filter for a process whose TAP devices are `tap_fds`.
-pub fn filter(tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError> {
+/// Seccomp rules, by system call number.
+pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
+
+/// The rules every confined Atoll process shares, the tender and a
+/// unix-platform app alike: output only to stdout, stderr and the TAP
+/// devices, input only from the TAP devices, heap memory that is never
+/// executable, and [`COMMON_ALLOWED`].
+pub fn common_rules(tap_fds: &[RawFd]) -> Result<Rules, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-    // Output only to stdout, stderr and the TAP devices; input only from
-    // the TAP devices.
+    let mut rules = Rules::new();
     let taps = tap_fds.iter().map(|&fd| fd as u64);
     rules.insert(
         libc::SYS_write,
@@ -51,44 +55,53 @@ pub fn filter(tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError
             .map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
             .collect::<Result<_, _>>()?,
     );
-    // Memory for the allocator, but never executable.
-    let no_exec = || {
-        SeccompCondition::new(
-            2,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-            0,
-        )
-    };
     rules.insert(libc::SYS_mmap, vec![SeccompRule::new(vec![no_exec()?])?]);
-    rules.insert(libc::SYS_mprotect, vec![SeccompRule::new(vec![no_exec()?])?]);
-    for call in ALLOWED {
+    for call in COMMON_ALLOWED {
         rules.insert(call, vec![]);
     }
-    SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?.try_into()
+    Ok(rules)
 }
 
-/// Calls allowed with any arguments: sleeping in `wait`, clocks (when the
-/// vDSO falls back to the syscall), heap memory, entropy, statistics,
-/// signal handling and exiting.
-const ALLOWED: [i64; 16] = [
+/// The third argument (`prot` of mmap and mprotect) has no PROT_EXEC.
+pub fn no_exec() -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
+        0,
+    )
+}
+
+/// Calls every confined process may make with any arguments: sleeping in
+/// `wait`, clocks (when the vDSO falls back to the syscall), heap memory,
+/// statistics, signal handling and exiting.
+pub const COMMON_ALLOWED: [i64; 13] = [
     libc::SYS_ppoll,
     libc::SYS_clock_gettime,
-    libc::SYS_gettimeofday,
     libc::SYS_munmap,
     libc::SYS_mremap,
     libc::SYS_brk,
     libc::SYS_madvise,
     libc::SYS_futex,
-    libc::SYS_getrandom,
     libc::SYS_getrusage,
     libc::SYS_sigaltstack,
     libc::SYS_rt_sigreturn,
     libc::SYS_rt_sigprocmask,
-    libc::SYS_restart_syscall,
     libc::SYS_exit,
     libc::SYS_exit_group,
 ];
+
+/// The unix platform's filter for a process whose TAP devices are
+/// `tap_fds`: the [`common_rules`], plus `mprotect` (never to executable),
+/// entropy and what the C library may fall back to.
+pub fn filter(tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError> {
+    let mut rules = common_rules(tap_fds)?;
+    rules.insert(libc::SYS_mprotect, vec![SeccompRule::new(vec![no_exec()?])?]);
+    for call in [libc::SYS_gettimeofday, libc::SYS_getrandom, libc::SYS_restart_syscall] {
+        rules.insert(call, vec![]);
+    }
+    SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?.try_into()
+}
 
 /// Writes the line a violation prints (without allocating: it runs in
 /// the SIGSYS handler).

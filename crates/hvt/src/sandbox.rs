@@ -7,9 +7,9 @@
 //! list kills the process (SIGSYS): a sandboxed process should not get to
 //! handle its own violation. `--no-sandbox` turns this off for debugging.
 
-use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 
+use atoll_host::sandbox::common_rules;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
@@ -30,9 +30,12 @@ pub fn confine(vcpu_fd: RawFd, tap_fds: &[RawFd]) -> Result<(), String> {
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
+/// The [`common_rules`] every confined Atoll process has, plus: `ioctl`
+/// only on the vCPU and only to run it or read its registers (for fault
+/// reports), `mincore` for `--stats`, and `close` for the exit.
 fn filter(vcpu_fd: RawFd, tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
-    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    let mut rules = common_rules(tap_fds)?;
     let vcpu = vcpu_fd as u64;
     rules.insert(
         libc::SYS_ioctl,
@@ -41,54 +44,7 @@ fn filter(vcpu_fd: RawFd, tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::
             .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, eq(1, request)?]))
             .collect::<Result<_, _>>()?,
     );
-    // Output only to stdout, stderr and the TAP devices; input only from
-    // the TAP devices.
-    let taps = tap_fds.iter().map(|&fd| fd as u64);
-    rules.insert(
-        libc::SYS_write,
-        [1, 2]
-            .into_iter()
-            .chain(taps.clone())
-            .map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
-            .collect::<Result<_, _>>()?,
-    );
-    if tap_fds.is_empty() {
-        // seccompiler refuses an empty rule list; an impossible fd it is.
-        rules.insert(libc::SYS_read, vec![SeccompRule::new(vec![eq(0, u64::MAX)?])?]);
-    } else {
-        rules.insert(
-            libc::SYS_read,
-            taps.map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
-                .collect::<Result<_, _>>()?,
-        );
-    }
-    // Memory for the allocator, but never executable.
-    let no_exec = SeccompCondition::new(
-        2,
-        SeccompCmpArgLen::Dword,
-        SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64),
-        0,
-    )?;
-    rules.insert(libc::SYS_mmap, vec![SeccompRule::new(vec![no_exec])?]);
-    // Calls with no arguments worth filtering: sleeping in the wait
-    // hypercall, clocks, memory bookkeeping, statistics and exiting.
-    for call in [
-        libc::SYS_ppoll,
-        libc::SYS_clock_gettime,
-        libc::SYS_munmap,
-        libc::SYS_mremap,
-        libc::SYS_brk,
-        libc::SYS_madvise,
-        libc::SYS_futex,
-        libc::SYS_getrusage,
-        libc::SYS_mincore,
-        libc::SYS_sigaltstack,
-        libc::SYS_rt_sigreturn,
-        libc::SYS_rt_sigprocmask,
-        libc::SYS_close,
-        libc::SYS_exit,
-        libc::SYS_exit_group,
-    ] {
+    for call in [libc::SYS_mincore, libc::SYS_close] {
         rules.insert(call, vec![]);
     }
     SeccompFilter::new(

@@ -11,6 +11,8 @@ use crate::{BuildArgs, CliError, Platform};
 
 /// The Rust target of the `hvt` platform.
 pub const HVT_TARGET: &str = "x86_64-unknown-none";
+/// The Rust target of the `unix` platform.
+pub const UNIX_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Flags for a static, fixed-address ELF linked with the runtime's
 /// `atoll.ld` (which atoll-rt's build script puts on the link search path).
@@ -19,7 +21,24 @@ pub const HVT_TARGET: &str = "x86_64-unknown-none";
 /// guest target, never to build scripts and proc macros built for the host.
 pub const HVT_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-none.rustflags=["-C","relocation-model=static","-C","link-arg=-Tatoll.ld","-C","link-arg=--no-pie","-C","force-frame-pointers=yes"]"#;
 
-/// Builds the app in `args.dir` and returns the kernel's path. Prints its
+/// Flags for the `unix` platform: the cfg that selects atoll-rt's unix
+/// platform, frame pointers (for its crash reports, as on hvt) and a static
+/// executable (it depends on nothing installed, and starts without the
+/// dynamic loader's work).
+pub const UNIX_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]"#;
+
+/// The arguments that make `cargo build` build for `platform`: its target,
+/// and its flags for that target only. The one place either platform's
+/// build is defined.
+pub fn cargo_target_args(platform: Platform) -> [&'static str; 4] {
+    match platform {
+        Platform::Hvt => ["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG],
+        Platform::Unix => ["--target", UNIX_TARGET, "--config", UNIX_RUSTFLAGS_CONFIG],
+    }
+}
+
+/// Builds the app in `args.dir` and returns the kernel's path (for `unix`,
+/// the executable's). Prints its
 /// size on standard error; cargo's own diagnostics go there too.
 pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
     let manifest = args.dir.join("Cargo.toml");
@@ -43,9 +62,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest);
-    match args.target {
-        Platform::Hvt => cargo.args(["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG]),
-    };
+    cargo.args(cargo_target_args(args.target));
     if args.release {
         cargo.arg("--release");
     }
@@ -125,6 +142,18 @@ mod tests {
 
     fn hello_manifest() -> &'static Path {
         Path::new("/work/main/examples/hello/Cargo.toml")
+    }
+
+    #[test]
+    fn each_platform_builds_for_its_own_target_with_its_own_flags() {
+        let hvt = cargo_target_args(Platform::Hvt);
+        assert_eq!(hvt[..2], ["--target", "x86_64-unknown-none"]);
+        assert!(hvt[3].starts_with("target.x86_64-unknown-none.rustflags=") && hvt[3].contains("atoll.ld"));
+        let unix = cargo_target_args(Platform::Unix);
+        assert_eq!(unix[..2], ["--target", "x86_64-unknown-linux-gnu"]);
+        assert!(unix[3].starts_with("target.x86_64-unknown-linux-gnu.rustflags="));
+        assert!(unix[3].contains(r#""--cfg","atoll_platform=\"unix\"""#), "{}", unix[3]);
+        assert!(unix[3].contains("+crt-static") && !unix[3].contains("atoll.ld"));
     }
 
     #[test]

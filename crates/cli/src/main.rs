@@ -2,24 +2,26 @@
 //!
 //! * `atoll new NAME` writes a standalone app crate that builds and runs as
 //!   it is.
-//! * `atoll build [DIR]` builds the app at DIR for `x86_64-unknown-none` with
-//!   the flags an Atoll kernel needs (a static, fixed-address ELF linked with
-//!   the runtime's `atoll.ld`) and prints the kernel's path on the last line
-//!   of standard output, so scripts can take it with `tail -n1`.
+//! * `atoll build [DIR] [--target hvt|unix]` builds the app at DIR. For
+//!   `hvt` (the default) that is a static, fixed-address ELF for
+//!   `x86_64-unknown-none` linked with the runtime's `atoll.ld`; for `unix`
+//!   it is a static Linux executable of the same app (see [`build`]). The
+//!   path is printed on the last line of standard output, so scripts can
+//!   take it with `tail -n1`.
 //! * `atoll run [DIR] [-- ARGS...]` builds, then replaces itself with the
-//!   `atoll-hvt` tender, so the unikernel's exit status is `atoll`'s. When
-//!   the app declares a network device the command line does not attach,
-//!   `run` instead sets the network up itself (a namespace with a TAP device,
-//!   see [`network`]), runs the tender there as a child, and publishes the
-//!   guest's port on the host's loopback ([`forward`]).
+//!   `atoll-hvt` tender (or, for `unix`, with the executable itself), so
+//!   the unikernel's exit status is `atoll`'s. When the app declares a
+//!   network device the command line does not attach, `run` instead sets
+//!   the network up itself (a namespace with a TAP device, see [`network`]),
+//!   runs the unikernel there as a child, and publishes the guest's port on
+//!   the host's loopback ([`forward`]).
 //!
-//! What it deliberately leaves out: it is a thin driver over `cargo` and
-//! `atoll-hvt`, not a build system. It adds no cargo features, runs no
-//! post-link steps and keeps no state of its own. Only the `hvt` platform
-//! exists so far; `--target` is there so others can be added.
+//! What it deliberately leaves out: it is a thin driver over `cargo`,
+//! `atoll-hvt` and the unix executable, not a build system. It adds no cargo
+//! features, runs no post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
-//! exit status 1. Once the tender runs, every exit status is the tender's.
+//! exit status 1. Once the unikernel runs, every exit status is its own.
 #![forbid(unsafe_code)]
 
 mod build;
@@ -51,13 +53,13 @@ pub enum Command {
         /// The directory to create; its last component is the crate's name.
         name: PathBuf,
     },
-    /// Build the app at DIR and print the kernel's path.
+    /// Build the app at DIR and print the kernel's (or executable's) path.
     Build(BuildArgs),
     /// Build the app at DIR and boot it.
     #[command(after_help = "\
 Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
 and --block:NAME=FILE (a disk image), given before `--`; they go to the
-tender as they are.
+tender (or, with --target unix, the executable) as they are.
 
 A network device left unattached is set up by `atoll run` itself (as root):
 a network namespace atoll-PID holding TAP device atoll0 (host 10.77.0.1/24,
@@ -84,7 +86,7 @@ pub struct BuildArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Guest memory in MiB (the tender's default if absent).
+    /// Guest memory in MiB (the tender's default if absent; hvt only).
     #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..))]
     pub mem: Option<u32>,
     /// Print the tender's statistics line to standard error at exit.
@@ -137,6 +139,8 @@ pub fn parse_publish(text: &str) -> Result<Publish, String> {
 pub enum Platform {
     /// `atoll-hvt`, Atoll's own KVM tender.
     Hvt,
+    /// An ordinary Linux process, confined with seccomp.
+    Unix,
 }
 
 /// An error to show the user: the text after `atoll: `, one or two lines.
@@ -300,6 +304,19 @@ mod tests {
         assert_eq!(run.devices, ["--net:service=tap0", "--block:data=disk.img"]);
         // After `--` everything is the unikernel's, device-like or not.
         assert_eq!(run.args, argv(&["a", "--net:x=y", "--"]));
+    }
+
+    #[test]
+    fn target_unix_is_accepted_by_build_and_run() {
+        for command in ["build", "run"] {
+            let cli = parse(argv(&["atoll", command, "--target", "unix"])).unwrap();
+            let target = match cli.command {
+                Command::Build(args) => args.target,
+                Command::Run(run) => run.build.target,
+                Command::New { .. } => panic!("not a {command}"),
+            };
+            assert_eq!(target, Platform::Unix);
+        }
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //!
 //! The guest gets a network namespace of its own, `atoll-PID`, holding TAP
 //! device [`TAP`] (the host side is [`HOST_CIDR`], the guest
-//! [`GUEST_ADDR`]). The tender runs inside it as a child
-//! (`ip netns exec`), and [`crate::forward`] publishes the guest's port on
-//! the host's loopback. Nothing touches the host's own interfaces, routes or
+//! [`GUEST_ADDR`]). The tender (or the unix executable) runs inside it as
+//! a child (`ip netns exec`), and [`crate::forward`] publishes the guest's
+//! port on the host's loopback. Nothing touches the host's own interfaces, routes or
 //! firewall, and the namespace (with its TAP device) is deleted however the
-//! run ends: normally, by a signal forwarded to the tender, or on an error.
+//! run ends: normally, by a signal forwarded to the unikernel, or on an
+//! error.
 //!
 //! Not here: a bridge or NAT to the outside world (the guest can reach only
 //! the host side of its TAP), more than one automatic device, IPv6.
@@ -27,6 +28,7 @@ use nix::unistd::Pid;
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::run::Launch;
 use crate::{forward, CliError, Publish, RunArgs};
 
 /// The TAP device inside the namespace.
@@ -37,7 +39,7 @@ pub const HOST_CIDR: &str = "10.77.0.1/24";
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The guest's boot arguments that configure its address.
 pub const GUEST_ARGS: [&str; 2] = ["--ipv4=10.77.0.2/24", "--ipv4-gateway=10.77.0.1"];
-/// Signals passed on to the tender, which stops cleanly on each.
+/// Signals passed on to the unikernel, which stops cleanly on each.
 const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 
 /// A network namespace, deleted (with the devices in it) when dropped.
@@ -124,15 +126,11 @@ fn ip(args: &[&str]) -> Result<(), CliError> {
     Err(format!("`ip {}` failed: {why}", args.join(" ")).into())
 }
 
-/// Runs the tender inside a fresh namespace, publishes the guest's port and
-/// waits. Returns the tender's exit status (128 + N if signal N ended it).
-pub fn serve(
-    tender: &Path,
-    kernel: &Path,
-    args: &RunArgs,
-    device: &str,
-    tender_args: Vec<OsString>,
-) -> Result<u8, CliError> {
+/// Runs the unikernel (`launch`: the tender, or the unix executable)
+/// inside a fresh namespace with its net device `device` on the TAP device
+/// there, publishes the guest's port and waits. Returns the unikernel's
+/// exit status (128 + N if signal N ended it).
+pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliError> {
     if let Some(own) = args.args.iter().find(|a| a.to_string_lossy().starts_with("--ipv4")) {
         return Err(format!(
             "`{}`: `atoll run` gives the guest {GUEST_ADDR} itself; to choose the address, attach a TAP \
@@ -149,7 +147,7 @@ pub fn serve(
         .into());
     }
     // From here on a Ctrl-C must not kill us before the namespace is gone:
-    // stop signals are collected and passed on to the tender.
+    // stop signals are collected and passed on to the unikernel.
     let mut signals = Signals::new(STOP_SIGNALS.iter().copied().chain([SIGCHLD]))
         .map_err(|e| format!("cannot handle signals: {e}"))?;
     let publish = args.publish.unwrap_or(Publish::DEFAULT);
@@ -174,19 +172,16 @@ pub fn serve(
         return Ok(128 + signal as u8);
     }
 
-    let mut command = namespace.command(tender);
+    let guest_args: Vec<OsString> = GUEST_ARGS.iter().map(OsString::from).collect();
+    let mut command = namespace.command(&launch.program);
     command
         .arg(format!("--net:{device}={TAP}"))
-        .args(tender_args)
-        .arg(kernel)
-        .arg("--")
-        .args(GUEST_ARGS)
-        .args(&args.args)
+        .args(launch.args(guest_args.iter().chain(&args.args)))
         .stdin(Stdio::null());
     let mut child = command.spawn().map_err(|e| {
         format!(
             "cannot start {} in namespace {}: {e}",
-            tender.display(),
+            launch.program.display(),
             namespace.name()
         )
     })?;
@@ -217,7 +212,7 @@ pub fn serve(
     }
 
     let status = wait_passing_signals(&mut child, &mut signals)
-        .map_err(|e| format!("cannot wait for {}: {e}", tender.display()))?;
+        .map_err(|e| format!("cannot wait for {}: {e}", launch.program.display()))?;
     drop(namespace);
     Ok(exit_code(status))
 }

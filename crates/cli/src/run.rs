@@ -1,6 +1,10 @@
-//! `atoll run`: build, find the tender, and become it, or, for an app with
-//! a net device the command line leaves unattached, run it in a network of
-//! its own ([`crate::network`]).
+//! `atoll run`: build, find what runs the unikernel, and become it, or, for
+//! an app with a net device the command line leaves unattached, run it in a
+//! network of its own ([`crate::network`]).
+//!
+//! On `hvt` that is the tender, `atoll-hvt [OPTIONS] KERNEL -- ARGS`; on
+//! `unix` the executable itself, `APP [OPTIONS] -- ARGS`, with the same
+//! options (the unix platform parses the tender's command line).
 
 use std::ffi::OsString;
 use std::io;
@@ -16,30 +20,74 @@ use crate::{CliError, Platform, RunArgs};
 /// The `hvt` tender's executable name.
 const HVT_TENDER: &str = "atoll-hvt";
 
-/// Builds the app, then execs the tender on it, so the tender's exit status
-/// (the guest's halt status, 254 for a failed guest, 255 for a tender error)
-/// is ours. With an automatic network the tender runs as a child instead
-/// and its exit status is returned.
+/// How to start a built unikernel: `program`, then any device flags
+/// `atoll run` adds, then `options`, then `--` and the boot arguments.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// The tender, or the unix executable.
+    pub program: PathBuf,
+    /// The options, and for hvt the kernel, before the `--`.
+    pub options: Vec<OsString>,
+}
+
+impl Launch {
+    /// How `args.build.target` runs `kernel` with `args`' options.
+    pub fn new(args: &RunArgs, kernel: &Path, tender: Option<PathBuf>) -> Launch {
+        let mut options = run_options(args);
+        match tender {
+            Some(tender) => {
+                options.push(kernel.into());
+                Launch {
+                    program: tender,
+                    options,
+                }
+            }
+            None => Launch {
+                program: kernel.to_owned(),
+                options,
+            },
+        }
+    }
+
+    /// The whole command line after the program's name, boot arguments
+    /// `boot_args` last.
+    pub fn args<'a>(&self, boot_args: impl IntoIterator<Item = &'a OsString>) -> Vec<OsString> {
+        let mut out = self.options.clone();
+        out.push("--".into());
+        out.extend(boot_args.into_iter().cloned());
+        out
+    }
+}
+
+/// Builds the app, then execs the tender on it (or, on unix, the app), so
+/// its exit status (the guest's halt status, 254 for a failed guest, 255
+/// when it could not run) is ours. With an automatic network the unikernel
+/// runs as a child instead and its exit status is returned.
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
+    if let (Platform::Unix, Some(_)) = (args.build.target, args.mem) {
+        return Err("--mem is for --target hvt only: on unix the unikernel's memory is the process's".into());
+    }
     let kernel = crate::build::build(&args.build)?;
     let tender = match args.build.target {
-        Platform::Hvt => find_hvt_tender()?,
+        Platform::Hvt => Some(find_hvt_tender()?),
+        Platform::Unix => None,
     };
+    let launch = Launch::new(args, &kernel, tender);
     let unattached = unattached_net_devices(&kernel, &args.devices);
     match unattached.as_slice() {
         [] if args.publish.is_some() => Err(
-            "--publish needs an app with a net device for `atoll run` to set up, and this one has none              (or all are attached with --net:NAME=TAP)"
+            "--publish needs an app with a net device for `atoll run` to set up, and this one has none \
+             (or all are attached with --net:NAME=TAP)"
                 .into(),
         ),
         [] => {
-            let error = Command::new(&tender).args(tender_args(args, &kernel)).exec();
-            Err(format!("cannot start {}: {error}", tender.display()).into())
+            let error = Command::new(&launch.program).args(launch.args(&args.args)).exec();
+            Err(format!("cannot start {}: {error}", launch.program.display()).into())
         }
-        [device] => {
-            crate::network::serve(&tender, &kernel, args, device, tender_options(args))
-        }
+        [device] => crate::network::serve(&launch, args, device),
         several => Err(format!(
-            "the app has net devices {}; `atoll run` sets up one by itself, so attach the others with              --net:NAME=TAP",
+            "the app has net devices {}; `atoll run` sets up one by itself, so attach the others with \
+             --net:NAME=TAP",
             several.join(", ")
         )
         .into()),
@@ -69,19 +117,9 @@ fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The tender's command line after its name:
-/// `[--mem=MiB] [--stats] [DEVICE FLAGS...] KERNEL -- ARGS...`.
-pub fn tender_args(args: &RunArgs, kernel: &Path) -> Vec<OsString> {
-    let mut out = tender_options(args);
-    out.push(kernel.into());
-    out.push("--".into());
-    out.extend(args.args.iter().cloned());
-    out
-}
-
-/// The tender's options before the kernel: `[--mem=MiB] [--stats] [DEVICE
-/// FLAGS...]`.
-pub fn tender_options(args: &RunArgs) -> Vec<OsString> {
+/// The options given to the tender or unix executable before the kernel:
+/// `[--mem=MiB] [--stats] [DEVICE FLAGS...]`.
+pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();
     if let Some(mem_mib) = args.mem {
         out.push(format!("--mem={mem_mib}").into());
@@ -133,41 +171,67 @@ fn find_hvt_tender() -> Result<PathBuf, CliError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn tender_command_line() {
-        let cli = crate::parse(
-            [
-                "atoll",
-                "run",
-                "app",
-                "--stats",
-                "--mem=32",
-                "--net:service=tap0",
-                "--",
-                "a",
-                "b c",
-            ]
-            .iter()
-            .map(OsString::from)
-            .collect(),
-        )
-        .unwrap();
+    fn run_args(argv: &[&str]) -> RunArgs {
+        let cli = crate::parse(argv.iter().map(OsString::from).collect()).unwrap();
         let crate::Command::Run(args) = cli.command else {
             panic!("not a run")
         };
-        let line = tender_args(&args, Path::new("/k/app"));
+        args
+    }
+
+    #[test]
+    fn tender_command_line() {
+        let args = run_args(&[
+            "atoll",
+            "run",
+            "app",
+            "--stats",
+            "--mem=32",
+            "--net:service=tap0",
+            "--",
+            "a",
+            "b c",
+        ]);
+        let launch = Launch::new(&args, Path::new("/k/app"), Some(PathBuf::from("/bin/atoll-hvt")));
+        assert_eq!(launch.program, Path::new("/bin/atoll-hvt"));
         assert_eq!(
-            line,
+            launch.args(&args.args),
             ["--mem=32", "--stats", "--net:service=tap0", "/k/app", "--", "a", "b c"].map(OsString::from)
         );
     }
 
     #[test]
+    fn a_unix_executable_is_the_program_with_the_same_options() {
+        let args = run_args(&[
+            "atoll",
+            "run",
+            "--target=unix",
+            "--stats",
+            "--net:service=tap0",
+            "--",
+            "a",
+        ]);
+        let launch = Launch::new(&args, Path::new("/k/app"), None);
+        assert_eq!(launch.program, Path::new("/k/app"));
+        assert_eq!(
+            launch.args(&args.args),
+            ["--stats", "--net:service=tap0", "--", "a"].map(OsString::from)
+        );
+    }
+
+    #[test]
     fn without_options_the_kernel_and_separator_remain() {
-        let cli = crate::parse(["atoll", "run"].iter().map(OsString::from).collect()).unwrap();
-        let crate::Command::Run(args) = cli.command else {
-            panic!("not a run")
-        };
-        assert_eq!(tender_args(&args, Path::new("k")), ["k", "--"].map(OsString::from));
+        let args = run_args(&["atoll", "run"]);
+        let launch = Launch::new(&args, Path::new("k"), Some(PathBuf::from("t")));
+        assert_eq!(launch.args(&args.args), ["k", "--"].map(OsString::from));
+    }
+
+    #[test]
+    fn mem_is_refused_on_unix_before_building() {
+        let args = run_args(&["atoll", "run", "--target", "unix", "--mem=64", "/no/such/app"]);
+        assert_eq!(
+            run(&args).unwrap_err().0,
+            "--mem is for --target hvt only: on unix the unikernel's memory is the process's"
+        );
     }
 }

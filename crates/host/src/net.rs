@@ -428,6 +428,14 @@ impl NetDevices {
     /// timeout passes (`None`: forever). A signal ends the wait early; the
     /// guest then simply waits again.
     pub fn block(&self, timeout: Option<std::time::Duration>) {
+        self.block_with_signal_mask(timeout, None);
+    }
+
+    /// [`NetDevices::block`] with the signal mask `signal_mask` in place
+    /// while blocked (ppoll's atomic swap): a caller that blocks its stop
+    /// signals, checks for one, and then blocks here unblocking them cannot
+    /// miss a signal that lands between the check and the wait.
+    pub fn block_with_signal_mask(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&libc::sigset_t>) {
         let mut fds: Vec<libc::pollfd> = self
             .devices
             .iter()
@@ -443,12 +451,14 @@ impl NetDevices {
             tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
         });
         let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
+        let mask_ptr = signal_mask.map_or(std::ptr::null(), |mask| mask as *const libc::sigset_t);
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds (possibly
         // empty, then ppoll only sleeps); `ts_ptr` is null or points at a
-        // timespec alive until the call returns; a null signal mask keeps
-        // ours. Its result needs no check: after a timeout, an event or
-        // EINTR alike, the caller services the rings and the guest re-checks.
-        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, std::ptr::null()) };
+        // timespec alive until the call returns; the mask is null (keep
+        // ours) or a live sigset_t. Its result needs no check: after a
+        // timeout, an event or EINTR alike, the caller services the rings
+        // and the guest re-checks.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, mask_ptr) };
     }
 
     /// Host file descriptors of the TAP devices, for the sandbox.

@@ -5,7 +5,8 @@
 //! and the same messages: parse the command line (`atoll_host::args`), read
 //! the app's own manifest from `/proc/self/exe` (`atoll_host::elf`), check
 //! and open the devices (`atoll_host::devices`), fill in the boot info,
-//! then confine the process (`sandbox`) and run `__atoll_main`. Anything
+//! install the stop-signal handlers (`signals`), then confine the process
+//! (`sandbox`) and run `__atoll_main`. Anything
 //! wrong before the app starts is one line on stderr and status 255.
 
 use core::ffi::{c_char, c_int, CStr};
@@ -19,7 +20,7 @@ use atoll_abi::{GuestAddr, ABI_VERSION};
 use atoll_host::args::{Parsed, UnixCli};
 use zerocopy::FromZeros;
 
-use super::{crash, sandbox, Boot, BOOT, BOOT_NS, NET};
+use super::{crash, sandbox, signals, Boot, BOOT, BOOT_NS, NET};
 
 unsafe extern "Rust" {
     /// The app's entry, emitted by `#[atoll::main]`: it runs the app's
@@ -120,6 +121,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         stats: common.stats,
     });
 
+    signals::install().map_err(Stop::Error)?;
     std::panic::set_hook(std::boxed::Box::new(|panic| {
         let location = panic.location().map(|l| (l.file(), l.line(), l.column()));
         crate::panic::report_and_abort(location, panic.payload_as_str().unwrap_or("Box<dyn Any>"))

@@ -10,6 +10,7 @@
 //! * `sandbox`: the seccomp filter, and the report of a violation.
 //! * `crash`: reports of SIGSEGV, SIGBUS, SIGILL and SIGFPE, as the tender
 //!   reports a guest's CPU exceptions.
+//! * `signals`: stopping on SIGINT, SIGTERM and SIGHUP, as the tender does.
 //!
 //! The contract, mapped: the console is `write(1)` (no ring: there are no
 //! exits to save), the clocks are `clock_gettime` (monotonic, realtime),
@@ -19,13 +20,13 @@
 //! Built with `--cfg atoll_platform="unix"` on `x86_64-unknown-linux-gnu`.
 //! This part of the runtime uses `std` (the app itself stays `no_std`), and
 //! std's panic handler, with a hook that reports panics as on hvt. Not
-//! here: block devices, stopping on SIGINT/SIGTERM with statistics (the
-//! signal ends the process, as for any program).
+//! here: block devices.
 
 mod crash;
 mod entry;
 mod net;
 mod sandbox;
+mod signals;
 
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -129,8 +130,9 @@ fn service(net: &mut NetDevices) -> Result<u64, std::string::String> {
 }
 
 /// Services the rings, then blocks in `ppoll` on the TAP devices until one
-/// has input or `timeout_ns` passes (`u64::MAX`: no timeout), unless a ring
-/// already holds received frames.
+/// has input, `timeout_ns` passes (`u64::MAX`: no timeout) or a stop signal
+/// arrives, unless a ring already holds received frames. After a stop
+/// signal it ends the program, as the tender does.
 pub(crate) fn wait(timeout_ns: u64) -> u64 {
     WAITS.fetch_add(1, Ordering::Relaxed);
     let result = {
@@ -140,10 +142,19 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
                 return Ok(ready_set);
             }
             let timeout = (timeout_ns != u64::MAX).then(|| core::time::Duration::from_nanos(timeout_ns));
-            net.block(timeout);
+            let blocked = signals::Blocked::new();
+            if signals::stop_requested().is_none() {
+                net.block_with_signal_mask(timeout, Some(blocked.wait_mask()));
+            }
+            drop(blocked);
             service(&mut net)
         })
     };
+    // The lock is released: `exit` takes it for the statistics.
+    if let Some(signal) = signals::stop_requested() {
+        say(&std::format!("stopped by {}", signals::name(signal)));
+        exit(128 + signal);
+    }
     result.unwrap_or_else(|why| fail(&why))
 }
 

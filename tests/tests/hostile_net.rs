@@ -27,7 +27,11 @@ fn assert_stopped(mode: &str, message: &str) {
         !out.stdout.contains("hostile guest survived"),
         "{mode}: the guest went on after lying"
     );
-    assert!(!out.stderr.contains("panicked at"), "{mode}: the tender panicked: {}", out.stderr);
+    assert!(
+        !out.stderr.contains("panicked at"),
+        "{mode}: the tender panicked: {}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -18,7 +18,7 @@ use core::marker::PhantomData;
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
 
-pub use pipe::{pipe, pipe_with, PipeDevice};
+pub use pipe::{lossy_pipe, pipe, pipe_with, Faults, PipeDevice};
 
 /// Bytes of an Ethernet header: smoltcp counts them in the MTU of an
 /// Ethernet device, the boot info does not.

@@ -5,7 +5,10 @@
 //!
 //! Each direction is a bounded queue of frames. A full queue makes
 //! `transmit` return `None`, the way a full ring does on hvt, so the stack's
-//! handling of a busy device is exercised too.
+//! handling of a busy device is exercised too. A cable made with
+//! [`lossy_pipe`] also drops and corrupts frames the stacks send, at seeded
+//! random, like smoltcp's own fault injector, so tests can check that TCP
+//! delivers every byte over a bad link.
 
 use alloc::collections::VecDeque;
 use alloc::rc::Rc;
@@ -36,11 +39,87 @@ pub struct PipeDevice {
     /// Whether frames went out since [`PipeDevice::take_sync_needed`].
     sent_since_sync: Rc<RefCell<bool>>,
     frames_sent_count: Rc<RefCell<u64>>,
+    /// Faults injected into the frames this end's stack sends.
+    faults: Rc<RefCell<FaultInjector>>,
+}
+
+/// What a [`lossy_pipe`] does to the frames the stacks send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Faults {
+    /// Frames dropped, per thousand.
+    pub drop_per_mille: u32,
+    /// Frames with one bit flipped, per thousand (the receiver's checksums
+    /// catch them).
+    pub corrupt_per_mille: u32,
+    /// Seed of the pseudo-random choice, so a failing run can be replayed.
+    pub seed: u64,
+}
+
+impl Faults {
+    /// A perfect cable.
+    pub const NONE: Faults = Faults {
+        drop_per_mille: 0,
+        corrupt_per_mille: 0,
+        seed: 1,
+    };
+}
+
+#[derive(Debug)]
+struct FaultInjector {
+    faults: Faults,
+    /// xorshift64 state: small, deterministic, no dependency.
+    state: u64,
+    dropped_count: u64,
+    corrupted_count: u64,
+}
+
+impl FaultInjector {
+    fn new(faults: Faults) -> FaultInjector {
+        FaultInjector {
+            faults,
+            state: faults.seed | 1,
+            dropped_count: 0,
+            corrupted_count: 0,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        self.state
+    }
+
+    /// `frame` as it arrives, or `None` if the cable loses it.
+    fn apply(&mut self, mut frame: Vec<u8>) -> Option<Vec<u8>> {
+        if (self.next() % 1000) < u64::from(self.faults.drop_per_mille) {
+            self.dropped_count += 1;
+            return None;
+        }
+        if (self.next() % 1000) < u64::from(self.faults.corrupt_per_mille) && !frame.is_empty() {
+            let bit = self.next() as usize % (frame.len() * 8);
+            frame[bit / 8] ^= 1 << (bit % 8);
+            self.corrupted_count += 1;
+        }
+        Some(frame)
+    }
 }
 
 /// Two ends of a new cable, with Ethernet MTU 1500.
 pub fn pipe() -> (PipeDevice, PipeDevice) {
     pipe_with(DEFAULT_QUEUE_FRAMES, 1500)
+}
+
+/// Two ends of a new cable with Ethernet MTU 1500 that drops and corrupts
+/// frames as `faults` says (each direction with its own random sequence).
+pub fn lossy_pipe(faults: Faults) -> (PipeDevice, PipeDevice) {
+    let (a, b) = pipe();
+    *a.faults.borrow_mut() = FaultInjector::new(faults);
+    *b.faults.borrow_mut() = FaultInjector::new(Faults {
+        seed: faults.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        ..faults
+    });
+    (a, b)
 }
 
 /// Two ends of a new cable that queues at most `queue_frames` frames per
@@ -55,6 +134,7 @@ pub fn pipe_with(queue_frames: usize, mtu: usize) -> (PipeDevice, PipeDevice) {
         mtu,
         sent_since_sync: Rc::default(),
         frames_sent_count: Rc::default(),
+        faults: Rc::new(RefCell::new(FaultInjector::new(Faults::NONE))),
     };
     (end(&b_to_a, &a_to_b), end(&a_to_b, &b_to_a))
 }
@@ -86,6 +166,13 @@ impl PipeDevice {
     /// Frames this end has sent in total.
     pub fn frames_sent_count(&self) -> u64 {
         *self.frames_sent_count.borrow()
+    }
+
+    /// Frames of this end's stack that a [`lossy_pipe`] dropped and
+    /// corrupted so far.
+    pub fn faults_injected_count(&self) -> (u64, u64) {
+        let faults = self.faults.borrow();
+        (faults.dropped_count, faults.corrupted_count)
     }
 
     /// Whether this end sent frames since the last call: the other end's
@@ -149,8 +236,11 @@ impl phy::TxToken for PipeTxToken<'_> {
         let mut frame = vec![0; len];
         let result = f(&mut frame);
         // `receive`/`transmit` checked for room and nothing else runs in
-        // between, so this cannot drop the frame.
-        self.device.send_frame(frame);
+        // between, so only the fault injector can lose the frame.
+        let arrived = self.device.faults.borrow_mut().apply(frame);
+        if let Some(frame) = arrived {
+            self.device.send_frame(frame);
+        }
         result
     }
 }

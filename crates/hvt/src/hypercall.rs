@@ -188,6 +188,47 @@ mod tests {
         }
     }
 
+    /// Seeded fuzzing: random hypercalls (Wait with a zero timeout, so the
+    /// test does not sleep) at random addresses over memory full of random
+    /// bytes. The tender must answer each with an action, never a panic,
+    /// and stop the guest whenever the address is not the guest's to give.
+    #[test]
+    fn random_hypercalls_never_panic() {
+        let mem = mem();
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..20_000 {
+            let mut garbage = [0u8; 64];
+            garbage.iter_mut().for_each(|b| *b = next() as u8);
+            let arg = match next() % 4 {
+                0 => next(),
+                1 => next() % 0x6000,
+                _ => 0x3000 + next() % 0x2000,
+            };
+            if (0x3000..0x5000 - 64).contains(&arg) {
+                mem.write(arg, &garbage);
+            }
+            let hc = Hypercall::ALL[next() as usize % Hypercall::ALL.len()];
+            if hc == Hypercall::Wait && mem.map.check_user_access(arg, 16, true).is_ok() {
+                mem.write(arg, &0u64.to_le_bytes()); // timeout 0: poll
+            }
+            let action = call(hc, arg, &mem);
+            let size = match hc {
+                Hypercall::Walltime | Hypercall::Halt => 8,
+                _ => 16,
+            };
+            let fits = mem.map.check_user_access(arg, size, false).is_ok();
+            if !fits && hc != Hypercall::ConsoleFlush {
+                assert!(matches!(action, Action::Fail(_)), "{hc:?} at {arg:#x}: {action:?}");
+            }
+        }
+    }
+
     #[test]
     fn wait_sleeps_about_as_long_as_asked() {
         let mem = mem();

@@ -1,12 +1,14 @@
 //! Helpers shared by the integration tests, which boot real unikernels.
 //!
 //! Each test process builds `atoll` and `atoll-hvt` once (release), builds
-//! the guests it needs once each with `atoll build --release`, and runs them
-//! with a 60-second limit, measuring wall and CPU time. The tests themselves
-//! live in `tests/*.rs`, one file per topic.
+//! the guests it needs once per [`Platform`] with `atoll build --release
+//! --target hvt|unix`, and runs them with a 60-second limit, measuring wall
+//! and CPU time. The tests themselves live in `tests/*.rs`, one file per
+//! topic. A case that means the same on both platforms is written once,
+//! with [`both_platforms!`], which makes one test per platform.
 //!
-//! These tests need `/dev/kvm`. Without it they fail with a message saying
-//! so rather than skip: a skipped boot test checks nothing.
+//! The hvt cases need `/dev/kvm`. Without it they fail with a message
+//! saying so rather than skip: a skipped boot test checks nothing.
 //!
 //! [`net`] adds networks: a namespace per test with a TAP device, a
 //! unikernel booted there in the background, and clients run inside it.
@@ -46,6 +48,93 @@ pub fn require_kvm() {
     }
 }
 
+/// Where a unikernel runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// Under the `atoll-hvt` tender, in a KVM virtual machine.
+    Hvt,
+    /// As a confined Linux process.
+    Unix,
+}
+
+impl Platform {
+    /// The name `atoll build --target` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Hvt => "hvt",
+            Platform::Unix => "unix",
+        }
+    }
+
+    /// What the tender's (or the unix runtime's) own messages start with.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Platform::Hvt => "atoll-hvt: ",
+            Platform::Unix => "atoll: ",
+        }
+    }
+
+    /// The command that runs `kernel` (built for this platform) with
+    /// tender options `options` and boot arguments `args`: `atoll-hvt
+    /// OPTIONS KERNEL -- ARGS` or `KERNEL OPTIONS -- ARGS`, as `program`
+    /// (or `ip netns exec NS program`, see [`net::Namespace::command`]).
+    pub fn command<S: AsRef<OsStr>>(
+        self,
+        wrap: impl FnOnce(&Path) -> Command,
+        kernel: &Path,
+        options: &[S],
+        args: &[S],
+    ) -> Command {
+        let mut command = match self {
+            Platform::Hvt => {
+                require_kvm();
+                let mut command = wrap(hvt_bin());
+                command.args(options).arg(kernel);
+                command
+            }
+            Platform::Unix => {
+                let mut command = wrap(kernel);
+                command.args(options);
+                command
+            }
+        };
+        command.arg("--").args(args);
+        command
+    }
+}
+
+/// Writes a test case once and makes a test of it per platform: `mod
+/// NAME` with the tests `NAME::hvt` and `NAME::unix`, each calling the body
+/// with its [`Platform`] bound to the given name. The body sees the test
+/// file's items.
+///
+/// ```ignore
+/// both_platforms!(hello_exits_0, |platform| {
+///     assert_eq!(boot(platform, "examples/hello", &[], &[]).status, Some(0));
+/// });
+/// ```
+#[macro_export]
+macro_rules! both_platforms {
+    ($name:ident, |$platform:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn case($platform: $crate::Platform) $body
+
+            #[test]
+            fn hvt() {
+                case($crate::Platform::Hvt)
+            }
+
+            #[test]
+            fn unix() {
+                case($crate::Platform::Unix)
+            }
+        }
+    };
+}
+
 /// The release `atoll` and `atoll-hvt`, built once per test process.
 struct Tools {
     atoll: PathBuf,
@@ -55,7 +144,6 @@ struct Tools {
 fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
-        require_kvm();
         // `build-tender` is the alias in .cargo/config.toml: the static tender.
         for args in [&["build", "--release", "-p", "atoll-cli"][..], &["build-tender"]] {
             let output = Command::new(env!("CARGO"))
@@ -89,22 +177,23 @@ pub fn hvt_bin() -> &'static Path {
 }
 
 /// Builds the app at `dir` (relative to the repository root, e.g.
-/// `examples/hello`) with `atoll build --release`, once per test process,
-/// and returns the kernel's path.
-pub fn guest(dir: &str) -> PathBuf {
-    static BUILT: Mutex<Option<HashMap<String, PathBuf>>> = Mutex::new(None);
+/// `examples/hello`) for `platform` with `atoll build --release`, once per
+/// test process, and returns the kernel's (or executable's) path.
+pub fn guest(platform: Platform, dir: &str) -> PathBuf {
+    static BUILT: Mutex<Option<HashMap<(Platform, String), PathBuf>>> = Mutex::new(None);
     // Held while building, so tests that want the same guest wait for it
-    // rather than start a second cargo.
+    // rather than start a second cargo (which would wait on cargo's lock).
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     let built = built.get_or_insert_with(HashMap::new);
-    if let Some(kernel) = built.get(dir) {
+    if let Some(kernel) = built.get(&(platform, dir.to_owned())) {
         return kernel.clone();
     }
-    let out = atoll(["build", "--release", dir], repo_root());
+    let target = platform.name();
+    let out = atoll(["build", "--release", "--target", target, dir], repo_root());
     assert_eq!(
         out.status,
         Some(0),
-        "`atoll build --release {dir}` failed:\n{}",
+        "`atoll build --release --target {target} {dir}` failed:\n{}",
         out.stderr
     );
     let kernel = PathBuf::from(out.stdout.lines().last().unwrap_or_default());
@@ -112,7 +201,7 @@ pub fn guest(dir: &str) -> PathBuf {
         kernel.is_file(),
         "`atoll build` printed {kernel:?}, which is not a file"
     );
-    built.insert(dir.to_owned(), kernel.clone());
+    built.insert((platform, dir.to_owned()), kernel.clone());
     kernel
 }
 
@@ -144,18 +233,17 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    require_kvm();
     let mut command = Command::new(hvt_bin());
     command.args(args);
     run(command)
 }
 
-/// Boots the guest at `dir` (see [`guest`]) with tender options `options`
-/// and boot arguments `args`.
-pub fn boot(dir: &str, options: &[&str], args: &[&str]) -> Outcome {
-    let kernel = guest(dir);
-    let mut command = Command::new(hvt_bin());
-    command.args(options).arg(&kernel).arg("--").args(args);
-    run(command)
+/// Boots the guest at `dir` (see [`guest`]) on `platform` with tender
+/// options `options` and boot arguments `args`.
+pub fn boot(platform: Platform, dir: &str, options: &[&str], args: &[&str]) -> Outcome {
+    let kernel = guest(platform, dir);
+    run(platform.command(|program| Command::new(program), &kernel, options, args))
 }
 
 /// Runs `atoll ARGS...` in directory `cwd`.
@@ -232,7 +320,7 @@ pub fn run(mut command: Command) -> Outcome {
     }
 }
 
-/// The fields of the tender's `stats:` line on standard error, by name.
+/// The fields of the tender's (or unix executable's) `stats:` line on standard error, by name.
 pub fn stats(stderr: &str) -> Option<HashMap<String, u64>> {
     let line = stderr.lines().find_map(|l| l.strip_prefix("stats: "))?;
     line.split_whitespace()

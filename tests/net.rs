@@ -1,11 +1,12 @@
 //! Networks for tests that talk to a unikernel: a network namespace per
-//! test, a TAP device in it, the tender booted there in the background, and
-//! clients (curl, ping, nc, or Rust code on a thread) run inside it.
+//! test, a TAP device in it, the unikernel booted there in the background
+//! (under the tender, or as a unix process), and clients (curl, ping, nc,
+//! or Rust code on a thread) run inside it.
 //!
 //! Every packet stays inside namespaces the test created: nothing is sent to
 //! the host's own interfaces. Names are unique per process and test, so
 //! tests run in parallel. Everything is undone on drop, in reverse order of
-//! creation: the tender gets SIGTERM (and prints its statistics), then the
+//! creation: the unikernel gets SIGTERM (and prints its statistics), then the
 //! namespace and its devices are deleted.
 
 use std::ffi::OsStr;
@@ -18,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::Outcome;
+use crate::{Outcome, Platform};
 
 /// How long a unikernel may take to say it is listening.
 pub const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -235,14 +236,27 @@ impl Background {
         let (lock, changed) = &*self.output;
         let mut captured = lock.lock().unwrap_or_else(|e| e.into_inner());
         loop {
+            // Whole lines only while the process runs: a line may arrive in
+            // several writes (a unix unikernel writes its console straight
+            // through), and its first part is not the line.
+            let lines = |bytes: &[u8]| {
+                let end = match captured.closed {
+                    2 => bytes.len(),
+                    _ => bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1),
+                };
+                String::from_utf8_lossy(&bytes[..end]).into_owned()
+            };
+            if let Some(found) = format!("{}\n{}", lines(&captured.stdout), lines(&captured.stderr))
+                .lines()
+                .find_map(&mut find)
+            {
+                return found;
+            }
             let text = format!(
                 "{}\n{}",
                 String::from_utf8_lossy(&captured.stdout),
                 String::from_utf8_lossy(&captured.stderr)
             );
-            if let Some(found) = text.lines().find_map(&mut find) {
-                return found;
-            }
             let now = Instant::now();
             assert!(
                 now < deadline && captured.closed < 2,
@@ -345,7 +359,8 @@ impl Drop for Background {
 /// A unikernel serving on a network device named `service`, booted in a
 /// namespace in the background.
 pub struct Server<'ns> {
-    /// The tender (run through `ip netns exec`, which becomes it).
+    /// The tender or unix executable (run through `ip netns exec`, which
+    /// becomes it).
     pub process: Background,
     /// The namespace it runs in.
     pub ns: &'ns Namespace,
@@ -354,19 +369,23 @@ pub struct Server<'ns> {
 }
 
 impl<'ns> Server<'ns> {
-    /// Boots the app at `dir` (built as [`crate::guest`] does) in `ns` with
-    /// its `service` device on `tap`, tender options `options` and boot
-    /// arguments `args`, and waits (up to [`LISTEN_TIMEOUT`]) until it
-    /// prints `listening on http://ADDR:PORT/`.
-    pub fn boot(ns: &'ns Namespace, tap: &str, dir: &str, options: &[&str], args: &[&str]) -> Server<'ns> {
-        let kernel = crate::guest(dir);
-        let mut command = ns.command(crate::hvt_bin());
-        command
-            .arg(format!("--net:service={tap}"))
-            .args(options)
-            .arg(&kernel)
-            .arg("--")
-            .args(args);
+    /// Boots the app at `dir` (built as [`crate::guest`] does) on
+    /// `platform` in `ns` with its `service` device on `tap`, tender
+    /// options `options` and boot arguments `args`, and waits (up to
+    /// [`LISTEN_TIMEOUT`]) until it prints `listening on http://ADDR:PORT/`.
+    pub fn boot(
+        platform: Platform,
+        ns: &'ns Namespace,
+        tap: &str,
+        dir: &str,
+        options: &[&str],
+        args: &[&str],
+    ) -> Server<'ns> {
+        let kernel = crate::guest(platform, dir);
+        let net = format!("--net:service={tap}");
+        let mut all_options = vec![net.as_str()];
+        all_options.extend_from_slice(options);
+        let command = platform.command(|program| ns.command(program), &kernel, &all_options, args);
         let process = Background::spawn(command);
         let addr = process.wait_for_line(LISTEN_TIMEOUT, listening_addr);
         Server { process, ns, addr }
@@ -382,7 +401,7 @@ impl<'ns> Server<'ns> {
         self.ns.run("curl", args)
     }
 
-    /// Stops the tender with SIGTERM and returns what it did.
+    /// Stops the unikernel with SIGTERM and returns what it did.
     pub fn stop(self) -> Outcome {
         self.process.stop()
     }

@@ -1,13 +1,14 @@
-//! `atoll-bench http`: the slides unikernel against nginx serving the same
-//! page, under wrk at several concurrency levels.
+//! `atoll-bench http`: the slides unikernel, on hvt and on unix, against
+//! nginx serving the same page, under wrk at several concurrency levels.
 //!
 //! Everything runs in network namespaces this benchmark creates (with the
-//! test harness's [`atoll_tests::net`]): the unikernel behind a TAP device,
-//! nginx behind a veth pair, wrk beside each. Each load level gets a fresh
-//! boot under `atoll-hvt --stats`, so the VM exits it caused are the boot's
-//! total minus those of a baseline boot that idled for as long; the baseline
-//! also shows the tender's CPU use while idle (it should be about zero: an
-//! idle guest blocks in one `wait` hypercall).
+//! test harness's [`atoll_tests::net`]): the unikernel behind a TAP device
+//! (under `atoll-hvt`, or the unix executable itself), nginx behind a veth
+//! pair, wrk beside each. Each load level gets a fresh boot with `--stats`,
+//! so on hvt the VM exits it caused are the boot's total minus those of a
+//! baseline boot that idled for as long; each platform's baseline also shows
+//! its CPU use while idle (it should be about zero: an idle guest blocks in
+//! one `wait`).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll_tests::net::{Background, Namespace, Server, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::Platform;
 
 const SLIDES: &str = "examples/slides";
 /// The concurrency levels: wrk connections.
@@ -38,47 +40,83 @@ pub struct Wrk {
 
 /// One row of the table.
 struct Row {
-    server: &'static str,
+    server: String,
     connections: u32,
     wrk: Wrk,
     /// VM exits per request, for the unikernel.
     exits_per_request: Option<f64>,
 }
 
+/// The platforms the unikernel is measured on, in the table's order.
+const PLATFORMS: [Platform; 2] = [Platform::Hvt, Platform::Unix];
+
+/// How a platform's unikernel behaved while idle.
+struct Idle {
+    platform: Platform,
+    cpu_ms: f64,
+    seconds: f64,
+}
+
 /// Runs the benchmark and returns the markdown report.
 pub fn run(duration_s: u32) -> Result<String, String> {
-    let kernel = atoll_tests::guest(SLIDES);
-    let kernel_kib = std::fs::metadata(&kernel).map(|m| m.len().div_ceil(1024)).unwrap_or(0);
-    let ns = Namespace::with_tap();
+    let mut sizes_kib = Vec::new();
+    for platform in PLATFORMS {
+        let kernel = atoll_tests::guest(platform, SLIDES);
+        sizes_kib.push((
+            platform,
+            std::fs::metadata(&kernel).map(|m| m.len().div_ceil(1024)).unwrap_or(0),
+        ));
+    }
     let idle_window = Duration::from_secs(u64::from(duration_s.max(2)));
 
-    // Baseline: boot, idle, stop. Its exits are subtracted from each load
-    // level's, and its CPU use is the idle figure.
-    eprintln!("atoll-bench: baseline boot, idle for {idle_window:?}");
-    let server = boot(&ns)?;
-    let page = fetch_page(&ns, &server)?;
-    let pid = server.process.pid();
-    let cpu_before = cpu_ticks(pid)?;
-    let idle_started = Instant::now();
-    thread::sleep(idle_window);
-    let idle_cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 1000.0 / clock_ticks_per_s() as f64;
-    let idle_s = idle_started.elapsed().as_secs_f64();
-    let baseline_exits = stop_for_exits(server)?;
-
     let mut rows = Vec::new();
-    for &connections in &CONNECTIONS {
-        eprintln!("atoll-bench: unikernel, {connections} connections");
-        let server = boot(&ns)?;
-        let wrk = wrk(&ns, &server.url("/"), connections, duration_s)?;
-        let exits = stop_for_exits(server)?;
-        let exits_per_request =
-            (wrk.requests > 0).then(|| exits.saturating_sub(baseline_exits) as f64 / wrk.requests as f64);
-        rows.push(Row {
-            server: "atoll slides (hvt)",
-            connections,
-            wrk,
-            exits_per_request,
+    let mut idles = Vec::new();
+    let mut page = Vec::new();
+    for platform in PLATFORMS {
+        // A namespace per platform, so neither sees the other's leftovers
+        // (neighbour entries, sockets in TIME_WAIT).
+        let ns = Namespace::with_tap();
+        // Baseline: boot, idle, stop. Its exits are subtracted from each
+        // load level's, and its CPU use is the idle figure.
+        eprintln!(
+            "atoll-bench: baseline boot on {}, idle for {idle_window:?}",
+            platform.name()
+        );
+        let server = boot(platform, &ns)?;
+        page = fetch_page(&ns, &server)?;
+        let pid = server.process.pid();
+        let cpu_before = cpu_ticks(pid)?;
+        let idle_started = Instant::now();
+        thread::sleep(idle_window);
+        let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 1000.0 / clock_ticks_per_s() as f64;
+        idles.push(Idle {
+            platform,
+            cpu_ms,
+            seconds: idle_started.elapsed().as_secs_f64(),
         });
+        let baseline_exits = stop_for_exits(server)?;
+
+        for &connections in &CONNECTIONS {
+            eprintln!(
+                "atoll-bench: unikernel on {}, {connections} connections",
+                platform.name()
+            );
+            let server = boot(platform, &ns)?;
+            let wrk = wrk(&ns, &server.url("/"), connections, duration_s)?;
+            let exits = stop_for_exits(server)?;
+            let exits_per_request = match (exits, baseline_exits) {
+                (Some(exits), Some(baseline)) if wrk.requests > 0 => {
+                    Some(exits.saturating_sub(baseline) as f64 / wrk.requests as f64)
+                }
+                _ => None,
+            };
+            rows.push(Row {
+                server: format!("atoll slides ({})", platform.name()),
+                connections,
+                wrk,
+                exits_per_request,
+            });
+        }
     }
 
     eprintln!("atoll-bench: nginx serving the same {} bytes", page.len());
@@ -91,7 +129,7 @@ pub fn run(duration_s: u32) -> Result<String, String> {
         eprintln!("atoll-bench: nginx, {connections} connections");
         let wrk = wrk(&client, NGINX_URL, connections, duration_s)?;
         rows.push(Row {
-            server: "nginx (1 worker)",
+            server: "nginx (1 worker)".to_owned(),
             connections,
             wrk,
             exits_per_request: None,
@@ -99,13 +137,13 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     }
     drop(nginx);
 
-    Ok(report(&rows, duration_s, page.len(), kernel_kib, idle_cpu_ms, idle_s))
+    Ok(report(&rows, duration_s, page.len(), &sizes_kib, &idles))
 }
 
-fn boot(ns: &Namespace) -> Result<Server<'_>, String> {
+fn boot(platform: Platform, ns: &Namespace) -> Result<Server<'_>, String> {
     // Server::boot fails loudly (it is test code) if the guest never says it
     // is listening; that is the right outcome for a benchmark too.
-    Ok(Server::boot(ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS))
+    Ok(Server::boot(platform, ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS))
 }
 
 /// The bytes of the title page, as the unikernel serves them.
@@ -117,12 +155,13 @@ fn fetch_page(ns: &Namespace, server: &Server) -> Result<Vec<u8>, String> {
     Ok(out.stdout.into_bytes())
 }
 
-/// Stops the tender with SIGTERM and returns its exit count.
-fn stop_for_exits(server: Server) -> Result<u64, String> {
+/// Stops the unikernel with SIGTERM and returns its VM exit count (none
+/// on unix, which has no VM exits).
+fn stop_for_exits(server: Server) -> Result<Option<u64>, String> {
     let out = server.stop();
-    atoll_tests::stats(&out.stderr)
-        .and_then(|s| s.get("exits").copied())
-        .ok_or_else(|| format!("no `stats:` line with exits from the tender: {}", out.stderr.trim()))
+    let stats = atoll_tests::stats(&out.stderr)
+        .ok_or_else(|| format!("no `stats:` line from the unikernel: {}", out.stderr.trim()))?;
+    Ok(stats.get("exits").copied())
 }
 
 /// utime + stime of process `pid`, in clock ticks.
@@ -277,12 +316,12 @@ fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> R
     }
 }
 
-fn report(rows: &[Row], duration_s: u32, page_bytes: usize, kernel_kib: u64, idle_cpu_ms: f64, idle_s: f64) -> String {
+fn report(rows: &[Row], duration_s: u32, page_bytes: usize, sizes_kib: &[(Platform, u64)], idles: &[Idle]) -> String {
     let ms = |us: f64| format!("{:.2} ms", us / 1000.0);
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "### HTTP: `examples/slides` under atoll-hvt vs nginx, the title page ({page_bytes} bytes)\n"
+        "### HTTP: `examples/slides` on hvt and unix vs nginx, the title page ({page_bytes} bytes)\n"
     );
     let _ = writeln!(
         out,
@@ -303,17 +342,29 @@ fn report(rows: &[Row], duration_s: u32, page_bytes: usize, kernel_kib: u64, idl
             row.wrk.errors
         );
     }
-    let idle_percent = idle_cpu_ms / (idle_s * 10.0);
-    let _ = writeln!(
-        out,
-        "\nIdle: the tender used {idle_cpu_ms:.0} ms of CPU in {idle_s:.1} s ({idle_percent:.1}%){}.",
-        if idle_percent <= 1.0 { "" } else { " — NOT IDLE" }
-    );
+    let _ = writeln!(out);
+    for idle in idles {
+        let percent = idle.cpu_ms / (idle.seconds * 10.0);
+        let _ = writeln!(
+            out,
+            "Idle on {}: the unikernel's process used {:.0} ms of CPU in {:.1} s ({percent:.1}%){}.",
+            idle.platform.name(),
+            idle.cpu_ms,
+            idle.seconds,
+            if percent <= 1.0 { "" } else { " — NOT IDLE" }
+        );
+    }
+    let sizes: Vec<String> = sizes_kib
+        .iter()
+        .map(|(platform, kib)| format!("{} {kib} KiB", platform.name()))
+        .collect();
     let _ = writeln!(
         out,
         "wrk: {duration_s} s per level, threads = min(2, connections), `--latency`, run inside the server's \
          network namespace; a fresh boot per level; exits/request = (exits of that boot − exits of a baseline \
-         boot idle as long) / requests. nginx: 1 worker, access log off, over a veth pair. Kernel {kernel_kib} KiB."
+         boot idle as long) / requests (hvt only: a unix process has no VM exits). nginx: 1 worker, access log \
+         off, over a veth pair. Executables: {}.",
+        sizes.join(", ")
     );
     let _ = writeln!(
         out,

@@ -1,18 +1,20 @@
 //! `atoll-bench`: benchmarks that boot real unikernels and print figures
 //! ready to paste into docs/PERFORMANCE.md.
 //!
-//! `cargo run --release -p atoll-bench -- boot` boots the release build of
-//! `examples/hello` under `atoll-hvt --stats` and runs `/bin/true`, the same
-//! number of times each, interleaved so both see the same machine state,
-//! and prints a markdown table: boot-to-exit wall time (median and p90) for
-//! each and their ratio, VM exits per boot, the tender's peak RSS, the
-//! guest's resident memory and the kernel's size, with the machine, the
+//! `cargo run --release -p atoll-bench -- boot` runs the release build of
+//! `examples/hello` as a unix process (`hello --stats`), boots it under
+//! `atoll-hvt --stats`, and runs `/bin/true`, the same number of times
+//! each, interleaved so all three see the same machine state, and prints a
+//! markdown table: boot-to-exit wall time (median and p90) for each and
+//! their ratios to `/bin/true`, VM exits per boot, peak RSS, the guest's
+//! resident memory and the executables' sizes, with the machine, the
 //! command and the commit.
 //!
 //! `cargo run --release -p atoll-bench -- http` boots the release build of
-//! `examples/slides` in a network namespace and loads it with wrk at 1, 16
-//! and 128 connections, beside nginx serving the same page; it prints
-//! requests/s, latency percentiles and VM exits per request ([`http`]).
+//! `examples/slides` on hvt and on unix in a network namespace and loads it
+//! with wrk at 1, 16 and 128 connections, beside nginx serving the same
+//! page; it prints requests/s, latency percentiles and VM exits per request
+//! ([`http`]).
 //!
 //! What it deliberately leaves out: statistical tests between two commits
 //! (run it on each and compare).
@@ -24,6 +26,7 @@ use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
+use atoll_tests::Platform;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -35,14 +38,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Boot-to-exit time of examples/hello against /bin/true.
+    /// Boot-to-exit time of examples/hello on unix and hvt against /bin/true.
     Boot {
         /// Runs of each.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
     },
-    /// Requests/s, latency and VM exits per request of examples/slides
-    /// against nginx, under wrk (needs root, wrk and nginx).
+    /// Requests/s, latency and VM exits per request of examples/slides on
+    /// hvt and unix against nginx, under wrk (needs root, wrk and nginx).
     Http {
         /// Seconds of load per concurrency level.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
@@ -65,75 +68,112 @@ fn main() -> ExitCode {
     }
 }
 
-/// One run of the tender: wall time and its `stats:` line.
+/// One run of hello: wall time and its `stats:` line.
 struct Boot {
     wall: Duration,
     stats: Stats,
 }
 
-/// The figures this reads from the tender's `stats:` line.
+/// The figures this reads from a `stats:` line; the VM ones are absent on
+/// unix.
 #[derive(Debug, PartialEq, Eq)]
 struct Stats {
-    exits: u64,
+    exits: Option<u64>,
     peak_rss_kib: u64,
-    guest_resident_kib: u64,
+    guest_resident_kib: Option<u64>,
 }
+
+const HELLO: &str = "examples/hello";
 
 fn boot(runs: u32) -> Result<(), String> {
     // The integration tests' harness builds the tools (the static tender
-    // included) and the guest exactly as the tests do.
+    // included) and the guests exactly as the tests do.
     let hvt = atoll_tests::hvt_bin();
-    let kernel = atoll_tests::guest("examples/hello");
-    let kernel_bytes = std::fs::metadata(&kernel)
-        .map_err(|e| format!("cannot read {}: {e}", kernel.display()))?
-        .len();
+    let hvt_kernel = atoll_tests::guest(Platform::Hvt, HELLO);
+    let unix_executable = atoll_tests::guest(Platform::Unix, HELLO);
+    let size_kib = |path: &Path| {
+        std::fs::metadata(path)
+            .map(|m| m.len().div_ceil(1024))
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
 
-    eprintln!("atoll-bench: {runs} boots of hello and {runs} runs of /bin/true, interleaved");
-    let mut hello = Vec::new();
-    let mut truth = Vec::new();
+    eprintln!("atoll-bench: {runs} runs each of hello on unix, hello on hvt and /bin/true, interleaved");
+    let (mut unix, mut hvt_boots, mut truth) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
-        hello.push(boot_hello(hvt, &kernel)?);
+        let mut command = Command::new(&unix_executable);
+        command.arg("--stats");
+        unix.push(boot_hello(command)?);
+        let mut command = Command::new(hvt);
+        command.arg("--stats").arg(&hvt_kernel);
+        hvt_boots.push(boot_hello(command)?);
         truth.push(run_true()?);
     }
 
-    let hello_wall: Vec<Duration> = hello.iter().map(|b| b.wall).collect();
-    let field = |f: fn(&Stats) -> u64| median(&hello.iter().map(|b| f(&b.stats)).collect::<Vec<_>>());
-    let (hello_median, hello_p90) = (median(&hello_wall), percentile(&hello_wall, 90));
-    let (true_median, true_p90) = (median(&truth), percentile(&truth, 90));
-    let exits: Vec<u64> = hello.iter().map(|b| b.stats.exits).collect();
+    let walls = |boots: &[Boot]| boots.iter().map(|b| b.wall).collect::<Vec<_>>();
+    let (unix_wall, hvt_wall) = (walls(&unix), walls(&hvt_boots));
+    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let ratio = |d: Duration| format!("{:.2}x", d.as_secs_f64() / median(&truth).as_secs_f64().max(1e-9));
+    let median_of = |boots: &[Boot], f: fn(&Stats) -> Option<u64>| {
+        let values: Vec<u64> = boots.iter().filter_map(|b| f(&b.stats)).collect();
+        if values.is_empty() {
+            "—".to_owned()
+        } else {
+            median(&values).to_string()
+        }
+    };
+    let exits: Vec<u64> = hvt_boots.iter().filter_map(|b| b.stats.exits).collect();
     let (exits_min, exits_max) = (
         exits.iter().min().copied().unwrap_or(0),
         exits.iter().max().copied().unwrap_or(0),
-    );
-
-    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-    println!("### Boot to exit: `examples/hello` under atoll-hvt vs `/bin/true`\n");
-    println!("| what | value |");
-    println!("| --- | --- |");
-    println!("| hello, median boot-to-exit | {} |", ms(hello_median));
-    println!("| hello, p90 boot-to-exit | {} |", ms(hello_p90));
-    println!("| /bin/true, median | {} |", ms(true_median));
-    println!("| /bin/true, p90 | {} |", ms(true_p90));
-    println!(
-        "| ratio hello / true (medians) | {:.1}x |",
-        hello_median.as_secs_f64() / true_median.as_secs_f64().max(1e-9)
     );
     let exits_text = if exits_min == exits_max {
         exits_min.to_string()
     } else {
         format!("{} (median; {exits_min} to {exits_max})", median(&exits))
     };
-    println!("| VM exits per boot | {exits_text} |");
-    println!("| tender peak RSS (median) | {} KiB |", field(|s| s.peak_rss_kib));
+
+    println!("### Boot to exit: `examples/hello` on unix and on hvt vs `/bin/true`\n");
+    println!("| what | hello on unix | hello on hvt | /bin/true |");
+    println!("| --- | ---: | ---: | ---: |");
     println!(
-        "| guest resident memory (median) | {} KiB |",
-        field(|s| s.guest_resident_kib)
+        "| median boot-to-exit | {} | {} | {} |",
+        ms(median(&unix_wall)),
+        ms(median(&hvt_wall)),
+        ms(median(&truth))
     );
     println!(
-        "| hello kernel size | {} KiB ({kernel_bytes} bytes) |",
-        kernel_bytes.div_ceil(1024)
+        "| p90 boot-to-exit | {} | {} | {} |",
+        ms(percentile(&unix_wall, 90)),
+        ms(percentile(&hvt_wall, 90)),
+        ms(percentile(&truth, 90))
     );
-    println!("| runs of each | {runs}, interleaved |");
+    println!(
+        "| ratio to /bin/true (medians) | {} | {} | 1x |",
+        ratio(median(&unix_wall)),
+        ratio(median(&hvt_wall))
+    );
+    println!(
+        "| ratio to /bin/true (p90s) | {:.2}x | {:.2}x | 1x |",
+        percentile(&unix_wall, 90).as_secs_f64() / percentile(&truth, 90).as_secs_f64().max(1e-9),
+        percentile(&hvt_wall, 90).as_secs_f64() / percentile(&truth, 90).as_secs_f64().max(1e-9)
+    );
+    println!("| VM exits per boot | — | {exits_text} | — |");
+    println!(
+        "| peak RSS of the process (median) | {} KiB | {} KiB (tender) | — |",
+        median_of(&unix, |s| Some(s.peak_rss_kib)),
+        median_of(&hvt_boots, |s| Some(s.peak_rss_kib))
+    );
+    println!(
+        "| guest resident memory (median) | — | {} KiB | — |",
+        median_of(&hvt_boots, |s| s.guest_resident_kib)
+    );
+    println!(
+        "| executable size | {} KiB | {} KiB (kernel) | {} KiB |",
+        size_kib(&unix_executable)?,
+        size_kib(&hvt_kernel)?,
+        size_kib(Path::new("/bin/true"))?
+    );
+    println!("| runs of each | {runs}, interleaved | | |");
     println!();
     println!(
         "Machine: {}; Linux {}; {} cores.",
@@ -153,25 +193,25 @@ fn boot(runs: u32) -> Result<(), String> {
     Ok(())
 }
 
-fn boot_hello(hvt: &Path, kernel: &Path) -> Result<Boot, String> {
+/// Runs `command` (hello, with `--stats`) to its end and times it.
+fn boot_hello(mut command: Command) -> Result<Boot, String> {
+    let description = format!("{:?}", command.get_program());
     let start = Instant::now();
-    let output = Command::new(hvt)
-        .arg("--stats")
-        .arg(kernel)
+    let output = command
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| format!("cannot run {}: {e}", hvt.display()))?;
+        .map_err(|e| format!("cannot run {description}: {e}"))?;
     let wall = start.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(format!(
-            "hello failed ({}): {}",
+            "hello ({description}) failed ({}): {}",
             output.status,
             stderr.lines().next().unwrap_or("no message")
         ));
     }
     let stats =
-        parse_stats(&stderr).ok_or_else(|| format!("no usable `stats:` line in the tender's stderr: {stderr:?}"))?;
+        parse_stats(&stderr).ok_or_else(|| format!("no usable `stats:` line from {description}: {stderr:?}"))?;
     Ok(Boot { wall, stats })
 }
 
@@ -190,13 +230,13 @@ fn run_true() -> Result<Duration, String> {
     Ok(wall)
 }
 
-/// The figures of the `stats: name=value ...` line, if all are there.
+/// The figures of the `stats: name=value ...` line, if it has a peak RSS.
 fn parse_stats(stderr: &str) -> Option<Stats> {
     let fields = atoll_tests::stats(stderr)?;
     Some(Stats {
-        exits: *fields.get("exits")?,
+        exits: fields.get("exits").copied(),
         peak_rss_kib: *fields.get("peak_rss_kib")?,
-        guest_resident_kib: *fields.get("guest_resident_kib")?,
+        guest_resident_kib: fields.get("guest_resident_kib").copied(),
     })
 }
 
@@ -267,9 +307,18 @@ mod tests {
         assert_eq!(
             parse_stats(stderr),
             Some(Stats {
-                exits: 2,
+                exits: Some(2),
                 peak_rss_kib: 3100,
-                guest_resident_kib: 88
+                guest_resident_kib: Some(88)
+            })
+        );
+        let unix = "stats: waits=0 net_tx=0 net_rx=0 net_tx_dropped=0 wall_us=172 peak_rss_kib=1368\n";
+        assert_eq!(
+            parse_stats(unix),
+            Some(Stats {
+                exits: None,
+                peak_rss_kib: 1368,
+                guest_resident_kib: None
             })
         );
         assert_eq!(parse_stats("stats: exits=2\n"), None);

@@ -1,15 +1,21 @@
-//! The `atoll` command end to end: new, build and run.
+//! The `atoll` command end to end: new, build and run, for both platforms
+//! where the platform matters.
 
-use atoll_tests::{atoll, guest, repo_root};
+use atoll_tests::{atoll, both_platforms, guest, repo_root, Platform};
 
 #[test]
-fn a_new_app_builds_and_runs_as_it_is() {
+fn a_new_app_builds_and_runs_as_it_is_on_both_platforms() {
+    // One app for both platforms, not one per test: a new app builds all
+    // its dependencies from scratch, and its build scripts and macros are
+    // then built once.
     let dir = tempfile::tempdir().unwrap();
     let new = atoll(["new", "x"], dir.path());
     assert_eq!(new.status, Some(0), "atoll new: {}", new.stderr);
-    let run = atoll(["run", "x"], dir.path());
-    assert_eq!(run.stdout, "Hello from x!\n", "stderr: {}", run.stderr);
-    assert_eq!(run.status, Some(0), "stderr: {}", run.stderr);
+    for platform in [Platform::Hvt, Platform::Unix] {
+        let run = atoll(["run", "--target", platform.name(), "x"], dir.path());
+        assert_eq!(run.stdout, "Hello from x!\n", "{platform:?}: stderr: {}", run.stderr);
+        assert_eq!(run.status, Some(0), "{platform:?}: stderr: {}", run.stderr);
+    }
 }
 
 #[test]
@@ -36,36 +42,65 @@ fn build_refuses_a_directory_that_is_not_a_crate() {
     assert_eq!(out.stdout, "");
 }
 
-#[test]
-fn build_prints_the_kernel_path_last_and_its_size() {
-    let out = atoll(["build", "--release", "examples/hello"], repo_root());
+both_platforms!(build_prints_the_kernel_path_last_and_its_size, |platform| {
+    let out = atoll(
+        ["build", "--release", "--target", platform.name(), "examples/hello"],
+        repo_root(),
+    );
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     let kernel = out.stdout.lines().last().unwrap_or_default();
-    assert_eq!(std::path::Path::new(kernel), guest("examples/hello"));
+    assert_eq!(std::path::Path::new(kernel), guest(platform, "examples/hello"));
     let size_kib = std::fs::metadata(kernel).unwrap().len().div_ceil(1024);
     assert!(
         out.stderr.contains(&format!("atoll: built {kernel} ({size_kib} KiB)")),
         "stderr: {}",
         out.stderr
     );
-}
+    // Each platform's build lands in its own target's directory.
+    let target_dir = match platform {
+        Platform::Hvt => "/x86_64-unknown-none/",
+        Platform::Unix => "/x86_64-unknown-linux-gnu/",
+    };
+    assert!(kernel.contains(target_dir), "{kernel}");
+});
 
-#[test]
-fn run_passes_boot_arguments() {
-    let out = atoll(["run", "examples/hello", "--", "a", "b"], repo_root());
+both_platforms!(run_passes_boot_arguments, |platform| {
+    let out = atoll(
+        ["run", "--target", platform.name(), "examples/hello", "--", "a", "b"],
+        repo_root(),
+    );
     assert_eq!(
         out.stdout, "Hello from Atoll!\narg[0]: a\narg[1]: b\n",
         "stderr: {}",
         out.stderr
     );
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
-}
+});
 
-#[test]
-fn run_exits_with_the_guests_status() {
+both_platforms!(run_exits_with_the_guests_status, |platform| {
     let out = atoll(
-        ["run", "--release", "tests/guests/misbehave", "--", "exit", "7"],
+        [
+            "run",
+            "--release",
+            "--target",
+            platform.name(),
+            "tests/guests/misbehave",
+            "--",
+            "exit",
+            "7",
+        ],
         repo_root(),
     );
     assert_eq!(out.status, Some(7), "stderr: {}", out.stderr);
+});
+
+#[test]
+fn run_refuses_mem_on_unix_in_one_line() {
+    let out = atoll(["run", "--target", "unix", "--mem=64", "examples/hello"], repo_root());
+    assert_eq!(out.status, Some(1), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr_lines(),
+        ["atoll: --mem is for --target hvt only: on unix the unikernel's memory is the process's"]
+    );
+    assert_eq!(out.stdout, "");
 }

@@ -1,40 +1,43 @@
 //! Guests that exit with a status, panic or take a CPU fault: the tender
-//! must report what happened and where, with status 254.
+//! (or the unix runtime) must report what happened and where, with status
+//! 254, on both platforms.
 
-use atoll_tests::{boot, Outcome};
+use atoll_tests::{boot, both_platforms, Outcome, Platform};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
-/// The tender's status for a guest that failed.
+/// The status of a guest that failed.
 const GUEST_FAILED: i32 = 254;
 
-fn misbehave(args: &[&str]) -> Outcome {
-    boot(MISBEHAVE, &[], args)
+fn misbehave(platform: Platform, args: &[&str]) -> Outcome {
+    boot(platform, MISBEHAVE, &[], args)
 }
 
-#[test]
-fn the_guests_exit_status_is_the_tenders() {
-    let out = misbehave(&["exit", "7"]);
+both_platforms!(the_guests_exit_status_is_the_tenders, |platform| {
+    let out = misbehave(platform, &["exit", "7"]);
     assert_eq!(out.status, Some(7), "stderr: {}", out.stderr);
-    let out = misbehave(&["exit", "0"]);
+    let out = misbehave(platform, &["exit", "0"]);
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
-}
+});
 
-#[test]
-fn a_panic_is_reported_with_its_message_and_place() {
-    let out = misbehave(&["panic"]);
+both_platforms!(a_panic_is_reported_with_its_message_and_place, |platform| {
+    let out = misbehave(platform, &["panic"]);
     assert_eq!(out.status, Some(GUEST_FAILED), "stderr: {}", out.stderr);
+    let reported = format!("{}guest aborted: panicked at ", platform.prefix());
+    assert!(out.stderr.contains(&reported), "stderr: {}", out.stderr);
     let both = format!("{}{}", out.stdout, out.stderr);
     assert!(both.contains("deliberate panic"), "output: {both}");
     assert!(both.contains("main.rs:"), "output: {both}");
-}
+});
 
-/// Boots `mode` and checks that stderr names `fault` and `function`.
-fn assert_fault(mode: &str, fault: &str, function: &str) {
-    let out = misbehave(&[mode]);
+/// Boots `mode` and checks that stderr reports a guest fault naming
+/// `fault` and `function`.
+fn assert_fault(platform: Platform, mode: &str, fault: &str, function: &str) {
+    let out = misbehave(platform, &[mode]);
     assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: stderr: {}", out.stderr);
+    let reported = format!("{}guest fault: {fault}", platform.prefix());
     assert!(
-        out.stderr.contains(fault),
-        "{mode}: stderr does not name `{fault}`: {}",
+        out.stderr.contains(&reported),
+        "{mode}: stderr does not say `{reported}`: {}",
         out.stderr
     );
     assert!(
@@ -44,22 +47,18 @@ fn assert_fault(mode: &str, fault: &str, function: &str) {
     );
 }
 
-#[test]
-fn a_page_fault_names_the_function() {
-    assert_fault("pagefault", "page fault", "touch_unmapped_memory");
-}
+both_platforms!(a_page_fault_names_the_function, |platform| {
+    assert_fault(platform, "pagefault", "page fault", "touch_unmapped_memory");
+});
 
-#[test]
-fn a_stack_overflow_is_told_apart_from_other_page_faults() {
-    assert_fault("stackoverflow", "stack overflow", "recurse_forever");
-}
+both_platforms!(a_stack_overflow_is_told_apart_from_other_page_faults, |platform| {
+    assert_fault(platform, "stackoverflow", "stack overflow", "recurse_forever");
+});
 
-#[test]
-fn writing_to_code_is_a_page_fault() {
-    assert_fault("writetext", "page fault", "write_to_code");
-}
+both_platforms!(writing_to_code_is_a_page_fault, |platform| {
+    assert_fault(platform, "writetext", "page fault", "write_to_code");
+});
 
-#[test]
-fn an_invalid_opcode_names_the_function() {
-    assert_fault("ud2", "invalid opcode", "invalid_opcode");
-}
+both_platforms!(an_invalid_opcode_names_the_function, |platform| {
+    assert_fault(platform, "ud2", "invalid opcode", "invalid_opcode");
+});

@@ -1,13 +1,18 @@
 //! Guests that break the hypercall rules on purpose. Each must be stopped
 //! with status 254 and a message naming the hypercall, before it can print
 //! `hostile guest survived`, and without the tender itself panicking.
+//!
+//! These are hvt's alone: they test the tender's checks of hypercall
+//! arguments, and a unix process has no hypercalls. On unix the same guest's
+//! port write is a privileged instruction, which Linux answers with SIGSEGV:
+//! the last test checks that is reported as a guest fault.
 
-use atoll_tests::boot;
+use atoll_tests::{boot, Platform};
 
 const HOSTILE: &str = "tests/guests/hostile";
 
 fn assert_stopped(mode: &str, hypercall: &str) {
-    let out = boot(HOSTILE, &[], &[mode]);
+    let out = boot(Platform::Hvt, HOSTILE, &[], &[mode]);
     assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);
     assert!(
         out.stderr.contains(hypercall),
@@ -58,4 +63,15 @@ fn halt_with_a_reserved_status() {
 #[test]
 fn write_to_a_port_that_is_no_hypercall() {
     assert_stopped("port", "port");
+}
+
+#[test]
+fn on_unix_a_hypercall_is_a_guest_fault() {
+    let out = boot(Platform::Unix, HOSTILE, &[], &["port"]);
+    assert_eq!(out.status, Some(254), "stderr: {}", out.stderr);
+    assert!(out.stderr.starts_with("atoll: guest fault: "), "stderr: {}", out.stderr);
+    assert!(
+        !out.stdout.contains("hostile guest survived"),
+        "the guest went on after its port write"
+    );
 }

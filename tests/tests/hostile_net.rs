@@ -5,7 +5,7 @@
 //! test's own; the guest never gets to send a frame.
 
 use atoll_tests::net::{Namespace, TAP};
-use atoll_tests::{guest, hvt_bin, run};
+use atoll_tests::{guest, hvt_bin, run, Platform};
 
 const HOSTILE_NET: &str = "tests/guests/hostile-net";
 
@@ -14,7 +14,7 @@ fn assert_stopped(mode: &str, message: &str) {
     let mut command = ns.command(hvt_bin());
     command
         .arg(format!("--net:service={TAP}"))
-        .arg(guest(HOSTILE_NET))
+        .arg(guest(Platform::Hvt, HOSTILE_NET))
         .args(["--", mode]);
     let out = run(command);
     assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);

@@ -1,10 +1,13 @@
 //! Files that are not Atoll kernels: the tender must refuse each with
 //! status 255 and exactly one line on stderr, never a panic.
+//!
+//! These are hvt's alone: they test the tender's ELF loader. A unix
+//! unikernel is an executable Linux itself loads.
 
 use std::fs;
 use std::path::Path;
 
-use atoll_tests::{guest, hvt, Outcome};
+use atoll_tests::{guest, hvt, Outcome, Platform};
 
 fn assert_refused(what: &str, out: &Outcome) {
     assert_eq!(out.status, Some(255), "{what}: stderr: {}", out.stderr);
@@ -53,7 +56,7 @@ fn a_linux_executable() {
 
 #[test]
 fn a_truncated_kernel() {
-    let hello = fs::read(guest("examples/hello")).unwrap();
+    let hello = fs::read(guest(Platform::Hvt, "examples/hello")).unwrap();
     refuse_file("first half of hello", &hello[..hello.len() / 2]);
 }
 

@@ -2,6 +2,8 @@
 //! each test boots it in a network namespace of its own, behind a TAP
 //! device, and talks to it with curl, ping, nc, dnsmasq or a Rust client run
 //! inside that namespace. No packet leaves the namespaces the tests create.
+//! Every case runs on both platforms: on unix the executable itself runs in
+//! the namespace with `--net:service=TAP`.
 //!
 //! Needs root (namespaces, TAP devices), `/dev/kvm`, and the packages
 //! scripts/test.sh installs (curl, iputils-ping, netcat-openbsd,
@@ -14,14 +16,14 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll_tests::net::{Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
-use atoll_tests::{repo_root, Outcome};
+use atoll_tests::{both_platforms, repo_root, Outcome, Platform};
 
 const SLIDES: &str = "examples/slides";
 
 /// Boots the slides in `ns` (made by [`Namespace::with_tap`]) at
 /// [`GUEST_ADDR`].
-fn slides(ns: &Namespace) -> Server<'_> {
-    let server = Server::boot(ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
+fn slides(platform: Platform, ns: &Namespace) -> Server<'_> {
+    let server = Server::boot(platform, ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
     assert_eq!(server.addr, format!("{GUEST_ADDR}:80"));
     server
 }
@@ -126,10 +128,9 @@ fn raw_exchange(server: &Server, request: &[u8]) -> Vec<u8> {
     })
 }
 
-#[test]
-fn ping_gets_replies() {
+both_platforms!(ping_gets_replies, |platform| {
     let ns = Namespace::with_tap();
-    let _server = slides(&ns);
+    let _server = slides(platform, &ns);
     let out = ns.run("ping", ["-c", "3", "-i", "0.2", "-W", "2", GUEST_ADDR]);
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(
@@ -137,12 +138,11 @@ fn ping_gets_replies() {
         "{}",
         out.stdout
     );
-}
+});
 
-#[test]
-fn pages_stylesheet_health_and_not_found() {
+both_platforms!(pages_stylesheet_health_and_not_found, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
 
     let title = fetch(&server, "/", &[]);
     assert_eq!(title.status, 200);
@@ -173,12 +173,11 @@ fn pages_stylesheet_health_and_not_found() {
 
     assert_healthy(&server);
     assert_eq!(fetch(&server, "/999", &[]).status, 404);
-}
+});
 
-#[test]
-fn keep_alive_serves_several_urls_on_one_connection() {
+both_platforms!(keep_alive_serves_several_urls_on_one_connection, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let urls = ["/", "/1", "/style.css", "/healthz"].map(|p| server.url(p));
     let mut args = vec!["-sS", "-v", "--max-time", "10", "-w", "%{http_code} %{num_connects}\n"];
     for url in &urls {
@@ -195,12 +194,11 @@ fn keep_alive_serves_several_urls_on_one_connection() {
         "{}",
         out.stderr
     );
-}
+});
 
-#[test]
-fn head_sends_headers_and_no_body() {
+both_platforms!(head_sends_headers_and_no_body, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let get = fetch(&server, "/", &[]);
     let answer = raw_exchange(&server, b"HEAD / HTTP/1.1\r\nHost: slides\r\nConnection: close\r\n\r\n");
     let text = String::from_utf8_lossy(&answer);
@@ -212,12 +210,11 @@ fn head_sends_headers_and_no_body() {
         head.header("content-length").and_then(|l| l.parse::<usize>().ok()),
         Some(get.body.len())
     );
-}
+});
 
-#[test]
-fn a_matching_etag_gets_304() {
+both_platforms!(a_matching_etag_gets_304, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let first = fetch(&server, "/2", &[]);
     assert_eq!(first.status, 200);
     let etag = first.header("etag").expect("an ETag on a page").to_owned();
@@ -227,10 +224,9 @@ fn a_matching_etag_gets_304() {
     let other = fetch(&server, "/2", &["-H", "If-None-Match: \"something-else\""]);
     assert_eq!(other.status, 200);
     assert_eq!(other.body, first.body);
-}
+});
 
-#[test]
-fn dhcp_gives_the_guest_an_address_it_serves_on() {
+both_platforms!(dhcp_gives_the_guest_an_address_it_serves_on, |platform| {
     let ns = Namespace::create();
     ns.add_tap(TAP, "10.78.0.1/24");
     let dir = tempfile::tempdir().unwrap();
@@ -248,7 +244,7 @@ fn dhcp_gives_the_guest_an_address_it_serves_on() {
     let dnsmasq = Background::spawn(dnsmasq);
     dnsmasq.wait_for_line(Duration::from_secs(10), |l| l.contains("DHCP, IP range").then_some(()));
 
-    let server = Server::boot(&ns, TAP, SLIDES, &[], &[]);
+    let server = Server::boot(platform, &ns, TAP, SLIDES, &[], &[]);
     let (ip, port) = server
         .addr
         .split_once(':')
@@ -268,12 +264,11 @@ fn dhcp_gives_the_guest_an_address_it_serves_on() {
         "dnsmasq did not lease {ip}: {}",
         dnsmasq.stderr
     );
-}
+});
 
-#[test]
-fn a_malformed_request_line_gets_400() {
+both_platforms!(a_malformed_request_line_gets_400, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let mut command = ns.command("sh");
     command.args([
         "-c",
@@ -287,12 +282,11 @@ fn a_malformed_request_line_gets_400() {
         out.stderr
     );
     assert_healthy(&server);
-}
+});
 
-#[test]
-fn oversized_headers_get_431() {
+both_platforms!(oversized_headers_get_431, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let mut request = b"GET / HTTP/1.1\r\nHost: slides\r\n".to_vec();
     for i in 0..400 {
         request.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "a".repeat(200)).as_bytes());
@@ -302,12 +296,11 @@ fn oversized_headers_get_431() {
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 431"), "answer: {text:?}");
     assert_healthy(&server);
-}
+});
 
-#[test]
-fn random_bytes_get_400_or_a_close() {
+both_platforms!(random_bytes_get_400_or_a_close, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     // A fixed-seed xorshift, so a failure can be replayed.
     let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
     for _ in 0..5 {
@@ -327,27 +320,28 @@ fn random_bytes_get_400_or_a_close() {
         );
     }
     assert_healthy(&server);
-}
+});
 
-#[test]
-fn five_hundred_silent_connections_do_not_starve_a_real_client() {
-    let ns = Namespace::with_tap();
-    let server = slides(&ns);
-    let addr = server.addr.clone();
-    let silent = ns.run_in(|| {
-        (0..500)
-            .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("silent connection {i}: {e}")))
-            .collect::<Vec<_>>()
-    });
-    assert_healthy(&server);
-    drop(silent);
-    assert_healthy(&server);
-}
+both_platforms!(
+    five_hundred_silent_connections_do_not_starve_a_real_client,
+    |platform| {
+        let ns = Namespace::with_tap();
+        let server = slides(platform, &ns);
+        let addr = server.addr.clone();
+        let silent = ns.run_in(|| {
+            (0..500)
+                .map(|i| TcpStream::connect(&addr).unwrap_or_else(|e| panic!("silent connection {i}: {e}")))
+                .collect::<Vec<_>>()
+        });
+        assert_healthy(&server);
+        drop(silent);
+        assert_healthy(&server);
+    }
+);
 
-#[test]
-fn a_client_that_stops_reading_does_not_hurt_others() {
+both_platforms!(a_client_that_stops_reading_does_not_hurt_others, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(&ns);
+    let server = slides(platform, &ns);
     let addr = server.addr.clone();
     let stalled = ns.run_in(|| {
         let stream = TcpStream::connect(&addr).expect("connect");
@@ -366,18 +360,19 @@ fn a_client_that_stops_reading_does_not_hurt_others() {
     drop(stalled);
     thread::sleep(Duration::from_millis(200));
     assert_healthy(&server);
-}
+});
 
-#[test]
-fn the_tender_counts_frames_and_stops_on_sigterm() {
+both_platforms!(frames_are_counted_and_sigterm_stops_the_unikernel, |platform| {
     let ns = Namespace::with_tap();
-    let server = Server::boot(&ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS);
+    let server = Server::boot(platform, &ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS);
     assert_healthy(&server);
     let out = server.stop();
     assert_eq!(out.status, Some(128 + 15), "{}", out.stderr);
+    let stopped = format!("{}stopped by SIGTERM", platform.prefix());
+    assert!(out.stderr_lines().contains(&stopped.as_str()), "{}", out.stderr);
     let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
     assert!(stats["net_tx"] > 0 && stats["net_rx"] > 0, "{stats:?}");
-}
+});
 
 /// A port on the loopback that nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -400,15 +395,15 @@ fn namespaces() -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn atoll_run_publishes_the_site_on_loopback_and_cleans_up() {
+both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platform| {
     // Built first, so the wait below is for the boot alone.
-    atoll_tests::guest(SLIDES);
+    atoll_tests::guest(platform, SLIDES);
     let port = free_port();
     let mut command = Command::new(atoll_tests::atoll_bin());
     command
         .current_dir(repo_root())
-        .args(["run", "--release", "--publish", &format!("{port}:80"), SLIDES]);
+        .args(["run", "--release", "--target", platform.name()])
+        .args(["--publish", &format!("{port}:80"), SLIDES]);
     let mut atoll = Background::spawn(command);
     let namespace = atoll.wait_for_line(Duration::from_secs(60), |l| {
         let rest = l.strip_prefix(&format!(
@@ -436,17 +431,17 @@ fn atoll_run_publishes_the_site_on_loopback_and_cleans_up() {
     // The tender's status for SIGINT, passed on by atoll.
     assert_eq!(out.status, Some(128 + 2), "{}", out.stderr);
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
-}
+});
 
-#[test]
-fn atoll_run_refuses_a_busy_port_in_one_line() {
-    atoll_tests::guest(SLIDES);
+both_platforms!(atoll_run_refuses_a_busy_port_in_one_line, |platform| {
+    atoll_tests::guest(platform, SLIDES);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let mut command = Command::new(atoll_tests::atoll_bin());
     command
         .current_dir(repo_root())
-        .args(["run", "--release", "--publish", &format!("{port}:80"), SLIDES]);
+        .args(["run", "--release", "--target", platform.name()])
+        .args(["--publish", &format!("{port}:80"), SLIDES]);
     let atoll = Background::spawn(command);
     let namespace = format!("atoll-{}", atoll.pid());
     let out = atoll.wait(Duration::from_secs(60));
@@ -466,4 +461,4 @@ fn atoll_run_refuses_a_busy_port_in_one_line() {
     );
     assert_eq!(lines.last(), Some(&errors[0]), "the error is not the last line");
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
-}
+});

@@ -1,18 +1,19 @@
 //! A host without KVM: the tender says what is missing and what to do, in
 //! one line, with the tender-error status, and never panics. The test hides
 //! `/dev/kvm` by mounting an empty `/dev` in a private mount namespace
-//! (`unshare -m`), so the rest of the machine is untouched.
+//! (`unshare -m`), so the rest of the machine is untouched. hvt only: the
+//! unix platform needs no KVM.
 
 use std::process::Command;
 
-use atoll_tests::{guest, hvt_bin, run};
+use atoll_tests::{guest, hvt_bin, run, Platform};
 
 #[test]
 fn no_dev_kvm_is_explained_in_one_line() {
     let script = format!(
         "mount -t tmpfs none /dev && exec {} {}",
         hvt_bin().display(),
-        guest("examples/hello").display()
+        guest(Platform::Hvt, "examples/hello").display()
     );
     let mut command = Command::new("unshare");
     command.args(["-m", "sh", "-c", &script]);

@@ -1,15 +1,15 @@
 //! Clocks and sleeping: timers fire in order and on time, and an idle guest
-//! blocks in the tender instead of spinning.
+//! blocks (in the tender, or in ppoll on unix) instead of spinning. On both
+//! platforms.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use atoll_tests::boot;
+use atoll_tests::{boot, both_platforms};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 
-#[test]
-fn timers_fire_in_deadline_order() {
-    let out = boot("examples/timers", &[], &[]);
+both_platforms!(timers_fire_in_deadline_order, |platform| {
+    let out = boot(platform, "examples/timers", &[], &[]);
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     // The 10 ms timeout's deadline is set before the 10 ms sleeper first
     // runs, so on the tie it fires first (see examples/timers/src/main.rs).
@@ -21,22 +21,20 @@ fn timers_fire_in_deadline_order() {
          woke after 30 ms\n\
          all done\n"
     );
-}
+});
 
-#[test]
-fn a_sleep_lasts_as_long_as_asked() {
-    let out = boot(MISBEHAVE, &[], &["sleep", "200"]);
+both_platforms!(a_sleep_lasts_as_long_as_asked, |platform| {
+    let out = boot(platform, MISBEHAVE, &[], &["sleep", "200"]);
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     assert!(
         out.wall >= Duration::from_millis(200) && out.wall <= Duration::from_millis(400),
         "`sleep 200` took {:?}",
         out.wall
     );
-}
+});
 
-#[test]
-fn a_sleeping_guest_uses_almost_no_cpu() {
-    let out = boot(MISBEHAVE, &[], &["sleep", "1000"]);
+both_platforms!(a_sleeping_guest_uses_almost_no_cpu, |platform| {
+    let out = boot(platform, MISBEHAVE, &[], &["sleep", "1000"]);
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     assert!(out.wall >= Duration::from_millis(1000), "took {:?}", out.wall);
     let share = out.cpu.as_secs_f64() / out.wall.as_secs_f64();
@@ -47,10 +45,9 @@ fn a_sleeping_guest_uses_almost_no_cpu() {
         out.wall,
         share * 100.0
     );
-}
+});
 
-#[test]
-fn the_wall_clock_is_now() {
+both_platforms!(the_wall_clock_is_now, |platform| {
     let since_epoch_ns = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -58,7 +55,7 @@ fn the_wall_clock_is_now() {
             .as_nanos()
     };
     let before_ns = since_epoch_ns();
-    let out = boot(MISBEHAVE, &[], &["walltime"]);
+    let out = boot(platform, MISBEHAVE, &[], &["walltime"]);
     let after_ns = since_epoch_ns();
     assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
     let guest_ns: u128 = out
@@ -70,4 +67,4 @@ fn the_wall_clock_is_now() {
         (before_ns..=after_ns).contains(&guest_ns),
         "the guest's wall clock {guest_ns} ns is not between {before_ns} and {after_ns}"
     );
-}
+});

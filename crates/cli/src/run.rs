@@ -101,16 +101,16 @@ fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
     let Ok(image) = std::fs::read(kernel) else {
         return Vec::new();
     };
-    // The limit is the tender's to check, with the memory size it is given.
-    let Ok(parsed) = atoll_host::elf::parse(&image, u64::MAX) else {
+    // Only the notes: the segments are for the tender (or, on unix, Linux)
+    // to check.
+    let Ok(manifest) = atoll_host::elf::read_manifest(&image) else {
         return Vec::new();
     };
     let attached: Vec<&str> = devices
         .iter()
         .filter_map(|flag| flag.strip_prefix("--net:")?.split_once('=').map(|(name, _)| name))
         .collect();
-    parsed
-        .manifest
+    manifest
         .into_iter()
         .filter(|d| d.kind == DeviceKind::Net && !attached.contains(&d.name.as_str()))
         .map(|d| d.name)

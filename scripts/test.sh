@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # THE test command: formatting, lints, unit tests, and integration tests that
-# boot real unikernels under atoll-hvt. On a fresh Debian machine (root, with
+# boot real unikernels under atoll-hvt and as unix processes. On a fresh Debian machine (root, with
 # rustup) it installs what it needs first: the pinned toolchain and its
 # x86_64-unknown-none target, a C toolchain for linking host binaries, and
 # the network tools the networking tests and the HTTP benchmark run inside
@@ -19,10 +19,14 @@ fail() {
 }
 trap 'fail "failed at line $LINENO: $BASH_COMMAND"' ERR
 
-# Guest workspaces, checked for the guest target. Their tests are the
-# integration tests in tests/, which build and boot them.
+# Guest workspaces, checked for both platforms' targets. Their tests are the
+# integration tests in tests/, which build and boot them on both.
 GUEST_WORKSPACES=(examples tests/guests)
 GUEST_TARGET=x86_64-unknown-none
+# The unix platform's target and flags, as `atoll build --target unix` gives
+# them (crates/cli/src/build.rs).
+UNIX_TARGET=x86_64-unknown-linux-gnu
+UNIX_CONFIG='target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]'
 
 if [ -d "$HOME/.cargo/bin" ]; then
     PATH="$HOME/.cargo/bin:$PATH"
@@ -81,9 +85,12 @@ for ws in "${GUEST_WORKSPACES[@]}"; do
     [ -f "$ws/Cargo.toml" ] || fail "$ws/Cargo.toml is missing"
     cargo fmt --manifest-path "$ws/Cargo.toml" --all -- --check
     cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$GUEST_TARGET" -- -D warnings
+    step "clippy ($ws, unix platform, $UNIX_TARGET)"
+    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$UNIX_TARGET" --config "$UNIX_CONFIG" \
+        -- -D warnings
 done
 
-step "cargo test (unit tests, then unikernels booted under atoll-hvt)"
+step "cargo test (unit tests, then unikernels booted under atoll-hvt and as unix processes)"
 cargo test --workspace
 
 step "all checks passed"

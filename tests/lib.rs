@@ -108,7 +108,7 @@ impl Platform {
 /// with its [`Platform`] bound to the given name. The body sees the test
 /// file's items.
 ///
-/// ```ignore
+/// ```text
 /// both_platforms!(hello_exits_0, |platform| {
 ///     assert_eq!(boot(platform, "examples/hello", &[], &[]).status, Some(0));
 /// });

@@ -16,7 +16,9 @@
 //!   opened.
 //! * [`net`]: TAP devices and the service of `atoll_abi::net` frame rings,
 //!   over any [`net::FrameMemory`] (a guest's memory, or the process's own).
-//! * [`sandbox`]: the unix platform's seccomp filter and violation report.
+//! * [`sandbox`]: the seccomp rules both confine themselves with, the unix
+//!   platform's filter and its violation report.
+//! * [`peak_rss`]: the process's own peak memory, for `--stats`.
 //! * [`fault`]: symbol names and backtrace lines for crash reports, without
 //!   allocating (the unix platform formats them in a signal handler).
 //!
@@ -28,6 +30,7 @@ pub mod devices;
 pub mod elf;
 pub mod fault;
 pub mod net;
+pub mod peak_rss;
 pub mod sandbox;
 
 /// `bytes` (a message from the app) as one printable line: newlines and tabs

@@ -17,8 +17,8 @@ use seccompiler::{
 
 /// Builds the filter and installs it on this (single-threaded) process.
 /// The caller installs the SIGSYS handler first.
-pub fn apply(tap_fds: &[RawFd]) -> Result<(), String> {
-    let program = filter(tap_fds).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+pub fn apply(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
+    let program = filter(tap_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
@@ -62,6 +62,19 @@ pub fn common_rules(tap_fds: &[RawFd]) -> Result<Rules, seccompiler::BackendErro
     Ok(rules)
 }
 
+/// Lets `pread64` read descriptor `fd` (the `--stats` peak-memory file,
+/// see [`crate::peak_rss`]).
+pub fn allow_pread(rules: &mut Rules, fd: RawFd) -> Result<(), seccompiler::BackendError> {
+    let rule = SeccompRule::new(vec![SeccompCondition::new(
+        0,
+        SeccompCmpArgLen::Qword,
+        SeccompCmpOp::Eq,
+        fd as u64,
+    )?])?;
+    rules.insert(libc::SYS_pread64, vec![rule]);
+    Ok(())
+}
+
 /// The third argument (`prot` of mmap and mprotect) has no PROT_EXEC.
 pub fn no_exec() -> Result<SeccompCondition, seccompiler::BackendError> {
     SeccompCondition::new(
@@ -94,8 +107,11 @@ pub const COMMON_ALLOWED: [i64; 13] = [
 /// The unix platform's filter for a process whose TAP devices are
 /// `tap_fds`: the [`common_rules`], plus `mprotect` (never to executable),
 /// entropy and what the C library may fall back to.
-pub fn filter(tap_fds: &[RawFd]) -> Result<BpfProgram, seccompiler::BackendError> {
+pub fn filter(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules = common_rules(tap_fds)?;
+    if let Some(fd) = stats_fd {
+        allow_pread(&mut rules, fd)?;
+    }
     rules.insert(libc::SYS_mprotect, vec![SeccompRule::new(vec![no_exec()?])?]);
     for call in [libc::SYS_gettimeofday, libc::SYS_getrandom, libc::SYS_restart_syscall] {
         rules.insert(call, vec![]);
@@ -214,7 +230,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(&[]).unwrap().len() > 20);
-        assert!(filter(&[5, 6]).unwrap().len() > 20);
+        assert!(filter(&[], None).unwrap().len() > 20);
+        assert!(filter(&[5, 6], Some(7)).unwrap().len() > 20);
     }
 }

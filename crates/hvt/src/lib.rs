@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atoll_abi::exit::{GUEST_FAILED, TENDER_ERROR};
+use atoll_host::peak_rss::PeakRss;
 pub use atoll_host::{devices, elf, net};
 
 /// Why the tender could not run a guest. Printed after `atoll-hvt: `.
@@ -101,9 +102,11 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let mut vm = vcpu::Vm::new(&mem)?;
     let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
+    let peak = common.stats.then(PeakRss::open).flatten();
     signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
     if !common.no_sandbox {
-        sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds()).map_err(TenderError::Sandbox)?;
+        sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds(), peak.as_ref().map(PeakRss::fd))
+            .map_err(TenderError::Sandbox)?;
     }
 
     let mut console = console::Console::default();
@@ -126,7 +129,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices.net));
+        say_raw(&stats.line(started, &mem, &devices.net, peak.as_ref()));
     }
     Ok(status)
 }

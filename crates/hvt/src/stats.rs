@@ -6,6 +6,8 @@
 
 use std::time::Instant;
 
+use atoll_host::peak_rss::PeakRss;
+
 use crate::memory::GuestMemory;
 use crate::net::NetDevices;
 
@@ -28,7 +30,7 @@ pub struct Stats {
 
 impl Stats {
     /// The `stats:` line printed at exit.
-    pub fn line(&self, started: Instant, mem: &GuestMemory, net: &NetDevices) -> String {
+    pub fn line(&self, started: Instant, mem: &GuestMemory, net: &NetDevices, peak: Option<&PeakRss>) -> String {
         let wall_us = started.elapsed().as_micros();
         let (mut tx, mut rx, mut dropped) = (0, 0, 0);
         for device in &net.devices {
@@ -36,7 +38,7 @@ impl Stats {
             rx += device.rx_frames;
             dropped += device.tx_dropped;
         }
-        let peak_rss_kib = peak_rss_kib();
+        let peak_rss_kib = peak.and_then(PeakRss::kib).map_or(-1, |kib| kib as i64);
         let guest_kib = mem.resident_bytes() / 1024;
         format!(
             "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
@@ -44,18 +46,4 @@ impl Stats {
             self.exits, self.io, self.hlt, self.mmio, self.shutdown, self.intr, self.other, self.waits
         )
     }
-}
-
-/// The tender's peak resident set, guest memory it touched included.
-fn peak_rss_kib() -> i64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes one rusage into the pointer we pass, which
-    // points at enough (zeroed) space for it; we check the return value
-    // before reading it.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    if rc != 0 {
-        return -1;
-    }
-    // SAFETY: getrusage succeeded, so it initialised the struct.
-    unsafe { usage.assume_init() }.ru_maxrss
 }

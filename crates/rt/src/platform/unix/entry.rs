@@ -18,6 +18,7 @@ use atoll_abi::boot::{BootInfo, MAX_DEVICES};
 use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::{GuestAddr, ABI_VERSION};
 use atoll_host::args::{Parsed, UnixCli};
+use atoll_host::peak_rss::PeakRss;
 use zerocopy::FromZeros;
 
 use super::{crash, sandbox, signals, Boot, BOOT, BOOT_NS, NET};
@@ -115,10 +116,13 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     info.argc = common.args.len() as u64;
     let tap_fds = attached.net.fds();
     *NET.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = attached.net;
+    let peak_rss = common.stats.then(PeakRss::open).flatten();
+    let stats_fd = peak_rss.as_ref().map(PeakRss::fd);
     let _ = BOOT.set(Boot {
         info,
         cmdline,
         stats: common.stats,
+        peak_rss,
     });
 
     signals::install().map_err(Stop::Error)?;
@@ -134,7 +138,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
             stack_kib,
         })
         .map_err(Stop::Error)?;
-        sandbox::confine(&tap_fds).map_err(Stop::Error)?;
+        sandbox::confine(&tap_fds, stats_fd).map_err(Stop::Error)?;
     }
     Ok(())
 }

@@ -47,6 +47,8 @@ struct Boot {
     cmdline: std::vec::Vec<u8>,
     /// `--stats` was given.
     stats: bool,
+    /// With `--stats`: the process's peak memory, read at exit.
+    peak_rss: Option<atoll_host::peak_rss::PeakRss>,
 }
 
 static BOOT: OnceLock<Boot> = OnceLock::new();
@@ -209,7 +211,8 @@ fn say(message: &str) {
 fn exit(status: i32) -> ! {
     if BOOT.get().is_some_and(|boot| boot.stats) {
         let mut line = FixedBuf::<256>::new();
-        let _ = stats_line(&mut line, &net());
+        let peak_rss_kib = BOOT.get().and_then(|boot| boot.peak_rss.as_ref()?.kib());
+        let _ = stats_line(&mut line, &net(), peak_rss_kib);
         write_all(2, line.as_str().as_bytes());
     }
     // SAFETY: `_exit` ends the process; it takes no pointers.
@@ -218,19 +221,14 @@ fn exit(status: i32) -> ! {
 
 /// The `stats:` line, in the tender's format (there are no exits to count:
 /// waits stand in for them).
-fn stats_line(out: &mut impl core::fmt::Write, net: &NetDevices) -> core::fmt::Result {
+fn stats_line(out: &mut impl core::fmt::Write, net: &NetDevices, peak_rss_kib: Option<u64>) -> core::fmt::Result {
     let (mut tx, mut rx, mut dropped) = (0, 0, 0);
     for device in &net.devices {
         tx += device.tx_frames;
         rx += device.rx_frames;
         dropped += device.tx_dropped;
     }
-    let mut usage = core::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage writes one rusage into the (zeroed, so initialised
-    // even if it fails) struct we pass.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
-    // SAFETY: zeroed above and possibly filled in: initialised either way.
-    let peak_rss_kib = unsafe { usage.assume_init() }.ru_maxrss;
+    let peak_rss_kib = peak_rss_kib.map_or(-1, |kib| kib as i64);
     writeln!(
         out,
         "stats: waits={} net_tx={tx} net_rx={rx} net_tx_dropped={dropped} wall_us={} peak_rss_kib={peak_rss_kib}",

@@ -56,6 +56,10 @@ need nc netcat-openbsd
 need dnsmasq dnsmasq-base
 need wrk wrk
 need nginx nginx-light
+# The unix platform's promise that a unikernel debugs like any process.
+need valgrind valgrind
+need gdb gdb
+need unshare util-linux
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     command -v apt-get >/dev/null || fail "need ${missing[*]} and there is no apt-get to install them"

@@ -21,19 +21,28 @@ pub const UNIX_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// guest target, never to build scripts and proc macros built for the host.
 pub const HVT_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-none.rustflags=["-C","relocation-model=static","-C","link-arg=-Tatoll.ld","-C","link-arg=--no-pie","-C","force-frame-pointers=yes"]"#;
 
-/// Flags for the `unix` platform: the cfg that selects atoll-rt's unix
-/// platform, frame pointers (for its crash reports, as on hvt) and a static
-/// executable (it depends on nothing installed, and starts without the
-/// dynamic loader's work).
+/// Flags for a `--release` build for the `unix` platform: the cfg that
+/// selects atoll-rt's unix platform, frame pointers (for its crash reports,
+/// as on hvt) and a static executable: it depends on nothing installed, and
+/// starts without the dynamic loader's work (1.0× `/bin/true` instead of
+/// about 1.5×, docs/PERFORMANCE.md).
 pub const UNIX_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]"#;
 
-/// The arguments that make `cargo build` build for `platform`: its target,
-/// and its flags for that target only. The one place either platform's
-/// build is defined.
-pub fn cargo_target_args(platform: Platform) -> [&'static str; 4] {
-    match platform {
-        Platform::Hvt => ["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG],
-        Platform::Unix => ["--target", UNIX_TARGET, "--config", UNIX_RUSTFLAGS_CONFIG],
+/// Flags for a debug build for the `unix` platform: as for release, but
+/// dynamically linked, because valgrind cannot follow a static glibc's
+/// allocator (it reports false errors and misses real ones), and debug
+/// builds are the ones run under valgrind, gdb and perf.
+pub const UNIX_DEBUG_RUSTFLAGS_CONFIG: &str =
+    r#"target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes"]"#;
+
+/// The arguments that make `cargo build` build for `platform` (in the
+/// release profile or not): its target, and its flags for that target only.
+/// The one place either platform's build is defined.
+pub fn cargo_target_args(platform: Platform, release: bool) -> [&'static str; 4] {
+    match (platform, release) {
+        (Platform::Hvt, _) => ["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG],
+        (Platform::Unix, true) => ["--target", UNIX_TARGET, "--config", UNIX_RUSTFLAGS_CONFIG],
+        (Platform::Unix, false) => ["--target", UNIX_TARGET, "--config", UNIX_DEBUG_RUSTFLAGS_CONFIG],
     }
 }
 
@@ -62,7 +71,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest);
-    cargo.args(cargo_target_args(args.target));
+    cargo.args(cargo_target_args(args.target, args.release));
     if args.release {
         cargo.arg("--release");
     }
@@ -146,14 +155,18 @@ mod tests {
 
     #[test]
     fn each_platform_builds_for_its_own_target_with_its_own_flags() {
-        let hvt = cargo_target_args(Platform::Hvt);
+        let hvt = cargo_target_args(Platform::Hvt, true);
         assert_eq!(hvt[..2], ["--target", "x86_64-unknown-none"]);
         assert!(hvt[3].starts_with("target.x86_64-unknown-none.rustflags=") && hvt[3].contains("atoll.ld"));
-        let unix = cargo_target_args(Platform::Unix);
+        let unix = cargo_target_args(Platform::Unix, true);
         assert_eq!(unix[..2], ["--target", "x86_64-unknown-linux-gnu"]);
         assert!(unix[3].starts_with("target.x86_64-unknown-linux-gnu.rustflags="));
         assert!(unix[3].contains(r#""--cfg","atoll_platform=\"unix\"""#), "{}", unix[3]);
         assert!(unix[3].contains("+crt-static") && !unix[3].contains("atoll.ld"));
+        // Debug builds link dynamically, so valgrind can follow malloc.
+        let unix_debug = cargo_target_args(Platform::Unix, false);
+        assert!(unix_debug[3].contains(r#""--cfg","atoll_platform=\"unix\"""#));
+        assert!(!unix_debug[3].contains("+crt-static"));
     }
 
     #[test]

@@ -425,17 +425,13 @@ impl NetDevices {
     }
 
     /// Blocks until a TAP device with attached rings has input or the
-    /// timeout passes (`None`: forever). A signal ends the wait early; the
-    /// guest then simply waits again.
-    pub fn block(&self, timeout: Option<std::time::Duration>) {
-        self.block_with_signal_mask(timeout, None);
-    }
-
-    /// [`NetDevices::block`] with the signal mask `signal_mask` in place
-    /// while blocked (ppoll's atomic swap): a caller that blocks its stop
-    /// signals, checks for one, and then blocks here unblocking them cannot
-    /// miss a signal that lands between the check and the wait.
-    pub fn block_with_signal_mask(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&libc::sigset_t>) {
+    /// timeout passes (`None`: forever), with `signal_mask` in place while
+    /// blocked (ppoll's atomic swap; `None` keeps the current mask). A
+    /// caller that blocks its stop signals, checks for one, and then sleeps
+    /// here with them unblocked cannot miss one that lands between the
+    /// check and the sleep. A signal ends the wait early; the guest then
+    /// simply waits again.
+    pub fn block(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&libc::sigset_t>) {
         let mut fds: Vec<libc::pollfd> = self
             .devices
             .iter()

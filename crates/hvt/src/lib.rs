@@ -85,6 +85,7 @@ pub fn main(argv: Vec<String>) -> u8 {
 }
 
 fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
+    signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
     let cli = args.cli;
     let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
         path: cli.kernel.clone(),
@@ -103,7 +104,6 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     let peak = common.stats.then(PeakRss::open).flatten();
-    signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
     if !common.no_sandbox {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds(), peak.as_ref().map(PeakRss::fd))
             .map_err(TenderError::Sandbox)?;
@@ -116,7 +116,11 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         layout: &layout,
         image: &image,
     };
+    // SAFETY: declared after `vm`, the attachment is dropped before it, on
+    // every path out of this function, unwinding included.
+    let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
     let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices.net, &mut stats);
+    drop(attachment);
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
         run::Outcome::Failed(why) => {

@@ -2,29 +2,46 @@
 //! hand, drains the console, prints its statistics and exits with
 //! 128 + the signal number, as a shell would report a killed process.
 //!
-//! The handler only records the signal; a signal interrupts `KVM_RUN` and
-//! the wait hypercall's `ppoll` (no `SA_RESTART`), and the run loop checks
-//! after every exit. A signal landing between that check and the next
-//! `KVM_RUN` is noticed at the guest's next exit.
+//! The handler records the signal and sets the vCPU's `immediate_exit`, so
+//! that a signal landing just before `KVM_RUN` still makes it return at
+//! once (`EINTR`) instead of running a guest that may not exit for a long
+//! time. The wait hypercall sleeps through [`sleep_unless_stopping`]: the
+//! stop signals are blocked while it checks for one, and `ppoll` unblocks
+//! them atomically, so a signal cannot slip in between the check and the
+//! sleep either. The run loop checks after every exit.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::ptr;
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// `kvm_run.immediate_exit` of the vCPU, while a [`VcpuAttachment`] lives.
+static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
+
+const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
 
 extern "C" fn record(signal: libc::c_int) {
     STOP_SIGNAL.store(signal, Ordering::Relaxed);
+    let immediate_exit = IMMEDIATE_EXIT.load(Ordering::Relaxed);
+    if !immediate_exit.is_null() {
+        // SAFETY: the pointer is the vCPU's `kvm_run.immediate_exit`, a byte
+        // of a mapping that stays until the `VcpuAttachment` clears the
+        // pointer (before the vCPU is dropped). KVM reads it only at `KVM_RUN`
+        // entry; a volatile byte store is async-signal-safe.
+        unsafe { immediate_exit.write_volatile(1) };
+    }
 }
 
-/// Installs the handlers. Called before the sandbox goes up.
+/// Installs the handlers, first thing, so that a signal during setup is
+/// also a clean stop (the guest then never runs: see [`VcpuAttachment`]).
 pub fn install() -> std::io::Result<()> {
-    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+    for signal in STOP_SIGNALS {
         // SAFETY: an all-zero sigaction is valid (no flags, empty mask); we
-        // then set a handler that only does an atomic store, which is
-        // async-signal-safe. We check sigaction's return value.
+        // then set a handler that only does atomic and volatile stores,
+        // which are async-signal-safe. We check sigaction's return value.
         let rc = unsafe {
             let mut action: libc::sigaction = std::mem::zeroed();
             action.sa_sigaction = record as *const () as libc::sighandler_t;
-            libc::sigaction(signal, &action, std::ptr::null_mut())
+            libc::sigaction(signal, &action, ptr::null_mut())
         };
         if rc != 0 {
             return Err(std::io::Error::last_os_error());
@@ -33,11 +50,64 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
+/// While it lives, the handler can stop the vCPU through its
+/// `kvm_run.immediate_exit`. Declare it after the vCPU, so it is dropped
+/// (and the handler lets go of the vCPU) first, on every path.
+pub struct VcpuAttachment(());
+
+impl VcpuAttachment {
+    /// Attaches `immediate_exit`, the vCPU's `kvm_run.immediate_exit`. If a
+    /// stop signal came during setup, the first `KVM_RUN` returns at once.
+    ///
+    /// # Safety
+    ///
+    /// `immediate_exit` must stay valid (the vCPU alive) for as long as the
+    /// returned value lives.
+    pub unsafe fn new(immediate_exit: *mut u8) -> VcpuAttachment {
+        IMMEDIATE_EXIT.store(immediate_exit, Ordering::Relaxed);
+        if stop_requested().is_some() {
+            // SAFETY: the caller promises the byte is live; the handler may
+            // store to it too, but only the same value, on this same thread.
+            unsafe { immediate_exit.write_volatile(1) };
+        }
+        VcpuAttachment(())
+    }
+}
+
+impl Drop for VcpuAttachment {
+    fn drop(&mut self) {
+        IMMEDIATE_EXIT.store(ptr::null_mut(), Ordering::Relaxed);
+    }
+}
+
 /// The signal that asked the tender to stop, if one did.
 pub fn stop_requested() -> Option<i32> {
     match STOP_SIGNAL.load(Ordering::Relaxed) {
         0 => None,
         signal => Some(signal),
+    }
+}
+
+/// Calls `sleep` (a `ppoll` that takes the signal mask to sleep with)
+/// unless a stop signal has already arrived, with the stop signals blocked
+/// around the check and unblocked only inside the sleep.
+pub fn sleep_unless_stopping(sleep: impl FnOnce(&libc::sigset_t)) {
+    // SAFETY: sigemptyset/sigaddset fill the local set we pass;
+    // pthread_sigmask reads `stop` and writes the previous mask into
+    // `previous`, both locals. Their results cannot fail for valid signal
+    // numbers and SIG_BLOCK/SIG_SETMASK.
+    unsafe {
+        let mut stop: libc::sigset_t = std::mem::zeroed();
+        let mut previous: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        for signal in STOP_SIGNALS {
+            libc::sigaddset(&mut stop, signal);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut previous);
+        if stop_requested().is_none() {
+            sleep(&previous);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, ptr::null_mut());
     }
 }
 

@@ -402,12 +402,24 @@ impl Inner {
 
     /// Removes the sockets of orphaned streams that finished closing; resets
     /// those past their deadline (removed on the next poll, after the reset
-    /// has gone out). Returns the next orphan deadline.
-    fn reap_orphans(&mut self, now: Instant) -> Option<Instant> {
+    /// has gone out). Returns the next orphan deadline, and whether it
+    /// discarded received data (the window update must go out now).
+    ///
+    /// Nobody will read an orphan's data, so it is discarded as it arrives:
+    /// a peer still sending (a client whose request was refused with 413 or
+    /// 431 while it was writing the rest) would otherwise block on a zero
+    /// window until the linger time ran out, and never read the answer and
+    /// our FIN waiting behind its write. This is the lingering close web
+    /// servers do, bounded by the same linger time.
+    fn reap_orphans(&mut self, now: Instant) -> (Option<Instant>, bool) {
         let Inner { sockets, orphans, .. } = self;
         let mut earliest: Option<Instant> = None;
+        let mut discarded = false;
         orphans.retain_mut(|orphan| {
             let socket = sockets.get_mut::<tcp::Socket>(orphan.handle);
+            if socket.can_recv() {
+                discarded |= socket.recv(|data| (data.len(), !data.is_empty())).unwrap_or(false);
+            }
             match socket.state() {
                 tcp::State::Closed => {
                     sockets.remove(orphan.handle);
@@ -432,7 +444,7 @@ impl Inner {
             earliest = Some(earliest.map_or(orphan.deadline, |e| e.min(orphan.deadline)));
             true
         });
-        earliest
+        (earliest, discarded)
     }
 
     #[cfg(test)]
@@ -500,9 +512,9 @@ impl Driver for Inner {
         }
         self.refill_listeners();
         self.poll_dhcp();
-        let orphan_deadline = self.reap_orphans(now);
+        let (orphan_deadline, discarded) = self.reap_orphans(now);
         self.wake_acceptors();
-        if self.device.take_sync_needed() {
+        if self.device.take_sync_needed() || discarded {
             return Some(now);
         }
         let stack_deadline = self.iface.poll_at(timestamp, &self.sockets).map(rt_instant);

@@ -229,6 +229,41 @@ fn tcp_delivers_every_byte_over_a_link_that_drops_and_corrupts_frames() {
 }
 
 #[test]
+fn a_peer_still_sending_to_a_closed_stream_finishes_and_reads_the_answer() {
+    // The server answers, then closes without reading the rest, as an HTTP
+    // server does after refusing an oversized request. The client, still
+    // writing far more than the buffers hold, must finish, read the answer
+    // and the end of the stream well before the 30 s linger time.
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let (answer, took) = run(async move {
+        let _server = spawn(async move {
+            let mut stream = listener.accept().await;
+            let mut head = [0; 100];
+            let _ = stream.read(&mut head).await.unwrap();
+            stream.write_all(b"HTTP/1.1 431 Too Large\r\n\r\n").await.unwrap();
+            stream.close();
+        });
+        let start = atoll_rt::time::Instant::now();
+        let mut stream = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let (mut reader, mut writer) = stream.split();
+        let (written, answer) = join(
+            async {
+                writer.write_all(&pattern(200 * 1024)).await?;
+                writer.shutdown();
+                Ok::<_, Error>(())
+            },
+            read_to_end(&mut reader),
+        )
+        .await;
+        written.unwrap();
+        (answer.unwrap(), start.elapsed())
+    });
+    assert_eq!(answer, b"HTTP/1.1 431 Too Large\r\n\r\n");
+    assert!(took < Duration::from_secs(5), "the client was stuck for {took:?}");
+}
+
+#[test]
 fn graceful_close_both_ways_and_sockets_are_reclaimed() {
     let (server, client) = two_stacks(TcpConfig::DEFAULT);
     let listener = TcpListener::bind(&server, 80).unwrap();

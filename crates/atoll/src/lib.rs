@@ -14,9 +14,10 @@
 //! }
 //! ```
 //!
-//! Build it with `atoll build` (or the `cargo build --target
-//! x86_64-unknown-none` line in docs/ARCHITECTURE.md) and run it with
-//! `atoll-hvt KERNEL -- ARGS`.
+//! Build and run it with `atoll run` (`atoll build` prints the kernel's
+//! path; `atoll-hvt KERNEL -- ARGS` runs a kernel by hand). With `--target
+//! unix` the same crate becomes an ordinary, seccomp-confined Linux
+//! executable instead.
 //!
 //! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
 //!   "data")]` declares devices. `main` may return `()`, an integer status,

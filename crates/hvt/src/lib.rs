@@ -3,13 +3,14 @@
 //! It loads one static x86_64 ELF built by `atoll build`, checks it, lays
 //! out guest memory, and runs the guest on one vCPU **in ring 3** of a
 //! long-mode VM, serving a handful of hypercalls (console, wall clock, wait,
-//! halt, abort) made by port I/O. The guest is hostile by assumption: every
+//! halt, abort, net-attach) made by port I/O. The guest is hostile by assumption: every
 //! address it hands over is checked, and once set up the tender confines
 //! itself with seccomp.
 //!
 //! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
 //! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`sandbox`] →
-//! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`]).
+//! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`],
+//! [`signals`]).
 //! The command line, the ELF notes, the device checks, TAP devices, the
 //! ring service and the text of fault reports are shared with the unix
 //! platform of atoll-rt: they live in `atoll-host`, and [`elf`], [`devices`]

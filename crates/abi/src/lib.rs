@@ -229,7 +229,7 @@ pub mod hypercall {
 /// Network frames: a pair of rings per device, so a burst of frames costs
 /// one exit, not one per frame.
 ///
-/// The guest allocates a [`NetRing`] and one [`FRAME_BUFFER_SIZE`]-byte
+/// The guest allocates a [`NetRing`](net::NetRing) and one [`FRAME_BUFFER_SIZE`](net::FRAME_BUFFER_SIZE)-byte
 /// buffer per slot, fills in every slot's `addr`, and attaches the ring
 /// ([`crate::hypercall::Hypercall::NetAttach`]). From then on, on **every**
 /// exit the tender first sends the frames in `tx[tx_tail..tx_head]` (and
@@ -238,8 +238,8 @@ pub mod hypercall {
 /// guest consumes `rx[rx_tail..rx_head]` and advances `rx_tail`. Indices
 /// run freely (wrapping u32); slot `i` is `i % RING_SLOTS`. The vCPU is
 /// stopped whenever the tender looks, so no atomics are needed. A ring whose
-/// indices are more than [`RING_SLOTS`] apart, a slot whose buffer is not
-/// guest-writable memory, or a frame longer than [`FRAME_BUFFER_SIZE`] (or
+/// indices are more than [`RING_SLOTS`](net::RING_SLOTS) apart, a slot whose buffer is not
+/// guest-writable memory, or a frame longer than [`FRAME_BUFFER_SIZE`](net::FRAME_BUFFER_SIZE) (or
 /// shorter than an Ethernet header) stops the guest.
 pub mod net {
     use super::GuestAddr;
@@ -459,8 +459,8 @@ pub mod boot {
 
 /// The ELF notes every Atoll kernel carries, in a `PT_NOTE` segment.
 ///
-/// Both have the owner name `"ATOLL"`. [`NT_ATOLL_ABI`] carries an
-/// [`AbiDesc`]; [`NT_ATOLL_MANIFEST`] carries a [`ManifestDesc`] listing the
+/// Both have the owner name `"ATOLL"`. [`NT_ATOLL_ABI`](note::NT_ATOLL_ABI) carries an
+/// [`AbiDesc`](note::AbiDesc); [`NT_ATOLL_MANIFEST`](note::NT_ATOLL_MANIFEST) carries a [`ManifestDesc`](note::ManifestDesc) listing the
 /// devices the app needs. The tender refuses a kernel that lacks either, has
 /// the wrong version, or needs a device its command line does not attach.
 /// Apps never write these by hand: `#[atoll::main]` emits them.

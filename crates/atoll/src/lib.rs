@@ -22,7 +22,7 @@
 //! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
 //!   "data")]` declares devices. `main` may return `()`, an integer status,
 //!   or `Result<_, E: Debug>`.
-//! * [`args`], [`devices`], [`device`], [`exit`], [`println!`], [`print!`].
+//! * [`args()`], [`devices()`], [`device`], [`exit`], [`println!`], [`print!`].
 //! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
 //!   [`sleep_until`](time::sleep_until), [`timeout`](time::timeout),
 //!   [`wall_clock_ns`](time::wall_clock_ns).

@@ -8,8 +8,8 @@
 //!   [`yield_now`], and the [`Driver`] hook device drivers plug into.
 //! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
 //!   [`timeout`](time::timeout), the wall clock.
-//! * [`args`], [`devices`], [`console`] ([`print!`], [`println!`]),
-//!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`] reports.
+//! * [`args`](mod@args), [`devices`](mod@devices), [`console`] ([`print!`], [`println!`]),
+//!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`](mod@panic) reports.
 //! * `heap` (hvt only): the `talc` allocator over the boot info's heap.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the

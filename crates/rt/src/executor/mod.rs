@@ -41,7 +41,7 @@ type TaskId = u64;
 /// and its sockets and wakes the tasks waiting on them.
 pub trait Driver {
     /// Called on every turn of the executor loop with the current time and the devices that
-    /// the last Wait reported ready (bit i = BootInfo.devices[i]). Returns when it next needs
+    /// the last Wait reported ready (bit `i` = `BootInfo.devices[i]`). Returns when it next needs
     /// to be called at the latest (None = only when a device is ready or a task wakes it).
     fn poll(&mut self, now: Instant, ready_set: u64) -> Option<Instant>;
 }

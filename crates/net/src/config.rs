@@ -1,16 +1,27 @@
 //! IPv4 configuration from the boot arguments.
 //!
 //! * `--ipv4=ADDRESS/PREFIX` (say `--ipv4=10.0.0.2/24`): a static address;
-//! * `--ipv4-gateway=ADDRESS`: the default route (static address only).
+//! * `--ipv4-gateway=ADDRESS`: the default route (static address only);
+//! * `--dns=ADDRESS[,ADDRESS...]`: the DNS servers, asked in order. The
+//!   argument may be repeated (`--dns=10.0.0.1 --dns=10.0.0.9`) or hold a
+//!   comma-separated list (`--dns=10.0.0.1,10.0.0.9`); all of them count,
+//!   up to [`MAX_DNS_SERVERS`]. Given, they win over the servers of a DHCP
+//!   lease.
 //!
 //! Without `--ipv4`, the stack asks DHCPv4 for an address, a gateway and
-//! keeps renewing the lease. The MAC address comes from the boot info.
+//! DNS servers, and keeps renewing the lease. The MAC address comes from
+//! the boot info.
 
 use core::fmt;
 use core::net::Ipv4Addr;
 use core::str::FromStr;
 
+use alloc::vec::Vec;
 use smoltcp::wire::Ipv4Cidr;
+
+/// DNS servers a stack keeps: as many as a DHCP lease carries (smoltcp's
+/// limit, set by its `dns-max-server-count-3` feature).
+pub const MAX_DNS_SERVERS: usize = 3;
 
 /// How the interface gets its IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +55,10 @@ pub enum ConfigError {
         /// The `--ipv4-gateway` value.
         gateway: Ipv4Addr,
     },
+    /// An entry of `--dns=VALUE` is not a unicast IPv4 address.
+    BadDnsServer(alloc::string::String),
+    /// `--dns` names more than [`MAX_DNS_SERVERS`] servers.
+    TooManyDnsServers,
 }
 
 impl fmt::Display for ConfigError {
@@ -63,6 +78,13 @@ impl fmt::Display for ConfigError {
             }
             ConfigError::GatewayOffLink { address, gateway } => {
                 write!(f, "--ipv4-gateway={gateway} is outside the network of --ipv4={address}")
+            }
+            ConfigError::BadDnsServer(value) => write!(
+                f,
+                "--dns={value}: expected IPv4 addresses of DNS servers, like --dns=10.0.0.1 or --dns=10.0.0.1,10.0.0.9"
+            ),
+            ConfigError::TooManyDnsServers => {
+                write!(f, "--dns: at most {MAX_DNS_SERVERS} DNS servers")
             }
         }
     }
@@ -110,6 +132,25 @@ impl Ipv4Config {
         };
         Ok(Ipv4Config::Static { address, gateway })
     }
+}
+
+/// The DNS servers of every `--dns=` argument, in order (empty if there is
+/// none; see the module docs).
+pub fn dns_servers_from_args(args: &[&str]) -> Result<Vec<Ipv4Addr>, ConfigError> {
+    let mut servers = Vec::new();
+    for value in args.iter().filter_map(|arg| arg.strip_prefix("--dns=")) {
+        for entry in value.split(',') {
+            let server = Ipv4Addr::from_str(entry)
+                .ok()
+                .filter(|a| !(a.is_unspecified() || a.is_broadcast() || a.is_multicast()))
+                .ok_or_else(|| ConfigError::BadDnsServer(value.into()))?;
+            servers.push(server);
+        }
+    }
+    if servers.len() > MAX_DNS_SERVERS {
+        return Err(ConfigError::TooManyDnsServers);
+    }
+    Ok(servers)
 }
 
 /// `A.B.C.D/PREFIX` with a unicast address, or `None`.
@@ -189,5 +230,35 @@ mod tests {
             alloc::format!("{error}"),
             "--ipv4-gateway=10.0.1.1 is outside the network of --ipv4=10.0.0.2/24"
         );
+    }
+
+    #[test]
+    fn dns_servers_repeated_or_comma_separated() {
+        let a = Ipv4Addr::new(10, 0, 0, 1);
+        let b = Ipv4Addr::new(10, 0, 0, 9);
+        let c = Ipv4Addr::new(192, 168, 1, 1);
+        assert_eq!(dns_servers_from_args(&["--ipv4=10.0.0.2/24", "x"]), Ok(Vec::new()));
+        assert_eq!(dns_servers_from_args(&["--dns=10.0.0.1"]), Ok(alloc::vec![a]));
+        assert_eq!(
+            dns_servers_from_args(&["--dns=10.0.0.1,10.0.0.9", "--log=debug", "--dns=192.168.1.1"]),
+            Ok(alloc::vec![a, b, c])
+        );
+        assert_eq!(
+            dns_servers_from_args(&["--dns=10.0.0.1,10.0.0.9,1.1.1.1,8.8.8.8"]),
+            Err(ConfigError::TooManyDnsServers)
+        );
+        for bad in [
+            "",
+            "10.0.0.1,",
+            "dns.example",
+            "0.0.0.0",
+            "10.0.0.1;10.0.0.2",
+            "224.0.0.251",
+        ] {
+            let arg = alloc::format!("--dns={bad}");
+            let error = dns_servers_from_args(&[&arg]).unwrap_err();
+            assert_eq!(error, ConfigError::BadDnsServer(bad.into()));
+            assert!(alloc::format!("{error}").starts_with(&alloc::format!("--dns={bad}: expected IPv4 addresses")));
+        }
     }
 }

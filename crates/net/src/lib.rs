@@ -1,5 +1,5 @@
 //! TCP/IP for Atoll unikernels: smoltcp with async listeners, streams, UDP
-//! sockets and DHCPv4, driven by the runtime's executor.
+//! sockets, DHCPv4 and a DNS resolver, driven by the runtime's executor.
 //!
 //! # Starting
 //!
@@ -29,8 +29,9 @@
 //! ```
 //!
 //! The address comes from the boot arguments: `--ipv4=10.0.0.2/24`
-//! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent (see
-//! [`config`]). The interface answers ARP and ICMP echo (ping) by itself.
+//! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent; the DNS
+//! servers from `--dns=10.0.0.1`, or the DHCP lease (see [`config`]). The
+//! interface answers ARP and ICMP echo (ping) by itself.
 //!
 //! # Layers, from the wire up
 //!
@@ -41,6 +42,7 @@
 //! * [`stack`]: [`Stack`], the interface and its sockets, run as a
 //!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
 //!   IPv4 settings.
+//! * [`dns`]: `stack.resolve("name").await` for an IPv4 address.
 //! * [`tcp`] and [`udp`]: the sockets apps use. [`TcpStream`] implements
 //!   `embedded_io_async::{Read, Write}` (0.7), so `atoll-http` serves it
 //!   directly; [`RtTimer`] is the runtime clock as `atoll-http`'s `Timer`.
@@ -58,7 +60,10 @@
 //!   finds a listener's backlog full is answered with a reset, not dropped.
 //! * **No IP fragment reassembly** (smoltcp's `proto-ipv4-fragmentation` is
 //!   off): fragmented datagrams are dropped.
-//! * No DNS resolver, no multicast, no raw sockets, no TLS.
+//! * DNS: A records only (**no AAAA**), no DNSSEC, no TCP fallback for
+//!   truncated answers, no search domains, **no cache** (each `resolve` is a
+//!   query), no mDNS; see [`dns`].
+//! * No multicast, no raw sockets, no TLS.
 //! * One stack per device; several devices need several stacks.
 #![no_std]
 #![deny(unsafe_code)]
@@ -67,6 +72,7 @@
 extern crate alloc;
 
 pub mod config;
+pub mod dns;
 pub mod phy;
 pub mod stack;
 pub mod tcp;
@@ -80,6 +86,7 @@ use core::fmt;
 use core::future::Future;
 
 pub use config::{ConfigError, Ipv4Config};
+pub use dns::{DnsError, RESOLVE_TIMEOUT};
 pub use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 pub use stack::{Stack, StackError, TcpConfig};
 pub use tcp::{TcpListener, TcpReader, TcpStream, TcpWriter};

@@ -4,7 +4,7 @@
 //!
 //! On every turn of the executor loop the stack moves frames between the
 //! device and the sockets, keeps each TCP listener's listening sockets
-//! topped up, applies DHCP leases, reclaims the sockets of closed
+//! topped up, applies DHCP leases (address, gateway, DNS servers), reclaims the sockets of closed
 //! connections, and tells the executor when it next needs to run (smoltcp's
 //! `poll_at`). Sockets wake the tasks waiting on them through smoltcp's
 //! wakers. Every public handle (`Stack`, streams, listeners, UDP sockets) is a
@@ -29,7 +29,7 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
-use crate::config::{ConfigError, Ipv4Config};
+use crate::config::{dns_servers_from_args, ConfigError, Ipv4Config};
 use crate::phy::NetDevice;
 
 /// Sizes and timeouts of TCP sockets. [`TcpConfig::DEFAULT`] fits several
@@ -152,7 +152,7 @@ impl fmt::Debug for Stack {
 impl Stack {
     /// Starts the stack on the net device `device_name` of the app's
     /// manifest, configured from the boot arguments (`--ipv4=`,
-    /// `--ipv4-gateway=`, else DHCP; see [`crate::config`]), with
+    /// `--ipv4-gateway=`, else DHCP; `--dns=`; see [`crate::config`]), with
     /// [`TcpConfig::DEFAULT`].
     pub fn new(device_name: &'static str) -> Result<Stack, StackError> {
         Stack::with_tcp_config(device_name, TcpConfig::DEFAULT)
@@ -165,16 +165,20 @@ impl Stack {
             return Err(StackError::NotANetDevice(device_name));
         }
         let ipv4 = Ipv4Config::from_args(atoll_rt::args())?;
+        let dns_servers = dns_servers_from_args(atoll_rt::args())?;
         #[cfg(any(target_os = "none", atoll_platform = "unix"))]
         {
             let phy = crate::phy::hvt::HvtDevice::attach(device.index, device.mtu);
             let stack = Stack::with_device(NetDevice::Hvt(phy), device.mac, ipv4, tcp);
             log::info!("net: {device_name}: MAC {}, {ipv4}", EthernetAddress(device.mac));
+            if !dns_servers.is_empty() {
+                stack.set_dns_servers(&dns_servers);
+            }
             Ok(stack)
         }
         #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
         {
-            let _ = (ipv4, tcp);
+            let _ = (ipv4, tcp, dns_servers);
             Err(StackError::Unsupported)
         }
     }
@@ -204,6 +208,9 @@ impl Stack {
             sockets,
             device,
             dhcp,
+            dns: None,
+            dns_servers: Vec::new(),
+            dns_servers_fixed: false,
             config_waiters: Vec::new(),
             listeners: BTreeMap::new(),
             orphans: Vec::new(),
@@ -266,6 +273,13 @@ pub(crate) struct Inner {
     pub(crate) sockets: SocketSet<'static>,
     device: NetDevice,
     dhcp: Option<SocketHandle>,
+    /// The resolver's socket (see [`crate::dns`]), made by the first query.
+    pub(crate) dns: Option<SocketHandle>,
+    /// The servers it asks, in order.
+    pub(crate) dns_servers: Vec<Ipv4Addr>,
+    /// Set by [`Stack::set_dns_servers`] (and `--dns=`): DHCP leases no
+    /// longer change the servers.
+    pub(crate) dns_servers_fixed: bool,
     /// Tasks in [`Stack::wait_configured`].
     config_waiters: Vec<Waker>,
     /// TCP listeners by port.
@@ -384,10 +398,12 @@ impl Inner {
     fn poll_dhcp(&mut self) {
         let Some(handle) = self.dhcp else { return };
         let socket = self.sockets.get_mut::<dhcpv4::Socket>(handle);
-        let (address, router) = match socket.poll() {
+        let (address, router, dns_servers) = match socket.poll() {
             None => return,
-            Some(dhcpv4::Event::Configured(config)) => (Some(config.address), config.router),
-            Some(dhcpv4::Event::Deconfigured) => (None, None),
+            Some(dhcpv4::Event::Configured(config)) => {
+                (Some(config.address), config.router, Vec::from(&config.dns_servers[..]))
+            }
+            Some(dhcpv4::Event::Deconfigured) => (None, None, Vec::new()),
         };
         match (address, router) {
             (Some(address), Some(router)) => log::info!("net: DHCP: IPv4 {address} via {router}"),
@@ -395,6 +411,12 @@ impl Inner {
             (None, _) => log::warn!("net: DHCP: lease lost, no IPv4 address"),
         }
         set_ipv4(&mut self.iface, address, router);
+        if !self.dns_servers_fixed && dns_servers != self.dns_servers {
+            if !dns_servers.is_empty() {
+                log::info!("net: DHCP: DNS servers {}", crate::dns::AddressList(&dns_servers));
+            }
+            self.set_dns_servers(&dns_servers);
+        }
         for waker in self.config_waiters.drain(..) {
             waker.wake();
         }

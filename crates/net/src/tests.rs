@@ -586,8 +586,9 @@ fn a_busy_pipe_holds_frames_back_instead_of_dropping_them() {
 }
 
 /// A DHCP server of the fewest lines: offers and acknowledges `10.0.0.42/24`
-/// with gateway `10.0.0.1` to whoever asks on `wire`.
-async fn tiny_dhcp_server(wire: PipeDevice) {
+/// with gateway `10.0.0.1` and DNS servers `dns_servers` to whoever asks on
+/// `wire`.
+async fn tiny_dhcp_server(wire: PipeDevice, dns_servers: &'static [Ipv4Addr]) {
     use smoltcp::wire::{DhcpMessageType, DhcpPacket, DhcpRepr, UdpPacket, UdpRepr};
     let checksums = ChecksumCapabilities::default();
     let server_ip = Ipv4Addr::new(10, 0, 0, 1);
@@ -636,7 +637,7 @@ async fn tiny_dhcp_server(wire: PipeDevice) {
             client_identifier: None,
             server_identifier: Some(server_ip),
             parameter_request_list: None,
-            dns_servers: None,
+            dns_servers: (!dns_servers.is_empty()).then(|| dns_servers.iter().copied().collect()),
             max_size: None,
             lease_duration: Some(3600),
             renew_duration: None,
@@ -678,7 +679,7 @@ fn dhcp_configures_address_and_gateway() {
     let stack = Stack::with_device(stack_end, mac(1), Ipv4Config::Dhcp, TcpConfig::DEFAULT);
     let (cidr, gateway) = run(async move {
         assert_eq!(stack.ipv4_cidr(), None, "no address before the lease");
-        let _server = spawn(tiny_dhcp_server(wire));
+        let _server = spawn(tiny_dhcp_server(wire, &[]));
         let cidr = stack.wait_configured().await;
         (cidr, stack.ipv4_gateway())
     });
@@ -712,4 +713,165 @@ fn a_response_longer_than_one_segment_does_not_wait_for_a_delayed_ack() {
         start.elapsed().as_millis()
     });
     assert!(elapsed_ms < 10, "took {elapsed_ms} ms");
+}
+
+#[test]
+fn dhcp_gives_the_dns_servers_unless_they_were_set() {
+    const DHCP_DNS: &[Ipv4Addr] = &[Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 3)];
+    let leased = |fixed: Option<Ipv4Addr>| {
+        let (stack_end, wire) = pipe();
+        let stack = Stack::with_device(stack_end, mac(1), Ipv4Config::Dhcp, TcpConfig::DEFAULT);
+        if let Some(server) = fixed {
+            stack.set_dns_servers(&[server]);
+        }
+        run(async move {
+            assert_eq!(
+                stack.dns_servers(),
+                fixed.into_iter().collect::<Vec<_>>(),
+                "before the lease"
+            );
+            let _server = spawn(tiny_dhcp_server(wire, DHCP_DNS));
+            stack.wait_configured().await;
+            stack.dns_servers()
+        })
+    };
+    assert_eq!(leased(None), DHCP_DNS);
+    // As `--dns=10.0.0.53` does: it wins over the lease.
+    let fixed = Ipv4Addr::new(10, 0, 0, 53);
+    assert_eq!(leased(Some(fixed)), [fixed]);
+}
+
+/// The names [`tiny_dns_server`] knows.
+const DNS_RECORDS: &[(&str, &[Ipv4Addr])] = &[
+    ("slides.atoll.test", &[Ipv4Addr::new(10, 78, 0, 1)]),
+    (
+        "two.atoll.test",
+        &[Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)],
+    ),
+];
+
+/// The answer of a DNS server knowing [`DNS_RECORDS`] to `query`, in wire
+/// bytes: the query with the response flags, then one A record per address
+/// (or no record and NXDOMAIN for an unknown name).
+fn dns_answer(query: &[u8]) -> Vec<u8> {
+    use smoltcp::wire::{DnsPacket, DnsQueryType, DnsQuestion};
+    let packet = DnsPacket::new_checked(query).expect("a DNS header");
+    let (rest, question) = DnsQuestion::parse(packet.payload()).expect("a question");
+    assert!(rest.is_empty(), "one question and nothing else");
+    assert_eq!(question.type_, DnsQueryType::A);
+    let labels: Vec<&[u8]> = packet
+        .parse_name(question.name)
+        .collect::<Result<_, _>>()
+        .expect("a name");
+    let name = labels
+        .iter()
+        .map(|label| core::str::from_utf8(label).expect("ASCII"))
+        .collect::<Vec<_>>()
+        .join(".");
+    let addresses = DNS_RECORDS
+        .iter()
+        .find(|(known, _)| *known == name)
+        .map_or(&[][..], |(_, addresses)| addresses);
+    let mut answer = query.to_vec();
+    // QR, opcode 0, RD; RA, and RCODE 0 (no error) or 3 (NXDOMAIN).
+    answer[2] = 0x81;
+    answer[3] = if addresses.is_empty() { 0x83 } else { 0x80 };
+    answer[6..8].copy_from_slice(&(addresses.len() as u16).to_be_bytes());
+    for address in addresses {
+        // The name as a pointer to the question's (offset 12), type A,
+        // class IN, TTL 60 s, 4 bytes of address.
+        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        answer.extend_from_slice(&address.octets());
+    }
+    answer
+}
+
+/// A DNS server on port 53 of `stack` answering from [`DNS_RECORDS`].
+async fn tiny_dns_server(stack: Stack) {
+    let socket = UdpSocket::bind(&stack, 53).unwrap();
+    let mut query = [0; 512];
+    loop {
+        let (n, client) = socket.recv_from(&mut query).await.unwrap();
+        socket.send_to(&dns_answer(&query[..n]), client).await.unwrap();
+    }
+}
+
+#[test]
+fn names_resolve_to_the_servers_answers() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    client.set_dns_servers(&[SERVER_IP]);
+    let (one, two, trailing_dot) = run(async move {
+        let _dns = spawn(tiny_dns_server(server));
+        (
+            client.resolve("slides.atoll.test").await,
+            client.resolve_all("two.atoll.test").await,
+            client.resolve("slides.atoll.test.").await,
+        )
+    });
+    assert_eq!(one, Ok(Ipv4Addr::new(10, 78, 0, 1)));
+    assert_eq!(two, Ok(vec![Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]));
+    assert_eq!(trailing_dot, one);
+}
+
+#[test]
+fn an_unknown_name_is_not_found_at_once() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    client.set_dns_servers(&[SERVER_IP]);
+    let (missing, took_ms) = run(async move {
+        let _dns = spawn(tiny_dns_server(server));
+        let start = atoll_rt::time::Instant::now();
+        let missing = client.resolve("missing.atoll.test").await;
+        (missing, start.elapsed().as_millis())
+    });
+    assert_eq!(missing, Err(DnsError::NotFound));
+    // NXDOMAIN ends the query: no retransmission, no timeout.
+    assert!(took_ms < 1000, "took {took_ms} ms");
+}
+
+#[test]
+fn without_servers_names_fail_and_literal_addresses_still_resolve() {
+    let (_server, client) = two_stacks(TcpConfig::DEFAULT);
+    let (name, literal, all, invalid) = run(async move {
+        (
+            client.resolve("slides.atoll.test").await,
+            client.resolve("10.1.2.3").await,
+            client.resolve_all("192.168.0.1").await,
+            client.resolve("not a name").await,
+        )
+    });
+    assert_eq!(name, Err(DnsError::NoServers));
+    assert_eq!(literal, Ok(Ipv4Addr::new(10, 1, 2, 3)));
+    assert_eq!(all, Ok(vec![Ipv4Addr::new(192, 168, 0, 1)]));
+    assert_eq!(invalid, Err(DnsError::InvalidName));
+}
+
+#[test]
+fn a_server_that_never_answers_times_out_and_the_next_query_still_works() {
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    client.set_dns_servers(&[SERVER_IP]);
+    let (silent, took, queries, later) = run(async move {
+        // Takes the queries and answers none, until a while after the
+        // resolver gave up.
+        let deaf = UdpSocket::bind(&server, 53).unwrap();
+        let mut queries = 0;
+        let start = atoll_rt::time::Instant::now();
+        let ((silent, took), _) = join(
+            async { (client.resolve("slides.atoll.test").await, start.elapsed()) },
+            timeout(RESOLVE_TIMEOUT + Duration::from_secs(1), async {
+                let mut buf = [0; 512];
+                while deaf.recv_from(&mut buf).await.is_ok() {
+                    queries += 1;
+                }
+            }),
+        )
+        .await;
+        drop(deaf); // frees port 53
+        let _dns = spawn(tiny_dns_server(server));
+        let later = client.resolve("slides.atoll.test").await;
+        (silent, took, queries, later)
+    });
+    assert_eq!(silent, Err(DnsError::Timeout));
+    assert_eq!(took, RESOLVE_TIMEOUT);
+    assert!(queries >= 2, "the query was sent {queries} times: no retransmission");
+    assert_eq!(later, Ok(Ipv4Addr::new(10, 78, 0, 1)));
 }

@@ -31,7 +31,8 @@
 //! * [`log`]: the `log` crate; records go to the console, filtered by the
 //!   boot argument `--log=LEVEL` (default `info`).
 //! * [`net`]: TCP/IP (`atoll-net`): `net::Stack::new("service")`,
-//!   `net::TcpListener`, `net::TcpStream`, `net::UdpSocket`, DHCP.
+//!   `net::TcpListener`, `net::TcpStream`, `net::UdpSocket`, DHCP, DNS
+//!   (`stack.resolve("name").await`).
 //! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&net::RtTimer` as
 //!   its timer.
 //!

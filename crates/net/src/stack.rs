@@ -4,12 +4,12 @@
 //!
 //! On every turn of the executor loop the stack moves frames between the
 //! device and the sockets, keeps each TCP listener's listening sockets
-//! topped up, applies DHCP leases (address, gateway, DNS servers), reclaims the sockets of closed
-//! connections, and tells the executor when it next needs to run (smoltcp's
-//! `poll_at`). Sockets wake the tasks waiting on them through smoltcp's
-//! wakers. Every public handle (`Stack`, streams, listeners, UDP sockets) is a
-//! reference-counted pointer to the same state, borrowed only for the length
-//! of one call, never across an `.await`.
+//! topped up, applies DHCP leases (address, gateway, DNS servers), reclaims
+//! the sockets of closed connections, and tells the executor when it next
+//! needs to run (smoltcp's `poll_at`). Sockets wake the tasks waiting on
+//! them through smoltcp's wakers. Every public handle (`Stack`, streams,
+//! listeners, UDP sockets) is a reference-counted pointer to the same state,
+//! borrowed only for the length of one call, never across an `.await`.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::rc::Rc;
@@ -172,6 +172,7 @@ impl Stack {
             let stack = Stack::with_device(NetDevice::Hvt(phy), device.mac, ipv4, tcp);
             log::info!("net: {device_name}: MAC {}, {ipv4}", EthernetAddress(device.mac));
             if !dns_servers.is_empty() {
+                log::info!("net: DNS servers {} (--dns)", crate::dns::AddressList(&dns_servers));
                 stack.set_dns_servers(&dns_servers);
             }
             Ok(stack)

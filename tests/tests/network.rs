@@ -298,7 +298,11 @@ both_platforms!(oversized_headers_get_431, |platform| {
     assert!(text.starts_with("HTTP/1.1 431"), "answer: {text:?}");
     // The server discards what the client still sends after the answer, so
     // the client is not stuck writing into a closed window until a reset.
-    assert!(start.elapsed() < Duration::from_secs(5), "the exchange took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "the exchange took {:?}",
+        start.elapsed()
+    );
     assert_healthy(&server);
 });
 

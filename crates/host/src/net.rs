@@ -448,12 +448,10 @@ impl NetDevices {
         });
         let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
         let mask_ptr = signal_mask.map_or(std::ptr::null(), |mask| mask as *const libc::sigset_t);
-        // SAFETY: `fds` is a valid array of `fds.len()` pollfds (possibly
-        // empty, then ppoll only sleeps); `ts_ptr` is null or points at a
-        // timespec alive until the call returns; the mask is null (keep
-        // ours) or a live sigset_t. Its result needs no check: after a
-        // timeout, an event or EINTR alike, the caller services the rings
-        // and the guest re-checks.
+        // The result needs no check: after a timeout, an event or EINTR
+        // alike, the caller services the rings and the guest re-checks.
+        // SAFETY: `fds` holds `fds.len()` pollfds (none: ppoll only sleeps);
+        // `ts_ptr` and `mask_ptr` are null or point at live locals.
         unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, mask_ptr) };
     }
 

@@ -15,11 +15,10 @@ pub(crate) fn write(bytes: &[u8]) {
     let ring = core::ptr::with_exposed_provenance_mut::<ConsoleRing>(info.console.0 as usize);
     let mut rest = bytes;
     while !rest.is_empty() {
-        // SAFETY: the tender maps the console ring (header, then `capacity`
-        // data bytes) read-write for the guest at `info.console`, and only
-        // touches it while the vCPU is stopped, so nothing races these
-        // accesses. Volatile, because the tender changes `tail` behind the
-        // compiler's back during exits.
+        // Volatile, because the tender changes `tail` behind the compiler's
+        // back during exits.
+        // SAFETY: the tender maps the ring read-write for the guest at
+        // `info.console` and touches it only while the vCPU is stopped.
         let (head, tail) = unsafe {
             (
                 addr_of!((*ring).head).read_volatile(),

@@ -75,11 +75,10 @@ pub(super) struct Blocked {
 impl Blocked {
     /// Blocks the stop signals.
     pub(super) fn new() -> Blocked {
-        // SAFETY: sigemptyset, sigaddset and sigdelset only write the sets
-        // they are given, which are live locals; the signal numbers are
-        // valid, so they cannot fail. sigprocmask (allowed by the sandbox)
-        // reads `stop` and writes `previous`; it cannot fail with a valid
-        // `how`, and if it somehow did `previous` stays the empty set.
+        // sigprocmask (allowed by the sandbox) cannot fail with a valid
+        // `how`; if it somehow did, `previous` stays the empty set.
+        // SAFETY: the sigset functions and sigprocmask only read and write
+        // the live local sets they are given, with valid signal numbers.
         unsafe {
             let mut stop: libc::sigset_t = core::mem::zeroed();
             let mut previous: libc::sigset_t = core::mem::zeroed();

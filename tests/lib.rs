@@ -320,6 +320,28 @@ pub fn run(mut command: Command) -> Outcome {
     }
 }
 
+/// Checks that the tender stopped a hostile test guest (running `mode`):
+/// status 254, a message containing `message` on stderr, nothing the guest
+/// prints after its lie (`hostile guest survived`), and no panic of the
+/// tender's own.
+pub fn assert_stopped_by_tender(out: &Outcome, mode: &str, message: &str) {
+    assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains(message),
+        "{mode}: stderr does not say `{message}`: {}",
+        out.stderr
+    );
+    assert!(
+        !out.stdout.contains("hostile guest survived"),
+        "{mode}: the guest went on after lying to the tender"
+    );
+    assert!(
+        !out.stderr.contains("panicked at"),
+        "{mode}: the tender panicked: {}",
+        out.stderr
+    );
+}
+
 /// The fields of the tender's (or unix executable's) `stats:` line on standard error, by name.
 pub fn stats(stderr: &str) -> Option<HashMap<String, u64>> {
     let line = stderr.lines().find_map(|l| l.strip_prefix("stats: "))?;

@@ -7,27 +7,13 @@
 //! port write is a privileged instruction, which Linux answers with SIGSEGV:
 //! the last test checks that is reported as a guest fault.
 
-use atoll_tests::{boot, Platform};
+use atoll_tests::{assert_stopped_by_tender, boot, Platform};
 
 const HOSTILE: &str = "tests/guests/hostile";
 
 fn assert_stopped(mode: &str, hypercall: &str) {
     let out = boot(Platform::Hvt, HOSTILE, &[], &[mode]);
-    assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);
-    assert!(
-        out.stderr.contains(hypercall),
-        "{mode}: stderr does not name `{hypercall}`: {}",
-        out.stderr
-    );
-    assert!(
-        !out.stdout.contains("hostile guest survived"),
-        "{mode}: the guest went on after breaking the rules"
-    );
-    assert!(
-        !out.stderr.contains("panicked at"),
-        "{mode}: the tender panicked: {}",
-        out.stderr
-    );
+    assert_stopped_by_tender(&out, mode, hypercall);
 }
 
 #[test]

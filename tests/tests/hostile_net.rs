@@ -5,7 +5,7 @@
 //! test's own; the guest never gets to send a frame.
 
 use atoll_tests::net::{Namespace, TAP};
-use atoll_tests::{guest, hvt_bin, run, Platform};
+use atoll_tests::{assert_stopped_by_tender, guest, hvt_bin, run, Platform};
 
 const HOSTILE_NET: &str = "tests/guests/hostile-net";
 
@@ -16,22 +16,7 @@ fn assert_stopped(mode: &str, message: &str) {
         .arg(format!("--net:service={TAP}"))
         .arg(guest(Platform::Hvt, HOSTILE_NET))
         .args(["--", mode]);
-    let out = run(command);
-    assert_eq!(out.status, Some(254), "{mode}: stderr: {}", out.stderr);
-    assert!(
-        out.stderr.contains(message),
-        "{mode}: stderr does not say `{message}`: {}",
-        out.stderr
-    );
-    assert!(
-        !out.stdout.contains("hostile guest survived"),
-        "{mode}: the guest went on after lying"
-    );
-    assert!(
-        !out.stderr.contains("panicked at"),
-        "{mode}: the tender panicked: {}",
-        out.stderr
-    );
+    assert_stopped_by_tender(&run(command), mode, message);
 }
 
 #[test]

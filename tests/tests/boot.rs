@@ -88,3 +88,25 @@ both_platforms!(a_guest_missing_one_device_is_told_which, |platform| {
     assert!(lines[0].starts_with(platform.prefix()), "{lines:?}");
     assert!(lines[0].contains("data"), "{lines:?}");
 });
+
+both_platforms!(random_bytes_differ_within_and_across_boots, |platform| {
+    let draw = || {
+        let out = boot(platform, "tests/guests/misbehave", &[], &["random"]);
+        assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
+        let line = out
+            .stdout
+            .trim()
+            .strip_prefix("random: ")
+            .unwrap_or_else(|| panic!("printed {:?}", out.stdout));
+        let values: Vec<u64> = line
+            .split(' ')
+            .map(|hex| u64::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{hex:?}: {e}")))
+            .collect();
+        assert_eq!(values.len(), 2, "{line}");
+        values
+    };
+    let (first, second) = (draw(), draw());
+    assert_ne!(first[0], first[1], "two draws in one boot are equal");
+    assert_ne!(first, second, "two boots drew the same numbers");
+    assert!(first.iter().chain(&second).all(|&v| v != 0), "{first:?} {second:?}");
+});

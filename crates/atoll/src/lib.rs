@@ -36,12 +36,16 @@
 //! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&net::RtTimer` as
 //!   its timer.
 //!
-//! Not here (yet): storage, randomness; threads (apps are
+//! * [`random`]: random bytes from the platform (`rdrand` on hvt,
+//!   `getrandom` on unix).
+//!
+//! Not here (yet): storage; threads (apps are
 //! single-core and async), `std`.
 #![no_std]
 #![forbid(unsafe_code)]
 
 pub use atoll_macros::main;
+pub use atoll_rt::random;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use log;
 pub use {atoll_http as http, atoll_net as net};

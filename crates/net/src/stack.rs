@@ -190,9 +190,9 @@ impl Stack {
     pub fn with_device(device: impl Into<NetDevice>, mac: [u8; 6], ipv4: Ipv4Config, tcp: TcpConfig) -> Stack {
         let mut device = device.into();
         let now = Instant::now();
-        let seed = atoll_rt::time::wall_clock_ns()
-            ^ now.ns_since_boot().rotate_left(32)
-            ^ u64::from_le_bytes([mac[0], mac[1], mac[2], mac[3], mac[4], mac[5], 0, 0]);
+        // Seeds TCP initial sequence numbers, ephemeral ports and DNS query
+        // ids: they must not be guessable from outside.
+        let seed = atoll_rt::random::u64();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut device, smol_instant(now));

@@ -9,7 +9,8 @@
 //! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
 //!   [`timeout`](time::timeout), the wall clock.
 //! * [`args`](mod@args), [`devices`](mod@devices), [`console`] ([`print!`], [`println!`]),
-//!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`](mod@panic) reports.
+//!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`](mod@panic) reports,
+//!   [`random`] bytes from the platform's entropy source.
 //! * `heap` (hvt only): the `talc` allocator over the boot info's heap.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the
@@ -43,6 +44,7 @@ mod heap;
 pub mod logger;
 pub mod panic;
 pub mod platform;
+pub mod random;
 pub mod time;
 
 pub use args::args;

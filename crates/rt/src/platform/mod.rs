@@ -9,6 +9,7 @@
 //! | `console_write(bytes)` | append to the console; never fails, never allocates |
 //! | `monotonic_ns()` | nanoseconds since boot, never going back |
 //! | `wall_clock_ns()` | nanoseconds since the Unix epoch (may cost an exit) |
+//! | `fill_entropy(buf)` | random bytes from the hardware or the host (`rdrand` on hvt, `getrandom` on unix) |
 //! | `wait(timeout_ns) -> u64` | block until a device is ready or the timeout passes; returns the ready-device bitmask |
 //! | `halt(status) -> !` | stop with an exit status |
 //! | `abort(message) -> !` | stop because something went wrong |
@@ -29,7 +30,7 @@
 #[cfg(target_os = "none")]
 mod hvt;
 #[cfg(target_os = "none")]
-pub(crate) use hvt::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};
+pub(crate) use hvt::{abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns};
 
 /// For drivers of hvt devices (the network stack's ring device).
 #[cfg(target_os = "none")]
@@ -41,7 +42,9 @@ compile_error!("the unix platform (--cfg atoll_platform=\"unix\") runs on Linux 
 #[cfg(atoll_platform = "unix")]
 mod unix;
 #[cfg(atoll_platform = "unix")]
-pub(crate) use unix::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};
+pub(crate) use unix::{
+    abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
+};
 
 /// For drivers of ring devices (the network stack's): the same contract as
 /// on hvt, served by the process itself.
@@ -51,4 +54,4 @@ pub use unix::net_attach;
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
 pub mod sim;
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
-pub(crate) use sim::{abort, boot_info, cmdline, console_write, halt, monotonic_ns, wait, wall_clock_ns};
+pub(crate) use sim::{abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns};

@@ -30,6 +30,7 @@ std::thread_local! {
     static CLOCK_NS: Cell<u64> = const { Cell::new(0) };
     static PENDING_READY_SET: Cell<u64> = const { Cell::new(0) };
     static WAIT_COUNT: Cell<u64> = const { Cell::new(0) };
+    static ENTROPY_STATE: Cell<u64> = const { Cell::new(0x2545_F491_4F6C_DD1D) };
     static CONSOLE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static BOOT_INFO: &'static BootInfo = Box::leak(Box::new(BootInfo::new_zeroed()));
 }
@@ -58,6 +59,21 @@ pub fn advance_clock_ns(ns: u64) {
 /// The simulated wall clock.
 pub(crate) fn wall_clock_ns() -> u64 {
     BOOT_WALL_CLOCK_NS + monotonic_ns()
+}
+
+/// Deterministic "entropy" (a xorshift sequence per thread), so tests
+/// replay exactly.
+pub(crate) fn fill_entropy(buf: &mut [u8]) {
+    ENTROPY_STATE.with(|state| {
+        for byte in buf {
+            let mut x = state.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            state.set(x);
+            *byte = x as u8;
+        }
+    });
 }
 
 /// Makes the next wait return at once with these devices ready.

@@ -12,6 +12,7 @@
 //! | `sleep MS` | sleeps MS milliseconds, then exits 0 |
 //! | `print N` | prints `line 1` to `line N`, then exits 0 |
 //! | `walltime` | prints the wall clock in ns since the epoch, then exits 0 |
+//! | `random` | prints two random `u64`s in hex, then exits 0 |
 #![no_std]
 #![no_main]
 
@@ -48,8 +49,11 @@ async fn main() -> Result<(), &'static str> {
             }
         }
         Some("walltime") => println!("{}", wall_clock_ns()),
+        Some("random") => println!("random: {:016x} {:016x}", atoll::random::u64(), atoll::random::u64()),
         _ => {
-            return Err("usage: misbehave exit N|panic|pagefault|stackoverflow|writetext|ud2|sleep MS|print N|walltime")
+            return Err(
+                "usage: misbehave exit N|panic|pagefault|stackoverflow|writetext|ud2|sleep MS|print N|walltime|random",
+            )
         }
     }
     Ok(())

@@ -3,12 +3,14 @@
 //! * `entry`: `_start`, what the tender jumps to, and the hand-over to the app.
 //! * `hypercall`: the port-I/O hypercalls (the only `asm!` of the runtime).
 //! * `console`: the console ring the tender drains on every exit.
+//! * `entropy`: random bytes from `rdrand`.
 //! * `atoll.ld`: the linker script (written out by `build.rs`).
 //!
 //! The guest runs in ring 3 with IOPL 3 and interrupts off, on one CPU, so
 //! nothing here ever runs concurrently with anything else.
 
 mod console;
+mod entropy;
 mod entry;
 mod hypercall;
 
@@ -18,6 +20,7 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use crate::time::TscScale;
 
 pub(crate) use console::write as console_write;
+pub(crate) use entropy::fill_entropy;
 pub use hypercall::net_attach;
 pub(crate) use hypercall::{abort, halt, wait, wall_clock_ns};
 

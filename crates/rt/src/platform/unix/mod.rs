@@ -117,6 +117,23 @@ pub(crate) fn wall_clock_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
 }
 
+/// Fills `buf` from the kernel's entropy pool (`getrandom`, which the
+/// sandbox allows).
+pub(crate) fn fill_entropy(buf: &mut [u8]) {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: getrandom writes at most `rest.len()` bytes into `rest`,
+        // a live, exclusively borrowed buffer; the result is checked.
+        let got = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        match got {
+            n if n > 0 => filled += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => abort("atoll-rt: getrandom failed: no entropy"),
+        }
+    }
+}
+
 fn net() -> MutexGuard<'static, NetDevices> {
     // Nothing panics while holding the lock (failures are reported after it
     // is released), but a poisoned lock still holds good devices.

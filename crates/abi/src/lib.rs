@@ -12,6 +12,7 @@
 //! * [`console`]: the console ring the tender drains on every exit.
 //! * [`boot`]: the boot-info struct the guest receives in `rdi`.
 //! * [`net`]: the frame rings of network devices.
+//! * [`block`]: the operations of block devices.
 //! * [`note`]: the ELF notes (ABI version, device manifest) a kernel carries.
 //! * [`exit`]: what the tender's exit status means.
 //!
@@ -31,7 +32,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The ABI version carried in every kernel's ABI note. See the crate docs.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -131,17 +132,21 @@ pub mod hypercall {
         Abort = 5,
         /// Hand the tender a network device's rings: [`NetAttachArgs`].
         NetAttach = 6,
+        /// Read, write or flush a block device, a batch of operations per
+        /// exit: [`BlockIoArgs`] and [`crate::block`].
+        BlockIo = 7,
     }
 
     impl Hypercall {
         /// All hypercalls, for lookups by number.
-        pub const ALL: [Hypercall; 6] = [
+        pub const ALL: [Hypercall; 7] = [
             Hypercall::Walltime,
             Hypercall::ConsoleFlush,
             Hypercall::Wait,
             Hypercall::Halt,
             Hypercall::Abort,
             Hypercall::NetAttach,
+            Hypercall::BlockIo,
         ];
 
         /// The hypercall served at `port`, if any.
@@ -163,6 +168,7 @@ pub mod hypercall {
                 Hypercall::Halt => "halt",
                 Hypercall::Abort => "abort",
                 Hypercall::NetAttach => "net-attach",
+                Hypercall::BlockIo => "block-io",
             }
         }
     }
@@ -211,6 +217,24 @@ pub mod hypercall {
     /// Longest abort message the tender prints, in bytes.
     pub const ABORT_MESSAGE_MAX: u64 = 4096;
 
+    /// [`Hypercall::BlockIo`]: a batch of operations on one block device,
+    /// done in order; the batch stops at the first operation that fails.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct BlockIoArgs {
+        /// IN: index of a block device in the boot info.
+        pub device: u32,
+        /// IN: operations in `ops`, 1 to [`crate::block::MAX_OPS`].
+        pub count: u32,
+        /// IN: address of `count` [`crate::block::BlockOp`]s.
+        pub ops: GuestAddr,
+        /// OUT: operations done successfully (the rest failed or were
+        /// skipped: see each one's status).
+        pub completed: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
+    }
+
     /// [`Hypercall::NetAttach`].
     #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
     #[repr(C)]
@@ -223,6 +247,99 @@ pub mod hypercall {
         /// lie in guest-writable memory and stay there (a device's rings can
         /// be attached once).
         pub ring: GuestAddr,
+    }
+}
+
+/// Block devices: a file on the host (`--block:NAME=FILE`), read, written
+/// and flushed in batches of [`block::BlockOp`]s, one exit per batch
+/// ([`hypercall::BlockIoArgs`]). The tender does each batch synchronously,
+/// in order, straight between the file and guest memory. Sector size and
+/// capacity reach the guest in the boot info.
+pub mod block {
+    use super::GuestAddr;
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// Bytes per sector of every block device.
+    pub const SECTOR_SIZE: u32 = 512;
+    /// Most operations in one block-io hypercall.
+    pub const MAX_OPS: u32 = 64;
+    /// Most sectors one read or write may move (128 KiB).
+    pub const MAX_SECTORS_PER_OP: u32 = 256;
+
+    /// What an operation does.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum BlockOpKind {
+        /// Read `sectors` sectors from `sector` into `buffer`.
+        Read = 1,
+        /// Write `sectors` sectors from `buffer` at `sector`.
+        Write = 2,
+        /// Make every write completed before it durable (fdatasync); the
+        /// other fields are ignored.
+        Flush = 3,
+    }
+
+    impl BlockOpKind {
+        /// The kind with this number, if any.
+        pub const fn from_u32(n: u32) -> Option<BlockOpKind> {
+            match n {
+                1 => Some(BlockOpKind::Read),
+                2 => Some(BlockOpKind::Write),
+                3 => Some(BlockOpKind::Flush),
+                _ => None,
+            }
+        }
+    }
+
+    /// The result of one operation, written back by the tender. Errors of
+    /// the device are the app's to handle; lies about memory stop the guest.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[repr(u32)]
+    pub enum BlockStatus {
+        /// Done.
+        Ok = 0,
+        /// The sectors lie (partly) past the device's capacity.
+        OutOfRange = 1,
+        /// The host could not store the data: its disk is full.
+        NoSpace = 2,
+        /// The host reported an I/O error.
+        IoError = 3,
+        /// Not attempted: an earlier operation of the batch failed (the
+        /// batch stops at the first failure, so writes stay in order).
+        Skipped = 4,
+    }
+
+    impl BlockStatus {
+        /// The status with this number, if any.
+        pub const fn from_u32(n: u32) -> Option<BlockStatus> {
+            match n {
+                0 => Some(BlockStatus::Ok),
+                1 => Some(BlockStatus::OutOfRange),
+                2 => Some(BlockStatus::NoSpace),
+                3 => Some(BlockStatus::IoError),
+                4 => Some(BlockStatus::Skipped),
+                _ => None,
+            }
+        }
+    }
+
+    /// One operation of a batch.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct BlockOp {
+        /// IN: a [`BlockOpKind`] number.
+        pub kind: u32,
+        /// IN: sectors to move, 1 to [`MAX_SECTORS_PER_OP`] (0 for a flush).
+        pub sectors: u32,
+        /// IN: the first sector.
+        pub sector: u64,
+        /// IN: the data, `sectors * SECTOR_SIZE` bytes, guest-writable for a
+        /// read.
+        pub buffer: GuestAddr,
+        /// OUT: a [`BlockStatus`] number.
+        pub status: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
     }
 }
 
@@ -600,6 +717,8 @@ const _: () = {
     assert!(size_of::<hypercall::AbortArgs>() == 16);
     assert!(size_of::<console::ConsoleRing>() == 16);
     assert!(size_of::<hypercall::NetAttachArgs>() == 16);
+    assert!(size_of::<hypercall::BlockIoArgs>() == 24);
+    assert!(size_of::<block::BlockOp>() == 32);
     assert!(size_of::<net::NetSlot>() == 16);
     assert!(size_of::<net::NetRing>() == 16 + 2 * 16 * net::RING_SLOTS as usize);
     assert!(size_of::<boot::DeviceInfo>() == 64);

@@ -38,15 +38,17 @@
 //!
 //! * [`random`]: random bytes from the platform (`rdrand` on hvt,
 //!   `getrandom` on unix).
+//! * [`block`]: block devices (`#[atoll::main(block = "data")]`, attached
+//!   as `--block:data=FILE`): sector reads, writes and flushes.
 //!
-//! Not here (yet): storage; threads (apps are
+//! Not here (yet): threads (apps are
 //! single-core and async), `std`.
 #![no_std]
 #![forbid(unsafe_code)]
 
 pub use atoll_macros::main;
-pub use atoll_rt::random;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
+pub use atoll_rt::{block, random};
 pub use log;
 pub use {atoll_http as http, atoll_net as net};
 

@@ -4,12 +4,12 @@
 //! A kernel says which devices it needs, by name; neither the tender nor
 //! the unix platform starts it unless each one is attached with the right
 //! kind, and both refuse devices the kernel did not ask for, so a typo is
-//! caught before boot. Block devices are not served yet: a kernel that needs
-//! one is refused.
+//! caught before boot.
 
 use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind};
 
 use crate::args::{backend_word, DeviceFlag};
+use crate::block::{BlockDevice, BlockOpenError};
 use crate::elf::ManifestDevice;
 use crate::net::{NetDevice, NetDevices, TapError};
 
@@ -30,12 +30,12 @@ pub enum DeviceError {
     },
     #[error("device '{name}' is not in the kernel's manifest (it declares: {declared})")]
     Unknown { name: String, declared: String },
-    #[error("{kind} device '{name}': Atoll cannot attach {kind} devices yet")]
-    Unsupported { kind: &'static str, name: String },
     #[error("--net-mac given for '{0}', which is not a net device of the kernel")]
     MacForUnknown(String),
     #[error(transparent)]
     Tap(#[from] TapError),
+    #[error(transparent)]
+    Block(#[from] BlockOpenError),
 }
 
 /// The attached devices.
@@ -45,6 +45,20 @@ pub struct Attached {
     pub infos: Vec<DeviceInfo>,
     /// The network devices among them, with their TAP devices open.
     pub net: NetDevices,
+    /// The block devices among them, with their files open and locked.
+    pub block: Vec<BlockDevice>,
+}
+
+impl Attached {
+    /// The block device at boot-info index `index`, if there is one.
+    pub fn block_device(&mut self, index: u32) -> Option<&mut BlockDevice> {
+        self.block.iter_mut().find(|d| d.index as u64 == u64::from(index))
+    }
+
+    /// Host file descriptors of the block devices, for the sandbox.
+    pub fn block_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.block.iter().map(BlockDevice::fd).collect()
+    }
 }
 
 /// Checks the command line against the manifest, then opens each device's
@@ -78,10 +92,10 @@ pub fn attach(
                 attached.net.devices.push(net);
             }
             DeviceKind::Block => {
-                return Err(DeviceError::Unsupported {
-                    kind: device.kind.name(),
-                    name: device.name.clone(),
-                })
+                let block = BlockDevice::open(index, &device.name, &flag.backend)?;
+                info.sector_size = atoll_abi::block::SECTOR_SIZE;
+                info.capacity_sectors = block.capacity_sectors;
+                attached.block.push(block);
             }
         }
         attached.infos.push(info);

@@ -14,6 +14,7 @@
 //!   must pass before the tender loads it.
 //! * [`devices`]: the manifest against the command line, then each device
 //!   opened.
+//! * [`block`]: disk files and the service of `atoll_abi::block` batches.
 //! * [`net`]: TAP devices and the service of `atoll_abi::net` frame rings,
 //!   over any [`net::FrameMemory`] (a guest's memory, or the process's own).
 //! * [`sandbox`]: the seccomp rules both confine themselves with, the unix
@@ -23,11 +24,14 @@
 //!   allocating (the unix platform formats them in a signal handler).
 //!
 //! Not here: anything that needs KVM (that is atoll-hvt), anything that
-//! runs inside the app (that is atoll-rt), block devices (not served yet).
+//! runs inside the app (that is atoll-rt).
 
 pub mod args;
+pub mod block;
 pub mod devices;
 pub mod elf;
+#[cfg(test)]
+mod fake_memory;
 pub mod fault;
 pub mod net;
 pub mod peak_rss;

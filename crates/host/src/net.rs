@@ -21,14 +21,16 @@ use std::os::unix::fs::OpenOptionsExt;
 use atoll_abi::net::{NetRing, NetSlot, DEFAULT_MTU, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
-/// The memory the rings and frame buffers live in, as the ring service sees
-/// it: addresses are numbers it checks before any access.
+/// The app's memory as the ring service and the block service see it (the
+/// guest's, or the process's own): addresses are numbers they check before
+/// any access.
 pub trait FrameMemory {
     /// Checks that the app could itself read and write all of
     /// `addr..addr+len`; the message says why not.
     fn check_writable(&self, addr: u64, len: u64) -> Result<(), String>;
-    /// Reads `buf.len()` bytes at `addr`, a range [`Self::check_writable`]
-    /// accepted.
+    /// Checks that the app could itself read all of `addr..addr+len`.
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String>;
+    /// Reads `buf.len()` bytes at `addr`, a range a check accepted.
     fn read(&self, addr: u64, buf: &mut [u8]);
     /// Writes `data` at `addr`, a range [`Self::check_writable`] accepted.
     fn write(&self, addr: u64, data: &[u8]);
@@ -266,6 +268,7 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_memory::FakeMemory;
 
     #[test]
     fn macs() {
@@ -278,48 +281,21 @@ mod tests {
         assert_eq!(mac[0] & 3, 2, "locally administered unicast");
     }
 
-    /// Memory from `BASE` on, like the app's; everything else is outside.
-    struct FakeMemory(std::cell::RefCell<Vec<u8>>);
-
     const BASE: u64 = 0x10_0000;
     const RING: u64 = BASE;
     const BUFFERS: u64 = BASE + 0x4000;
 
-    impl FrameMemory for FakeMemory {
-        fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
-            let len_ok = addr
-                .checked_add(len)
-                .is_some_and(|end| addr >= BASE && end <= BASE + self.0.borrow().len() as u64);
-            len_ok
-                .then_some(())
-                .ok_or_else(|| format!("{len} bytes at {addr:#x} are outside"))
-        }
-        fn read(&self, addr: u64, buf: &mut [u8]) {
-            let at = (addr - BASE) as usize;
-            buf.copy_from_slice(&self.0.borrow()[at..at + buf.len()]);
-        }
-        fn write(&self, addr: u64, data: &[u8]) {
-            let at = (addr - BASE) as usize;
-            self.0.borrow_mut()[at..at + data.len()].copy_from_slice(data);
-        }
-    }
-
-    impl FakeMemory {
-        fn u32_at(&self, addr: u64) -> u32 {
-            let mut bytes = [0; 4];
-            self.read(addr, &mut bytes);
-            u32::from_le_bytes(bytes)
-        }
+    fn u32_at(mem: &FakeMemory, addr: u64) -> u32 {
+        let mut bytes = [0; 4];
+        mem.read(addr, &mut bytes);
+        u32::from_le_bytes(bytes)
     }
 
     /// A ring at `RING` whose slot `i` (tx, then rx) uses buffer `i`, and a
     /// device whose "TAP" is one end of a datagram socket pair.
     fn new_device() -> (NetDevice, FakeMemory, std::os::unix::net::UnixDatagram) {
         let slots = 2 * RING_SLOTS as usize;
-        let mem = FakeMemory(std::cell::RefCell::new(vec![
-            0;
-            0x4000 + slots * FRAME_BUFFER_SIZE as usize
-        ]));
+        let mem = FakeMemory::new(BASE, 0x4000 + slots * FRAME_BUFFER_SIZE as usize);
         for i in 0..slots as u64 {
             let buffer = BUFFERS + i * u64::from(FRAME_BUFFER_SIZE);
             mem.write(RING + TX_SLOTS_OFFSET + i * SLOT_SIZE, &buffer.to_le_bytes());
@@ -353,9 +329,13 @@ mod tests {
         assert_eq!(peer.recv(&mut got).unwrap(), 60);
         assert_eq!(peer.recv(&mut got).unwrap(), 1514);
         assert_eq!(got[..1514], [0xBB; 1514]);
-        assert_eq!((mem.u32_at(RING + 4), mem.u32_at(RING + 8)), (2, 1), "tx_tail, rx_head");
+        assert_eq!(
+            (u32_at(&mem, RING + 4), u32_at(&mem, RING + 8)),
+            (2, 1),
+            "tx_tail, rx_head"
+        );
         let rx0 = RING + RX_SLOTS_OFFSET;
-        assert_eq!(mem.u32_at(rx0 + 8), 42, "length of rx slot 0");
+        assert_eq!(u32_at(&mem, rx0 + 8), 42, "length of rx slot 0");
         let mut frame = [0u8; 42];
         mem.read(
             BUFFERS + u64::from(RING_SLOTS) * u64::from(FRAME_BUFFER_SIZE),

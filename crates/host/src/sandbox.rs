@@ -17,8 +17,8 @@ use seccompiler::{
 
 /// Builds the filter and installs it on this (single-threaded) process.
 /// The caller installs the SIGSYS handler first.
-pub fn apply(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
-    let program = filter(tap_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+pub fn apply(tap_fds: &[RawFd], block_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
+    let program = filter(tap_fds, block_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
@@ -65,13 +65,30 @@ pub fn common_rules(tap_fds: &[RawFd]) -> Result<Rules, seccompiler::BackendErro
 /// Lets `pread64` read descriptor `fd` (the `--stats` peak-memory file,
 /// see [`crate::peak_rss`]).
 pub fn allow_pread(rules: &mut Rules, fd: RawFd) -> Result<(), seccompiler::BackendError> {
+    allow_on_fd(rules, libc::SYS_pread64, fd)
+}
+
+/// Lets the block devices' files (`fds`) be read, written and flushed
+/// (`pread64`, `pwrite64`, `fdatasync`), and nothing else be done to them.
+pub fn allow_block_io(rules: &mut Rules, fds: &[RawFd]) -> Result<(), seccompiler::BackendError> {
+    for &fd in fds {
+        for call in [libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync] {
+            allow_on_fd(rules, call, fd)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds "`call` on descriptor `fd`" to the rules (rules for one call are
+/// alternatives).
+fn allow_on_fd(rules: &mut Rules, call: i64, fd: RawFd) -> Result<(), seccompiler::BackendError> {
     let rule = SeccompRule::new(vec![SeccompCondition::new(
         0,
         SeccompCmpArgLen::Qword,
         SeccompCmpOp::Eq,
         fd as u64,
     )?])?;
-    rules.insert(libc::SYS_pread64, vec![rule]);
+    rules.entry(call).or_default().push(rule);
     Ok(())
 }
 
@@ -105,10 +122,16 @@ pub const COMMON_ALLOWED: [i64; 13] = [
 ];
 
 /// The unix platform's filter for a process whose TAP devices are
-/// `tap_fds`: the [`common_rules`], plus `mprotect` (never to executable),
+/// `tap_fds` and block devices' files `block_fds`: the [`common_rules`],
+/// block I/O on those files, `mprotect` (never to executable),
 /// entropy and what the C library may fall back to.
-pub fn filter(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<BpfProgram, seccompiler::BackendError> {
+pub fn filter(
+    tap_fds: &[RawFd],
+    block_fds: &[RawFd],
+    stats_fd: Option<RawFd>,
+) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules = common_rules(tap_fds)?;
+    allow_block_io(&mut rules, block_fds)?;
     if let Some(fd) = stats_fd {
         allow_pread(&mut rules, fd)?;
     }
@@ -230,7 +253,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(&[], None).unwrap().len() > 20);
-        assert!(filter(&[5, 6], Some(7)).unwrap().len() > 20);
+        assert!(filter(&[], &[], None).unwrap().len() > 20);
+        assert!(filter(&[5, 6], &[8], Some(7)).unwrap().len() > 20);
     }
 }

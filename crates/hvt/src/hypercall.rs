@@ -10,11 +10,13 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atoll_abi::exit::MAX_GUEST_STATUS;
-use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX};
+use atoll_abi::hypercall::{
+    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
+};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
+use crate::devices::Attached;
 use crate::memory::GuestMemory;
-use crate::net::NetDevices;
 
 /// What to do after a hypercall.
 #[derive(Debug, PartialEq, Eq)]
@@ -28,14 +30,21 @@ pub enum Action {
 /// Serves `call` with the argument struct at guest address `arg`. The
 /// network rings were serviced just before; `ready_set` says which devices
 /// then held received frames.
-pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, net: &mut NetDevices, ready_set: u64) -> Action {
-    match serve(call, arg, mem, net, ready_set) {
+pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, devices: &mut Attached, ready_set: u64) -> Action {
+    match serve(call, arg, mem, devices, ready_set) {
         Ok(action) => action,
         Err(why) => Action::Fail(format!("guest broke the {} hypercall: {why}", call.name())),
     }
 }
 
-fn serve(call: Hypercall, arg: u64, mem: &GuestMemory, net: &mut NetDevices, ready_set: u64) -> Result<Action, String> {
+fn serve(
+    call: Hypercall,
+    arg: u64,
+    mem: &GuestMemory,
+    devices: &mut Attached,
+    ready_set: u64,
+) -> Result<Action, String> {
+    let net = &mut devices.net;
     match call {
         Hypercall::Walltime => {
             let mut args: WalltimeArgs = read_args(mem, arg, true)?;
@@ -90,6 +99,14 @@ fn serve(call: Hypercall, arg: u64, mem: &GuestMemory, net: &mut NetDevices, rea
             device.attach(args.ring.0, mem)?;
             Ok(Action::Resume)
         }
+        Hypercall::BlockIo => {
+            let args: BlockIoArgs = read_args(mem, arg, true)?;
+            let device = devices
+                .block_device(args.device)
+                .ok_or_else(|| format!("device {} is not a block device", args.device))?;
+            device.serve(arg, mem)?;
+            Ok(Action::Resume)
+        }
     }
 }
 
@@ -117,7 +134,7 @@ mod tests {
     use crate::memory::Perm;
 
     fn call(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
-        handle(hc, arg, mem, &mut NetDevices::default(), 0)
+        handle(hc, arg, mem, &mut Attached::default(), 0)
     }
 
     fn mem() -> GuestMemory {

@@ -3,7 +3,7 @@
 //! It loads one static x86_64 ELF built by `atoll build`, checks it, lays
 //! out guest memory, and runs the guest on one vCPU **in ring 3** of a
 //! long-mode VM, serving a handful of hypercalls (console, wall clock, wait,
-//! halt, abort, net-attach) made by port I/O. The guest is hostile by assumption: every
+//! halt, abort, net-attach, block-io) made by port I/O. The guest is hostile by assumption: every
 //! address it hands over is checked, and once set up the tender confines
 //! itself with seccomp.
 //!
@@ -18,8 +18,8 @@
 //!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
 //! a debugger stub, any device model. Network devices are TAP devices
-//! behind shared-memory frame rings ([`net`]); block devices are not served
-//! yet, so a kernel whose manifest names one is refused.
+//! behind shared-memory frame rings ([`net`]); block devices are files,
+//! read and written in batches of operations, one exit per batch.
 
 pub mod args;
 pub mod boot;
@@ -106,7 +106,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     vm.set_boot_registers(kernel.entry, &layout)?;
     let peak = common.stats.then(PeakRss::open).flatten();
     if !common.no_sandbox {
-        sandbox::confine(vm.vcpu.as_raw_fd(), &devices.net.fds(), peak.as_ref().map(PeakRss::fd))
+        sandbox::confine(vm.vcpu.as_raw_fd(), &devices, peak.as_ref().map(PeakRss::fd))
             .map_err(TenderError::Sandbox)?;
     }
 
@@ -120,7 +120,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     // SAFETY: declared after `vm`, the attachment is dropped before it, on
     // every path out of this function, unwinding included.
     let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
-    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices.net, &mut stats);
+    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
     drop(attachment);
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
@@ -134,7 +134,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices.net, peak.as_ref()));
+        say_raw(&stats.line(started, &mem, &devices, peak.as_ref()));
     }
     Ok(status)
 }

@@ -131,6 +131,10 @@ impl atoll_host::net::FrameMemory for GuestMemory {
         self.map.check_user_access(addr, len, true).map_err(|e| e.to_string())
     }
 
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String> {
+        self.map.check_user_access(addr, len, false).map_err(|e| e.to_string())
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) {
         assert!(GuestMemory::read(self, addr, buf), "checked to lie in guest memory");
     }

@@ -6,10 +6,10 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::Layout;
 use crate::console::Console;
+use crate::devices::Attached;
 use crate::fault::{self, FaultState};
 use crate::hypercall::{self, Action};
 use crate::memory::GuestMemory;
-use crate::net::NetDevices;
 use crate::stats::Stats;
 
 /// How the guest ended.
@@ -48,7 +48,7 @@ pub fn run(
     vcpu: &mut VcpuFd,
     guest: &Guest<'_>,
     console: &mut Console,
-    net: &mut NetDevices,
+    devices: &mut Attached,
     stats: &mut Stats,
 ) -> Outcome {
     loop {
@@ -57,14 +57,14 @@ pub fn run(
         if let Err(why) = console.drain(guest.mem) {
             return Outcome::Failed(why);
         }
-        let ready_set = match net.service(guest.mem) {
+        let ready_set = match devices.net.service(guest.mem) {
             Ok(ready_set) => ready_set,
             Err(why) => return Outcome::Failed(format!("guest broke its network rings: {why}")),
         };
         let action = match exit {
             Exit::IoOut { port, value, len } => {
                 stats.io += 1;
-                io_out(vcpu, guest, net, ready_set, stats, port, value, len)
+                io_out(vcpu, guest, devices, ready_set, stats, port, value, len)
             }
             Exit::IoIn { port } => {
                 stats.io += 1;
@@ -132,7 +132,7 @@ fn next_exit(vcpu: &mut VcpuFd) -> Exit {
 fn io_out(
     vcpu: &VcpuFd,
     guest: &Guest<'_>,
-    net: &mut NetDevices,
+    devices: &mut Attached,
     ready_set: u64,
     stats: &mut Stats,
     port: u16,
@@ -154,7 +154,7 @@ fn io_out(
     if call == Hypercall::Wait {
         stats.waits += 1;
     }
-    hypercall::handle(call, u64::from(arg), guest.mem, net, ready_set)
+    hypercall::handle(call, u64::from(arg), guest.mem, devices, ready_set)
 }
 
 /// An exception stub reported `vector`. Only ring-0 code (the stubs) may

@@ -9,7 +9,9 @@
 
 use std::os::fd::RawFd;
 
-use atoll_host::sandbox::{allow_pread, common_rules};
+use atoll_host::sandbox::{allow_block_io, allow_pread, common_rules};
+
+use crate::devices::Attached;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
@@ -25,18 +27,26 @@ pub const KVM_GET_REGS: u64 = ior(0x81, size_of::<kvm_bindings::kvm_regs>());
 pub const KVM_GET_SREGS: u64 = ior(0x83, size_of::<kvm_bindings::kvm_sregs>());
 
 /// Installs the filter on this (single-threaded) process.
-pub fn confine(vcpu_fd: RawFd, tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
-    let program = filter(vcpu_fd, tap_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+pub fn confine(vcpu_fd: RawFd, devices: &Attached, stats_fd: Option<RawFd>) -> Result<(), String> {
+    let program = filter(vcpu_fd, &devices.net.fds(), &devices.block_fds(), stats_fd)
+        .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
 /// The [`common_rules`] every confined Atoll process has, plus: `ioctl`
 /// only on the vCPU and only to run it or read its registers (for fault
-/// reports), `mincore` and `pread64` of the peak-memory file for
-/// `--stats`, and `close` for the exit.
-fn filter(vcpu_fd: RawFd, tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<BpfProgram, seccompiler::BackendError> {
+/// reports), reads, writes and flushes of the block devices' files,
+/// `mincore` and `pread64` of the peak-memory file for `--stats`, and
+/// `close` for the exit.
+fn filter(
+    vcpu_fd: RawFd,
+    tap_fds: &[RawFd],
+    block_fds: &[RawFd],
+    stats_fd: Option<RawFd>,
+) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
     let mut rules = common_rules(tap_fds)?;
+    allow_block_io(&mut rules, block_fds)?;
     if let Some(fd) = stats_fd {
         allow_pread(&mut rules, fd)?;
     }
@@ -73,7 +83,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(5, &[], None).unwrap().len() > 20);
-        assert!(filter(5, &[6, 7], Some(8)).unwrap().len() > 20);
+        assert!(filter(5, &[], &[], None).unwrap().len() > 20);
+        assert!(filter(5, &[6, 7], &[9], Some(8)).unwrap().len() > 20);
     }
 }

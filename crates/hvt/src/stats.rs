@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use atoll_host::peak_rss::PeakRss;
 
+use crate::devices::Attached;
 use crate::memory::GuestMemory;
-use crate::net::NetDevices;
 
 /// Exit counts by kind.
 #[derive(Debug, Default)]
@@ -30,19 +30,26 @@ pub struct Stats {
 
 impl Stats {
     /// The `stats:` line printed at exit.
-    pub fn line(&self, started: Instant, mem: &GuestMemory, net: &NetDevices, peak: Option<&PeakRss>) -> String {
+    pub fn line(&self, started: Instant, mem: &GuestMemory, devices: &Attached, peak: Option<&PeakRss>) -> String {
         let wall_us = started.elapsed().as_micros();
         let (mut tx, mut rx, mut dropped) = (0, 0, 0);
-        for device in &net.devices {
+        for device in &devices.net.devices {
             tx += device.tx_frames;
             rx += device.rx_frames;
             dropped += device.tx_dropped;
         }
         let peak_rss_kib = peak.and_then(PeakRss::kib).map_or(-1, |kib| kib as i64);
         let guest_kib = mem.resident_bytes() / 1024;
+        let (mut reads, mut writes, mut flushes) = (0, 0, 0);
+        for device in &devices.block {
+            reads += device.reads;
+            writes += device.writes;
+            flushes += device.flushes;
+        }
         format!(
             "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
-             net_tx_dropped={dropped} wall_us={wall_us} peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib}",
+             net_tx_dropped={dropped} blk_reads={reads} blk_writes={writes} blk_flushes={flushes} wall_us={wall_us} \
+             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib}",
             self.exits, self.io, self.hlt, self.mmio, self.shutdown, self.intr, self.other, self.waits
         )
     }

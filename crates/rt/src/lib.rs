@@ -10,7 +10,7 @@
 //!   [`timeout`](time::timeout), the wall clock.
 //! * [`args`](mod@args), [`devices`](mod@devices), [`console`] ([`print!`], [`println!`]),
 //!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`](mod@panic) reports,
-//!   [`random`] bytes from the platform's entropy source.
+//!   [`random`] bytes from the platform's entropy source, [`block`] devices.
 //! * `heap` (hvt only): the `talc` allocator over the boot info's heap.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the
@@ -36,6 +36,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod args;
+pub mod block;
 pub mod console;
 pub mod devices;
 pub mod executor;

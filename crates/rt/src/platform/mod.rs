@@ -16,6 +16,7 @@
 //! | `boot_info() -> &BootInfo` | memory layout, devices |
 //! | `cmdline() -> &[u8]` | the boot arguments, NUL-terminated, back to back |
 //! | `net_attach(device, ring)` | hand a network device's frame rings to the platform (`atoll_abi::net`) |
+//! | `block_io(device, ops) -> u32` | do a batch of block operations (`atoll_abi::block`); returns how many succeeded |
 //!
 //! Platforms:
 //! * [`hvt`](self) (`target_os = "none"`): the `atoll-hvt` tender; entry,
@@ -30,7 +31,9 @@
 #[cfg(target_os = "none")]
 mod hvt;
 #[cfg(target_os = "none")]
-pub(crate) use hvt::{abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns};
+pub(crate) use hvt::{
+    abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
+};
 
 /// For drivers of hvt devices (the network stack's ring device).
 #[cfg(target_os = "none")]
@@ -43,7 +46,7 @@ compile_error!("the unix platform (--cfg atoll_platform=\"unix\") runs on Linux 
 mod unix;
 #[cfg(atoll_platform = "unix")]
 pub(crate) use unix::{
-    abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
+    abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
 };
 
 /// For drivers of ring devices (the network stack's): the same contract as
@@ -54,4 +57,6 @@ pub use unix::net_attach;
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
 pub mod sim;
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
-pub(crate) use sim::{abort, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns};
+pub(crate) use sim::{
+    abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
+};

@@ -13,6 +13,7 @@ use atoll_abi::boot::BootInfo;
 use core::cell::{Cell, RefCell};
 use std::boxed::Box;
 use std::string::String;
+use std::vec;
 use std::vec::Vec;
 use zerocopy::FromZeros;
 
@@ -32,7 +33,9 @@ std::thread_local! {
     static WAIT_COUNT: Cell<u64> = const { Cell::new(0) };
     static ENTROPY_STATE: Cell<u64> = const { Cell::new(0x2545_F491_4F6C_DD1D) };
     static CONSOLE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-    static BOOT_INFO: &'static BootInfo = Box::leak(Box::new(BootInfo::new_zeroed()));
+    static BOOT_INFO: Cell<&'static BootInfo> = Cell::new(Box::leak(Box::new(BootInfo::new_zeroed())));
+    /// The simulated disks: (boot-info index, bytes).
+    static DISKS: RefCell<Vec<(u32, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Appends to this thread's simulated console.
@@ -114,7 +117,87 @@ pub(crate) fn abort(message: &str) -> ! {
 
 /// An all-zero boot info (no devices, no arguments).
 pub(crate) fn boot_info() -> &'static BootInfo {
-    BOOT_INFO.with(|b| *b)
+    BOOT_INFO.with(Cell::get)
+}
+
+/// Adds a block device `name` of `capacity_sectors` zeroed 512-byte sectors
+/// to this thread's simulated machine; returns its boot-info index.
+pub fn attach_block_device(name: &str, capacity_sectors: u64) -> u32 {
+    let mut info = *boot_info();
+    let index = info.device_count;
+    info.devices[index as usize] = atoll_abi::boot::DeviceInfo {
+        name: atoll_abi::boot::device_name_field(name),
+        kind: atoll_abi::boot::DeviceKind::Block as u32,
+        sector_size: atoll_abi::block::SECTOR_SIZE,
+        capacity_sectors,
+        ..Default::default()
+    };
+    info.device_count += 1;
+    BOOT_INFO.with(|b| b.set(Box::leak(Box::new(info))));
+    let bytes = vec![0; (capacity_sectors * u64::from(atoll_abi::block::SECTOR_SIZE)) as usize];
+    DISKS.with(|d| d.borrow_mut().push((index, bytes)));
+    index
+}
+
+/// A copy of simulated disk `index`'s bytes.
+pub fn disk_contents(index: u32) -> Vec<u8> {
+    DISKS
+        .with(|d| {
+            d.borrow()
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, bytes)| bytes.clone())
+        })
+        .expect("a simulated disk")
+}
+
+/// Does a batch of block operations on a simulated disk, with the
+/// tender's rules (in order, stopping at the first failure).
+pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+    use atoll_abi::block::{BlockOpKind, BlockStatus, SECTOR_SIZE};
+    DISKS.with(|d| {
+        let mut disks = d.borrow_mut();
+        let Some((_, disk)) = disks.iter_mut().find(|(i, _)| *i == device) else {
+            abort("guest broke the block-io call: not a block device");
+        };
+        let mut completed = 0;
+        let mut failed = false;
+        for op in ops.iter_mut() {
+            let kind = BlockOpKind::from_u32(op.kind);
+            let len = op.sectors as usize * SECTOR_SIZE as usize;
+            let start = (op.sector as usize).checked_mul(SECTOR_SIZE as usize);
+            let status = match kind {
+                _ if failed => BlockStatus::Skipped,
+                Some(BlockOpKind::Flush) => BlockStatus::Ok,
+                Some(_)
+                    if start
+                        .and_then(|s| s.checked_add(len))
+                        .is_none_or(|end| end > disk.len()) =>
+                {
+                    BlockStatus::OutOfRange
+                }
+                Some(BlockOpKind::Read) => {
+                    let to = core::ptr::with_exposed_provenance_mut::<u8>(op.buffer.0 as usize);
+                    // SAFETY: the runtime's block API builds each op from a
+                    // live `&mut [u8]` of exactly `len` bytes and exposes its
+                    // provenance; the source lies inside the disk (checked).
+                    unsafe { core::ptr::copy_nonoverlapping(disk[start.unwrap_or(0)..].as_ptr(), to, len) };
+                    BlockStatus::Ok
+                }
+                Some(BlockOpKind::Write) => {
+                    let from = core::ptr::with_exposed_provenance::<u8>(op.buffer.0 as usize);
+                    // SAFETY: as for reads, from a live `&[u8]` of `len` bytes.
+                    unsafe { core::ptr::copy_nonoverlapping(from, disk[start.unwrap_or(0)..].as_mut_ptr(), len) };
+                    BlockStatus::Ok
+                }
+                None => abort("guest broke the block-io call: unknown kind"),
+            };
+            failed |= status != BlockStatus::Ok;
+            completed += u32::from(status == BlockStatus::Ok);
+            op.status = status as u32;
+        }
+        completed
+    })
 }
 
 std::thread_local! {

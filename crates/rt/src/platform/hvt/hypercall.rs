@@ -1,7 +1,10 @@
 //! Hypercalls: one `out dx, eax` to the call's port, with `eax` holding the
 //! guest address of the argument struct (see `atoll_abi::hypercall`).
 
-use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX};
+use atoll_abi::block::BlockOp;
+use atoll_abi::hypercall::{
+    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
+};
 use atoll_abi::net::NetRing;
 use atoll_abi::GuestAddr;
 
@@ -76,6 +79,23 @@ pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
         ring: GuestAddr(ring.expose_provenance() as u64),
     };
     hypercall(Hypercall::NetAttach, &mut args);
+}
+
+/// Does a batch of block operations on block device `device` (its
+/// boot-info index); returns how many succeeded (each op's `status` says
+/// how it went). One exit for the whole batch.
+pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
+    let mut args = BlockIoArgs {
+        device,
+        count: ops.len() as u32,
+        // Exposed: the tender reads and writes the ops behind the compiler's
+        // back, during the hypercall (which is not `nomem`).
+        ops: GuestAddr(ops.as_mut_ptr().expose_provenance() as u64),
+        completed: 0,
+        reserved: 0,
+    };
+    hypercall(Hypercall::BlockIo, &mut args);
+    args.completed
 }
 
 /// Stops the guest with `status` (0 to `abi::exit::MAX_GUEST_STATUS`; the

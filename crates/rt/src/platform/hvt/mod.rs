@@ -22,7 +22,7 @@ use crate::time::TscScale;
 pub(crate) use console::write as console_write;
 pub(crate) use entropy::fill_entropy;
 pub use hypercall::net_attach;
-pub(crate) use hypercall::{abort, halt, wait, wall_clock_ns};
+pub(crate) use hypercall::{abort, block_io, halt, wait, wall_clock_ns};
 
 /// The boot info, recorded by the entry code before anything else runs.
 static BOOT_INFO: AtomicPtr<BootInfo> = AtomicPtr::new(core::ptr::null_mut());

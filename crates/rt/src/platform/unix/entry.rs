@@ -21,7 +21,7 @@ use atoll_host::args::{Parsed, UnixCli};
 use atoll_host::peak_rss::PeakRss;
 use zerocopy::FromZeros;
 
-use super::{crash, sandbox, signals, Boot, BOOT, BOOT_NS, NET};
+use super::{crash, sandbox, signals, Boot, BLOCK, BOOT, BOOT_NS, NET};
 
 unsafe extern "Rust" {
     /// The app's entry, emitted by `#[atoll::main]`: it runs the app's
@@ -115,7 +115,9 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     info.cmdline_len = cmdline.len() as u64;
     info.argc = common.args.len() as u64;
     let tap_fds = attached.net.fds();
+    let block_fds = attached.block_fds();
     *NET.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = attached.net;
+    *BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = attached.block;
     let peak_rss = common.stats.then(PeakRss::open).flatten();
     let stats_fd = peak_rss.as_ref().map(PeakRss::fd);
     let _ = BOOT.set(Boot {
@@ -138,7 +140,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
             stack_kib,
         })
         .map_err(Stop::Error)?;
-        sandbox::confine(&tap_fds, stats_fd).map_err(Stop::Error)?;
+        sandbox::confine(&tap_fds, &block_fds, stats_fd).map_err(Stop::Error)?;
     }
     Ok(())
 }

@@ -34,6 +34,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use atoll_abi::boot::BootInfo;
 use atoll_abi::exit::{GUEST_FAILED, MAX_GUEST_STATUS};
+use atoll_host::block::BlockDevice;
 use atoll_host::net::NetDevices;
 
 use crate::panic::FixedBuf;
@@ -53,6 +54,8 @@ struct Boot {
 
 static BOOT: OnceLock<Boot> = OnceLock::new();
 /// The network devices with their TAP devices, serviced on every wait.
+/// The block devices with their files, served by `block_io`.
+static BLOCK: Mutex<std::vec::Vec<BlockDevice>> = Mutex::new(std::vec::Vec::new());
 static NET: Mutex<NetDevices> = Mutex::new(NetDevices {
     devices: std::vec::Vec::new(),
 });
@@ -115,6 +118,31 @@ pub(crate) fn monotonic_ns() -> u64 {
 /// Nanoseconds since the Unix epoch (CLOCK_REALTIME).
 pub(crate) fn wall_clock_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME)
+}
+
+/// Does a batch of block operations on block device `device` (its
+/// boot-info index) with the same code the tender runs; returns how many
+/// succeeded.
+pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+    let mut args = atoll_abi::hypercall::BlockIoArgs {
+        device,
+        count: ops.len() as u32,
+        ops: atoll_abi::GuestAddr(ops.as_mut_ptr().expose_provenance() as u64),
+        completed: 0,
+        reserved: 0,
+    };
+    let args_addr = (&raw mut args).expose_provenance() as u64;
+    let served = {
+        let mut block = BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match block.iter_mut().find(|d| d.index == device as usize) {
+            Some(block_device) => block_device.serve(args_addr, &net::OwnMemory),
+            None => Err(std::format!("device {device} is not a block device")),
+        }
+    };
+    if let Err(why) = served {
+        abort(&std::format!("guest broke the block-io call: {why}"));
+    }
+    args.completed
 }
 
 /// Fills `buf` from the kernel's entropy pool (`getrandom`, which the
@@ -227,7 +255,7 @@ fn say(message: &str) {
 /// handlers: nothing is buffered, and the sandbox allows little).
 fn exit(status: i32) -> ! {
     if BOOT.get().is_some_and(|boot| boot.stats) {
-        let mut line = FixedBuf::<256>::new();
+        let mut line = FixedBuf::<512>::new();
         let peak_rss_kib = BOOT.get().and_then(|boot| boot.peak_rss.as_ref()?.kib());
         let _ = stats_line(&mut line, &net(), peak_rss_kib);
         write_all(2, line.as_str().as_bytes());
@@ -245,10 +273,17 @@ fn stats_line(out: &mut impl core::fmt::Write, net: &NetDevices, peak_rss_kib: O
         rx += device.rx_frames;
         dropped += device.tx_dropped;
     }
+    let (mut reads, mut writes, mut flushes) = (0, 0, 0);
+    for device in BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+        reads += device.reads;
+        writes += device.writes;
+        flushes += device.flushes;
+    }
     let peak_rss_kib = peak_rss_kib.map_or(-1, |kib| kib as i64);
     writeln!(
         out,
-        "stats: waits={} net_tx={tx} net_rx={rx} net_tx_dropped={dropped} wall_us={} peak_rss_kib={peak_rss_kib}",
+        "stats: waits={} net_tx={tx} net_rx={rx} net_tx_dropped={dropped} blk_reads={reads} blk_writes={writes} \
+         blk_flushes={flushes} wall_us={} peak_rss_kib={peak_rss_kib}",
         WAITS.load(Ordering::Relaxed),
         monotonic_ns() / 1000
     )

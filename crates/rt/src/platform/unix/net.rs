@@ -22,6 +22,10 @@ impl FrameMemory for OwnMemory {
         }
     }
 
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), std::string::String> {
+        self.check_writable(addr, len)
+    }
+
     fn read(&self, addr: u64, buf: &mut [u8]) {
         let from = core::ptr::with_exposed_provenance::<u8>(addr as usize);
         // SAFETY: `net_attach`'s caller promised that the ring and every

@@ -21,7 +21,11 @@ use crate::panic::FixedBuf;
 
 /// Installs the SIGSYS handler, then the filter, on this single-threaded
 /// process.
-pub(super) fn confine(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), std::string::String> {
+pub(super) fn confine(
+    tap_fds: &[RawFd],
+    block_fds: &[RawFd],
+    stats_fd: Option<RawFd>,
+) -> Result<(), std::string::String> {
     // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
     // handler only formats into a stack buffer, `write`s and `_exit`s, all
     // async-signal-safe. The result is checked.
@@ -37,7 +41,7 @@ pub(super) fn confine(tap_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), 
             std::io::Error::last_os_error()
         ));
     }
-    atoll_host::sandbox::apply(tap_fds, stats_fd)
+    atoll_host::sandbox::apply(tap_fds, block_fds, stats_fd)
 }
 
 /// The `siginfo_t` of a SIGSYS: Linux's `_sigsys` member of the union.

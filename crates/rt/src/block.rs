@@ -1,0 +1,210 @@
+//! Block devices: a disk the app declares in its manifest
+//! (`#[atoll::main(block = "data")]`) and the host attaches as a file
+//! (`--block:data=disk.img`).
+//!
+//! Reads and writes move whole 512-byte sectors; a large one is split into
+//! operations of at most 128 KiB, sent in batches of up to 64, each batch
+//! one exit on hvt (a function call on unix). Calls return when the host has
+//! done them: the calls block the one core, there is no queue to poll.
+//! [`BlockDevice::flush`] makes everything written before it durable (the
+//! host's `fdatasync`); [`BlockDevice::write_durably`] writes and flushes in
+//! one batch. Not here: asynchronous submission, discard/trim, more than one
+//! request in flight.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use atoll_abi::block::{BlockOp, BlockOpKind, BlockStatus, MAX_OPS, MAX_SECTORS_PER_OP, SECTOR_SIZE};
+use atoll_abi::GuestAddr;
+
+use crate::devices::{device, DeviceKind};
+
+/// What a block operation can fail with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    /// The manifest declares no device of that name.
+    NoSuchDevice,
+    /// The device of that name is not a block device.
+    NotABlockDevice,
+    /// The buffer is not a whole number of sectors.
+    Unaligned,
+    /// The sectors lie (partly) past the end of the device.
+    OutOfRange,
+    /// The host's disk is full.
+    NoSpace,
+    /// The host reported an I/O error.
+    Io,
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BlockError::NoSuchDevice => "no block device of that name in the manifest",
+            BlockError::NotABlockDevice => "that device is not a block device",
+            BlockError::Unaligned => "buffers must be a whole number of 512-byte sectors",
+            BlockError::OutOfRange => "past the end of the device",
+            BlockError::NoSpace => "the host's disk is full",
+            BlockError::Io => "the host reported an I/O error",
+        })
+    }
+}
+
+impl core::error::Error for BlockError {}
+
+/// An attached block device.
+#[derive(Clone, Debug)]
+pub struct BlockDevice {
+    index: u32,
+    capacity_sectors: u64,
+}
+
+/// One read or write of a batch: the sector and the memory.
+enum Transfer<'a> {
+    Read(u64, &'a mut [u8]),
+    Write(u64, &'a [u8]),
+}
+
+impl BlockDevice {
+    /// The block device the manifest calls `name`.
+    pub fn open(name: &str) -> Result<BlockDevice, BlockError> {
+        let device = device(name).ok_or(BlockError::NoSuchDevice)?;
+        if device.kind != DeviceKind::Block {
+            return Err(BlockError::NotABlockDevice);
+        }
+        Ok(BlockDevice {
+            index: device.index as u32,
+            capacity_sectors: device.capacity_sectors,
+        })
+    }
+
+    /// Bytes per sector.
+    pub fn sector_size(&self) -> usize {
+        SECTOR_SIZE as usize
+    }
+
+    /// The device's size in sectors.
+    pub fn capacity_sectors(&self) -> u64 {
+        self.capacity_sectors
+    }
+
+    /// Reads `buf.len()` bytes (whole sectors) from `sector` on.
+    pub fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.transfer(Transfer::Read(sector, buf), false)
+    }
+
+    /// Writes `buf` (whole sectors) from `sector` on. Not durable until a
+    /// [`flush`](Self::flush).
+    pub fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.transfer(Transfer::Write(sector, buf), false)
+    }
+
+    /// Writes `buf` from `sector` on and makes it, and everything written
+    /// before, durable: one batch, one exit for up to 8 MiB.
+    pub fn write_durably(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        self.transfer(Transfer::Write(sector, buf), true)
+    }
+
+    /// Makes every completed write durable.
+    pub fn flush(&self) -> Result<(), BlockError> {
+        let mut ops = [flush_op()];
+        self.submit(&mut ops)
+    }
+
+    fn transfer(&self, transfer: Transfer<'_>, then_flush: bool) -> Result<(), BlockError> {
+        let (sector, len, kind, base) = match &transfer {
+            Transfer::Read(sector, buf) => (*sector, buf.len(), BlockOpKind::Read, buf.as_ptr()),
+            Transfer::Write(sector, buf) => (*sector, buf.len(), BlockOpKind::Write, buf.as_ptr()),
+        };
+        let sector_size = SECTOR_SIZE as usize;
+        if len % sector_size != 0 {
+            return Err(BlockError::Unaligned);
+        }
+        // Exposed: the platform reads or writes these bytes by address.
+        let base = base.expose_provenance() as u64;
+        let total_sectors = (len / sector_size) as u64;
+        let mut ops: Vec<BlockOp> = Vec::new();
+        let mut done = 0;
+        while done < total_sectors {
+            let sectors = (total_sectors - done).min(u64::from(MAX_SECTORS_PER_OP));
+            ops.push(BlockOp {
+                kind: kind as u32,
+                sectors: sectors as u32,
+                sector: sector.checked_add(done).ok_or(BlockError::OutOfRange)?,
+                buffer: GuestAddr(base + done * sector_size as u64),
+                status: 0,
+                reserved: 0,
+            });
+            done += sectors;
+        }
+        if then_flush {
+            ops.push(flush_op());
+        }
+        // `transfer` borrows the buffer until this function returns, so the
+        // memory the operations point at stays valid while they run.
+        for batch in ops.chunks_mut(MAX_OPS as usize) {
+            self.submit(batch)?;
+        }
+        Ok(())
+    }
+
+    fn submit(&self, ops: &mut [BlockOp]) -> Result<(), BlockError> {
+        let completed = crate::platform::block_io(self.index, ops) as usize;
+        if completed == ops.len() {
+            return Ok(());
+        }
+        Err(match BlockStatus::from_u32(ops[completed].status) {
+            Some(BlockStatus::OutOfRange) => BlockError::OutOfRange,
+            Some(BlockStatus::NoSpace) => BlockError::NoSpace,
+            _ => BlockError::Io,
+        })
+    }
+}
+
+fn flush_op() -> BlockOp {
+    BlockOp {
+        kind: BlockOpKind::Flush as u32,
+        sectors: 0,
+        sector: 0,
+        buffer: GuestAddr(0),
+        status: 0,
+        reserved: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::platform::sim;
+    use alloc::vec;
+
+    #[test]
+    fn writes_land_and_read_back_across_batch_boundaries() {
+        let index = sim::attach_block_device("data", 40_000);
+        let disk = BlockDevice::open("data").unwrap();
+        assert_eq!(disk.capacity_sectors(), 40_000);
+        // 300 sectors: two operations (256 + 44) in one batch.
+        let data: Vec<u8> = (0..300 * 512).map(|i| (i % 251) as u8).collect();
+        disk.write_durably(7, &data).unwrap();
+        let mut back = vec![0; data.len()];
+        disk.read(7, &mut back).unwrap();
+        assert!(back == data);
+        assert!(sim::disk_contents(index)[7 * 512..307 * 512] == data[..]);
+        // 20,000 sectors: 79 operations, two batches.
+        let big = vec![0x5A; 20_000 * 512];
+        disk.write(100, &big).unwrap();
+        disk.flush().unwrap();
+        assert!(sim::disk_contents(index)[100 * 512..20_100 * 512]
+            .iter()
+            .all(|&b| b == 0x5A));
+    }
+
+    #[test]
+    fn errors_say_what_went_wrong() {
+        sim::attach_block_device("small", 8);
+        let disk = BlockDevice::open("small").unwrap();
+        assert_eq!(disk.write(7, &[0; 1024]), Err(BlockError::OutOfRange));
+        assert_eq!(disk.read(u64::MAX, &mut [0; 512]), Err(BlockError::OutOfRange));
+        assert_eq!(disk.write(0, &[0; 100]), Err(BlockError::Unaligned));
+        assert_eq!(BlockDevice::open("nothere").unwrap_err(), BlockError::NoSuchDevice);
+    }
+}

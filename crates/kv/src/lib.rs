@@ -1,0 +1,88 @@
+//! A key-value store for Atoll unikernels that loses nothing it acknowledged, over any block
+//! device: `no_std` + `alloc`, no `unsafe`, testable on the host.
+//!
+//! Give [`Store::open`] a [`BlockStorage`] (the runtime's block device, or [`MemStorage`]);
+//! it formats a zeroed device and refuses one holding anything else. Then [`Store::put`],
+//! [`Store::get`], [`Store::delete`], [`Store::keys`], [`Store::stats`] and
+//! [`Store::compact`].
+//!
+//! ```
+//! use atoll_kv::{MemStorage, Store};
+//!
+//! let mut store = Store::open(MemStorage::new(2048))?; // 1 MiB device, 511 KiB of data
+//! store.put(b"greeting", b"hello")?;
+//! assert_eq!(store.get(b"greeting")?.as_deref(), Some(&b"hello"[..]));
+//! assert!(store.delete(b"greeting")?);
+//!
+//! // Reopening finds what was acknowledged.
+//! store.put(b"answer", b"42")?;
+//! let mut store = Store::open(store.into_storage())?;
+//! assert_eq!(store.get(b"answer")?.as_deref(), Some(&b"42"[..]));
+//! # Ok::<(), atoll_kv::KvError>(())
+//! ```
+//!
+//! # Durability contract
+//!
+//! - When `put` or `delete` returns `Ok`, the change is on the medium (the device was
+//!   flushed) and survives any crash.
+//! - A change whose call returned an error, or was cut off by a crash, is after recovery
+//!   either entirely there or entirely absent: never half a value, and never at the cost of
+//!   another key. [`KvError::Full`] and the size errors write nothing, so there the change is
+//!   certainly absent.
+//! - After a device error the store keeps serving `get` from what it knew, and re-reads the
+//!   device before its next change, so a change that failed may show up then.
+//!
+//! What it assumes of the device is only what a disk gives after a power cut: writes since
+//! the last flush may land in any order, partly, or torn inside a sector; flushed writes
+//! stay. [`CrashingStorage`] models exactly that, and the crash tests run thousands of
+//! random workloads on it, crashing at random points.
+//!
+//! # Design
+//!
+//! A log of checksummed records in one of two halves of the device, and a pair of
+//! superblocks saying which half is live (the [`format`] module has the byte layout):
+//!
+//! - `put` and `delete` append one record (a delete is a tombstone) starting on a fresh
+//!   sector, write it and flush: one write and one flush, so one acknowledged change never
+//!   rewrites a sector holding an earlier one. The cost is space: every change takes whole
+//!   sectors (a small put takes 512 bytes until the next compaction).
+//! - Opening reads the newer valid superblock and scans its half up to the first record that
+//!   is incomplete, damaged (CRC32 over the record and its position) or of another epoch,
+//!   building an in-memory index from key to record. Keys live in memory, values on the
+//!   device.
+//! - Compaction copies the live records, packed, into the other half and flips the
+//!   superblock with one flushed sector write; it runs by itself when a change does not fit,
+//!   applying that change as part of the copy, so a full store still accepts deletes.
+//! - Epochs tell the live log from leftovers: each compaction takes a new epoch, reserved
+//!   in the superblock before any record carries it, so old records (of earlier uses of a
+//!   half or of an abandoned compaction) never pass for live ones.
+//!
+//! Why this and not a B-tree or an LSM tree: it has one write path and one recovery rule,
+//! both small enough to check by hand and by crash testing, and at the sizes a unikernel
+//! keeps (up to some MiB) scanning the log at open is cheap. Each I/O is at most 64 KiB
+//! (under the 128 KiB one block operation may move).
+//!
+//! # Limits and what it leaves out
+//!
+//! Keys are at most [`MAX_KEY_BYTES`] (255) bytes and values at most [`MAX_VALUE_BYTES`]
+//! (64 KiB); the live records (20 bytes of header plus key plus value each) must fit in half
+//! the device. Not provided: transactions over several keys, range scans of values (keys
+//! can be iterated in order), concurrent access, and any defence against a device that lies
+//! on purpose: CRC32 catches damage, not forgery, so a value crafted to look like a future
+//! record could in principle be replayed by a crash. Sectors must be 512 bytes. Every
+//! compaction rewrites all live data; a store that is nearly full of live data compacts often.
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+extern crate alloc;
+
+pub mod crashing;
+pub mod format;
+pub mod storage;
+pub mod store;
+
+pub use crashing::{CrashReport, CrashingStorage, SectorFate};
+pub use format::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
+pub use storage::{BlockStorage, MemStorage, StorageError, SECTOR_BYTES};
+pub use store::{KvError, Stats, Store, MIN_CAPACITY_SECTORS};

@@ -22,7 +22,7 @@ pub const MIN_CAPACITY_SECTORS: u64 = SUPERBLOCK_SECTORS + 2 * 8;
 const PROBE_SECTORS: u64 = 8;
 /// Most bytes moved by one read or write while scanning or compacting; each is one VM exit
 /// on `hvt`, and it stays under the 128 KiB one block operation may move. (An appended
-/// record, at most 65 830 bytes, is written in one piece.)
+/// record, at most 66 048 bytes or 129 sectors, is written in one piece.)
 const IO_CHUNK_BYTES: usize = 64 * 1024;
 const SECTOR: u64 = SECTOR_BYTES as u64;
 

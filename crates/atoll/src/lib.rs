@@ -40,12 +40,15 @@
 //!   `getrandom` on unix).
 //! * [`block`]: block devices (`#[atoll::main(block = "data")]`, attached
 //!   as `--block:data=FILE`): sector reads, writes and flushes.
+//! * [`kv`]: a key-value store on a block device that loses nothing
+//!   acknowledged (`kv::Store::open(block::BlockDevice::open("data")?)`).
 //!
 //! Not here (yet): threads (apps are
 //! single-core and async), `std`.
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub use atoll_kv as kv;
 pub use atoll_macros::main;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use atoll_rt::{block, random};

@@ -78,6 +78,8 @@
 extern crate alloc;
 
 pub mod crashing;
+#[cfg(feature = "rt")]
+pub mod device;
 pub mod format;
 pub mod storage;
 pub mod store;

@@ -1,0 +1,145 @@
+//! A key-value service: the store of `atoll::kv` on the block device `data`,
+//! served over HTTP on the network device `service`.
+//!
+//! | request | answer |
+//! | --- | --- |
+//! | `GET /kv/KEY` | 200 with the value, or 404 |
+//! | `PUT /kv/KEY` (body: the value) | 204 once the value is durable |
+//! | `DELETE /kv/KEY` | 204, or 404 if there was no such key |
+//! | `GET /kv` | 200, the keys, one per line |
+//! | `GET /healthz` | 200 |
+//!
+//! A `PUT` or `DELETE` is answered only after the change is on the disk
+//! (flushed), so an acknowledged change survives the unikernel being
+//! killed. A full disk is 507; keys longer than 255 bytes or values over
+//! 64 KiB are 413.
+//!
+//! Run it: `truncate -s 16M kv.img`, then `atoll run examples/kv
+//! --block:data=kv.img` and `curl -X PUT --data hello
+//! http://127.0.0.1:8080/kv/greeting`.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::rc::Rc;
+use alloc::vec::Vec;
+use core::cell::RefCell;
+
+use atoll::block::BlockDevice;
+use atoll::http::{serve_connection, Handler, Limits, Method, Request, Response, Status};
+use atoll::kv::{KvError, Store};
+use atoll::log::{error, info};
+use atoll::net::{RtTimer, Stack, TcpListener};
+
+const PORT: u16 = 80;
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The service: one store, shared by every connection's task (the
+/// executor runs one task at a time, so a `RefCell` suffices).
+struct KvService {
+    store: RefCell<Store<BlockDevice>>,
+}
+
+impl KvService {
+    fn answer(&self, method: Method, path: &str, body: &[u8]) -> Response {
+        if path == "/healthz" {
+            return Response::ok(TEXT, &b"ok\n"[..]);
+        }
+        if path == "/kv" {
+            return match method {
+                Method::Get | Method::Head => {
+                    let store = self.store.borrow();
+                    let mut list = Vec::new();
+                    for key in store.keys() {
+                        list.extend_from_slice(key);
+                        list.push(b'\n');
+                    }
+                    Response::ok(TEXT, list)
+                }
+                _ => Response::method_not_allowed("GET, HEAD"),
+            };
+        }
+        let Some(key) = path.strip_prefix("/kv/").filter(|key| !key.is_empty()) else {
+            return Response::not_found();
+        };
+        let mut store = self.store.borrow_mut();
+        let result = match method {
+            Method::Get | Method::Head => store.get(key.as_bytes()).map(|value| match value {
+                Some(value) => Response::ok("application/octet-stream", value),
+                None => Response::not_found(),
+            }),
+            Method::Put => store
+                .put(key.as_bytes(), body)
+                .map(|()| Response::error(Status::NO_CONTENT)),
+            Method::Delete => store.delete(key.as_bytes()).map(|existed| {
+                if existed {
+                    Response::error(Status::NO_CONTENT)
+                } else {
+                    Response::not_found()
+                }
+            }),
+            _ => return Response::method_not_allowed("GET, HEAD, PUT, DELETE"),
+        };
+        result.unwrap_or_else(|e| {
+            let status = match e {
+                KvError::KeyTooLong { .. } | KvError::ValueTooLarge { .. } => Status::CONTENT_TOO_LARGE,
+                KvError::Full { .. } => Status::from_code(507).unwrap_or(Status::INTERNAL_SERVER_ERROR),
+                _ => {
+                    error!("kv: {e}");
+                    Status::INTERNAL_SERVER_ERROR
+                }
+            };
+            Response::error(status)
+        })
+    }
+}
+
+impl Handler for KvService {
+    async fn handle(&self, request: &Request<'_>) -> Response {
+        self.answer(request.method(), request.path(), request.body())
+    }
+}
+
+/// Why the service could not start.
+enum StartError {
+    Disk(atoll::block::BlockError),
+    Store(KvError),
+    Network(atoll::net::StackError),
+}
+
+/// What `main` prints (`Error: ...`) when it cannot start.
+impl core::fmt::Debug for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::Disk(e) => write!(f, "block device `data`: {e}"),
+            StartError::Store(e) => write!(f, "the store on block device `data`: {e}"),
+            StartError::Network(e) => write!(f, "network device `service`: {e}"),
+        }
+    }
+}
+
+#[atoll::main(net = "service", block = "data")]
+async fn main() -> Result<(), StartError> {
+    let disk = BlockDevice::open("data").map_err(StartError::Disk)?;
+    let store = Store::open(disk).map_err(StartError::Store)?;
+    info!("kv: {} keys on the disk", store.len());
+    let service = Rc::new(KvService {
+        store: RefCell::new(store),
+    });
+    let stack = Stack::new("service").map_err(StartError::Network)?;
+    let address = stack.wait_configured().await;
+    let listener = TcpListener::bind(&stack, PORT).map_err(|e| StartError::Network(e.into()))?;
+    atoll::println!("listening on http://{}:{PORT}/", address.address());
+    loop {
+        let mut stream = listener.accept().await;
+        let service = Rc::clone(&service);
+        // Detached: each connection's task ends by itself.
+        drop(atoll::task::spawn(async move {
+            match serve_connection(&mut stream, &*service, &Limits::DEFAULT, &RtTimer).await {
+                Ok(_) => stream.close(),
+                Err(_) => stream.abort(),
+            }
+        }));
+    }
+}

@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 mod http;
+mod kv;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -51,6 +52,13 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
         duration_s: u32,
     },
+    /// Durable PUTs/s and VM exits per PUT of examples/kv on hvt and unix
+    /// (needs root and curl).
+    Kv {
+        /// PUTs per platform.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        puts: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.bench {
         Bench::Boot { runs } => boot(runs),
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
+        Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

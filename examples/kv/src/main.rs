@@ -29,7 +29,7 @@ use core::cell::RefCell;
 use atoll::block::BlockDevice;
 use atoll::http::{serve_connection, Handler, Limits, Method, Request, Response, Status};
 use atoll::kv::{KvError, Store};
-use atoll::log::{error, info};
+use atoll::log::info;
 use atoll::net::{RtTimer, Stack, TcpListener};
 
 const PORT: u16 = 80;
@@ -82,13 +82,11 @@ impl KvService {
             _ => return Response::method_not_allowed("GET, HEAD, PUT, DELETE"),
         };
         result.unwrap_or_else(|e| {
+            atoll::log::warn!("kv: {method:?} {path}: {e}");
             let status = match e {
                 KvError::KeyTooLong { .. } | KvError::ValueTooLarge { .. } => Status::CONTENT_TOO_LARGE,
                 KvError::Full { .. } => Status::from_code(507).unwrap_or(Status::INTERNAL_SERVER_ERROR),
-                _ => {
-                    error!("kv: {e}");
-                    Status::INTERNAL_SERVER_ERROR
-                }
+                _ => Status::INTERNAL_SERVER_ERROR,
             };
             Response::error(status)
         })

@@ -304,11 +304,14 @@ fn fault_fires_now(fault: &mut Option<(u64, StorageError)>) -> Option<StorageErr
     }
 }
 
-/// A small seeded generator (SplitMix64), so crashes are reproducible from a seed.
-struct SplitMix64(u64);
+/// A small seeded generator (SplitMix64), so crashes (and the workloads of
+/// tests that drive them) are reproducible from a seed.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    fn next(&mut self) -> u64 {
+    /// The next number of the sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -317,11 +320,11 @@ impl SplitMix64 {
     }
 
     /// A number in `0..bound` (0 if `bound` is 0).
-    fn below(&mut self, bound: u64) -> u64 {
+    pub fn below(&mut self, bound: u64) -> u64 {
         if bound == 0 {
             0
         } else {
-            self.next() % bound
+            self.next_u64() % bound
         }
     }
 }

@@ -84,7 +84,7 @@ pub mod format;
 pub mod storage;
 pub mod store;
 
-pub use crashing::{CrashReport, CrashingStorage, SectorFate};
+pub use crashing::{CrashReport, CrashingStorage, SectorFate, SplitMix64};
 pub use format::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use storage::{BlockStorage, MemStorage, StorageError, SECTOR_BYTES};
 pub use store::{KvError, Stats, Store, MIN_CAPACITY_SECTORS};

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use atoll_kv::{CrashingStorage, KvError, StorageError, Store, MAX_VALUE_BYTES};
+use atoll_kv::{CrashingStorage, KvError, SplitMix64, StorageError, Store, MAX_VALUE_BYTES};
 
 /// 2 superblock sectors and two 200-sector (100 KiB) halves: small enough that the
 /// workload fills it, compacts often and sometimes gets `Full`.
@@ -16,22 +16,6 @@ const KEYS_COUNT: usize = 24;
 
 /// What a key may hold after a crash: each value it may have (`None`: absent).
 type Allowed = Vec<Option<Vec<u8>>>;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 fn key(i: usize) -> Vec<u8> {
     let mut key = format!("key{i:02}").into_bytes();
@@ -44,7 +28,7 @@ fn key(i: usize) -> Vec<u8> {
 /// A value no other put in the run has: its serial number, then filler of a random length.
 /// Some make records of whole sectors, so compacted records start on sector boundaries as
 /// appended ones do (where leftovers of an abandoned compaction would line up).
-fn value(rng: &mut Rng, serial: u64, key_len: usize) -> Vec<u8> {
+fn value(rng: &mut SplitMix64, serial: u64, key_len: usize) -> Vec<u8> {
     let len = match rng.below(200) {
         0 => MAX_VALUE_BYTES,
         61..=100 => 512 * (1 + rng.below(2) as usize) - 20 - key_len,
@@ -81,7 +65,7 @@ fn check_key(
 
 #[test]
 fn acknowledged_changes_survive_thousands_of_random_crashes() {
-    let mut rng = Rng(0x5EED_0A70_11C0_FFEE);
+    let mut rng = SplitMix64(0x5EED_0A70_11C0_FFEE);
     let mut storage = CrashingStorage::new(DEVICE_SECTORS);
     let mut model: BTreeMap<Vec<u8>, Allowed> = BTreeMap::new();
     let mut serial = 0u64;
@@ -156,7 +140,7 @@ fn acknowledged_changes_survive_thousands_of_random_crashes() {
             check_key(&mut store, &model, &k, &context);
         }
         drop(store);
-        storage.crash(rng.next());
+        storage.crash(rng.next_u64());
     }
 
     // The workload did what it is meant to: mostly acknowledged changes, but plenty of

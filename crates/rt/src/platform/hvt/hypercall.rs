@@ -13,32 +13,28 @@ use atoll_abi::GuestAddr;
 fn hypercall<T>(call: Hypercall, args: &mut T) {
     // Guest memory ends below 4 GiB (`layout::MAX_MEM_SIZE`), so every
     // address fits in `eax`. The `as usize` cast exposes the pointer's
-    // provenance, so the compiler knows the `asm!` below may touch `*args`.
-    let addr = args as *mut T as usize as u32;
+    // provenance, so the compiler knows the `asm!` may touch `*args`.
+    out(call, args as *mut T as usize as u32);
+}
+
+/// Asks the tender to drain the console ring now (no argument struct).
+pub(super) fn console_flush() {
+    out(Hypercall::ConsoleFlush, 0);
+}
+
+/// The one port write every hypercall is: `eax` = the argument struct's
+/// address (or 0).
+fn out(call: Hypercall, eax: u32) {
     // SAFETY: an `out` to a hypercall port only exits to the tender, which
-    // reads or writes nothing but `*args` (ours, and exclusively borrowed for
-    // the duration), after bounds-checking it. The asm is not `nomem`, so the
-    // compiler neither caches `*args` across it nor drops earlier writes.
+    // touches nothing but the argument struct at `eax` (exclusively
+    // borrowed by `hypercall`'s caller) and the shared rings, after
+    // bounds-checking them. The asm is not `nomem`, so the compiler neither
+    // caches memory across it nor drops earlier writes.
     unsafe {
         core::arch::asm!(
             "out dx, eax",
             in("dx") call.port(),
-            in("eax") addr,
-            options(nostack, preserves_flags),
-        );
-    }
-}
-
-/// Asks the tender to drain the console ring now.
-pub(super) fn console_flush() {
-    // SAFETY: ConsoleFlush has no argument struct; the tender only reads the
-    // console ring, whose header and data the runtime has finished writing
-    // (the asm is not `nomem`, so those writes happen before it).
-    unsafe {
-        core::arch::asm!(
-            "out dx, eax",
-            in("dx") Hypercall::ConsoleFlush.port(),
-            in("eax") 0u32,
+            in("eax") eax,
             options(nostack, preserves_flags),
         );
     }

@@ -212,6 +212,8 @@ pub struct Outcome {
     pub status: Option<i32>,
     /// Standard output, lossily decoded.
     pub stdout: String,
+    /// Standard output, as it came.
+    pub stdout_bytes: Vec<u8>,
     /// Standard error, lossily decoded.
     pub stderr: String,
     /// From start to exit.
@@ -278,7 +280,7 @@ pub fn run(mut command: Command) -> Outcome {
             let mut bytes = Vec::new();
             // A read error just ends the capture; the test sees what came.
             let _ = pipe.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
+            bytes
         })
     };
     let stdout = collect(Box::new(child.stdout.take().expect("piped")));
@@ -310,11 +312,13 @@ pub fn run(mut command: Command) -> Outcome {
         thread::sleep(Duration::from_millis(1));
     };
     let wall = start.elapsed();
+    let stdout_bytes = stdout.join().expect("stdout reader");
     let timeval = |t: libc::timeval| Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64);
     Outcome {
         status: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
+        stdout: String::from_utf8_lossy(&stdout_bytes).into_owned(),
+        stdout_bytes,
+        stderr: String::from_utf8_lossy(&stderr.join().expect("stderr reader")).into_owned(),
         wall,
         cpu: timeval(usage.ru_utime) + timeval(usage.ru_stime),
     }

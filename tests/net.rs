@@ -338,6 +338,7 @@ impl Background {
         let outcome = Outcome {
             status: status.code(),
             stdout: String::from_utf8_lossy(&captured.stdout).into_owned(),
+            stdout_bytes: captured.stdout.clone(),
             stderr: String::from_utf8_lossy(&captured.stderr).into_owned(),
             wall,
             // Not measured for background processes.

@@ -62,3 +62,49 @@ both_platforms!(writing_to_code_is_a_page_fault, |platform| {
 both_platforms!(an_invalid_opcode_names_the_function, |platform| {
     assert_fault(platform, "ud2", "invalid opcode", "invalid_opcode");
 });
+
+both_platforms!(console_escape_sequences_are_shown_not_obeyed, |platform| {
+    let out = misbehave(platform, &["escapes"]);
+    assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
+    assert!(!out.stdout.contains('\x1b'), "raw ESC reached stdout: {:?}", out.stdout);
+    assert!(!out.stdout.contains('\r'), "raw CR reached stdout: {:?}", out.stdout);
+    for shown in [
+        "title:\\x1b]0;owned\\x07",
+        "clip:\\x1b]52;c;cm0gLXJm\\x07",
+        "clear:\\x1b[2J\\x0dforged\n",
+        "c1:\\u{9b}31m bad:\\xff\\xfe end\n",
+    ] {
+        assert!(out.stdout.contains(shown), "stdout lacks {shown:?}: {:?}", out.stdout);
+    }
+    // The bytes as they are, for whoever asks.
+    let raw = boot(platform, MISBEHAVE, &["--raw-console"], &["escapes"]);
+    assert!(
+        raw.stdout_bytes.starts_with(b"title:\x1b]0;owned\x07"),
+        "{:?}",
+        raw.stdout
+    );
+    assert!(
+        raw.stdout_bytes.windows(3).any(|w| w == b"\xff\xfe "),
+        "{:?}",
+        raw.stdout
+    );
+});
+
+both_platforms!(a_crafted_symbol_name_cannot_forge_a_report_line, |platform| {
+    let out = misbehave(platform, &["forgedfault"]);
+    assert_eq!(out.status, Some(GUEST_FAILED), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("forged\\x0aatoll-hvt: guest halted with status 0\\x1b[8m"),
+        "stderr: {}",
+        out.stderr
+    );
+    for line in out.stderr.lines() {
+        assert!(
+            !line.starts_with("atoll-hvt: guest halted"),
+            "forged line: {}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains('\x1b'), "stderr: {:?}", out.stderr);
+});

@@ -5,7 +5,7 @@
 //! next timer. Twenty rounds at spread-out moments catch the race between
 //! checking for a signal and going to sleep.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -33,4 +33,45 @@ both_platforms!(sigterm_stops_a_sleeping_unikernel_at_once, |platform| {
             "round {round}: SIGTERM took {took:?} to stop it"
         );
     }
+});
+
+both_platforms!(sigterm_stops_a_unikernel_whose_stdout_nobody_reads, |platform| {
+    let kernel = guest(platform, "tests/guests/misbehave");
+    let mut command = platform.command(
+        |program| Command::new(program),
+        &kernel,
+        &[] as &[&str],
+        &["print", "10000000"],
+    );
+    // Stdout is a pipe that is never read: after 64 KiB every write blocks.
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the unikernel");
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "it ended before it filled the pipe"
+    );
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let asked = Instant::now();
+    // SAFETY: kill takes a pid and a signal number; `pid` is our own child,
+    // not yet reaped (try_wait said it runs).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if asked.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("SIGTERM did not stop a unikernel blocked on its stdout within 10 s");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let took = asked.elapsed();
+    assert_eq!(status.code(), Some(128 + 15));
+    assert!(took < Duration::from_secs(2), "SIGTERM took {took:?} to stop it");
 });

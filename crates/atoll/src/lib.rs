@@ -22,7 +22,8 @@
 //! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
 //!   "data")]` declares devices. `main` may return `()`, an integer status,
 //!   or `Result<_, E: Debug>`.
-//! * [`args()`], [`devices()`], [`device`], [`exit`], [`println!`], [`print!`].
+//! * [`args()`], [`devices()`], [`device`], [`exit`], [`println!`], [`print!`];
+//!   [`console::write_bytes`] for bytes that are not text.
 //! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
 //!   [`sleep_until`](time::sleep_until), [`timeout`](time::timeout),
 //!   [`wall_clock_ns`](time::wall_clock_ns).
@@ -51,7 +52,7 @@
 pub use atoll_kv as kv;
 pub use atoll_macros::main;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
-pub use atoll_rt::{block, random};
+pub use atoll_rt::{block, console, random};
 pub use log;
 pub use {atoll_http as http, atoll_net as net};
 

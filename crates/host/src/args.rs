@@ -26,6 +26,11 @@ pub struct Common {
     /// Do not confine the process with seccomp (for debugging with gdb, perf, valgrind).
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Pass the unikernel's console output through byte for byte. By default
+    /// control characters other than newline and tab (terminal escape
+    /// sequences) are shown escaped, e.g. `\x1b`.
+    #[arg(long)]
+    pub raw_console: bool,
     /// Boot arguments passed to the unikernel.
     #[arg(last = true)]
     pub args: Vec<String>,

@@ -200,7 +200,9 @@ impl<'a> Symbols<'a> {
     }
 }
 
-/// A function name and offset, demangled when displayed.
+/// A function name and offset, demangled and escaped when displayed: the
+/// name comes from the kernel's symbol table, which the guest's author
+/// controls, and must not break or forge a line of the report.
 #[derive(Clone, Copy, Debug)]
 pub struct SymbolName<'a>(Option<(&'a [u8], u64)>);
 
@@ -209,7 +211,8 @@ impl fmt::Display for SymbolName<'_> {
         match self.0 {
             Some((name, offset)) => {
                 let name = core::str::from_utf8(name).unwrap_or("<non-UTF-8 name>");
-                write!(f, "{:#} (+{offset:#x})", rustc_demangle::demangle(name))
+                write!(crate::escape::EscapingWriter(f), "{:#}", rustc_demangle::demangle(name))?;
+                write!(f, " (+{offset:#x})")
             }
             None => f.write_str("?? (no symbol)"),
         }
@@ -228,6 +231,12 @@ mod tests {
             PageFaultCause(0x15).to_string(),
             "user instruction fetch from protected"
         );
+    }
+
+    #[test]
+    fn crafted_symbol_names_cannot_forge_report_lines() {
+        let name = SymbolName(Some((b"f\natoll-hvt: guest halted\x1b]0;x\x07", 2)));
+        assert_eq!(name.to_string(), "f\\x0aatoll-hvt: guest halted\\x1b]0;x\\x07 (+0x2)");
     }
 
     #[test]

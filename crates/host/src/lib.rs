@@ -22,6 +22,9 @@
 //! * [`peak_rss`]: the process's own peak memory, for `--stats`.
 //! * [`fault`]: symbol names and backtrace lines for crash reports, without
 //!   allocating (the unix platform formats them in a signal handler).
+//! * [`output`]: writes to stdout and stderr that never hold up a stop.
+//! * [`escape`]: guest output and guest-controlled report text made
+//!   terminal-safe (control characters shown as `\x1b`).
 //!
 //! Not here: anything that needs KVM (that is atoll-hvt), anything that
 //! runs inside the app (that is atoll-rt).
@@ -30,32 +33,35 @@ pub mod args;
 pub mod block;
 pub mod devices;
 pub mod elf;
+pub mod escape;
 #[cfg(test)]
 mod fake_memory;
 pub mod fault;
 pub mod net;
+pub mod output;
 pub mod peak_rss;
 pub mod sandbox;
 
-/// `bytes` (a message from the app) as one printable line: newlines and tabs
-/// become spaces, other control characters `?`, invalid UTF-8 U+FFFD.
+/// `bytes` (a message from the app) as one terminal-safe line: line breaks
+/// and tabs become spaces, other control characters and bytes that are not
+/// UTF-8 are shown escaped ([`escape`]).
 pub fn one_line(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::with_capacity(text.len());
-    for c in text.trim().chars() {
-        match c {
-            '\n' | '\r' | '\t' => out.push(' '),
-            c if c.is_control() => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
+    let flattened: Vec<u8> = bytes
+        .trim_ascii()
+        .iter()
+        .map(|&b| if matches!(b, b'\n' | b'\r' | b'\t') { b' ' } else { b })
+        .collect();
+    let mut out = Vec::with_capacity(flattened.len());
+    let mut escaper = escape::Escaper::new();
+    escaper.push(&flattened, &mut |piece: &[u8]| out.extend_from_slice(piece));
+    escaper.finish(&mut |piece: &[u8]| out.extend_from_slice(piece));
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn messages_become_one_printable_line() {
-        assert_eq!(super::one_line(b"  a\nb\x1b[31m \xff "), "a b?[31m \u{fffd}");
+    fn messages_become_one_safe_line() {
+        assert_eq!(super::one_line(b"  a\nb\x1b[31m \xff\r "), "a b\\x1b[31m \\xff");
     }
 }

@@ -110,7 +110,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
             .map_err(TenderError::Sandbox)?;
     }
 
-    let mut console = console::Console::default();
+    let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
     let guest = run::Guest {
         mem: &mem,
@@ -122,6 +122,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
     let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
     drop(attachment);
+    console.finish();
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
         run::Outcome::Failed(why) => {
@@ -145,6 +146,9 @@ fn say(message: &str) {
 }
 
 fn say_raw(line: &str) {
-    // One write, so concurrent output cannot split the line.
-    let _ = std::io::stderr().lock().write_all(format!("{line}\n").as_bytes());
+    // One write, so concurrent output cannot split the line; a stuck
+    // reader of stderr cannot hold up a stop.
+    atoll_host::output::write_all(2, format!("{line}\n").as_bytes(), || {
+        signals::stop_requested().is_some()
+    });
 }

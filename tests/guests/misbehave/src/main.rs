@@ -13,6 +13,8 @@
 //! | `print N` | prints `line 1` to `line N`, then exits 0 |
 //! | `walltime` | prints the wall clock in ns since the epoch, then exits 0 |
 //! | `random` | prints two random `u64`s in hex, then exits 0 |
+//! | `escapes` | prints terminal escape sequences, a C1 control and bytes that are not UTF-8 |
+//! | `forgedfault` | faults in a function whose symbol name holds a newline and a forged report line |
 #![no_std]
 #![no_main]
 
@@ -50,9 +52,21 @@ async fn main() -> Result<(), &'static str> {
         }
         Some("walltime") => println!("{}", wall_clock_ns()),
         Some("random") => println!("random: {:016x} {:016x}", atoll::random::u64(), atoll::random::u64()),
+        Some("escapes") => {
+            // Set the title, write the clipboard (OSC 52), clear the
+            // screen, return to the line start; then CSI as a C1 control
+            // (U+009B) and two bytes that are not UTF-8.
+            atoll::console::write_bytes(b"title:\x1b]0;owned\x07 clip:\x1b]52;c;cm0gLXJm\x07 clear:\x1b[2J\rforged\n");
+            atoll::console::write_bytes("c1:\u{9b}31m".as_bytes());
+            atoll::console::write_bytes(b" bad:\xff\xfe end\n");
+        }
+        Some("forgedfault") => {
+            println!("read {}", forged_name());
+        }
         _ => {
             return Err(
-                "usage: misbehave exit N|panic|pagefault|stackoverflow|writetext|ud2|sleep MS|print N|walltime|random",
+                "usage: misbehave exit N|panic|pagefault|stackoverflow|writetext|ud2|sleep MS|print N|walltime|random|\
+                 escapes|forgedfault",
             )
         }
     }
@@ -65,6 +79,16 @@ fn touch_unmapped_memory() -> u64 {
     let unmapped = core::ptr::with_exposed_provenance::<u64>(0x10);
     // SAFETY: not sound, on purpose: the read page-faults and the tender
     // stops the guest, which is what the test checks.
+    unsafe { unmapped.read_volatile() }
+}
+
+/// Reads address 0x10 from a function whose symbol name tries to end the
+/// fault report's line and forge one of the tender's own.
+#[inline(never)]
+#[unsafe(export_name = "forged\natoll-hvt: guest halted with status 0\x1b[8m")]
+fn forged_name() -> u64 {
+    let unmapped = core::ptr::with_exposed_provenance::<u64>(0x10);
+    // SAFETY: not sound, on purpose, as in `touch_unmapped_memory`.
     unsafe { unmapped.read_volatile() }
 }
 

@@ -125,6 +125,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         cmdline,
         stats: common.stats,
         peak_rss,
+        raw_console: common.raw_console,
     });
 
     signals::install().map_err(Stop::Error)?;

@@ -35,6 +35,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use atoll_abi::boot::BootInfo;
 use atoll_abi::exit::{GUEST_FAILED, MAX_GUEST_STATUS};
 use atoll_host::block::BlockDevice;
+use atoll_host::escape::{Escaper, EscapingWriter};
 use atoll_host::net::NetDevices;
 
 use crate::panic::FixedBuf;
@@ -50,6 +51,9 @@ struct Boot {
     stats: bool,
     /// With `--stats`: the process's peak memory, read at exit.
     peak_rss: Option<atoll_host::peak_rss::PeakRss>,
+    /// Write the console as it is: `--raw-console`, or launched by
+    /// `atoll-spt`, which escapes what it relays.
+    raw_console: bool,
 }
 
 static BOOT: OnceLock<Boot> = OnceLock::new();
@@ -81,23 +85,32 @@ fn boot() -> &'static Boot {
     }
 }
 
-/// Writes all of `bytes` to standard output, unbuffered. A closed or
+/// The console's escaper: control characters become visible (`\x1b`)
+/// unless the console is raw.
+static ESCAPER: Mutex<Escaper> = Mutex::new(Escaper::new());
+
+/// Writes all of `bytes` to standard output, unbuffered, terminal-safe
+/// unless the console is raw (as the tender writes a guest's). A closed or
 /// broken stdout loses the output, as the tender's would.
 pub(crate) fn console_write(bytes: &[u8]) {
-    write_all(1, bytes);
+    if BOOT.get().is_none_or(|boot| boot.raw_console) {
+        write_all(1, bytes);
+    } else {
+        let mut escaper = ESCAPER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        escaper.push(bytes, &mut |piece: &[u8]| write_all(1, piece));
+    }
+    // A stop signal ends the program here too, as the tender ends a guest
+    // at its next exit: an app that only prints (to a stdout nobody reads,
+    // say) must stop as promptly as one that waits.
+    if let Some(signal) = signals::stop_requested() {
+        stopped(signal);
+    }
 }
 
-fn write_all(fd: i32, mut bytes: &[u8]) {
-    while !bytes.is_empty() {
-        // SAFETY: `bytes` is a live slice of `bytes.len()` readable bytes;
-        // `write` reads at most that many. The result is checked.
-        let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
-        match usize::try_from(written) {
-            Ok(n) if n > 0 => bytes = &bytes[n.min(bytes.len())..],
-            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
-            _ => return,
-        }
-    }
+/// Writes `bytes` to `fd`; a reader that does not read cannot keep a stop
+/// signal from ending the program (`atoll_host::output`).
+fn write_all(fd: i32, bytes: &[u8]) {
+    atoll_host::output::write_all(fd, bytes, || signals::stop_requested().is_some());
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -199,10 +212,15 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
     };
     // The lock is released: `exit` takes it for the statistics.
     if let Some(signal) = signals::stop_requested() {
-        say(&std::format!("stopped by {}", signals::name(signal)));
-        exit(128 + signal);
+        stopped(signal);
     }
     result.unwrap_or_else(|why| fail(&why))
+}
+
+/// Ends the program because stop signal `signal` came, as the tender does.
+fn stopped(signal: i32) -> ! {
+    say(&std::format!("stopped by {}", signals::name(signal)));
+    exit(128 + signal)
 }
 
 /// Ends the program with `status`, after sending the frames still queued
@@ -225,15 +243,14 @@ pub(crate) fn halt(status: u32) -> ! {
 /// MESSAGE` on stderr (the tender's line), status 254.
 pub(crate) fn abort(message: &str) -> ! {
     // Without allocating: the abort may be an out-of-memory one.
+    // As the tender shows an abort message: one line, terminal-safe.
     let mut line = FixedBuf::<4200>::new();
     let _ = line.write_str("guest aborted: ");
     for c in message.trim().chars() {
-        let c = match c {
-            '\n' | '\r' | '\t' => ' ',
-            c if c.is_control() => '?',
-            c => c,
+        let _ = match c {
+            '\n' | '\r' | '\t' => line.write_char(' '),
+            c => EscapingWriter(&mut line).write_char(c),
         };
-        let _ = line.write_char(c);
     }
     fail(line.as_str())
 }
@@ -254,6 +271,11 @@ fn say(message: &str) {
 /// Prints the statistics if asked to, and exits at once (no atexit
 /// handlers: nothing is buffered, and the sandbox allows little).
 fn exit(status: i32) -> ! {
+    // `try_lock`: a panic report can end the program from inside a
+    // console write, holding the escaper.
+    if let Ok(mut escaper) = ESCAPER.try_lock() {
+        escaper.finish(&mut |piece: &[u8]| write_all(1, piece));
+    }
     if BOOT.get().is_some_and(|boot| boot.stats) {
         let mut line = FixedBuf::<512>::new();
         let peak_rss_kib = BOOT.get().and_then(|boot| boot.peak_rss.as_ref()?.kib());

@@ -14,6 +14,8 @@
 //! * [`net`]: the frame rings of network devices.
 //! * [`block`]: the operations of block devices.
 //! * [`note`]: the ELF notes (ABI version, device manifest) a kernel carries.
+//! * [`launch`]: what `atoll-spt` hands a unix-platform executable it starts
+//!   (the boot info and the descriptors it opened).
 //! * [`exit`]: what the tender's exit status means.
 //!
 //! Field comments say who writes each field: **IN** is written by the guest
@@ -32,7 +34,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The ABI version carried in every kernel's ABI note. See the crate docs.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -694,6 +696,64 @@ pub mod note {
     }
 }
 
+/// The launch record: how `atoll-spt`, the unix platform's tender, hands
+/// an executable it starts what `atoll-hvt` hands a guest.
+///
+/// `atoll-spt` opens the devices, confines the process (seccomp, Landlock,
+/// limits) and only then executes the image, so the image cannot open
+/// anything itself. It starts it with exactly one argument, [`ARG`], and
+/// the record on descriptor [`RECORD_FD`] (a pipe): a [`Record`], then
+/// `boot.cmdline_len` bytes of command line (NUL-terminated arguments, as
+/// on hvt), then end of file. Everything here is OUT (written by the
+/// tender); the runtime checks the magic, the version and the lengths.
+pub mod launch {
+    use super::boot::{BootInfo, MAX_DEVICES};
+    use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+    /// The only argument a launched executable gets.
+    pub const ARG: &str = "--atoll-spt-launch";
+    /// The descriptor the record arrives on.
+    pub const RECORD_FD: i32 = 3;
+    /// [`Record::magic`].
+    pub const MAGIC: [u8; 8] = *b"ATOLLSPT";
+    /// The longest command line, as on hvt.
+    pub const CMDLINE_MAX: u64 = crate::layout::CMDLINE_MAX;
+
+    /// [`Record::flags`]: print the statistics line at exit (`--stats`).
+    pub const FLAG_STATS: u32 = 1 << 0;
+    /// [`Record::flags`]: the process is already confined; the runtime
+    /// installs no filter of its own (and could not: it may not call
+    /// `seccomp`).
+    pub const FLAG_CONFINED: u32 = 1 << 1;
+
+    /// The record's fixed part.
+    #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct Record {
+        /// Always [`MAGIC`].
+        pub magic: [u8; 8],
+        /// [`crate::ABI_VERSION`] of the tender.
+        pub abi_version: u32,
+        /// `FLAG_*` bits.
+        pub flags: u32,
+        /// A read-only descriptor of the executable, for the symbol names
+        /// of crash reports; -1 if none.
+        pub image_fd: i32,
+        /// `/proc/self/status` (of this process), for `--stats`; -1 if none.
+        pub status_fd: i32,
+        /// The executable's size in bytes (`image_fd`'s length).
+        pub image_size: u64,
+        /// By boot-info device index: the TAP device's or the disk file's
+        /// descriptor; -1 for unused entries.
+        pub device_fds: [i32; MAX_DEVICES],
+        /// As on hvt, except: `cmdline` is 0 (the command line follows the
+        /// record), `mem_size` is the process's memory limit in bytes
+        /// (`RLIMIT_AS`, 0 for none), and the heap, stack and console fields
+        /// are 0 (the process has its own).
+        pub boot: BootInfo,
+    }
+}
+
 /// The tender's exit status, and the `unix` platform's.
 pub mod exit {
     /// Largest status a guest can halt with; it becomes the exit status as is.
@@ -724,6 +784,7 @@ const _: () = {
     assert!(size_of::<boot::DeviceInfo>() == 64);
     assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES);
     assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);
+    assert!(size_of::<launch::Record>() == 64 + size_of::<boot::BootInfo>());
     assert!(size_of::<note::ManifestEntry>() == 36);
     assert!(size_of::<note::ManifestDesc>() == 4 + 36 * boot::MAX_DEVICES);
     assert!(size_of::<note::Note<note::AbiDesc>>() == 24);

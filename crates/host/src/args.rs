@@ -36,14 +36,21 @@ pub struct Common {
     pub args: Vec<String>,
 }
 
-/// The unix platform's command line: only the common options (the
-/// executable is the kernel, and its memory is the process's).
+/// The unix platform's command line when the executable is run directly:
+/// the common options and an optional memory bound (the executable is the
+/// kernel). For development: in production `atoll-spt` runs it.
 #[derive(Debug, Parser)]
 #[command(
-    about = "An Atoll unikernel, run as a Linux process (the unix platform).",
+    about = "An Atoll unikernel, run as a Linux process (the unix platform).\n\nRun directly like this, it \
+             confines itself once set up, after any code that ran before its main: fine for development. In \
+             production run it with atoll-spt, which confines it before its first instruction.",
     after_help = AFTER_HELP
 )]
 pub struct UnixCli {
+    /// Bound the process's memory (its address space) to this many MiB,
+    /// as a guest's is bounded by its VM. Unbounded if absent.
+    #[arg(long = "mem", value_name = "MiB", value_parser = clap::value_parser!(u64).range(4..=65536))]
+    pub mem_mib: Option<u64>,
     /// `--stats`, `--no-sandbox` and the boot arguments after `--`.
     #[command(flatten)]
     pub common: Common,

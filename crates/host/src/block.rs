@@ -96,6 +96,20 @@ impl BlockDevice {
         })
     }
 
+    /// A disk whose file another process opened, checked and locked, and
+    /// handed over (`atoll-spt` to the executable it starts).
+    pub fn inherited(index: usize, name: &str, file: File, capacity_sectors: u64) -> BlockDevice {
+        BlockDevice {
+            index,
+            name: name.into(),
+            file,
+            capacity_sectors,
+            reads: 0,
+            writes: 0,
+            flushes: 0,
+        }
+    }
+
     pub fn fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }

@@ -67,10 +67,26 @@ pub enum ElfError {
     #[error("no Atoll ABI note: not an Atoll unikernel (apps need #[atoll::main])")]
     MissingAbiNote,
     #[error(
-        "built for Atoll ABI version {0}, but this atoll-hvt speaks version {ABI_VERSION}; \
-         rebuild the unikernel, or use the atoll-hvt of the same Atoll"
+        "built for Atoll ABI version {0}, but this tender speaks version {ABI_VERSION}; \
+         rebuild the unikernel, or use the tender of the same Atoll"
     )]
     AbiVersion(u32),
+    #[error(
+        "a unix-platform executable (built with --target unix), not an hvt kernel; run it with atoll-spt, \
+         or directly for development"
+    )]
+    UnixExecutable,
+    #[error(
+        "an hvt kernel (built with --target hvt), not a unix-platform executable; run it with atoll-hvt, \
+         or build it with `atoll build --release --target unix`"
+    )]
+    HvtKernel,
+    #[error(
+        "dynamically linked (a debug build): atoll-spt confines the process before a dynamic loader could \
+         open its libraries, so it runs static executables; build with `atoll build --release --target unix`, \
+         or run a debug build directly for development"
+    )]
+    DynamicallyLinked,
     #[error("no device manifest note: not an Atoll unikernel (apps need #[atoll::main])")]
     MissingManifest,
     #[error("bad device manifest: {0}")]
@@ -142,11 +158,20 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
     }
     let kind = header.e_type(endian);
     let phdrs = program_headers(header, image)?;
+    let unix_executable = || kind == elf::ET_DYN && checked_manifest(phdrs, image).is_ok();
     if phdrs.iter().any(|ph| ph.p_type(endian) == elf::PT_INTERP) {
-        return Err(ElfError::Interpreter);
+        return Err(if unix_executable() {
+            ElfError::UnixExecutable
+        } else {
+            ElfError::Interpreter
+        });
     }
     if kind != elf::ET_EXEC {
-        return Err(ElfError::NotExecutable(kind));
+        return Err(if unix_executable() {
+            ElfError::UnixExecutable
+        } else {
+            ElfError::NotExecutable(kind)
+        });
     }
 
     let mut segments = Vec::new();
@@ -190,6 +215,32 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         end,
         manifest,
     })
+}
+
+/// The checks `atoll-spt` makes before it starts a unix-platform
+/// executable, and its manifest: an x86_64 ELF with Atoll's notes of this
+/// ABI version, a static PIE (as `atoll build --release --target unix`
+/// makes), not an hvt kernel and not dynamically linked (a dynamic loader
+/// would open and map its libraries, which the confinement forbids).
+/// Segments are left to Linux, which loads the file.
+pub fn check_unix_executable(image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
+    check_ident(image)?;
+    let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
+    let machine = header.e_machine(LE);
+    if machine != elf::EM_X86_64 {
+        return Err(ElfError::Machine(machine));
+    }
+    let phdrs = program_headers(header, image)?;
+    let manifest = checked_manifest(phdrs, image)?;
+    match header.e_type(LE) {
+        elf::ET_DYN => {}
+        elf::ET_EXEC => return Err(ElfError::HvtKernel),
+        kind => return Err(ElfError::NotExecutable(kind)),
+    }
+    if phdrs.iter().any(|ph| ph.p_type(LE) == elf::PT_INTERP) {
+        return Err(ElfError::DynamicallyLinked);
+    }
+    Ok(manifest)
 }
 
 /// The device manifest of any x86_64 ELF carrying Atoll's notes (the unix
@@ -489,8 +540,31 @@ pub(crate) mod tests {
         image[19] = 0;
         assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::Machine(3));
         let mut image = build_kernel(|_, _| {});
+        image[16] = elf::ET_REL as u8;
+        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::NotExecutable(elf::ET_REL));
+        // A PIE with Atoll's notes is a unix-platform executable.
         image[16] = elf::ET_DYN as u8;
-        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::NotExecutable(elf::ET_DYN));
+        assert_eq!(parse(&image, LIMIT).unwrap_err(), ElfError::UnixExecutable);
+    }
+
+    #[test]
+    fn atoll_spt_takes_static_unix_executables_only() {
+        let kernel = build_kernel(|_, _| {});
+        assert_eq!(check_unix_executable(&kernel).unwrap_err(), ElfError::HvtKernel);
+        let mut pie = kernel.clone();
+        pie[16] = elf::ET_DYN as u8;
+        assert_eq!(check_unix_executable(&pie).unwrap()[0].name, "service");
+        let mut dynamic = build_kernel(|phdrs, _| phdrs.push((elf::PT_INTERP, elf::PF_R, 0, 0, 0)));
+        dynamic[16] = elf::ET_DYN as u8;
+        assert_eq!(
+            check_unix_executable(&dynamic).unwrap_err(),
+            ElfError::DynamicallyLinked
+        );
+        assert_eq!(parse(&dynamic, LIMIT).unwrap_err(), ElfError::UnixExecutable);
+        assert_eq!(
+            check_unix_executable(b"\x7fELF").unwrap_err(),
+            ElfError::Truncated("the ELF header", 4)
+        );
     }
 
     #[test]

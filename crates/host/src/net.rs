@@ -88,6 +88,16 @@ impl NetDevice {
         Ok(NetDevice::with_backend(index, name, open_tap(tap).map_err(error)?, mac))
     }
 
+    /// A device whose TAP device another process opened and handed over
+    /// (`atoll-spt` to the executable it starts), with the MAC address and
+    /// MTU it chose.
+    pub fn inherited(index: usize, name: &str, tap: File, mac: [u8; 6], mtu: u32) -> NetDevice {
+        NetDevice {
+            mtu,
+            ..NetDevice::with_backend(index, name, tap, Some(mac))
+        }
+    }
+
     /// A device whose frames go through `tap`: a TAP device, or for tests
     /// anything that keeps datagram boundaries (a datagram socket pair).
     fn with_backend(index: usize, name: &str, tap: File, mac: Option<[u8; 6]>) -> NetDevice {

@@ -22,6 +22,12 @@ impl PeakRss {
         File::open("/proc/self/status").ok().map(PeakRss)
     }
 
+    /// `/proc/self/status` of this process, opened by another before this
+    /// program started (`atoll-spt`, between fork and exec).
+    pub fn from_file(file: File) -> PeakRss {
+        PeakRss(file)
+    }
+
     /// The descriptor the sandbox must let `pread64` use.
     pub fn fd(&self) -> RawFd {
         self.0.as_raw_fd()

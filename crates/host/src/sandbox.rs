@@ -1,12 +1,18 @@
-//! The unix platform's seccomp policy: which system calls an Atoll app
-//! running as a process may make, and how a violation is reported.
+//! The seccomp policy of confined Atoll processes: the rules the tender and
+//! a unix-platform app share, the unix platform's filter, the start-up
+//! rules `atoll-spt` adds for an executable it confines before its first
+//! instruction, and how a violation is reported.
 //!
-//! atoll-rt installs the filter once the process is set up; it lives here,
-//! on the host side, so it is built and tested like the tender's own.
-//! The app may write to stdout, stderr and its TAP devices, read from its
-//! TAP devices, sleep in `ppoll`, read clocks, manage heap memory (never
-//! executable), draw random bytes and exit. Anything else raises SIGSYS
-//! (`SeccompAction::Trap`), whose handler prints [`write_violation`]'s line.
+//! A unix app confines itself once set up ([`filter`], run directly) or is
+//! confined by `atoll-spt` before it starts ([`unix_rules`] plus
+//! [`allow_start_up`]); the rules live here, on the host side, so they are
+//! built and tested like the tender's own. The app may write to stdout,
+//! stderr and its TAP devices, read from its TAP devices, read and write its
+//! disks, sleep in `ppoll`, read clocks, manage heap memory (anonymous,
+//! private, never executable, never locked), draw random bytes and exit.
+//! Anything else raises SIGSYS (`SeccompAction::Trap`), whose handler
+//! prints [`write_violation`]'s line, or under `atoll-spt` stops the
+//! process and is reported by the tender.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
@@ -15,22 +21,28 @@ use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
 
-/// Builds the filter and installs it on this (single-threaded) process.
-/// The caller installs the SIGSYS handler first.
-pub fn apply(tap_fds: &[RawFd], block_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
-    let program = filter(tap_fds, block_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+/// Builds the unix platform's filter and installs it on this
+/// (single-threaded) process. The caller installs the SIGSYS handler first.
+pub fn apply(fds: &UnixFds<'_>) -> Result<(), String> {
+    let program = filter(fds).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
 /// Seccomp rules, by system call number.
 pub type Rules = BTreeMap<i64, Vec<SeccompRule>>;
 
+/// `arg == value`, on the whole 64-bit argument.
+fn eq(arg: u8, value: u64) -> Result<SeccompCondition, seccompiler::BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value)
+}
+
 /// The rules every confined Atoll process shares, the tender and a
 /// unix-platform app alike: output only to stdout, stderr and the TAP
-/// devices, input only from the TAP devices, heap memory that is never
-/// executable, and [`COMMON_ALLOWED`].
+/// devices, input only from the TAP devices, heap memory that is
+/// anonymous, private, never executable and never locked or pre-faulted
+/// ([`heap_mmap`]), `madvise` only to give memory back ([`MADVISE_ALLOWED`]),
+/// and [`COMMON_ALLOWED`].
 pub fn common_rules(tap_fds: &[RawFd]) -> Result<Rules, seccompiler::BackendError> {
-    let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
     let mut rules = Rules::new();
     let taps = tap_fds.iter().map(|&fd| fd as u64);
     rules.insert(
@@ -55,12 +67,41 @@ pub fn common_rules(tap_fds: &[RawFd]) -> Result<Rules, seccompiler::BackendErro
             .map(|fd| SeccompRule::new(vec![eq(0, fd)?]))
             .collect::<Result<_, _>>()?,
     );
-    rules.insert(libc::SYS_mmap, vec![SeccompRule::new(vec![no_exec()?])?]);
+    rules.insert(libc::SYS_mmap, vec![SeccompRule::new(heap_mmap()?)?]);
+    rules.insert(
+        libc::SYS_madvise,
+        MADVISE_ALLOWED
+            .into_iter()
+            .map(|advice| SeccompRule::new(vec![eq(2, advice as u64)?]))
+            .collect::<Result<_, _>>()?,
+    );
     for call in COMMON_ALLOWED {
         rules.insert(call, vec![]);
     }
     Ok(rules)
 }
+
+/// The conditions on `mmap`: no `PROT_EXEC`; `MAP_PRIVATE |
+/// MAP_ANONYMOUS`, so never a file or shared memory; and neither
+/// `MAP_LOCKED` nor `MAP_POPULATE` (memory pinned or faulted in up front,
+/// of any size the caller likes) nor `MAP_HUGETLB` (the host's huge-page
+/// pool).
+pub fn heap_mmap() -> Result<Vec<SeccompCondition>, seccompiler::BackendError> {
+    const MAP_TYPE: u64 = 0x0f;
+    let checked = MAP_TYPE | (libc::MAP_ANONYMOUS | libc::MAP_LOCKED | libc::MAP_POPULATE | libc::MAP_HUGETLB) as u64;
+    let wanted = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+    Ok(vec![
+        no_exec()?,
+        SeccompCondition::new(3, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(checked), wanted)?,
+    ])
+}
+
+/// The `madvise` advice allowed: giving memory back, which is what an
+/// allocator may do. (The runtime itself calls none; glibc's allocator may
+/// trim with these.) Everything else is refused, notably `MADV_HWPOISON`
+/// and `MADV_SOFT_OFFLINE`, which a process with root's capabilities could
+/// use against the host's memory.
+pub const MADVISE_ALLOWED: [i32; 2] = [libc::MADV_DONTNEED, libc::MADV_FREE];
 
 /// Lets `pread64` read descriptor `fd` (the `--stats` peak-memory file,
 /// see [`crate::peak_rss`]).
@@ -105,13 +146,12 @@ pub fn no_exec() -> Result<SeccompCondition, seccompiler::BackendError> {
 /// Calls every confined process may make with any arguments: sleeping in
 /// `wait`, clocks (when the vDSO falls back to the syscall), heap memory,
 /// statistics, signal handling and exiting.
-pub const COMMON_ALLOWED: [i64; 13] = [
+pub const COMMON_ALLOWED: [i64; 12] = [
     libc::SYS_ppoll,
     libc::SYS_clock_gettime,
     libc::SYS_munmap,
     libc::SYS_mremap,
     libc::SYS_brk,
-    libc::SYS_madvise,
     libc::SYS_futex,
     libc::SYS_getrusage,
     libc::SYS_sigaltstack,
@@ -121,25 +161,100 @@ pub const COMMON_ALLOWED: [i64; 13] = [
     libc::SYS_exit_group,
 ];
 
-/// The unix platform's filter for a process whose TAP devices are
-/// `tap_fds` and block devices' files `block_fds`: the [`common_rules`],
-/// block I/O on those files, `mprotect` (never to executable),
-/// entropy and what the C library may fall back to.
-pub fn filter(
-    tap_fds: &[RawFd],
-    block_fds: &[RawFd],
-    stats_fd: Option<RawFd>,
-) -> Result<BpfProgram, seccompiler::BackendError> {
-    let mut rules = common_rules(tap_fds)?;
-    allow_block_io(&mut rules, block_fds)?;
-    if let Some(fd) = stats_fd {
+/// The descriptors a confined unix-platform process uses.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnixFds<'a> {
+    /// Its TAP devices: read and written.
+    pub taps: &'a [RawFd],
+    /// Its disks' files: read, written and flushed.
+    pub disks: &'a [RawFd],
+    /// Files it only reads with `pread64`: its own executable (for the
+    /// symbols of a crash report) and `/proc/self/status` (`--stats`).
+    pub readable: &'a [RawFd],
+}
+
+/// The unix platform's rules for a running app with the descriptors
+/// `fds`: the [`common_rules`], disk I/O, `pread64` of its readable files,
+/// `mprotect` (never to executable), entropy and what the C library may
+/// fall back to.
+pub fn unix_rules(fds: &UnixFds<'_>) -> Result<Rules, seccompiler::BackendError> {
+    let mut rules = common_rules(fds.taps)?;
+    allow_block_io(&mut rules, fds.disks)?;
+    for &fd in fds.readable {
         allow_pread(&mut rules, fd)?;
     }
     rules.insert(libc::SYS_mprotect, vec![SeccompRule::new(vec![no_exec()?])?]);
     for call in [libc::SYS_gettimeofday, libc::SYS_getrandom, libc::SYS_restart_syscall] {
         rules.insert(call, vec![]);
     }
-    SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?.try_into()
+    Ok(rules)
+}
+
+/// The unix platform's filter for an app that confines itself once set up
+/// (run directly, for development): the [`unix_rules`]; anything else
+/// raises SIGSYS.
+pub fn filter(fds: &UnixFds<'_>) -> Result<BpfProgram, seccompiler::BackendError> {
+    SeccompFilter::new(
+        unix_rules(fds)?,
+        SeccompAction::Trap,
+        SeccompAction::Allow,
+        TargetArch::x86_64,
+    )?
+    .try_into()
+}
+
+/// Adds what an executable does before the app's first line, for a process
+/// confined before it starts (`atoll-spt`): the C library's start-up
+/// (thread pointer, TID address, robust futex list, restartable sequences,
+/// reading the stack limit) and the runtime's own (installing signal
+/// handlers, reading the launch record from `record_fd` and closing it).
+/// None of these reaches outside the process: `arch_prctl` may only set or
+/// read the thread pointer and `prlimit64` only read a limit, never raise one.
+pub fn allow_start_up(rules: &mut Rules, record_fd: RawFd) -> Result<(), seccompiler::BackendError> {
+    rules.insert(
+        libc::SYS_arch_prctl,
+        [ARCH_SET_FS, ARCH_GET_FS]
+            .into_iter()
+            .map(|code| SeccompRule::new(vec![eq(0, code)?]))
+            .collect::<Result<_, _>>()?,
+    );
+    rules.insert(libc::SYS_prlimit64, vec![SeccompRule::new(vec![eq(2, 0)?])?]);
+    rules
+        .entry(libc::SYS_read)
+        .or_default()
+        .push(SeccompRule::new(vec![eq(0, record_fd as u64)?])?);
+    rules.insert(libc::SYS_close, vec![SeccompRule::new(vec![eq(0, record_fd as u64)?])?]);
+    for call in [
+        libc::SYS_set_tid_address,
+        libc::SYS_set_robust_list,
+        libc::SYS_rseq,
+        libc::SYS_rt_sigaction,
+    ] {
+        rules.insert(call, vec![]);
+    }
+    Ok(())
+}
+
+/// `arch_prctl` codes (asm/prctl.h).
+const ARCH_SET_FS: u64 = 0x1002;
+const ARCH_GET_FS: u64 = 0x1003;
+
+/// A filter that makes `readlink` and `readlinkat` fail with `ENOENT` and
+/// allows everything else (other filters decide): glibc's static start-up
+/// reads `/proc/self/exe` and copes without it, and a confined process has
+/// no business resolving links.
+pub fn quiet_refusals() -> Result<BpfProgram, seccompiler::BackendError> {
+    let rules: Rules = [libc::SYS_readlink, libc::SYS_readlinkat]
+        .into_iter()
+        .map(|call| (call, vec![]))
+        .collect();
+    SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOENT as u32),
+        TargetArch::x86_64,
+    )?
+    .try_into()
 }
 
 /// Writes the line a violation prints (without allocating: it runs in
@@ -252,8 +367,17 @@ mod tests {
     }
 
     #[test]
-    fn the_filter_builds() {
-        assert!(filter(&[], &[], None).unwrap().len() > 20);
-        assert!(filter(&[5, 6], &[8], Some(7)).unwrap().len() > 20);
+    fn the_filters_build() {
+        assert!(filter(&UnixFds::default()).unwrap().len() > 20);
+        let fds = UnixFds {
+            taps: &[5, 6],
+            disks: &[8],
+            readable: &[7, 9],
+        };
+        assert!(filter(&fds).unwrap().len() > 20);
+        let mut rules = unix_rules(&fds).unwrap();
+        allow_start_up(&mut rules, 3).unwrap();
+        assert!(rules.contains_key(&libc::SYS_rseq));
+        assert!(quiet_refusals().unwrap().len() > 4);
     }
 }

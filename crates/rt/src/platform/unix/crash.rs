@@ -22,8 +22,10 @@ use crate::panic::FixedBuf;
 
 /// What the handler needs, fixed at start-up.
 pub(super) struct CrashInfo {
-    /// The executable, mapped read-only, for its symbol table.
-    pub image: &'static [u8],
+    /// The executable, open for reading, for its symbol table.
+    pub image: std::fs::File,
+    /// Its size in bytes.
+    pub image_size: u64,
     /// Where it was loaded relative to the addresses it names (PIE).
     pub load_bias: u64,
     /// An address above every frame of the program (the entry's `argv`).
@@ -122,9 +124,11 @@ extern "C" fn on_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, context
     };
     let mut pcs = [0u64; MAX_FRAMES];
     let frames = backtrace(rip, rsp, rbp, crash.stack_top, &mut pcs);
-    let symbols = Symbols::with_bias(crash.image, crash.load_bias);
     let mut report = FixedBuf::<4096>::new();
-    let _ = report_text(&mut report, &fault, &pcs[..frames], &symbols);
+    with_image(crash, |image| {
+        let symbols = Symbols::with_bias(image, crash.load_bias);
+        let _ = report_text(&mut report, &fault, &pcs[..frames], &symbols);
+    });
     let bytes = report.as_str().as_bytes();
     // SAFETY: write and _exit are async-signal-safe; `bytes` is a live
     // buffer on the signal stack.
@@ -132,6 +136,51 @@ extern "C" fn on_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, context
         libc::write(2, bytes.as_ptr().cast(), bytes.len());
         libc::_exit(GUEST_FAILED);
     }
+}
+
+/// Calls `f` with the executable's bytes, read into anonymous memory (or
+/// with nothing, if that fails: the report then names no functions).
+fn with_image(crash: &CrashInfo, f: impl FnOnce(&[u8])) {
+    use std::os::fd::AsRawFd;
+    let len = usize::try_from(crash.image_size).unwrap_or(0);
+    if len == 0 {
+        return f(&[]);
+    }
+    // SAFETY: an anonymous private mapping (the sandbox allows it); the
+    // result is checked. It is never unmapped: the process is ending.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return f(&[]);
+    }
+    let mut filled = 0;
+    while filled < len {
+        // SAFETY: `base + filled .. base + len` lies in the mapping just
+        // made, writable; pread writes at most `len - filled` bytes there.
+        let got = unsafe {
+            libc::pread(
+                crash.image.as_raw_fd(),
+                base.cast::<u8>().add(filled).cast(),
+                len - filled,
+                filled as libc::off_t,
+            )
+        };
+        match usize::try_from(got) {
+            Ok(n) if n > 0 => filled += n,
+            _ => break,
+        }
+    }
+    // SAFETY: the first `filled` bytes of the mapping were just written, and
+    // nothing else refers to the mapping.
+    f(unsafe { core::slice::from_raw_parts(base.cast::<u8>(), filled) })
 }
 
 fn report_text(

@@ -1,25 +1,42 @@
 //! `main`: where the process starts (glibc's start-up code calls it), and
-//! the hand-over to the app.
+//! the hand-over to the app. There are two ways in.
 //!
-//! It does what atoll-hvt does before it runs a guest, with the same code
-//! and the same messages: parse the command line (`atoll_host::args`), read
-//! the app's own manifest from `/proc/self/exe` (`atoll_host::elf`), check
-//! and open the devices (`atoll_host::devices`), fill in the boot info,
-//! install the stop-signal handlers (`signals`), then confine the process
-//! (`sandbox`) and run `__atoll_main`. Anything
-//! wrong before the app starts is one line on stderr and status 255.
+//! **Launched by `atoll-spt`** (the production path; argv is exactly
+//! `atoll_abi::launch::ARG`): the tender has opened the devices, confined
+//! the process and written the boot info into the launch record on
+//! descriptor 3. The runtime reads it, adopts the descriptors, installs its
+//! handlers and runs the app; it opens nothing and installs no filter (it
+//! may not).
+//!
+//! **Run directly** (development): it does what atoll-hvt does before it
+//! runs a guest, with the same code and the same messages: parse the
+//! command line (`atoll_host::args`), bound its memory (`--mem`), read the
+//! app's own manifest from `/proc/self/exe` (`atoll_host::elf`), check and
+//! open the devices (`atoll_host::devices`), fill in the boot info, install
+//! the stop-signal handlers (`signals`), then confine itself (`sandbox`).
+//! Code that ran before `main` (constructors of any dependency) was not
+//! confined: that is what `atoll-spt` is for.
+//!
+//! Then `__atoll_main`. Anything wrong before the app starts is one line on
+//! stderr and status 255.
 
 use core::ffi::{c_char, c_int, CStr};
 use core::sync::atomic::Ordering;
 use std::string::{String, ToString};
 use std::vec::Vec;
 
-use atoll_abi::boot::{BootInfo, MAX_DEVICES};
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+
+use atoll_abi::boot::{device_name, BootInfo, DeviceKind, MAX_DEVICES};
 use atoll_abi::exit::TENDER_ERROR;
+use atoll_abi::launch::{self, Record};
 use atoll_abi::{GuestAddr, ABI_VERSION};
 use atoll_host::args::{Parsed, UnixCli};
+use atoll_host::block::BlockDevice;
+use atoll_host::net::{NetDevice, NetDevices};
 use atoll_host::peak_rss::PeakRss;
-use zerocopy::FromZeros;
+use zerocopy::{FromBytes, FromZeros};
 
 use super::{crash, sandbox, signals, Boot, BLOCK, BOOT, BOOT_NS, NET};
 
@@ -45,7 +62,12 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     };
     let program = program.rsplit('/').next().unwrap_or("unikernel").to_string();
     let stack_top = argv as u64;
-    match set_up(&program, args, stack_top) {
+    let set_up = if args.len() == 1 && args[0] == launch::ARG {
+        set_up_launched(stack_top)
+    } else {
+        set_up(&program, args, stack_top)
+    };
+    match set_up {
         Ok(()) => {}
         Err(Stop::Info(text)) => {
             super::console_write(text.as_bytes());
@@ -92,9 +114,13 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         Ok(Parsed::Info(text)) => return Err(Stop::Info(text)),
         Err(usage) => return Err(Stop::Error(usage)),
     };
-    let image = map_own_executable().map_err(|e| Stop::Error(std::format!("cannot read /proc/self/exe: {e}")))?;
-    let manifest =
-        atoll_host::elf::read_manifest(image).map_err(|e| Stop::Error(std::format!("/proc/self/exe: {e}")))?;
+    let mem_size = match args.cli.mem_mib {
+        Some(mib) => limit_memory(mib << 20).map_err(Stop::Error)?,
+        None => 0,
+    };
+    let (image, image_size) =
+        open_own_executable().map_err(|e| Stop::Error(std::format!("cannot read /proc/self/exe: {e}")))?;
+    let manifest = read_own_manifest(&image, image_size)?;
     let attached =
         atoll_host::devices::attach(&manifest, &args.devices, &args.macs).map_err(|e| Stop::Error(e.to_string()))?;
     let common = args.cli.common;
@@ -104,89 +130,249 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         cmdline.extend_from_slice(arg.as_bytes());
         cmdline.push(0);
     }
-    let stack_kib = stack_limit_kib();
     let mut info = BootInfo::new_zeroed();
     info.abi_version = ABI_VERSION;
+    info.mem_size = mem_size;
     info.device_count = attached.infos.len() as u32;
     info.devices[..attached.infos.len().min(MAX_DEVICES)].copy_from_slice(&attached.infos);
-    info.stack_top = GuestAddr(stack_top);
-    info.stack_size = stack_kib * 1024;
-    info.cmdline = GuestAddr(cmdline.as_ptr() as u64);
-    info.cmdline_len = cmdline.len() as u64;
     info.argc = common.args.len() as u64;
     let tap_fds = attached.net.fds();
     let block_fds = attached.block_fds();
-    *NET.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = attached.net;
-    *BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = attached.block;
     let peak_rss = common.stats.then(PeakRss::open).flatten();
-    let stats_fd = peak_rss.as_ref().map(PeakRss::fd);
-    let _ = BOOT.set(Boot {
+    let mut readable = std::vec![image.as_raw_fd()];
+    readable.extend(peak_rss.as_ref().map(PeakRss::fd));
+    let boot = Boot {
         info,
         cmdline,
         stats: common.stats,
         peak_rss,
         raw_console: common.raw_console,
-    });
+    };
+    start(boot, attached.net, attached.block, stack_top)?;
+    if !common.no_sandbox {
+        install_crash_handlers(image, image_size, stack_top)?;
+        let fds = atoll_host::sandbox::UnixFds {
+            taps: &tap_fds,
+            disks: &block_fds,
+            readable: &readable,
+        };
+        sandbox::confine(&fds).map_err(Stop::Error)?;
+    }
+    Ok(())
+}
 
+/// Set-up under `atoll-spt`: everything comes from the launch record.
+fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
+    let bytes = read_launch_record()?;
+    let (record, cmdline) = Record::read_from_prefix(&bytes)
+        .map_err(|_| Stop::Error("the launch record from atoll-spt is truncated".into()))?;
+    if record.magic != launch::MAGIC || record.abi_version != ABI_VERSION {
+        return Err(Stop::Error(std::format!(
+            "the launch record is not from an atoll-spt of ABI version {ABI_VERSION} (this executable's); use the \
+             atoll-spt built with it"
+        )));
+    }
+    let count = record.boot.device_count as usize;
+    if count > MAX_DEVICES || record.boot.cmdline_len != cmdline.len() as u64 {
+        return Err(Stop::Error("the launch record from atoll-spt is malformed".into()));
+    }
+    let mut net = NetDevices::default();
+    let mut block = Vec::new();
+    for (index, (device, &fd)) in record.boot.devices[..count].iter().zip(&record.device_fds).enumerate() {
+        let name = device_name(&device.name).unwrap_or("?");
+        let file =
+            adopt(fd).ok_or_else(|| Stop::Error(std::format!("atoll-spt gave device '{name}' no descriptor")))?;
+        match DeviceKind::from_u32(device.kind) {
+            Some(DeviceKind::Net) => {
+                let mac = <[u8; 6]>::try_from(&device.mac[..6]).unwrap_or_default();
+                net.devices
+                    .push(NetDevice::inherited(index, name, file, mac, device.mtu));
+            }
+            Some(DeviceKind::Block) => {
+                block.push(BlockDevice::inherited(index, name, file, device.capacity_sectors));
+            }
+            None => {
+                return Err(Stop::Error(std::format!(
+                    "device '{name}' has unknown kind {}",
+                    device.kind
+                )))
+            }
+        }
+    }
+    let stats = record.flags & launch::FLAG_STATS != 0;
+    let boot = Boot {
+        info: record.boot,
+        cmdline: cmdline.to_vec(),
+        stats,
+        peak_rss: if stats {
+            adopt(record.status_fd).map(PeakRss::from_file)
+        } else {
+            None
+        },
+        // atoll-spt relays the console and escapes it.
+        raw_console: true,
+    };
+    start(boot, net, block, stack_top)?;
+    if record.flags & launch::FLAG_CONFINED != 0 {
+        if let Some(image) = adopt(record.image_fd) {
+            install_crash_handlers(image, record.image_size, stack_top)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes descriptor `fd` that atoll-spt handed over, if it is one.
+fn adopt(fd: RawFd) -> Option<File> {
+    // 0, 1 and 2 are the console; atoll-spt puts what it hands over above.
+    (fd > launch::RECORD_FD).then(|| {
+        // SAFETY: atoll-spt opened `fd` for this process and handed it over
+        // in the record, where each descriptor appears once; nothing else in
+        // the process uses it, so the File may own (and one day close) it.
+        unsafe { File::from_raw_fd(fd) }
+    })
+}
+
+/// The launch record: all of descriptor 3, up to end of file.
+fn read_launch_record() -> Result<Vec<u8>, Stop> {
+    let max = size_of::<Record>() + launch::CMDLINE_MAX as usize;
+    let mut bytes = std::vec![0u8; max + 1];
+    let mut len = 0;
+    loop {
+        let rest = &mut bytes[len..];
+        // SAFETY: `rest` is a live, exclusively borrowed buffer of
+        // `rest.len()` bytes; read writes at most that many.
+        let got = unsafe { libc::read(launch::RECORD_FD, rest.as_mut_ptr().cast(), rest.len()) };
+        match got {
+            0 => break,
+            n if n > 0 => len += n as usize,
+            _ if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted => {}
+            _ => {
+                return Err(Stop::Error(std::format!(
+                    "{} is for atoll-spt to give; cannot read the launch record: {}",
+                    launch::ARG,
+                    std::io::Error::last_os_error()
+                )))
+            }
+        }
+        if len > max {
+            return Err(Stop::Error("the launch record from atoll-spt is too long".into()));
+        }
+    }
+    // SAFETY: close takes a descriptor number; the record's pipe is ours and
+    // used by nothing else.
+    unsafe { libc::close(launch::RECORD_FD) };
+    bytes.truncate(len);
+    Ok(bytes)
+}
+
+/// What both ways in share once the devices are open: the boot info with
+/// this process's command line and stack, the devices, the stop-signal
+/// handlers and the panic hook.
+fn start(mut boot: Boot, net: NetDevices, block: Vec<BlockDevice>, stack_top: u64) -> Result<(), Stop> {
+    boot.info.abi_version = ABI_VERSION;
+    boot.info.cmdline = GuestAddr(boot.cmdline.as_ptr() as u64);
+    boot.info.cmdline_len = boot.cmdline.len() as u64;
+    boot.info.stack_top = GuestAddr(stack_top);
+    boot.info.stack_size = stack_limit_kib() * 1024;
+    *NET.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = net;
+    *BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = block;
+    let _ = BOOT.set(boot);
     signals::install().map_err(Stop::Error)?;
     std::panic::set_hook(std::boxed::Box::new(|panic| {
         let location = panic.location().map(|l| (l.file(), l.line(), l.column()));
         crate::panic::report_and_abort(location, panic.payload_as_str().unwrap_or("Box<dyn Any>"))
     }));
-    if !common.no_sandbox {
-        crash::install(crash::CrashInfo {
-            image,
-            load_bias: load_bias(image),
-            stack_top,
-            stack_kib,
-        })
-        .map_err(Stop::Error)?;
-        sandbox::confine(&tap_fds, &block_fds, stats_fd).map_err(Stop::Error)?;
-    }
     Ok(())
 }
 
-/// The process's own executable, mapped read-only for good: its notes are
-/// read now, its symbol table only if it crashes (mapping costs no reads).
-fn map_own_executable() -> std::io::Result<&'static [u8]> {
-    use std::os::fd::AsRawFd;
-    let file = std::fs::File::open("/proc/self/exe")?;
-    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+/// Installs the crash handlers, which name functions from `image` (this
+/// executable, `image_size` bytes).
+fn install_crash_handlers(image: File, image_size: u64, stack_top: u64) -> Result<(), Stop> {
+    let load_bias = load_bias(&image);
+    crash::install(crash::CrashInfo {
+        image,
+        image_size,
+        load_bias,
+        stack_top,
+        stack_kib: stack_limit_kib(),
+    })
+    .map_err(Stop::Error)
+}
+
+/// Bounds the process's address space to `bytes` (`RLIMIT_AS`), as a
+/// guest's memory is bounded by its VM; returns the limit.
+fn limit_memory(bytes: u64) -> Result<u64, String> {
+    let limit = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: setrlimit reads one rlimit; the result is checked.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        return Err(std::format!(
+            "cannot limit memory to {} MiB: {}",
+            bytes >> 20,
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The process's own executable, held open for the crash handler's
+/// symbol names, and its size.
+fn open_own_executable() -> std::io::Result<(File, u64)> {
+    let file = File::open("/proc/self/exe")?;
+    let size = file.metadata()?.len();
+    Ok((file, size))
+}
+
+/// The app's device manifest, from the notes of its own executable, mapped
+/// (which reads only the pages the notes are on) and unmapped again.
+fn read_own_manifest(image: &File, size: u64) -> Result<Vec<atoll_host::elf::ManifestDevice>, Stop> {
+    let error = |why: std::string::String| Stop::Error(std::format!("/proc/self/exe: {why}"));
+    let len = usize::try_from(size).map_err(|e| error(e.to_string()))?;
     if len == 0 {
-        return Ok(&[]);
+        return atoll_host::elf::read_manifest(&[]).map_err(|e| error(e.to_string()));
     }
     // SAFETY: a private read-only mapping of a file we opened; the result
-    // is checked. The mapping outlives the file descriptor.
+    // is checked.
     let base = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             len,
             libc::PROT_READ,
             libc::MAP_PRIVATE,
-            file.as_raw_fd(),
+            image.as_raw_fd(),
             0,
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
+        return Err(error(std::io::Error::last_os_error().to_string()));
     }
-    // SAFETY: `base..base+len` is the mapping just made, readable, and
-    // never unmapped, so valid for 'static. The file is the running
-    // executable, which Linux refuses to let anyone write (ETXTBSY), so the
-    // bytes do not change under us.
-    Ok(unsafe { core::slice::from_raw_parts(base.cast::<u8>(), len) })
+    let manifest = {
+        // SAFETY: `base..base+len` is the mapping just made, readable, and
+        // unmapped only after this borrow ends. The file is the running
+        // executable, which Linux refuses to let anyone write (ETXTBSY), so
+        // the bytes do not change under us.
+        let bytes = unsafe { core::slice::from_raw_parts(base.cast::<u8>(), len) };
+        atoll_host::elf::read_manifest(bytes)
+    };
+    // SAFETY: unmaps exactly the mapping made above, which nothing borrows
+    // any more.
+    unsafe { libc::munmap(base, len) };
+    manifest.map_err(|e| error(e.to_string()))
 }
 
 /// How far the executable was loaded above the addresses it names: the
-/// entry point the kernel jumped to, less the one in the ELF header.
-fn load_bias(image: &[u8]) -> u64 {
-    let named_entry = image
-        .get(24..32)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_le_bytes);
+/// entry point the kernel jumped to, less the one in its ELF header.
+fn load_bias(image: &File) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut named_entry = [0u8; 8];
+    if image.read_exact_at(&mut named_entry, 24).is_err() {
+        return 0;
+    }
     // SAFETY: getauxval only reads the auxiliary vector.
     let entry = unsafe { libc::getauxval(libc::AT_ENTRY) };
-    entry.wrapping_sub(named_entry)
+    entry.wrapping_sub(u64::from_le_bytes(named_entry))
 }
 
 /// The main stack's size limit in KiB (RLIMIT_STACK), 0 if unlimited.

@@ -1,5 +1,6 @@
-//! Confining the process with seccomp once it is set up, and reporting a
-//! violation.
+//! Confining the process with seccomp once it is set up (when it is run
+//! directly; under `atoll-spt` it was confined before it started), and
+//! reporting a violation.
 //!
 //! From the first line of the app on, the process may only do what the
 //! platform contract needs (the policy is `atoll_host::sandbox::filter`). A
@@ -12,20 +13,14 @@
 //! `write`s (it must be async-signal-safe), and exits 254. `--no-sandbox`
 //! turns all this off, for gdb, perf or valgrind.
 
-use std::os::fd::RawFd;
-
 use atoll_abi::exit::GUEST_FAILED;
-use atoll_host::sandbox::write_violation;
+use atoll_host::sandbox::{write_violation, UnixFds};
 
 use crate::panic::FixedBuf;
 
 /// Installs the SIGSYS handler, then the filter, on this single-threaded
 /// process.
-pub(super) fn confine(
-    tap_fds: &[RawFd],
-    block_fds: &[RawFd],
-    stats_fd: Option<RawFd>,
-) -> Result<(), std::string::String> {
+pub(super) fn confine(fds: &UnixFds<'_>) -> Result<(), std::string::String> {
     // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
     // handler only formats into a stack buffer, `write`s and `_exit`s, all
     // async-signal-safe. The result is checked.
@@ -41,7 +36,7 @@ pub(super) fn confine(
             std::io::Error::last_os_error()
         ));
     }
-    atoll_host::sandbox::apply(tap_fds, block_fds, stats_fd)
+    atoll_host::sandbox::apply(fds)
 }
 
 /// The `siginfo_t` of a SIGSYS: Linux's `_sigsys` member of the union.

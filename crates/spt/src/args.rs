@@ -1,0 +1,75 @@
+//! The command line: `atoll-spt [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]... EXECUTABLE [-- ARGS...]`.
+//!
+//! The same as atoll-hvt's (`atoll_host::args`), with the executable in
+//! place of the kernel: `--mem` bounds the process's address space as
+//! atoll-hvt's bounds the VM's memory.
+
+use std::path::PathBuf;
+
+pub use atoll_host::args::{Common, DeviceFlag, Parsed};
+use clap::Parser;
+
+/// Run a unix-platform Atoll unikernel, confined before its first instruction.
+#[derive(Debug, Parser)]
+#[command(
+    name = "atoll-spt",
+    version,
+    about = "Run a unix-platform Atoll unikernel (`atoll build --release --target unix`) as a process confined \
+             before its first instruction: seccomp, Landlock, no environment, no descriptors but its devices, \
+             its memory bounded.",
+    after_help = atoll_host::args::AFTER_HELP
+)]
+pub struct Cli {
+    /// Memory in MiB: the process's address space is bounded to this.
+    #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
+          value_parser = clap::value_parser!(u64).range(4..=65536))]
+    pub mem_mib: u64,
+    /// The unikernel: a static executable built by `atoll build --release --target unix`.
+    pub executable: PathBuf,
+    /// `--stats`, `--no-sandbox`, `--raw-console` and the boot arguments after `--`.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The parsed command line.
+pub type Args = atoll_host::args::Args<Cli>;
+
+/// Parses `argv` (without the program name). Errors are one line.
+pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
+    atoll_host::args::parse("atoll-spt", argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Args, String> {
+        match parse(args.iter().map(|s| s.to_string()).collect())? {
+            Parsed::Run(args) => Ok(*args),
+            Parsed::Info(_) => Err("info".into()),
+        }
+    }
+
+    #[test]
+    fn executable_memory_devices_and_arguments() {
+        let args = run(&["--mem=64", "--block:data=d.img", "app", "--", "a", "b"]).unwrap();
+        assert_eq!(args.cli.mem_mib, 64);
+        assert_eq!(args.cli.executable, PathBuf::from("app"));
+        assert_eq!(args.cli.common.args, ["a", "b"]);
+        assert_eq!(args.devices.len(), 1);
+        assert_eq!(run(&["app"]).unwrap().cli.mem_mib, 32);
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        for bad in [
+            &[][..],
+            &["--mem=2", "app"],
+            &["--frobnicate", "app"],
+            &["app", "extra"],
+        ] {
+            let err = run(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+    }
+}

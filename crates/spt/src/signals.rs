@@ -1,0 +1,68 @@
+//! Stop signals: SIGINT, SIGTERM and SIGHUP are recorded, passed on to the
+//! unikernel, which stops as it would run directly (`stopped by SIGTERM`,
+//! its statistics, status 128 + N), and the tender then exits with its
+//! status. A unikernel that does not stop within [`STOP_GRACE`] is killed.
+
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::Duration;
+
+/// How long a unikernel may take to stop once asked.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// The signals that stop the unikernel.
+pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// The last stop signal received, 0 before one is; taken by [`take`].
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn record(signal: libc::c_int) {
+    PENDING.store(signal, Ordering::Relaxed);
+}
+
+/// Installs the handlers, without SA_RESTART, so a signal ends a blocked
+/// `ppoll` or write.
+pub fn install() -> std::io::Result<()> {
+    for signal in STOP_SIGNALS {
+        // SAFETY: an all-zero sigaction is valid (no flags, empty mask); the
+        // handler only does an atomic store, which is async-signal-safe. We
+        // check sigaction's return value.
+        let rc = unsafe {
+            let mut action: libc::sigaction = core::mem::zeroed();
+            action.sa_sigaction = record as *const () as libc::sighandler_t;
+            libc::sigaction(signal, &action, core::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A stop signal received since the last call, if any.
+pub fn take() -> Option<i32> {
+    match PENDING.swap(0, Ordering::Relaxed) {
+        0 => None,
+        signal => Some(signal),
+    }
+}
+
+/// Whether a stop signal is waiting to be taken (for output that must not
+/// hold up a stop).
+pub fn pending() -> bool {
+    PENDING.load(Ordering::Relaxed) != 0
+}
+
+/// The signal's name, for messages.
+pub fn name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".into(),
+        libc::SIGTERM => "SIGTERM".into(),
+        libc::SIGHUP => "SIGHUP".into(),
+        libc::SIGKILL => "SIGKILL".into(),
+        libc::SIGSEGV => "SIGSEGV".into(),
+        libc::SIGABRT => "SIGABRT".into(),
+        libc::SIGSYS => "SIGSYS".into(),
+        libc::SIGXCPU => "SIGXCPU".into(),
+        other => format!("signal {other}"),
+    }
+}

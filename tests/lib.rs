@@ -75,9 +75,11 @@ impl Platform {
     }
 
     /// The command that runs `kernel` (built for this platform) with
-    /// tender options `options` and boot arguments `args`: `atoll-hvt
-    /// OPTIONS KERNEL -- ARGS` or `KERNEL OPTIONS -- ARGS`, as `program`
-    /// (or `ip netns exec NS program`, see [`net::Namespace::command`]).
+    /// tender options `options` and boot arguments `args`, the documented
+    /// way: `atoll-hvt OPTIONS KERNEL -- ARGS` or `atoll-spt OPTIONS
+    /// EXECUTABLE -- ARGS`, as `program` (or `ip netns exec NS program`,
+    /// see [`net::Namespace::command`]). [`unix_direct`] runs a unix
+    /// executable by itself, as for development.
     pub fn command<S: AsRef<OsStr>>(
         self,
         wrap: impl FnOnce(&Path) -> Command,
@@ -93,8 +95,8 @@ impl Platform {
                 command
             }
             Platform::Unix => {
-                let mut command = wrap(kernel);
-                command.args(options);
+                let mut command = wrap(spt_bin());
+                command.args(options).arg(kernel);
                 command
             }
         };
@@ -135,17 +137,24 @@ macro_rules! both_platforms {
     };
 }
 
-/// The release `atoll` and `atoll-hvt`, built once per test process.
+/// The release `atoll`, `atoll-hvt` and `atoll-spt`, built once per test
+/// process.
 struct Tools {
     atoll: PathBuf,
     hvt: PathBuf,
+    spt: PathBuf,
 }
 
 fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
-        // `build-tender` is the alias in .cargo/config.toml: the static tender.
-        for args in [&["build", "--release", "-p", "atoll-cli"][..], &["build-tender"]] {
+        // `build-tender` and `build-spt` are the aliases in
+        // .cargo/config.toml: the static tenders.
+        for args in [
+            &["build", "--release", "-p", "atoll-cli"][..],
+            &["build-tender"],
+            &["build-spt"],
+        ] {
             let output = Command::new(env!("CARGO"))
                 .current_dir(repo_root())
                 .args(args)
@@ -162,6 +171,7 @@ fn tools() -> &'static Tools {
         Tools {
             atoll: release.join("atoll"),
             hvt: release.join("atoll-hvt"),
+            spt: release.join("atoll-spt"),
         }
     })
 }
@@ -174,6 +184,19 @@ pub fn atoll_bin() -> &'static Path {
 /// The release `atoll-hvt` tender.
 pub fn hvt_bin() -> &'static Path {
     &tools().hvt
+}
+
+/// The release `atoll-spt`, the unix platform's tender.
+pub fn spt_bin() -> &'static Path {
+    &tools().spt
+}
+
+/// Runs the unix executable `kernel` by itself (not under `atoll-spt`), as
+/// a developer does: `KERNEL OPTIONS -- ARGS`.
+pub fn unix_direct<S: AsRef<OsStr>>(kernel: &Path, options: &[S], args: &[S]) -> Outcome {
+    let mut command = Command::new(kernel);
+    command.args(options).arg("--").args(args);
+    run(command)
 }
 
 /// Builds the app at `dir` (relative to the repository root, e.g.

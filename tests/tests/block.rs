@@ -79,7 +79,11 @@ both_platforms!(a_full_host_disk_is_an_error_the_app_sees, |platform| {
             atoll_tests::hvt_bin().display(),
             kernel.display()
         ),
-        Platform::Unix => format!("{} --block:data={mount}/disk.img", kernel.display()),
+        Platform::Unix => format!(
+            "{} --block:data={mount}/disk.img {}",
+            atoll_tests::spt_bin().display(),
+            kernel.display()
+        ),
     };
     let script =
         format!("mount -t tmpfs -o size=2m none {mount} && truncate -s 16M {mount}/disk.img && exec {program} -- fill");

@@ -9,7 +9,8 @@
 //!   path is printed on the last line of standard output, so scripts can
 //!   take it with `tail -n1`.
 //! * `atoll run [DIR] [-- ARGS...]` builds, then replaces itself with the
-//!   `atoll-hvt` tender (or, for `unix`, with the executable itself), so
+//!   `atoll-hvt` tender (or, for `unix`, with `atoll-spt`, or for a debug
+//!   build with the executable itself), so
 //!   the unikernel's exit status is `atoll`'s. When the app declares a
 //!   network device the command line does not attach, `run` instead sets
 //!   the network up itself (a namespace with a TAP device, see [`network`]),
@@ -61,6 +62,11 @@ Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
 and --block:NAME=FILE (a disk image), given before `--`; they go to the
 tender (or, with --target unix, the executable) as they are.
 
+With --target unix, a --release build runs under atoll-spt, which confines it
+before its first instruction (the way to run it in production); a debug build
+is dynamically linked for valgrind and gdb and runs by itself, confining
+itself once set up (for development).
+
 A network device left unattached is set up by `atoll run` itself (as root):
 a network namespace atoll-PID holding TAP device atoll0 (host 10.77.0.1/24,
 guest 10.77.0.2), with the guest's port published on 127.0.0.1 (--publish).")]
@@ -86,7 +92,8 @@ pub struct BuildArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Guest memory in MiB (the tender's default if absent; hvt only).
+    /// Guest memory in MiB (the tender's default if absent; on unix, the
+    /// bound on the process's address space).
     #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..))]
     pub mem: Option<u32>,
     /// Print the tender's statistics line to standard error at exit.

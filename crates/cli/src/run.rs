@@ -3,8 +3,11 @@
 //! network of its own ([`crate::network`]).
 //!
 //! On `hvt` that is the tender, `atoll-hvt [OPTIONS] KERNEL -- ARGS`; on
-//! `unix` the executable itself, `APP [OPTIONS] -- ARGS`, with the same
-//! options (the unix platform parses the tender's command line).
+//! `unix` with `--release` the unix platform's tender, `atoll-spt
+//! [OPTIONS] EXECUTABLE -- ARGS`, which confines it before it starts; a
+//! debug unix build (dynamically linked, for valgrind and gdb) runs by
+//! itself, `APP [OPTIONS] -- ARGS`, with the same options (it parses the
+//! tender's command line).
 
 use std::ffi::OsString;
 use std::io;
@@ -19,6 +22,8 @@ use crate::{CliError, Platform, RunArgs};
 
 /// The `hvt` tender's executable name.
 const HVT_TENDER: &str = "atoll-hvt";
+/// The `unix` tender's executable name.
+const SPT_TENDER: &str = "atoll-spt";
 
 /// How to start a built unikernel: `program`, then any device flags
 /// `atoll run` adds, then `options`, then `--` and the boot arguments.
@@ -64,13 +69,14 @@ impl Launch {
 /// when it could not run) is ours. With an automatic network the unikernel
 /// runs as a child instead and its exit status is returned.
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
-    if let (Platform::Unix, Some(_)) = (args.build.target, args.mem) {
-        return Err("--mem is for --target hvt only: on unix the unikernel's memory is the process's".into());
-    }
     let kernel = crate::build::build(&args.build)?;
-    let tender = match args.build.target {
-        Platform::Hvt => Some(find_hvt_tender()?),
-        Platform::Unix => None,
+    let tender = match (args.build.target, args.build.release) {
+        (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender")?),
+        // The production path: confined before its first instruction.
+        (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt")?),
+        // A debug build is dynamically linked (for valgrind), which
+        // atoll-spt cannot confine: it runs by itself, for development.
+        (Platform::Unix, false) => None,
     };
     let launch = Launch::new(args, &kernel, tender);
     let unattached = unattached_net_devices(&kernel, &args.devices);
@@ -131,17 +137,18 @@ pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     out
 }
 
-/// `atoll-hvt` next to this executable (where `cargo build` and an install
-/// put it), else built from the repository `atoll` came from.
-fn find_hvt_tender() -> Result<PathBuf, CliError> {
+/// The tender `name` next to this executable (where `cargo build` and an
+/// install put it), else built from the repository `atoll` came from with
+/// the cargo alias `alias` (.cargo/config.toml: a static release build).
+fn find_tender(name: &str, alias: &str) -> Result<PathBuf, CliError> {
     if let Ok(me) = std::env::current_exe() {
-        let beside = me.with_file_name(HVT_TENDER);
+        let beside = me.with_file_name(name);
         if beside.is_file() {
             return Ok(beside);
         }
     }
     let repo = crate::repo_root();
-    eprintln!("atoll: building {HVT_TENDER} (it is not next to atoll)");
+    eprintln!("atoll: building {name} (it is not next to atoll)");
     // cargo prints nothing useful on stdout here, and stdout belongs to the
     // guest: send it to stderr.
     let stderr = io::stderr()
@@ -150,19 +157,17 @@ fn find_hvt_tender() -> Result<PathBuf, CliError> {
         .map_err(|e| format!("cannot duplicate stderr: {e}"))?;
     let status = Command::new("cargo")
         .current_dir(&repo)
-        // The repository's alias for the static release tender
-        // (.cargo/config.toml).
-        .arg("build-tender")
+        .arg(alias)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stderr))
         .status()
-        .map_err(|e| format!("cannot run cargo to build {HVT_TENDER}: {e}"))?;
+        .map_err(|e| format!("cannot run cargo to build {name}: {e}"))?;
     if !status.success() {
-        return Err(format!("building {HVT_TENDER} failed; cargo's errors are above").into());
+        return Err(format!("building {name} failed; cargo's errors are above").into());
     }
-    let built = repo.join("target/release").join(HVT_TENDER);
+    let built = repo.join("target/release").join(name);
     if !built.is_file() {
-        return Err(format!("cargo built {HVT_TENDER} but {} is missing", built.display()).into());
+        return Err(format!("cargo built {name} but {} is missing", built.display()).into());
     }
     Ok(built)
 }
@@ -227,11 +232,13 @@ mod tests {
     }
 
     #[test]
-    fn mem_is_refused_on_unix_before_building() {
-        let args = run_args(&["atoll", "run", "--target", "unix", "--mem=64", "/no/such/app"]);
+    fn a_release_unix_executable_runs_under_atoll_spt() {
+        let args = run_args(&["atoll", "run", "--target=unix", "--release", "--mem=64", "--", "a"]);
+        let launch = Launch::new(&args, Path::new("/k/app"), Some(PathBuf::from("/bin/atoll-spt")));
+        assert_eq!(launch.program, Path::new("/bin/atoll-spt"));
         assert_eq!(
-            run(&args).unwrap_err().0,
-            "--mem is for --target hvt only: on unix the unikernel's memory is the process's"
+            launch.args(&args.args),
+            ["--mem=64", "/k/app", "--", "a"].map(OsString::from)
         );
     }
 }

@@ -23,7 +23,7 @@ use seccompiler::{
 
 /// Builds the unix platform's filter and installs it on this
 /// (single-threaded) process. The caller installs the SIGSYS handler first.
-pub fn apply(fds: &UnixFds<'_>) -> Result<(), String> {
+pub fn apply(fds: &UnixProcess<'_>) -> Result<(), String> {
     let program = filter(fds).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -161,9 +161,13 @@ pub const COMMON_ALLOWED: [i64; 12] = [
     libc::SYS_exit_group,
 ];
 
-/// The descriptors a confined unix-platform process uses.
+/// What the unix platform's rules need to know of the process they
+/// confine: its id and the descriptors it uses.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct UnixFds<'a> {
+pub struct UnixProcess<'a> {
+    /// Its process id (also its one thread's id), or [`SELF_PLACEHOLDER`]
+    /// in a filter prepared before the process exists.
+    pub pid: u64,
     /// Its TAP devices: read and written.
     pub taps: &'a [RawFd],
     /// Its disks' files: read, written and flushed.
@@ -175,10 +179,21 @@ pub struct UnixFds<'a> {
 
 /// The unix platform's rules for a running app with the descriptors
 /// `fds`: the [`common_rules`], disk I/O, `pread64` of its readable files,
-/// `mprotect` (never to executable), entropy and what the C library may
-/// fall back to.
-pub fn unix_rules(fds: &UnixFds<'_>) -> Result<Rules, seccompiler::BackendError> {
+/// `mprotect` (never to executable), entropy, what the C library may fall
+/// back to, and `abort` (SIGABRT to its own one thread).
+pub fn unix_rules(fds: &UnixProcess<'_>) -> Result<Rules, seccompiler::BackendError> {
     let mut rules = common_rules(fds.taps)?;
+    // abort(3), as std's out-of-memory path calls it: SIGABRT to itself.
+    rules.insert(libc::SYS_gettid, vec![]);
+    rules.insert(libc::SYS_getpid, vec![]);
+    rules.insert(
+        libc::SYS_tgkill,
+        vec![SeccompRule::new(vec![
+            eq(0, fds.pid)?,
+            eq(1, fds.pid)?,
+            eq(2, libc::SIGABRT as u64)?,
+        ])?],
+    );
     allow_block_io(&mut rules, fds.disks)?;
     for &fd in fds.readable {
         allow_pread(&mut rules, fd)?;
@@ -193,7 +208,7 @@ pub fn unix_rules(fds: &UnixFds<'_>) -> Result<Rules, seccompiler::BackendError>
 /// The unix platform's filter for an app that confines itself once set up
 /// (run directly, for development): the [`unix_rules`]; anything else
 /// raises SIGSYS.
-pub fn filter(fds: &UnixFds<'_>) -> Result<BpfProgram, seccompiler::BackendError> {
+pub fn filter(fds: &UnixProcess<'_>) -> Result<BpfProgram, seccompiler::BackendError> {
     SeccompFilter::new(
         unix_rules(fds)?,
         SeccompAction::Trap,
@@ -233,6 +248,24 @@ pub fn allow_start_up(rules: &mut Rules, record_fd: RawFd) -> Result<(), seccomp
         rules.insert(call, vec![]);
     }
     Ok(())
+}
+
+/// A process id no process has (ids stay below 2^22), standing for the
+/// process's own in a filter built before the process exists; the process
+/// puts its id in with [`patch_self_pid`].
+pub const SELF_PLACEHOLDER: u64 = 0x7fff_fff0;
+
+/// Replaces [`SELF_PLACEHOLDER`] in a compiled filter by `pid`. A filter
+/// compares a 64-bit argument as two 32-bit words; the placeholder's low
+/// word is a number no other rule compares with.
+pub fn patch_self_pid(program: &mut [libc::sock_filter], pid: u32) {
+    // BPF_JMP | BPF_JEQ | BPF_K.
+    const JEQ_K: u16 = 0x15;
+    for insn in program {
+        if insn.code == JEQ_K && u64::from(insn.k) == SELF_PLACEHOLDER {
+            insn.k = pid;
+        }
+    }
 }
 
 /// `arch_prctl` codes (asm/prctl.h).
@@ -282,8 +315,20 @@ pub fn syscall_name(nr: i64) -> Option<&'static str> {
         libc::SYS_poll => "poll",
         libc::SYS_lseek => "lseek",
         libc::SYS_mmap => "mmap",
-        libc::SYS_mprotect => "mprotect",
+        libc::SYS_munmap => "munmap",
+        libc::SYS_brk => "brk",
+        libc::SYS_mremap => "mremap",
+        libc::SYS_madvise => "madvise",
+        libc::SYS_mlock => "mlock",
+        libc::SYS_mlockall => "mlockall",
+        libc::SYS_shmget => "shmget",
+        libc::SYS_tkill => "tkill",
+        libc::SYS_setrlimit => "setrlimit",
+        libc::SYS_prlimit64 => "prlimit64",
+        libc::SYS_seccomp => "seccomp",
+        libc::SYS_arch_prctl => "arch_prctl",
         libc::SYS_rt_sigaction => "rt_sigaction",
+        libc::SYS_mprotect => "mprotect",
         libc::SYS_ioctl => "ioctl",
         libc::SYS_pread64 => "pread64",
         libc::SYS_pwrite64 => "pwrite64",
@@ -368,8 +413,9 @@ mod tests {
 
     #[test]
     fn the_filters_build() {
-        assert!(filter(&UnixFds::default()).unwrap().len() > 20);
-        let fds = UnixFds {
+        assert!(filter(&UnixProcess::default()).unwrap().len() > 20);
+        let fds = UnixProcess {
+            pid: SELF_PLACEHOLDER,
             taps: &[5, 6],
             disks: &[8],
             readable: &[7, 9],

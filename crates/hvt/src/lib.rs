@@ -68,6 +68,11 @@ pub enum TenderError {
 /// process exit status.
 pub fn main(argv: Vec<String>) -> u8 {
     let started = Instant::now();
+    // First thing, so that a stop signal during start-up is a clean stop.
+    if let Err(e) = signals::install() {
+        say(&format!("cannot install signal handlers: {e}"));
+        return TENDER_ERROR as u8;
+    }
     let result = match args::parse(argv) {
         Ok(args::Parsed::Info(text)) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
@@ -86,7 +91,6 @@ pub fn main(argv: Vec<String>) -> u8 {
 }
 
 fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
-    signals::install().map_err(|e| TenderError::Sandbox(format!("cannot install signal handlers: {e}")))?;
     let cli = args.cli;
     let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
         path: cli.kernel.clone(),

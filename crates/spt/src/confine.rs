@@ -36,7 +36,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::Path;
 
-use atoll_host::sandbox::{allow_start_up, quiet_refusals, unix_rules, Rules, UnixFds};
+use atoll_host::sandbox::{allow_start_up, patch_self_pid, quiet_refusals, unix_rules, Rules, UnixProcess};
 use landlock::{
     Access, AccessFs, AccessNet, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
     ABI,
@@ -65,7 +65,7 @@ const LANDLOCK_ABI: ABI = ABI::V6;
 /// Where the child's descriptors are, as the filters name them.
 #[derive(Clone, Copy, Debug)]
 pub struct ChildFds<'a> {
-    pub unix: UnixFds<'a>,
+    pub unix: UnixProcess<'a>,
     /// The launch record's pipe.
     pub record: RawFd,
     /// The socket the notification descriptor goes to the tender on.
@@ -147,7 +147,10 @@ impl Confinement {
     /// Last step in the child, once its descriptors are in place: the
     /// seccomp filters. Returns the notification descriptor
     /// (close-on-exec).
-    pub fn restrict_calls(self) -> Result<RawFd, ApplyError> {
+    pub fn restrict_calls(mut self) -> Result<RawFd, ApplyError> {
+        // SAFETY: getpid takes nothing and cannot fail.
+        let pid = unsafe { libc::getpid() };
+        patch_self_pid(&mut self.rules, pid as u32);
         install(&self.quiet, 0).map_err(|e| ApplyError("seccomp", e))?;
         install(&self.rules, SECCOMP_FILTER_FLAG_NEW_LISTENER).map_err(|e| ApplyError("seccomp", e))
     }
@@ -333,7 +336,8 @@ mod tests {
     #[test]
     fn the_confinement_builds() {
         let fds = ChildFds {
-            unix: UnixFds {
+            unix: UnixProcess {
+                pid: atoll_host::sandbox::SELF_PLACEHOLDER,
                 taps: &[4],
                 disks: &[5],
                 readable: &[6, 7],

@@ -29,7 +29,7 @@ use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::launch::{self, Record};
 use atoll_abi::ABI_VERSION;
 use atoll_host::devices::Attached;
-use atoll_host::sandbox::UnixFds;
+use atoll_host::sandbox::{UnixProcess, SELF_PLACEHOLDER};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::args::Args;
@@ -91,7 +91,9 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
         None
     } else {
         let fds = ChildFds {
-            unix: UnixFds {
+            unix: UnixProcess {
+                // The child's id is not known yet: it puts it in itself.
+                pid: SELF_PLACEHOLDER,
                 taps: &taps,
                 disks: &disks,
                 readable: &readable,
@@ -301,12 +303,18 @@ fn prepare_child(plan: ChildPlan<'_>) -> Result<std::convert::Infallible, ApplyE
             libc::_exit(TENDER_ERROR);
         }
     }
-    // The stop signals' handlers go with exec, but a blocked mask would not.
-    // SAFETY: an empty set, applied with sigprocmask; only locals are used.
+    // Exactly the stop signals blocked, until the runtime has its handlers
+    // and unblocks them: one that the tender passes on before then stays
+    // pending through exec instead of hitting the tender's handler (which
+    // the child still has) or the default action.
+    // SAFETY: a local set of valid signals, applied with sigprocmask.
     unsafe {
-        let mut none: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, core::ptr::null_mut());
+        let mut stop: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        for signal in crate::signals::STOP_SIGNALS {
+            libc::sigaddset(&mut stop, signal);
+        }
+        libc::sigprocmask(libc::SIG_SETMASK, &stop, core::ptr::null_mut());
     }
     for slot in plan.moves.iter_mut().filter(|m| m.0 < 0) {
         // SAFETY: a NUL-terminated path; the result is checked.

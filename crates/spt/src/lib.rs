@@ -62,6 +62,11 @@ pub enum SptError {
 /// Runs the tender with `argv` (without the program name) and returns the
 /// process exit status.
 pub fn main(argv: Vec<String>) -> u8 {
+    // First thing, so that a stop signal during start-up is a clean stop.
+    if let Err(e) = signals::install() {
+        say(&format!("cannot install signal handlers: {e}"));
+        return TENDER_ERROR as u8;
+    }
     let result = match args::parse(argv) {
         Ok(args::Parsed::Info(text)) => {
             atoll_host::output::write_all(1, text.as_bytes(), || false);
@@ -80,7 +85,6 @@ pub fn main(argv: Vec<String>) -> u8 {
 }
 
 fn run(args: &args::Args) -> Result<u8, SptError> {
-    signals::install().map_err(|e| SptError::Setup(format!("cannot install signal handlers: {e}")))?;
     let executable = &args.cli.executable;
     let image = image::open(executable).map_err(|source| SptError::Image {
         path: executable.clone(),

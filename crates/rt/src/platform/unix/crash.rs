@@ -1,6 +1,7 @@
 //! Crash reports: a SIGSEGV, SIGBUS, SIGILL or SIGFPE raised by the CPU is
 //! reported as the tender reports a guest's exception (the same text, from
-//! `atoll_host::fault`), and the process exits 254.
+//! `atoll_host::fault`), and the process exits 254. So is a SIGABRT from
+//! `abort(3)` (std's out-of-memory path ends there), with its backtrace.
 //!
 //! Linux hands the handler the x86 vector, the error code and the faulting
 //! address in the signal's context, so the report says what the tender's
@@ -16,7 +17,9 @@
 use std::sync::OnceLock;
 
 use atoll_abi::exit::GUEST_FAILED;
-use atoll_host::fault::{has_error_code, write_report, Fault, Symbols, PAGE_FAULT};
+use core::fmt::Write as _;
+
+use atoll_host::fault::{has_error_code, write_backtrace, write_report, Fault, Symbols, PAGE_FAULT};
 
 use crate::panic::FixedBuf;
 
@@ -76,7 +79,7 @@ pub(super) fn install(info: CrashInfo) -> Result<(), std::string::String> {
             std::io::Error::last_os_error()
         ));
     }
-    for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
+    for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT] {
         // SAFETY: an all-zero sigaction is valid; the handler is
         // async-signal-safe (see `on_fault`). SA_RESETHAND: a fault inside
         // the handler kills the process instead of looping.
@@ -98,7 +101,7 @@ pub(super) fn install(info: CrashInfo) -> Result<(), std::string::String> {
 
 /// Reports the fault and exits. Allocates nothing and takes no lock: the
 /// heap or anything else may be what broke.
-extern "C" fn on_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
+extern "C" fn on_fault(signal: libc::c_int, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     let Some(crash) = CRASH_INFO.get() else {
         // SAFETY: `_exit` is async-signal-safe.
         unsafe { libc::_exit(GUEST_FAILED) }
@@ -111,6 +114,9 @@ extern "C" fn on_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, context
     };
     let reg = |index: libc::c_int| gregs[index as usize] as u64;
     let (rip, rsp, rbp) = (reg(libc::REG_RIP), reg(libc::REG_RSP), reg(libc::REG_RBP));
+    if signal == libc::SIGABRT {
+        report_abort(crash, rip, rsp, rbp);
+    }
     let vector = reg(libc::REG_TRAPNO) as u32;
     let error_code = has_error_code(vector).then(|| reg(libc::REG_ERR));
     let not_present = error_code.is_some_and(|code| code & 1 == 0);
@@ -128,6 +134,30 @@ extern "C" fn on_fault(_signal: libc::c_int, info: *mut libc::siginfo_t, context
     with_image(crash, |image| {
         let symbols = Symbols::with_bias(image, crash.load_bias);
         let _ = report_text(&mut report, &fault, &pcs[..frames], &symbols);
+    });
+    let bytes = report.as_str().as_bytes();
+    // SAFETY: write and _exit are async-signal-safe; `bytes` is a live
+    // buffer on the signal stack.
+    unsafe {
+        libc::write(2, bytes.as_ptr().cast(), bytes.len());
+        libc::_exit(GUEST_FAILED);
+    }
+}
+
+/// Reports `abort(3)`, which the C library and std's out-of-memory path
+/// call (std has printed the failed allocation's size just before), with
+/// the backtrace from the abort, then exits 254.
+fn report_abort(crash: &CrashInfo, rip: u64, rsp: u64, rbp: u64) -> ! {
+    let mut pcs = [0u64; MAX_FRAMES];
+    let frames = backtrace(rip, rsp, rbp, crash.stack_top, &mut pcs);
+    let mut report = FixedBuf::<4096>::new();
+    with_image(crash, |image| {
+        let symbols = Symbols::with_bias(image, crash.load_bias);
+        let _ = report.write_str(
+            "atoll: guest aborted: abort(3) was called (out of memory if the line above says an allocation failed)",
+        );
+        let _ = write_backtrace(&mut report, &pcs[..frames], &symbols);
+        let _ = report.write_str("\n");
     });
     let bytes = report.as_str().as_bytes();
     // SAFETY: write and _exit are async-signal-safe; `bytes` is a live

@@ -151,7 +151,8 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     start(boot, attached.net, attached.block, stack_top)?;
     if !common.no_sandbox {
         install_crash_handlers(image, image_size, stack_top)?;
-        let fds = atoll_host::sandbox::UnixFds {
+        let fds = atoll_host::sandbox::UnixProcess {
+            pid: u64::from(std::process::id()),
             taps: &tap_fds,
             disks: &block_fds,
             readable: &readable,

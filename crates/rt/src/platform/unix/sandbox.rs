@@ -14,13 +14,13 @@
 //! turns all this off, for gdb, perf or valgrind.
 
 use atoll_abi::exit::GUEST_FAILED;
-use atoll_host::sandbox::{write_violation, UnixFds};
+use atoll_host::sandbox::{write_violation, UnixProcess};
 
 use crate::panic::FixedBuf;
 
 /// Installs the SIGSYS handler, then the filter, on this single-threaded
 /// process.
-pub(super) fn confine(fds: &UnixFds<'_>) -> Result<(), std::string::String> {
+pub(super) fn confine(fds: &UnixProcess<'_>) -> Result<(), std::string::String> {
     // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
     // handler only formats into a stack buffer, `write`s and `_exit`s, all
     // async-signal-safe. The result is checked.

@@ -44,6 +44,17 @@ pub(super) fn install() -> Result<(), std::string::String> {
             ));
         }
     }
+    // atoll-spt starts the executable with them blocked, so that none is
+    // lost before the handlers are in; one that came is delivered now.
+    // SAFETY: a local set of valid signals, applied with sigprocmask.
+    unsafe {
+        let mut stop: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut stop);
+        for signal in STOP_SIGNALS {
+            libc::sigaddset(&mut stop, signal);
+        }
+        libc::sigprocmask(libc::SIG_UNBLOCK, &stop, core::ptr::null_mut());
+    }
     Ok(())
 }
 

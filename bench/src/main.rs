@@ -2,13 +2,14 @@
 //! ready to paste into docs/PERFORMANCE.md.
 //!
 //! `cargo run --release -p atoll-bench -- boot` runs the release build of
-//! `examples/hello` as a unix process (`hello --stats`), boots it under
-//! `atoll-hvt --stats`, and runs `/bin/true`, the same number of times
-//! each, interleaved so all three see the same machine state, and prints a
-//! markdown table: boot-to-exit wall time (median and p90) for each and
-//! their ratios to `/bin/true`, VM exits per boot, peak RSS, the guest's
-//! resident memory and the executables' sizes, with the machine, the
-//! command and the commit.
+//! `examples/hello` as a unix process (directly, `hello --stats`, and under
+//! its tender, `atoll-spt --stats hello`), boots it under `atoll-hvt
+//! --stats`, and runs `/bin/true`, the same number of times each,
+//! interleaved so all see the same machine state, and prints a markdown
+//! table: boot-to-exit wall time (median and p90) for each and their ratios
+//! to `/bin/true`, VM exits per boot, peak RSS, the guest's resident memory
+//! and the executables' sizes, with the machine, the command and the
+//! commit.
 //!
 //! `cargo run --release -p atoll-bench -- http` boots the release build of
 //! `examples/slides` on hvt and on unix in a network namespace and loads it
@@ -39,7 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Boot-to-exit time of examples/hello on unix and hvt against /bin/true.
+    /// Boot-to-exit time of examples/hello on unix (directly and under
+    /// atoll-spt) and hvt against /bin/true.
     Boot {
         /// Runs of each.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
@@ -106,12 +108,19 @@ fn boot(runs: u32) -> Result<(), String> {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
 
-    eprintln!("atoll-bench: {runs} runs each of hello on unix, hello on hvt and /bin/true, interleaved");
-    let (mut unix, mut hvt_boots, mut truth) = (Vec::new(), Vec::new(), Vec::new());
+    eprintln!(
+        "atoll-bench: {runs} runs each of hello on unix (directly and under atoll-spt), hello on hvt and /bin/true, \
+         interleaved"
+    );
+    let spt = atoll_tests::spt_bin();
+    let (mut unix, mut spt_boots, mut hvt_boots, mut truth) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs {
         let mut command = Command::new(&unix_executable);
         command.arg("--stats");
         unix.push(boot_hello(command)?);
+        let mut command = Command::new(spt);
+        command.arg("--stats").arg(&unix_executable);
+        spt_boots.push(boot_hello(command)?);
         let mut command = Command::new(hvt);
         command.arg("--stats").arg(&hvt_kernel);
         hvt_boots.push(boot_hello(command)?);
@@ -119,9 +128,9 @@ fn boot(runs: u32) -> Result<(), String> {
     }
 
     let walls = |boots: &[Boot]| boots.iter().map(|b| b.wall).collect::<Vec<_>>();
-    let (unix_wall, hvt_wall) = (walls(&unix), walls(&hvt_boots));
+    let columns = [walls(&unix), walls(&spt_boots), walls(&hvt_boots)];
     let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
-    let ratio = |d: Duration| format!("{:.2}x", d.as_secs_f64() / median(&truth).as_secs_f64().max(1e-9));
+    let ratio = |d: Duration, to: Duration| format!("{:.2}x", d.as_secs_f64() / to.as_secs_f64().max(1e-9));
     let median_of = |boots: &[Boot], f: fn(&Stats) -> Option<u64>| {
         let values: Vec<u64> = boots.iter().filter_map(|b| f(&b.stats)).collect();
         if values.is_empty() {
@@ -140,49 +149,50 @@ fn boot(runs: u32) -> Result<(), String> {
     } else {
         format!("{} (median; {exits_min} to {exits_max})", median(&exits))
     };
+    let row = |what: &str, cells: [String; 3], truth: &str| {
+        println!("| {what} | {} | {} | {} | {truth} |", cells[0], cells[1], cells[2]);
+    };
 
     println!("### Boot to exit: `examples/hello` on unix and on hvt vs `/bin/true`\n");
-    println!("| what | hello on unix | hello on hvt | /bin/true |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!(
-        "| median boot-to-exit | {} | {} | {} |",
-        ms(median(&unix_wall)),
-        ms(median(&hvt_wall)),
-        ms(median(&truth))
+    println!("| what | hello on unix, run directly | hello on unix under atoll-spt | hello on hvt | /bin/true |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    row("median boot-to-exit", columns.clone().map(|c| ms(median(&c))), &ms(median(&truth)));
+    row("p90 boot-to-exit", columns.clone().map(|c| ms(percentile(&c, 90))), &ms(percentile(&truth, 90)));
+    row(
+        "ratio to /bin/true (medians)",
+        columns.clone().map(|c| ratio(median(&c), median(&truth))),
+        "1x",
     );
-    println!(
-        "| p90 boot-to-exit | {} | {} | {} |",
-        ms(percentile(&unix_wall, 90)),
-        ms(percentile(&hvt_wall, 90)),
-        ms(percentile(&truth, 90))
+    row(
+        "ratio to /bin/true (p90s)",
+        columns.clone().map(|c| ratio(percentile(&c, 90), percentile(&truth, 90))),
+        "1x",
     );
-    println!(
-        "| ratio to /bin/true (medians) | {} | {} | 1x |",
-        ratio(median(&unix_wall)),
-        ratio(median(&hvt_wall))
+    row("VM exits per boot", ["—".into(), "—".into(), exits_text], "—");
+    row(
+        "peak RSS of the process (median)",
+        [
+            format!("{} KiB", median_of(&unix, |s| Some(s.peak_rss_kib))),
+            format!("{} KiB (the unikernel's process)", median_of(&spt_boots, |s| Some(s.peak_rss_kib))),
+            format!("{} KiB (tender)", median_of(&hvt_boots, |s| Some(s.peak_rss_kib))),
+        ],
+        "—",
     );
-    println!(
-        "| ratio to /bin/true (p90s) | {:.2}x | {:.2}x | 1x |",
-        percentile(&unix_wall, 90).as_secs_f64() / percentile(&truth, 90).as_secs_f64().max(1e-9),
-        percentile(&hvt_wall, 90).as_secs_f64() / percentile(&truth, 90).as_secs_f64().max(1e-9)
+    row(
+        "guest resident memory (median)",
+        ["—".into(), "—".into(), format!("{} KiB", median_of(&hvt_boots, |s| s.guest_resident_kib))],
+        "—",
     );
-    println!("| VM exits per boot | — | {exits_text} | — |");
-    println!(
-        "| peak RSS of the process (median) | {} KiB | {} KiB (tender) | — |",
-        median_of(&unix, |s| Some(s.peak_rss_kib)),
-        median_of(&hvt_boots, |s| Some(s.peak_rss_kib))
+    row(
+        "executable size",
+        [
+            format!("{} KiB", size_kib(&unix_executable)?),
+            format!("{} KiB (+ {} KiB atoll-spt)", size_kib(&unix_executable)?, size_kib(spt)?),
+            format!("{} KiB (kernel)", size_kib(&hvt_kernel)?),
+        ],
+        &format!("{} KiB", size_kib(Path::new("/bin/true"))?),
     );
-    println!(
-        "| guest resident memory (median) | — | {} KiB | — |",
-        median_of(&hvt_boots, |s| s.guest_resident_kib)
-    );
-    println!(
-        "| executable size | {} KiB | {} KiB (kernel) | {} KiB |",
-        size_kib(&unix_executable)?,
-        size_kib(&hvt_kernel)?,
-        size_kib(Path::new("/bin/true"))?
-    );
-    println!("| runs of each | {runs}, interleaved | | |");
+    println!("| runs of each | {runs}, interleaved | | | |");
     println!();
     println!(
         "Machine: {}; Linux {}; {} cores.",

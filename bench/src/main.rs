@@ -156,8 +156,16 @@ fn boot(runs: u32) -> Result<(), String> {
     println!("### Boot to exit: `examples/hello` on unix and on hvt vs `/bin/true`\n");
     println!("| what | hello on unix, run directly | hello on unix under atoll-spt | hello on hvt | /bin/true |");
     println!("| --- | ---: | ---: | ---: | ---: |");
-    row("median boot-to-exit", columns.clone().map(|c| ms(median(&c))), &ms(median(&truth)));
-    row("p90 boot-to-exit", columns.clone().map(|c| ms(percentile(&c, 90))), &ms(percentile(&truth, 90)));
+    row(
+        "median boot-to-exit",
+        columns.clone().map(|c| ms(median(&c))),
+        &ms(median(&truth)),
+    );
+    row(
+        "p90 boot-to-exit",
+        columns.clone().map(|c| ms(percentile(&c, 90))),
+        &ms(percentile(&truth, 90)),
+    );
     row(
         "ratio to /bin/true (medians)",
         columns.clone().map(|c| ratio(median(&c), median(&truth))),
@@ -165,7 +173,9 @@ fn boot(runs: u32) -> Result<(), String> {
     );
     row(
         "ratio to /bin/true (p90s)",
-        columns.clone().map(|c| ratio(percentile(&c, 90), percentile(&truth, 90))),
+        columns
+            .clone()
+            .map(|c| ratio(percentile(&c, 90), percentile(&truth, 90))),
         "1x",
     );
     row("VM exits per boot", ["—".into(), "—".into(), exits_text], "—");
@@ -173,21 +183,32 @@ fn boot(runs: u32) -> Result<(), String> {
         "peak RSS of the process (median)",
         [
             format!("{} KiB", median_of(&unix, |s| Some(s.peak_rss_kib))),
-            format!("{} KiB (the unikernel's process)", median_of(&spt_boots, |s| Some(s.peak_rss_kib))),
+            format!(
+                "{} KiB (the unikernel's process)",
+                median_of(&spt_boots, |s| Some(s.peak_rss_kib))
+            ),
             format!("{} KiB (tender)", median_of(&hvt_boots, |s| Some(s.peak_rss_kib))),
         ],
         "—",
     );
     row(
         "guest resident memory (median)",
-        ["—".into(), "—".into(), format!("{} KiB", median_of(&hvt_boots, |s| s.guest_resident_kib))],
+        [
+            "—".into(),
+            "—".into(),
+            format!("{} KiB", median_of(&hvt_boots, |s| s.guest_resident_kib)),
+        ],
         "—",
     );
     row(
         "executable size",
         [
             format!("{} KiB", size_kib(&unix_executable)?),
-            format!("{} KiB (+ {} KiB atoll-spt)", size_kib(&unix_executable)?, size_kib(spt)?),
+            format!(
+                "{} KiB (+ {} KiB atoll-spt)",
+                size_kib(&unix_executable)?,
+                size_kib(spt)?
+            ),
             format!("{} KiB (kernel)", size_kib(&hvt_kernel)?),
         ],
         &format!("{} KiB", size_kib(Path::new("/bin/true"))?),

@@ -22,6 +22,7 @@
 //! * [`peak_rss`]: the process's own peak memory, for `--stats`.
 //! * [`fault`]: symbol names and backtrace lines for crash reports, without
 //!   allocating (the unix platform formats them in a signal handler).
+//! * [`stop`]: stop signals, handled alike by all three.
 //! * [`output`]: writes to stdout and stderr that never hold up a stop.
 //! * [`escape`]: guest output and guest-controlled report text made
 //!   terminal-safe (control characters shown as `\x1b`).
@@ -41,6 +42,7 @@ pub mod net;
 pub mod output;
 pub mod peak_rss;
 pub mod sandbox;
+pub mod stop;
 
 /// `bytes` (a message from the app) as one terminal-safe line: line breaks
 /// and tabs become spaces, other control characters and bytes that are not

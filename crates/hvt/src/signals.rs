@@ -17,8 +17,6 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// `kvm_run.immediate_exit` of the vCPU, while a [`VcpuAttachment`] lives.
 static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
 extern "C" fn record(signal: libc::c_int) {
     STOP_SIGNAL.store(signal, Ordering::Relaxed);
     let immediate_exit = IMMEDIATE_EXIT.load(Ordering::Relaxed);
@@ -34,20 +32,7 @@ extern "C" fn record(signal: libc::c_int) {
 /// Installs the handlers, first thing, so that a signal during setup is
 /// also a clean stop (the guest then never runs: see [`VcpuAttachment`]).
 pub fn install() -> std::io::Result<()> {
-    for signal in STOP_SIGNALS {
-        // SAFETY: an all-zero sigaction is valid (no flags, empty mask); we
-        // then set a handler that only does atomic and volatile stores,
-        // which are async-signal-safe. We check sigaction's return value.
-        let rc = unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = record as *const () as libc::sighandler_t;
-            libc::sigaction(signal, &action, ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    atoll_host::stop::install(record)
 }
 
 /// While it lives, the handler can stop the vCPU through its
@@ -92,31 +77,10 @@ pub fn stop_requested() -> Option<i32> {
 /// unless a stop signal has already arrived, with the stop signals blocked
 /// around the check and unblocked only inside the sleep.
 pub fn sleep_unless_stopping(sleep: impl FnOnce(&libc::sigset_t)) {
-    // SAFETY: sigemptyset/sigaddset fill the local set we pass;
-    // pthread_sigmask reads `stop` and writes the previous mask into
-    // `previous`, both locals. Their results cannot fail for valid signal
-    // numbers and SIG_BLOCK/SIG_SETMASK.
-    unsafe {
-        let mut stop: libc::sigset_t = std::mem::zeroed();
-        let mut previous: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut stop);
-        for signal in STOP_SIGNALS {
-            libc::sigaddset(&mut stop, signal);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut previous);
-        if stop_requested().is_none() {
-            sleep(&previous);
-        }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, ptr::null_mut());
+    let blocked = atoll_host::stop::Blocked::new();
+    if stop_requested().is_none() {
+        sleep(blocked.sleep_mask());
     }
 }
 
-/// The signal's name, for the message.
-pub fn name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a signal",
-    }
-}
+pub use atoll_host::stop::name;

@@ -307,15 +307,9 @@ fn prepare_child(plan: ChildPlan<'_>) -> Result<std::convert::Infallible, ApplyE
     // and unblocks them: one that the tender passes on before then stays
     // pending through exec instead of hitting the tender's handler (which
     // the child still has) or the default action.
-    // SAFETY: a local set of valid signals, applied with sigprocmask.
-    unsafe {
-        let mut stop: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut stop);
-        for signal in crate::signals::STOP_SIGNALS {
-            libc::sigaddset(&mut stop, signal);
-        }
-        libc::sigprocmask(libc::SIG_SETMASK, &stop, core::ptr::null_mut());
-    }
+    let stop = atoll_host::stop::stop_set();
+    // SAFETY: sigprocmask reads the live local set.
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &stop, core::ptr::null_mut()) };
     for slot in plan.moves.iter_mut().filter(|m| m.0 < 0) {
         // SAFETY: a NUL-terminated path; the result is checked.
         slot.0 = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };

@@ -9,8 +9,7 @@ use std::time::Duration;
 /// How long a unikernel may take to stop once asked.
 pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// The signals that stop the unikernel.
-pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+pub use atoll_host::stop::STOP_SIGNALS;
 
 /// The last stop signal received, 0 before one is; taken by [`take`].
 static PENDING: AtomicI32 = AtomicI32::new(0);
@@ -22,20 +21,7 @@ extern "C" fn record(signal: libc::c_int) {
 /// Installs the handlers, without SA_RESTART, so a signal ends a blocked
 /// `ppoll` or write.
 pub fn install() -> std::io::Result<()> {
-    for signal in STOP_SIGNALS {
-        // SAFETY: an all-zero sigaction is valid (no flags, empty mask); the
-        // handler only does an atomic store, which is async-signal-safe. We
-        // check sigaction's return value.
-        let rc = unsafe {
-            let mut action: libc::sigaction = core::mem::zeroed();
-            action.sa_sigaction = record as *const () as libc::sighandler_t;
-            libc::sigaction(signal, &action, core::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    atoll_host::stop::install(record)
 }
 
 /// A stop signal received since the last call, if any.
@@ -52,17 +38,4 @@ pub fn pending() -> bool {
     PENDING.load(Ordering::Relaxed) != 0
 }
 
-/// The signal's name, for messages.
-pub fn name(signal: i32) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".into(),
-        libc::SIGTERM => "SIGTERM".into(),
-        libc::SIGHUP => "SIGHUP".into(),
-        libc::SIGKILL => "SIGKILL".into(),
-        libc::SIGSEGV => "SIGSEGV".into(),
-        libc::SIGABRT => "SIGABRT".into(),
-        libc::SIGSYS => "SIGSYS".into(),
-        libc::SIGXCPU => "SIGXCPU".into(),
-        other => format!("signal {other}"),
-    }
-}
+pub use atoll_host::stop::name;

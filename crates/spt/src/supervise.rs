@@ -19,7 +19,9 @@ use seccompiler::{
 };
 
 use crate::launch::Child;
-use crate::signals::{self, STOP_GRACE, STOP_SIGNALS};
+use atoll_host::stop::Blocked;
+
+use crate::signals::{self, STOP_GRACE};
 
 /// `SECCOMP_IOCTL_NOTIF_RECV`: `_IOWR('!', 0, struct seccomp_notif)`.
 const SECCOMP_IOCTL_NOTIF_RECV: u64 = (3 << 30) | ((size_of::<SeccompNotif>() as u64) << 16) | (0x21 << 8);
@@ -106,7 +108,7 @@ pub fn supervise(child: Child) -> u8 {
             escaper: Escaper::new(),
         },
     ];
-    let blocked = BlockedStopSignals::new();
+    let blocked = Blocked::new();
     let mut ended: Option<Ended> = None;
     let mut violation = false;
     let mut stop: Option<(i32, Instant)> = None;
@@ -152,7 +154,7 @@ pub fn supervise(child: Child) -> u8 {
         if fds.is_empty() {
             break;
         }
-        blocked.poll(&mut fds, timeout);
+        poll(&blocked, &mut fds, timeout);
         for pollfd in &fds {
             if pollfd.revents == 0 {
                 continue;
@@ -200,7 +202,10 @@ fn status(ended: Option<Ended>, violation: bool, stop: Option<(i32, Instant)>, k
             (128 + signal) as u8
         }
         Some(Ended::Killed(signal)) => {
-            crate::say(&format!("the unikernel was killed by {}", signals::name(signal)));
+            crate::say(&format!(
+                "the unikernel was killed by {} (signal {signal})",
+                signals::name(signal)
+            ));
             (128 + signal) as u8
         }
         None => {
@@ -270,72 +275,36 @@ fn send_signal(pidfd: &OwnedFd, signal: i32) {
     }
 }
 
-/// The stop signals, blocked while the loop decides what to do and
-/// unblocked atomically while it sleeps (ppoll) or writes output, so that a
-/// signal is never noticed late.
-struct BlockedStopSignals {
-    previous: libc::sigset_t,
-    open: libc::sigset_t,
-}
-
-impl BlockedStopSignals {
-    fn new() -> BlockedStopSignals {
-        // SAFETY: the sigset functions and sigprocmask only touch the live
-        // local sets they are given, with valid signal numbers.
-        unsafe {
-            let mut stop: libc::sigset_t = core::mem::zeroed();
-            let mut previous: libc::sigset_t = core::mem::zeroed();
-            libc::sigemptyset(&mut stop);
-            for signal in STOP_SIGNALS {
-                libc::sigaddset(&mut stop, signal);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &stop, &mut previous);
-            let mut open = previous;
-            for signal in STOP_SIGNALS {
-                libc::sigdelset(&mut open, signal);
-            }
-            BlockedStopSignals { previous, open }
-        }
-    }
-
-    /// Sleeps until a descriptor is ready, a stop signal comes or `timeout`
-    /// passes.
-    fn poll(&self, fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) {
-        let timespec = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs() as libc::time_t,
-            tv_nsec: t.subsec_nanos() as libc::c_long,
-        });
-        let timespec_ptr = timespec
-            .as_ref()
-            .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-        // SAFETY: `fds` is a live slice of pollfds, the timespec and the
-        // mask are live locals or null. The result needs no check: the
-        // caller looks at `revents` (zeroed on error).
-        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timespec_ptr, &self.open) };
-    }
-}
-
-impl Drop for BlockedStopSignals {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.previous, core::ptr::null_mut()) };
-    }
+/// Sleeps until a descriptor in `fds` is ready, a stop signal comes or
+/// `timeout` passes, with the stop signals let through (`blocked`'s sleep
+/// mask) only during the sleep.
+fn poll(blocked: &Blocked, fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) {
+    let timespec = timeout.map(|t| libc::timespec {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    });
+    let timespec_ptr = timespec
+        .as_ref()
+        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `fds` is a live slice of pollfds, the timespec and the mask
+    // are live or null. The result needs no check: the caller looks at
+    // `revents` (left zero on error).
+    unsafe {
+        libc::ppoll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timespec_ptr,
+            blocked.sleep_mask(),
+        )
+    };
 }
 
 /// Runs `f` with the stop signals unblocked, so that a stop interrupts a
 /// write that the reader does not take.
 fn with_stop_signals(f: impl FnOnce()) {
-    // SAFETY: as in `BlockedStopSignals`: live local sets, valid signals.
-    unsafe {
-        let mut stop: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut stop);
-        for signal in STOP_SIGNALS {
-            libc::sigaddset(&mut stop, signal);
-        }
-        libc::sigprocmask(libc::SIG_UNBLOCK, &stop, core::ptr::null_mut());
-        f();
-        libc::sigprocmask(libc::SIG_BLOCK, &stop, core::ptr::null_mut());
-    }
+    atoll_host::stop::unblock();
+    f();
+    atoll_host::stop::block();
 }
 
 /// Confines the tender for the rest of its run: it may read the relay

@@ -204,7 +204,7 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
             let timeout = (timeout_ns != u64::MAX).then(|| core::time::Duration::from_nanos(timeout_ns));
             let blocked = signals::Blocked::new();
             if signals::stop_requested().is_none() {
-                net.block(timeout, Some(blocked.wait_mask()));
+                net.block(timeout, Some(blocked.sleep_mask()));
             }
             drop(blocked);
             service(&mut net)

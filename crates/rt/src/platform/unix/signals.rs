@@ -13,9 +13,6 @@
 
 use core::sync::atomic::{AtomicI32, Ordering};
 
-/// The signals that stop the unikernel.
-const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
-
 /// The first stop signal received, 0 before one is.
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 
@@ -27,34 +24,12 @@ extern "C" fn record(signal: libc::c_int) {
 
 /// Installs the handlers, without SA_RESTART so that the signal ends a
 /// `ppoll`. Called before the sandbox goes up (it forbids `rt_sigaction`).
+/// `atoll-spt` starts the executable with the stop signals blocked, so that
+/// none is lost before the handlers are in; one that came is delivered now.
 pub(super) fn install() -> Result<(), std::string::String> {
-    for signal in STOP_SIGNALS {
-        // SAFETY: an all-zero sigaction is valid (no flags, empty mask); the
-        // handler only does an atomic operation, which is async-signal-safe.
-        // The result is checked.
-        let rc = unsafe {
-            let mut action: libc::sigaction = core::mem::zeroed();
-            action.sa_sigaction = record as *const () as libc::sighandler_t;
-            libc::sigaction(signal, &action, core::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::format!(
-                "cannot install the handlers of SIGINT, SIGTERM and SIGHUP: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
-    }
-    // atoll-spt starts the executable with them blocked, so that none is
-    // lost before the handlers are in; one that came is delivered now.
-    // SAFETY: a local set of valid signals, applied with sigprocmask.
-    unsafe {
-        let mut stop: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut stop);
-        for signal in STOP_SIGNALS {
-            libc::sigaddset(&mut stop, signal);
-        }
-        libc::sigprocmask(libc::SIG_UNBLOCK, &stop, core::ptr::null_mut());
-    }
+    atoll_host::stop::install(record)
+        .map_err(|e| std::format!("cannot install the handlers of SIGINT, SIGTERM and SIGHUP: {e}"))?;
+    atoll_host::stop::unblock();
     Ok(())
 }
 
@@ -66,58 +41,4 @@ pub(super) fn stop_requested() -> Option<i32> {
     }
 }
 
-/// The signal's name, for the message.
-pub(super) fn name(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGINT => "SIGINT",
-        libc::SIGTERM => "SIGTERM",
-        libc::SIGHUP => "SIGHUP",
-        _ => "a signal",
-    }
-}
-
-/// The stop signals, blocked until dropped; [`Blocked::wait_mask`] is the
-/// mask to sleep with, which lets them through.
-pub(super) struct Blocked {
-    previous: libc::sigset_t,
-    wait_mask: libc::sigset_t,
-}
-
-impl Blocked {
-    /// Blocks the stop signals.
-    pub(super) fn new() -> Blocked {
-        // sigprocmask (allowed by the sandbox) cannot fail with a valid
-        // `how`; if it somehow did, `previous` stays the empty set.
-        // SAFETY: the sigset functions and sigprocmask only read and write
-        // the live local sets they are given, with valid signal numbers.
-        unsafe {
-            let mut stop: libc::sigset_t = core::mem::zeroed();
-            let mut previous: libc::sigset_t = core::mem::zeroed();
-            libc::sigemptyset(&mut stop);
-            libc::sigemptyset(&mut previous);
-            for signal in STOP_SIGNALS {
-                libc::sigaddset(&mut stop, signal);
-            }
-            libc::sigprocmask(libc::SIG_BLOCK, &stop, &mut previous);
-            let mut wait_mask = previous;
-            for signal in STOP_SIGNALS {
-                libc::sigdelset(&mut wait_mask, signal);
-            }
-            Blocked { previous, wait_mask }
-        }
-    }
-
-    /// The mask to hold while sleeping: the one before, without the stop
-    /// signals.
-    pub(super) fn wait_mask(&self) -> &libc::sigset_t {
-        &self.wait_mask
-    }
-}
-
-impl Drop for Blocked {
-    fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`; sigprocmask only reads
-        // it. A stop signal still pending is delivered now, and recorded.
-        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.previous, core::ptr::null_mut()) };
-    }
-}
+pub(super) use atoll_host::stop::{name, Blocked};

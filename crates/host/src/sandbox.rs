@@ -4,12 +4,15 @@
 //! atoll-rt installs the filter once the process is set up; it lives here,
 //! on the host side, so it is built and tested like the tender's own.
 //! The app may write to stdout, stderr and its TAP devices, read from its
-//! TAP devices, sleep in `ppoll`, read clocks, manage heap memory (never
+//! TAP devices, read, write and flush its read-write disks, read its
+//! read-only disks, sleep in `ppoll`, read clocks, manage heap memory (never
 //! executable), draw random bytes and exit. Anything else raises SIGSYS
 //! (`SeccompAction::Trap`), whose handler prints [`write_violation`]'s line.
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
+
+use crate::block::{Access, DiskFd};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
@@ -17,7 +20,7 @@ use seccompiler::{
 
 /// Builds the filter and installs it on this (single-threaded) process.
 /// The caller installs the SIGSYS handler first.
-pub fn apply(tap_fds: &[RawFd], block_fds: &[RawFd], stats_fd: Option<RawFd>) -> Result<(), String> {
+pub fn apply(tap_fds: &[RawFd], block_fds: &[DiskFd], stats_fd: Option<RawFd>) -> Result<(), String> {
     let program = filter(tap_fds, block_fds, stats_fd).map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -68,12 +71,17 @@ pub fn allow_pread(rules: &mut Rules, fd: RawFd) -> Result<(), seccompiler::Back
     allow_on_fd(rules, libc::SYS_pread64, fd)
 }
 
-/// Lets the block devices' files (`fds`) be read, written and flushed
-/// (`pread64`, `pwrite64`, `fdatasync`), and nothing else be done to them.
-pub fn allow_block_io(rules: &mut Rules, fds: &[RawFd]) -> Result<(), seccompiler::BackendError> {
-    for &fd in fds {
-        for call in [libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync] {
-            allow_on_fd(rules, call, fd)?;
+/// Lets the block devices' files be read (`pread64`), and those attached
+/// read-write also written and flushed (`pwrite64`, `fdatasync`); nothing
+/// else may be done to them. (A read-only disk's descriptor is `O_RDONLY`
+/// anyway; the rule keeps a bug in the tender from even trying.)
+pub fn allow_block_io(rules: &mut Rules, disks: &[DiskFd]) -> Result<(), seccompiler::BackendError> {
+    for disk in disks {
+        allow_on_fd(rules, libc::SYS_pread64, disk.fd)?;
+        if disk.access == Access::ReadWrite {
+            for call in [libc::SYS_pwrite64, libc::SYS_fdatasync] {
+                allow_on_fd(rules, call, disk.fd)?;
+            }
         }
     }
     Ok(())
@@ -127,7 +135,7 @@ pub const COMMON_ALLOWED: [i64; 13] = [
 /// entropy and what the C library may fall back to.
 pub fn filter(
     tap_fds: &[RawFd],
-    block_fds: &[RawFd],
+    block_fds: &[DiskFd],
     stats_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let mut rules = common_rules(tap_fds)?;
@@ -251,9 +259,31 @@ mod tests {
         assert!(line.contains("called syscall 999,"), "{}", line);
     }
 
+    fn disk(fd: RawFd, access: Access) -> DiskFd {
+        DiskFd { fd, access }
+    }
+
     #[test]
     fn the_filter_builds() {
         assert!(filter(&[], &[], None).unwrap().len() > 20);
-        assert!(filter(&[5, 6], &[8], Some(7)).unwrap().len() > 20);
+        let disks = [disk(8, Access::ReadWrite), disk(9, Access::ReadOnly)];
+        assert!(filter(&[5, 6], &disks, Some(7)).unwrap().len() > 20);
+    }
+
+    /// The fds each call is allowed on (by rules on argument 0).
+    fn fds_allowed(rules: &Rules, call: i64) -> usize {
+        rules.get(&call).map_or(0, Vec::len)
+    }
+
+    #[test]
+    fn a_read_only_disk_may_only_be_read() {
+        let mut rules = Rules::new();
+        allow_block_io(&mut rules, &[disk(8, Access::ReadWrite), disk(9, Access::ReadOnly)]).unwrap();
+        assert_eq!(fds_allowed(&rules, libc::SYS_pread64), 2);
+        assert_eq!(fds_allowed(&rules, libc::SYS_pwrite64), 1);
+        assert_eq!(fds_allowed(&rules, libc::SYS_fdatasync), 1);
+        let mut read_only = Rules::new();
+        allow_block_io(&mut read_only, &[disk(9, Access::ReadOnly)]).unwrap();
+        assert_eq!(read_only.keys().copied().collect::<Vec<_>>(), [libc::SYS_pread64]);
     }
 }

@@ -69,7 +69,8 @@ mod tests {
             [DeviceFlag {
                 kind: DeviceKind::Net,
                 name: "service".into(),
-                backend: "tap0".into()
+                backend: "tap0".into(),
+                read_only: false,
             }]
         );
     }

@@ -23,7 +23,7 @@ use crate::panic::FixedBuf;
 /// process.
 pub(super) fn confine(
     tap_fds: &[RawFd],
-    block_fds: &[RawFd],
+    block_fds: &[atoll_host::block::DiskFd],
     stats_fd: Option<RawFd>,
 ) -> Result<(), std::string::String> {
     // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the

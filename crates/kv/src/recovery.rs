@@ -324,7 +324,7 @@ fn format<S: BlockStorage>(storage: &mut S, capacity_sectors: u64) -> Result<Loa
     for half in 0..2 {
         leftover_epoch = leftover_epoch.max(highest_epoch(storage, half_sectors, half)?.unwrap_or(0));
     }
-    let sb = Superblock::initial(capacity_sectors, leftover_epoch + 1);
+    let sb = Superblock::initial(capacity_sectors, leftover_epoch.saturating_add(1));
     let start = sb.half_start_byte(0);
     let mut log = Vec::new();
     let place = RecordPlace {
@@ -372,8 +372,8 @@ fn recover_from_one<S: BlockStorage>(storage: &mut S, sb: Superblock, damaged: V
     // Written to the unreadable slot. That slot may have reserved one more epoch, whose
     // records must never pass for a later log's: skip it.
     let next = Superblock {
-        seq: sb.seq + 1,
-        max_epoch: sb.max_epoch + 1,
+        seq: sb.seq.saturating_add(1),
+        max_epoch: sb.max_epoch.saturating_add(1),
         ..sb
     };
     if sb.epoch == sb.max_epoch {
@@ -777,7 +777,8 @@ fn scan_log<S: BlockStorage>(
             apply_to_index(&mut log.index, &mut log.live_bytes, &key, loc);
         }
         log.max_intact_seq = log.max_intact_seq.max(Some(header.seq));
-        log.next_seq = log.next_seq.max(header.seq + 1);
+        // Saturating: numbers read from the device are not trusted to be sane.
+        log.next_seq = log.next_seq.max(header.seq.saturating_add(1));
         log.tail_byte = offset + header.total_len() as u64;
     }
 

@@ -17,12 +17,18 @@
 //! page; it prints requests/s, latency percentiles and VM exits per request
 //! ([`http`]).
 //!
+//! `cargo run --release -p atoll-bench -- kv` times durable `PUT`s of
+//! `examples/kv` on both platforms ([`kv`]); `-- kv-open` what opening a
+//! store costs on the host: formatting, a clean log, a torn or damaged one
+//! ([`kv_open`]).
+//!
 //! What it deliberately leaves out: statistical tests between two commits
 //! (run it on each and compare).
 #![forbid(unsafe_code)]
 
 mod http;
 mod kv;
+mod kv_open;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -61,6 +67,13 @@ enum Bench {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         puts: u32,
     },
+    /// Time to format and to open an atoll-kv store (clean, torn, damaged),
+    /// on the host with an in-memory device.
+    KvOpen {
+        /// Runs of each, whose median is printed.
+        #[arg(long, default_value_t = 21, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        runs: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +82,7 @@ fn main() -> ExitCode {
         Bench::Boot { runs } => boot(runs),
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
+        Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,6 +34,10 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// The ABI version carried in every kernel's ABI note. See the crate docs.
+///
+/// 4: block devices can be read-only ([`boot::DeviceInfo::flags`],
+/// [`block::BlockStatus::ReadOnly`]); the unix platform's launch record
+/// ([`launch`]).
 pub const ABI_VERSION: u32 = 4;
 
 /// A guest-physical address. The tender treats it as a number to
@@ -252,11 +256,12 @@ pub mod hypercall {
     }
 }
 
-/// Block devices: a file on the host (`--block:NAME=FILE`), read, written
-/// and flushed in batches of [`block::BlockOp`]s, one exit per batch
-/// ([`hypercall::BlockIoArgs`]). The tender does each batch synchronously,
-/// in order, straight between the file and guest memory. Sector size and
-/// capacity reach the guest in the boot info.
+/// Block devices: a file on the host (`--block:NAME=FILE`, or
+/// `--block-ro:NAME=FILE` read-only), read, written and flushed in batches
+/// of [`block::BlockOp`]s, one exit per batch ([`hypercall::BlockIoArgs`]).
+/// The tender does each batch synchronously, in order, straight between the
+/// file and guest memory. Sector size, capacity and whether the device is
+/// read-only reach the guest in the boot info.
 pub mod block {
     use super::GuestAddr;
     use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -309,6 +314,9 @@ pub mod block {
         /// Not attempted: an earlier operation of the batch failed (the
         /// batch stops at the first failure, so writes stay in order).
         Skipped = 4,
+        /// A write or flush on a device attached read-only; nothing was
+        /// done. (Since ABI 4.)
+        ReadOnly = 5,
     }
 
     impl BlockStatus {
@@ -320,6 +328,7 @@ pub mod block {
                 2 => Some(BlockStatus::NoSpace),
                 3 => Some(BlockStatus::IoError),
                 4 => Some(BlockStatus::Skipped),
+                5 => Some(BlockStatus::ReadOnly),
                 _ => None,
             }
         }
@@ -489,7 +498,8 @@ pub mod boot {
     pub enum DeviceKind {
         /// An Ethernet interface backed by a TAP device (`--net:NAME=TAP`).
         Net = 1,
-        /// A block device backed by a file (`--block:NAME=FILE`).
+        /// A block device backed by a file (`--block:NAME=FILE`, or
+        /// `--block-ro:NAME=FILE` read-only).
         Block = 2,
     }
 
@@ -526,11 +536,17 @@ pub mod boot {
         pub mac: [u8; 8],
         /// Block: sector size in bytes.
         pub sector_size: u32,
-        /// Reserved, zero.
-        pub reserved: u32,
+        /// Block: [`DEVICE_READ_ONLY`] or zero; no other bit is set.
+        /// (Reserved and zero before ABI 4.)
+        pub flags: u32,
         /// Block: capacity in sectors.
         pub capacity_sectors: u64,
     }
+
+    /// [`DeviceInfo::flags`]: the device is attached read-only
+    /// (`--block-ro:NAME=FILE`); the tender answers writes and flushes with
+    /// [`crate::block::BlockStatus::ReadOnly`].
+    pub const DEVICE_READ_ONLY: u32 = 1;
 
     /// The name in a NUL-padded name field, if it is a valid device name.
     pub fn device_name(field: &[u8; 32]) -> Option<&str> {

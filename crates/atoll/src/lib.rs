@@ -40,9 +40,11 @@
 //! * [`random`]: random bytes from the platform (`rdrand` on hvt,
 //!   `getrandom` on unix).
 //! * [`block`]: block devices (`#[atoll::main(block = "data")]`, attached
-//!   as `--block:data=FILE`): sector reads, writes and flushes.
+//!   as `--block:data=FILE`, or `--block-ro:data=FILE` read-only): sector
+//!   reads, writes and flushes.
 //! * [`kv`]: a key-value store on a block device that loses nothing
-//!   acknowledged (`kv::Store::open(block::BlockDevice::open("data")?)`).
+//!   acknowledged (`kv::Store::open(block::BlockDevice::open("data")?)`),
+//!   and reports damage the disk did behind its back (`Store::recovery`).
 //!
 //! Not here (yet): threads (apps are
 //! single-core and async), `std`.

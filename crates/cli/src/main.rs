@@ -59,8 +59,9 @@ pub enum Command {
     /// Build the app at DIR and boot it.
     #[command(after_help = "\
 Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
-and --block:NAME=FILE (a disk image), given before `--`; they go to the
-tender (or, with --target unix, the executable) as they are.
+and --block:NAME=FILE (a disk image; --block-ro:NAME=FILE read-only), given
+before `--`; they go to the tender (or, with --target unix, the executable)
+as they are.
 
 With --target unix, a --release build runs under atoll-spt, which confines it
 before its first instruction (the way to run it in production); a debug build
@@ -106,8 +107,9 @@ pub struct RunArgs {
     /// Boot arguments for the unikernel.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
-    /// `--net:NAME=TAP` and `--block:NAME=FILE`, taken out of the command
-    /// line before clap sees it (see [`split_device_flags`]).
+    /// `--net:NAME=TAP`, `--block:NAME=FILE` and `--block-ro:NAME=FILE`,
+    /// taken out of the command line before clap sees it (see
+    /// [`split_device_flags`]).
     #[arg(skip)]
     pub devices: Vec<String>,
 }
@@ -174,9 +176,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The device-flag prefixes passed through to the tender.
-const DEVICE_FLAG_PREFIXES: [&str; 2] = ["--net:", "--block:"];
+const DEVICE_FLAG_PREFIXES: [&str; 3] = ["--net:", "--block:", "--block-ro:"];
 
-/// Takes `--net:NAME=VALUE` and `--block:NAME=VALUE` out of `argv` (only
+/// Takes `--net:`, `--block:` and `--block-ro:NAME=VALUE` out of `argv` (only
 /// before a `--`, after which everything belongs to the unikernel). clap
 /// cannot express an option whose name carries a parameter, and the tender
 /// owns their meaning, so they are only checked for shape here.
@@ -197,10 +199,10 @@ pub fn split_device_flags(argv: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Str
                     let kind = &prefix[2..prefix.len() - 1];
                     return Err(format!(
                         "`{text}` is not a device flag; write {prefix}NAME=VALUE, e.g. {}",
-                        if kind == "net" {
-                            "--net:service=tap0"
-                        } else {
-                            "--block:data=disk.img"
+                        match kind {
+                            "net" => "--net:service=tap0",
+                            "block-ro" => "--block-ro:data=disk.img",
+                            _ => "--block:data=disk.img",
                         }
                     )
                     .into());
@@ -295,6 +297,7 @@ mod tests {
             "--stats",
             "--net:service=tap0",
             "--block:data=disk.img",
+            "--block-ro:seed=seed.img",
             "--",
             "a",
             "--net:x=y",
@@ -308,7 +311,14 @@ mod tests {
         assert!(run.build.release);
         assert_eq!(run.mem, Some(64));
         assert!(run.stats);
-        assert_eq!(run.devices, ["--net:service=tap0", "--block:data=disk.img"]);
+        assert_eq!(
+            run.devices,
+            [
+                "--net:service=tap0",
+                "--block:data=disk.img",
+                "--block-ro:seed=seed.img"
+            ]
+        );
         // After `--` everything is the unikernel's, device-like or not.
         assert_eq!(run.args, argv(&["a", "--net:x=y", "--"]));
     }

@@ -1,5 +1,6 @@
-//! The command line both host sides share:
-//! `[--stats] [--no-sandbox] [--net:NAME=TAP]... [--net-mac:NAME=MAC]... [--block:NAME=FILE]... [-- ARGS...]`.
+//! The command line both host sides share: `[--stats] [--no-sandbox]
+//! [--net:NAME=TAP]... [--net-mac:NAME=MAC]... [--block:NAME=FILE]...
+//! [--block-ro:NAME=FILE]... [-- ARGS...]`.
 //!
 //! Device flags carry the device's name inside the flag (`--net:service=tap0`,
 //! as Solo5's tenders do), which clap cannot express, so they are picked out
@@ -13,7 +14,8 @@ use clap::Parser;
 /// The help text about devices and exit statuses, for `after_help`.
 pub const AFTER_HELP: &str = "Devices: --net:NAME=TAP attaches TAP device TAP as the kernel's network device NAME \
      (--net-mac:NAME=MAC sets its MAC address);\n\
-     --block:NAME=FILE attaches FILE as its block device NAME.\n\n\
+     --block:NAME=FILE attaches FILE (a regular file with write permission, a whole number of 512-byte\n\
+     sectors) as its block device NAME; --block-ro:NAME=FILE attaches it read-only (writes fail).\n\n\
      Exit status: the unikernel's halt status (0-253); 254 if it failed (panic, abort, CPU fault,\n\
      broken hypercall, sandbox violation); 255 if it could not be started.";
 
@@ -56,13 +58,15 @@ pub struct UnixCli {
     pub common: Common,
 }
 
-/// A `--net:NAME=TAP` or `--block:NAME=FILE` flag.
+/// A `--net:NAME=TAP`, `--block:NAME=FILE` or `--block-ro:NAME=FILE` flag.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceFlag {
     pub kind: DeviceKind,
     pub name: String,
     /// The TAP device's or the file's name.
     pub backend: String,
+    /// `--block-ro:`: the device is attached read-only.
+    pub read_only: bool,
 }
 
 /// The parsed command line: the program's options and the device flags.
@@ -130,14 +134,17 @@ pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, S
 }
 
 fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
-    let (kind, spec) = if let Some(spec) = arg.strip_prefix("--net:") {
-        (DeviceKind::Net, spec)
+    let (kind, read_only, spec) = if let Some(spec) = arg.strip_prefix("--net:") {
+        (DeviceKind::Net, false, spec)
     } else if let Some(spec) = arg.strip_prefix("--block:") {
-        (DeviceKind::Block, spec)
+        (DeviceKind::Block, false, spec)
+    } else if let Some(spec) = arg.strip_prefix("--block-ro:") {
+        (DeviceKind::Block, true, spec)
     } else {
         return Ok(None);
     };
-    let usage = || format!("'{arg}' should be --{}:NAME={}", kind.name(), backend_word(kind));
+    let flag = arg.split_once(':').map_or(arg, |(flag, _)| flag);
+    let usage = || format!("'{arg}' should be {flag}:NAME={}", backend_word(kind));
     let (name, backend) = spec.split_once('=').ok_or_else(usage)?;
     if !is_valid_device_name(name.as_bytes()) {
         return Err(format!(
@@ -151,6 +158,7 @@ fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
         kind,
         name: name.to_string(),
         backend: backend.to_string(),
+        read_only,
     }))
 }
 
@@ -201,8 +209,17 @@ mod tests {
             [DeviceFlag {
                 kind: DeviceKind::Net,
                 name: "service".into(),
-                backend: "tap0".into()
+                backend: "tap0".into(),
+                read_only: false,
             }]
+        );
+        let args = run(&["--block-ro:data=disk.img", "--block:log=log.img"]).unwrap();
+        assert_eq!(
+            args.devices
+                .iter()
+                .map(|d| (d.name.as_str(), d.read_only))
+                .collect::<Vec<_>>(),
+            [("data", true), ("log", false)]
         );
         assert_eq!(run(&[]).unwrap().cli.common.args, Vec::<String>::new());
     }
@@ -215,7 +232,10 @@ mod tests {
             &["--net:Service=tap0"],
             &["--net:service"],
             &["--block:data="],
+            &["--block-ro:data"],
+            &["--block-ro:Data=f"],
             &["--net:a=t", "--block:a=f"],
+            &["--block:a=f", "--block-ro:a=f"],
             &["--net-mac:a=01:02:03:04:05:06"],
             &["--net-mac:a"],
         ] {
@@ -225,6 +245,10 @@ mod tests {
         assert_eq!(
             run(&["--net:service"]).unwrap_err(),
             "'--net:service' should be --net:NAME=TAP"
+        );
+        assert_eq!(
+            run(&["--block-ro:data"]).unwrap_err(),
+            "'--block-ro:data' should be --block-ro:NAME=FILE"
         );
     }
 
@@ -240,6 +264,7 @@ mod tests {
             panic!("no help");
         };
         assert!(help.contains("Usage: hello [OPTIONS] [-- <ARGS>...]"), "{help}");
+        assert!(help.contains("--block-ro:NAME=FILE attaches it read-only"), "{help}");
         assert!(parse::<UnixCli>("hello", vec!["kernel.elf".into()]).is_err());
     }
 

@@ -6,14 +6,26 @@
 //! and the app's memory (through a bounce buffer of at most 128 KiB). The
 //! batch stops at the first operation that fails, so a later write never
 //! lands after an earlier one failed. Errors of the device (past the end,
-//! host disk full, I/O error) are the app's to handle and come back as
-//! statuses; lies about memory or malformed batches stop the app. The file
-//! is locked (`flock`) so two unikernels cannot share a disk by mistake.
+//! host disk full, I/O error, a write to a read-only device) are the app's
+//! to handle and come back as statuses; lies about memory or malformed
+//! batches stop the app.
+//!
+//! Opening is careful because the file is named by a person and then
+//! written by a guest: it must be a regular file (checked before opening,
+//! then again on the opened descriptor, so a file swapped in between is
+//! refused), a read-write disk must have a write permission bit (root could
+//! write a mode-0444 file anyway, which is rarely what was meant), and the
+//! file is locked (`flock`: exclusive read-write, shared read-only) so two
+//! unikernels cannot share a disk by mistake. A read-only disk
+//! (`--block-ro:`) is opened `O_RDONLY`; writes and flushes on it are
+//! answered with [`BlockStatus::ReadOnly`], and the sandbox lets its
+//! descriptor be read only.
 
-use std::fs::{File, OpenOptions};
+use std::fmt;
+use std::fs::{File, Metadata, OpenOptions};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use atoll_abi::block::{BlockOp, BlockOpKind, BlockStatus, MAX_OPS, MAX_SECTORS_PER_OP, SECTOR_SIZE};
@@ -22,6 +34,15 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::net::FrameMemory;
 
+/// How a disk file is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// `--block:NAME=FILE`.
+    ReadWrite,
+    /// `--block-ro:NAME=FILE`: reads only.
+    ReadOnly,
+}
+
 /// One attached block device.
 #[derive(Debug)]
 pub struct BlockDevice {
@@ -29,66 +50,158 @@ pub struct BlockDevice {
     pub index: usize,
     pub name: String,
     file: File,
+    pub access: Access,
     pub capacity_sectors: u64,
     pub reads: u64,
     pub writes: u64,
     pub flushes: u64,
 }
 
-/// Why a block device's file could not be attached.
+/// A disk's descriptor, for the sandbox: read-only ones may only be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskFd {
+    pub fd: RawFd,
+    pub access: Access,
+}
+
+/// What is wrong with a disk file.
 #[derive(Debug, thiserror::Error)]
-#[error("block device '{name}': {path}: {why}")]
+pub enum DiskProblem {
+    #[error("no such file")]
+    NotFound,
+    #[error("not a regular file but a {0}; a disk is a plain file")]
+    NotRegular(&'static str),
+    #[error("the file has no write permission (mode {mode:04o})")]
+    NotWritable { mode: u32 },
+    #[error("permission denied")]
+    PermissionDenied,
+    #[error("the file is on a read-only file system")]
+    ReadOnlyFileSystem,
+    #[error("the file is empty")]
+    Empty,
+    #[error("{0} bytes is not a whole number of 512-byte sectors")]
+    NotWholeSectors(u64),
+    #[error("in use by another unikernel (it is locked)")]
+    Locked,
+    #[error("the file was replaced while it was being opened")]
+    Replaced,
+    #[error("{0}")]
+    Io(#[source] io::Error),
+}
+
+/// Why a block device's file could not be attached: one line naming the
+/// device and the file, and what to do about it.
+#[derive(Debug)]
 pub struct BlockOpenError {
-    name: String,
-    path: String,
-    why: String,
+    pub name: String,
+    pub path: String,
+    pub problem: DiskProblem,
+}
+
+impl fmt::Display for BlockOpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (name, path) = (&self.name, &self.path);
+        write!(f, "block device '{name}': {path}: {}", self.problem)?;
+        match self.problem {
+            DiskProblem::NotFound | DiskProblem::Empty => {
+                write!(f, "; create the disk first, e.g. `truncate -s 64M {path}`")
+            }
+            DiskProblem::NotWritable { .. } | DiskProblem::PermissionDenied | DiskProblem::ReadOnlyFileSystem => {
+                write!(
+                    f,
+                    "; attach it read-only with --block-ro:{name}={path}, or make it writable (`chmod u+w {path}`)"
+                )
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for BlockOpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.problem)
+    }
+}
+
+/// What kind of file `meta` describes, for an error message.
+fn file_kind(meta: &Metadata) -> &'static str {
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
 }
 
 impl BlockDevice {
-    /// Opens `path` read-write as device `name`. The file must exist and
-    /// hold a whole number of sectors: it is the disk, and its size is the
-    /// disk's capacity.
-    pub fn open(index: usize, name: &str, path: &str) -> Result<BlockDevice, BlockOpenError> {
-        let error = |why: String| BlockOpenError {
+    /// Opens `path` as device `name` with `access`. The file must exist, be
+    /// a regular file (or a symbolic link to one) and hold a whole number of
+    /// sectors: it is the disk, and its size is the disk's capacity.
+    pub fn open(index: usize, name: &str, path: &str, access: Access) -> Result<BlockDevice, BlockOpenError> {
+        let error = |problem: DiskProblem| BlockOpenError {
             name: name.into(),
             path: path.into(),
-            why,
+            problem,
         };
-        let create_hint = "create the disk first, e.g. `truncate -s 64M FILE`";
+        let read_write = access == Access::ReadWrite;
+        let checks = |meta: &Metadata| -> Result<(), DiskProblem> {
+            if !meta.is_file() {
+                return Err(DiskProblem::NotRegular(file_kind(meta)));
+            }
+            // Root's open() ignores permission bits; a disk nobody may write
+            // is meant to be read only.
+            if read_write && meta.mode() & 0o222 == 0 {
+                return Err(DiskProblem::NotWritable {
+                    mode: meta.mode() & 0o7777,
+                });
+            }
+            Ok(())
+        };
+        // Checked before opening, so a FIFO or a device is never opened
+        // (opening some devices does things), and again on the descriptor.
+        let named = std::fs::metadata(Path::new(path)).map_err(|e| error(open_problem(e)))?;
+        checks(&named).map_err(error)?;
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(read_write)
+            // Should a FIFO be swapped in after the check, the open must not
+            // block; on a regular file the flag changes nothing.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(Path::new(path))
-            .map_err(|e| {
-                if e.kind() == io::ErrorKind::NotFound {
-                    error(format!("no such file; {create_hint}"))
-                } else {
-                    error(e.to_string())
-                }
-            })?;
-        let meta = file.metadata().map_err(|e| error(e.to_string()))?;
-        if !meta.is_file() {
-            return Err(error("not a regular file".into()));
+            .map_err(|e| error(open_problem(e)))?;
+        let opened = file.metadata().map_err(|e| error(DiskProblem::Io(e)))?;
+        checks(&opened).map_err(error)?;
+        if (opened.dev(), opened.ino()) != (named.dev(), named.ino()) {
+            return Err(error(DiskProblem::Replaced));
         }
-        let len = meta.len();
+        let len = opened.len();
         if len == 0 {
-            return Err(error(format!("the file is empty; {create_hint}")));
+            return Err(error(DiskProblem::Empty));
         }
         if len % u64::from(SECTOR_SIZE) != 0 {
-            return Err(error(format!(
-                "{len} bytes is not a whole number of {SECTOR_SIZE}-byte sectors"
-            )));
+            return Err(error(DiskProblem::NotWholeSectors(len)));
         }
+        // A writer excludes everyone; readers only writers.
+        let lock = if read_write { libc::LOCK_EX } else { libc::LOCK_SH };
         // SAFETY: flock takes an open descriptor of ours and flags; it
         // touches no memory. The result is checked.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let rc = unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) };
         if rc != 0 {
-            return Err(error("in use by another unikernel (it is locked)".into()));
+            return Err(error(DiskProblem::Locked));
         }
         Ok(BlockDevice {
             index,
             name: name.into(),
             file,
+            access,
             capacity_sectors: len / u64::from(SECTOR_SIZE),
             reads: 0,
             writes: 0,
@@ -98,15 +211,24 @@ impl BlockDevice {
 
     /// A disk whose file another process opened, checked and locked, and
     /// handed over (`atoll-spt` to the executable it starts).
-    pub fn inherited(index: usize, name: &str, file: File, capacity_sectors: u64) -> BlockDevice {
+    pub fn inherited(index: usize, name: &str, file: File, access: Access, capacity_sectors: u64) -> BlockDevice {
         BlockDevice {
             index,
             name: name.into(),
             file,
+            access,
             capacity_sectors,
             reads: 0,
             writes: 0,
             flushes: 0,
+        }
+    }
+
+    /// The descriptor, and how it may be used.
+    pub fn disk_fd(&self) -> DiskFd {
+        DiskFd {
+            fd: self.fd(),
+            access: self.access,
         }
     }
 
@@ -157,7 +279,11 @@ impl BlockDevice {
     /// status.
     fn execute(&mut self, op: &BlockOp, mem: &impl FrameMemory) -> Result<BlockStatus, String> {
         let kind = BlockOpKind::from_u32(op.kind).ok_or_else(|| format!("unknown kind {}", op.kind))?;
+        let read_only = self.access == Access::ReadOnly;
         if kind == BlockOpKind::Flush {
+            if read_only {
+                return Ok(BlockStatus::ReadOnly);
+            }
             self.flushes += 1;
             return Ok(status_of(self.file.sync_data()));
         }
@@ -173,6 +299,9 @@ impl BlockDevice {
             _ => mem.check_readable(op.buffer.0, len),
         }
         .map_err(|e| format!("buffer: {e}"))?;
+        if read_only && kind == BlockOpKind::Write {
+            return Ok(BlockStatus::ReadOnly);
+        }
         let end = op.sector.checked_add(u64::from(op.sectors));
         if end.is_none_or(|end| end > self.capacity_sectors) {
             return Ok(BlockStatus::OutOfRange);
@@ -194,6 +323,16 @@ impl BlockDevice {
                 status_of(self.file.write_all_at(&data, offset))
             }
         })
+    }
+}
+
+/// What opening the file failed with, in the user's terms.
+fn open_problem(e: io::Error) -> DiskProblem {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => DiskProblem::NotFound,
+        Some(libc::EACCES | libc::EPERM) => DiskProblem::PermissionDenied,
+        Some(libc::EROFS) => DiskProblem::ReadOnlyFileSystem,
+        _ => DiskProblem::Io(e),
     }
 }
 
@@ -219,8 +358,17 @@ mod tests {
     fn disk(sectors: u64) -> (tempfile::NamedTempFile, BlockDevice) {
         let file = tempfile::NamedTempFile::new().unwrap();
         file.as_file().set_len(sectors * 512).unwrap();
-        let device = BlockDevice::open(1, "data", file.path().to_str().unwrap()).unwrap();
+        let device = BlockDevice::open(1, "data", file.path().to_str().unwrap(), Access::ReadWrite).unwrap();
         (file, device)
+    }
+
+    fn open(path: &std::path::Path, access: Access) -> Result<BlockDevice, BlockOpenError> {
+        BlockDevice::open(0, "data", path.to_str().unwrap(), access)
+    }
+
+    fn chmod(path: &std::path::Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
     fn batch(mem: &FakeMemory, ops: &[BlockOp]) {
@@ -329,19 +477,124 @@ mod tests {
 
     #[test]
     fn files_that_cannot_be_disks_are_refused() {
-        let missing = BlockDevice::open(0, "data", "/nonexistent/disk.img").unwrap_err();
-        assert!(missing.to_string().contains("truncate -s"), "{missing}");
+        let missing = BlockDevice::open(0, "data", "/nonexistent/disk.img", Access::ReadWrite).unwrap_err();
+        assert!(matches!(missing.problem, DiskProblem::NotFound));
+        assert_eq!(
+            missing.to_string(),
+            "block device 'data': /nonexistent/disk.img: no such file; create the disk first, e.g. \
+             `truncate -s 64M /nonexistent/disk.img`"
+        );
         let odd = tempfile::NamedTempFile::new().unwrap();
         odd.as_file().set_len(1000).unwrap();
-        let err = BlockDevice::open(0, "data", odd.path().to_str().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("not a whole number"), "{err}");
-        let (file, _device) = disk(4);
-        let err = BlockDevice::open(0, "data", file.path().to_str().unwrap()).unwrap_err();
-        assert!(err.to_string().contains("in use"), "{err}");
-        let err = BlockDevice::open(0, "data", "/tmp").unwrap_err();
+        let err = open(odd.path(), Access::ReadWrite).unwrap_err();
+        assert!(matches!(err.problem, DiskProblem::NotWholeSectors(1000)), "{err}");
+        let empty = tempfile::NamedTempFile::new().unwrap();
+        assert!(matches!(
+            open(empty.path(), Access::ReadOnly).unwrap_err().problem,
+            DiskProblem::Empty
+        ));
+    }
+
+    #[test]
+    fn only_regular_files_are_opened_even_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = open(dir.path(), Access::ReadWrite).unwrap_err();
+        assert!(matches!(err.problem, DiskProblem::NotRegular("directory")), "{err}");
+        assert!(err.to_string().contains("not a regular file but a directory"), "{err}");
+        // A FIFO would block an open for reading: it must be refused without opening it.
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo reads a NUL-terminated path that outlives the call;
+        // the result is checked.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for access in [Access::ReadWrite, Access::ReadOnly] {
+            let err = open(&fifo, access).unwrap_err();
+            assert!(matches!(err.problem, DiskProblem::NotRegular("FIFO")), "{err}");
+        }
+        let err = open(std::path::Path::new("/dev/null"), Access::ReadWrite).unwrap_err();
         assert!(
-            err.to_string().contains("not a regular file") || err.to_string().contains("directory"),
+            matches!(err.problem, DiskProblem::NotRegular("character device")),
             "{err}"
         );
+        // A link to a directory is refused; a link to a disk is the disk.
+        let to_dir = dir.path().join("to-dir");
+        std::os::unix::fs::symlink(dir.path(), &to_dir).unwrap();
+        assert!(matches!(
+            open(&to_dir, Access::ReadWrite).unwrap_err().problem,
+            DiskProblem::NotRegular("directory")
+        ));
+        let disk = dir.path().join("disk.img");
+        std::fs::File::create(&disk).unwrap().set_len(4096).unwrap();
+        let to_disk = dir.path().join("to-disk");
+        std::os::unix::fs::symlink(&disk, &to_disk).unwrap();
+        assert_eq!(open(&to_disk, Access::ReadWrite).unwrap().capacity_sectors, 8);
+    }
+
+    #[test]
+    fn a_file_without_write_permission_is_refused_read_write_even_to_root() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        file.as_file().set_len(4096).unwrap();
+        chmod(file.path(), 0o444);
+        let err = open(file.path(), Access::ReadWrite).unwrap_err();
+        assert!(matches!(err.problem, DiskProblem::NotWritable { mode: 0o444 }), "{err}");
+        let path = file.path().display();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "block device 'data': {path}: the file has no write permission (mode 0444); attach it read-only \
+                 with --block-ro:data={path}, or make it writable (`chmod u+w {path}`)"
+            )
+        );
+        let device = open(file.path(), Access::ReadOnly).unwrap();
+        assert_eq!((device.capacity_sectors, device.access), (8, Access::ReadOnly));
+    }
+
+    #[test]
+    fn readers_share_a_disk_and_a_writer_has_it_alone() {
+        let (file, writer) = disk(4);
+        assert!(matches!(
+            open(file.path(), Access::ReadOnly).unwrap_err().problem,
+            DiskProblem::Locked
+        ));
+        drop(writer);
+        let first = open(file.path(), Access::ReadOnly).unwrap();
+        let _second = open(file.path(), Access::ReadOnly).unwrap();
+        let err = open(file.path(), Access::ReadWrite).unwrap_err();
+        assert!(matches!(err.problem, DiskProblem::Locked), "{err}");
+        assert!(err.to_string().contains("in use by another unikernel"), "{err}");
+        drop(first);
+    }
+
+    #[test]
+    fn a_read_only_disk_reads_but_answers_writes_and_flushes_with_a_status() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), [0x11; 2048]).unwrap();
+        let mut device = open(file.path(), Access::ReadOnly).unwrap();
+        let mem = FakeMemory::new(BASE, 0x3000);
+        mem.write(BUF, &[0xEE; 512]);
+        batch(&mem, &[op(BlockOpKind::Read, 1, 1, BUF + 0x400)]);
+        device.serve(ARGS, &mem).unwrap();
+        assert_eq!(statuses(&mem, 1), [BlockStatus::Ok as u32]);
+        let mut back = [0; 512];
+        mem.read(BUF + 0x400, &mut back);
+        assert_eq!(back, [0x11; 512]);
+        for kind in [BlockOpKind::Write, BlockOpKind::Flush] {
+            batch(&mem, &[op(kind, 0, 1, BUF), op(BlockOpKind::Read, 0, 1, BUF)]);
+            device.serve(ARGS, &mem).unwrap();
+            assert_eq!(
+                statuses(&mem, 2),
+                [BlockStatus::ReadOnly as u32, BlockStatus::Skipped as u32],
+                "{kind:?}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(file.path()).unwrap(),
+            [0x11; 2048],
+            "the file is untouched"
+        );
+        assert_eq!((device.writes, device.flushes), (0, 0));
+        // A lie is still a lie on a read-only disk.
+        batch(&mem, &[op(BlockOpKind::Write, 0, 1, 0x10)]);
+        assert!(device.serve(ARGS, &mem).unwrap_err().contains("buffer"));
     }
 }

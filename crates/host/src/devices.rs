@@ -6,10 +6,10 @@
 //! kind, and both refuse devices the kernel did not ask for, so a typo is
 //! caught before boot.
 
-use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind};
+use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind, DEVICE_READ_ONLY};
 
 use crate::args::{backend_word, DeviceFlag};
-use crate::block::{BlockDevice, BlockOpenError};
+use crate::block::{Access, BlockDevice, BlockOpenError, DiskFd};
 use crate::elf::ManifestDevice;
 use crate::net::{NetDevice, NetDevices, TapError};
 
@@ -56,8 +56,8 @@ impl Attached {
     }
 
     /// Host file descriptors of the block devices, for the sandbox.
-    pub fn block_fds(&self) -> Vec<std::os::fd::RawFd> {
-        self.block.iter().map(BlockDevice::fd).collect()
+    pub fn block_fds(&self) -> Vec<DiskFd> {
+        self.block.iter().map(BlockDevice::disk_fd).collect()
     }
 }
 
@@ -92,7 +92,13 @@ pub fn attach(
                 attached.net.devices.push(net);
             }
             DeviceKind::Block => {
-                let block = BlockDevice::open(index, &device.name, &flag.backend)?;
+                let access = if flag.read_only {
+                    info.flags = DEVICE_READ_ONLY;
+                    Access::ReadOnly
+                } else {
+                    Access::ReadWrite
+                };
+                let block = BlockDevice::open(index, &device.name, &flag.backend, access)?;
                 info.sector_size = atoll_abi::block::SECTOR_SIZE;
                 info.capacity_sectors = block.capacity_sectors;
                 attached.block.push(block);
@@ -157,6 +163,7 @@ mod tests {
             kind,
             name: name.into(),
             backend: "x".into(),
+            read_only: false,
         }
     }
 
@@ -183,6 +190,25 @@ mod tests {
             err.to_string(),
             "device 'servce' is not in the kernel's manifest (it declares: no devices)"
         );
+    }
+
+    #[test]
+    fn a_read_only_disk_is_marked_in_the_boot_info() {
+        let disk = tempfile::NamedTempFile::new().unwrap();
+        disk.as_file().set_len(8192).unwrap();
+        let manifest = [ManifestDevice {
+            kind: DeviceKind::Block,
+            name: "data".into(),
+        }];
+        let flags = [DeviceFlag {
+            backend: disk.path().to_str().unwrap().into(),
+            read_only: true,
+            ..flag(DeviceKind::Block, "data")
+        }];
+        let attached = attach(&manifest, &flags, &[]).unwrap();
+        assert_eq!(attached.infos[0].flags, DEVICE_READ_ONLY);
+        assert_eq!(attached.infos[0].capacity_sectors, 16);
+        assert_eq!(attached.block_fds()[0].access, Access::ReadOnly);
     }
 
     #[test]

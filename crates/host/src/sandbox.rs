@@ -7,8 +7,8 @@
 //! confined by `atoll-spt` before it starts ([`unix_rules`] plus
 //! [`allow_start_up`]); the rules live here, on the host side, so they are
 //! built and tested like the tender's own. The app may write to stdout,
-//! stderr and its TAP devices, read from its TAP devices, read and write its
-//! disks, sleep in `ppoll`, read clocks, manage heap memory (anonymous,
+//! stderr and its TAP devices, read from its TAP devices, read, write and flush its
+//! read-write disks, read its read-only disks, sleep in `ppoll`, read clocks, manage heap memory (anonymous,
 //! private, never executable, never locked), draw random bytes and exit.
 //! Anything else raises SIGSYS (`SeccompAction::Trap`), whose handler
 //! prints [`write_violation`]'s line, or under `atoll-spt` stops the
@@ -16,6 +16,8 @@
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
+
+use crate::block::{Access, DiskFd};
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
@@ -109,12 +111,17 @@ pub fn allow_pread(rules: &mut Rules, fd: RawFd) -> Result<(), seccompiler::Back
     allow_on_fd(rules, libc::SYS_pread64, fd)
 }
 
-/// Lets the block devices' files (`fds`) be read, written and flushed
-/// (`pread64`, `pwrite64`, `fdatasync`), and nothing else be done to them.
-pub fn allow_block_io(rules: &mut Rules, fds: &[RawFd]) -> Result<(), seccompiler::BackendError> {
-    for &fd in fds {
-        for call in [libc::SYS_pread64, libc::SYS_pwrite64, libc::SYS_fdatasync] {
-            allow_on_fd(rules, call, fd)?;
+/// Lets the block devices' files be read (`pread64`), and those attached
+/// read-write also written and flushed (`pwrite64`, `fdatasync`); nothing
+/// else may be done to them. (A read-only disk's descriptor is `O_RDONLY`
+/// anyway; the rule keeps a bug in the tender from even trying.)
+pub fn allow_block_io(rules: &mut Rules, disks: &[DiskFd]) -> Result<(), seccompiler::BackendError> {
+    for disk in disks {
+        allow_on_fd(rules, libc::SYS_pread64, disk.fd)?;
+        if disk.access == Access::ReadWrite {
+            for call in [libc::SYS_pwrite64, libc::SYS_fdatasync] {
+                allow_on_fd(rules, call, disk.fd)?;
+            }
         }
     }
     Ok(())
@@ -170,8 +177,8 @@ pub struct UnixProcess<'a> {
     pub pid: u64,
     /// Its TAP devices: read and written.
     pub taps: &'a [RawFd],
-    /// Its disks' files: read, written and flushed.
-    pub disks: &'a [RawFd],
+    /// Its disks' files: read, written and flushed, or only read.
+    pub disks: &'a [DiskFd],
     /// Files it only reads with `pread64`: its own executable (for the
     /// symbols of a crash report) and `/proc/self/status` (`--stats`).
     pub readable: &'a [RawFd],
@@ -411,13 +418,17 @@ mod tests {
         assert!(line.contains("called syscall 999,"), "{}", line);
     }
 
+    fn disk(fd: RawFd, access: Access) -> DiskFd {
+        DiskFd { fd, access }
+    }
+
     #[test]
     fn the_filters_build() {
         assert!(filter(&UnixProcess::default()).unwrap().len() > 20);
         let fds = UnixProcess {
             pid: SELF_PLACEHOLDER,
             taps: &[5, 6],
-            disks: &[8],
+            disks: &[disk(8, Access::ReadWrite), disk(10, Access::ReadOnly)],
             readable: &[7, 9],
         };
         assert!(filter(&fds).unwrap().len() > 20);
@@ -425,5 +436,22 @@ mod tests {
         allow_start_up(&mut rules, 3).unwrap();
         assert!(rules.contains_key(&libc::SYS_rseq));
         assert!(quiet_refusals().unwrap().len() > 4);
+    }
+
+    /// The fds each call is allowed on (by rules on argument 0).
+    fn fds_allowed(rules: &Rules, call: i64) -> usize {
+        rules.get(&call).map_or(0, Vec::len)
+    }
+
+    #[test]
+    fn a_read_only_disk_may_only_be_read() {
+        let mut rules = Rules::new();
+        allow_block_io(&mut rules, &[disk(8, Access::ReadWrite), disk(9, Access::ReadOnly)]).unwrap();
+        assert_eq!(fds_allowed(&rules, libc::SYS_pread64), 2);
+        assert_eq!(fds_allowed(&rules, libc::SYS_pwrite64), 1);
+        assert_eq!(fds_allowed(&rules, libc::SYS_fdatasync), 1);
+        let mut read_only = Rules::new();
+        allow_block_io(&mut read_only, &[disk(9, Access::ReadOnly)]).unwrap();
+        assert_eq!(read_only.keys().copied().collect::<Vec<_>>(), [libc::SYS_pread64]);
     }
 }

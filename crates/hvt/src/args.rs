@@ -1,4 +1,5 @@
-//! The command line: `atoll-hvt [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]... KERNEL [-- ARGS...]`.
+//! The command line: `atoll-hvt [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]...
+//! [--block-ro:NAME=FILE]... KERNEL [-- ARGS...]`.
 //!
 //! Everything but `--mem` and the KERNEL is the command line the unix
 //! platform takes too, parsed by the same code (`atoll_host::args`).
@@ -69,7 +70,8 @@ mod tests {
             [DeviceFlag {
                 kind: DeviceKind::Net,
                 name: "service".into(),
-                backend: "tap0".into()
+                backend: "tap0".into(),
+                read_only: false,
             }]
         );
     }

@@ -9,6 +9,7 @@
 
 use std::os::fd::RawFd;
 
+use atoll_host::block::DiskFd;
 use atoll_host::sandbox::{allow_block_io, allow_pread, common_rules};
 
 use crate::devices::Attached;
@@ -35,13 +36,14 @@ pub fn confine(vcpu_fd: RawFd, devices: &Attached, stats_fd: Option<RawFd>) -> R
 
 /// The [`common_rules`] every confined Atoll process has, plus: `ioctl`
 /// only on the vCPU and only to run it or read its registers (for fault
-/// reports), reads, writes and flushes of the block devices' files,
+/// reports), reads of the block devices' files (and writes and flushes of
+/// those attached read-write),
 /// `mincore` and `pread64` of the peak-memory file for `--stats`, and
 /// `close` for the exit.
 fn filter(
     vcpu_fd: RawFd,
     tap_fds: &[RawFd],
-    block_fds: &[RawFd],
+    block_fds: &[DiskFd],
     stats_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
@@ -84,6 +86,16 @@ mod tests {
     #[test]
     fn the_filter_builds() {
         assert!(filter(5, &[], &[], None).unwrap().len() > 20);
-        assert!(filter(5, &[6, 7], &[9], Some(8)).unwrap().len() > 20);
+        let disks = [
+            DiskFd {
+                fd: 9,
+                access: atoll_host::block::Access::ReadWrite,
+            },
+            DiskFd {
+                fd: 10,
+                access: atoll_host::block::Access::ReadOnly,
+            },
+        ];
+        assert!(filter(5, &[6, 7], &disks, Some(8)).unwrap().len() > 20);
     }
 }

@@ -19,6 +19,7 @@ fn storage_error(error: BlockError) -> StorageError {
         BlockError::NoSpace => StorageError::NoSpace,
         BlockError::Io | BlockError::NoSuchDevice | BlockError::NotABlockDevice => StorageError::Io,
         BlockError::Unaligned | BlockError::OutOfRange => StorageError::OutOfRange,
+        BlockError::ReadOnly => StorageError::ReadOnly,
     }
 }
 
@@ -29,6 +30,10 @@ impl BlockStorage for BlockDevice {
 
     fn capacity_sectors(&self) -> u64 {
         BlockDevice::capacity_sectors(self)
+    }
+
+    fn read_only(&self) -> bool {
+        BlockDevice::read_only(self)
     }
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), StorageError> {
@@ -67,5 +72,12 @@ mod tests {
             Some(&b"whatever happened to unikernels"[..])
         );
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_store_on_a_read_only_disk_says_so() {
+        sim::attach_block_device_read_only("ro", 256);
+        let error = Store::open(BlockDevice::open("ro").unwrap()).unwrap_err();
+        assert_eq!(error, crate::KvError::ReadOnly);
     }
 }

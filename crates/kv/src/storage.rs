@@ -26,6 +26,11 @@ pub trait BlockStorage {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError>;
     /// Makes every write that completed before this call durable.
     fn flush(&mut self) -> Result<(), StorageError>;
+    /// Whether the device refuses writes and flushes (attached read-only). The store then
+    /// serves reads only, and says so rather than trying.
+    fn read_only(&self) -> bool {
+        false
+    }
     /// Writes, then flushes if the write succeeded. Devices that can do both in one request
     /// (one VM exit on `hvt`) should override it; every `put` and `delete` ends with it.
     fn write_durably(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError> {
@@ -53,6 +58,9 @@ impl<S: BlockStorage + ?Sized> BlockStorage for &mut S {
     fn write_durably(&mut self, sector: u64, buf: &[u8]) -> Result<(), StorageError> {
         (**self).write_durably(sector, buf)
     }
+    fn read_only(&self) -> bool {
+        (**self).read_only()
+    }
 }
 
 /// Why a device operation failed.
@@ -65,6 +73,8 @@ pub enum StorageError {
     NoSpace,
     /// The device reported an I/O error.
     Io,
+    /// The device is read-only and refused a write or flush.
+    ReadOnly,
 }
 
 impl fmt::Display for StorageError {
@@ -73,6 +83,7 @@ impl fmt::Display for StorageError {
             StorageError::OutOfRange => "access past the end of the block device",
             StorageError::NoSpace => "the disk behind the block device is full",
             StorageError::Io => "the block device reported an I/O error",
+            StorageError::ReadOnly => "the block device is read-only",
         })
     }
 }

@@ -1,7 +1,8 @@
 //! [`Store`]: the key-value store over a [`BlockStorage`], with its errors and statistics.
 //!
 //! The store keeps every key, and where its latest record lies, in memory (a `BTreeMap`
-//! rebuilt at open by scanning the log); values stay on the device and are read on `get`.
+//! rebuilt at open by scanning the log, see [`crate::recovery`]); values stay on the device
+//! and are read on `get`.
 
 use alloc::collections::BTreeMap;
 use alloc::vec;
@@ -9,21 +10,18 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use crate::format::{
-    align_up, encode_record, record_body_len, record_crc, RecordHeader, RecordKind, Superblock, SuperblockError,
-    MAX_KEY_BYTES, MAX_VALUE_BYTES, RECORD_HEADER_BYTES, SUPERBLOCK_SECTORS,
+    align_up, encode_record, encode_seal_and_tail, encode_tail, record_body_len, RecordHeader, RecordKind, RecordPlace,
+    Seal, Superblock, MAX_KEY_BYTES, MAX_VALUE_BYTES, RECORD_HEADER_BYTES, SEAL_RECORD_BYTES, SUPERBLOCK_SECTORS,
 };
+use crate::recovery::{load, Loaded, Recovery};
 use crate::storage::{BlockStorage, StorageError, SECTOR_BYTES};
 
 /// The smallest device the store formats: the superblock pair and two 4 KiB halves.
 pub const MIN_CAPACITY_SECTORS: u64 = SUPERBLOCK_SECTORS + 2 * 8;
-/// Sectors checked at open to tell a blank device from one holding something else (4 KiB:
-/// enough to meet the partition table, boot sector or file-system superblock of anything
-/// common).
-const PROBE_SECTORS: u64 = 8;
 /// Most bytes moved by one read or write while scanning or compacting; each is one VM exit
 /// on `hvt`, and it stays under the 128 KiB one block operation may move. (An appended
-/// record, at most 66 048 bytes or 129 sectors, is written in one piece.)
-const IO_CHUNK_BYTES: usize = 64 * 1024;
+/// record with its tail, at most 66 560 bytes or 130 sectors, is written in one piece.)
+pub(crate) const IO_CHUNK_BYTES: usize = 64 * 1024;
 const SECTOR: u64 = SECTOR_BYTES as u64;
 
 /// Why a store operation failed. Each says what to do about it.
@@ -44,18 +42,23 @@ pub enum KvError {
     Full {
         /// Bytes the live records would take with this change.
         needed_bytes: u64,
-        /// Bytes one log half holds: the most the store can hold.
+        /// Bytes the live records may take at most.
         capacity_bytes: u64,
     },
     /// The device failed. The change is either fully done or not at all, and the store
     /// works out which before its next change.
     Storage(StorageError),
-    /// A record that was intact when the store opened no longer matches its checksum: the
-    /// device lost data behind the store's back. Delete the key to drop the record.
+    /// The key's latest record no longer matches its checksum: the device lost data behind
+    /// the store's back (found by `get`, or at open: see [`Recovery::lost_keys`]). Put or
+    /// delete the key to replace the record.
     Corrupt {
         /// Byte offset on the device of the damaged record.
         byte_offset: u64,
+        /// The key whose value is damaged.
+        key: Vec<u8>,
     },
+    /// The device is attached read-only: the store serves `get` but makes no change.
+    ReadOnly,
     /// The device holds neither a store nor zeros (in its first 4 KiB), so it is not
     /// formatted over.
     NotAStore,
@@ -99,10 +102,15 @@ impl fmt::Display for KvError {
                 f,
                 "block device error ({error}); the change may or may not have been made"
             ),
-            KvError::Corrupt { byte_offset } => write!(
+            KvError::Corrupt { byte_offset, key } => write!(
                 f,
-                "the record at byte {byte_offset} of the block device is damaged (its checksum \
-                 no longer matches); delete its key"
+                "the value of key {} (the record at byte {byte_offset} of the block device) is \
+                 damaged: its checksum no longer matches; put or delete the key",
+                crate::recovery::ShowKey(key)
+            ),
+            KvError::ReadOnly => f.write_str(
+                "the block device is attached read-only, so the store makes no changes (and \
+                 cannot create a store on a blank device)",
             ),
             KvError::NotAStore => f.write_str(
                 "the block device holds something other than a key-value store (it is neither \
@@ -131,7 +139,10 @@ impl core::error::Error for KvError {}
 
 impl From<StorageError> for KvError {
     fn from(error: StorageError) -> KvError {
-        KvError::Storage(error)
+        match error {
+            StorageError::ReadOnly => KvError::ReadOnly,
+            error => KvError::Storage(error),
+        }
     }
 }
 
@@ -147,22 +158,34 @@ pub struct Stats {
     pub log_used_bytes: u64,
     /// Bytes left in the log before a change needs a compaction.
     pub log_free_bytes: u64,
-    /// Bytes one log half holds: the most the live records can take.
+    /// The most bytes the live records can take: one log half, less the seal a compaction
+    /// writes.
     pub capacity_bytes: u64,
 }
 
 /// Where a key's latest record lies.
 #[derive(Clone, Copy, Debug)]
-struct RecordLoc {
+pub(crate) struct RecordLoc {
     /// Byte offset on the device of the record.
-    offset: u64,
-    key_len: u8,
-    value_len: u32,
+    pub offset: u64,
+    pub key_len: u8,
+    pub value_len: u32,
 }
 
 impl RecordLoc {
     fn body_len(&self) -> usize {
         record_body_len(usize::from(self.key_len), self.value_len as usize)
+    }
+
+    /// Whether `body` (this record's header, key and value) is intact: both checksums hold
+    /// and the header is the one the index expects.
+    fn is_intact(&self, body: &[u8]) -> bool {
+        RecordHeader::decode(body).is_some_and(|header| {
+            header.key_len == usize::from(self.key_len)
+                && header.value_len == self.value_len as usize
+                && header.head_is_intact(self.offset, &body[..header.head_len()])
+                && header.value_is_intact(&body[header.head_len()..])
+        })
     }
 }
 
@@ -175,14 +198,6 @@ struct DurablePoint {
     tail_byte: u64,
 }
 
-/// What opening (or recovering) a device finds.
-struct Loaded {
-    sb: Superblock,
-    index: BTreeMap<Vec<u8>, RecordLoc>,
-    live_bytes: u64,
-    tail_byte: u64,
-}
-
 /// A key-value store over a block device; see the [crate docs](crate) for what it
 /// guarantees.
 pub struct Store<S: BlockStorage> {
@@ -192,27 +207,52 @@ pub struct Store<S: BlockStorage> {
     live_bytes: u64,
     /// Byte offset on the device where the next record is appended.
     tail_byte: u64,
+    /// Sequence number of the next appended record.
+    next_seq: u64,
+    /// The log cannot be appended to, so the next change compacts.
+    must_compact: bool,
     durable: DurablePoint,
     /// A device operation failed, so what the device holds is unknown until it is read again.
     needs_recovery: bool,
+    /// Superblocks rebuilt at open, written (in order) before the next change.
+    repair: Vec<Superblock>,
+    /// What opening the device found.
+    recovery: Recovery,
 }
 
 impl<S: BlockStorage> Store<S> {
     /// Opens the store on `storage`, formatting it if it is blank (all zero in its first
     /// 4 KiB), and rebuilds the index by scanning the log. Writes nothing unless it formats.
+    /// Damage it finds is no error: it recovers every intact record, logs a warning, and
+    /// says what it found in [`recovery`](Self::recovery).
     pub fn open(mut storage: S) -> Result<Store<S>, KvError> {
         let loaded = load(&mut storage)?;
+        if !loaded.recovery.is_clean() {
+            log::warn!("kv: {}", loaded.recovery);
+        }
         let mut store = Store {
             storage,
             sb: loaded.sb,
             index: BTreeMap::new(),
             live_bytes: 0,
             tail_byte: 0,
+            next_seq: 0,
+            must_compact: false,
             durable: durable_point(&loaded),
             needs_recovery: false,
+            repair: Vec::new(),
+            recovery: Recovery::default(),
         };
+        store.durable.sb_seq = loaded.durable_sb_seq;
+        store.recovery = loaded.recovery.clone();
         store.install(loaded);
         Ok(store)
+    }
+
+    /// What opening the device found wrong, and what it cost: damage in the log, a torn last
+    /// change, an unreadable superblock. [`Recovery::is_clean`] after a clean stop.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
     }
 
     /// Gives the device back.
@@ -231,7 +271,7 @@ impl<S: BlockStorage> Store<S> {
         &mut self.storage
     }
 
-    /// The value of `key`, read from the device and checked against its checksum.
+    /// The value of `key`, read from the device and checked against its checksums.
     pub fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>, KvError> {
         let Some(loc) = self.index.get(key).copied() else {
             return Ok(None);
@@ -241,11 +281,10 @@ impl<S: BlockStorage> Store<S> {
         let mut sectors = vec![0; (end_byte - first_byte) as usize];
         self.storage.read(first_byte / SECTOR, &mut sectors)?;
         let body_start = (loc.offset - first_byte) as usize;
-        let body = &sectors[body_start..body_start + loc.body_len()];
-        let stored_crc = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
-        if record_crc(loc.offset, body) != stored_crc {
+        if !loc.is_intact(&sectors[body_start..body_start + loc.body_len()]) {
             return Err(KvError::Corrupt {
                 byte_offset: loc.offset,
+                key: key.to_vec(),
             });
         }
         let value_start = body_start + RECORD_HEADER_BYTES + usize::from(loc.key_len);
@@ -274,6 +313,11 @@ impl<S: BlockStorage> Store<S> {
         self.index.is_empty()
     }
 
+    /// Whether the device is read-only, so the store makes no changes.
+    pub fn is_read_only(&self) -> bool {
+        self.storage.read_only()
+    }
+
     /// How full the store is.
     pub fn stats(&self) -> Stats {
         let half_start = self.sb.half_start_byte(self.sb.active_half);
@@ -283,7 +327,7 @@ impl<S: BlockStorage> Store<S> {
             live_bytes: self.live_bytes,
             log_used_bytes,
             log_free_bytes: self.sb.half_bytes() - log_used_bytes,
-            capacity_bytes: self.sb.half_bytes(),
+            capacity_bytes: self.capacity_bytes(),
         }
     }
 
@@ -305,7 +349,7 @@ impl<S: BlockStorage> Store<S> {
     /// Removes `key`, durably by the time it returns `Ok`; `Ok(false)` if it was not there.
     /// Works on a full store too: there it compacts the key away.
     pub fn delete(&mut self, key: &[u8]) -> Result<bool, KvError> {
-        self.recover_if_needed()?;
+        self.prepare_change()?;
         if !self.index.contains_key(key) {
             return Ok(false);
         }
@@ -319,20 +363,44 @@ impl<S: BlockStorage> Store<S> {
         self.compact_with(None)
     }
 
-    fn change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError> {
+    /// Before any change: refuses on a read-only device, re-reads the device after a failed
+    /// operation, and writes back superblocks rebuilt at open.
+    fn prepare_change(&mut self) -> Result<(), KvError> {
+        if self.storage.read_only() {
+            return Err(KvError::ReadOnly);
+        }
         self.recover_if_needed()?;
+        if !self.repair.is_empty() {
+            let repair = core::mem::take(&mut self.repair);
+            let written = repair
+                .iter()
+                .try_for_each(|sb| self.storage.write(sb.slot(), &sb.encode()))
+                .and_then(|()| self.storage.flush());
+            if written.is_err() {
+                self.repair = repair;
+            }
+            self.check(written)?;
+            self.durable.sb_seq = self.sb.seq;
+        }
+        Ok(())
+    }
+
+    fn change(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError> {
+        self.prepare_change()?;
         let body_len = record_body_len(key.len(), value.map_or(0, <[u8]>::len)) as u64;
         let half_end = self.active_half_end();
-        // A log that ends mid-sector ends at a damaged record after compacted ones; appending
-        // there would rewrite a sector holding acknowledged records, so compact instead.
-        let aligned = self.tail_byte.is_multiple_of(SECTOR);
-        if aligned && self.tail_byte + align_up(body_len) <= half_end {
+        // A log that ends mid-sector or inside a compaction's copy (damage at open) must not
+        // be appended to: that would rewrite a sector holding acknowledged records, or mix
+        // new records into the copy. Compact instead.
+        let appendable = !self.must_compact && self.tail_byte.is_multiple_of(SECTOR);
+        if appendable && self.tail_byte + align_up(body_len) <= half_end {
             self.append(key, value)
         } else {
             self.compact_with(Some((key, value)))
         }
     }
 
+    /// Writes one record, and the tail record behind it, in one durable write.
     fn append(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), KvError> {
         let offset = self.tail_byte;
         let (kind, value_bytes) = match value {
@@ -341,11 +409,26 @@ impl<S: BlockStorage> Store<S> {
         };
         let body_len = record_body_len(key.len(), value_bytes.len());
         let pad_len = (align_up(body_len as u64) - body_len as u64) as usize;
-        let mut record = Vec::with_capacity(body_len + pad_len);
-        encode_record(&mut record, offset, self.sb.epoch, kind, key, value_bytes, pad_len);
+        let mut record = Vec::with_capacity(body_len + pad_len + SECTOR_BYTES);
+        let place = RecordPlace {
+            offset,
+            epoch: self.sb.epoch,
+            seq: self.next_seq,
+        };
+        encode_record(&mut record, place, kind, key, value_bytes, pad_len, false);
+        let record_end = offset + record.len() as u64;
+        if record_end < self.active_half_end() {
+            let tail = RecordPlace {
+                offset: record_end,
+                seq: place.seq + 1,
+                ..place
+            };
+            encode_tail(&mut record, tail);
+        }
         let written = self.storage.write_durably(offset / SECTOR, &record);
         self.check(written)?;
-        self.tail_byte += record.len() as u64;
+        self.tail_byte = record_end;
+        self.next_seq += 1;
         self.durable.tail_byte = self.tail_byte;
         let loc = value.map(|value| RecordLoc {
             offset,
@@ -362,26 +445,28 @@ impl<S: BlockStorage> Store<S> {
     ///
     /// Three flushed steps, each safe to crash after: reserve a new epoch in the superblock
     /// (so records of an abandoned attempt can never pass for the live log's), write the
-    /// records into the other half with that epoch, then flip the superblock to that half.
+    /// records into the other half with that epoch, sealed and with a tail, then switch the
+    /// superblock to that half. A record whose value is damaged is copied still marked
+    /// damaged, so the loss stays visible (and reported at open) until its key is replaced.
     fn compact_with(&mut self, change: Option<(&[u8], Option<&[u8]>)>) -> Result<(), KvError> {
-        self.recover_if_needed()?;
+        self.prepare_change()?;
         let change_key = change.map(|(key, _)| key);
         let change_value = change.and_then(|(_, value)| value);
-        let mut copies: Vec<RecordLoc> = self
+        let mut copies: Vec<(Vec<u8>, RecordLoc)> = self
             .index
             .iter()
             .filter(|(key, _)| Some(key.as_slice()) != change_key)
-            .map(|(_, loc)| *loc)
+            .map(|(key, loc)| (key.clone(), *loc))
             .collect();
-        copies.sort_unstable_by_key(|loc| loc.offset);
-        let mut needed_bytes: u64 = copies.iter().map(|loc| loc.body_len() as u64).sum();
+        copies.sort_unstable_by_key(|(_, loc)| loc.offset);
+        let mut needed_bytes: u64 = copies.iter().map(|(_, loc)| loc.body_len() as u64).sum();
         if let (Some(key), Some(value)) = (change_key, change_value) {
             needed_bytes += record_body_len(key.len(), value.len()) as u64;
         }
-        if needed_bytes > self.sb.half_bytes() {
+        if needed_bytes > self.capacity_bytes() {
             return Err(KvError::Full {
                 needed_bytes,
-                capacity_bytes: self.sb.half_bytes(),
+                capacity_bytes: self.capacity_bytes(),
             });
         }
 
@@ -394,34 +479,37 @@ impl<S: BlockStorage> Store<S> {
 
         let target_half = 1 - self.sb.active_half;
         let target_start = self.sb.half_start_byte(target_half);
+        let target_end = target_start + self.sb.half_bytes();
         let source_end = self.active_half_end();
-        let records_count = copies.len() + usize::from(change_value.is_some());
         let mut reader = LogReader::default();
         let mut writer = LogWriter {
             next_byte: target_start,
             buf: Vec::new(),
         };
         let mut index = BTreeMap::new();
-        let mut pos = target_start;
-        for (i, loc) in copies.iter().enumerate() {
+        let mut place = RecordPlace {
+            offset: target_start,
+            epoch: new_epoch,
+            seq: 0,
+        };
+        for (key, loc) in &copies {
             let read = reader.read(&mut self.storage, loc.offset, loc.body_len(), source_end);
             let body = self.check(read)?;
-            let stored_crc = u32::from_le_bytes(body[0..4].try_into().expect("4 bytes"));
-            if record_crc(loc.offset, body) != stored_crc {
-                return Err(KvError::Corrupt {
-                    byte_offset: loc.offset,
-                });
-            }
-            let key_end = RECORD_HEADER_BYTES + usize::from(loc.key_len);
-            let (key, value) = (&body[RECORD_HEADER_BYTES..key_end], &body[key_end..]);
-            let last = i + 1 == records_count;
-            pos = emit_copy(&mut writer.buf, &mut index, pos, new_epoch, key, value, last);
+            let damaged = !loc.is_intact(body);
+            let value = &body[RECORD_HEADER_BYTES + usize::from(loc.key_len)..];
+            place = emit_copy(&mut writer.buf, &mut index, place, key, value, damaged);
             let flushed = writer.write_full_chunks(&mut self.storage);
             self.check(flushed)?;
         }
         if let (Some(key), Some(value)) = (change_key, change_value) {
-            pos = emit_copy(&mut writer.buf, &mut index, pos, new_epoch, key, value, true);
+            place = emit_copy(&mut writer.buf, &mut index, place, key, value, false);
         }
+        let seal = Seal {
+            copied_records: place.seq,
+            source_epoch: self.sb.epoch,
+            source_next_seq: self.next_seq,
+        };
+        let tail_byte = encode_seal_and_tail(&mut writer.buf, place, seal, target_end);
         let written = writer.finish(&mut self.storage);
         let flushed = written.and_then(|()| self.storage.flush());
         self.check(flushed)?;
@@ -432,15 +520,18 @@ impl<S: BlockStorage> Store<S> {
             epoch: new_epoch,
             max_epoch: new_epoch,
             half_sectors: self.sb.half_sectors,
+            copied_records: seal.copied_records,
         })?;
         self.index = index;
         self.live_bytes = needed_bytes;
-        self.tail_byte = pos;
+        self.tail_byte = tail_byte;
+        self.next_seq = seal.copied_records + 1;
+        self.must_compact = false;
         self.durable = DurablePoint {
             sb_seq: self.sb.seq,
             active_half: target_half,
             epoch: new_epoch,
-            tail_byte: pos,
+            tail_byte,
         };
         Ok(())
     }
@@ -464,11 +555,12 @@ impl<S: BlockStorage> Store<S> {
     }
 
     /// After a failed device operation: re-reads the device as if opening it, then writes
-    /// again what it shows past the last point known durable (log records and the superblock)
-    /// and flushes. The rewrite is there because a failed flush may have dropped writes that
-    /// reads still return (Linux marks the pages clean after a failed `fsync`); without it, a
-    /// later acknowledged record could sit behind a hole that ends the log at the next open.
-    /// Nothing known durable is rewritten, so a crash during recovery cannot damage it.
+    /// again what it shows past the last point known durable (log records, a fresh tail
+    /// record behind them, and the superblock) and flushes. The rewrite is there because a
+    /// failed flush may have dropped writes that reads still return (Linux marks the pages
+    /// clean after a failed `fsync`); without it, a later acknowledged record could sit
+    /// behind a hole. Nothing known durable is rewritten, so a crash during recovery cannot
+    /// damage it.
     fn recover_if_needed(&mut self) -> Result<(), KvError> {
         if !self.needs_recovery {
             return Ok(());
@@ -492,12 +584,28 @@ impl<S: BlockStorage> Store<S> {
             self.storage.write(at / SECTOR, &chunk)?;
             at += chunk.len() as u64;
         }
-        if sb.seq != self.durable.sb_seq {
+        let half_end = sb.half_start_byte(sb.active_half) + sb.half_bytes();
+        if !loaded.must_compact && loaded.tail_byte < half_end {
+            let mut tail = Vec::with_capacity(SECTOR_BYTES);
+            let place = RecordPlace {
+                offset: loaded.tail_byte,
+                epoch: sb.epoch,
+                seq: loaded.next_seq,
+            };
+            encode_tail(&mut tail, place);
+            self.storage.write(loaded.tail_byte / SECTOR, &tail)?;
+        }
+        if !loaded.repair.is_empty() {
+            for repair in &loaded.repair {
+                self.storage.write(repair.slot(), &repair.encode())?;
+            }
+        } else if sb.seq != self.durable.sb_seq {
             self.storage.write(sb.slot(), &sb.encode())?;
         }
         self.storage.flush()?;
         self.durable = durable_point(&loaded);
         self.install(loaded);
+        self.repair.clear();
         self.needs_recovery = false;
         Ok(())
     }
@@ -507,6 +615,9 @@ impl<S: BlockStorage> Store<S> {
         self.index = loaded.index;
         self.live_bytes = loaded.live_bytes;
         self.tail_byte = loaded.tail_byte;
+        self.next_seq = loaded.next_seq;
+        self.must_compact = loaded.must_compact;
+        self.repair = loaded.repair;
     }
 
     fn apply(&mut self, key: &[u8], loc: Option<RecordLoc>) {
@@ -516,6 +627,11 @@ impl<S: BlockStorage> Store<S> {
     fn active_half_end(&self) -> u64 {
         self.sb.half_start_byte(self.sb.active_half) + self.sb.half_bytes()
     }
+
+    /// The most bytes live records may take: a half, less the seal compaction writes.
+    fn capacity_bytes(&self) -> u64 {
+        self.sb.half_bytes() - SEAL_RECORD_BYTES as u64
+    }
 }
 
 impl<S: BlockStorage> fmt::Debug for Store<S> {
@@ -523,6 +639,7 @@ impl<S: BlockStorage> fmt::Debug for Store<S> {
         f.debug_struct("Store")
             .field("stats", &self.stats())
             .field("needs_recovery", &self.needs_recovery)
+            .field("recovery", &self.recovery)
             .finish_non_exhaustive()
     }
 }
@@ -537,7 +654,12 @@ fn durable_point(loaded: &Loaded) -> DurablePoint {
 }
 
 /// Records `key` at `loc` (or its deletion) in `index`, keeping `live_bytes` in step.
-fn apply_to_index(index: &mut BTreeMap<Vec<u8>, RecordLoc>, live_bytes: &mut u64, key: &[u8], loc: Option<RecordLoc>) {
+pub(crate) fn apply_to_index(
+    index: &mut BTreeMap<Vec<u8>, RecordLoc>,
+    live_bytes: &mut u64,
+    key: &[u8],
+    loc: Option<RecordLoc>,
+) {
     let old = match loc {
         Some(loc) => index.insert(key.to_vec(), loc),
         None => index.remove(key),
@@ -550,126 +672,34 @@ fn apply_to_index(index: &mut BTreeMap<Vec<u8>, RecordLoc>, live_bytes: &mut u64
     }
 }
 
-/// Appends a compacted put record at `pos` to `out` (packed; the last one padded to a
-/// sector boundary so appends start on one) and indexes it; returns where the next goes.
+/// Appends a compacted put record at `place` to `out` (packed: the seal after the last one
+/// is padded to a sector boundary) and indexes it; returns where the next one goes.
 fn emit_copy(
     out: &mut Vec<u8>,
     index: &mut BTreeMap<Vec<u8>, RecordLoc>,
-    pos: u64,
-    epoch: u64,
+    place: RecordPlace,
     key: &[u8],
     value: &[u8],
-    last: bool,
-) -> u64 {
-    let body_end = pos + record_body_len(key.len(), value.len()) as u64;
-    let pad_len = if last { align_up(body_end) - body_end } else { 0 };
-    encode_record(out, pos, epoch, RecordKind::Put, key, value, pad_len as usize);
+    value_damaged: bool,
+) -> RecordPlace {
+    encode_record(out, place, RecordKind::Put, key, value, 0, value_damaged);
     let loc = RecordLoc {
-        offset: pos,
+        offset: place.offset,
         key_len: key.len() as u8,
         value_len: value.len() as u32,
     };
     index.insert(key.to_vec(), loc);
-    body_end + pad_len
-}
-
-/// Reads the superblocks (formatting a blank device) and scans the live log.
-fn load<S: BlockStorage>(storage: &mut S) -> Result<Loaded, KvError> {
-    let sector_bytes = storage.sector_size();
-    if sector_bytes != SECTOR_BYTES {
-        return Err(KvError::UnsupportedSectorSize { sector_bytes });
+    RecordPlace {
+        offset: place.offset + loc.body_len() as u64,
+        seq: place.seq + 1,
+        ..place
     }
-    let capacity_sectors = storage.capacity_sectors();
-    if capacity_sectors < MIN_CAPACITY_SECTORS {
-        return Err(KvError::DeviceTooSmall { capacity_sectors });
-    }
-    let mut probe = vec![0; (PROBE_SECTORS.min(capacity_sectors) * SECTOR) as usize];
-    storage.read(0, &mut probe)?;
-    let mut best: Option<Superblock> = None;
-    for slot in 0..2 {
-        let sector = &probe[slot * SECTOR_BYTES..(slot + 1) * SECTOR_BYTES];
-        match Superblock::decode(sector, slot as u64, capacity_sectors) {
-            Ok(sb) => {
-                if best.is_none_or(|best| sb.seq > best.seq) {
-                    best = Some(sb);
-                }
-            }
-            Err(SuperblockError::UnsupportedVersion(version)) => {
-                return Err(KvError::UnsupportedVersion { version });
-            }
-            Err(SuperblockError::Invalid) => {}
-        }
-    }
-    let sb = match best {
-        Some(sb) => sb,
-        None => {
-            let initial = Superblock::initial(capacity_sectors);
-            if !is_blank(&probe, &initial) {
-                return Err(KvError::NotAStore);
-            }
-            storage.write(initial.slot(), &initial.encode())?;
-            storage.flush()?;
-            initial
-        }
-    };
-    scan(storage, sb)
-}
-
-/// Whether the probed sectors are zero, but for the initial superblock's slot, which may
-/// also hold a torn write of the initial superblock (each byte zero or the one it should be):
-/// a crash while formatting must not make the device unusable.
-fn is_blank(probe: &[u8], initial: &Superblock) -> bool {
-    let slot_start = initial.slot() as usize * SECTOR_BYTES;
-    let slot = slot_start..slot_start + SECTOR_BYTES;
-    let expected = initial.encode();
-    probe
-        .iter()
-        .enumerate()
-        .all(|(i, &byte)| byte == 0 || (slot.contains(&i) && byte == expected[i - slot_start]))
-}
-
-/// Scans the live log from the start of the active half up to the first record that is not
-/// whole, of this epoch and intact: the end of what was written and flushed.
-fn scan<S: BlockStorage>(storage: &mut S, sb: Superblock) -> Result<Loaded, KvError> {
-    let start = sb.half_start_byte(sb.active_half);
-    let end = start + sb.half_bytes();
-    let mut reader = LogReader::default();
-    let mut index = BTreeMap::new();
-    let mut live_bytes = 0;
-    let mut pos = start;
-    while pos + RECORD_HEADER_BYTES as u64 <= end {
-        let bytes = reader.read(storage, pos, RECORD_HEADER_BYTES, end)?;
-        let Some(header) = RecordHeader::decode(bytes) else {
-            break;
-        };
-        if header.epoch != sb.epoch || pos + header.total_len() as u64 > end {
-            break;
-        }
-        let body = reader.read(storage, pos, header.body_len(), end)?;
-        if record_crc(pos, body) != header.crc {
-            break;
-        }
-        let key = &body[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + header.key_len];
-        let loc = (header.kind == RecordKind::Put).then_some(RecordLoc {
-            offset: pos,
-            key_len: header.key_len as u8,
-            value_len: header.value_len as u32,
-        });
-        apply_to_index(&mut index, &mut live_bytes, key, loc);
-        pos += header.total_len() as u64;
-    }
-    Ok(Loaded {
-        sb,
-        index,
-        live_bytes,
-        tail_byte: pos,
-    })
 }
 
 /// Reads byte ranges of the log through a window of up to [`IO_CHUNK_BYTES`], so a
 /// sequential scan costs one device read per window rather than one per record.
 #[derive(Default)]
-struct LogReader {
+pub(crate) struct LogReader {
     start_byte: u64,
     window: Vec<u8>,
 }
@@ -677,7 +707,7 @@ struct LogReader {
 impl LogReader {
     /// The `len` bytes at device byte `offset`, which must end at or before `limit_byte` (a
     /// sector boundary past which the window never reaches).
-    fn read<S: BlockStorage>(
+    pub fn read<S: BlockStorage>(
         &mut self,
         storage: &mut S,
         offset: u64,
@@ -739,19 +769,36 @@ impl LogWriter {
 mod tests {
     use super::*;
     use crate::crashing::{CrashingStorage, SectorFate};
+    use crate::recovery::{DamagedRegion, TornTail};
     use crate::storage::MemStorage;
     use alloc::string::ToString;
 
     /// 2 superblock sectors and two 64-sector (32 KiB) halves.
     const SMALL_SECTORS: usize = 130;
+    /// Byte offset of half 0 and half 1 on a device of `SMALL_SECTORS`.
+    const HALF0: usize = 2 * 512;
+    const HALF1: usize = 66 * 512;
 
     fn sector(dev: &MemStorage, n: usize) -> &[u8] {
         &dev.bytes()[n * SECTOR_BYTES..(n + 1) * SECTOR_BYTES]
     }
 
-    #[test]
-    fn open_formats_a_blank_device_and_appends_sector_aligned_records() {
+    fn store_with(keys: &[(&[u8], &[u8])]) -> Store<MemStorage> {
         let mut store = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap();
+        for (key, value) in keys {
+            store.put(key, value).unwrap();
+        }
+        store
+    }
+
+    fn reopen(store: Store<MemStorage>) -> Store<MemStorage> {
+        Store::open(store.into_storage()).unwrap()
+    }
+
+    #[test]
+    fn open_formats_a_blank_device_with_a_sealed_log_and_appends_sector_aligned_records() {
+        let mut store = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap();
+        assert!(store.recovery().is_clean());
         store.put(b"a", b"one").unwrap();
         store.put(b"b", b"two").unwrap();
         let dev = store.into_storage();
@@ -759,14 +806,24 @@ mod tests {
         assert_eq!(&sector(&dev, 1)[..8], b"ATOLL-KV");
         assert_eq!(&sector(&dev, 1)[16..24], &1u64.to_le_bytes());
         assert_eq!(&sector(&dev, 1)[24..32], &64u64.to_le_bytes());
-        // The first record: epoch 1, value 3 bytes, pad 512-24, put, key 1 byte.
-        let first = sector(&dev, 2);
-        assert_eq!(&first[4..12], &1u64.to_le_bytes());
-        assert_eq!(&first[12..16], &3u32.to_le_bytes());
-        assert_eq!(&first[16..18], &488u16.to_le_bytes());
-        assert_eq!(&first[18..24], b"\x01\x01aone");
-        assert_eq!(&sector(&dev, 3)[18..24], b"\x01\x01btwo");
-        assert!(sector(&dev, 4).iter().all(|&b| b == 0));
+        // The seal of the first log (seq 0, nothing copied), then the records.
+        let seal = sector(&dev, 2);
+        assert_eq!(&seal[8..24], &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&seal[30..32], &[3, 0]);
+        // The first record: epoch 1, seq 1, value 3 bytes, pad 512-36, put, key 1 byte.
+        let first = sector(&dev, 3);
+        assert_eq!(&first[8..16], &1u64.to_le_bytes());
+        assert_eq!(&first[16..24], &1u64.to_le_bytes());
+        assert_eq!(&first[24..28], &3u32.to_le_bytes());
+        assert_eq!(&first[28..30], &476u16.to_le_bytes());
+        assert_eq!(&first[30..36], b"\x01\x01aone");
+        assert_eq!(&sector(&dev, 4)[30..36], b"\x01\x01btwo");
+        // Behind the last record, the tail: kind 4, seq 3.
+        let tail = sector(&dev, 5);
+        assert_eq!((tail[30], &tail[16..24]), (4, &3u64.to_le_bytes()[..]));
+        assert!(sector(&dev, 6).iter().all(|&b| b == 0));
+        let store = Store::open(dev).unwrap();
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
     }
 
     #[test]
@@ -781,7 +838,8 @@ mod tests {
         store.put(b"", b"empty key").unwrap();
         store.put(b"empty value", b"").unwrap();
 
-        let mut store = Store::open(store.into_storage()).unwrap();
+        let mut store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         let keys: Vec<&[u8]> = store.keys().collect();
         assert_eq!(keys, [&b""[..], b"empty value", b"kept", b"overwritten"]);
         assert_eq!(store.len(), 4);
@@ -792,10 +850,10 @@ mod tests {
         assert_eq!(store.get(b"empty value").unwrap().as_deref(), Some(&b""[..]));
         let stats = store.stats();
         assert_eq!(stats.keys_count, 4);
-        assert_eq!(stats.log_used_bytes, 7 * 512, "seven appended records");
-        assert_eq!(stats.capacity_bytes, 64 * 512);
-        assert_eq!(stats.log_free_bytes, 57 * 512);
-        assert_eq!(stats.live_bytes, (20 + 6) + (20 + 11) + (20 + 9) + (20 + 14));
+        assert_eq!(stats.log_used_bytes, 8 * 512, "the seal and seven appended records");
+        assert_eq!(stats.capacity_bytes, 64 * 512 - 56);
+        assert_eq!(stats.log_free_bytes, 56 * 512);
+        assert_eq!(stats.live_bytes, (32 + 6) + (32 + 11) + (32 + 9) + (32 + 14));
     }
 
     #[test]
@@ -807,24 +865,28 @@ mod tests {
             }
         }
         store.delete(b"y").unwrap();
-        assert_eq!(store.stats().log_used_bytes, 31 * 512);
+        assert_eq!(store.stats().log_used_bytes, 32 * 512);
         store.compact().unwrap();
         let stats = store.stats();
-        assert_eq!(stats.live_bytes, 2 * 121);
-        assert_eq!(stats.log_used_bytes, 512, "two packed records in one sector");
+        assert_eq!(stats.live_bytes, 2 * 133);
+        assert_eq!(
+            stats.log_used_bytes, 512,
+            "two packed records and the seal in one sector"
+        );
 
         let dev = store.into_storage();
-        // Reservation was seq 2 (slot 0), the flip seq 3 (slot 1): half 1, epoch 2.
+        // Reservation was seq 2 (slot 0), the flip seq 3 (slot 1): half 1, epoch 2, two copied.
         let sb = Superblock::decode(sector(&dev, 1), 1, SMALL_SECTORS as u64).unwrap();
-        assert_eq!((sb.seq, sb.active_half, sb.epoch), (3, 1, 2));
+        assert_eq!((sb.seq, sb.active_half, sb.epoch, sb.copied_records), (3, 1, 2, 2));
         let mut store = Store::open(dev).unwrap();
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.get(b"x").unwrap(), Some(vec![9; 100]));
         assert_eq!(store.get(b"y").unwrap(), None);
         assert_eq!(store.get(b"z").unwrap(), Some(vec![9; 100]));
         // Appends after a compaction start on the next sector and survive a reopen.
         store.put(b"w", b"after").unwrap();
         assert_eq!(store.stats().log_used_bytes, 2 * 512);
-        let mut store = Store::open(store.into_storage()).unwrap();
+        let mut store = reopen(store);
         assert_eq!(store.get(b"w").unwrap().as_deref(), Some(&b"after"[..]));
         assert_eq!(store.len(), 3);
     }
@@ -840,12 +902,12 @@ mod tests {
                 Err(error) => break error,
             }
         };
-        assert_eq!(stored, 8, "8 records of 4022 bytes fit in 32 KiB, 9 do not");
+        assert_eq!(stored, 8, "8 records of 4034 bytes and a seal fit in 32 KiB, 9 do not");
         assert_eq!(
             error,
             KvError::Full {
-                needed_bytes: 9 * 4022,
-                capacity_bytes: 64 * 512
+                needed_bytes: 9 * 4034,
+                capacity_bytes: 64 * 512 - 56
             }
         );
         assert!(error.to_string().contains("delete keys"));
@@ -853,15 +915,14 @@ mod tests {
         // Overwriting keeps room: the old record goes in the compaction.
         store.put(b"k0", &[8u8; 4000]).unwrap();
         // Delete on a log with no room for a tombstone compacts the key away.
-        while store.stats().log_free_bytes >= 512 {
-            store.put(b"k1", b"small").unwrap();
-        }
+        assert_eq!(store.stats().log_free_bytes, 0);
         assert!(store.delete(b"k2").unwrap());
         store.put(b"k8", &value).unwrap();
-        let mut store = Store::open(store.into_storage()).unwrap();
+        let mut store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.len(), 8);
         assert_eq!(store.get(b"k0").unwrap(), Some(vec![8; 4000]));
-        assert_eq!(store.get(b"k1").unwrap().as_deref(), Some(&b"small"[..]));
+        assert_eq!(store.get(b"k1").unwrap(), Some(value.to_vec()));
         assert_eq!(store.get(b"k2").unwrap(), None);
         assert_eq!(store.get(b"k8").unwrap(), Some(value.to_vec()));
     }
@@ -884,7 +945,7 @@ mod tests {
     }
 
     #[test]
-    fn foreign_small_or_newer_devices_are_refused() {
+    fn foreign_small_older_or_newer_devices_are_refused() {
         let mut foreign = MemStorage::new(SMALL_SECTORS);
         foreign.bytes_mut()[1024 + 56..1024 + 58].copy_from_slice(&[0x53, 0xef]); // ext4 magic
         let error = Store::open(foreign).unwrap_err();
@@ -898,79 +959,225 @@ mod tests {
 
         let mut dev = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap().into_storage();
         let sb = &mut dev.bytes_mut()[512..1024];
-        sb[8] = 2;
-        let crc = crc32fast::hash(&sb[..52]);
-        sb[52..56].copy_from_slice(&crc.to_le_bytes());
+        sb[8] = 3;
+        let crc = crc32fast::hash(&sb[..60]);
+        sb[60..64].copy_from_slice(&crc.to_le_bytes());
         assert_eq!(
             Store::open(dev).unwrap_err(),
-            KvError::UnsupportedVersion { version: 2 }
+            KvError::UnsupportedVersion { version: 3 }
         );
+
+        // A store of the first format (a 56-byte superblock) is refused by its version, not
+        // taken for a damaged one.
+        let mut old = MemStorage::new(SMALL_SECTORS);
+        let sb = &mut old.bytes_mut()[512..1024];
+        sb[..8].copy_from_slice(b"ATOLL-KV");
+        sb[8] = 1;
+        let crc = crc32fast::hash(&sb[..52]);
+        sb[52..56].copy_from_slice(&crc.to_le_bytes());
+        let error = Store::open(old).unwrap_err();
+        assert_eq!(error, KvError::UnsupportedVersion { version: 1 });
+        assert!(error.to_string().contains("reads only version 2"), "{error}");
     }
 
     #[test]
-    fn a_torn_format_still_formats_but_other_bytes_there_are_refused() {
-        let initial = Superblock::initial(SMALL_SECTORS as u64).encode();
-        let mut torn = MemStorage::new(SMALL_SECTORS);
-        torn.bytes_mut()[512..512 + 30].copy_from_slice(&initial[..30]);
-        let mut store = Store::open(torn).unwrap();
-        store.put(b"k", b"v").unwrap();
-        let mut store = Store::open(store.into_storage()).unwrap();
-        assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
-
-        let mut other = MemStorage::new(SMALL_SECTORS);
-        other.bytes_mut()[512..512 + 30].copy_from_slice(&initial[..30]);
-        other.bytes_mut()[512 + 3] ^= 1;
-        assert_eq!(Store::open(other).unwrap_err(), KvError::NotAStore);
+    fn a_crash_anywhere_while_formatting_leaves_a_device_that_opens() {
+        for ops in 0..4 {
+            for fate in [
+                SectorFate::Drop,
+                SectorFate::Keep,
+                SectorFate::Tear { new_first_half: false },
+            ] {
+                let mut dev = CrashingStorage::new(SMALL_SECTORS);
+                dev.cut_power_after(ops);
+                assert_eq!(Store::open(&mut dev).unwrap_err(), KvError::Storage(StorageError::Io));
+                dev.crash_with(|_, _| fate);
+                let mut store = Store::open(&mut dev).unwrap_or_else(|e| panic!("after {ops} ops, {fate:?}: {e}"));
+                assert!(!store.recovery().data_lost(), "{}", store.recovery());
+                store.put(b"k", b"v").unwrap();
+                assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+                let mut store = Store::open(&mut dev).unwrap();
+                assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+                assert!(store.recovery().is_clean(), "{}", store.recovery());
+            }
+        }
     }
 
     #[test]
-    fn a_crash_while_formatting_leaves_a_device_that_still_formats() {
-        let mut dev = CrashingStorage::new(SMALL_SECTORS);
-        dev.cut_power_after(1); // the format's write lands, its flush does not
-        assert_eq!(Store::open(&mut dev).unwrap_err(), KvError::Storage(StorageError::Io));
-        dev.crash_with(|_, _| SectorFate::Drop);
-        let mut store = Store::open(&mut dev).unwrap();
-        store.put(b"k", b"v").unwrap();
-        assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+    fn garbage_where_the_superblocks_go_is_not_a_store() {
+        let mut dev = MemStorage::new(SMALL_SECTORS);
+        dev.bytes_mut()[512..600].fill(0x5A);
+        assert_eq!(Store::open(dev).unwrap_err(), KvError::NotAStore);
     }
 
     #[test]
-    fn a_damaged_record_is_reported_and_can_be_deleted() {
-        let mut store = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap();
-        store.put(b"good", b"fine").unwrap();
-        store.put(b"rotten", b"soon bad").unwrap();
+    fn a_record_damaged_under_an_open_store_is_reported_and_stays_reported_until_replaced() {
+        let mut store = store_with(&[(b"good", b"fine"), (b"rotten", b"soon bad")]);
         // Rot the value on the device under the open store, whose index says it is intact.
-        store.storage.bytes_mut()[3 * 512 + 30] ^= 0x40;
+        store.storage.bytes_mut()[4 * 512 + 40] ^= 0x40;
         let error = store.get(b"rotten").unwrap_err();
-        assert_eq!(error, KvError::Corrupt { byte_offset: 3 * 512 });
-        assert!(error.to_string().contains("delete its key"));
-        assert_eq!(store.compact().unwrap_err(), error);
-        assert!(store.delete(b"rotten").unwrap());
+        assert_eq!(
+            error,
+            KvError::Corrupt {
+                byte_offset: 4 * 512,
+                key: b"rotten".to_vec()
+            }
+        );
+        assert!(error.to_string().contains("put or delete the key"), "{error}");
+        // Compaction carries it forward, still damaged, rather than failing or dropping it.
         store.compact().unwrap();
+        assert!(matches!(store.get(b"rotten"), Err(KvError::Corrupt { .. })));
         assert_eq!(store.get(b"good").unwrap().as_deref(), Some(&b"fine"[..]));
-        assert_eq!(store.len(), 1);
+        let mut store = reopen(store);
+        assert_eq!(store.recovery().lost_keys, [b"rotten".to_vec()]);
+        assert!(store.recovery().data_lost());
+        assert!(matches!(store.get(b"rotten"), Err(KvError::Corrupt { .. })));
+        store.put(b"rotten", b"replaced").unwrap();
+        store.compact().unwrap();
+        let mut store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
+        assert_eq!(store.get(b"rotten").unwrap().as_deref(), Some(&b"replaced"[..]));
+    }
+
+    /// Twenty keys `key00`.. with values `value NN`; record `n` is in sector 3 + n.
+    fn twenty() -> Store<MemStorage> {
+        let mut store = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap();
+        for i in 0..20 {
+            let (key, value) = (alloc::format!("key{i:02}"), alloc::format!("value {i:02}"));
+            store.put(key.as_bytes(), value.as_bytes()).unwrap();
+        }
+        store
     }
 
     #[test]
-    fn a_bit_flipped_unflushed_record_is_detected_and_not_returned() {
+    fn a_flipped_header_byte_mid_log_is_reported_and_every_later_record_recovered() {
+        let mut dev = twenty().into_storage();
+        dev.bytes_mut()[(3 + 5) * 512 + 10] ^= 1; // the epoch of key05's record
+        let mut store = Store::open(dev).unwrap();
+        for i in (0..20).filter(|&i| i != 5) {
+            let key = alloc::format!("key{i:02}");
+            let value = alloc::format!("value {i:02}");
+            assert_eq!(
+                store.get(key.as_bytes()).unwrap().as_deref(),
+                Some(value.as_bytes()),
+                "{key}"
+            );
+        }
+        assert_eq!(store.get(b"key05").unwrap(), None);
+        let recovery = store.recovery().clone();
+        assert_eq!(
+            recovery.damaged,
+            [DamagedRegion {
+                byte_offset: (3 + 5) * 512,
+                len_bytes: 512,
+                lost_records: Some(1),
+                keys: Vec::new(),
+            }]
+        );
+        assert!(recovery.data_lost());
+        assert_eq!(recovery.unknown_lost_records(), Some(1));
+        assert_eq!(recovery.torn_tail, None);
+        let line = recovery.to_string();
+        assert!(
+            line.contains("damaged log at byte 4096 (512 bytes): 1 change lost"),
+            "{line}"
+        );
+        assert!(line.contains("1 lost change(s) of unknown keys"), "{line}");
+        assert!(
+            line.contains("every intact record after the damage was recovered"),
+            "{line}"
+        );
+        // Appends carry on after the last record, and the damage stays reported.
+        store.put(b"new", b"one").unwrap();
+        let mut store = reopen(store);
+        assert_eq!(store.get(b"new").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.recovery().damaged.len(), 1);
+        // Compaction leaves the damage behind.
+        store.compact().unwrap();
+        let store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
+        assert_eq!(store.len(), 20);
+    }
+
+    #[test]
+    fn a_flipped_value_byte_mid_log_names_the_key() {
+        let mut dev = twenty().into_storage();
+        dev.bytes_mut()[(3 + 7) * 512 + 40] ^= 0x80; // in key07's value
+        let mut store = Store::open(dev).unwrap();
+        assert_eq!(store.recovery().lost_keys, [b"key07".to_vec()]);
+        assert_eq!(store.recovery().damaged[0].keys, [b"key07".to_vec()]);
+        assert_eq!(store.recovery().unknown_lost_records(), Some(0));
+        assert!(matches!(store.get(b"key07"), Err(KvError::Corrupt { .. })));
+        assert_eq!(store.get(b"key19").unwrap().as_deref(), Some(&b"value 19"[..]));
+        assert!(store.recovery().to_string().contains("\"key07\""));
+    }
+
+    #[test]
+    fn damage_to_a_record_a_later_one_replaced_loses_nothing() {
+        let mut store = twenty();
+        store.put(b"key03", b"newer").unwrap();
+        let mut dev = store.into_storage();
+        dev.bytes_mut()[(3 + 3) * 512 + 40] ^= 1; // key03's first value
+        let mut store = Store::open(dev).unwrap();
+        let recovery = store.recovery();
+        assert_eq!(recovery.damaged[0].keys, [b"key03".to_vec()]);
+        assert!(recovery.lost_keys.is_empty());
+        assert!(!recovery.data_lost(), "{recovery}");
+        assert_eq!(store.get(b"key03").unwrap().as_deref(), Some(&b"newer"[..]));
+    }
+
+    #[test]
+    fn a_change_cut_off_by_a_crash_is_a_torn_tail_not_damage() {
         let mut dev = CrashingStorage::new(SMALL_SECTORS);
         let mut store = Store::open(&mut dev).unwrap();
         store.put(b"acked", b"safe").unwrap();
         store.storage.cut_power_after(1); // the put's write lands, its flush does not
         assert!(store.put(b"in flight", b"flipped").is_err());
         drop(store);
-        assert_eq!(dev.pending_sectors().collect::<Vec<_>>(), [3]);
-        // Flip a bit in the value ("flipped" starts at byte 20 + 9 = 29).
-        dev.crash_with(|_, _| SectorFate::FlipBit { bit: 29 * 8 });
-        assert_eq!(dev.durable_bytes()[3 * 512 + 29], b'f' ^ 1);
+        // The record (sector 4) and its tail (sector 5).
+        assert_eq!(dev.pending_sectors().collect::<Vec<_>>(), [4, 5]);
+        // Flip a bit in the value ("flipped" starts at byte 32 + 9 = 41), keep the tail.
+        dev.crash_with(|i, _| {
+            if i == 0 {
+                SectorFate::FlipBit { bit: 41 * 8 }
+            } else {
+                SectorFate::Keep
+            }
+        });
         let mut store = Store::open(&mut dev).unwrap();
         assert_eq!(store.get(b"in flight").unwrap(), None);
         assert_eq!(store.get(b"acked").unwrap().as_deref(), Some(&b"safe"[..]));
-        // The damaged record ends the log, and the next record replaces it.
+        let recovery = store.recovery().clone();
+        assert_eq!(
+            recovery.torn_tail,
+            Some(TornTail {
+                byte_offset: 4 * 512,
+                keys: [b"in flight".to_vec()].into()
+            })
+        );
+        assert!(!recovery.data_lost());
+        assert!(
+            recovery
+                .to_string()
+                .contains("incomplete change at byte 2048, discarded"),
+            "{recovery}"
+        );
+        // The next record replaces the torn one, and the end is clean again.
         store.put(b"next", b"one").unwrap();
         let mut store = Store::open(store.into_storage()).unwrap();
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.get(b"next").unwrap().as_deref(), Some(&b"one"[..]));
         assert_eq!(store.len(), 2);
+    }
+
+    #[test]
+    fn a_damaged_last_record_is_reported_as_a_torn_tail_with_its_key() {
+        let mut dev = twenty().into_storage();
+        dev.bytes_mut()[(3 + 19) * 512 + 40] ^= 1;
+        let store = Store::open(dev).unwrap();
+        let tail = store.recovery().torn_tail.clone().unwrap();
+        assert_eq!(tail.keys, [b"key19".to_vec()]);
+        assert_eq!(store.len(), 19);
     }
 
     #[test]
@@ -987,6 +1194,7 @@ mod tests {
         drop(store);
         dev.crash_with(|_, _| SectorFate::Drop);
         let mut store = Store::open(&mut dev).unwrap();
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         assert_eq!(store.get(b"c").unwrap().as_deref(), Some(&b"3"[..]));
         let b = store.get(b"b").unwrap();
@@ -1016,7 +1224,7 @@ mod tests {
     /// Records whose body is exactly one sector, so compacted ones start on sector
     /// boundaries just like appended ones.
     fn sector_sized_value(fill: u8) -> Vec<u8> {
-        vec![fill; 512 - 20 - 1]
+        vec![fill; 512 - 32 - 1]
     }
 
     #[test]
@@ -1035,12 +1243,14 @@ mod tests {
         // Half 1 now holds a, b, c from the abandoned attempt. Compact again without c: the
         // copy of a and b ends where the old copy of c starts.
         let mut store = Store::open(&mut dev).unwrap();
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.len(), 3);
         store.delete(b"c").unwrap();
         store.compact().unwrap();
         let mut store = Store::open(store.into_storage()).unwrap();
         assert_eq!(store.get(b"c").unwrap(), None, "the deleted key came back");
         assert_eq!(store.len(), 2);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
     }
 
     #[test]
@@ -1063,21 +1273,189 @@ mod tests {
     }
 
     #[test]
-    fn a_log_ending_mid_sector_compacts_instead_of_appending() {
-        let mut store = Store::open(MemStorage::new(SMALL_SECTORS)).unwrap();
-        for key in [b"a", b"b", b"c"] {
-            store.put(key, b"value").unwrap();
-        }
+    fn damage_at_the_end_of_a_compacted_copy_is_committed_data_and_forces_a_compaction() {
+        let mut store = store_with(&[(b"a", b"value"), (b"b", b"value"), (b"c", b"value")]);
         store.compact().unwrap();
-        // Rot b, the second of the three records packed into half 1's first sector.
+        // Rot c (the last of three 38-byte records packed into half 1) and the seal's header.
         let mut dev = store.into_storage();
-        dev.bytes_mut()[66 * 512 + 26 + 22] ^= 1;
+        dev.bytes_mut()[HALF1 + 2 * 38 + 10] ^= 1;
+        dev.bytes_mut()[HALF1 + 3 * 38 + 10] ^= 1;
         let mut store = Store::open(dev).unwrap();
         let keys: Vec<&[u8]> = store.keys().collect();
-        assert_eq!(keys, [b"a"], "the scan stops at the damaged record");
+        assert_eq!(keys, [b"a", b"b"]);
+        let recovery = store.recovery().clone();
+        assert_eq!(recovery.damaged.len(), 1);
+        assert_eq!(recovery.damaged[0].lost_records, Some(1), "{recovery}");
+        assert!(recovery.data_lost());
+        // The log ends mid-sector, inside the copy: the next change compacts.
         store.put(b"d", b"new").unwrap();
-        let mut store = Store::open(store.into_storage()).unwrap();
+        let mut store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
         assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"value"[..]));
         assert_eq!(store.get(b"d").unwrap().as_deref(), Some(&b"new"[..]));
+    }
+
+    /// Keys and their values.
+    type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+    /// A store after one compaction (slot 0: the reservation, seq 2; slot 1: the switch to
+    /// half 1, seq 3) and appends after it, with its keys and values.
+    fn compacted() -> (MemStorage, Pairs) {
+        let mut store = twenty();
+        store.compact().unwrap();
+        let mut expected = Vec::new();
+        for i in 0..20 {
+            let key = alloc::format!("key{i:02}").into_bytes();
+            let value = if i % 3 == 0 {
+                let value = alloc::format!("after {i}").into_bytes();
+                store.put(&key, &value).unwrap();
+                value
+            } else {
+                alloc::format!("value {i:02}").into_bytes()
+            };
+            expected.push((key, value));
+        }
+        (store.into_storage(), expected)
+    }
+
+    fn assert_holds(store: &mut Store<MemStorage>, expected: &Pairs) {
+        assert_eq!(store.len(), expected.len());
+        for (key, value) in expected {
+            assert_eq!(store.get(key).unwrap().as_ref(), Some(value), "{key:?}");
+        }
+    }
+
+    #[test]
+    fn a_damaged_active_superblock_is_rebuilt_from_the_other_and_the_log() {
+        let (mut dev, expected) = compacted();
+        dev.bytes_mut()[512 + 33] ^= 1; // slot 1's active_half
+        let mut store = Store::open(dev).unwrap();
+        assert_holds(&mut store, &expected);
+        let recovery = store.recovery().clone();
+        assert_eq!(recovery.damaged_superblock_slots, [1]);
+        assert!(!recovery.data_lost(), "{recovery}");
+        assert!(
+            recovery
+                .to_string()
+                .contains("superblock slot 1 unreadable (torn or damaged), rebuilt from the other slot and the log"),
+            "{recovery}"
+        );
+        // The next change writes the rebuilt superblock back.
+        store.put(b"later", b"x").unwrap();
+        let mut store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
+        assert_eq!(store.get(b"later").unwrap().as_deref(), Some(&b"x"[..]));
+    }
+
+    #[test]
+    fn a_superblock_sector_lost_to_zeros_is_damage_too() {
+        let (mut dev, expected) = compacted();
+        dev.bytes_mut()[512..1024].fill(0); // slot 1: the switch to half 1
+        let mut store = Store::open(dev).unwrap();
+        assert_holds(&mut store, &expected);
+        assert_eq!(store.recovery().damaged_superblock_slots, [1]);
+    }
+
+    #[test]
+    fn a_damaged_older_superblock_is_reported_and_costs_nothing() {
+        let (mut dev, expected) = compacted();
+        dev.bytes_mut()[20] ^= 1; // slot 0's seq
+        let mut store = Store::open(dev).unwrap();
+        assert_holds(&mut store, &expected);
+        assert_eq!(store.recovery().damaged_superblock_slots, [0]);
+        assert!(!store.recovery().data_lost());
+    }
+
+    #[test]
+    fn with_both_superblocks_gone_the_logs_decide() {
+        let (mut dev, expected) = compacted();
+        dev.bytes_mut()[4] ^= 1;
+        dev.bytes_mut()[512 + 4] ^= 1;
+        let mut store = Store::open(dev).unwrap();
+        assert_holds(&mut store, &expected);
+        assert_eq!(store.recovery().damaged_superblock_slots, [0, 1]);
+        assert!(!store.recovery().data_lost());
+        store.put(b"later", b"x").unwrap();
+        let store = reopen(store);
+        assert!(store.recovery().is_clean(), "{}", store.recovery());
+
+        // A store that never compacted has one superblock; without it the log still opens.
+        let mut dev = twenty().into_storage();
+        dev.bytes_mut()[512 + 40] ^= 1;
+        let mut store = Store::open(dev).unwrap();
+        assert_eq!(store.len(), 20);
+        assert_eq!(store.get(b"key13").unwrap().as_deref(), Some(&b"value 13"[..]));
+        assert_eq!(store.recovery().damaged_superblock_slots, [1]);
+    }
+
+    #[test]
+    fn an_unreadable_superblock_and_a_damaged_copy_fall_back_and_say_so() {
+        let (mut dev, _) = compacted();
+        dev.bytes_mut()[512 + 33] ^= 1; // slot 1: the switch to half 1
+        dev.bytes_mut()[HALF1 + 10] ^= 1; // the first copied record's header
+        let store = Store::open(dev).unwrap();
+        let recovery = store.recovery();
+        assert!(recovery.fell_back_to_older_log);
+        assert!(recovery.data_lost());
+        assert!(
+            recovery
+                .to_string()
+                .contains("the older log: changes since the last compaction may be lost"),
+            "{recovery}"
+        );
+        assert_eq!(store.len(), 20, "the state before the compaction");
+    }
+
+    #[test]
+    fn formatting_over_an_old_store_never_brings_its_records_back() {
+        let mut dev = twenty().into_storage();
+        dev.bytes_mut()[..4096].fill(0); // "wiped": superblocks and the first records
+        let mut store = Store::open(dev).unwrap();
+        assert!(store.is_empty());
+        store.put(b"fresh", b"1").unwrap();
+        // A torn tail makes the scan search the rest of the half, past the old records.
+        let end = store.stats().log_used_bytes as usize + HALF0;
+        let mut dev = store.into_storage();
+        dev.bytes_mut()[end..end + 40].fill(0x77);
+        let store = Store::open(dev).unwrap();
+        let keys: Vec<&[u8]> = store.keys().collect();
+        assert_eq!(keys, [b"fresh"]);
+    }
+
+    /// A device attached read-only.
+    struct ReadOnly(MemStorage);
+
+    impl BlockStorage for ReadOnly {
+        fn sector_size(&self) -> usize {
+            SECTOR_BYTES
+        }
+        fn capacity_sectors(&self) -> u64 {
+            self.0.capacity_sectors()
+        }
+        fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+            self.0.read(sector, buf)
+        }
+        fn write(&mut self, _: u64, _: &[u8]) -> Result<(), StorageError> {
+            Err(StorageError::ReadOnly)
+        }
+        fn flush(&mut self) -> Result<(), StorageError> {
+            Err(StorageError::ReadOnly)
+        }
+        fn read_only(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_read_only_device_serves_reads_and_refuses_changes() {
+        let mut store = Store::open(ReadOnly(twenty().into_storage())).unwrap();
+        assert!(store.is_read_only());
+        assert_eq!(store.get(b"key04").unwrap().as_deref(), Some(&b"value 04"[..]));
+        assert_eq!(store.put(b"k", b"v").unwrap_err(), KvError::ReadOnly);
+        assert_eq!(store.delete(b"key04").unwrap_err(), KvError::ReadOnly);
+        assert_eq!(store.compact().unwrap_err(), KvError::ReadOnly);
+        let error = Store::open(ReadOnly(MemStorage::new(SMALL_SECTORS))).unwrap_err();
+        assert_eq!(error, KvError::ReadOnly);
+        assert!(error.to_string().contains("read-only"));
     }
 }

@@ -2,7 +2,9 @@
 //! device errors) on a [`CrashingStorage`], with the power cut at random points thousands of
 //! times. After every crash the store must open, every key must hold the value of its last
 //! acknowledged change, and a key whose last change failed or was cut off may hold the old
-//! or the new value, nothing else.
+//! or the new value, nothing else. A crash alone never damages acknowledged data, so the
+//! store must never report lost data either (a torn last change, or a superblock torn while
+//! being written, it may report).
 
 use std::collections::BTreeMap;
 
@@ -70,10 +72,18 @@ fn acknowledged_changes_survive_thousands_of_random_crashes() {
     let mut model: BTreeMap<Vec<u8>, Allowed> = BTreeMap::new();
     let mut serial = 0u64;
     let (mut acked_count, mut failed_count, mut full_count, mut compactions_count) = (0, 0, 0, 0);
+    let (mut torn_tails_count, mut superblocks_rebuilt_count) = (0, 0);
 
     for crash in 0..CRASHES_COUNT {
         let context = format!("crash {crash}");
         let mut store = Store::open(&mut storage).unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
+        let recovery = store.recovery();
+        assert!(
+            !recovery.data_lost(),
+            "{context}: a crash alone reported lost data: {recovery}"
+        );
+        torn_tails_count += usize::from(recovery.torn_tail.is_some());
+        superblocks_rebuilt_count += usize::from(!recovery.damaged_superblock_slots.is_empty());
         // What the store shows after a crash is durable: narrow the model to it.
         for i in 0..KEYS_COUNT {
             let k = key(i);
@@ -147,12 +157,14 @@ fn acknowledged_changes_survive_thousands_of_random_crashes() {
     // failures, full stores and compactions too.
     println!(
         "{acked_count} acknowledged, {failed_count} failed, {full_count} full, \
-         {compactions_count} explicit compactions"
+         {compactions_count} explicit compactions; at open {torn_tails_count} torn tails, \
+         {superblocks_rebuilt_count} superblocks rebuilt"
     );
     assert!(acked_count > 5 * CRASHES_COUNT as usize);
     assert!(failed_count > CRASHES_COUNT as usize / 2);
     assert!(full_count > 10);
     assert!(compactions_count > 100);
+    assert!(torn_tails_count > 100, "crashes cut writes short");
 }
 
 /// The crashing device under an open store, to arm faults on.

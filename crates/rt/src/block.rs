@@ -1,6 +1,9 @@
 //! Block devices: a disk the app declares in its manifest
 //! (`#[atoll::main(block = "data")]`) and the host attaches as a file
-//! (`--block:data=disk.img`).
+//! (`--block:data=disk.img`, or `--block-ro:data=disk.img` read-only:
+//! [`BlockDevice::read_only`] says which, and writes and flushes on a
+//! read-only disk fail with [`BlockError::ReadOnly`] without leaving the
+//! guest).
 //!
 //! Reads and writes move whole 512-byte sectors; a large one is split into
 //! operations of at most 128 KiB, sent in batches of up to 64, each batch
@@ -34,6 +37,9 @@ pub enum BlockError {
     NoSpace,
     /// The host reported an I/O error.
     Io,
+    /// The device is attached read-only (`--block-ro:`): it cannot be
+    /// written or flushed.
+    ReadOnly,
 }
 
 impl fmt::Display for BlockError {
@@ -45,6 +51,7 @@ impl fmt::Display for BlockError {
             BlockError::OutOfRange => "past the end of the device",
             BlockError::NoSpace => "the host's disk is full",
             BlockError::Io => "the host reported an I/O error",
+            BlockError::ReadOnly => "the device is attached read-only (--block-ro:), so it cannot be written",
         })
     }
 }
@@ -56,6 +63,7 @@ impl core::error::Error for BlockError {}
 pub struct BlockDevice {
     index: u32,
     capacity_sectors: u64,
+    read_only: bool,
 }
 
 /// One read or write of a batch: the sector and the memory.
@@ -74,6 +82,7 @@ impl BlockDevice {
         Ok(BlockDevice {
             index: device.index as u32,
             capacity_sectors: device.capacity_sectors,
+            read_only: device.read_only,
         })
     }
 
@@ -85,6 +94,11 @@ impl BlockDevice {
     /// The device's size in sectors.
     pub fn capacity_sectors(&self) -> u64 {
         self.capacity_sectors
+    }
+
+    /// Whether the host attached the device read-only (`--block-ro:`).
+    pub fn read_only(&self) -> bool {
+        self.read_only
     }
 
     /// Reads `buf.len()` bytes (whole sectors) from `sector` on.
@@ -106,6 +120,9 @@ impl BlockDevice {
 
     /// Makes every completed write durable.
     pub fn flush(&self) -> Result<(), BlockError> {
+        if self.read_only {
+            return Err(BlockError::ReadOnly);
+        }
         let mut ops = [flush_op()];
         self.submit(&mut ops)
     }
@@ -118,6 +135,10 @@ impl BlockDevice {
         let sector_size = SECTOR_SIZE as usize;
         if len % sector_size != 0 {
             return Err(BlockError::Unaligned);
+        }
+        // Known from the boot info: no need for an exit to hear it refused.
+        if self.read_only && kind == BlockOpKind::Write {
+            return Err(BlockError::ReadOnly);
         }
         // Exposed: the platform reads or writes these bytes by address.
         let base = base.expose_provenance() as u64;
@@ -155,6 +176,7 @@ impl BlockDevice {
         Err(match BlockStatus::from_u32(ops[completed].status) {
             Some(BlockStatus::OutOfRange) => BlockError::OutOfRange,
             Some(BlockStatus::NoSpace) => BlockError::NoSpace,
+            Some(BlockStatus::ReadOnly) => BlockError::ReadOnly,
             _ => BlockError::Io,
         })
     }
@@ -206,5 +228,32 @@ mod tests {
         assert_eq!(disk.read(u64::MAX, &mut [0; 512]), Err(BlockError::OutOfRange));
         assert_eq!(disk.write(0, &[0; 100]), Err(BlockError::Unaligned));
         assert_eq!(BlockDevice::open("nothere").unwrap_err(), BlockError::NoSuchDevice);
+    }
+
+    #[test]
+    fn a_read_only_disk_reads_and_refuses_writes_and_flushes() {
+        let index = sim::attach_block_device_read_only("ro", 8);
+        let disk = BlockDevice::open("ro").unwrap();
+        assert!(disk.read_only());
+        let mut back = [1; 512];
+        disk.read(0, &mut back).unwrap();
+        assert_eq!(back, [0; 512]);
+        assert_eq!(disk.write(0, &[7; 512]), Err(BlockError::ReadOnly));
+        assert_eq!(disk.write_durably(0, &[7; 512]), Err(BlockError::ReadOnly));
+        assert_eq!(disk.flush(), Err(BlockError::ReadOnly));
+        assert!(alloc::format!("{}", BlockError::ReadOnly).contains("--block-ro:"));
+        assert!(sim::disk_contents(index).iter().all(|&b| b == 0));
+        // The host refuses too, should a write get past the check.
+        let mut ops = [BlockOp {
+            kind: BlockOpKind::Write as u32,
+            sectors: 1,
+            sector: 0,
+            buffer: GuestAddr(back.as_ptr().expose_provenance() as u64),
+            status: 0,
+            reserved: 0,
+        }];
+        assert_eq!(disk.submit(&mut ops), Err(BlockError::ReadOnly));
+        sim::attach_block_device("rw", 8);
+        assert!(!BlockDevice::open("rw").unwrap().read_only());
     }
 }

@@ -3,7 +3,7 @@
 //! in manifest order.
 
 pub use atoll_abi::boot::DeviceKind;
-use atoll_abi::boot::{device_name, DeviceInfo, MAX_DEVICES};
+use atoll_abi::boot::{device_name, DeviceInfo, DEVICE_READ_ONLY, MAX_DEVICES};
 
 use crate::platform;
 
@@ -25,6 +25,8 @@ pub struct Device {
     pub sector_size: u32,
     /// Block: capacity in sectors.
     pub capacity_sectors: u64,
+    /// Block: attached read-only (`--block-ro:`): writes and flushes fail.
+    pub read_only: bool,
 }
 
 impl Device {
@@ -41,6 +43,7 @@ impl Device {
             mtu: info.mtu,
             sector_size: info.sector_size,
             capacity_sectors: info.capacity_sectors,
+            read_only: info.flags & DEVICE_READ_ONLY != 0,
         })
     }
 }
@@ -80,6 +83,15 @@ mod tests {
         assert_eq!(device.kind, DeviceKind::Net);
         assert_eq!(device.mac, [2, 0, 0, 0, 0, 1]);
         assert_eq!((device.index, device.mtu), (3, 1500));
+        assert!(!device.read_only);
+
+        let disk: &'static DeviceInfo = Box::leak(Box::new(DeviceInfo {
+            name: device_name_field("data"),
+            kind: DeviceKind::Block as u32,
+            flags: DEVICE_READ_ONLY,
+            ..DeviceInfo::default()
+        }));
+        assert!(Device::from_info(1, disk).unwrap().read_only);
 
         let junk: &'static DeviceInfo = Box::leak(Box::new(DeviceInfo {
             name: device_name_field("data"),

@@ -28,6 +28,7 @@ use atoll_abi::boot::{BootInfo, DeviceKind, MAX_DEVICES};
 use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::launch::{self, Record};
 use atoll_abi::ABI_VERSION;
+use atoll_host::block::DiskFd;
 use atoll_host::devices::Attached;
 use atoll_host::sandbox::{UnixProcess, SELF_PLACEHOLDER};
 use zerocopy::{FromZeros, IntoBytes};
@@ -79,10 +80,13 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
         .filter(|d| d.2 == DeviceKind::Net)
         .map(|d| child_fd(d.0))
         .collect();
-    let disks: Vec<RawFd> = device_files
+    let disks: Vec<DiskFd> = attached
+        .block
         .iter()
-        .filter(|d| d.2 == DeviceKind::Block)
-        .map(|d| child_fd(d.0))
+        .map(|d| DiskFd {
+            fd: child_fd(d.index),
+            access: d.access,
+        })
         .collect();
     let mut readable = vec![image_fd];
     readable.extend(status_fd);

@@ -7,12 +7,18 @@
 //! | `PUT /kv/KEY` (body: the value) | 204 once the value is durable |
 //! | `DELETE /kv/KEY` | 204, or 404 if there was no such key |
 //! | `GET /kv` | 200, the keys, one per line |
+//! | `GET /status` | 200: keys, whether the disk is read-only, what opening it found |
 //! | `GET /healthz` | 200 |
 //!
 //! A `PUT` or `DELETE` is answered only after the change is on the disk
 //! (flushed), so an acknowledged change survives the unikernel being
 //! killed. A full disk is 507; keys longer than 255 bytes or values over
-//! 64 KiB are 413.
+//! 64 KiB are 413; a change on a disk attached read-only (`--block-ro:`)
+//! is 403; a value the disk damaged is 500 until the key is put or deleted.
+//!
+//! If the disk was damaged behind the store's back, the store still opens
+//! with every intact record, logs a `WARN` line at boot saying what was
+//! lost, and `/status` repeats it (`data lost at open: yes`, and the keys).
 //!
 //! Run it: `truncate -s 16M kv.img`, then `atoll run examples/kv
 //! --block:data=kv.img` and `curl -X PUT --data hello
@@ -22,7 +28,9 @@
 
 extern crate alloc;
 
+use alloc::format;
 use alloc::rc::Rc;
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
@@ -45,6 +53,9 @@ impl KvService {
     fn answer(&self, method: Method, path: &str, body: &[u8]) -> Response {
         if path == "/healthz" {
             return Response::ok(TEXT, &b"ok\n"[..]);
+        }
+        if path == "/status" {
+            return Response::ok(TEXT, self.status());
         }
         if path == "/kv" {
             return match method {
@@ -86,10 +97,31 @@ impl KvService {
             let status = match e {
                 KvError::KeyTooLong { .. } | KvError::ValueTooLarge { .. } => Status::CONTENT_TOO_LARGE,
                 KvError::Full { .. } => Status::from_code(507).unwrap_or(Status::INTERNAL_SERVER_ERROR),
+                KvError::ReadOnly => Status::FORBIDDEN,
                 _ => Status::INTERNAL_SERVER_ERROR,
             };
             Response::error(status)
         })
+    }
+}
+
+impl KvService {
+    /// `GET /status`: the store's state and what opening the disk found.
+    fn status(&self) -> String {
+        let store = self.store.borrow();
+        let recovery = store.recovery();
+        let mut text = format!(
+            "keys: {}\nread-only: {}\nat open: {recovery}\ndata lost at open: {}\n",
+            store.len(),
+            if store.is_read_only() { "yes" } else { "no" },
+            if recovery.data_lost() { "yes" } else { "no" },
+        );
+        for key in &recovery.lost_keys {
+            text.push_str("damaged key: ");
+            text.push_str(&String::from_utf8_lossy(key));
+            text.push('\n');
+        }
+        text
     }
 }
 
@@ -121,7 +153,8 @@ impl core::fmt::Debug for StartError {
 async fn main() -> Result<(), StartError> {
     let disk = BlockDevice::open("data").map_err(StartError::Disk)?;
     let store = Store::open(disk).map_err(StartError::Store)?;
-    info!("kv: {} keys on the disk", store.len());
+    let read_only = if store.is_read_only() { " (read-only)" } else { "" };
+    info!("kv: {} keys on the disk{read_only}", store.len());
     let service = Rc::new(KvService {
         store: RefCell::new(store),
     });

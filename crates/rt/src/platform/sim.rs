@@ -123,6 +123,17 @@ pub(crate) fn boot_info() -> &'static BootInfo {
 /// Adds a block device `name` of `capacity_sectors` zeroed 512-byte sectors
 /// to this thread's simulated machine; returns its boot-info index.
 pub fn attach_block_device(name: &str, capacity_sectors: u64) -> u32 {
+    attach_disk(name, capacity_sectors, 0)
+}
+
+/// Adds a block device as [`attach_block_device`] does, attached
+/// read-only (`--block-ro:`): writes and flushes fail as the tender fails
+/// them.
+pub fn attach_block_device_read_only(name: &str, capacity_sectors: u64) -> u32 {
+    attach_disk(name, capacity_sectors, atoll_abi::boot::DEVICE_READ_ONLY)
+}
+
+fn attach_disk(name: &str, capacity_sectors: u64, flags: u32) -> u32 {
     let mut info = *boot_info();
     let index = info.device_count;
     info.devices[index as usize] = atoll_abi::boot::DeviceInfo {
@@ -130,6 +141,7 @@ pub fn attach_block_device(name: &str, capacity_sectors: u64) -> u32 {
         kind: atoll_abi::boot::DeviceKind::Block as u32,
         sector_size: atoll_abi::block::SECTOR_SIZE,
         capacity_sectors,
+        flags,
         ..Default::default()
     };
     info.device_count += 1;
@@ -152,9 +164,14 @@ pub fn disk_contents(index: u32) -> Vec<u8> {
 }
 
 /// Does a batch of block operations on a simulated disk, with the
-/// tender's rules (in order, stopping at the first failure).
+/// tender's rules (in order, stopping at the first failure; no writes or
+/// flushes on a read-only disk).
 pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
     use atoll_abi::block::{BlockOpKind, BlockStatus, SECTOR_SIZE};
+    let read_only = boot_info()
+        .devices
+        .get(device as usize)
+        .is_some_and(|info| info.flags & atoll_abi::boot::DEVICE_READ_ONLY != 0);
     DISKS.with(|d| {
         let mut disks = d.borrow_mut();
         let Some((_, disk)) = disks.iter_mut().find(|(i, _)| *i == device) else {
@@ -168,6 +185,7 @@ pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u3
             let start = (op.sector as usize).checked_mul(SECTOR_SIZE as usize);
             let status = match kind {
                 _ if failed => BlockStatus::Skipped,
+                Some(BlockOpKind::Write | BlockOpKind::Flush) if read_only => BlockStatus::ReadOnly,
                 Some(BlockOpKind::Flush) => BlockStatus::Ok,
                 Some(_)
                     if start

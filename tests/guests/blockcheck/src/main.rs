@@ -8,6 +8,8 @@
 //! | `verify SEED N` | reads sectors 0..N back; prints `verified N sectors`, or `mismatch at sector S` and exits 1 |
 //! | `past-end` | writes one sector past the end; prints the error |
 //! | `fill` | writes 1 MiB chunks until an error; prints `stopped after N MiB: ERROR` |
+//! | `read-only` | prints `read-only: BOOL`, then tries a durable write and a flush and prints each error |
+//! | `raw-write` | (hvt) a write and a flush straight through the block-io hypercall, bypassing `atoll::block`'s own read-only check; prints `raw statuses: S S` |
 #![no_std]
 #![no_main]
 
@@ -61,9 +63,75 @@ async fn main() -> Result<u8, &'static str> {
                 mib += 1;
             }
         }
-        _ => return Err("usage: blockcheck capacity|write SEED N|verify SEED N|past-end|fill"),
+        Some("read-only") => {
+            println!("read-only: {}", disk.read_only());
+            match disk.write_durably(0, &[0x5A; 512]) {
+                Ok(()) => println!("write: done"),
+                Err(e) => println!("write: {e}"),
+            }
+            match disk.flush() {
+                Ok(()) => println!("flush: done"),
+                Err(e) => println!("flush: {e}"),
+            }
+        }
+        #[cfg(target_os = "none")]
+        Some("raw-write") => {
+            let index = atoll::device("data").ok_or("no device `data`")?.index as u32;
+            let [write, flush] = raw::write_and_flush(index, &[0x5A; 512]);
+            println!("raw statuses: {write} {flush}");
+        }
+        _ => return Err("usage: blockcheck capacity|write SEED N|verify SEED N|past-end|fill|read-only|raw-write"),
     }
     Ok(0)
+}
+
+/// The block-io hypercall made by hand, as a guest that does not use the
+/// runtime would (the runtime refuses writes to a read-only disk itself).
+#[cfg(target_os = "none")]
+mod raw {
+    use atoll_abi::block::{BlockOp, BlockOpKind};
+    use atoll_abi::hypercall::{BlockIoArgs, Hypercall};
+    use atoll_abi::GuestAddr;
+
+    /// Writes `sector` (512 bytes) at sector 0 of device `index` and flushes,
+    /// in one batch; returns the two statuses the tender wrote back.
+    pub fn write_and_flush(index: u32, sector: &[u8; 512]) -> [u32; 2] {
+        let op = |kind: BlockOpKind, sectors, buffer| BlockOp {
+            kind: kind as u32,
+            sectors,
+            sector: 0,
+            buffer: GuestAddr(buffer),
+            status: 99,
+            reserved: 0,
+        };
+        let mut ops = [
+            op(BlockOpKind::Write, 1, sector.as_ptr().expose_provenance() as u64),
+            op(BlockOpKind::Flush, 0, 0),
+        ];
+        let mut args = BlockIoArgs {
+            device: index,
+            count: 2,
+            ops: GuestAddr(ops.as_mut_ptr().expose_provenance() as u64),
+            completed: 0,
+            reserved: 0,
+        };
+        let address = (&raw mut args).expose_provenance() as u32;
+        // SAFETY: a port write from ring 3 only exits to the tender, which
+        // reads `args`, `ops` and `sector` and writes back into `args` and
+        // `ops`, all live locals of this function that it owns. Not `nomem`,
+        // so they are written before the exit and read after it.
+        unsafe {
+            core::arch::asm!(
+                "out dx, eax",
+                in("dx") Hypercall::BlockIo.port(),
+                in("eax") address,
+                options(nostack, preserves_flags)
+            );
+        }
+        // The tender wrote through the addresses; read what it wrote.
+        let ops = core::hint::black_box(&ops);
+        [ops[0].status, ops[1].status]
+    }
 }
 
 /// `sectors` sectors of bytes derived from `seed` and their position.

@@ -28,12 +28,12 @@ use std::vec::Vec;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 
-use atoll_abi::boot::{device_name, BootInfo, DeviceKind, MAX_DEVICES};
+use atoll_abi::boot::{device_name, BootInfo, DeviceKind, DEVICE_READ_ONLY, MAX_DEVICES};
 use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::launch::{self, Record};
 use atoll_abi::{GuestAddr, ABI_VERSION};
 use atoll_host::args::{Parsed, UnixCli};
-use atoll_host::block::BlockDevice;
+use atoll_host::block::{Access, BlockDevice};
 use atoll_host::net::{NetDevice, NetDevices};
 use atoll_host::peak_rss::PeakRss;
 use zerocopy::{FromBytes, FromZeros};
@@ -190,7 +190,18 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
                     .push(NetDevice::inherited(index, name, file, mac, device.mtu));
             }
             Some(DeviceKind::Block) => {
-                block.push(BlockDevice::inherited(index, name, file, device.capacity_sectors));
+                let access = if device.flags & DEVICE_READ_ONLY != 0 {
+                    Access::ReadOnly
+                } else {
+                    Access::ReadWrite
+                };
+                block.push(BlockDevice::inherited(
+                    index,
+                    name,
+                    file,
+                    access,
+                    device.capacity_sectors,
+                ));
             }
             None => {
                 return Err(Stop::Error(std::format!(

@@ -14,13 +14,14 @@
 //!
 //! The contract, mapped: the console is `write(1)` (no ring: there are no
 //! exits to save), the clocks are `clock_gettime` (monotonic, realtime),
-//! `wait` services the rings and `ppoll`s the TAP devices, halt and abort
-//! end the process with the tender's exit statuses.
+//! `wait` services the rings and `ppoll`s the TAP devices, block I/O runs
+//! the tender's code (`atoll_host::block`, read-only disks included)
+//! in-process, halt and abort end the process with the tender's exit
+//! statuses.
 //!
 //! Built with `--cfg atoll_platform="unix"` on `x86_64-unknown-linux-gnu`.
 //! This part of the runtime uses `std` (the app itself stays `no_std`), and
-//! std's panic handler, with a hook that reports panics as on hvt. Not
-//! here: block devices.
+//! std's panic handler, with a hook that reports panics as on hvt.
 
 mod crash;
 mod entry;

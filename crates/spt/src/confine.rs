@@ -339,7 +339,10 @@ mod tests {
             unix: UnixProcess {
                 pid: atoll_host::sandbox::SELF_PLACEHOLDER,
                 taps: &[4],
-                disks: &[5],
+                disks: &[atoll_host::block::DiskFd {
+                    fd: 5,
+                    access: atoll_host::block::Access::ReadOnly,
+                }],
                 readable: &[6, 7],
             },
             record: 3,

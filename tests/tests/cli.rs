@@ -95,12 +95,22 @@ both_platforms!(run_exits_with_the_guests_status, |platform| {
 });
 
 #[test]
-fn run_refuses_mem_on_unix_in_one_line() {
-    let out = atoll(["run", "--target", "unix", "--mem=64", "examples/hello"], repo_root());
-    assert_eq!(out.status, Some(1), "stderr: {}", out.stderr);
-    assert_eq!(
-        out.stderr_lines(),
-        ["atoll: --mem is for --target hvt only: on unix the unikernel's memory is the process's"]
-    );
-    assert_eq!(out.stdout, "");
+fn run_bounds_a_unix_unikernels_memory_with_mem() {
+    // Under atoll-spt (--release), and run by itself (a debug build).
+    for profile in [&["--release"][..], &[]] {
+        let mut args = vec!["run", "--target", "unix", "--mem=16"];
+        args.extend_from_slice(profile);
+        args.extend(["tests/guests/malicious", "--", "alloc", "32"]);
+        let out = atoll(&args, repo_root());
+        assert_eq!(out.status, Some(254), "{profile:?}: stderr: {}", out.stderr);
+        assert!(
+            out.stderr.contains("memory allocation of 33554432 bytes failed"),
+            "{profile:?}: stderr: {}",
+            out.stderr
+        );
+        args[3] = "--mem=64";
+        let out = atoll(&args, repo_root());
+        assert_eq!(out.status, Some(0), "{profile:?}: stderr: {}", out.stderr);
+        assert_eq!(out.stdout, "malicious: allocated 32 MiB (8192 pages)\n");
+    }
 }

@@ -114,13 +114,14 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         Ok(Parsed::Info(text)) => return Err(Stop::Info(text)),
         Err(usage) => return Err(Stop::Error(usage)),
     };
+    let (image, image_size) =
+        open_own_executable().map_err(|e| Stop::Error(std::format!("cannot read /proc/self/exe: {e}")))?;
+    let manifest = read_own_manifest(&image, image_size)?;
+    // After the manifest's mapping is gone: it may be larger than the bound.
     let mem_size = match args.cli.mem_mib {
         Some(mib) => limit_memory(mib << 20).map_err(Stop::Error)?,
         None => 0,
     };
-    let (image, image_size) =
-        open_own_executable().map_err(|e| Stop::Error(std::format!("cannot read /proc/self/exe: {e}")))?;
-    let manifest = read_own_manifest(&image, image_size)?;
     let attached =
         atoll_host::devices::attach(&manifest, &args.devices, &args.macs).map_err(|e| Stop::Error(e.to_string()))?;
     let common = args.cli.common;

@@ -3,7 +3,9 @@
 //! tender (or the unix runtime) must notice it within a moment, print its
 //! statistics, and exit with 128 + 15, never sleeping on until the guest's
 //! next timer. Twenty rounds at spread-out moments catch the race between
-//! checking for a signal and going to sleep.
+//! checking for a signal and going to sleep. (A signal before the program's
+//! `main` has installed its handlers kills it, as it would any program:
+//! the rounds start once the handler is in.)
 
 use std::process::{Command, Stdio};
 use std::thread;
@@ -22,6 +24,9 @@ both_platforms!(sigterm_stops_a_sleeping_unikernel_at_once, |platform| {
             &["sleep", "60000"],
         );
         let process = Background::spawn(command);
+        // Before the program's first instruction of its own nothing can
+        // catch a signal; from there on, it must stop cleanly.
+        wait_for_handler(process.pid(), libc::SIGTERM);
         // From 1 ms (the tender is still setting up) to 50 ms (asleep).
         thread::sleep(Duration::from_millis(1 + round * 7 % 50));
         let asked = Instant::now();
@@ -34,6 +39,30 @@ both_platforms!(sigterm_stops_a_sleeping_unikernel_at_once, |platform| {
         );
     }
 });
+
+/// Waits until process `pid` has a handler for `signal` (its `SigCgt`
+/// mask in /proc), which the tenders install first thing in `main`.
+fn wait_for_handler(pid: u32, signal: i32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let caught = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                let mask = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))?
+                    .trim()
+                    .to_owned();
+                u64::from_str_radix(&mask, 16).ok()
+            })
+            .is_some_and(|mask| mask & (1 << (signal - 1)) != 0);
+        if caught {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} never installed its handler");
+        thread::sleep(Duration::from_micros(200));
+    }
+}
 
 both_platforms!(sigterm_stops_a_unikernel_whose_stdout_nobody_reads, |platform| {
     let kernel = guest(platform, "tests/guests/misbehave");

@@ -73,7 +73,9 @@ extern crate alloc;
 
 pub mod config;
 pub mod dns;
+pub mod listen;
 pub mod phy;
+mod sockets;
 pub mod stack;
 pub mod tcp;
 pub mod udp;
@@ -111,6 +113,9 @@ pub enum Error {
     /// The datagram is larger than the socket's buffer
     /// ([`udp::UDP_BUFFER_BYTES`]).
     PacketTooLarge,
+    /// The heap has no room for another socket (see
+    /// [`TcpConfig::memory_reserve_bytes`]).
+    OutOfMemory,
 }
 
 impl fmt::Display for Error {
@@ -123,6 +128,7 @@ impl fmt::Display for Error {
             Error::AddrInUse => "port already in use",
             Error::InvalidPort => "port 0 is not a valid port here",
             Error::PacketTooLarge => "datagram larger than the socket buffer",
+            Error::OutOfMemory => "no memory for another socket",
         })
     }
 }
@@ -140,6 +146,7 @@ impl embedded_io_async::Error for Error {
             Error::AddrInUse => ErrorKind::AddrInUse,
             Error::InvalidPort => ErrorKind::InvalidInput,
             Error::PacketTooLarge => ErrorKind::InvalidInput,
+            Error::OutOfMemory => ErrorKind::OutOfMemory,
         }
     }
 }

@@ -336,6 +336,7 @@ mod tests {
             guard.set_idle(true);
             guard.set_idle(false);
         }
-        assert!(limiter.state.borrow().idle.len() <= 2 * 1 + 16 + 1);
+        // One connection: at most twice that plus the slack, plus the entry just pushed.
+        assert!(limiter.state.borrow().idle.len() <= 2 + 16 + 1);
     }
 }

@@ -329,6 +329,24 @@ mod tests {
     }
 
     #[test]
+    fn a_newcomer_done_with_its_reclaimed_slot_leaves_exactly_one_free() {
+        let limiter = ConnectionLimiter::new(3);
+        let guards: alloc::vec::Vec<_> = (0..3).map(|_| limiter.try_acquire().unwrap()).collect();
+        for guard in &guards {
+            guard.set_idle(true);
+        }
+        drop(limiter.try_acquire().unwrap());
+        assert_eq!(limiter.active_count(), 2);
+        let extra = limiter.try_acquire().unwrap();
+        for guard in &guards {
+            guard.set_idle(false);
+        }
+        assert_eq!(limiter.active_count(), 3);
+        assert!(limiter.try_acquire().is_none());
+        drop(extra);
+    }
+
+    #[test]
     fn going_idle_often_does_not_grow_the_queue() {
         let limiter = ConnectionLimiter::new(2);
         let guard = limiter.try_acquire().unwrap();

@@ -373,7 +373,7 @@ impl Inner {
 
     /// Tops up the listening sockets of every listener (see
     /// [`crate::listen`]); runs between received frames.
-    fn top_up_listeners(&mut self) {
+    fn top_up_listeners(&mut self, now: Instant) {
         let Inner {
             sockets,
             listeners,
@@ -383,7 +383,7 @@ impl Inner {
         let waiting: usize = listeners.values().map(Listener::waiting_count).sum();
         let promised_bytes = waiting.saturating_mul(tcp.app_bytes_per_connection);
         for (&port, listener) in listeners.iter_mut() {
-            listener.top_up(port, sockets, tcp, promised_bytes);
+            listener.top_up(port, sockets, tcp, promised_bytes, now);
         }
     }
 
@@ -567,7 +567,7 @@ impl Inner {
 impl Inner {
     pub(crate) fn add_listener(&mut self, port: u16) {
         self.listeners.insert(port, Listener::new());
-        self.top_up_listeners();
+        self.top_up_listeners(Instant::now());
     }
 }
 
@@ -609,7 +609,7 @@ impl Driver for Inner {
         loop {
             // A SYN may have taken a listening socket: replace it before
             // the next frame, which may be another SYN.
-            self.top_up_listeners();
+            self.top_up_listeners(now);
             if self.drop_refused_frame() {
                 continue;
             }
@@ -629,7 +629,7 @@ impl Driver for Inner {
             }
         }
         self.sort_listeners();
-        self.top_up_listeners();
+        self.top_up_listeners(now);
         self.poll_dhcp();
         let (orphan_deadline, discarded) = self.reap_orphans(now);
         self.report(now);

@@ -44,10 +44,16 @@ pub(crate) fn heap_limit_from_rlimits() -> Option<usize> {
 static READ_LIMIT_AT_LOAD: extern "C" fn() = read_limit_at_load;
 
 extern "C" fn read_limit_at_load() {
+    let (data_limit, address_space_limit) = (rlimit(libc::RLIMIT_DATA), rlimit(libc::RLIMIT_AS));
+    if data_limit.is_none() && address_space_limit.is_none() {
+        // The usual case: two system calls and done, so start-up (and the
+        // moment the stop-signal handlers are installed) is not delayed.
+        return;
+    }
     let (vm_size_bytes, data_bytes) = mapped_now().unwrap_or((0, 0));
     let exe_bytes = std::fs::metadata("/proc/self/exe").map_or(0, |m| m.len());
-    let by_data = rlimit(libc::RLIMIT_DATA).map(|limit| limit.saturating_sub(data_bytes + DATA_ALLOWANCE_BYTES));
-    let by_address_space = rlimit(libc::RLIMIT_AS)
+    let by_data = data_limit.map(|limit| limit.saturating_sub(data_bytes + DATA_ALLOWANCE_BYTES));
+    let by_address_space = address_space_limit
         .map(|limit| limit.saturating_sub(vm_size_bytes + exe_bytes + ADDRESS_SPACE_ALLOWANCE_BYTES));
     let limit = match (by_data, by_address_space) {
         (Some(a), Some(b)) => Some(a.min(b)),

@@ -4,7 +4,8 @@
 # rustup) it installs what it needs first: the pinned toolchain and its
 # x86_64-unknown-none target, a C toolchain for linking host binaries, and
 # the network tools the networking tests and the HTTP benchmark run inside
-# their own network namespaces (ip, curl, ping, nc, dnsmasq, wrk, nginx).
+# their own network namespaces (ip, curl, ping, nc, dnsmasq, wrk, nginx,
+# hping3 for the SYN-flood and fragment tests, prlimit for the memory ones).
 # Packages that would start a system service are installed with services
 # held off, so nothing ends up listening on the host.
 #
@@ -55,6 +56,8 @@ need nc netcat-openbsd
 # dnsmasq-base is the binary alone: no system service grabbing ports 53/67.
 need dnsmasq dnsmasq-base
 need wrk wrk
+# Crafted SYNs from a forged address, and fragmented segments (tests/tests/floods.rs).
+need hping3 hping3
 need nginx nginx-light
 # The unix platform's promise that a unikernel debugs like any process.
 need valgrind valgrind

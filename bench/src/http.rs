@@ -22,8 +22,8 @@ const SLIDES: &str = "examples/slides";
 /// The concurrency levels: wrk connections.
 pub const CONNECTIONS: [u32; 3] = [1, 16, 128];
 /// nginx's side of the veth pair, and wrk's.
-const NGINX_CIDR: &str = "10.79.0.2/24";
-const NGINX_CLIENT_CIDR: &str = "10.79.0.1/24";
+pub(crate) const NGINX_CIDR: &str = "10.79.0.2/24";
+pub(crate) const NGINX_CLIENT_CIDR: &str = "10.79.0.1/24";
 const NGINX_URL: &str = "http://10.79.0.2/";
 
 /// What wrk reported for one run.
@@ -275,7 +275,7 @@ fn duration_us(text: &str) -> Option<f64> {
 
 /// Starts nginx (one worker, no access log) in `ns` serving `page` as the
 /// index, and waits until `client` can fetch it.
-fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> Result<Background, String> {
+pub(crate) fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> Result<Background, String> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).map_err(|e| format!("cannot create {}: {e}", www.display()))?;
     std::fs::write(www.join("index.html"), page).map_err(|e| format!("cannot write the page: {e}"))?;

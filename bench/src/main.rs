@@ -29,6 +29,7 @@
 mod http;
 mod kv;
 mod kv_open;
+mod memory;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -60,6 +61,13 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
         duration_s: u32,
     },
+    /// Memory per open connection of examples/slides on hvt and unix,
+    /// against nginx (needs root and nginx).
+    Memory {
+        /// Idle keep-alive connections to hold.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(2..=4000))]
+        connections: u64,
+    },
     /// Durable PUTs/s and VM exits per PUT of examples/kv on hvt and unix
     /// (needs root and curl).
     Kv {
@@ -83,6 +91,7 @@ fn main() -> ExitCode {
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
+        Bench::Memory { connections } => memory::run(connections as usize).map(|report| print!("{report}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

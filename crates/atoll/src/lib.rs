@@ -30,7 +30,11 @@
 //! * [`task`]: [`spawn`](task::spawn), [`JoinHandle`](task::JoinHandle),
 //!   [`yield_now`](task::yield_now).
 //! * [`log`]: the `log` crate; records go to the console, filtered by the
-//!   boot argument `--log=LEVEL` (default `info`).
+//!   boot argument `--log=LEVEL` (default `info`). [`RateLimit`] keeps a
+//!   warning that may repeat (one per refused connection) to a line a
+//!   second, with a count.
+//! * [`memory`]: how much of the heap is in use and how much is left
+//!   (`memory::usage()`), to refuse work before an allocation fails.
 //! * [`net`]: TCP/IP (`atoll-net`): `net::Stack::new("service")`,
 //!   `net::TcpListener`, `net::TcpStream`, `net::UdpSocket`, DHCP, DNS
 //!   (`stack.resolve("name").await`).
@@ -53,8 +57,9 @@
 
 pub use atoll_kv as kv;
 pub use atoll_macros::main;
+pub use atoll_rt::logger::RateLimit;
 pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
-pub use atoll_rt::{block, console, random};
+pub use atoll_rt::{block, console, memory, random};
 pub use log;
 pub use {atoll_http as http, atoll_net as net};
 

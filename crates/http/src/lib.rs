@@ -6,10 +6,11 @@
 //! [`Handler`] that turns a [`Request`] into a [`Response`], the [`Limits`] to enforce and a
 //! [`Timer`]. It answers requests until the connection ends and returns why it ended.
 //! [`StaticSite`] is a ready handler for a fixed set of pages (the flagship slides demo);
-//! [`ConnectionLimiter`] caps open connections in the accept loop.
+//! [`ConnectionLimiter`] caps open connections in the accept loop, reclaiming idle keep-alive
+//! connections for new ones before it refuses any.
 //!
 //! ```
-//! use atoll_http::{serve_connection, ConnectionLimiter, Limits, StaticSite, Timer, BUSY_RESPONSE};
+//! use atoll_http::{serve_busy_connection, serve_limited_connection, ConnectionLimiter, Limits, StaticSite, Timer};
 //! use embedded_io_async::{Read, Write};
 //!
 //! /// What an accept loop does with each accepted stream (one task per stream).
@@ -19,11 +20,12 @@
 //!     limiter: &ConnectionLimiter,
 //!     clock: &impl Timer,
 //! ) {
-//!     let Some(_slot) = limiter.try_acquire() else {
-//!         let _ = stream.write_all(BUSY_RESPONSE).await;
-//!         return; // then close the stream
+//!     let Some(slot) = limiter.try_acquire() else {
+//!         // Every connection is busy: 503 (health checks still answered), then close.
+//!         let _ = serve_busy_connection(&mut stream, site, &Limits::DEFAULT, clock).await;
+//!         return;
 //!     };
-//!     match serve_connection(&mut stream, site, &Limits::DEFAULT, clock).await {
+//!     match serve_limited_connection(&mut stream, site, &Limits::DEFAULT, clock, &slot).await {
 //!         Ok(stats) => { /* close gracefully; log stats.requests_count, stats.close_reason */ }
 //!         Err(error) => { /* abort the stream; log the error (it implements Display) */ }
 //!     }
@@ -71,6 +73,9 @@ pub mod time;
 pub use limits::{ConnectionGuard, ConnectionLimiter, Limits};
 pub use request::{Method, Request, Version};
 pub use response::{Body, ETag, Response, Status};
-pub use server::{serve_connection, CloseReason, ConnectionStats, Error, Handler, BUSY_RESPONSE};
+pub use server::{
+    serve_busy_connection, serve_connection, serve_limited_connection, CloseReason, ConnectionStats, Error, Handler,
+    BUSY_RESPONSE,
+};
 pub use site::StaticSite;
 pub use time::{NoTimer, Timer};

@@ -11,18 +11,30 @@
 //! request that took too long (408), the server answers and closes: it does not try to find
 //! the next request. It closes without draining what the client may still be sending.
 //!
+//! [`serve_limited_connection`] does the same for a connection holding a slot of a
+//! [`ConnectionLimiter`](crate::ConnectionLimiter): while it waits for the next request it is
+//! marked idle, and it closes (quietly, as on the idle timeout) when the limiter gives its
+//! slot to a new connection. [`serve_busy_connection`] answers a connection that got no
+//! slot: one request, 503 unless the handler calls it cheap ([`Handler::is_cheap`], a
+//! health check), then close.
+//!
+//! Memory: every buffer grows with `try_reserve`; a connection whose buffer cannot grow is
+//! answered 503 (if possible without allocating) and closed, and the others carry on. The
+//! allocator's failure never aborts the unikernel from here.
+//!
 //! Not supported: HTTP/2 and upgrades (`Upgrade` is ignored), TLS (wrap the stream),
 //! streamed bodies, `Expect` values other than `100-continue` (ignored), and request
 //! concurrency within a connection (pipelined requests are handled one at a time).
 
-use crate::limits::Limits;
+use crate::limits::{ConnectionGuard, Limits};
 use crate::request::{parse_head, Head, Method, Request};
 use crate::response::{write_head, Framing, Response, Status};
 use crate::time::{until_deadline, Timer};
-use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
-use core::future::Future;
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::task::Poll;
 use embedded_io_async::{Error as _, ErrorKind, Read, Write};
 
 /// Answers requests. Implement it with `async fn handle(&self, request: &Request<'_>) ->
@@ -34,11 +46,23 @@ use embedded_io_async::{Error as _, ErrorKind, Read, Write};
 pub trait Handler {
     /// The response to `request`.
     fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response>;
+
+    /// Whether `request` is cheap enough to answer even when the server is at its connection
+    /// limit ([`serve_busy_connection`]): a health check, say, so that an orchestrator does not
+    /// restart a server that is merely busy. Default: nothing is.
+    fn is_cheap(&self, request: &Request<'_>) -> bool {
+        let _ = request;
+        false
+    }
 }
 
 impl<H: Handler + ?Sized> Handler for &H {
     fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response> {
         (**self).handle(request)
+    }
+
+    fn is_cheap(&self, request: &Request<'_>) -> bool {
+        (**self).is_cheap(request)
     }
 }
 
@@ -59,6 +83,15 @@ pub enum CloseReason {
     /// A request was refused with this status (400, 413, 431, 501 or 505) and the connection
     /// closed, as its framing can no longer be trusted.
     Rejected(Status),
+    /// The connection was idle and its [`ConnectionLimiter`](crate::ConnectionLimiter) slot
+    /// went to a new connection ([`serve_limited_connection`]).
+    Reclaimed,
+    /// The server was at its connection limit: the request got 503 (or, if the handler calls
+    /// it cheap, its answer) and the connection closed ([`serve_busy_connection`]).
+    Busy,
+    /// A buffer for this connection could not be allocated: the request got 503 and the
+    /// connection closed.
+    OutOfMemory,
 }
 
 /// What happened on a connection that ended normally.
@@ -109,6 +142,14 @@ Connection: close\r\n\r\n503 Service Unavailable\n";
 /// First size of the read buffer; it doubles as needed up to the limits.
 const INITIAL_READ_BUFFER_BYTES: usize = 1024;
 
+/// Longest [`serve_busy_connection`] waits for a request, in milliseconds: a client that is
+/// refused should learn it soon, and the task answering it holds memory.
+const BUSY_WAIT_MS: u64 = 1000;
+
+/// The room reserved for a response head beyond its content type, entity tag and extra
+/// headers: the status line and the server's own fields.
+const HEAD_FIXED_BYTES: usize = 256;
+
 /// Longest a client that timed out is given to take its 408, in milliseconds.
 const TIMED_OUT_ANSWER_MS: u64 = 1000;
 
@@ -131,10 +172,82 @@ where
     H: Handler + ?Sized,
     T: Timer,
 {
+    serve(conn, handler, limits, timer, Mode::Normal).await
+}
+
+/// [`serve_connection`] for a connection holding `slot` of a
+/// [`ConnectionLimiter`](crate::ConnectionLimiter): between requests the connection is marked
+/// idle, and if the limiter gives its slot to a new connection it closes in an orderly way
+/// with [`CloseReason::Reclaimed`] (an idle keep-alive connection may be closed at any time;
+/// clients retry on a new one).
+pub async fn serve_limited_connection<C, H, T>(
+    conn: C,
+    handler: &H,
+    limits: &Limits,
+    timer: &T,
+    slot: &ConnectionGuard,
+) -> Result<ConnectionStats, Error>
+where
+    C: Read + Write,
+    H: Handler + ?Sized,
+    T: Timer,
+{
+    serve(conn, handler, limits, timer, Mode::Limited(slot)).await
+}
+
+/// Answers a connection the server has no slot for: reads one request (waiting at most a
+/// second), answers it with the handler if [`Handler::is_cheap`] says so and with
+/// `503 Service Unavailable` (`Retry-After: 1`) otherwise, and ends with
+/// [`CloseReason::Busy`]. A client that sends nothing gets [`BUSY_RESPONSE`] after that
+/// second. Either way the connection closes: close the stream gracefully on `Ok`.
+pub async fn serve_busy_connection<C, H, T>(
+    conn: C,
+    handler: &H,
+    limits: &Limits,
+    timer: &T,
+) -> Result<ConnectionStats, Error>
+where
+    C: Read + Write,
+    H: Handler + ?Sized,
+    T: Timer,
+{
+    let limits = Limits {
+        idle_timeout_ms: limits.idle_timeout_ms.min(BUSY_WAIT_MS),
+        request_timeout_ms: limits.request_timeout_ms.min(BUSY_WAIT_MS),
+        max_requests_per_connection: 1,
+        ..*limits
+    };
+    serve(conn, handler, &limits, timer, Mode::Busy).await
+}
+
+/// How [`serve`] treats the connection.
+#[derive(Clone, Copy)]
+enum Mode<'l> {
+    /// [`serve_connection`].
+    Normal,
+    /// [`serve_limited_connection`].
+    Limited(&'l ConnectionGuard),
+    /// [`serve_busy_connection`].
+    Busy,
+}
+
+async fn serve<C, H, T>(
+    conn: C,
+    handler: &H,
+    limits: &Limits,
+    timer: &T,
+    mode: Mode<'_>,
+) -> Result<ConnectionStats, Error>
+where
+    C: Read + Write,
+    H: Handler + ?Sized,
+    T: Timer,
+{
     let mut connection = Connection {
         conn,
         limits,
         timer,
+        mode,
         buf: Vec::new(),
         filled: 0,
         peer_eof: false,
@@ -156,6 +269,7 @@ struct Connection<'l, C, T> {
     conn: C,
     limits: &'l Limits,
     timer: &'l T,
+    mode: Mode<'l>,
     /// Read buffer; `buf[..filled]` holds received, unconsumed bytes.
     buf: Vec<u8>,
     filled: usize,
@@ -188,6 +302,10 @@ enum ReadOutcome {
     Bytes(usize),
     Eof,
     DeadlinePassed,
+    /// The idle connection's slot was reclaimed before anything arrived.
+    Reclaimed,
+    /// The read buffer could not grow.
+    OutOfMemory,
 }
 
 impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
@@ -201,6 +319,11 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                     expects_continue,
                     deadline_ms,
                 } => (head_len, body_len, expects_continue, deadline_ms),
+                HeadOutcome::Closed(CloseReason::IdleTimeout) if matches!(self.mode, Mode::Busy) => {
+                    self.send(BUSY_RESPONSE, &[]).await?;
+                    return Ok(CloseReason::Busy);
+                }
+                HeadOutcome::Closed(CloseReason::OutOfMemory) => return self.out_of_memory().await,
                 HeadOutcome::Closed(reason) => return Ok(reason),
                 HeadOutcome::Reject(status) => return self.reject(status).await,
             };
@@ -216,16 +339,20 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                 if self.peer_eof {
                     return Ok(CloseReason::PeerClosedMidRequest);
                 }
-                match self.read_more(request_len, deadline_ms).await? {
+                match self.read_more(request_len, deadline_ms, false).await? {
                     ReadOutcome::Bytes(_) => {}
                     ReadOutcome::Eof => return Ok(CloseReason::PeerClosedMidRequest),
                     ReadOutcome::DeadlinePassed => return self.request_timed_out().await,
+                    ReadOutcome::OutOfMemory => return self.out_of_memory().await,
+                    ReadOutcome::Reclaimed => unreachable!("only an idle read is reclaimed"),
                 }
             }
 
             self.requests_count += 1;
             let last_allowed = self.requests_count >= max_requests;
-            let mut headers = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
+            let Some(mut headers) = empty_headers(self.limits.max_headers) else {
+                return self.out_of_memory().await;
+            };
             let Ok(Some(Head {
                 mut request,
                 keep_alive,
@@ -236,7 +363,12 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                 return self.reject(Status::BAD_REQUEST).await;
             };
             request.body = &self.buf[head_len..request_len];
-            let mut response = handler.handle(&request).await;
+            let busy = matches!(self.mode, Mode::Busy);
+            let mut response = if busy && !handler.is_cheap(&request) {
+                Response::error(Status::SERVICE_UNAVAILABLE).with_header("Retry-After", "1")
+            } else {
+                handler.handle(&request).await
+            };
             let conditional = matches!(request.method(), Method::Get | Method::Head);
             if conditional && response.status == Status::OK {
                 if let Some(etag) = response.etag {
@@ -257,6 +389,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             };
             // `request` borrows the read buffer and is not used past this point, so the
             // buffer can be compacted below.
+            if !reserve_head(&mut self.head_out, &response) {
+                return self.out_of_memory().await;
+            }
             write_head(&mut self.head_out, &response, framing);
             let body = if framing.send_body {
                 response.body.as_bytes()
@@ -271,7 +406,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             self.buf.copy_within(request_len..self.filled, 0);
             self.filled -= request_len;
             if framing.close {
-                return Ok(if !keep_alive || response.close {
+                return Ok(if busy {
+                    CloseReason::Busy
+                } else if !keep_alive || response.close {
                     CloseReason::ConnectionClose
                 } else {
                     CloseReason::MaxRequests
@@ -289,7 +426,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         let mut parse_now = self.filled > 0;
         loop {
             if parse_now {
-                let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
+                let Some(mut headers) = empty_headers(limits.max_headers) else {
+                    return Ok(HeadOutcome::Closed(CloseReason::OutOfMemory));
+                };
                 match parse_head(&self.buf[..self.filled], &mut headers) {
                     Ok(Some(head)) if head.head_len > limits.max_header_bytes => {
                         return Ok(HeadOutcome::Reject(Status::REQUEST_HEADER_FIELDS_TOO_LARGE))
@@ -320,7 +459,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             let read_deadline_ms =
                 deadline_ms.unwrap_or_else(|| self.timer.now_ms().saturating_add(limits.idle_timeout_ms));
             let old_filled = self.filled;
-            match self.read_more(limits.max_header_bytes, read_deadline_ms).await? {
+            // Waiting for a request with nothing of it read: the connection is idle.
+            let idle = deadline_ms.is_none();
+            match self.read_more(limits.max_header_bytes, read_deadline_ms, idle).await? {
                 ReadOutcome::Bytes(count) => {
                     if deadline_ms.is_none() {
                         deadline_ms = Some(self.timer.now_ms().saturating_add(limits.request_timeout_ms));
@@ -338,12 +479,16 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                     self.request_timed_out().await?;
                     return Err(Error::RequestTimeout);
                 }
+                ReadOutcome::Reclaimed => return Ok(HeadOutcome::Closed(CloseReason::Reclaimed)),
+                ReadOutcome::OutOfMemory => return Ok(HeadOutcome::Closed(CloseReason::OutOfMemory)),
             }
         }
     }
 
-    /// Reads once into the buffer, growing it towards `want_len` bytes if it is full.
-    async fn read_more(&mut self, want_len: usize, deadline_ms: u64) -> Result<ReadOutcome, Error> {
+    /// Reads once into the buffer, growing it towards `want_len` bytes if it is full. With
+    /// `idle`, the connection is marked idle while it waits, and gives up if its slot is
+    /// reclaimed.
+    async fn read_more(&mut self, want_len: usize, deadline_ms: u64, idle: bool) -> Result<ReadOutcome, Error> {
         if self.filled == self.buf.len() {
             let grown = self
                 .buf
@@ -351,17 +496,32 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                 .saturating_mul(2)
                 .max(INITIAL_READ_BUFFER_BYTES)
                 .min(want_len.max(self.filled + 1));
+            if self.buf.try_reserve_exact(grown - self.buf.len()).is_err() {
+                return Ok(ReadOutcome::OutOfMemory);
+            }
             self.buf.resize(grown, 0);
         }
+        let slot = match self.mode {
+            Mode::Limited(slot) if idle => Some(slot),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            slot.set_idle(true);
+        }
         let space = &mut self.buf[self.filled..];
-        match until_deadline(self.timer, deadline_ms, self.conn.read(space)).await {
+        let read = until_deadline(self.timer, deadline_ms, unless_reclaimed(slot, self.conn.read(space))).await;
+        if let Some(slot) = slot {
+            slot.set_idle(false);
+        }
+        match read {
             None => Ok(ReadOutcome::DeadlinePassed),
-            Some(Err(error)) => Err(Error::Io(error.kind())),
-            Some(Ok(0)) => {
+            Some(None) => Ok(ReadOutcome::Reclaimed),
+            Some(Some(Err(error))) => Err(Error::Io(error.kind())),
+            Some(Some(Ok(0))) => {
                 self.peer_eof = true;
                 Ok(ReadOutcome::Eof)
             }
-            Some(Ok(count)) => {
+            Some(Some(Ok(count))) => {
                 // A transport claiming more than the space it was given is not believed.
                 let count = count.min(self.buf.len() - self.filled);
                 self.filled += count;
@@ -384,12 +544,21 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             close: true,
             http10_client: false,
         };
+        if !reserve_head(&mut self.head_out, &response) {
+            return self.out_of_memory().await;
+        }
         write_head(&mut self.head_out, &response, framing);
         let head_out = core::mem::take(&mut self.head_out);
         let sent = self.send_within(&head_out, response.body.as_bytes(), timeout_ms).await;
         self.head_out = head_out;
         sent?;
         Ok(CloseReason::Rejected(status))
+    }
+
+    /// Answers 503 from static bytes (nothing left to allocate with) and ends the connection.
+    async fn out_of_memory(&mut self) -> Result<CloseReason, Error> {
+        self.send(BUSY_RESPONSE, &[]).await?;
+        Ok(CloseReason::OutOfMemory)
     }
 
     /// Tries to tell a too-slow client 408, then gives up on it.
@@ -426,6 +595,47 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             }
         }
     }
+}
+
+/// Runs `read` unless `slot` is reclaimed first (`None`).
+async fn unless_reclaimed<F: Future>(slot: Option<&ConnectionGuard>, read: F) -> Option<F::Output> {
+    let Some(slot) = slot else {
+        return Some(read.await);
+    };
+    let mut read = pin!(read);
+    let mut reclaimed = pin!(slot.reclaimed());
+    poll_fn(|cx| {
+        if let Poll::Ready(output) = read.as_mut().poll(cx) {
+            return Poll::Ready(Some(output));
+        }
+        if reclaimed.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// `count` empty header slots for `httparse`, or `None` if they cannot be allocated.
+fn empty_headers<'h>(count: usize) -> Option<Vec<httparse::Header<'h>>> {
+    let mut headers = Vec::new();
+    headers.try_reserve_exact(count).ok()?;
+    headers.resize(count, httparse::EMPTY_HEADER);
+    Some(headers)
+}
+
+/// Makes room in `out` for the head of `response` (it is cleared and refilled); `false` if
+/// the room cannot be allocated.
+fn reserve_head(out: &mut Vec<u8>, response: &Response) -> bool {
+    let extra: usize = response
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 4)
+        .sum();
+    let etag = response.etag.as_ref().map_or(0, |etag| etag.as_str().len() + 8);
+    let needed = HEAD_FIXED_BYTES + response.content_type.len() + etag + extra;
+    out.clear();
+    out.try_reserve(needed).is_ok()
 }
 
 /// `write` until all of `bytes` is taken. Unlike `Write::write_all` this treats a transport

@@ -2,8 +2,9 @@
 //! checks what a client would see on the wire.
 
 use atoll_http::{
-    serve_connection, Body, CloseReason, ConnectionStats, Error, Handler, Limits, Method, NoTimer, Request, Response,
-    StaticSite, Status, Timer, BUSY_RESPONSE,
+    serve_busy_connection, serve_connection, serve_limited_connection, Body, CloseReason, ConnectionLimiter,
+    ConnectionStats, Error, Handler, Limits, Method, NoTimer, Request, Response, StaticSite, Status, Timer,
+    BUSY_RESPONSE,
 };
 use embedded_io_async::{ErrorKind, ErrorType, Read, Write};
 use futures::executor::block_on;
@@ -198,7 +199,14 @@ impl Handler for App {
                 _ => Response::method_not_allowed("POST"),
             };
         }
+        if request.path() == "/healthz" {
+            return Response::ok("text/plain", &b"ok\n"[..]);
+        }
         self.site.respond(request.method(), request.path())
+    }
+
+    fn is_cheap(&self, request: &Request<'_>) -> bool {
+        request.path() == "/healthz"
     }
 }
 
@@ -793,4 +801,118 @@ fn mutated_requests_never_break_the_framing() {
             );
         }
     }
+}
+
+#[test]
+fn an_idle_connection_gives_its_slot_to_a_new_one_and_closes() {
+    let limiter = ConnectionLimiter::new(1);
+    let (client, server) = Client::new();
+    client.send(get("/"));
+    let slot = limiter.try_acquire().unwrap();
+    let limiter2 = limiter.clone();
+    let app = App::new();
+    let serving = serve_limited_connection(server, &app, &Limits::DEFAULT, &NoTimer, &slot);
+    // A second client arrives while the first idles after its request.
+    let newcomer = async {
+        let mut turns = 0;
+        poll_fn(|cx| {
+            turns += 1;
+            if turns < 3 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Ready(())
+        })
+        .await;
+        limiter2.try_acquire()
+    };
+    let (stats, newcomer) = block_on(async {
+        let serving = pin!(serving);
+        let newcomer = pin!(newcomer);
+        match select(serving, newcomer).await {
+            Either::Left(_) => panic!("the idle connection ended by itself"),
+            Either::Right((guard, serving)) => (serving.await, guard),
+        }
+    });
+    assert!(newcomer.is_some(), "the newcomer got the idle connection's slot");
+    let stats = stats.unwrap();
+    assert_eq!(stats.close_reason, CloseReason::Reclaimed);
+    assert_eq!(stats.requests_count, 1);
+    assert_eq!(
+        parse_responses(&client.output(), &[]).len(),
+        1,
+        "the first request was answered"
+    );
+    assert_eq!(limiter.reclaimed_count(), 1);
+}
+
+#[test]
+fn a_connection_in_the_middle_of_a_request_keeps_its_slot() {
+    let limiter = ConnectionLimiter::new(1);
+    let (client, server) = Client::new();
+    client.send("GET / HTTP/1.1\r\nHost:");
+    let slot = limiter.try_acquire().unwrap();
+    let limits = Limits {
+        request_timeout_ms: 100,
+        ..Limits::DEFAULT
+    };
+    let app = App::new();
+    let timer = StdTimer::new();
+    let result = block_on(async {
+        let serving = pin!(serve_limited_connection(server, &app, &limits, &timer, &slot));
+        let refused = pin!(async { limiter.try_acquire().is_none() });
+        match select(serving, refused).await {
+            Either::Right((refused, serving)) => (refused, serving.await),
+            Either::Left(_) => panic!("served before the newcomer asked"),
+        }
+    });
+    assert!(result.0, "a half-sent request's slot was taken");
+    assert_eq!(result.1, Err(Error::RequestTimeout));
+}
+
+#[test]
+fn at_the_limit_health_checks_are_answered_and_the_rest_get_503() {
+    let app = App::new();
+    let (client, server) = Client::new();
+    client.send(get("/healthz"));
+    let stats = block_on(serve_busy_connection(server, &app, &Limits::DEFAULT, &NoTimer)).unwrap();
+    assert_eq!(stats.close_reason, CloseReason::Busy);
+    let responses = parse_responses(&client.output(), &[]);
+    assert_eq!(responses.len(), 1);
+    assert_eq!((responses[0].status, responses[0].body.as_slice()), (200, &b"ok\n"[..]));
+    assert_eq!(responses[0].header("Connection"), Some("close"));
+
+    let (client, server) = Client::new();
+    client.send(get("/").repeat(2));
+    let stats = block_on(serve_busy_connection(server, &app, &Limits::DEFAULT, &NoTimer)).unwrap();
+    assert_eq!(stats.close_reason, CloseReason::Busy);
+    let responses = parse_responses(&client.output(), &[]);
+    assert_eq!(responses.len(), 1, "one answer, then close");
+    assert_eq!(responses[0].status, 503);
+    assert_eq!(responses[0].header("Retry-After"), Some("1"));
+    assert_eq!(responses[0].header("Connection"), Some("close"));
+}
+
+#[test]
+fn at_the_limit_a_silent_client_gets_503_after_a_second() {
+    let app = App::new();
+    let (client, server) = Client::new();
+    let started = Instant::now();
+    let stats = block_on(serve_busy_connection(server, &app, &Limits::DEFAULT, &StdTimer::new())).unwrap();
+    assert_eq!(stats.close_reason, CloseReason::Busy);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(client.output(), BUSY_RESPONSE);
+}
+
+#[test]
+fn a_buffer_that_cannot_be_allocated_gets_503_not_an_abort() {
+    // So many header slots that reserving them fails (capacity overflow), as an allocation
+    // on a full heap would.
+    let limits = Limits {
+        max_headers: usize::MAX / 8,
+        ..Limits::DEFAULT
+    };
+    let (result, output) = run_chunks(&[get("/").as_bytes()], &limits);
+    assert_eq!(result.unwrap().close_reason, CloseReason::OutOfMemory);
+    assert_eq!(output, BUSY_RESPONSE);
 }

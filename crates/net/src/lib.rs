@@ -41,25 +41,35 @@
 //!   tests.
 //! * [`stack`]: [`Stack`], the interface and its sockets, run as a
 //!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
-//!   IPv4 settings.
+//!   IPv4 settings. [`listen`]: how listeners hold up under SYN floods,
+//!   bursts of connections and low memory (evicting the oldest handshake,
+//!   dropping SYNs they cannot take rather than resetting them).
 //! * [`dns`]: `stack.resolve("name").await` for an IPv4 address.
 //! * [`tcp`] and [`udp`]: the sockets apps use. [`TcpStream`] implements
 //!   `embedded_io_async::{Read, Write}` (0.7), so `atoll-http` serves it
 //!   directly; [`RtTimer`] is the runtime clock as `atoll-http`'s `Timer`.
 //!
 //! Memory: each TCP connection holds a 4 KiB receive and an 8 KiB send
-//! buffer by default ([`TcpConfig`]), so 300 connections take under 4 MiB;
-//! the hvt device takes 1 MiB of frame buffers.
+//! buffer by default ([`TcpConfig`]); with the HTTP server's state an idle
+//! keep-alive connection of the slides site costs about 18 KiB (measured,
+//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The hvt device takes
+//! 1 MiB of frame buffers. New sockets are made only while the heap
+//! (`atoll_rt::memory`) has room for them beyond a reserve; short of it,
+//! new connections wait (their SYNs are dropped, and the stack says so
+//! once a second) and the open ones are served on.
 //!
 //! # What it does not do
 //!
 //! * **No IPv6** yet, and one IPv4 address per interface.
 //! * Only what smoltcp's TCP does: **no** SACK, **no** window scaling
 //!   (windows are at most the 4 KiB receive buffer by default), no
-//!   keep-alive unless set, Reno-free default congestion control. A SYN that
-//!   finds a listener's backlog full is answered with a reset, not dropped.
-//! * **No IP fragment reassembly** (smoltcp's `proto-ipv4-fragmentation` is
-//!   off): fragmented datagrams are dropped.
+//!   keep-alive unless set, Reno-free default congestion control. **No SYN
+//!   cookies** (smoltcp cannot make a connection from a bare ACK): a SYN
+//!   flood is bounded by evicting the oldest handshakes instead
+//!   ([`listen`]).
+//! * IPv4 fragments are reassembled (up to 4 datagrams at once, 64 KiB
+//!   each, 5 s to complete; not while memory is short) and what we send is
+//!   fragmented up to 8 KiB; larger outgoing datagrams are dropped.
 //! * DNS: A records only (**no AAAA**), no DNSSEC, no TCP fallback for
 //!   truncated answers, no search domains, **no cache** (each `resolve` is a
 //!   query), no mDNS; see [`dns`].
@@ -73,7 +83,9 @@ extern crate alloc;
 
 pub mod config;
 pub mod dns;
+pub mod listen;
 pub mod phy;
+mod sockets;
 pub mod stack;
 pub mod tcp;
 pub mod udp;
@@ -111,6 +123,9 @@ pub enum Error {
     /// The datagram is larger than the socket's buffer
     /// ([`udp::UDP_BUFFER_BYTES`]).
     PacketTooLarge,
+    /// The heap has no room for another socket (see
+    /// [`TcpConfig::memory_reserve_bytes`]).
+    OutOfMemory,
 }
 
 impl fmt::Display for Error {
@@ -123,6 +138,7 @@ impl fmt::Display for Error {
             Error::AddrInUse => "port already in use",
             Error::InvalidPort => "port 0 is not a valid port here",
             Error::PacketTooLarge => "datagram larger than the socket buffer",
+            Error::OutOfMemory => "no memory for another socket",
         })
     }
 }
@@ -140,6 +156,7 @@ impl embedded_io_async::Error for Error {
             Error::AddrInUse => ErrorKind::AddrInUse,
             Error::InvalidPort => ErrorKind::InvalidInput,
             Error::PacketTooLarge => ErrorKind::InvalidInput,
+            Error::OutOfMemory => ErrorKind::OutOfMemory,
         }
     }
 }

@@ -11,9 +11,8 @@
 //! listeners, UDP sockets) is a reference-counted pointer to the same state,
 //! borrowed only for the length of one call, never across an `.await`.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::BTreeMap;
 use alloc::rc::Rc;
-use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
@@ -24,17 +23,20 @@ use core::time::Duration;
 
 use atoll_rt::time::Instant;
 use atoll_rt::{DeviceKind, Driver};
-use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle, SocketSet};
+use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
 
 use crate::config::{dns_servers_from_args, ConfigError, Ipv4Config};
+use crate::listen::{classify, new_tcp_socket, FrameKind, Listener, Refusal};
 use crate::phy::NetDevice;
+use crate::sockets::{memory_allows, SocketTable};
 
-/// Sizes and timeouts of TCP sockets. [`TcpConfig::DEFAULT`] fits several
-/// hundred open connections in a few MiB: each takes its two buffers,
-/// 12 KiB by default, plus about 1 KiB of socket state.
+/// Sizes, limits and timeouts of TCP sockets. [`TcpConfig::DEFAULT`] fits
+/// a thousand open connections in about 14 MiB: each takes its two
+/// buffers, 12 KiB by default, plus its socket's state (see
+/// docs/PERFORMANCE.md for measured figures).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
     /// Receive buffer per connection, in bytes; also the largest receive
@@ -43,14 +45,31 @@ pub struct TcpConfig {
     /// Send buffer per connection, in bytes: how much a `write` can queue
     /// before it waits for the peer's acknowledgements. Default 8 KiB.
     pub tx_buffer_bytes: usize,
-    /// Sockets each listener keeps in LISTEN, ready for simultaneous SYNs
-    /// (smoltcp takes one socket per connection). Default 4.
+    /// Sockets each listener keeps in LISTEN (smoltcp takes one socket per
+    /// connection; the stack tops them up between received frames, see
+    /// [`crate::listen`]). Default 4.
     pub listen_sockets: usize,
-    /// Connections a listener holds (handshaking or established) until
-    /// `accept` takes them. When it is full, new SYNs are answered with a
-    /// reset. Default 256, the frames one exit can deliver on hvt, so one
-    /// burst of SYNs never overflows it while `accept` keeps up.
+    /// Established connections a listener holds until `accept` takes them.
+    /// While it is full, SYNs to the port are dropped (the client retries),
+    /// not reset. Default 256.
     pub backlog: usize,
+    /// Connections a listener holds in their handshake. A SYN beyond this
+    /// evicts the oldest of them (a SYN flood's forged connections cycle
+    /// through this many sockets, and through fewer if the heap is short).
+    /// Default 1024: a burst of a thousand real clients completes without
+    /// evicting any (on hvt their ACKs arrive a batch of 256 frames or two
+    /// behind their SYNs).
+    pub max_half_open: usize,
+    /// Heap the app needs for a connection besides its socket (its task,
+    /// its first buffers), kept free for every connection the listeners
+    /// hold and the app has not accepted yet. Default 4 KiB.
+    pub app_bytes_per_connection: usize,
+    /// Heap kept free beyond that: no new socket is made when less would be
+    /// left (SYNs are then dropped, or take the socket of the oldest
+    /// handshake). It is for what allocates on a network path without
+    /// asking (smoltcp's fragment reassembly, the executor). Only applies
+    /// where the heap's limit is known (`atoll_rt::memory`). Default 256 KiB.
+    pub memory_reserve_bytes: usize,
     /// A connection that does not finish its handshake within this long is
     /// dropped. Default 10 s.
     pub handshake_timeout: Duration,
@@ -73,6 +92,9 @@ impl TcpConfig {
         tx_buffer_bytes: 8 * 1024,
         listen_sockets: 4,
         backlog: 256,
+        max_half_open: 1024,
+        app_bytes_per_connection: 4 * 1024,
+        memory_reserve_bytes: 256 * 1024,
         handshake_timeout: Duration::from_secs(10),
         linger: Duration::from_secs(30),
         nagle_enabled: false,
@@ -196,7 +218,11 @@ impl Stack {
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
         let mut iface = Interface::new(config, &mut device, smol_instant(now));
-        let mut sockets = SocketSet::new(Vec::new());
+        // A flood of fragments must not hold the reassembly buffers for
+        // smoltcp's default minute; Linux gives up after 30 s.
+        iface.set_reassembly_timeout(smol_duration(REASSEMBLY_TIMEOUT));
+        let mut sockets =
+            SocketTable::for_heap(tcp.rx_buffer_bytes + tcp.tx_buffer_bytes + tcp.app_bytes_per_connection);
         let dhcp = match ipv4 {
             Ipv4Config::Static { address, gateway } => {
                 set_ipv4(&mut iface, Some(address), gateway);
@@ -217,6 +243,8 @@ impl Stack {
             orphans: Vec::new(),
             next_ephemeral_port: EPHEMERAL_PORTS.start() + (seed % EPHEMERAL_PORT_COUNT) as u16,
             tcp,
+            fragments_dropped: 0,
+            next_report: now,
         }));
         atoll_rt::register_driver(inner.clone());
         Stack { inner }
@@ -271,7 +299,7 @@ const EPHEMERAL_PORT_COUNT: u64 = 65536 - 49152;
 /// The state behind every handle of one stack.
 pub(crate) struct Inner {
     pub(crate) iface: Interface,
-    pub(crate) sockets: SocketSet<'static>,
+    pub(crate) sockets: SocketTable,
     device: NetDevice,
     dhcp: Option<SocketHandle>,
     /// The resolver's socket (see [`crate::dns`]), made by the first query.
@@ -289,6 +317,10 @@ pub(crate) struct Inner {
     orphans: Vec<Orphan>,
     next_ephemeral_port: u16,
     pub(crate) tcp: TcpConfig,
+    /// IPv4 fragments dropped for lack of memory since the last report.
+    fragments_dropped: u64,
+    /// When drops and evictions may next be reported.
+    next_report: Instant,
 }
 
 /// The socket of a closed or dropped stream, still finishing its close.
@@ -306,22 +338,16 @@ struct Orphan {
 /// which closes the peer's side just as well.
 const TIME_WAIT_GRACE: Duration = Duration::from_millis(50);
 
-/// One TCP listener's sockets.
-pub(crate) struct Listener {
-    /// Sockets in LISTEN.
-    pub(crate) listening: Vec<SocketHandle>,
-    /// Sockets that left LISTEN (handshaking or connected), oldest first,
-    /// until `accept` takes them.
-    pub(crate) pending: VecDeque<SocketHandle>,
-    /// The task in `accept`, woken when a pending connection is established.
-    pub(crate) waiter: Option<Waker>,
-}
-
 impl Inner {
-    /// A new TCP socket with the configured buffers, added to the set.
-    pub(crate) fn add_tcp_socket(&mut self) -> SocketHandle {
+    /// A new TCP socket with the configured buffers, added to the set, if
+    /// the heap has room for it (see [`TcpConfig::memory_reserve_bytes`]).
+    pub(crate) fn add_tcp_socket(&mut self) -> Option<SocketHandle> {
+        let bytes = self.tcp.rx_buffer_bytes + self.tcp.tx_buffer_bytes + self.sockets.growth_bytes();
+        if !memory_allows(bytes, self.tcp.memory_reserve_bytes) {
+            return None;
+        }
         let socket = new_tcp_socket(&self.tcp);
-        self.sockets.add(socket)
+        Some(self.sockets.add(socket))
     }
 
     /// The next local port for an outgoing connection or unbound socket.
@@ -345,9 +371,57 @@ impl Inner {
         });
     }
 
-    /// Tops up the listening sockets of every listener and moves the ones a
-    /// SYN took to its pending queue.
-    fn refill_listeners(&mut self) {
+    /// Tops up the listening sockets of every listener (see
+    /// [`crate::listen`]); runs between received frames.
+    fn top_up_listeners(&mut self, now: Instant) {
+        let Inner {
+            sockets,
+            listeners,
+            tcp,
+            ..
+        } = self;
+        let waiting: usize = listeners.values().map(Listener::waiting_count).sum();
+        let promised_bytes = waiting.saturating_mul(tcp.app_bytes_per_connection);
+        for (&port, listener) in listeners.iter_mut() {
+            listener.top_up(port, sockets, tcp, promised_bytes, now);
+        }
+    }
+
+    /// Drops the next received frame, before smoltcp sees it, if it is a
+    /// SYN to a port that is refusing connections (smoltcp would reset
+    /// it), or an IPv4 fragment while memory is short (reassembly
+    /// allocates). Returns whether it dropped one.
+    fn drop_refused_frame(&mut self) -> bool {
+        let refusing = self.listeners.values().any(|listener| listener.refusing.is_some());
+        // A fragment can grow a reassembly buffer by up to 64 KiB.
+        let fragments_refused = !memory_allows(FRAGMENT_MAX_BYTES, self.tcp.memory_reserve_bytes / 2);
+        if !refusing && !fragments_refused {
+            return false;
+        }
+        let Some(kind) = self.device.with_received(classify) else {
+            return false;
+        };
+        match kind {
+            FrameKind::Syn(port) => {
+                let Some(listener) = self.listeners.get_mut(&port) else {
+                    return false;
+                };
+                match listener.refusing {
+                    None => return false,
+                    Some(Refusal::Backlog) => listener.counts.dropped_backlog += 1,
+                    Some(Refusal::Memory) => listener.counts.dropped_memory += 1,
+                }
+            }
+            FrameKind::Ipv4Fragment if fragments_refused => self.fragments_dropped += 1,
+            _ => return false,
+        }
+        self.device.drop_received();
+        true
+    }
+
+    /// Moves finished handshakes to the ready queues and wakes the tasks
+    /// in `accept` whose listener has a connection ready.
+    fn sort_listeners(&mut self) {
         let Inner {
             sockets,
             listeners,
@@ -355,43 +429,57 @@ impl Inner {
             ..
         } = self;
         for (&port, listener) in listeners.iter_mut() {
-            let mut i = 0;
-            while i < listener.listening.len() {
-                let handle = listener.listening[i];
-                let socket = sockets.get_mut::<tcp::Socket>(handle);
-                match socket.state() {
-                    tcp::State::Listen => i += 1,
-                    // Timed out or reset before anyone saw it: listen again.
-                    tcp::State::Closed => {
-                        let _ = socket.listen(port);
-                        i += 1;
-                    }
-                    _ => listener.pending.push_back(listener.listening.swap_remove(i)),
-                }
-            }
-            while listener.listening.len() < tcp.listen_sockets && listener.pending.len() < tcp.backlog {
-                let handle = new_listening_socket(sockets, tcp, port);
-                listener.listening.push(handle);
-            }
-        }
-    }
-
-    /// Wakes the tasks in `accept` whose listener has a connection ready.
-    fn wake_acceptors(&mut self) {
-        let Inner { sockets, listeners, .. } = self;
-        for listener in listeners.values_mut() {
-            if listener.waiter.is_none() {
-                continue;
-            }
-            let ready = listener
-                .pending
-                .iter()
-                .any(|&handle| !matches!(sockets.get::<tcp::Socket>(handle).state(), tcp::State::SynReceived));
-            if ready {
+            listener.sort(port, sockets, tcp);
+            if !listener.ready.is_empty() {
                 if let Some(waker) = listener.waiter.take() {
                     waker.wake();
                 }
             }
+        }
+    }
+
+    /// Logs what the listeners refused or evicted, and the fragments
+    /// dropped, at most once per [`REPORT_INTERVAL`], as one line each.
+    fn report(&mut self, now: Instant) {
+        if now < self.next_report {
+            return;
+        }
+        let mut reported = false;
+        let memory = atoll_rt::memory::usage();
+        for (port, listener) in self.listeners.iter_mut() {
+            let counts = core::mem::take(&mut listener.counts);
+            if counts.evicted > 0 {
+                log::warn!(
+                    "net: port {port}: {} half-open connections evicted for newer SYNs (a SYN flood?)",
+                    counts.evicted
+                );
+            }
+            if counts.dropped_backlog > 0 {
+                log::warn!(
+                    "net: port {port}: {} SYNs dropped: {} connections wait for accept",
+                    counts.dropped_backlog,
+                    listener.ready.len()
+                );
+            }
+            if counts.dropped_memory > 0 {
+                log::warn!(
+                    "net: port {port}: {} SYNs dropped: no memory for more connections ({})",
+                    counts.dropped_memory,
+                    MemoryFigures(memory)
+                );
+            }
+            reported |= counts != Default::default();
+        }
+        if self.fragments_dropped > 0 {
+            log::warn!(
+                "net: {} IPv4 fragments dropped: no memory to reassemble them ({})",
+                core::mem::take(&mut self.fragments_dropped),
+                MemoryFigures(memory)
+            );
+            reported = true;
+        }
+        if reported {
+            self.next_report = now + REPORT_INTERVAL;
         }
     }
 
@@ -472,39 +560,43 @@ impl Inner {
 
     #[cfg(test)]
     pub(crate) fn socket_count(&self) -> usize {
-        self.sockets.iter().count()
+        self.sockets.set().iter().count()
     }
-}
-
-/// A new TCP socket with the configured buffers and options.
-fn new_tcp_socket(tcp: &TcpConfig) -> tcp::Socket<'static> {
-    let rx = tcp::SocketBuffer::new(vec![0; tcp.rx_buffer_bytes]);
-    let tx = tcp::SocketBuffer::new(vec![0; tcp.tx_buffer_bytes]);
-    let mut socket = tcp::Socket::new(rx, tx);
-    socket.set_nagle_enabled(tcp.nagle_enabled);
-    socket
-}
-
-/// A socket in LISTEN on `port`, with the handshake timeout.
-fn new_listening_socket(sockets: &mut SocketSet<'static>, tcp: &TcpConfig, port: u16) -> SocketHandle {
-    let mut socket = new_tcp_socket(tcp);
-    socket.set_timeout(Some(smol_duration(tcp.handshake_timeout)));
-    // Cannot fail: the socket is new and the port is not 0.
-    let _ = socket.listen(port);
-    sockets.add(socket)
 }
 
 impl Inner {
     pub(crate) fn add_listener(&mut self, port: u16) {
-        self.listeners.insert(
-            port,
-            Listener {
-                listening: Vec::new(),
-                pending: VecDeque::new(),
-                waiter: None,
-            },
-        );
-        self.refill_listeners();
+        self.listeners.insert(port, Listener::new());
+        self.top_up_listeners(Instant::now());
+    }
+}
+
+/// How often at most the stack reports refused SYNs, evictions and dropped
+/// fragments (the counts cover everything since the last report).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long smoltcp waits for the rest of a fragmented datagram.
+const REASSEMBLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The most one fragment can grow a reassembly buffer by: it ends at most
+/// at an offset of 65528 plus a frame's payload.
+const FRAGMENT_MAX_BYTES: usize = 65528 + 1500;
+
+/// `1.2 of 5.6 MiB of heap in use`, or `1.2 MiB of heap in use`.
+struct MemoryFigures(atoll_rt::memory::Usage);
+
+impl fmt::Display for MemoryFigures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |bytes: usize| bytes as f64 / (1024.0 * 1024.0);
+        match self.0.limit_bytes {
+            Some(limit) => write!(
+                f,
+                "{:.1} of {:.1} MiB of heap in use",
+                mib(self.0.in_use_bytes),
+                mib(limit)
+            ),
+            None => write!(f, "{:.1} MiB of heap in use", mib(self.0.in_use_bytes)),
+        }
     }
 }
 
@@ -515,32 +607,36 @@ impl Driver for Inner {
         let timestamp = smol_instant(now);
         self.iface.poll_maintenance(timestamp);
         loop {
+            // A SYN may have taken a listening socket: replace it before
+            // the next frame, which may be another SYN.
+            self.top_up_listeners(now);
+            if self.drop_refused_frame() {
+                continue;
+            }
             let Inner {
                 iface, device, sockets, ..
             } = self;
-            match iface.poll_ingress_single(timestamp, device, sockets) {
-                PollIngressSingleResult::None => break,
-                // A SYN may have taken a listening socket: replace it before
-                // the next frame, which may be another SYN.
-                _ => self.refill_listeners(),
+            if iface.poll_ingress_single(timestamp, device, sockets.set_mut()) == PollIngressSingleResult::None {
+                break;
             }
         }
         loop {
             let Inner {
                 iface, device, sockets, ..
             } = self;
-            if iface.poll_egress(timestamp, device, sockets) == PollResult::None {
+            if iface.poll_egress(timestamp, device, sockets.set_mut()) == PollResult::None {
                 break;
             }
         }
-        self.refill_listeners();
+        self.sort_listeners();
+        self.top_up_listeners(now);
         self.poll_dhcp();
         let (orphan_deadline, discarded) = self.reap_orphans(now);
-        self.wake_acceptors();
+        self.report(now);
         if self.device.take_sync_needed() || discarded {
             return Some(now);
         }
-        let stack_deadline = self.iface.poll_at(timestamp, &self.sockets).map(rt_instant);
+        let stack_deadline = self.iface.poll_at(timestamp, self.sockets.set()).map(rt_instant);
         match (stack_deadline, orphan_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -2,10 +2,9 @@
 //! write, shutdown, close), with `embedded_io_async` 0.7 `Read`/`Write`.
 //!
 //! smoltcp needs one socket per connection, including connections still in
-//! their handshake, so a listener is a small pool: the stack keeps
-//! [`TcpConfig::listen_sockets`](crate::TcpConfig) sockets listening and, as
-//! SYNs take them, moves them to a queue of at most
-//! [`TcpConfig::backlog`](crate::TcpConfig) that `accept` takes from.
+//! their handshake, so a listener is a pool of sockets that the stack keeps
+//! topped up between received frames; how it holds up under SYN floods,
+//! bursts and low memory is in [`crate::listen`].
 //!
 //! Writes never drop data: `write` waits while the send buffer is full (the
 //! backpressure of a slow peer) and returns how much it queued. Dropping a
@@ -59,40 +58,17 @@ impl TcpListener {
     pub async fn accept(&self) -> TcpStream {
         let handle = poll_fn(|cx| {
             let mut inner = self.stack.inner.borrow_mut();
-            let Inner {
-                sockets,
-                listeners,
-                tcp: config,
-                ..
-            } = &mut *inner;
+            let Inner { sockets, listeners, .. } = &mut *inner;
             let Some(listener) = listeners.get_mut(&self.port) else {
                 unreachable!("a listener is registered until it is dropped");
             };
-            let mut i = 0;
-            while i < listener.pending.len() {
-                let handle = listener.pending[i];
-                let socket = sockets.get_mut::<tcp::Socket>(handle);
-                match socket.state() {
-                    tcp::State::SynReceived => i += 1,
-                    // Reset during the handshake: the socket went back to
-                    // LISTEN, or timed out. Either way, not a connection.
-                    tcp::State::Listen | tcp::State::Closed => {
-                        listener.pending.remove(i);
-                        if socket.state() == tcp::State::Listen && listener.listening.len() < config.listen_sockets {
-                            listener.listening.push(handle);
-                        } else {
-                            sockets.remove(handle);
-                        }
-                    }
-                    _ => {
-                        listener.pending.remove(i);
-                        socket.set_timeout(None);
-                        return Poll::Ready(handle);
-                    }
+            match listener.take_ready(sockets) {
+                Some(handle) => Poll::Ready(handle),
+                None => {
+                    listener.waiter = Some(cx.waker().clone());
+                    Poll::Pending
                 }
             }
-            listener.waiter = Some(cx.waker().clone());
-            Poll::Pending
         })
         .await;
         TcpStream::from_handle(&self.stack, handle)
@@ -107,7 +83,7 @@ impl Drop for TcpListener {
             return;
         };
         if let Some(listener) = inner.listeners.remove(&self.port) {
-            for handle in listener.listening.into_iter().chain(listener.pending) {
+            for handle in listener.into_handles() {
                 inner.sockets.get_mut::<tcp::Socket>(handle).abort();
                 inner.orphan(handle);
             }
@@ -135,14 +111,15 @@ impl TcpStream {
     /// Opens a connection to `remote` (an `(address, port)` pair or an
     /// `IpEndpoint`) from an ephemeral local port, and waits until it is
     /// established. Fails with [`Error::ConnectionRefused`] if the peer
-    /// resets it. smoltcp retries SYNs for ever: wrap the call in
+    /// resets it, and with [`Error::OutOfMemory`] if the heap has no room
+    /// for another socket. smoltcp retries SYNs for ever: wrap the call in
     /// `atoll_rt::time::timeout` to give up on unreachable peers (dropping
     /// the future cleans up).
     pub async fn connect(stack: &Stack, remote: impl Into<IpEndpoint>) -> Result<TcpStream, Error> {
         let remote = remote.into();
         let stream = {
             let mut inner = stack.inner.borrow_mut();
-            let handle = inner.add_tcp_socket();
+            let handle = inner.add_tcp_socket().ok_or(Error::OutOfMemory)?;
             let port = inner.ephemeral_port();
             let Inner { iface, sockets, .. } = &mut *inner;
             let socket = sockets.get_mut::<tcp::Socket>(handle);

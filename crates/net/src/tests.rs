@@ -875,3 +875,142 @@ fn a_server_that_never_answers_times_out_and_the_next_query_still_works() {
     assert!(queries >= 2, "the query was sent {queries} times: no retransmission");
     assert_eq!(later, Ok(Ipv4Addr::new(10, 78, 0, 1)));
 }
+
+/// The half-open and ready connections of `stack`'s listener on `port`.
+fn listener_queues(stack: &Stack, port: u16) -> (usize, usize) {
+    let inner = stack.inner.borrow();
+    let listener = &inner.listeners[&port];
+    (listener.half_open.len(), listener.ready.len())
+}
+
+/// Sends `frame` into the server's side of the cable (`wire` is a handle
+/// on the client's end), waiting while the cable is full.
+async fn inject(wire: &PipeDevice, frame: &[u8]) {
+    while !wire.send_frame(frame.to_vec()) {
+        atoll_rt::yield_now().await;
+    }
+}
+
+#[test]
+fn a_syn_flood_evicts_the_oldest_handshakes_and_a_real_client_still_connects() {
+    use smoltcp::wire::TcpControl;
+    let tcp = TcpConfig {
+        max_half_open: 16,
+        ..TcpConfig::DEFAULT
+    };
+    let (a, b) = pipe();
+    let wire = b.clone();
+    let server = Stack::with_device(a, mac(1), static_ip(SERVER_IP), tcp);
+    let client = Stack::with_device(b, mac(2), static_ip(CLIENT_IP), tcp);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let server2 = server.clone();
+    run(async move {
+        // Forged sources on a network the server has no route to, as in a
+        // real flood: its SYN-ACKs go nowhere and nobody resets them.
+        for i in 0..1000u16 {
+            let source = smoltcp::wire::Ipv4Address::new(198, 18, (i >> 8) as u8, i as u8);
+            let syn = crate::listen::test_frames::tcp_frame(source, 1024 + i, 80, TcpControl::Syn, false);
+            inject(&wire, &syn).await;
+        }
+        sleep(Duration::from_millis(10)).await;
+        let (half_open, ready) = listener_queues(&server2, 80);
+        assert!(half_open <= 16, "{half_open} half-open connections");
+        assert_eq!(ready, 0);
+        let sockets_during_flood = socket_count(&server2);
+        assert!(
+            sockets_during_flood <= 16 + tcp.listen_sockets,
+            "{sockets_during_flood} sockets"
+        );
+
+        let mut stream = timeout(Duration::from_secs(1), TcpStream::connect(&client, (SERVER_IP, 80)))
+            .await
+            .expect("the real client connects within a second")
+            .expect("and is not refused");
+        let mut accepted = listener.accept().await;
+        stream.write_all(b"hello").await.unwrap();
+        let mut buf = [0; 5];
+        let n = accepted.read(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        // The forged handshakes time out and their sockets are freed.
+        sleep(tcp.handshake_timeout + Duration::from_secs(1)).await;
+        assert_eq!(listener_queues(&server2, 80).0, 0);
+        assert_eq!(socket_count(&server2), tcp.listen_sockets + 1);
+    });
+}
+
+#[test]
+fn a_full_backlog_drops_syns_instead_of_refusing_them() {
+    let tcp = TcpConfig {
+        backlog: 2,
+        ..TcpConfig::DEFAULT
+    };
+    let (server, client) = two_stacks(tcp);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    run(async move {
+        let _first = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let _second = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let client2 = client.clone();
+        let third = spawn(async move { TcpStream::connect(&client2, (SERVER_IP, 80)).await.map(drop) });
+        sleep(Duration::from_secs(2)).await;
+        assert!(
+            !third.is_finished(),
+            "the third SYN was answered while the backlog was full"
+        );
+        // Room again: the client's next SYN gets in.
+        let _accepted = listener.accept().await;
+        let third = timeout(Duration::from_secs(10), third)
+            .await
+            .expect("connects once there is room");
+        assert_eq!(third, Ok(()));
+    });
+}
+
+#[test]
+fn when_memory_is_short_syns_are_dropped_and_open_connections_still_work() {
+    const LIMIT: usize = 64 << 20;
+    atoll_rt::platform::sim::set_memory(0, Some(LIMIT));
+    let (server, client) = two_stacks(TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    run(async move {
+        let mut open = TcpStream::connect(&client, (SERVER_IP, 80)).await.unwrap();
+        let mut accepted = listener.accept().await;
+        let mut others = Vec::new();
+        let mut refused = 0;
+        for _ in 0..8 {
+            let client = client.clone();
+            others.push(spawn(async move {
+                timeout(Duration::from_secs(3), TcpStream::connect(&client, (SERVER_IP, 80))).await
+            }));
+        }
+        // The clients make their sockets (one heap for both stacks here);
+        // then the heap is nearly full: no room for another connection.
+        atoll_rt::yield_now().await;
+        atoll_rt::platform::sim::set_memory(LIMIT - 64 * 1024, Some(LIMIT));
+        // The sockets listening already take a few; the rest wait, unrefused.
+        let mut connected = 0;
+        for other in others {
+            match other.await {
+                Ok(Ok(_)) => connected += 1,
+                Ok(Err(_)) => refused += 1,
+                Err(_) => {}
+            }
+        }
+        assert_eq!(refused, 0, "a SYN was answered with a reset");
+        assert!(connected <= TcpConfig::DEFAULT.listen_sockets, "{connected} connected");
+        // The open connection still works both ways.
+        open.write_all(b"ping").await.unwrap();
+        let mut buf = [0; 4];
+        assert_eq!(accepted.read(&mut buf).await, Ok(4));
+        accepted.write_all(b"pong").await.unwrap();
+        assert_eq!(open.read(&mut buf).await, Ok(4));
+        // Outgoing connections are refused at once, without allocating.
+        assert_eq!(
+            TcpStream::connect(&server, (CLIENT_IP, 9)).await.err(),
+            Some(Error::OutOfMemory)
+        );
+        // Memory freed: new clients get in.
+        atoll_rt::platform::sim::set_memory(0, Some(LIMIT));
+        let late = timeout(Duration::from_secs(10), TcpStream::connect(&client, (SERVER_IP, 80))).await;
+        assert!(matches!(late, Ok(Ok(_))), "{late:?}");
+    });
+}

@@ -39,6 +39,7 @@ impl UdpSocket {
         let port = if port == 0 { inner.ephemeral_port() } else { port };
         let taken = inner
             .sockets
+            .set()
             .iter()
             .any(|(_, socket)| matches!(udp::Socket::downcast(socket), Some(s) if s.endpoint().port == port));
         if taken {

@@ -5,6 +5,9 @@
 //! never allocates never touches a heap page (each first touch of a page
 //! costs several microseconds under nested virtualization). The tender gives
 //! zeroed memory and the heap is not pre-touched or cleared.
+//!
+//! The allocator counts the bytes in use ([`crate::memory`]), so the
+//! network stack can see memory running short before an allocation fails.
 
 use core::alloc::Layout;
 
@@ -14,6 +17,7 @@ use talc::cell::{TalcCell, TalcSyncCell};
 use talc::source::Source;
 use talc::DefaultBinning;
 
+use crate::memory::Counting;
 use crate::platform;
 
 /// A `talc` memory source that hands over the boot info's heap range once.
@@ -44,5 +48,5 @@ unsafe impl Source for BootInfoHeap {
 // SAFETY: `TalcSyncCell` is sound on one thread with no interrupt or signal
 // handlers, which is exactly an hvt guest: one vCPU, interrupts off, no
 // handlers (the tender owns the IDT).
-static HEAP: TalcSyncCell<BootInfoHeap, DefaultBinning> =
-    unsafe { TalcSyncCell::new(TalcCell::new(BootInfoHeap { claimed: false })) };
+static HEAP: Counting<TalcSyncCell<BootInfoHeap, DefaultBinning>> =
+    Counting(unsafe { TalcSyncCell::new(TalcCell::new(BootInfoHeap { claimed: false })) });

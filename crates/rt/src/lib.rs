@@ -11,7 +11,8 @@
 //! * [`args`](mod@args), [`devices`](mod@devices), [`console`] ([`print!`], [`println!`]),
 //!   [`logger`] (the `log` backend: `--log=LEVEL`), [`panic`](mod@panic) reports,
 //!   [`random`] bytes from the platform's entropy source, [`block`] devices.
-//! * `heap` (hvt only): the `talc` allocator over the boot info's heap.
+//! * `heap` (hvt only): the `talc` allocator over the boot info's heap;
+//!   [`memory`]: how much of the heap is in use and how much is left.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the
 //!   `atoll-hvt` tender; the `unix` platform (`--cfg atoll_platform="unix"`
@@ -43,6 +44,7 @@ pub mod executor;
 #[cfg(target_os = "none")]
 mod heap;
 pub mod logger;
+pub mod memory;
 pub mod panic;
 pub mod platform;
 pub mod random;

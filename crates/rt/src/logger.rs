@@ -3,8 +3,13 @@
 //!
 //! The level comes from the boot argument `--log=LEVEL` (`off`, `error`,
 //! `warn`, `info`, `debug` or `trace`; default `info`).
+//!
+//! [`RateLimit`] keeps a warning that may repeat thousands of times a
+//! second (one per refused connection, say) to one line a second, with a
+//! count.
 
 use core::fmt::{self, Write};
+use core::time::Duration;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 use crate::console::Console;
@@ -53,6 +58,56 @@ impl Log for ConsoleLogger {
 
 static LOGGER: ConsoleLogger = ConsoleLogger;
 
+/// Lets a repeated message through at most once per interval and counts
+/// the occurrences in between, so the line can say how many there were.
+///
+/// ```
+/// # use atoll_rt::logger::RateLimit;
+/// let mut refusals = RateLimit::new(core::time::Duration::from_secs(1));
+/// // In the accept loop, for each refused connection:
+/// if let Some(count) = refusals.hit() {
+///     log::warn!("all connections busy: answered {count} new ones 503");
+/// }
+/// ```
+#[derive(Debug)]
+pub struct RateLimit {
+    interval_ns: u64,
+    /// When the next line may go out.
+    next_ns: u64,
+    /// Occurrences not yet reported.
+    pending: u64,
+}
+
+impl RateLimit {
+    /// At most one line per `interval`; the first occurrence is reported at once.
+    pub const fn new(interval: Duration) -> RateLimit {
+        RateLimit {
+            interval_ns: interval.as_nanos() as u64,
+            next_ns: 0,
+            pending: 0,
+        }
+    }
+
+    /// Counts one occurrence; returns `Some(occurrences since the last
+    /// line, this one included)` when a line should be logged now.
+    pub fn hit(&mut self) -> Option<u64> {
+        self.pending += 1;
+        self.due()
+    }
+
+    /// `Some(occurrences not yet reported)` if there are any and a line may
+    /// go out now: call it now and then, so the end of a burst is reported
+    /// too.
+    pub fn due(&mut self) -> Option<u64> {
+        let now = Instant::now().ns_since_boot();
+        if self.pending == 0 || now < self.next_ns {
+            return None;
+        }
+        self.next_ns = now.saturating_add(self.interval_ns);
+        Some(core::mem::take(&mut self.pending))
+    }
+}
+
 /// Installs the console logger at the level the boot arguments ask for.
 pub(crate) fn init() {
     // Fails only if a logger is already installed: keep that one.
@@ -93,6 +148,20 @@ mod tests {
         assert_eq!(level_from_args(&["--log=debug"]), Ok(LevelFilter::Debug));
         assert_eq!(level_from_args(&["--log=OFF"]), Ok(LevelFilter::Off));
         assert_eq!(level_from_args(&["--log=loud"]), Err("loud"));
+    }
+
+    #[test]
+    fn a_rate_limit_reports_at_once_then_once_per_interval_with_a_count() {
+        let mut limit = RateLimit::new(Duration::from_secs(1));
+        assert_eq!(limit.hit(), Some(1));
+        assert_eq!(limit.hit(), None);
+        assert_eq!(limit.hit(), None);
+        assert_eq!(limit.due(), None);
+        crate::platform::sim::advance_clock_ns(1_000_000_000);
+        assert_eq!(limit.due(), Some(2));
+        assert_eq!(limit.due(), None);
+        crate::platform::sim::advance_clock_ns(1_000_000_000);
+        assert_eq!(limit.hit(), Some(1));
     }
 
     #[test]

@@ -6,16 +6,28 @@
 //! kernel's read-only data without a copy. The network comes up from the
 //! boot arguments (`--ipv4=10.0.0.2/24 --ipv4-gateway=10.0.0.1`) or by DHCP.
 //! `atoll run examples/slides` sets all of that up and prints the URL.
+//!
+//! Under load: at [`MAX_CONNECTIONS`] the connection idle the longest gives
+//! its slot to a new one; when every connection is busy, new ones get 503
+//! (`/healthz` is still answered) and the refusals are logged once a second
+//! with a count. When the heap runs short the network stack stops taking
+//! new connections (and says so) and the open ones are served on.
+
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
 use alloc::rc::Rc;
+use core::time::Duration;
 
-use atoll::http::{serve_connection, ConnectionLimiter, Handler, Limits, Request, Response, StaticSite, BUSY_RESPONSE};
+use atoll::http::{
+    serve_busy_connection, serve_limited_connection, ConnectionLimiter, Handler, Limits, Request, Response, StaticSite,
+    BUSY_RESPONSE,
+};
 use atoll::log::{info, warn};
 use atoll::net::{RtTimer, Stack, StackError, TcpListener};
+use atoll::RateLimit;
 
 mod site {
     include!(concat!(env!("OUT_DIR"), "/site.rs"));
@@ -23,10 +35,14 @@ mod site {
 
 /// The port the site is served on.
 const PORT: u16 = 80;
-/// Connections served at once; more are answered 503 and closed. With the
-/// network stack's default 12 KiB of buffers per connection, this many
-/// take 12 MiB of the heap.
+/// Connections served at once. Each takes about 14 KiB of the heap (the
+/// network stack's 12 KiB of buffers and the HTTP task; measured in
+/// docs/PERFORMANCE.md), so these take about 14 MiB of the default
+/// 32 MiB guest. In less memory the stack stops taking connections first.
 const MAX_CONNECTIONS: usize = 1000;
+/// Refused connections answered at once (a task each, reading one request
+/// to answer `/healthz`); beyond these, refused ones get 503 unread.
+const BUSY_ANSWERS: usize = 32;
 /// The HTTP limits: the library's defaults, with a shorter idle time so
 /// that clients which connect and send nothing give their slot back sooner.
 const LIMITS: Limits = Limits {
@@ -56,6 +72,11 @@ impl Handler for Talk {
             path => self.pages.respond(request.method(), path),
         }
     }
+
+    /// Health checks are answered even when every connection is busy.
+    fn is_cheap(&self, request: &Request<'_>) -> bool {
+        request.path() == "/healthz"
+    }
 }
 
 #[atoll::main(net = "service")]
@@ -68,22 +89,49 @@ async fn main() -> Result<(), StackError> {
 
     let talk = Rc::new(Talk::new());
     let limiter = ConnectionLimiter::new(MAX_CONNECTIONS);
+    let busy_answers = ConnectionLimiter::new(BUSY_ANSWERS);
+    let mut refusals = RateLimit::new(Duration::from_secs(1));
+    let mut reclaims = RateLimit::new(Duration::from_secs(1));
+    let mut reclaimed_before = 0;
     loop {
         let mut stream = listener.accept().await;
         let Some(slot) = limiter.try_acquire() else {
-            warn!("{MAX_CONNECTIONS} connections open: answering 503");
-            let _ = stream.write_all(BUSY_RESPONSE).await;
-            stream.close();
+            if let Some(count) = refusals.hit() {
+                warn!("{MAX_CONNECTIONS} connections busy: {count} new ones answered 503");
+            }
+            let Some(answer_slot) = busy_answers.try_acquire() else {
+                let _ = stream.write_all(BUSY_RESPONSE).await;
+                stream.close();
+                continue;
+            };
+            let talk = Rc::clone(&talk);
+            drop(atoll::task::spawn(async move {
+                let _answer_slot = answer_slot;
+                match serve_busy_connection(&mut stream, &*talk, &LIMITS, &RtTimer).await {
+                    Ok(_) => stream.close(),
+                    Err(_) => stream.abort(),
+                }
+            }));
             continue;
         };
+        let reclaimed = limiter.reclaimed_count();
+        for _ in reclaimed_before..reclaimed {
+            if let Some(count) = reclaims.hit() {
+                info!("{MAX_CONNECTIONS} connections open: closed {count} idle ones for new ones");
+            }
+        }
+        reclaimed_before = reclaimed;
+        if let Some(count) = refusals.due() {
+            warn!("{MAX_CONNECTIONS} connections busy: {count} new ones answered 503");
+        }
         let talk = Rc::clone(&talk);
         // Detached: the connection's task ends by itself; nobody joins it.
         drop(atoll::task::spawn(async move {
-            let _slot = slot;
-            match serve_connection(&mut stream, &*talk, &LIMITS, &RtTimer).await {
+            match serve_limited_connection(&mut stream, &*talk, &LIMITS, &RtTimer, &slot).await {
                 Ok(_) => stream.close(),
                 Err(_) => stream.abort(),
             }
+            drop(slot);
         }));
     }
 }

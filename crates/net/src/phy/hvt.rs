@@ -126,6 +126,40 @@ impl HvtDevice {
         core::mem::take(&mut self.sync_needed) || rx_waiting
     }
 
+    /// `f` of the frame at `rx_tail`, which stays in the ring.
+    pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        let tail = load(self.ring, RX_TAIL);
+        if load(self.ring, RX_HEAD) == tail {
+            return None;
+        }
+        let (frame, len) = self.rx_frame(tail);
+        // SAFETY: as in `HvtRxToken::consume`: the tender wrote `len` bytes
+        // of frame into this rx buffer before the last exit and touches it
+        // again only after `rx_tail` moves past it; the slice does not
+        // outlive this call.
+        Some(f(unsafe { core::slice::from_raw_parts(frame, len) }))
+    }
+
+    /// Hands the frame at `rx_tail` back to the tender unread.
+    pub(crate) fn drop_received(&mut self) {
+        let tail = load(self.ring, RX_TAIL);
+        if load(self.ring, RX_HEAD) != tail {
+            store(self.ring, RX_TAIL, tail.wrapping_add(1));
+        }
+    }
+
+    /// The buffer and length of the received frame in ring position `tail`.
+    fn rx_frame(&self, tail: u32) -> (*const u8, usize) {
+        let slot = (tail % RING_SLOTS) as usize;
+        let len = load(self.ring, slot_len(true, slot));
+        // The tender never writes more than a buffer (the ABI's rule), but a
+        // wrong length must not make us read past it.
+        let len = (len as usize).min(BUFFER_BYTES);
+        // SAFETY: rx buffer `slot` lies inside the 1 MiB buffer block.
+        let frame = unsafe { self.buffers.as_ptr().add((SLOTS + slot) * BUFFER_BYTES) };
+        (frame, len)
+    }
+
     fn tx_full(&self) -> bool {
         let in_flight = load(self.ring, TX_HEAD).wrapping_sub(load(self.ring, TX_TAIL));
         in_flight >= RING_SLOTS
@@ -154,13 +188,7 @@ impl phy::Device for HvtDevice {
             self.sync_needed = true;
             return None;
         }
-        let slot = (tail % RING_SLOTS) as usize;
-        let len = load(self.ring, slot_len(true, slot));
-        // The tender never writes more than a buffer (the ABI's rule), but a
-        // wrong length must not make us read past it.
-        let len = (len as usize).min(BUFFER_BYTES);
-        // SAFETY: rx buffer `slot` lies inside the 1 MiB buffer block.
-        let frame = unsafe { self.buffers.as_ptr().add((SLOTS + slot) * BUFFER_BYTES) };
+        let (frame, len) = self.rx_frame(tail);
         let rx = HvtRxToken {
             ring: self.ring,
             frame,

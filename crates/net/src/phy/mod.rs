@@ -50,6 +50,26 @@ impl NetDevice {
             NetDevice::Pipe(device) => device.take_sync_needed(),
         }
     }
+
+    /// `f` of the next received frame, which stays in place: the stack
+    /// looks at it to decide whether smoltcp should see it at all.
+    pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        match self {
+            #[cfg(any(target_os = "none", atoll_platform = "unix"))]
+            NetDevice::Hvt(device) => device.with_received(f),
+            NetDevice::Pipe(device) => device.with_received(f),
+        }
+    }
+
+    /// Discards the next received frame (the one
+    /// [`with_received`](Self::with_received) showed).
+    pub(crate) fn drop_received(&mut self) {
+        match self {
+            #[cfg(any(target_os = "none", atoll_platform = "unix"))]
+            NetDevice::Hvt(device) => device.drop_received(),
+            NetDevice::Pipe(device) => drop(device.recv_frame()),
+        }
+    }
 }
 
 /// [`NetDevice`]'s receive token.

@@ -158,6 +158,11 @@ impl PipeDevice {
         self.inbox.borrow_mut().pop_front()
     }
 
+    /// `f` of the oldest frame waiting for this end, which stays queued.
+    pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        self.inbox.borrow().front().map(|frame| f(frame))
+    }
+
     /// Frames waiting for this end.
     pub fn pending_frames(&self) -> usize {
         self.inbox.borrow().len()

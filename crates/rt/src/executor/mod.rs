@@ -121,7 +121,8 @@ impl<T> Future for JoinHandle<T> {
     }
 }
 
-/// Lets every other ready task run before the caller continues.
+/// Lets every other ready task run, and the drivers (the network stack)
+/// poll, before the caller continues.
 pub fn yield_now() -> YieldNow {
     YieldNow { yielded: false }
 }
@@ -154,7 +155,14 @@ pub(crate) fn run<F: Future<Output = u32> + 'static>(main: F) -> u32 {
     spawn_task(Box::pin(async move { main_status.set(Some(main.await)) }));
     let mut ready_set = 0;
     loop {
-        while let Some(id) = with_runtime(|rt| rt.ready.borrow_mut().pop_front()) {
+        // Only the tasks ready now: one woken meanwhile (a task in
+        // `yield_now`, say) runs after the drivers have been polled, so a
+        // task that keeps yielding cannot starve the network.
+        let ready_count = with_runtime(|rt| rt.ready.borrow().len());
+        for _ in 0..ready_count {
+            let Some(id) = with_runtime(|rt| rt.ready.borrow_mut().pop_front()) else {
+                break;
+            };
             run_task(id);
             if let Some(status) = status.get() {
                 reset();

@@ -54,6 +54,9 @@ pub(crate) use unix::{
 #[cfg(atoll_platform = "unix")]
 pub use unix::net_attach;
 
+#[cfg(atoll_platform = "unix")]
+pub(crate) use unix::heap_limit_from_rlimits;
+
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
 pub mod sim;
 #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]

@@ -36,6 +36,23 @@ std::thread_local! {
     static BOOT_INFO: Cell<&'static BootInfo> = Cell::new(Box::leak(Box::new(BootInfo::new_zeroed())));
     /// The simulated disks: (boot-info index, bytes).
     static DISKS: RefCell<Vec<(u32, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// What `memory::usage` reports: bytes in use, and the limit.
+    static MEMORY: Cell<(usize, Option<usize>)> = const { Cell::new((0, None)) };
+}
+
+/// Makes `memory::usage` report `in_use_bytes` of `limit_bytes` (the host's
+/// allocator is not counted: tests say how full the heap is).
+pub fn set_memory(in_use_bytes: usize, limit_bytes: Option<usize>) {
+    MEMORY.with(|m| m.set((in_use_bytes, limit_bytes)));
+}
+
+/// What the test set with [`set_memory`] (no limit by default).
+pub(crate) fn memory_usage() -> crate::memory::Usage {
+    let (in_use_bytes, limit_bytes) = MEMORY.with(Cell::get);
+    crate::memory::Usage {
+        in_use_bytes,
+        limit_bytes,
+    }
 }
 
 /// Appends to this thread's simulated console.

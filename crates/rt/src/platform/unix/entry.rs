@@ -122,6 +122,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         Some(mib) => limit_memory(mib << 20).map_err(Stop::Error)?,
         None => 0,
     };
+    super::memory::read_limit();
     let attached =
         atoll_host::devices::attach(&manifest, &args.devices, &args.macs).map_err(|e| Stop::Error(e.to_string()))?;
     let common = args.cli.common;
@@ -212,6 +213,7 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
             }
         }
     }
+    super::memory::set_launched_limit(record.boot.mem_size, record.image_size);
     let stats = record.flags & launch::FLAG_STATS != 0;
     let boot = Boot {
         info: record.boot,

@@ -11,6 +11,8 @@
 //! * `crash`: reports of SIGSEGV, SIGBUS, SIGILL and SIGFPE, as the tender
 //!   reports a guest's CPU exceptions.
 //! * `signals`: stopping on SIGINT, SIGTERM and SIGHUP, as the tender does.
+//! * `memory`: glibc's `malloc`, counted, and the heap's limit from the
+//!   process's resource limits.
 //!
 //! The contract, mapped: the console is `write(1)` (no ring: there are no
 //! exits to save), the clocks are `clock_gettime` (monotonic, realtime),
@@ -25,6 +27,7 @@
 
 mod crash;
 mod entry;
+mod memory;
 mod net;
 mod sandbox;
 mod signals;
@@ -41,6 +44,7 @@ use atoll_host::net::NetDevices;
 
 use crate::panic::FixedBuf;
 
+pub(crate) use memory::heap_limit_from_rlimits;
 pub use net::net_attach;
 
 /// What the entry code set up, fixed for the rest of the program.

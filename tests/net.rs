@@ -382,34 +382,11 @@ impl<'ns> Server<'ns> {
         options: &[&str],
         args: &[&str],
     ) -> Server<'ns> {
-        Server::boot_wrapped(platform, ns, tap, dir, &[], options, args)
-    }
-
-    /// [`Server::boot`], with the program (the tender, or the unix
-    /// executable) run by `wrapper` (`["prlimit", "--data=8388608"]`, say;
-    /// empty: none).
-    pub fn boot_wrapped(
-        platform: Platform,
-        ns: &'ns Namespace,
-        tap: &str,
-        dir: &str,
-        wrapper: &[&str],
-        options: &[&str],
-        args: &[&str],
-    ) -> Server<'ns> {
         let kernel = crate::guest(platform, dir);
         let net = format!("--net:service={tap}");
         let mut all_options = vec![net.as_str()];
         all_options.extend_from_slice(options);
-        let wrap = |program: &Path| match wrapper.split_first() {
-            None => ns.command(program),
-            Some((first, rest)) => {
-                let mut command = ns.command(first);
-                command.args(rest).arg(program);
-                command
-            }
-        };
-        let command = platform.command(wrap, &kernel, &all_options, args);
+        let command = platform.command(|program| ns.command(program), &kernel, &all_options, args);
         let process = Background::spawn(command);
         let addr = process.wait_for_line(LISTEN_TIMEOUT, listening_addr);
         Server { process, ns, addr }

@@ -13,7 +13,7 @@
 //! second during and after a flood. Everything else is counted.
 //!
 //! Needs root, `/dev/kvm`, and what scripts/test.sh installs (curl, ping,
-//! hping3, prlimit).
+//! hping3).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -27,13 +27,10 @@ use atoll_tests::{both_platforms, Platform};
 
 const SLIDES: &str = "examples/slides";
 
-/// Boots the slides in `ns` with `extra` tender options (on unix, under
-/// `prlimit` with `unix_wrap` if given).
-fn slides<'ns>(platform: Platform, ns: &'ns Namespace, hvt_options: &[&str], unix_wrap: &[&str]) -> Server<'ns> {
-    let server = match platform {
-        Platform::Hvt => Server::boot(platform, ns, TAP, SLIDES, hvt_options, &STATIC_IPV4_ARGS),
-        Platform::Unix => Server::boot_wrapped(platform, ns, TAP, SLIDES, unix_wrap, &[], &STATIC_IPV4_ARGS),
-    };
+/// Boots the slides in `ns` with tender options `options` (`--mem` bounds
+/// the VM on hvt, the process's address space on unix).
+fn slides<'ns>(platform: Platform, ns: &'ns Namespace, options: &[&str]) -> Server<'ns> {
+    let server = Server::boot(platform, ns, TAP, SLIDES, options, &STATIC_IPV4_ARGS);
     assert_eq!(server.addr, format!("{GUEST_ADDR}:80"));
     server
 }
@@ -64,7 +61,7 @@ fn lines_with(text: &str, needle: &str) -> usize {
 
 both_platforms!(a_syn_flood_does_not_lock_out_real_clients, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(platform, &ns, &[], &[]);
+    let server = slides(platform, &ns, &[]);
     // 6000 SYNs at 5000 a second from one forged address, a new source port
     // each: 6000 half-open connections, far more than the listener holds.
     let mut hping = ns.command("hping3");
@@ -227,7 +224,7 @@ fn get_on(stream: &mut TcpStream, path: &str) -> u16 {
 
 both_platforms!(a_thousand_connections_at_once_then_idle_then_busy, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(platform, &ns, &[], &[]);
+    let server = slides(platform, &ns, &[]);
     let addr = server.addr.clone();
     let (mut streams, refused, never) = ns.run_in(|| burst_connect(&addr, 1000, Duration::from_secs(15)));
     // None refused; a SYN the TAP queue dropped is retransmitted and gets in.
@@ -291,7 +288,7 @@ both_platforms!(a_thousand_connections_at_once_then_idle_then_busy, |platform| {
 
 both_platforms!(fragmented_datagrams_are_reassembled, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(platform, &ns, &[], &[]);
+    let server = slides(platform, &ns, &[]);
     // 4000 bytes of ICMP payload: three fragments each way (the guest
     // fragments its reply too).
     let out = ns.run("ping", ["-c", "3", "-i", "0.2", "-W", "2", "-s", "4000", GUEST_ADDR]);
@@ -309,9 +306,9 @@ both_platforms!(fragmented_datagrams_are_reassembled, |platform| {
 
 both_platforms!(a_hundred_and_twenty_eight_connections_in_8_mib, |platform| {
     let ns = Namespace::with_tap();
-    // unix: the heap limit comes from RLIMIT_DATA; 8 MiB of data is what an
-    // 8 MiB guest leaves its heap and frame buffers, roughly.
-    let server = slides(platform, &ns, &["--mem=8"], &["prlimit", "--data=8388608"]);
+    // On unix, --mem bounds the process's address space (atoll-spt), of
+    // which the 1.7 MiB static executable takes its share.
+    let server = slides(platform, &ns, &["--mem=8"]);
     let addr = server.addr.clone();
     let (mut streams, refused, never) = ns.run_in(|| burst_connect(&addr, 128, Duration::from_secs(15)));
     assert_eq!((refused, never), (0, 0));
@@ -324,7 +321,13 @@ both_platforms!(a_hundred_and_twenty_eight_connections_in_8_mib, |platform| {
 
 both_platforms!(running_out_of_memory_sheds_connections_and_keeps_serving, |platform| {
     let ns = Namespace::with_tap();
-    let server = slides(platform, &ns, &["--mem=4"], &["prlimit", "--data=4194304"]);
+    // A server with memory for a few dozen connections: 4 MiB on hvt; on
+    // unix 1.7 MiB of that would be the static executable itself, so 6.
+    let mem = match platform {
+        Platform::Hvt => "--mem=4",
+        Platform::Unix => "--mem=6",
+    };
+    let server = slides(platform, &ns, &[mem]);
     let addr = server.addr.clone();
     // Far more connections than 4 MiB holds: some get in, the rest wait
     // (their SYNs are dropped, not reset) until the test gives up on them.
@@ -355,7 +358,7 @@ both_platforms!(running_out_of_memory_sheds_connections_and_keeps_serving, |plat
 
 #[test]
 fn the_test_tools_are_installed() {
-    for (tool, package) in [("hping3", "hping3"), ("prlimit", "util-linux")] {
+    for (tool, package) in [("hping3", "hping3")] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()

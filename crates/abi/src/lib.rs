@@ -16,6 +16,13 @@
 //! * [`note`]: the ELF notes (ABI version, device manifest) a kernel carries.
 //! * [`launch`]: what `atoll-spt` hands a unix-platform executable it starts
 //!   (the boot info and the descriptors it opened).
+//! * [`x86`]: the encodings of the x86-64 system structures (GDT, TSS, IDT
+//!   gates, page-table entries) that atoll-hvt builds for a guest and the
+//!   virtio platform builds for itself: one layout of selectors for both.
+//! * [`pvh`]: the PVH boot protocol standard VMMs (QEMU, Firecracker, Cloud
+//!   Hypervisor) enter the virtio platform with.
+//! * [`fault`]: the text of a CPU-fault report, shared by every platform
+//!   and by the host tools that add function names to it.
 //! * [`exit`]: what the tender's exit status means.
 //!
 //! Field comments say who writes each field: **IN** is written by the guest
@@ -769,6 +776,10 @@ pub mod launch {
         pub boot: BootInfo,
     }
 }
+
+pub mod fault;
+pub mod pvh;
+pub mod x86;
 
 /// The tender's exit status, and the `unix` platform's.
 pub mod exit {

@@ -18,130 +18,27 @@
 
 use core::fmt::{self, Write};
 
+use atoll_abi::fault::Namer;
+pub use atoll_abi::fault::{exception_name, has_error_code, Fault, PageFaultCause, INVALID_OPCODE, PAGE_FAULT};
 use object::elf::{FileHeader64, SHT_SYMTAB, STT_FUNC, STT_GNU_IFUNC};
 use object::read::elf::{FileHeader, Sym, SymbolTable};
 use object::LittleEndian as LE;
 
-/// The x86 vector of a page fault.
-pub const PAGE_FAULT: u32 = 14;
-/// The x86 vector of an invalid opcode.
-pub const INVALID_OPCODE: u32 = 6;
-
-/// A CPU exception, as the report needs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fault {
-    /// The x86 exception vector.
-    pub vector: u32,
-    /// The error code the CPU pushed, for vectors that have one.
-    pub error_code: Option<u64>,
-    /// The faulting address of a page fault (CR2).
-    pub addr: u64,
-    /// Where the faulting instruction is.
-    pub rip: u64,
-    /// `Some(stack size in KiB)` if the fault hit the guard below the stack.
-    pub stack_overflow_kib: Option<u64>,
-}
-
-/// Writes the whole report for `fault`: one line saying what and where,
-/// then the backtrace `pcs` (the faulting `rip` first, then return
-/// addresses up the frame-pointer chain).
+/// Writes the whole report for `fault` (the text is `atoll_abi::fault`'s),
+/// naming each address from `symbols`.
 pub fn write_report(out: &mut impl Write, fault: &Fault, pcs: &[u64], symbols: &Symbols<'_>) -> fmt::Result {
-    let code = fault.error_code.unwrap_or(0);
-    out.write_str("guest fault: ")?;
-    if let Some(kib) = fault.stack_overflow_kib {
-        write!(
-            out,
-            "stack overflow: the {kib} KiB stack is exhausted (page fault on the guard page at {:#x})",
-            fault.addr
-        )?;
-    } else if fault.vector == PAGE_FAULT {
-        write!(
-            out,
-            "page fault (#PF): {} address {:#x} (error code {code:#x})",
-            PageFaultCause(code),
-            fault.addr
-        )?;
-    } else {
-        out.write_str(exception_name(fault.vector))?;
-        if let Some(code) = fault.error_code {
-            write!(out, " (error code {code:#x})")?;
-        }
-    }
-    write!(out, " at rip {:#x} in {}", fault.rip, symbols.name(fault.rip))?;
-    write_backtrace(out, pcs, symbols)
+    atoll_abi::fault::write_report(out, fault, pcs, symbols)
 }
 
-/// Writes `\n  backtrace:` and one line per frame. Deep recursion shows as
-/// one line, not a screen of the same frame.
+/// Writes `\n  backtrace:` and one line per frame, named from `symbols`.
 pub fn write_backtrace(out: &mut impl Write, pcs: &[u64], symbols: &Symbols<'_>) -> fmt::Result {
-    out.write_str("\n  backtrace:")?;
-    let mut i = 0;
-    while i < pcs.len() {
-        let pc = pcs[i];
-        // A return address can lie just past its call's function (a call
-        // to a function that never returns ends it), so callers are named
-        // by the byte before it.
-        let at = if i == 0 { pc } else { pc.saturating_sub(1) };
-        write!(out, "\n    #{i} {pc:#x} in {}", symbols.name(at))?;
-        let repeats = pcs[i + 1..].iter().take_while(|&&next| next == pc).count();
-        if repeats > 0 {
-            write!(out, " (and {repeats} more frames like it)")?;
-        }
-        i += 1 + repeats;
-    }
-    Ok(())
+    atoll_abi::fault::write_backtrace(out, pcs, symbols)
 }
 
-/// What a page fault's error code says: `user read from unmapped`, say.
-#[derive(Clone, Copy, Debug)]
-pub struct PageFaultCause(pub u64);
-
-impl fmt::Display for PageFaultCause {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let code = self.0;
-        let access = if code & 0x10 != 0 {
-            "instruction fetch from"
-        } else if code & 0x2 != 0 {
-            "write to"
-        } else {
-            "read from"
-        };
-        let mode = if code & 0x4 != 0 { "user" } else { "kernel" };
-        let state = if code & 0x1 != 0 { "protected" } else { "unmapped" };
-        write!(f, "{mode} {access} {state}")
+impl Namer for Symbols<'_> {
+    fn write_name(&self, out: &mut dyn Write, addr: u64) -> fmt::Result {
+        write!(out, " in {}", self.name(addr))
     }
-}
-
-/// The name of x86 exception `vector`.
-pub fn exception_name(vector: u32) -> &'static str {
-    match vector {
-        0 => "divide error (#DE)",
-        1 => "debug exception (#DB)",
-        2 => "non-maskable interrupt (NMI)",
-        3 => "breakpoint (#BP)",
-        4 => "overflow (#OF)",
-        5 => "bound range exceeded (#BR)",
-        6 => "invalid opcode (#UD)",
-        7 => "device not available (#NM)",
-        8 => "double fault (#DF)",
-        10 => "invalid TSS (#TS)",
-        11 => "segment not present (#NP)",
-        12 => "stack-segment fault (#SS)",
-        13 => "general protection fault (#GP)",
-        14 => "page fault (#PF)",
-        16 => "x87 floating-point error (#MF)",
-        17 => "alignment check (#AC)",
-        18 => "machine check (#MC)",
-        19 => "SIMD floating-point exception (#XM)",
-        20 => "virtualization exception (#VE)",
-        21 => "control protection exception (#CP)",
-        _ => "reserved exception",
-    }
-}
-
-/// Whether the CPU pushes an error code for this vector.
-pub fn has_error_code(vector: u32) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
 }
 
 /// A kernel's function symbols, read in place from its ELF image.
@@ -222,16 +119,6 @@ impl fmt::Display for SymbolName<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn page_fault_causes() {
-        assert_eq!(PageFaultCause(0x4).to_string(), "user read from unmapped");
-        assert_eq!(PageFaultCause(0x7).to_string(), "user write to protected");
-        assert_eq!(
-            PageFaultCause(0x15).to_string(),
-            "user instruction fetch from protected"
-        );
-    }
 
     #[test]
     fn crafted_symbol_names_cannot_forge_report_lines() {

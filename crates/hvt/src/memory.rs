@@ -12,38 +12,9 @@ use std::fmt;
 use atoll_abi::layout::PAGE_SIZE;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
-/// What the guest may do with a region.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Perm {
-    /// Reachable from ring 3; otherwise only the ring-0 exception stubs (and
-    /// the CPU) use it.
-    pub user: bool,
-    pub write: bool,
-    pub exec: bool,
-}
-
-impl Perm {
-    pub const USER_RO: Perm = Perm {
-        user: true,
-        write: false,
-        exec: false,
-    };
-    pub const USER_RW: Perm = Perm {
-        user: true,
-        write: true,
-        exec: false,
-    };
-    pub const KERNEL_RW: Perm = Perm {
-        user: false,
-        write: true,
-        exec: false,
-    };
-    pub const KERNEL_RX: Perm = Perm {
-        user: false,
-        write: false,
-        exec: true,
-    };
-}
+/// What the guest may do with a region (`user`: reachable from ring 3;
+/// otherwise only the ring-0 exception stubs and the CPU use it).
+pub use atoll_abi::x86::Perm;
 
 /// A page-aligned range of guest memory with one set of permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,50 +12,21 @@ use std::collections::BTreeMap;
 use atoll_abi::hypercall::{FAULT_PORT, PIO_BASE};
 use atoll_abi::layout::{FAULT_STUBS_ADDR, PAGE_SIZE, PAGE_TABLES_ADDR, PAGE_TABLES_END, TSS_ADDR};
 
-use crate::memory::{MemoryMap, Perm};
+use crate::memory::MemoryMap;
 
-/// GDT selectors. The order matters only to us: there is no `syscall`.
-pub const KERNEL_CS: u16 = 0x08;
-pub const KERNEL_DS: u16 = 0x10;
-pub const USER_DS: u16 = 0x18 | 3;
-pub const USER_CS: u16 = 0x20 | 3;
-pub const TSS_SELECTOR: u16 = 0x28;
-/// Entries in the GDT (the TSS descriptor takes two).
-pub const GDT_ENTRIES: usize = 7;
-/// Size of the 64-bit TSS.
-pub const TSS_SIZE: u64 = 104;
+use atoll_abi::x86::{
+    interrupt_gate, leaf, ADDRESS_MASK, HUGE, HUGE_PAGE, PRESENT, TABLE, TSS_IOMAP_BASE, TSS_IST1, TSS_RSP0,
+};
+pub use atoll_abi::x86::{GDT_ENTRIES, KERNEL_CS, TSS_SELECTOR, TSS_SIZE, USER_CS, USER_DS};
 /// Number of IDT vectors: the CPU exceptions. There are no interrupts.
 pub const IDT_VECTORS: usize = 32;
 /// Bytes per exception stub.
 pub const STUB_SIZE: usize = 16;
 
-/// Descriptor flag bits of the code and data segments: present, S, accessed,
-/// with long mode (L) for code and 4 KiB granularity.
-const fn segment_descriptor(access: u64, flags: u64) -> u64 {
-    0xFFFF | (0xF << 48) | (access << 40) | (flags << 52)
-}
-
-/// The GDT: null, kernel code/data, user data/code, and the TSS.
+/// The GDT: null, kernel code/data, user data/code, and the TSS (busy,
+/// because KVM loads TR directly).
 pub fn gdt() -> [u64; GDT_ENTRIES] {
-    // Access bytes: P | DPL | S | type; type 0xB = code execute/read
-    // accessed, 0x3 = data read/write accessed. Flags: G | L (code) or G | DB
-    // (data). The accessed bits are preset so the CPU never writes the GDT.
-    let kernel_code = segment_descriptor(0x9B, 0xA);
-    let kernel_data = segment_descriptor(0x93, 0xC);
-    let user_data = segment_descriptor(0xF3, 0xC);
-    let user_code = segment_descriptor(0xFB, 0xA);
-    let (tss_low, tss_high) = tss_descriptor(TSS_ADDR, tss_limit());
-    [0, kernel_code, kernel_data, user_data, user_code, tss_low, tss_high]
-}
-
-/// A busy 64-bit TSS descriptor (busy because KVM loads TR directly).
-fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
-    let low = (limit & 0xFFFF)
-        | ((base & 0xFF_FFFF) << 16)
-        | (0x8B << 40) // P, DPL 0, type 0xB: busy 64-bit TSS
-        | (((limit >> 16) & 0xF) << 48)
-        | (((base >> 24) & 0xFF) << 56);
-    (low, base >> 32)
+    atoll_abi::x86::gdt(TSS_ADDR, tss_limit(), true)
 }
 
 /// The TSS: `rsp0` and `ist1` both point at the exception stack, and every
@@ -66,11 +37,11 @@ fn tss_descriptor(base: u64, limit: u64) -> (u64, u64) {
 /// nested one on our test machines, consults the bitmap).
 pub fn tss(exception_stack_top: u64) -> Vec<u8> {
     let mut tss = vec![0u8; TSS_SIZE as usize];
-    tss[4..12].copy_from_slice(&exception_stack_top.to_le_bytes()); // rsp0
-    tss[36..44].copy_from_slice(&exception_stack_top.to_le_bytes()); // ist1
-    tss[102..104].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes()); // iomap base
-                                                                     // One bit per port up to the last hypercall port, 0 = allowed, then
-                                                                     // the all-ones byte the CPU requires after the bitmap.
+    tss[TSS_RSP0..TSS_RSP0 + 8].copy_from_slice(&exception_stack_top.to_le_bytes());
+    tss[TSS_IST1..TSS_IST1 + 8].copy_from_slice(&exception_stack_top.to_le_bytes());
+    tss[TSS_IOMAP_BASE..TSS_IOMAP_BASE + 2].copy_from_slice(&(TSS_SIZE as u16).to_le_bytes());
+    // One bit per port up to the last hypercall port, 0 = allowed, then
+    // the all-ones byte the CPU requires after the bitmap.
     let ports = usize::from(PIO_BASE) + 0x100;
     let mut bitmap = vec![0xFFu8; ports / 8 + 1];
     for byte in &mut bitmap[usize::from(PIO_BASE) / 8..ports / 8] {
@@ -91,13 +62,9 @@ pub fn idt() -> Vec<u8> {
     let mut idt = Vec::with_capacity(IDT_VECTORS * 16);
     for vector in 0..IDT_VECTORS as u64 {
         let handler = FAULT_STUBS_ADDR + vector * STUB_SIZE as u64;
-        let low = (handler & 0xFFFF)
-            | (u64::from(KERNEL_CS) << 16)
-            | (1 << 32) // IST1
-            | (0x8E << 40) // P, DPL 0, 64-bit interrupt gate
-            | (((handler >> 16) & 0xFFFF) << 48);
-        idt.extend(low.to_le_bytes());
-        idt.extend((handler >> 32).to_le_bytes());
+        for word in interrupt_gate(handler, 1, 0) {
+            idt.extend(word.to_le_bytes());
+        }
     }
     idt
 }
@@ -122,34 +89,6 @@ pub fn exception_stubs() -> Vec<u8> {
         code.extend(stub);
     }
     code
-}
-
-// Page-table entry bits.
-const PRESENT: u64 = 1 << 0;
-const WRITABLE: u64 = 1 << 1;
-const USER: u64 = 1 << 2;
-const ACCESSED: u64 = 1 << 5;
-const DIRTY: u64 = 1 << 6;
-const HUGE: u64 = 1 << 7;
-const NO_EXECUTE: u64 = 1 << 63;
-/// Non-leaf entries allow everything; the leaf decides.
-const TABLE: u64 = PRESENT | WRITABLE | USER | ACCESSED;
-const HUGE_PAGE: u64 = 2 << 20;
-
-fn leaf(perm: Perm) -> u64 {
-    // Accessed and dirty are preset so the MMU never writes page tables;
-    // the guest cannot see them anyway.
-    let mut entry = PRESENT | ACCESSED;
-    if perm.write {
-        entry |= WRITABLE | DIRTY;
-    }
-    if perm.user {
-        entry |= USER;
-    }
-    if !perm.exec {
-        entry |= NO_EXECUTE;
-    }
-    entry
 }
 
 /// Page tables mapping `map` one to one: each 2 MiB that one region covers
@@ -226,7 +165,7 @@ impl Tables {
     fn child(&mut self, parent: u64, index: u64) -> Result<u64, PageTablesFull> {
         let existing = self.entry(parent)[index as usize];
         if existing & PRESENT != 0 {
-            return Ok(existing & 0x000F_FFFF_FFFF_F000);
+            return Ok(existing & ADDRESS_MASK);
         }
         let table = self.alloc()?;
         self.entry(parent)[index as usize] = table | TABLE;
@@ -235,12 +174,14 @@ impl Tables {
 }
 
 /// Names of the CPU exceptions and which push an error code: shared with
-/// the unix platform's crash reports.
-pub use atoll_host::fault::{exception_name, has_error_code};
+/// every platform's crash reports.
+pub use atoll_abi::fault::{exception_name, has_error_code};
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Perm;
+    use atoll_abi::x86::{ACCESSED, DIRTY, NO_EXECUTE, USER, WRITABLE};
 
     #[test]
     fn gdt_descriptors_are_the_textbook_values() {

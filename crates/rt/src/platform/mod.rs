@@ -19,8 +19,11 @@
 //! | `block_io(device, ops) -> u32` | do a batch of block operations (`atoll_abi::block`); returns how many succeeded |
 //!
 //! Platforms:
-//! * [`hvt`](self) (`target_os = "none"`): the `atoll-hvt` tender; entry,
-//!   hypercalls, console ring and linker script live in `platform/hvt/`.
+//! * `hvt` and `virtio` (`target_os = "none"`, one ELF for both): the
+//!   `atoll-hvt` tender (hypercalls, console ring, linker script in
+//!   `platform/hvt/`), or a standard VMM entering at the PVH entry (QEMU,
+//!   Firecracker, Cloud Hypervisor: `platform/virtio/`); what they share,
+//!   and the choice between them at entry, in `platform/kernel/`.
 //! * `unix` (`--cfg atoll_platform="unix"` on `x86_64-unknown-linux-gnu`, as
 //!   `atoll build --target unix` sets it): the app is an ordinary, seccomp-
 //!   confined Linux process; `platform/unix/`.
@@ -31,13 +34,23 @@
 #[cfg(target_os = "none")]
 mod hvt;
 #[cfg(target_os = "none")]
-pub(crate) use hvt::{
+mod kernel;
+#[cfg(target_os = "none")]
+mod virtio;
+#[cfg(target_os = "none")]
+pub(crate) use kernel::{
     abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
 };
 
-/// For drivers of hvt devices (the network stack's ring device).
+/// For drivers of ring devices (the network stack's): serviced by the
+/// tender on hvt, by the virtio-net driver on virtio.
 #[cfg(target_os = "none")]
-pub use hvt::net_attach;
+pub use kernel::net_attach;
+
+/// The virtio platform's command-line handling, pure, so it is unit-tested
+/// on the host too.
+#[cfg(any(target_os = "none", test))]
+pub(crate) mod pvh_cmdline;
 
 #[cfg(all(atoll_platform = "unix", not(target_os = "linux")))]
 compile_error!("the unix platform (--cfg atoll_platform=\"unix\") runs on Linux only");

@@ -7,10 +7,10 @@ use core::ptr::{addr_of, addr_of_mut};
 
 /// Appends `bytes` to the console ring, flushing when it is full.
 pub(crate) fn write(bytes: &[u8]) {
-    let info = super::boot_info();
+    let info = crate::platform::boot_info();
     let capacity = info.console_capacity;
     if capacity == 0 {
-        super::abort("atoll-rt: the boot info has no console ring");
+        crate::platform::abort("atoll-rt: the boot info has no console ring");
     }
     let ring = core::ptr::with_exposed_provenance_mut::<ConsoleRing>(info.console.0 as usize);
     let mut rest = bytes;
@@ -31,7 +31,7 @@ pub(crate) fn write(bytes: &[u8]) {
             // SAFETY: as above.
             let tail_now = unsafe { addr_of!((*ring).tail).read_volatile() };
             if head.wrapping_sub(tail_now) >= capacity {
-                super::abort("atoll-rt: the console ring is still full after a flush");
+                crate::platform::abort("atoll-rt: the console ring is still full after a flush");
             }
             continue;
         }

@@ -1,5 +1,6 @@
-//! Entropy on hvt: the CPU's `rdrand`, which runs in ring 3 without an exit
-//! (the tender passes the host's RDRAND CPUID bit through to the guest).
+//! Entropy in a kernel: the CPU's `rdrand`, which runs in ring 3 without an
+//! exit (atoll-hvt passes the host's RDRAND CPUID bit through to the guest;
+//! QEMU with `-cpu host`, Firecracker and Cloud Hypervisor pass it too).
 //!
 //! Availability is checked once with `cpuid` (one exit, and only in apps
 //! that ask for randomness). `rdrand` can transiently fail; Intel's
@@ -16,7 +17,7 @@ static RDRAND: AtomicU8 = AtomicU8::new(UNKNOWN);
 /// Fills `buf` with random bytes from `rdrand`.
 pub(crate) fn fill_entropy(buf: &mut [u8]) {
     if !rdrand_present() {
-        super::abort("atoll-rt: this CPU has no rdrand, the hvt platform's source of entropy");
+        super::abort("atoll-rt: this CPU has no rdrand, the source of entropy of Atoll kernels");
     }
     for chunk in buf.chunks_mut(8) {
         let word = rdrand64().unwrap_or_else(|| super::abort("atoll-rt: rdrand failed ten times in a row"));

@@ -1,0 +1,96 @@
+//! The `virtio` platform: the same kernel file, entered by a standard VMM
+//! (QEMU `-kernel`, Firecracker, Cloud Hypervisor) at its PVH entry.
+//!
+//! A VMM enters in 32-bit mode, ring 0. The [`ring0`] module does what
+//! atoll-hvt does for an hvt guest, for itself: page tables (W^X, a guard
+//! page below the stack, no null page), GDT, TSS, IDT, the TSC's frequency
+//! and the wall clock, then it enters ring 3 at the kernel's `virtio_start`
+//! with a boot info like the tender's. The app and the runtime then run in
+//! ring 3 as on hvt, natively even under a nested virtualizer that emulates
+//! ring 0; ring 0 keeps only what ring 3 cannot do: sleeping until an
+//! interrupt or a deadline (`hlt`, the local APIC's timer), mapping a
+//! device's registers, and catching CPU exceptions ([`ring0`] services,
+//! reached through `atoll_service_call` from [`syscall`]).
+//!
+//! The contract, mapped: the console is the 16550 UART at 0x3f8
+//! ([`serial`]); the clocks are `rdtsc` and the wall time read at boot from
+//! kvmclock (or the CMOS clock); `wait` is one service call; halt and abort
+//! print a last line, `atoll: halted with status N`, then try each VMM's
+//! way out ([`exit`]). Devices are virtio-net and virtio-blk, found through
+//! the command line (virtio-mmio) or the PCI bus.
+//!
+//! Not here: the command line's grammar (`platform/pvh_cmdline.rs`), what
+//! both kernel platforms share (`platform/kernel`).
+
+mod exit;
+mod fault;
+mod manifest;
+mod ring0;
+mod serial;
+mod syscall;
+
+use atoll_abi::block::BlockOp;
+use atoll_abi::net::NetRing;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub(crate) use exit::{abort, halt};
+pub(crate) use serial::write as console_write;
+
+use super::pvh_cmdline;
+
+/// The wall clock, ns since the epoch, at TSC value [`WALL_TSC`]: read
+/// once by the ring-0 boot code.
+static WALL_NS: AtomicU64 = AtomicU64::new(0);
+static WALL_TSC: AtomicU64 = AtomicU64::new(0);
+
+/// Records the wall time `ns` at TSC value `tsc` (ring-0 boot).
+fn set_wall_clock(ns: u64, tsc: u64) {
+    WALL_NS.store(ns, Ordering::Relaxed);
+    WALL_TSC.store(tsc, Ordering::Relaxed);
+}
+
+/// Sets up the platform's ring-3 side before the app runs: the arguments
+/// from the VMM's command line.
+pub(super) fn start() {
+    // SAFETY: ring 0 filled the boot info and the raw command line before
+    // entering ring 3, and nothing else touches them; this runs once, first.
+    let (info, raw) = unsafe { ring0::boot_info_and_raw_cmdline() };
+    // SAFETY: as above; the argument buffer is ring 3's alone.
+    let args = unsafe { ring0::args_buffer() };
+    let parsed = pvh_cmdline::parse(raw, args);
+    info.cmdline = atoll_abi::GuestAddr(args.as_ptr() as u64);
+    info.cmdline_len = parsed.args_len as u64;
+    info.argc = parsed.argc as u64;
+    if manifest::manifest().is_some_and(|m| m.count > 0) {
+        abort("atoll-rt: virtio devices are not supported yet");
+    }
+}
+
+/// Nanoseconds since the Unix epoch: the wall time read at boot plus the
+/// TSC's ticks since.
+pub(crate) fn wall_clock_ns() -> u64 {
+    let ticks = super::kernel::rdtsc().wrapping_sub(WALL_TSC.load(Ordering::Relaxed));
+    let since = super::kernel::tsc_scale().ticks_to_ns(ticks);
+    WALL_NS.load(Ordering::Relaxed).saturating_add(since)
+}
+
+/// Sleeps in ring 0 until a device interrupts or `timeout_ns` passes;
+/// returns the ready-device bitmask.
+pub(crate) fn wait(timeout_ns: u64) -> u64 {
+    let info = super::kernel::boot_info();
+    let ticks = u128::from(timeout_ns) * u128::from(info.tsc_hz) / 1_000_000_000;
+    let deadline = super::kernel::rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX));
+    let _pending = syscall::wait(if timeout_ns == u64::MAX { u64::MAX } else { deadline });
+    0
+}
+
+pub(crate) fn block_io(_device: u32, _ops: &mut [BlockOp]) -> u32 {
+    abort("atoll-rt: virtio block devices are not supported yet")
+}
+
+/// # Safety
+///
+/// As for `platform::net_attach`.
+pub unsafe fn net_attach(_device: u32, _ring: *mut NetRing) {
+    abort("atoll-rt: virtio network devices are not supported yet")
+}

@@ -43,7 +43,10 @@ struct ConsoleLogger;
 
 impl Log for ConsoleLogger {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.level() <= log::max_level()
+        // The device drivers the runtime uses (virtio-drivers) narrate at
+        // `info`; only their warnings and errors are the app's business.
+        let quiet = metadata.target().starts_with("virtio_drivers") && metadata.level() > Level::Warn;
+        metadata.level() <= log::max_level() && !quiet
     }
 
     fn log(&self, record: &Record<'_>) {

@@ -39,8 +39,9 @@ pub(crate) fn halt(status: u32) -> ! {
     power_off(status)
 }
 
-/// The status line, then the exit ports.
+/// The frames still queued, the status line, then the exit ports.
 pub(super) fn power_off(status: u32) -> ! {
+    super::flush_devices();
     let mut line = FixedBuf::<64>::new();
     let _ = writeln!(line, "{STATUS_LINE_PREFIX}{status}");
     super::console_write(line.as_str().as_bytes());

@@ -22,12 +22,19 @@
 //! Not here: the command line's grammar (`platform/pvh_cmdline.rs`), what
 //! both kernel platforms share (`platform/kernel`).
 
+mod blk;
+mod devices;
 mod exit;
 mod fault;
+mod hal;
+mod ioapic;
 mod manifest;
+mod net;
+mod pci;
 mod ring0;
 mod serial;
 mod syscall;
+mod transport;
 
 use atoll_abi::block::BlockOp;
 use atoll_abi::net::NetRing;
@@ -61,8 +68,8 @@ pub(super) fn start() {
     info.cmdline = atoll_abi::GuestAddr(args.as_ptr() as u64);
     info.cmdline_len = parsed.args_len as u64;
     info.argc = parsed.argc as u64;
-    if manifest::manifest().is_some_and(|m| m.count > 0) {
-        abort("atoll-rt: virtio devices are not supported yet");
+    if let Some(manifest) = manifest::manifest() {
+        devices::bind(&manifest, &parsed.mmio[..parsed.mmio_count], info);
     }
 }
 
@@ -74,23 +81,96 @@ pub(crate) fn wall_clock_ns() -> u64 {
     WALL_NS.load(Ordering::Relaxed).saturating_add(since)
 }
 
-/// Sleeps in ring 0 until a device interrupts or `timeout_ns` passes;
-/// returns the ready-device bitmask.
+/// Services the devices, then, unless a net device has received frames
+/// or `timeout_ns` is 0, sleeps in ring 0 until a device interrupts or
+/// `timeout_ns` passes, and services them again; returns the ready-device
+/// bitmask (bit `i`: boot-info device `i` has received frames).
 pub(crate) fn wait(timeout_ns: u64) -> u64 {
+    let ready = service(0);
+    if ready != 0 || timeout_ns == 0 {
+        return ready;
+    }
     let info = super::kernel::boot_info();
-    let ticks = u128::from(timeout_ns) * u128::from(info.tsc_hz) / 1_000_000_000;
-    let deadline = super::kernel::rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX));
-    let _pending = syscall::wait(if timeout_ns == u64::MAX { u64::MAX } else { deadline });
-    0
+    let deadline = if timeout_ns == u64::MAX {
+        u64::MAX
+    } else {
+        let ticks = u128::from(timeout_ns) * u128::from(info.tsc_hz) / 1_000_000_000;
+        super::kernel::rdtsc().saturating_add(u64::try_from(ticks).unwrap_or(u64::MAX))
+    };
+    let interrupted = syscall::wait(deadline);
+    service(interrupted)
 }
 
-pub(crate) fn block_io(_device: u32, _ops: &mut [BlockOp]) -> u32 {
-    abort("atoll-rt: virtio block devices are not supported yet")
+/// Moves frames between the net devices and their rings; acknowledges the
+/// interrupts in `interrupted` (pending bits by device). Returns the net
+/// devices whose receive rings hold frames.
+fn service(interrupted: u64) -> u64 {
+    let mut ready = 0;
+    devices::TABLE.each(|bound| {
+        let hit = interrupted & bound.pending_bit != 0;
+        match &mut bound.driver {
+            devices::Driver::Net(net) => {
+                if net.service(hit) {
+                    ready |= bound.pending_bit;
+                }
+            }
+            devices::Driver::Block(block) if hit => block.ack_interrupt(),
+            _ => {}
+        }
+    });
+    ready
 }
 
+/// Before the end: sends what the rings still hold and waits a moment for
+/// the devices to take it (the VMM may otherwise stop before it sends).
+pub(super) fn flush_devices() {
+    service(0);
+    let info = super::kernel::boot_info();
+    let until = super::kernel::rdtsc().saturating_add(info.tsc_hz / 100);
+    while devices::TABLE.pending_transmits() && super::kernel::rdtsc() < until {
+        service(0);
+        core::hint::spin_loop();
+    }
+}
+
+/// Does a batch of block operations on block device `device`; returns how
+/// many succeeded.
+pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
+    let done = devices::TABLE.with(device as usize, |bound| {
+        if matches!(bound.driver, devices::Driver::None) {
+            let Some(transport) = bound.transport.take() else {
+                abort("atoll-rt: a virtio block device lost its transport");
+            };
+            match blk::BlockBackend::new(transport) {
+                Ok(block) => bound.driver = devices::Driver::Block(alloc::boxed::Box::new(block)),
+                Err(_) => abort("atoll-rt: the virtio-blk device would not come up"),
+            }
+        }
+        match &mut bound.driver {
+            devices::Driver::Block(block) => block.batch(ops),
+            _ => abort("atoll-rt: block I/O on a device that is not a block device"),
+        }
+    });
+    done.unwrap_or_else(|| abort("atoll-rt: block I/O on a device the VMM did not offer"))
+}
+
+/// Brings net device `device`'s virtio-net driver up and hands it `ring`.
+///
 /// # Safety
 ///
 /// As for `platform::net_attach`.
-pub unsafe fn net_attach(_device: u32, _ring: *mut NetRing) {
-    abort("atoll-rt: virtio network devices are not supported yet")
+pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
+    let attached = devices::TABLE.with(device as usize, |bound| {
+        let Some(transport) = bound.transport.take() else {
+            abort("atoll-rt: a virtio net device is attached twice");
+        };
+        // SAFETY: the caller's promises about `ring`, passed on.
+        match unsafe { net::NetBackend::new(transport, ring) } {
+            Ok(net) => bound.driver = devices::Driver::Net(alloc::boxed::Box::new(net)),
+            Err(_) => abort("atoll-rt: the virtio-net device would not come up"),
+        }
+    });
+    if attached.is_none() {
+        abort("atoll-rt: no virtio net device backs this device");
+    }
 }

@@ -40,7 +40,6 @@ pub(super) fn wait(deadline_tsc: u64) -> u64 {
 /// Maps `len` bytes of device registers at physical address `phys`
 /// (identity, uncached, not executable) for ring 3. `false` if ring 0
 /// refused (the range is RAM or out of page tables).
-#[allow(dead_code)]
 pub(super) fn map_mmio(phys: u64, len: u64) -> bool {
     call(SERVICE_MAP_MMIO, phys, len) == 0
 }
@@ -75,4 +74,15 @@ pub(super) fn outw(port: u16, value: u16) {
 pub(super) fn outl(port: u16, value: u32) {
     // SAFETY: as for `outb`.
     unsafe { core::arch::asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) }
+}
+
+/// Reads a 32-bit word from I/O port `port`.
+pub(super) fn inl(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: a port read reaches the VMM's device model (or returns all
+    // ones where there is none); it touches no memory.
+    unsafe {
+        core::arch::asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags))
+    };
+    value
 }

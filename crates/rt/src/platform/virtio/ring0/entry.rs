@@ -12,7 +12,8 @@
 //! The stubs: one per CPU exception (an error code pushed where the CPU
 //! pushes none, then the vector), into `services::exception`; one per
 //! interrupt vector (the timer, sixteen devices), which only mark the
-//! interrupt pending and signal end-of-interrupt (x2APIC `EOI` MSR); the
+//! interrupt pending: the timer's signals end-of-interrupt at once (x2APIC
+//! `EOI` MSR), a device's owes it to the next wait (`services`); the
 //! spurious vector. Ring 3's service calls arrive as the #UD of the one
 //! `ud2` at `atoll_service_call`, recognised by its address, into
 //! `services::service`. (Not `int 0x80` nor `syscall`: PVM, the nested
@@ -21,7 +22,7 @@
 //! exceptions from ring 3 faithfully. A #UD costs what a software
 //! interrupt would on real hardware.)
 
-use super::services::{exception, service, PENDING};
+use super::services::{exception, service, EOI_OWED, PENDING};
 use super::{EarlyTables, Stack, BOOT_STACK, EARLY_TABLES};
 
 /// 2 MiB pages the early tables map: the kernel, the VMM's start info and
@@ -181,15 +182,20 @@ core::arch::global_asm!(
     "    push rcx",
     "    push rdx",
     ".if stub == 0",
+    // The timer: end of interrupt at once.
     "    mov eax, 63",
-    ".else",
-    "    mov eax, stub - 1",
-    ".endif",
     "    lock bts qword ptr [rip + {pending}], rax",
     "    mov ecx, 0x80b",
     "    xor eax, eax",
     "    xor edx, edx",
     "    wrmsr",
+    ".else",
+    // A device: the end of interrupt is owed until the next wait, when
+    // ring 3 has acknowledged the device and its line is down.
+    "    mov eax, stub - 1",
+    "    lock bts qword ptr [rip + {pending}], rax",
+    "    lock inc qword ptr [rip + {eoi_owed}]",
+    ".endif",
     "    pop rdx",
     "    pop rcx",
     "    pop rax",
@@ -216,6 +222,7 @@ core::arch::global_asm!(
     exception = sym exception,
     service = sym service,
     pending = sym PENDING,
+    eoi_owed = sym EOI_OWED,
     interrupt_stubs = const INTERRUPT_STUBS,
 );
 

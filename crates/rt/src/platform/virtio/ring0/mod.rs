@@ -24,6 +24,8 @@ mod entry;
 mod paging;
 mod services;
 
+pub(crate) use services::DEVICE_VECTOR_BASE;
+
 use atoll_abi::boot::BootInfo;
 use atoll_abi::layout::CMDLINE_MAX;
 

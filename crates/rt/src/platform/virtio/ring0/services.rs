@@ -6,7 +6,10 @@
 //!   boot), then `sti; hlt; cli` until a device interrupt or the deadline;
 //!   return which interrupts came. An interrupt that arrived while ring 3
 //!   ran (interrupts are off there) is pending in the APIC and ends the
-//!   `hlt` at once, so none is missed.
+//!   `hlt` at once, so none is missed. A device interrupt's end-of-interrupt
+//!   is sent at the next wait, once ring 3 has acknowledged the device:
+//!   virtio-mmio lines are level-triggered, and ending it while the line
+//!   is still up would deliver it again at once, forever.
 //! * [`SERVICE_MAP_MMIO`](super::SERVICE_MAP_MMIO): map device registers
 //!   for ring 3's drivers, never RAM.
 //! * Exceptions: the CPU's state is saved into the ring-3 reporter's
@@ -41,6 +44,8 @@ static HAVE_APIC: AtomicBool = AtomicBool::new(false);
 static APIC_PER_TSC_Q32: AtomicU64 = AtomicU64::new(0);
 /// A fault is being reported.
 static REPORTING: AtomicBool = AtomicBool::new(false);
+/// Device interrupts taken whose end-of-interrupt is still owed.
+pub(super) static EOI_OWED: AtomicU64 = AtomicU64::new(0);
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const IA32_TSC_DEADLINE: u32 = 0x6E0;
@@ -49,6 +54,7 @@ const X2APIC_LVT_TIMER: u32 = 0x832;
 const X2APIC_INITIAL_COUNT: u32 = 0x838;
 const X2APIC_CURRENT_COUNT: u32 = 0x839;
 const X2APIC_DIVIDE: u32 = 0x83E;
+const X2APIC_EOI: u32 = 0x80B;
 
 pub(crate) fn rdmsr(msr: u32) -> u64 {
     let (low, high): (u32, u32);
@@ -131,6 +137,12 @@ fn wait(deadline: u64) -> u64 {
             core::hint::spin_loop();
         }
         return 0;
+    }
+    // End the device interrupts taken at the last wait: ring 3 has since
+    // acknowledged the devices, so a line still up is a new event, and its
+    // I/O APIC pin delivers it again (to end this `hlt` at once).
+    for _ in 0..EOI_OWED.swap(0, Ordering::Relaxed) {
+        wrmsr(X2APIC_EOI, 0);
     }
     loop {
         let pending = PENDING.swap(0, Ordering::Relaxed);

@@ -35,6 +35,15 @@ pub struct MmioDevice {
     pub irq: u32,
 }
 
+impl MmioDevice {
+    /// No device (an empty slot).
+    pub const ZERO: MmioDevice = MmioDevice {
+        base: 0,
+        size: 0,
+        irq: 0,
+    };
+}
+
 /// What the command line says.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Parsed {
@@ -53,7 +62,7 @@ pub fn parse(cmdline: &[u8], args: &mut [u8]) -> Parsed {
     let mut parsed = Parsed {
         args_len: 0,
         argc: 0,
-        mmio: [MmioDevice::default(); MAX_MMIO_DEVICES],
+        mmio: [MmioDevice::ZERO; MAX_MMIO_DEVICES],
         mmio_count: 0,
     };
     let words = || {

@@ -1,6 +1,8 @@
 //! Entropy in a kernel: the CPU's `rdrand`, which runs in ring 3 without an
 //! exit (atoll-hvt passes the host's RDRAND CPUID bit through to the guest;
 //! QEMU with `-cpu host`, Firecracker and Cloud Hypervisor pass it too).
+//! On the virtio platform a CPU without `rdrand` (QEMU's TCG models, a
+//! `-cpu` that hides it) is served by the VMM's virtio-rng device instead.
 //!
 //! Availability is checked once with `cpuid` (one exit, and only in apps
 //! that ask for randomness). `rdrand` can transiently fail; Intel's
@@ -17,7 +19,15 @@ static RDRAND: AtomicU8 = AtomicU8::new(UNKNOWN);
 /// Fills `buf` with random bytes from `rdrand`.
 pub(crate) fn fill_entropy(buf: &mut [u8]) {
     if !rdrand_present() {
-        super::abort("atoll-rt: this CPU has no rdrand, the source of entropy of Atoll kernels");
+        if super::on_virtio() && super::virtio::fill_entropy_from_device(buf) {
+            return;
+        }
+        super::abort(if super::on_virtio() {
+            "atoll-rt: this CPU has no rdrand and the VMM offers no virtio-rng device: no source of entropy \
+             (add one: QEMU -device virtio-rng-device or virtio-rng-pci, Firecracker \"entropy\", Cloud Hypervisor --rng)"
+        } else {
+            "atoll-rt: this CPU has no rdrand, the source of entropy of Atoll kernels"
+        });
     }
     for chunk in buf.chunks_mut(8) {
         let word = rdrand64().unwrap_or_else(|| super::abort("atoll-rt: rdrand failed ten times in a row"));

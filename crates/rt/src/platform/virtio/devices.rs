@@ -34,7 +34,7 @@ use super::pci::{self, PortCam};
 use super::ring0::DEVICE_VECTOR_BASE;
 use super::syscall::map_mmio;
 use super::transport::DeviceTransport;
-use crate::platform::pvh_cmdline::MmioDevice;
+use crate::platform::pvh_cmdline::{MmioDevice, MAX_MMIO_DEVICES};
 
 /// A virtio device the VMM offers.
 #[derive(Clone, Copy)]
@@ -108,9 +108,47 @@ impl Table {
     }
 }
 
+/// The virtio-mmio devices the command line announced, kept for a later
+/// look for an entropy source ([`entropy_source`]).
+struct Announced(RefCell<([MmioDevice; MAX_MMIO_DEVICES], usize)>);
+
+// SAFETY: as for [`Table`]: one thread of execution.
+unsafe impl Sync for Announced {}
+
+static ANNOUNCED: Announced = Announced(RefCell::new(([MmioDevice::ZERO; MAX_MMIO_DEVICES], 0)));
+
+/// The transport of the VMM's first virtio-rng device that no manifest
+/// device took, with its interrupt off: virtio-mmio first, then PCI.
+pub(super) fn entropy_source() -> Option<DeviceTransport> {
+    let (mmio, count) = *ANNOUNCED.0.borrow();
+    let from_mmio = mmio[..count]
+        .iter()
+        .find(|device| probe_mmio(device) == Some(DeviceType::EntropySource))
+        .map(|device| Offered::Mmio(*device));
+    let device = from_mmio.or_else(|| {
+        let mut functions = [None; MAX_OFFERED];
+        let found = pci::scan(&mut functions);
+        functions[..found]
+            .iter()
+            .flatten()
+            .find(|(_, kind)| *kind == DeviceType::EntropySource)
+            .map(|(function, _)| Offered::Pci(*function))
+    })?;
+    open(device, None)
+}
+
 /// Binds the manifest's devices to the VMM's, filling in `info`'s device
 /// table. `mmio` are the devices the command line announced.
-pub(super) fn bind(manifest: &ManifestDesc, mmio: &[MmioDevice], info: &mut BootInfo) {
+pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &mut BootInfo) {
+    {
+        let mut announced = ANNOUNCED.0.borrow_mut();
+        let count = mmio.len().min(MAX_MMIO_DEVICES);
+        announced.0[..count].copy_from_slice(&mmio[..count]);
+        announced.1 = count;
+    }
+    let Some(manifest) = manifest else {
+        return;
+    };
     let count = (manifest.count as usize).min(MAX_DEVICES);
     if count == 0 {
         return;
@@ -159,7 +197,7 @@ pub(super) fn bind(manifest: &ManifestDesc, mmio: &[MmioDevice], info: &mut Boot
             missing(kind, name, flag)
         };
         let vector = DEVICE_VECTOR_BASE + index as u8;
-        let Some(mut transport) = open(device, vector) else {
+        let Some(mut transport) = open(device, Some(vector)) else {
             missing(kind, name, flag)
         };
         let mut device_info = DeviceInfo {
@@ -216,8 +254,9 @@ fn probe_mmio(device: &MmioDevice) -> Option<DeviceType> {
     }
 }
 
-/// The transport of `device`, with its interrupt routed to `vector`.
-fn open(device: Offered, vector: u8) -> Option<DeviceTransport> {
+/// The transport of `device`, with its interrupt routed to `vector` (or
+/// left off, for a device that is polled).
+fn open(device: Offered, vector: Option<u8>) -> Option<DeviceTransport> {
     match device {
         Offered::Mmio(mmio) => {
             let header = NonNull::new(core::ptr::with_exposed_provenance_mut::<VirtIOHeader>(
@@ -227,7 +266,9 @@ fn open(device: Offered, vector: u8) -> Option<DeviceTransport> {
             // `probe_mmio` for `mmio.size` bytes, used only by this
             // transport from now on.
             let transport = unsafe { MmioTransport::new(header, mmio.size as usize) }.ok()?;
-            super::ioapic::route(mmio.irq, vector);
+            if let Some(vector) = vector {
+                super::ioapic::route(mmio.irq, vector);
+            }
             Some(DeviceTransport {
                 inner: SomeTransport::Mmio(transport),
                 vectors: None,
@@ -236,7 +277,7 @@ fn open(device: Offered, vector: u8) -> Option<DeviceTransport> {
         Offered::Pci(function) => {
             let mut root = PciRoot::new(PortCam);
             pci::enable(&mut root, function);
-            let vectors = pci::enable_msix(&mut root, function, vector);
+            let vectors = vector.and_then(|vector| pci::enable_msix(&mut root, function, vector));
             let transport = PciTransport::new::<VirtioHal, PortCam>(&mut root, function).ok()?;
             Some(DeviceTransport {
                 inner: SomeTransport::Pci(transport),

@@ -32,6 +32,7 @@ mod manifest;
 mod net;
 mod pci;
 mod ring0;
+mod rng;
 mod serial;
 mod syscall;
 mod transport;
@@ -41,6 +42,7 @@ use atoll_abi::net::NetRing;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 pub(crate) use exit::{abort, halt};
+pub(crate) use rng::fill_entropy as fill_entropy_from_device;
 pub(crate) use serial::write as console_write;
 
 use super::pvh_cmdline;
@@ -68,9 +70,7 @@ pub(super) fn start() {
     info.cmdline = atoll_abi::GuestAddr(args.as_ptr() as u64);
     info.cmdline_len = parsed.args_len as u64;
     info.argc = parsed.argc as u64;
-    if let Some(manifest) = manifest::manifest() {
-        devices::bind(&manifest, &parsed.mmio[..parsed.mmio_count], info);
-    }
+    devices::bind(manifest::manifest().as_ref(), &parsed.mmio[..parsed.mmio_count], info);
 }
 
 /// Nanoseconds since the Unix epoch: the wall time read at boot plus the

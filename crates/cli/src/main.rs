@@ -75,10 +75,12 @@ Cloud Hypervisor (both need KVM). The VMM is looked for on PATH (Firecracker
 and Cloud Hypervisor also in ../shared/vmm next to the Atoll repository). Its
 serial port is the console, shown terminal-safe on stdout with fault reports
 named from the kernel's symbols; its last line, `atoll: halted with status
-N`, becomes atoll's exit status. Devices go to the VMM in the order the app
-declares them. Boot arguments travel on the kernel command line, so they
-cannot hold spaces. --dry-run prints the command (and Firecracker's
-configuration file) as a shell script instead of running it.
+N`, becomes atoll's exit status (without it: 254, or 128+N if the VMM was
+killed by signal N; SIGINT, SIGTERM and SIGHUP stop the VMM, and atoll exits
+128+N). Devices go to the VMM in the order the app declares them. Boot
+arguments travel on the kernel command line, so they cannot hold spaces.
+--dry-run prints the command (and Firecracker's configuration file) as a
+shell script instead of running it.
 
 With --target unix, a --release build runs under atoll-spt, which confines it
 before its first instruction (the way to run it in production); a debug build

@@ -123,12 +123,6 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         disk.path = check_disk(disk)?;
     }
 
-    let program = match find_vmm(vmm) {
-        Ok(program) => program,
-        // What would run: whoever copies the line may have it on PATH.
-        Err(_) if args.dry_run => PathBuf::from(vmm.program_name()),
-        Err(e) => return Err(e),
-    };
     let kvm = kvm_usable();
     let accel = match (vmm, &kvm) {
         (_, Ok(())) => Accel::Kvm,
@@ -141,6 +135,12 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
             )
             .into())
         }
+    };
+    let program = match find_vmm(vmm) {
+        Ok(program) => program,
+        // What would run: whoever copies the line may have it on PATH.
+        Err(_) if args.dry_run => PathBuf::from(vmm.program_name()),
+        Err(e) => return Err(e),
     };
     let boot_args = match auto {
         Some(_) => network::guest_args(args),
@@ -182,9 +182,9 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         return Ok(0);
     }
 
-    let accel_text = match (&kvm, vmm) {
-        (Ok(()), _) => "with KVM".to_owned(),
-        (Err(why), _) => format!("with TCG, emulated and slow ({why})"),
+    let accel_text = match &kvm {
+        Ok(()) => "with KVM".to_owned(),
+        Err(why) => format!("with TCG, emulated and slow ({why})"),
     };
     let machine_text = match vmm {
         Vmm::Qemu => format!(
@@ -196,8 +196,8 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         ),
         _ => String::new(),
     };
-    eprintln!(
-        "atoll: booting on {}{machine_text} {accel_text}: {}",
+    let booting = format!(
+        "booting on {}{machine_text} {accel_text}: {}",
         vmm.title(),
         plan.program.display()
     );
@@ -206,11 +206,11 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         Some(device) => network::serve(
             args,
             device,
-            Box::new(move |_: &network::Namespace| start_vmm(vmm, &command, image, stats)),
+            Box::new(move |_: &network::Namespace| start_vmm(vmm, &command, image, stats, &booting)),
         ),
         None => {
             let mut signals = child::signals()?;
-            let running = start_vmm(vmm, &command, image, stats)?;
+            let running = start_vmm(vmm, &command, image, stats, &booting)?;
             child::wait(running, &mut signals, vmm.program_name())
         }
     }
@@ -399,13 +399,21 @@ impl Drop for ConfigFile {
     }
 }
 
-/// Starts the VMM: its console through the [`console`] filter to our
-/// stdout, its stderr to ours, each by a thread of its own.
-fn start_vmm(vmm: Vmm, command: &VmmCommand, image: Vec<u8>, stats: bool) -> Result<Box<dyn Running>, CliError> {
+/// Starts the VMM, saying `booting` first: its console through the
+/// [`console`] filter to our stdout, its stderr to ours, each by a thread
+/// of its own.
+fn start_vmm(
+    vmm: Vmm,
+    command: &VmmCommand,
+    image: Vec<u8>,
+    stats: bool,
+    booting: &str,
+) -> Result<Box<dyn Running>, CliError> {
     let config = match &command.config {
         Some((path, json)) => Some(ConfigFile::write(path, json)?),
         None => None,
     };
+    say(booting);
     let before = getrusage(UsageWho::RUSAGE_CHILDREN).ok();
     let started = Instant::now();
     let mut child = Command::new(&command.program)
@@ -808,7 +816,7 @@ mod tests {
             args: vec!["-c".into(), script.into()],
             config: None,
         };
-        let mut running = start_vmm(Vmm::Qemu, &command, Vec::new(), false).unwrap();
+        let mut running = start_vmm(Vmm::Qemu, &command, Vec::new(), false, "booting on sh").unwrap();
         let started = Instant::now();
         let status = loop {
             if let Some(status) = running.child().try_wait().unwrap() {

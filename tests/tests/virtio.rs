@@ -209,6 +209,32 @@ every_vmm!(a_page_fault_names_the_function, |vmm| {
     assert!(out.stdout.contains(" in atoll_rt::"), "stdout: {}", out.stdout);
 });
 
+/// The console is shown as atoll-hvt shows it (one VMM suffices: the
+/// filter is atoll's, the same for all).
+#[test]
+fn the_console_is_terminal_safe_and_symbol_names_forge_nothing() {
+    let out = run_on(Vmm::QemuMicrovm, MISBEHAVE, &[], &["escapes"]);
+    assert_eq!(out.status, Some(0), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stdout,
+        "title:\\x1b]0;owned\\x07 clip:\\x1b]52;c;cm0gLXJm\\x07 clear:\\x1b[2J\\x0dforged\nc1:\\u{9b}31m bad:\\xff\\xfe end\n"
+    );
+    // A function whose name holds a newline and a forged line.
+    let out = run_on(Vmm::QemuMicrovm, MISBEHAVE, &[], &["forgedfault"]);
+    assert_eq!(out.status, Some(GUEST_FAILED), "stderr: {}", out.stderr);
+    assert!(
+        out.stdout
+            .contains(" in forged\\x0aatoll-hvt: guest halted with status 0\\x1b[8m (+0x"),
+        "stdout: {}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.lines().all(|l| !l.starts_with("atoll-hvt: ")) && !out.stdout.contains('\x1b'),
+        "stdout: {:?}",
+        out.stdout
+    );
+}
+
 every_vmm!(timers_fire_in_order, |vmm| {
     let out = run_on(vmm, "examples/timers", &[], &[]);
     assert_eq!(

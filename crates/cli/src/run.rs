@@ -106,7 +106,7 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
 /// The kernel's net devices (from its manifest note) that `devices` (the
 /// `--net:NAME=TAP` flags) leave unattached. A kernel that cannot be read
 /// or parsed has none here: the tender reports what is wrong with it.
-pub fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
+fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
     let Ok(image) = std::fs::read(kernel) else {
         return Vec::new();
     };

@@ -325,10 +325,20 @@ fn check_disk(disk: &BlockAttachment) -> Result<PathBuf, CliError> {
 /// Hypervisor) in `../shared/vmm` next to the repository `atoll` was built
 /// from, where this project keeps the builds its tests use.
 fn find_vmm(vmm: Vmm) -> Result<PathBuf, CliError> {
+    find_vmm_in(
+        vmm,
+        std::env::var_os("PATH").as_deref(),
+        &crate::repo_root().join("../shared/vmm"),
+    )
+}
+
+/// [`find_vmm`] with the search path `path` and the shared directory
+/// `shared`.
+fn find_vmm_in(vmm: Vmm, path: Option<&std::ffi::OsStr>, shared: &Path) -> Result<PathBuf, CliError> {
     let name = vmm.program_name();
-    let on_path = std::env::var_os("PATH")
+    let on_path = path
         .map(|path| {
-            std::env::split_paths(&path)
+            std::env::split_paths(path)
                 .map(|dir| dir.join(name))
                 .collect::<Vec<_>>()
         })
@@ -336,18 +346,18 @@ fn find_vmm(vmm: Vmm) -> Result<PathBuf, CliError> {
     if let Some(found) = on_path.into_iter().find(|p| is_executable(p)) {
         return Ok(found);
     }
-    if vmm != Vmm::Qemu {
-        let shared = crate::repo_root().join("../shared/vmm").join(name);
-        if is_executable(&shared) {
-            return Ok(shared.canonicalize().unwrap_or(shared));
-        }
-        return Err(format!(
-            "{name} is not on PATH nor in ../shared/vmm next to the Atoll repository; {}",
-            vmm.how_to_install()
-        )
-        .into());
+    if vmm == Vmm::Qemu {
+        return Err(format!("{name} is not on PATH; {}", vmm.how_to_install()).into());
     }
-    Err(format!("{name} is not on PATH; {}", vmm.how_to_install()).into())
+    let shared = shared.join(name);
+    if is_executable(&shared) {
+        return Ok(shared.canonicalize().unwrap_or(shared));
+    }
+    Err(format!(
+        "{name} is not on PATH nor in ../shared/vmm next to the Atoll repository; {}",
+        vmm.how_to_install()
+    )
+    .into())
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -778,23 +788,47 @@ mod tests {
     }
 
     #[test]
-    fn a_vmm_is_found_on_path_first() {
-        // `sh` stands in for a VMM: the lookup is the same.
-        let found = std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join("sh"))
-                    .find(|p| is_executable(p))
-            })
-            .unwrap_or_default();
-        assert!(found.is_some());
-        let err = find_vmm(Vmm::Qemu).map_or_else(|e| e.0, |_| String::new());
-        if !err.is_empty() {
-            assert!(
-                err.contains("apt-get install --no-install-recommends qemu-system-x86"),
-                "{err}"
-            );
+    fn a_vmm_is_found_on_path_first_then_in_the_shared_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (bin, shared, empty) = (
+            dir.path().join("bin"),
+            dir.path().join("shared"),
+            dir.path().join("empty"),
+        );
+        for d in [&bin, &shared, &empty] {
+            std::fs::create_dir(d).unwrap();
         }
+        let program = |d: &Path, name: &str, mode: u32| {
+            std::fs::write(d.join(name), "").unwrap();
+            std::fs::set_permissions(d.join(name), std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        program(&shared, "firecracker", 0o755);
+        let path = std::env::join_paths([&empty, &bin]).unwrap();
+        assert_eq!(
+            find_vmm_in(Vmm::Firecracker, Some(&path), &shared).unwrap(),
+            shared.canonicalize().unwrap().join("firecracker")
+        );
+        // A file that is not executable is not a VMM.
+        program(&bin, "firecracker", 0o644);
+        assert!(find_vmm_in(Vmm::Firecracker, Some(&path), &shared).is_ok_and(|p| p.starts_with(&shared)));
+        program(&bin, "firecracker", 0o755);
+        assert_eq!(
+            find_vmm_in(Vmm::Firecracker, Some(&path), &shared).unwrap(),
+            bin.join("firecracker")
+        );
+        // QEMU is looked for on PATH only; what is missing says where to get it.
+        program(&shared, "qemu-system-x86_64", 0o755);
+        assert_eq!(
+            find_vmm_in(Vmm::Qemu, Some(&path), &shared).unwrap_err().0,
+            "qemu-system-x86_64 is not on PATH; install Debian's qemu-system-x86 \
+             (`apt-get install --no-install-recommends qemu-system-x86`)"
+        );
+        let err = find_vmm_in(Vmm::CloudHypervisor, None, &empty).unwrap_err().0;
+        assert!(
+            err.starts_with("cloud-hypervisor is not on PATH nor in ../shared/vmm")
+                && err.contains("https://github.com/cloud-hypervisor/cloud-hypervisor/releases"),
+            "{err}"
+        );
     }
 
     #[test]

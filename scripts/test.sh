@@ -5,7 +5,9 @@
 # x86_64-unknown-none target, a C toolchain for linking host binaries, and
 # the network tools the networking tests and the HTTP benchmark run inside
 # their own network namespaces (ip, curl, ping, nc, dnsmasq, wrk, nginx,
-# hping3 for the SYN-flood and fragment tests, prlimit for the memory ones).
+# hping3 for the SYN-flood and fragment tests, prlimit for the memory ones),
+# and QEMU, which the virtio platform's tests boot the kernel on
+# (Firecracker and Cloud Hypervisor are used from ../shared/vmm when there).
 # Packages that would start a system service are installed with services
 # held off, so nothing ends up listening on the host.
 #
@@ -63,6 +65,10 @@ need nginx nginx-light
 need valgrind valgrind
 need gdb gdb
 need unshare util-linux
+# `atoll run --target virtio` boots kernels on QEMU's microvm and q35
+# machines (tests/tests/virtio.rs); without recommends it leaves out the GUI
+# and the extra block drivers.
+need qemu-system-x86_64 qemu-system-x86
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     command -v apt-get >/dev/null || fail "need ${missing[*]} and there is no apt-get to install them"

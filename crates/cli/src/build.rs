@@ -37,10 +37,12 @@ pub const UNIX_DEBUG_RUSTFLAGS_CONFIG: &str =
 
 /// The arguments that make `cargo build` build for `platform` (in the
 /// release profile or not): its target, and its flags for that target only.
-/// The one place either platform's build is defined.
+/// The one place each platform's build is defined. `virtio` builds exactly
+/// what `hvt` builds, the same file: one kernel boots on atoll-hvt and, at
+/// its PVH entry, on standard VMMs.
 pub fn cargo_target_args(platform: Platform, release: bool) -> [&'static str; 4] {
     match (platform, release) {
-        (Platform::Hvt, _) => ["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG],
+        (Platform::Hvt | Platform::Virtio, _) => ["--target", HVT_TARGET, "--config", HVT_RUSTFLAGS_CONFIG],
         (Platform::Unix, true) => ["--target", UNIX_TARGET, "--config", UNIX_RUSTFLAGS_CONFIG],
         (Platform::Unix, false) => ["--target", UNIX_TARGET, "--config", UNIX_DEBUG_RUSTFLAGS_CONFIG],
     }
@@ -158,6 +160,11 @@ mod tests {
         let hvt = cargo_target_args(Platform::Hvt, true);
         assert_eq!(hvt[..2], ["--target", "x86_64-unknown-none"]);
         assert!(hvt[3].starts_with("target.x86_64-unknown-none.rustflags=") && hvt[3].contains("atoll.ld"));
+        assert_eq!(cargo_target_args(Platform::Virtio, true), hvt);
+        assert_eq!(
+            cargo_target_args(Platform::Virtio, false),
+            cargo_target_args(Platform::Hvt, false)
+        );
         let unix = cargo_target_args(Platform::Unix, true);
         assert_eq!(unix[..2], ["--target", "x86_64-unknown-linux-gnu"]);
         assert!(unix[3].starts_with("target.x86_64-unknown-linux-gnu.rustflags="));

@@ -15,10 +15,13 @@
 //!   network device the command line does not attach, `run` instead sets
 //!   the network up itself (a namespace with a TAP device, see [`network`]),
 //!   runs the unikernel there as a child, and publishes the guest's port on
-//!   the host's loopback ([`forward`]).
+//!   the host's loopback ([`forward`]). With `--target virtio` it boots the
+//!   same kernel file on QEMU, Firecracker or Cloud Hypervisor as a child,
+//!   showing its console and exiting with the status the guest reports
+//!   there ([`virtio`]).
 //!
 //! What it deliberately leaves out: it is a thin driver over `cargo`,
-//! `atoll-hvt` and the unix executable, not a build system. It adds no cargo
+//! `atoll-hvt`, the unix executable and the VMMs, not a build system. It adds no cargo
 //! features, runs no post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
@@ -26,10 +29,12 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod child;
 mod forward;
 mod network;
 mod new;
 mod run;
+mod virtio;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -58,10 +63,24 @@ pub enum Command {
     Build(BuildArgs),
     /// Build the app at DIR and boot it.
     #[command(after_help = "\
-Devices the app declares are attached with --net:NAME=TAP (a TAP interface)
-and --block:NAME=FILE (a disk image; --block-ro:NAME=FILE read-only), given
-before `--`; they go to the tender (or, with --target unix, the executable)
-as they are.
+Devices the app declares are attached with --net:NAME=TAP (a TAP interface;
+--net-mac:NAME=MAC sets the guest's MAC) and --block:NAME=FILE (a disk image;
+--block-ro:NAME=FILE read-only), given before `--`; they go to the tender (or,
+with --target unix, the executable) as they are.
+
+With --target virtio, the kernel atoll-hvt runs (the same file) boots on a
+standard VMM instead: QEMU (the default; -M microvm, or --machine q35), with
+KVM if /dev/kvm is usable and else with TCG (emulated, slow), Firecracker or
+Cloud Hypervisor (both need KVM). The VMM is looked for on PATH (Firecracker
+and Cloud Hypervisor also in ../shared/vmm next to the Atoll repository). Its
+serial port is the console, shown terminal-safe on stdout with fault reports
+named from the kernel's symbols; its last line, `atoll: halted with status
+N`, becomes atoll's exit status (without it: 254, or 128+N if the VMM was
+killed by signal N; SIGINT, SIGTERM and SIGHUP stop the VMM, and atoll exits
+128+N). Devices go to the VMM in the order the app declares them. Boot
+arguments travel on the kernel command line, so they cannot hold spaces.
+--dry-run prints the command (and Firecracker's configuration file) as a
+shell script instead of running it.
 
 With --target unix, a --release build runs under atoll-spt, which confines it
 before its first instruction (the way to run it in production); a debug build
@@ -93,13 +112,24 @@ pub struct BuildArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub build: BuildArgs,
-    /// Guest memory in MiB (the tender's default if absent; on unix, the
-    /// bound on the process's address space).
+    /// Guest memory in MiB (the tender's default if absent, 32; on unix,
+    /// the bound on the process's address space).
     #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..))]
     pub mem: Option<u32>,
-    /// Print the tender's statistics line to standard error at exit.
+    /// Print the tender's statistics line to standard error at exit (with
+    /// --target virtio: time, the VMM's CPU time and console bytes).
     #[arg(long)]
     pub stats: bool,
+    /// With --target virtio: the VMM to boot on [default: qemu].
+    #[arg(long, value_enum, value_name = "VMM")]
+    pub vmm: Option<virtio::Vmm>,
+    /// With --target virtio and QEMU: the machine type [default: microvm].
+    #[arg(long, value_enum, value_name = "MACHINE")]
+    pub machine: Option<virtio::Machine>,
+    /// With --target virtio: print the VMM's command line (and
+    /// Firecracker's configuration) as a shell script, and run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// With a network `atoll run` sets up: forward 127.0.0.1:HOST_PORT to
     /// the guest's GUEST_PORT, or `none` [default: 8080:80].
     #[arg(long, value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
@@ -107,9 +137,9 @@ pub struct RunArgs {
     /// Boot arguments for the unikernel.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
-    /// `--net:NAME=TAP`, `--block:NAME=FILE` and `--block-ro:NAME=FILE`,
-    /// taken out of the command line before clap sees it (see
-    /// [`split_device_flags`]).
+    /// `--net:NAME=TAP`, `--net-mac:NAME=MAC`, `--block:NAME=FILE` and
+    /// `--block-ro:NAME=FILE`, taken out of the command line before clap
+    /// sees it (see [`split_device_flags`]).
     #[arg(skip)]
     pub devices: Vec<String>,
 }
@@ -150,6 +180,9 @@ pub enum Platform {
     Hvt,
     /// An ordinary Linux process, confined with seccomp.
     Unix,
+    /// Standard VMMs (QEMU, Firecracker, Cloud Hypervisor): the hvt
+    /// kernel, booted at its PVH entry.
+    Virtio,
 }
 
 /// An error to show the user: the text after `atoll: `, one or two lines.
@@ -176,9 +209,9 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The device-flag prefixes passed through to the tender.
-const DEVICE_FLAG_PREFIXES: [&str; 3] = ["--net:", "--block:", "--block-ro:"];
+const DEVICE_FLAG_PREFIXES: [&str; 4] = ["--net:", "--net-mac:", "--block:", "--block-ro:"];
 
-/// Takes `--net:`, `--block:` and `--block-ro:NAME=VALUE` out of `argv` (only
+/// Takes `--net:`, `--net-mac:`, `--block:` and `--block-ro:NAME=VALUE` out of `argv` (only
 /// before a `--`, after which everything belongs to the unikernel). clap
 /// cannot express an option whose name carries a parameter, and the tender
 /// owns their meaning, so they are only checked for shape here.
@@ -201,6 +234,7 @@ pub fn split_device_flags(argv: Vec<OsString>) -> Result<(Vec<OsString>, Vec<Str
                         "`{text}` is not a device flag; write {prefix}NAME=VALUE, e.g. {}",
                         match kind {
                             "net" => "--net:service=tap0",
+                            "net-mac" => "--net-mac:service=02:00:00:00:00:01",
                             "block-ro" => "--block-ro:data=disk.img",
                             _ => "--block:data=disk.img",
                         }
@@ -337,6 +371,42 @@ mod tests {
     }
 
     #[test]
+    fn target_virtio_takes_a_vmm_a_machine_and_dry_run() {
+        let cli = parse(argv(&[
+            "atoll",
+            "run",
+            "--target",
+            "virtio",
+            "--vmm",
+            "cloud-hypervisor",
+            "--machine=q35",
+            "--dry-run",
+            "--net-mac:service=02:00:00:00:00:01",
+            "app",
+        ]))
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run: {cli:?}")
+        };
+        assert_eq!(run.build.target, Platform::Virtio);
+        assert_eq!(run.vmm, Some(virtio::Vmm::CloudHypervisor));
+        assert_eq!(run.machine, Some(virtio::Machine::Q35));
+        assert!(run.dry_run);
+        assert_eq!(run.devices, ["--net-mac:service=02:00:00:00:00:01"]);
+        for vmm in ["qemu", "firecracker"] {
+            assert!(parse(argv(&["atoll", "run", "--target=virtio", "--vmm", vmm])).is_ok());
+        }
+        let cli = parse(argv(&["atoll", "build", "--target=virtio"])).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Build(BuildArgs {
+                target: Platform::Virtio,
+                ..
+            })
+        ));
+    }
+
+    #[test]
     fn run_without_dir_or_args() {
         let cli = parse(argv(&["atoll", "run"])).unwrap();
         let Command::Run(run) = cli.command else {
@@ -352,7 +422,11 @@ mod tests {
         for bad in [
             &["atoll", "run", "--mem=0"][..],
             &["atoll", "run", "--mem=lots"],
-            &["atoll", "run", "--target=virtio"],
+            &["atoll", "run", "--target=kvm"],
+            &["atoll", "run", "--vmm=bochs"],
+            &["atoll", "run", "--machine=pc"],
+            &["atoll", "build", "--vmm=qemu"],
+            &["atoll", "build", "--dry-run"],
             &["atoll", "build", "--stats"],
             &["atoll", "run", "--net:service"],
             &["atoll", "run", "--block:=disk.img"],

@@ -3,8 +3,8 @@
 //!
 //! The guest gets a network namespace of its own, `atoll-PID`, holding TAP
 //! device [`TAP`] (the host side is [`HOST_CIDR`], the guest
-//! [`GUEST_ADDR`]). The tender (or the unix executable) runs inside it as
-//! a child (`ip netns exec`), and [`crate::forward`] publishes the guest's
+//! [`GUEST_ADDR`]). The tender (or the unix executable, or the VMM) runs
+//! inside it as a child (`ip netns exec`), and [`crate::forward`] publishes the guest's
 //! port on the host's loopback. Nothing touches the host's own interfaces, routes or
 //! firewall, and the namespace (with its TAP device) is deleted however the
 //! run ends: normally, by a signal forwarded to the unikernel, or on an
@@ -16,18 +16,14 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sched::CloneFlags;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
-use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
 
+use crate::child::{self, Running, Tender};
 use crate::run::Launch;
 use crate::{forward, CliError, Publish, RunArgs};
 
@@ -39,8 +35,6 @@ pub const HOST_CIDR: &str = "10.77.0.1/24";
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
 /// The guest's boot arguments that configure its address.
 pub const GUEST_ARGS: [&str; 2] = ["--ipv4=10.77.0.2/24", "--ipv4-gateway=10.77.0.1"];
-/// Signals passed on to the unikernel, which stops cleanly on each.
-const STOP_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
 
 /// A network namespace, deleted (with the devices in it) when dropped.
 #[derive(Debug)]
@@ -126,11 +120,48 @@ fn ip(args: &[&str]) -> Result<(), CliError> {
     Err(format!("`ip {}` failed: {why}", args.join(" ")).into())
 }
 
-/// Runs the unikernel (`launch`: the tender, or the unix executable)
-/// inside a fresh namespace with its net device `device` on the TAP device
-/// there, publishes the guest's port and waits. Returns the unikernel's
-/// exit status (128 + N if signal N ended it).
-pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliError> {
+/// The name of the namespace `atoll run` makes: `atoll-PID`.
+pub fn namespace_name() -> String {
+    format!("atoll-{}", std::process::id())
+}
+
+/// The guest's boot arguments with its address first.
+pub fn guest_args(args: &RunArgs) -> Vec<OsString> {
+    GUEST_ARGS
+        .iter()
+        .map(OsString::from)
+        .chain(args.args.iter().cloned())
+        .collect()
+}
+
+/// What runs the unikernel with its net device `device` on [`TAP`] inside
+/// namespace `namespace` ([`Namespace::command`]), with [`guest_args`].
+pub type Start<'a> = dyn FnOnce(&Namespace) -> Result<Box<dyn Running>, CliError> + 'a;
+
+/// A tender or unix executable (`launch`), with `--net:DEVICE=atoll0`.
+pub fn start_tender<'a>(launch: &'a Launch, args: &'a RunArgs, device: &'a str) -> Box<Start<'a>> {
+    Box::new(move |namespace: &Namespace| {
+        let guest_args = guest_args(args);
+        let mut command = namespace.command(&launch.program);
+        command
+            .arg(format!("--net:{device}={TAP}"))
+            .args(launch.args(&guest_args))
+            .stdin(Stdio::null());
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start {} in namespace {}: {e}",
+                launch.program.display(),
+                namespace.name()
+            )
+        })?;
+        Ok(Box::new(Tender(child)) as Box<dyn Running>)
+    })
+}
+
+/// Runs the unikernel (started by `start`) inside a fresh namespace with
+/// its net device `device` on the TAP device there, publishes the guest's
+/// port and waits. Returns the exit status [`Running::finish`] gives.
+pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, CliError> {
     if let Some(own) = args.args.iter().find(|a| a.to_string_lossy().starts_with("--ipv4")) {
         return Err(format!(
             "`{}`: `atoll run` gives the guest {GUEST_ADDR} itself; to choose the address, attach a TAP \
@@ -148,8 +179,7 @@ pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliErr
     }
     // From here on a Ctrl-C must not kill us before the namespace is gone:
     // stop signals are collected and passed on to the unikernel.
-    let mut signals = Signals::new(STOP_SIGNALS.iter().copied().chain([SIGCHLD]))
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
+    let mut signals = child::signals()?;
     let publish = args.publish.unwrap_or(Publish::DEFAULT);
     let listener = match publish {
         Publish::Ports { host_port, .. } => Some(TcpListener::bind((Ipv4Addr::LOCALHOST, host_port)).map_err(|e| {
@@ -165,26 +195,14 @@ pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliErr
         Publish::None => None,
     };
 
-    let namespace = Namespace::create(&format!("atoll-{}", std::process::id()))?;
+    let namespace = Namespace::create(&namespace_name())?;
     namespace.add_tap(TAP, HOST_CIDR)?;
     let netns = Arc::new(namespace.open()?);
-    if let Some(signal) = signals.pending().find(|s| STOP_SIGNALS.contains(s)) {
+    if let Some(signal) = signals.pending().find(|s| child::STOP_SIGNALS.contains(s)) {
         return Ok(128 + signal as u8);
     }
 
-    let guest_args: Vec<OsString> = GUEST_ARGS.iter().map(OsString::from).collect();
-    let mut command = namespace.command(&launch.program);
-    command
-        .arg(format!("--net:{device}={TAP}"))
-        .args(launch.args(guest_args.iter().chain(&args.args)))
-        .stdin(Stdio::null());
-    let mut child = command.spawn().map_err(|e| {
-        format!(
-            "cannot start {} in namespace {}: {e}",
-            launch.program.display(),
-            namespace.name()
-        )
-    })?;
+    let mut running = start(&namespace)?;
 
     if let (Some(listener), Publish::Ports { host_port, guest_port }) = (listener, publish) {
         let guest = SocketAddr::from((GUEST_ADDR, guest_port));
@@ -195,8 +213,8 @@ pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliErr
             })
         };
         if let Err(e) = forward::spawn(listener, Arc::new(connect), forward::MAX_CONNECTIONS) {
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = running.child().kill();
+            let _ = running.child().wait();
             return Err(format!("cannot start forwarding 127.0.0.1:{host_port}: {e}").into());
         }
         eprintln!(
@@ -211,55 +229,14 @@ pub fn serve(launch: &Launch, args: &RunArgs, device: &str) -> Result<u8, CliErr
         );
     }
 
-    let status = wait_passing_signals(&mut child, &mut signals)
-        .map_err(|e| format!("cannot wait for {}: {e}", launch.program.display()))?;
+    let status = child::wait(running, &mut signals, "the unikernel");
     drop(namespace);
-    Ok(exit_code(status))
-}
-
-/// Waits for `child`, passing every stop signal we receive on to it. Both
-/// happen on this thread, so a signal can never be sent to a reaped (and
-/// possibly reused) pid.
-fn wait_passing_signals(child: &mut Child, signals: &mut Signals) -> std::io::Result<ExitStatus> {
-    let pid = Pid::from_raw(child.id() as i32);
-    loop {
-        // Checked before every wait, as SIGCHLDs coalesce and the child
-        // may have ended while we were passing a signal on.
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        for signal in signals.wait() {
-            if STOP_SIGNALS.contains(&signal) {
-                if let Ok(signal) = Signal::try_from(signal) {
-                    // The child is not reaped yet (try_wait said so), so
-                    // the pid is still ours.
-                    let _ = kill(pid, signal);
-                }
-            }
-        }
-    }
-}
-
-/// A shell's view of an exit status: the code, or 128 + the signal.
-fn exit_code(status: ExitStatus) -> u8 {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => code as u8,
-        (None, Some(signal)) => 128u8.wrapping_add(signal as u8),
-        (None, None) => 1,
-    }
+    status
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_follow_the_shell() {
-        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
-        assert_eq!(exit_code(ExitStatus::from_raw(130 << 8)), 130);
-        // Killed by SIGKILL (9).
-        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
-    }
 
     #[test]
     fn a_failing_ip_command_is_quoted_with_its_reason() {

@@ -7,7 +7,8 @@
 //! [OPTIONS] EXECUTABLE -- ARGS`, which confines it before it starts; a
 //! debug unix build (dynamically linked, for valgrind and gdb) runs by
 //! itself, `APP [OPTIONS] -- ARGS`, with the same options (it parses the
-//! tender's command line).
+//! tender's command line). On `virtio` it is a VMM, run as a child
+//! ([`crate::virtio`]).
 
 use std::ffi::OsString;
 use std::io;
@@ -69,8 +70,10 @@ impl Launch {
 /// when it could not run) is ours. With an automatic network the unikernel
 /// runs as a child instead and its exit status is returned.
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
+    crate::virtio::check_options(args)?;
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
+        (Platform::Virtio, _) => return crate::virtio::run(args, &kernel),
         (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender")?),
         // The production path: confined before its first instruction.
         (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt")?),
@@ -90,7 +93,7 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
             let error = Command::new(&launch.program).args(launch.args(&args.args)).exec();
             Err(format!("cannot start {}: {error}", launch.program.display()).into())
         }
-        [device] => crate::network::serve(&launch, args, device),
+        [device] => crate::network::serve(args, device, crate::network::start_tender(&launch, args, device)),
         several => Err(format!(
             "the app has net devices {}; `atoll run` sets up one by itself, so attach the others with \
              --net:NAME=TAP",

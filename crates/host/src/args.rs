@@ -133,7 +133,9 @@ pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, S
     }
 }
 
-fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
+/// `arg` as a device flag, `None` if it is not one, an error if it is a
+/// malformed one (one line).
+pub fn device_flag(arg: &str) -> Result<Option<DeviceFlag>, String> {
     let (kind, read_only, spec) = if let Some(spec) = arg.strip_prefix("--net:") {
         (DeviceKind::Net, false, spec)
     } else if let Some(spec) = arg.strip_prefix("--block:") {

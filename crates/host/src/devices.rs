@@ -110,7 +110,9 @@ pub fn attach(
 }
 
 /// Every declared device attached with the right kind, and nothing else.
-fn check(manifest: &[ManifestDevice], flags: &[DeviceFlag]) -> Result<(), DeviceError> {
+/// `atoll run --target virtio` checks with it too, before a VMM opens the
+/// devices.
+pub fn check(manifest: &[ManifestDevice], flags: &[DeviceFlag]) -> Result<(), DeviceError> {
     for wanted in manifest {
         let Some(flag) = flags.iter().find(|f| f.name == wanted.name) else {
             return Err(DeviceError::Missing {

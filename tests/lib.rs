@@ -13,14 +13,20 @@
 //! [`net`] adds networks: a namespace per test with a TAP device, a
 //! unikernel booted there in the background, and clients run inside it.
 //!
+//! [`Vmm`] runs the same hvt kernel file on a standard VMM, the way a user
+//! does: `atoll run --target virtio`.
+//!
 //! What this deliberately leaves out: skipping. A test that cannot get what
-//! it needs (KVM, root for namespaces, curl) fails and says what is missing.
+//! it needs (KVM, root for namespaces, curl, QEMU) fails and says what is
+//! missing. The one exception: Firecracker and Cloud Hypervisor cannot be
+//! installed from Debian, so where neither `PATH` nor `../shared/vmm` has
+//! them their tests say so in one line and pass ([`Vmm::present`]).
 
 pub mod net;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -101,6 +107,82 @@ impl Platform {
             }
         };
         command.arg("--").args(args);
+        command
+    }
+}
+
+/// A standard VMM (and QEMU machine) that boots the hvt kernel file at its
+/// PVH entry: the virtio platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vmm {
+    QemuMicrovm,
+    QemuQ35,
+    QemuPc,
+    Firecracker,
+    CloudHypervisor,
+}
+
+impl Vmm {
+    /// The `atoll run` options that choose it.
+    pub fn options(self) -> &'static [&'static str] {
+        match self {
+            Vmm::QemuMicrovm => &["--vmm", "qemu", "--machine", "microvm"],
+            Vmm::QemuQ35 => &["--vmm", "qemu", "--machine", "q35"],
+            Vmm::QemuPc => &["--vmm", "qemu", "--machine", "pc"],
+            Vmm::Firecracker => &["--vmm", "firecracker"],
+            Vmm::CloudHypervisor => &["--vmm", "cloud-hypervisor"],
+        }
+    }
+
+    /// A short name for tables and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Vmm::QemuMicrovm => "QEMU microvm",
+            Vmm::QemuQ35 => "QEMU q35",
+            Vmm::QemuPc => "QEMU pc",
+            Vmm::Firecracker => "Firecracker",
+            Vmm::CloudHypervisor => "Cloud Hypervisor",
+        }
+    }
+
+    /// Whether the machine has it. QEMU is always wanted: a missing one
+    /// fails its tests (with atoll's message saying what to install).
+    /// Firecracker and Cloud Hypervisor are looked for as `atoll` looks:
+    /// on PATH, then in ../shared/vmm; without them this says so on
+    /// stderr (past the test harness's capture) and returns `false`.
+    pub fn present(self) -> bool {
+        let name = match self {
+            Vmm::QemuMicrovm | Vmm::QemuQ35 | Vmm::QemuPc => return true,
+            Vmm::Firecracker => "firecracker",
+            Vmm::CloudHypervisor => "cloud-hypervisor",
+        };
+        let on_path = std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()));
+        if on_path || repo_root().join("../shared/vmm").join(name).is_file() {
+            return true;
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "virtio: skipped {self:?}: no `{name}` on PATH or in ../shared/vmm next to the repository"
+        );
+        false
+    }
+
+    /// `atoll run --release --target virtio VMM-OPTIONS OPTIONS DIR -- ARGS`
+    /// from the repository root, as `program` (or `ip netns exec NS atoll`,
+    /// see [`net::Namespace::command`]). The app is built first (see
+    /// [`guest`]), so the run's own build is a no-op.
+    pub fn command(self, wrap: impl FnOnce(&Path) -> Command, dir: &str, options: &[&str], args: &[&str]) -> Command {
+        guest(Platform::Hvt, dir);
+        let mut command = wrap(atoll_bin());
+        command
+            .current_dir(repo_root())
+            .args(["run", "--release", "--target", "virtio"])
+            .args(self.options())
+            .args(options)
+            .arg(dir)
+            .arg("--")
+            .args(args);
         command
     }
 }

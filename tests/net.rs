@@ -387,6 +387,12 @@ impl<'ns> Server<'ns> {
         let mut all_options = vec![net.as_str()];
         all_options.extend_from_slice(options);
         let command = platform.command(|program| ns.command(program), &kernel, &all_options, args);
+        Server::spawn(ns, command)
+    }
+
+    /// Starts `command` (which runs in `ns`: see [`Namespace::command`])
+    /// and waits as [`Server::boot`] does.
+    pub fn spawn(ns: &'ns Namespace, command: Command) -> Server<'ns> {
         let process = Background::spawn(command);
         let addr = process.wait_for_line(LISTEN_TIMEOUT, listening_addr);
         Server { process, ns, addr }

@@ -69,7 +69,7 @@ Devices the app declares are attached with --net:NAME=TAP (a TAP interface;
 with --target unix, the executable) as they are.
 
 With --target virtio, the kernel atoll-hvt runs (the same file) boots on a
-standard VMM instead: QEMU (the default; -M microvm, or --machine q35), with
+standard VMM instead: QEMU (the default; -M microvm, or --machine q35 or pc), with
 KVM if /dev/kvm is usable and else with TCG (emulated, slow), Firecracker or
 Cloud Hypervisor (both need KVM). The VMM is looked for on PATH (Firecracker
 and Cloud Hypervisor also in ../shared/vmm next to the Atoll repository). Its
@@ -424,7 +424,7 @@ mod tests {
             &["atoll", "run", "--mem=lots"],
             &["atoll", "run", "--target=kvm"],
             &["atoll", "run", "--vmm=bochs"],
-            &["atoll", "run", "--machine=pc"],
+            &["atoll", "run", "--machine=isapc"],
             &["atoll", "build", "--vmm=qemu"],
             &["atoll", "build", "--dry-run"],
             &["atoll", "build", "--stats"],

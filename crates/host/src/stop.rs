@@ -121,6 +121,34 @@ pub fn name(signal: i32) -> &'static str {
     }
 }
 
+/// Has the process `command` starts killed (SIGKILL) when the calling
+/// thread's process ends, however it ends: a child such as a VMM must not
+/// outlive the program that started it (one killed with SIGKILL cannot pass
+/// a stop on), holding its TAP, disk files and namespace. The death signal
+/// follows the thread that spawns the child, so call this from one that
+/// lives as long as the program (its main thread). If the parent is already
+/// gone when the child starts, the spawn fails.
+pub fn end_with_parent(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: getpid takes no arguments.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the hook runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed: prctl and getppid with integer
+    // arguments, and building an io::Error from errno, which does not
+    // allocate.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

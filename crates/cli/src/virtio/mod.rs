@@ -426,7 +426,9 @@ fn start_vmm(
     say(booting);
     let before = getrusage(UsageWho::RUSAGE_CHILDREN).ok();
     let started = Instant::now();
-    let mut child = Command::new(&command.program)
+    let mut vmm_command = Command::new(&command.program);
+    atoll_host::stop::end_with_parent(&mut vmm_command);
+    let mut child = vmm_command
         .args(&command.args)
         // The guest reads no input, and a VMM given a terminal on stdin
         // would put it in raw mode (Ctrl-C would no longer stop us).

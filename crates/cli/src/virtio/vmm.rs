@@ -78,15 +78,23 @@ impl Vmm {
 pub enum Machine {
     /// No PCI, no firmware to speak of: virtio-mmio devices, fastest boot.
     Microvm,
-    /// A modern PC (SeaBIOS, PCI): virtio-pci devices.
+    /// A modern PC (SeaBIOS, PCI Express): virtio-pci devices.
     Q35,
+    /// The older i440FX PC (SeaBIOS, PCI): virtio-pci devices.
+    Pc,
 }
 
 impl Machine {
-    fn name(self) -> &'static str {
+    /// The `-M` value. microvm with ACPI (its default since QEMU 6.0)
+    /// describes its virtio-mmio devices only in ACPI tables and adds no
+    /// `virtio_mmio.device=` words to the command line
+    /// (`microvm_fix_kernel_cmdline` runs only without ACPI); the guest
+    /// reads no ACPI, so it would find no devices.
+    fn qemu_machine(self) -> &'static str {
         match self {
-            Machine::Microvm => "microvm",
+            Machine::Microvm => "microvm,acpi=off",
             Machine::Q35 => "q35",
+            Machine::Pc => "pc",
         }
     }
 }
@@ -278,7 +286,7 @@ impl Plan {
     /// (checked with `info qtree`); on q35 each `-device` takes the next
     /// free PCI slot.
     fn qemu_args(&self) -> Vec<OsString> {
-        let mut out: Vec<String> = vec!["-M".into(), self.machine.name().into()];
+        let mut out: Vec<String> = vec!["-M".into(), self.machine.qemu_machine().into()];
         out.extend(
             match self.accel {
                 Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
@@ -302,7 +310,7 @@ impl Plan {
         );
         let (net_device, blk_device, rom) = match self.machine {
             Machine::Microvm => ("virtio-net-device", "virtio-blk-device", ""),
-            Machine::Q35 => ("virtio-net-pci", "virtio-blk-pci", ",romfile="),
+            Machine::Q35 | Machine::Pc => ("virtio-net-pci", "virtio-blk-pci", ",romfile="),
         };
         for net in &self.net {
             let id = format!("net-{}", net.name);
@@ -596,7 +604,7 @@ mod tests {
         assert_eq!(command.program, Path::new("/usr/bin/qemu-system-x86_64"));
         assert_eq!(
             words(&command).join(" "),
-            "-M microvm -accel kvm -cpu host -m 32 -display none -nodefaults -no-reboot -serial stdio \
+            "-M microvm,acpi=off -accel kvm -cpu host -m 32 -display none -nodefaults -no-reboot -serial stdio \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel /k/hello -append -- a b"
         );
         assert_eq!(command.config, None);

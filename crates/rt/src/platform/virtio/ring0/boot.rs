@@ -116,6 +116,9 @@ pub(super) extern "C" fn boot(start_info: u32) -> ! {
     // addresses as the early ones.
     unsafe { tables.activate() };
     let clocks = clock::calibrate();
+    if clocks.tsc_hz < 1_000_000 {
+        stop("cannot tell the TSC's frequency: no CPUID leaf, kvmclock or PIT gives it");
+    }
     super::services::init_apic(clocks.tsc_deadline, clocks.tsc_hz);
 
     // SAFETY: ring 3 is not running yet; this is the only reference.

@@ -180,21 +180,48 @@ fn crystal() -> Option<u64> {
         .then(|| u64::from(leaf.ecx) * u64::from(leaf.ebx) / u64::from(leaf.eax))
 }
 
-/// Times 10 ms of the PIT's channel 2 (1.193182 MHz) in TSC ticks.
+/// Times at least 10 ms of the PIT (1.193182 MHz) in TSC ticks.
+///
+/// Channel 0, read by latching its count, not channel 2's output through
+/// port 0x61: QEMU's `microvm` has the PIT but no port 0x61 (it reads as
+/// all ones, which would end the wait at once and make the TSC look a
+/// hundred times slower than it is).
 fn pit_calibration() -> u64 {
     const PIT_HZ: u64 = 1_193_182;
-    const COUNT: u64 = PIT_HZ / 100;
-    // Gate on, speaker off; channel 2, lobyte/hibyte, mode 0.
-    outb(0x61, (inb(0x61) & !0x02) | 0x01);
-    outb(0x43, 0xB0);
-    outb(0x42, (COUNT & 0xFF) as u8);
-    outb(0x42, (COUNT >> 8) as u8);
+    const TICKS: u64 = PIT_HZ / 100;
+    // Channel 0, low then high byte, mode 2 (rate generator), count 65536
+    // (written as 0): it counts down and reloads, one wrap per 55 ms.
+    outb(0x43, 0x34);
+    outb(0x40, 0);
+    outb(0x40, 0);
+    let read = || {
+        // Latch channel 0's count, then read it low byte first.
+        outb(0x43, 0x00);
+        let low = inb(0x40);
+        let high = inb(0x40);
+        u16::from_le_bytes([low, high])
+    };
+    let mut last = read();
     let start = rdtsc();
-    let mut spins = 0u64;
-    while inb(0x61) & 0x20 == 0 && spins < 100_000_000 {
-        spins += 1;
+    let mut elapsed = 0u64;
+    let mut reads = 0u32;
+    // Each read is three exits, far less than a wrap; the bound on reads
+    // only keeps a PIT that never moves from hanging the boot.
+    while elapsed < TICKS && reads < 10_000_000 {
+        let now = read();
+        elapsed += u64::from(last.wrapping_sub(now));
+        last = now;
+        reads += 1;
     }
-    (rdtsc() - start) * 100
+    let tsc = rdtsc() - start;
+    // Stop it: mode 0 counts down once and stays.
+    outb(0x43, 0x30);
+    outb(0x40, 0);
+    outb(0x40, 0);
+    if elapsed == 0 {
+        return 0;
+    }
+    u64::try_from(u128::from(tsc) * u128::from(PIT_HZ) / u128::from(elapsed)).unwrap_or(u64::MAX)
 }
 
 /// The CMOS real-time clock, as seconds since the epoch (0 if it reads

@@ -194,7 +194,7 @@ fn clock_ticks_per_s() -> u64 {
 }
 
 /// Runs wrk in `ns` against `url`.
-fn wrk(ns: &Namespace, url: &str, connections: u32, duration_s: u32) -> Result<Wrk, String> {
+pub(crate) fn wrk(ns: &Namespace, url: &str, connections: u32, duration_s: u32) -> Result<Wrk, String> {
     let threads = connections.min(2).to_string();
     let connections_text = connections.to_string();
     let duration = format!("{duration_s}s");

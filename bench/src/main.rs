@@ -22,6 +22,11 @@
 //! store costs on the host: formatting, a clean log, a torn or damaged one
 //! ([`kv_open`]).
 //!
+//! `cargo run --release -p atoll-bench -- virtio` boots the hvt kernel of
+//! `examples/hello` on QEMU microvm (and Firecracker and Cloud Hypervisor
+//! where present) beside the same VMM booting a kernel that only halts, and
+//! loads `examples/slides` on them beside atoll-hvt ([`virtio`]).
+//!
 //! What it deliberately leaves out: statistical tests between two commits
 //! (run it on each and compare).
 #![forbid(unsafe_code)]
@@ -30,6 +35,7 @@ mod http;
 mod kv;
 mod kv_open;
 mod memory;
+mod virtio;
 
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
@@ -75,6 +81,18 @@ enum Bench {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         puts: u32,
     },
+    /// Boot to exit of examples/hello on QEMU microvm, Firecracker and
+    /// Cloud Hypervisor against each booting a kernel that only halts, and
+    /// requests/s of examples/slides on them beside atoll-hvt (needs root,
+    /// QEMU and wrk).
+    Virtio {
+        /// Boots of each kernel on each VMM.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(20..=1000))]
+        runs: u32,
+        /// Seconds of load per concurrency level.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
+        duration_s: u32,
+    },
     /// Time to format and to open an atoll-kv store (clean, torn, damaged),
     /// on the host with an in-memory device.
     KvOpen {
@@ -91,6 +109,7 @@ fn main() -> ExitCode {
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
+        Bench::Virtio { runs, duration_s } => virtio::run(runs, duration_s).map(|report| print!("{report}")),
         Bench::Memory { connections } => memory::run(connections as usize).map(|report| print!("{report}")),
     };
     match result {

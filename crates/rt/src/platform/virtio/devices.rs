@@ -96,6 +96,16 @@ impl Table {
         })
     }
 
+    /// Whether a net device has frames waiting for a transmit buffer.
+    pub(super) fn transmit_blocked(&self) -> bool {
+        self.0.try_borrow().is_ok_and(|table| {
+            table
+                .iter()
+                .flatten()
+                .any(|bound| matches!(&bound.driver, Driver::Net(net) if net.transmit_blocked()))
+        })
+    }
+
     /// Runs `f` on every bound device (on none if the table is in use
     /// further up the stack).
     pub(super) fn each(&self, mut f: impl FnMut(&mut Bound)) {
@@ -271,17 +281,17 @@ fn open(device: Offered, vector: Option<u8>) -> Option<DeviceTransport> {
             }
             Some(DeviceTransport {
                 inner: SomeTransport::Mmio(transport),
-                vectors: None,
+                pci: None,
             })
         }
         Offered::Pci(function) => {
             let mut root = PciRoot::new(PortCam);
             pci::enable(&mut root, function);
-            let vectors = vector.and_then(|vector| pci::enable_msix(&mut root, function, vector));
+            let queues = pci::queues(&mut root, function, vector);
             let transport = PciTransport::new::<VirtioHal, PortCam>(&mut root, function).ok()?;
             Some(DeviceTransport {
                 inner: SomeTransport::Pci(transport),
-                vectors,
+                pci: queues,
             })
         }
     }

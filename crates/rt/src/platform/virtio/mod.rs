@@ -81,6 +81,10 @@ pub(crate) fn wall_clock_ns() -> u64 {
     WALL_NS.load(Ordering::Relaxed).saturating_add(since)
 }
 
+/// How soon a wait with frames stuck behind a full transmit queue looks
+/// again.
+const TRANSMIT_RETRY_NS: u64 = 200_000;
+
 /// Services the devices, then, unless a net device has received frames
 /// or `timeout_ns` is 0, sleeps in ring 0 until a device interrupts or
 /// `timeout_ns` passes, and services them again; returns the ready-device
@@ -90,6 +94,13 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
     if ready != 0 || timeout_ns == 0 {
         return ready;
     }
+    // Frames stuck behind a full transmit queue: look again soon, since
+    // no interrupt may say when the device is done with a buffer.
+    let timeout_ns = if devices::TABLE.transmit_blocked() {
+        timeout_ns.min(TRANSMIT_RETRY_NS)
+    } else {
+        timeout_ns
+    };
     let info = super::kernel::boot_info();
     let deadline = if timeout_ns == u64::MAX {
         u64::MAX

@@ -110,6 +110,15 @@ impl NetBackend {
         self.tx_free_count < QUEUE
     }
 
+    /// Whether frames wait in the ring with every device buffer in flight:
+    /// only a reclaim frees one, and on virtio-pci the transmit queue
+    /// raises no interrupt to say when (`transport.rs`).
+    pub(super) fn transmit_blocked(&self) -> bool {
+        // SAFETY: the rings' header, live for good (`new`'s contract).
+        let tx_head = unsafe { (&raw const (*self.ring).tx_head).read_volatile() };
+        self.tx_free_count == 0 && tx_head != self.tx_tail
+    }
+
     fn reclaim_transmitted(&mut self) {
         while let Some(token) = self.device.poll_transmit() {
             let index = self.tx_buffer_of[usize::from(token) % QUEUE];

@@ -8,8 +8,9 @@
 //!
 //! Interrupts are MSI-X, which Cloud Hypervisor's virtio-pci devices
 //! require: table entry 0 sends the device's vector to the boot CPU's
-//! local APIC, and every queue of the device uses that entry
-//! ([`QueueVectors`], written while virtio-drivers sets the queues up).
+//! local APIC, and every queue of the device that interrupts uses that
+//! entry ([`PciQueues`], which also notifies the queues without the two
+//! exits virtio-drivers spends on each notify).
 
 use virtio_drivers::transport::pci::bus::{BarInfo, Command, ConfigurationAccess, DeviceFunction, PciRoot};
 use virtio_drivers::transport::DeviceType;
@@ -103,41 +104,97 @@ pub(super) fn enable(root: &mut PciRoot<PortCam>, df: DeviceFunction) {
     );
 }
 
-/// Where each queue's MSI-X vector is written: the device's common
-/// configuration structure (virtio 1.x, 4.1.4.3), mapped for ring 3.
+/// What Atoll does to a virtio-pci device's queues itself rather than
+/// through virtio-drivers: route their interrupts (MSI-X vectors, written
+/// while virtio-drivers sets each queue up) and notify them.
+///
+/// virtio-drivers' `notify` selects the queue and reads its notify offset
+/// from the common configuration every time: two register accesses, each
+/// an exit to the VMM's user space, before the notify itself (which QEMU
+/// and Cloud Hypervisor serve in the kernel, through an ioeventfd). Here
+/// the offset is read once, when the queue is set up.
 #[derive(Debug)]
-pub(super) struct QueueVectors {
+pub(super) struct PciQueues {
+    /// The common configuration structure (virtio 1.x, 4.1.4.3), mapped.
     common_cfg: *mut u8,
+    /// The notification structure (4.1.4.4), mapped, and its multiplier.
+    notify: *mut u8,
+    notify_multiplier: u32,
+    /// Each queue's `queue_notify_off`, once set up.
+    notify_off: [Option<u16>; MAX_QUEUES],
+    /// MSI-X is on: queue interrupts go to table entry 0.
+    pub msix: bool,
 }
+
+/// Queues a device may have that Atoll drives (net: 2, block and rng: 1).
+const MAX_QUEUES: usize = 4;
 
 /// Offsets in `virtio_pci_common_cfg`.
 const QUEUE_SELECT: usize = 22;
 const QUEUE_MSIX_VECTOR: usize = 26;
+const QUEUE_NOTIFY_OFF: usize = 30;
+/// `VIRTIO_MSI_NO_VECTOR`.
+const NO_VECTOR: u16 = 0xffff;
 
-impl QueueVectors {
-    /// Points `queue` at MSI-X table entry 0.
-    pub(super) fn route(&self, queue: u16) {
+impl PciQueues {
+    /// Sets `queue` up: points it at MSI-X table entry 0 (with
+    /// `interrupts` false, at no vector: it raises none), and reads its
+    /// notify offset. Called before virtio-drivers enables the queue, as
+    /// the vector must be (virtio 1.x, 4.1.5.1.2).
+    pub(super) fn set_up(&mut self, queue: u16, interrupts: bool) {
+        let vector = if self.msix && interrupts { 0 } else { NO_VECTOR };
         // SAFETY: `common_cfg` is the device's mapped common configuration
-        // (at least 56 bytes); these are its 16-bit `queue_select` and
-        // `queue_msix_vector` fields, written volatile as device registers.
-        unsafe {
+        // (at least 56 bytes); these are its 16-bit `queue_select`,
+        // `queue_msix_vector` and `queue_notify_off` fields, accessed
+        // volatile as device registers.
+        let notify_off = unsafe {
             self.common_cfg.add(QUEUE_SELECT).cast::<u16>().write_volatile(queue);
-            self.common_cfg.add(QUEUE_MSIX_VECTOR).cast::<u16>().write_volatile(0);
+            self.common_cfg
+                .add(QUEUE_MSIX_VECTOR)
+                .cast::<u16>()
+                .write_volatile(vector);
+            self.common_cfg.add(QUEUE_NOTIFY_OFF).cast::<u16>().read_volatile()
+        };
+        if let Some(slot) = self.notify_off.get_mut(usize::from(queue)) {
+            *slot = Some(notify_off);
         }
     }
+
+    /// Tells the device `queue` has new buffers; `false` if the queue was
+    /// not set up here (the caller then notifies the slow way).
+    pub(super) fn notify(&self, queue: u16) -> bool {
+        let Some(Some(off)) = self.notify_off.get(usize::from(queue)).copied() else {
+            return false;
+        };
+        let offset = u64::from(off) * u64::from(self.notify_multiplier);
+        if offset + 2 > NOTIFY_MAPPED {
+            return false;
+        }
+        // SAFETY: `notify` is the device's mapped notification structure,
+        // of which [`NOTIFY_MAPPED`] bytes are mapped; the queue's 16-bit
+        // notify register lies within them (checked above).
+        unsafe { self.notify.add(offset as usize).cast::<u16>().write_volatile(queue) };
+        true
+    }
 }
+
+/// Bytes of the notification structure mapped: enough for the queues
+/// Atoll drives at any multiplier QEMU or Cloud Hypervisor uses (4 bytes).
+const NOTIFY_MAPPED: u64 = 4096;
 
 /// PCI capability IDs.
 const CAP_VENDOR: u8 = 0x09;
 const CAP_MSIX: u8 = 0x11;
-/// `cfg_type` of the common configuration (`VIRTIO_PCI_CAP_COMMON_CFG`).
+/// `cfg_type`s of virtio's vendor capabilities.
 const COMMON_CFG: u32 = 1;
+const NOTIFY_CFG: u32 = 2;
 
-/// Sets up MSI-X for `df`: entry 0 sends `vector` to the boot CPU, the
-/// function is unmasked and MSI-X enabled. Returns what the queues need to
-/// use it, or `None` if the device has no MSI-X (its interrupts then stay
-/// off, and it is polled at each wait).
-pub(super) fn enable_msix(root: &mut PciRoot<PortCam>, df: DeviceFunction, vector: u8) -> Option<QueueVectors> {
+/// Finds `df`'s common configuration and notification structures and maps
+/// them; with `vector`, also sets up MSI-X: entry 0 sends `vector` to the
+/// boot CPU, the function is unmasked and MSI-X enabled (without MSI-X
+/// the device's interrupts stay off, and it is polled at each wait).
+/// `None` if the device lacks the structures of a modern virtio device.
+pub(super) fn queues(root: &mut PciRoot<PortCam>, df: DeviceFunction, vector: Option<u8>) -> Option<PciQueues> {
     let caps: [Option<(u8, u8)>; 16] = {
         let mut caps = [None; 16];
         for (slot, cap) in caps.iter_mut().zip(root.capabilities(df)) {
@@ -146,17 +203,51 @@ pub(super) fn enable_msix(root: &mut PciRoot<PortCam>, df: DeviceFunction, vecto
         caps
     };
     let cam = PortCam;
-    let msix = caps.iter().flatten().find(|(_, id)| *id == CAP_MSIX)?.0;
-    let common = caps
-        .iter()
-        .flatten()
-        .find(|(offset, id)| *id == CAP_VENDOR && (cam.read_word(df, *offset) >> 24) & 0xff == COMMON_CFG)?;
-    let common_cfg = bar_address(root, df, (cam.read_word(df, common.0 + 4) & 0xff) as u8)?
-        .checked_add(u64::from(cam.read_word(df, common.0 + 8)))?;
-    let table = cam.read_word(df, msix + 4);
-    let table_address = bar_address(root, df, (table & 7) as u8)?.checked_add(u64::from(table & !7))?;
-    if !map_mmio(table_address, 16) || !map_mmio(common_cfg, 64) {
+    let virtio_cap = |cfg_type: u32| {
+        caps.iter()
+            .flatten()
+            .find(|(offset, id)| *id == CAP_VENDOR && (cam.read_word(df, *offset) >> 24) & 0xff == cfg_type)
+            .map(|(offset, _)| *offset)
+    };
+    // A vendor capability: bar at +4, offset within it at +8; the
+    // notification one adds its multiplier at +16.
+    let mut structure = |cap: u8| {
+        bar_address(root, df, (cam.read_word(df, cap + 4) & 0xff) as u8)?
+            .checked_add(u64::from(cam.read_word(df, cap + 8)))
+    };
+    let common = virtio_cap(COMMON_CFG)?;
+    let notify = virtio_cap(NOTIFY_CFG)?;
+    let common_cfg = structure(common)?;
+    let notify_address = structure(notify)?;
+    let notify_multiplier = cam.read_word(df, notify + 16);
+    if !map_mmio(common_cfg, 64) || !map_mmio(notify_address, NOTIFY_MAPPED) {
         return None;
+    }
+    let msix = match (vector, caps.iter().flatten().find(|(_, id)| *id == CAP_MSIX)) {
+        (Some(vector), Some(&(msix, _))) => enable_msix(root, df, msix, vector),
+        _ => false,
+    };
+    Some(PciQueues {
+        common_cfg: core::ptr::with_exposed_provenance_mut(common_cfg as usize),
+        notify: core::ptr::with_exposed_provenance_mut(notify_address as usize),
+        notify_multiplier,
+        notify_off: [None; MAX_QUEUES],
+        msix,
+    })
+}
+
+/// Sets MSI-X entry 0 of `df` (capability at `msix`) to send `vector` to
+/// the boot CPU and turns MSI-X on; `false` if its table cannot be mapped.
+fn enable_msix(root: &mut PciRoot<PortCam>, df: DeviceFunction, msix: u8, vector: u8) -> bool {
+    let mut cam = PortCam;
+    let table = cam.read_word(df, msix + 4);
+    let Some(table_address) =
+        bar_address(root, df, (table & 7) as u8).and_then(|bar| bar.checked_add(u64::from(table & !7)))
+    else {
+        return false;
+    };
+    if !map_mmio(table_address, 16) {
+        return false;
     }
     let entry = core::ptr::with_exposed_provenance_mut::<u32>(table_address as usize);
     // SAFETY: `entry` is MSI-X table entry 0, just mapped: message address
@@ -169,13 +260,10 @@ pub(super) fn enable_msix(root: &mut PciRoot<PortCam>, df: DeviceFunction, vecto
     }
     // Message control is the upper half of the capability's first word:
     // set MSI-X enable (bit 15), clear function mask (bit 14).
-    let mut cam = PortCam;
     let first = cam.read_word(df, msix);
     let control = ((first >> 16) | 0x8000) & !0x4000;
     cam.write_word(df, msix, (first & 0xffff) | (control << 16));
-    Some(QueueVectors {
-        common_cfg: core::ptr::with_exposed_provenance_mut(common_cfg as usize),
-    })
+    true
 }
 
 fn bar_address(root: &mut PciRoot<PortCam>, df: DeviceFunction, bar: u8) -> Option<u64> {

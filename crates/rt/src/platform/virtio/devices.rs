@@ -33,7 +33,7 @@ use super::net::NetBackend;
 use super::pci::{self, PortCam};
 use super::ring0::DEVICE_VECTOR_BASE;
 use super::syscall::map_mmio;
-use super::transport::DeviceTransport;
+use super::transport::{DeviceTransport, Doorbell, NotifyRegister};
 use crate::platform::pvh_cmdline::{MmioDevice, MAX_MMIO_DEVICES};
 
 /// A virtio device the VMM offers.
@@ -93,6 +93,16 @@ impl Table {
                 .iter()
                 .flatten()
                 .any(|bound| matches!(&bound.driver, Driver::Net(net) if net.transmitting()))
+        })
+    }
+
+    /// Whether a net device is up.
+    pub(super) fn has_net(&self) -> bool {
+        self.0.try_borrow().is_ok_and(|table| {
+            table
+                .iter()
+                .flatten()
+                .any(|bound| matches!(bound.driver, Driver::Net(_)))
         })
     }
 
@@ -279,9 +289,16 @@ fn open(device: Offered, vector: Option<u8>) -> Option<DeviceTransport> {
             if let Some(vector) = vector {
                 super::ioapic::route(mmio.irq, vector);
             }
+            let doorbell = Doorbell::new();
+            // `QueueNotify`, at 0x50 in every virtio-mmio version.
+            let queue_notify = core::ptr::with_exposed_provenance_mut::<u32>(mmio.base as usize + 0x50);
+            for queue in 0..4 {
+                doorbell.borrow_mut().set(queue, NotifyRegister::Mmio(queue_notify));
+            }
             Some(DeviceTransport {
                 inner: SomeTransport::Mmio(transport),
                 pci: None,
+                doorbell,
             })
         }
         Offered::Pci(function) => {
@@ -292,6 +309,7 @@ fn open(device: Offered, vector: Option<u8>) -> Option<DeviceTransport> {
             Some(DeviceTransport {
                 inner: SomeTransport::Pci(transport),
                 pci: queues,
+                doorbell: Doorbell::new(),
             })
         }
     }

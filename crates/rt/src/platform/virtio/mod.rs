@@ -81,6 +81,9 @@ pub(crate) fn wall_clock_ns() -> u64 {
     WALL_NS.load(Ordering::Relaxed).saturating_add(since)
 }
 
+/// How long a wait polls the net devices from ring 3 before it sleeps.
+const POLL_NS: u64 = 50_000;
+
 /// How soon a wait with frames stuck behind a full transmit queue looks
 /// again.
 const TRANSMIT_RETRY_NS: u64 = 200_000;
@@ -102,6 +105,18 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
         timeout_ns
     };
     let info = super::kernel::boot_info();
+    // Busy: look at the queues from ring 3 for a moment before sleeping in
+    // ring 0 (see [`POLL_NS`]).
+    let poll_until = super::kernel::rdtsc().saturating_add(info.tsc_hz / 1_000_000 * POLL_NS.min(timeout_ns) / 1000);
+    if devices::TABLE.has_net() {
+        while super::kernel::rdtsc() < poll_until {
+            let ready = service(0);
+            if ready != 0 {
+                return ready;
+            }
+            core::hint::spin_loop();
+        }
+    }
     let deadline = if timeout_ns == u64::MAX {
         u64::MAX
     } else {

@@ -6,15 +6,19 @@
 //! device owns (virtio-drivers' `VirtIONetRaw`, [`QUEUE`] buffers per
 //! direction): what the stack above sees does not change with the
 //! platform. A transmitted frame's buffer comes back when the device has
-//! used it; a received frame's buffer is posted again at once.
+//! used it; a received frame's buffer is posted again at once. The device
+//! is notified once per queue at the end of each service, not per buffer
+//! (`transport::Doorbell`).
 
 use alloc::boxed::Box;
+use alloc::rc::Rc;
+use core::cell::RefCell;
 
 use atoll_abi::net::{NetRing, NetSlot, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
 use virtio_drivers::device::net::VirtIONetRaw;
 
 use super::hal::VirtioHal;
-use super::transport::DeviceTransport;
+use super::transport::{DeviceTransport, Doorbell};
 
 /// Buffers per virtqueue.
 const QUEUE: usize = 64;
@@ -28,6 +32,8 @@ type Buffers = [[u8; BUFFER]; QUEUE];
 /// One net device's rings and driver.
 pub(super) struct NetBackend {
     device: VirtIONetRaw<VirtioHal, DeviceTransport, QUEUE>,
+    /// The device's notifications, rung once per queue per service.
+    doorbell: Rc<RefCell<Doorbell>>,
     ring: *mut NetRing,
     /// Frames sent from the ring so far (our copy of `tx_tail`).
     tx_tail: u32,
@@ -55,6 +61,7 @@ impl NetBackend {
     /// stay allocated and are touched by their owner only through raw
     /// pointers, for the rest of the program.
     pub(super) unsafe fn new(transport: DeviceTransport, ring: *mut NetRing) -> Result<NetBackend, Error> {
+        let doorbell = transport.doorbell.clone();
         let mut device = VirtIONetRaw::new(transport)?;
         let zeroed = || -> Box<Buffers> {
             // SAFETY: an array of bytes is valid all zero; `new_zeroed`
@@ -73,6 +80,8 @@ impl NetBackend {
         // An interrupt raised before its line was routed would otherwise
         // hold the line up unseen.
         device.ack_interrupt();
+        // From now on notifications wait for the end of each service.
+        doorbell.borrow_mut().deferring = true;
         let mut tx_free = [0u16; QUEUE];
         for (index, free) in tx_free.iter_mut().enumerate() {
             *free = index as u16;
@@ -81,6 +90,7 @@ impl NetBackend {
         let (tx_tail, rx_head) = unsafe { ((&raw const (*ring).tx_tail).read(), (&raw const (*ring).rx_head).read()) };
         Ok(NetBackend {
             device,
+            doorbell,
             ring,
             tx_tail,
             rx_head,
@@ -102,7 +112,9 @@ impl NetBackend {
         }
         self.reclaim_transmitted();
         self.transmit();
-        self.receive()
+        let ready = self.receive();
+        self.doorbell.borrow_mut().flush();
+        ready
     }
 
     /// Whether frames handed to the device are still in flight.

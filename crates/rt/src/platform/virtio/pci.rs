@@ -106,13 +106,15 @@ pub(super) fn enable(root: &mut PciRoot<PortCam>, df: DeviceFunction) {
 
 /// What Atoll does to a virtio-pci device's queues itself rather than
 /// through virtio-drivers: route their interrupts (MSI-X vectors, written
-/// while virtio-drivers sets each queue up) and notify them.
+/// while virtio-drivers sets each queue up) and find their notify
+/// registers.
 ///
 /// virtio-drivers' `notify` selects the queue and reads its notify offset
 /// from the common configuration every time: two register accesses, each
 /// an exit to the VMM's user space, before the notify itself (which QEMU
 /// and Cloud Hypervisor serve in the kernel, through an ioeventfd). Here
-/// the offset is read once, when the queue is set up.
+/// the offset is read once, when the queue is set up, and the transport's
+/// [`Doorbell`](super::transport::Doorbell) writes the register.
 #[derive(Debug)]
 pub(super) struct PciQueues {
     /// The common configuration structure (virtio 1.x, 4.1.4.3), mapped.
@@ -120,14 +122,9 @@ pub(super) struct PciQueues {
     /// The notification structure (4.1.4.4), mapped, and its multiplier.
     notify: *mut u8,
     notify_multiplier: u32,
-    /// Each queue's `queue_notify_off`, once set up.
-    notify_off: [Option<u16>; MAX_QUEUES],
     /// MSI-X is on: queue interrupts go to table entry 0.
     pub msix: bool,
 }
-
-/// Queues a device may have that Atoll drives (net: 2, block and rng: 1).
-const MAX_QUEUES: usize = 4;
 
 /// Offsets in `virtio_pci_common_cfg`.
 const QUEUE_SELECT: usize = 22;
@@ -138,10 +135,11 @@ const NO_VECTOR: u16 = 0xffff;
 
 impl PciQueues {
     /// Sets `queue` up: points it at MSI-X table entry 0 (with
-    /// `interrupts` false, at no vector: it raises none), and reads its
-    /// notify offset. Called before virtio-drivers enables the queue, as
-    /// the vector must be (virtio 1.x, 4.1.5.1.2).
-    pub(super) fn set_up(&mut self, queue: u16, interrupts: bool) {
+    /// `interrupts` false, at no vector: it raises none), and returns its
+    /// notify register (`None` if outside what is mapped). Called before
+    /// virtio-drivers enables the queue, as the vector must be (virtio 1.x,
+    /// 4.1.5.1.2).
+    pub(super) fn set_up(&mut self, queue: u16, interrupts: bool) -> Option<*mut u16> {
         let vector = if self.msix && interrupts { 0 } else { NO_VECTOR };
         // SAFETY: `common_cfg` is the device's mapped common configuration
         // (at least 56 bytes); these are its 16-bit `queue_select`,
@@ -155,26 +153,9 @@ impl PciQueues {
                 .write_volatile(vector);
             self.common_cfg.add(QUEUE_NOTIFY_OFF).cast::<u16>().read_volatile()
         };
-        if let Some(slot) = self.notify_off.get_mut(usize::from(queue)) {
-            *slot = Some(notify_off);
-        }
-    }
-
-    /// Tells the device `queue` has new buffers; `false` if the queue was
-    /// not set up here (the caller then notifies the slow way).
-    pub(super) fn notify(&self, queue: u16) -> bool {
-        let Some(Some(off)) = self.notify_off.get(usize::from(queue)).copied() else {
-            return false;
-        };
-        let offset = u64::from(off) * u64::from(self.notify_multiplier);
-        if offset + 2 > NOTIFY_MAPPED {
-            return false;
-        }
-        // SAFETY: `notify` is the device's mapped notification structure,
-        // of which [`NOTIFY_MAPPED`] bytes are mapped; the queue's 16-bit
-        // notify register lies within them (checked above).
-        unsafe { self.notify.add(offset as usize).cast::<u16>().write_volatile(queue) };
-        true
+        let offset = u64::from(notify_off) * u64::from(self.notify_multiplier);
+        // Within the mapped part of the notification structure.
+        (offset + 2 <= NOTIFY_MAPPED).then(|| self.notify.wrapping_add(offset as usize).cast::<u16>())
     }
 }
 
@@ -231,7 +212,6 @@ pub(super) fn queues(root: &mut PciRoot<PortCam>, df: DeviceFunction, vector: Op
         common_cfg: core::ptr::with_exposed_provenance_mut(common_cfg as usize),
         notify: core::ptr::with_exposed_provenance_mut(notify_address as usize),
         notify_multiplier,
-        notify_off: [None; MAX_QUEUES],
         msix,
     })
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # THE test command: formatting, lints, unit tests, and integration tests that
-# boot real unikernels under atoll-hvt and as unix processes. On a fresh Debian machine (root, with
+# boot real unikernels under atoll-hvt, as unix processes and on QEMU,
+# Firecracker and Cloud Hypervisor. On a fresh Debian machine (root, with
 # rustup) it installs what it needs first: the pinned toolchain and its
 # x86_64-unknown-none target, a C toolchain for linking host binaries, and
 # the network tools the networking tests and the HTTP benchmark run inside
@@ -103,7 +104,7 @@ for ws in "${GUEST_WORKSPACES[@]}"; do
         -- -D warnings
 done
 
-step "cargo test (unit tests, then unikernels booted under atoll-hvt and as unix processes)"
+step "cargo test (unit tests, then unikernels booted under atoll-hvt, as unix processes, and on QEMU, Firecracker and Cloud Hypervisor)"
 cargo test --workspace
 
 step "all checks passed"

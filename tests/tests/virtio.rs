@@ -157,6 +157,25 @@ every_vmm!(a_page_fault_names_the_function, |vmm| {
     assert!(out.stdout.contains(" in atoll_rt::"), "stdout: {}", out.stdout);
 });
 
+every_vmm!(memory_protection_holds_as_on_hvt, |vmm| {
+    // W^X: code is not writable; the guard page below the stack; an
+    // invalid opcode. Each reported with the function, status 254.
+    for (mode, fault, function) in [
+        ("writetext", "page fault", "write_to_code"),
+        ("stackoverflow", "stack overflow", "recurse_forever"),
+        ("ud2", "invalid opcode", "invalid_opcode"),
+    ] {
+        let out = run_on(vmm, MISBEHAVE, &[], &[mode]);
+        assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: {}{}", out.stdout, out.stderr);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("atoll: guest fault: {fault}")))
+            .unwrap_or_else(|| panic!("{mode}: no fault line: {}", out.stdout));
+        assert!(line.contains(function), "{mode}: {line}");
+    }
+});
+
 /// The console is shown as atoll-hvt shows it (one VMM suffices: the
 /// filter is atoll's, the same for all).
 #[test]

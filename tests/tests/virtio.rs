@@ -784,3 +784,45 @@ fn without_rdrand_entropy_comes_from_virtio_rng() {
         out.stdout
     );
 }
+
+/// A virtio-pci device with only the legacy (0.9.5) interface, which
+/// virtio-drivers cannot drive: one line saying what to offer instead, and
+/// status 255, not a device said to be missing.
+#[test]
+fn a_legacy_only_pci_device_is_refused_in_one_line() {
+    let kernel = guest(Platform::Hvt, "tests/guests/devices");
+    let mut command = Command::new("qemu-system-x86_64");
+    let accel = if kvm_usable() {
+        ["-accel", "kvm", "-cpu", "host"]
+    } else {
+        ["-accel", "tcg", "-cpu", "max"]
+    };
+    command
+        .args(["-M", "pc"])
+        .args(accel)
+        .args([
+            "-m",
+            "32",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-device", "virtio-net-pci,disable-modern=on,romfile="])
+        .arg("-kernel")
+        .arg(&kernel)
+        .args(["-append", "--"]);
+    let out = atoll_tests::run(command);
+    assert_eq!(
+        out.stdout,
+        "atoll: the kernel needs net device 'service', and the VMM's virtio-net device for it is a legacy-only \
+         virtio-pci device; offer a virtio 1.x one (in QEMU, drop disable-modern=on)\natoll: halted with status 255\n",
+        "stderr: {}",
+        out.stderr
+    );
+    // isa-debug-exit: 2 × 255 + 1, truncated to a byte.
+    assert_eq!(out.status, Some(255), "stderr: {}", out.stderr);
+}

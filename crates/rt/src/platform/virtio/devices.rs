@@ -218,7 +218,10 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &
         };
         let vector = DEVICE_VECTOR_BASE + index as u8;
         let Some(mut transport) = open(device, Some(vector)) else {
-            missing(kind, name, flag)
+            match device {
+                Offered::Pci(_) => unusable(kind, name, flag),
+                Offered::Mmio(_) => missing(kind, name, flag),
+            }
         };
         let mut device_info = DeviceInfo {
             name: entry.name,
@@ -246,6 +249,24 @@ fn missing(kind: DeviceKind, name: &str, what: &str) -> ! {
              --target virtio` attaches --{}:{name}=...; QEMU's microvm lists its devices only with acpi=off)",
             kind.name(),
             kind.name()
+        ),
+    );
+    super::exit::say(line.as_str());
+    super::exit::power_off(atoll_abi::exit::TENDER_ERROR as u32)
+}
+
+/// Stops the boot: the VMM's device for `name` is a virtio-pci device
+/// without the virtio 1.x interface, which virtio-drivers needs (its
+/// legacy interface fixes each queue's size, and the drivers' queues have
+/// sizes of their own).
+fn unusable(kind: DeviceKind, name: &str, what: &str) -> ! {
+    let mut line = crate::panic::FixedBuf::<256>::new();
+    let _ = core::fmt::Write::write_fmt(
+        &mut line,
+        format_args!(
+            "the kernel needs {} device '{name}', and the VMM's {what} for it is a legacy-only virtio-pci device; \
+             offer a virtio 1.x one (in QEMU, drop disable-modern=on)",
+            kind.name(),
         ),
     );
     super::exit::say(line.as_str());

@@ -408,10 +408,37 @@ impl<'ns> Server<'ns> {
         self.ns.run("curl", args)
     }
 
+    /// `curl -sS --max-time 10 -w '\n%{http_code}' ARGS URL` inside the
+    /// namespace, for `path`: the body and the HTTP status. Fails the test
+    /// if curl fails.
+    pub fn fetch(&self, args: &[&str], path: &str) -> (String, String) {
+        let url = self.url(path);
+        let mut all = vec!["-sS", "--max-time", "10", "-w", "\n%{http_code}"];
+        all.extend_from_slice(args);
+        all.push(&url);
+        let out = self.curl(&all);
+        assert_eq!(out.status, Some(0), "curl {all:?}: {}", out.stderr);
+        let (body, status) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
+        (body.to_string(), status.to_string())
+    }
+
     /// Stops the unikernel with SIGTERM and returns what it did.
     pub fn stop(self) -> Outcome {
         self.process.stop()
     }
+}
+
+/// The names `ip netns list` shows.
+pub fn namespaces() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// `ADDR:PORT` from a line `... listening on http://ADDR:PORT/`.

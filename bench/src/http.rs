@@ -366,23 +366,12 @@ fn report(rows: &[Row], duration_s: u32, page_bytes: usize, sizes_kib: &[(Platfo
          off, over a veth pair. Executables: {}.",
         sizes.join(", ")
     );
-    let _ = writeln!(
-        out,
-        "\nMachine: {}; Linux {}; {} cores.",
-        crate::cpu_model(),
-        crate::kernel_release(),
-        crate::cores()
-    );
-    let _ = writeln!(
-        out,
-        "Commit {}; command `cargo run --release -p atoll-bench -- http{}`.",
-        crate::git_commit(),
-        if duration_s == 5 {
-            String::new()
-        } else {
-            format!(" --duration-s {duration_s}")
-        }
-    );
+    let command = if duration_s == 5 {
+        "cargo run --release -p atoll-bench -- http".to_owned()
+    } else {
+        format!("cargo run --release -p atoll-bench -- http --duration-s {duration_s}")
+    };
+    let _ = write!(out, "\n{}", crate::footer(&command));
     out
 }
 

@@ -338,6 +338,17 @@ fn percentile<T: Copy + Ord + Default>(values: &[T], p: usize) -> T {
     sorted[rank - 1]
 }
 
+/// The report's last lines: the machine, then the commit and `command`.
+fn footer(command: &str) -> String {
+    format!(
+        "Machine: {}; Linux {}; {} cores.\nCommit {}; command `{command}`.\n",
+        cpu_model(),
+        kernel_release(),
+        cores(),
+        git_commit()
+    )
+}
+
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()

@@ -259,13 +259,6 @@ fn report(
         "\nwrk: {duration_s} s per level, threads = min(2, connections), run in the server's network namespace \
          over its TAP; a fresh boot per level; the VMMs as `atoll run --target virtio` starts them (KVM)."
     );
-    let _ = writeln!(
-        out,
-        "\nMachine: {}; Linux {}; {} cores.",
-        crate::cpu_model(),
-        crate::kernel_release(),
-        crate::cores()
-    );
     let mut command = String::from("cargo run --release -p atoll-bench -- virtio");
     if runs != 30 {
         let _ = write!(command, " --runs {runs}");
@@ -273,7 +266,7 @@ fn report(
     if duration_s != 5 {
         let _ = write!(command, " --duration-s {duration_s}");
     }
-    let _ = writeln!(out, "Commit {}; command `{command}`.", crate::git_commit());
+    let _ = write!(out, "\n{}", crate::footer(&command));
     out
 }
 

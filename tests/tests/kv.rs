@@ -21,16 +21,9 @@ fn boot_kv_with<'ns>(platform: Platform, ns: &'ns Namespace, flag: &str, disk: &
     Server::boot(platform, ns, TAP, KV, &[block.as_str()], &STATIC_IPV4_ARGS)
 }
 
-/// `curl -s -o - -w '%{http_code}' ARGS URL`: the body followed by the status.
+/// The body and the HTTP status of `path` (see [`Server::fetch`]).
 fn curl(server: &Server, args: &[&str], path: &str) -> (String, String) {
-    let url = server.url(path);
-    let mut all = vec!["-sS", "--max-time", "10", "-w", "\n%{http_code}"];
-    all.extend_from_slice(args);
-    all.push(&url);
-    let out = server.curl(&all);
-    assert_eq!(out.status, Some(0), "curl {all:?}: {}", out.stderr);
-    let (body, status) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
-    (body.to_string(), status.to_string())
+    server.fetch(args, path)
 }
 
 both_platforms!(acknowledged_writes_survive_a_kill_and_a_reboot, |platform| {

@@ -15,7 +15,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use atoll_tests::net::{Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{namespaces, Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{both_platforms, repo_root, Outcome, Platform};
 
 const SLIDES: &str = "examples/slides";
@@ -388,19 +388,6 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port()
-}
-
-/// The names `ip netns list` shows.
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
 }
 
 both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platform| {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use atoll_tests::net::Background;
+use atoll_tests::net::{namespaces, Background};
 use atoll_tests::net::{Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{atoll, atoll_bin, guest, repo_root, Outcome, Platform, Vmm};
 
@@ -393,16 +393,7 @@ every_vmm!(
         std::fs::File::create(&disk).unwrap().set_len(4 << 20).unwrap();
         let block = format!("--block:data={}", disk.display());
         let ns = Namespace::with_tap();
-        let curl = |server: &Server, args: &[&str], path: &str| {
-            let url = server.url(path);
-            let mut all = vec!["-sS", "--max-time", "10", "-w", "\n%{http_code}"];
-            all.extend_from_slice(args);
-            all.push(&url);
-            let out = server.curl(&all);
-            assert_eq!(out.status, Some(0), "curl {all:?}: {}", out.stderr);
-            let (body, status) = out.stdout.rsplit_once('\n').unwrap_or(("", &out.stdout));
-            (body.to_owned(), status.to_owned())
-        };
+        let curl = |server: &Server, args: &[&str], path: &str| server.fetch(args, path);
 
         let server = serve(vmm, &ns, "examples/kv", &[&block]);
         for i in 0..20 {
@@ -436,19 +427,6 @@ every_vmm!(
         assert_eq!(curl(&server, &[], "/kv/key3").1, "404", "a deleted key came back");
     }
 );
-
-/// The names `ip netns list` shows.
-fn namespaces() -> Vec<String> {
-    let out = Command::new("ip")
-        .args(["netns", "list"])
-        .output()
-        .expect("ip netns list");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_owned)
-        .collect()
-}
 
 /// `atoll run --dry-run` for `vmm` with the `devices` guest's two devices
 /// attached and arguments `a` and `it's`: the printed script, and the kernel
@@ -718,22 +696,14 @@ fn without_kvm_qemu_falls_back_to_tcg_and_the_others_refuse() {
     assert!(out.stderr.contains("firecracker=1\n"), "{}", out.stderr);
 }
 
-/// A CPU without `rdrand` (QEMU's emulated `qemu64`, which `atoll run`
-/// does not choose, so QEMU is started directly): entropy then comes from
-/// the VMM's virtio-rng device, and without one the guest says which
-/// device to add.
-#[test]
-fn without_rdrand_entropy_comes_from_virtio_rng() {
-    let kernel = guest(Platform::Hvt, MISBEHAVE);
-    let qemu = |extra: &[&str]| {
-        let mut command = Command::new("qemu-system-x86_64");
-        command.args([
-            "-M",
-            "microvm,acpi=off",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "qemu64",
+/// Runs QEMU itself (for what `atoll run` never asks of it): `machine`
+/// options, the console and exit port `atoll run` also gives, `extra`
+/// devices, `kernel` with command line `append`.
+fn qemu_directly(machine: &[&str], extra: &[&str], kernel: &Path, append: &str) -> Outcome {
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args(machine)
+        .args([
             "-m",
             "32",
             "-display",
@@ -742,15 +712,25 @@ fn without_rdrand_entropy_comes_from_virtio_rng() {
             "-no-reboot",
             "-serial",
             "stdio",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        ]);
-        command
-            .args(extra)
-            .arg("-kernel")
-            .arg(&kernel)
-            .args(["-append", "-- random"]);
-        atoll_tests::run(command)
+        ])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(extra)
+        .arg("-kernel")
+        .arg(kernel)
+        .args(["-append", append]);
+    atoll_tests::run(command)
+}
+
+/// A CPU without `rdrand` (QEMU's emulated `qemu64`, which `atoll run`
+/// does not choose, so QEMU is started directly): entropy then comes from
+/// the VMM's virtio-rng device, and without one the guest says which
+/// device to add.
+#[test]
+fn without_rdrand_entropy_comes_from_virtio_rng() {
+    let kernel = guest(Platform::Hvt, MISBEHAVE);
+    let qemu = |extra: &[&str]| {
+        let cpu = ["-M", "microvm,acpi=off", "-accel", "tcg", "-cpu", "qemu64"];
+        qemu_directly(&cpu, extra, &kernel, "-- random")
     };
     let out = qemu(&["-device", "virtio-rng-device"]);
     let line = out
@@ -791,31 +771,13 @@ fn without_rdrand_entropy_comes_from_virtio_rng() {
 #[test]
 fn a_legacy_only_pci_device_is_refused_in_one_line() {
     let kernel = guest(Platform::Hvt, "tests/guests/devices");
-    let mut command = Command::new("qemu-system-x86_64");
-    let accel = if kvm_usable() {
-        ["-accel", "kvm", "-cpu", "host"]
+    let machine = if kvm_usable() {
+        ["-M", "pc", "-accel", "kvm", "-cpu", "host"]
     } else {
-        ["-accel", "tcg", "-cpu", "max"]
+        ["-M", "pc", "-accel", "tcg", "-cpu", "max"]
     };
-    command
-        .args(["-M", "pc"])
-        .args(accel)
-        .args([
-            "-m",
-            "32",
-            "-display",
-            "none",
-            "-nodefaults",
-            "-no-reboot",
-            "-serial",
-            "stdio",
-        ])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .args(["-device", "virtio-net-pci,disable-modern=on,romfile="])
-        .arg("-kernel")
-        .arg(&kernel)
-        .args(["-append", "--"]);
-    let out = atoll_tests::run(command);
+    let legacy_nic = ["-device", "virtio-net-pci,disable-modern=on,romfile="];
+    let out = qemu_directly(&machine, &legacy_nic, &kernel, "--");
     assert_eq!(
         out.stdout,
         "atoll: the kernel needs net device 'service', and the VMM's virtio-net device for it is a legacy-only \

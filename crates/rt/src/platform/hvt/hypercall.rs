@@ -25,11 +25,11 @@ pub(super) fn console_flush() {
 /// The one port write every hypercall is: `eax` = the argument struct's
 /// address (or 0).
 fn out(call: Hypercall, eax: u32) {
+    // The asm is not `nomem`, so the compiler neither caches memory across
+    // it nor drops earlier writes.
     // SAFETY: an `out` to a hypercall port only exits to the tender, which
     // touches nothing but the argument struct at `eax` (exclusively
-    // borrowed by `hypercall`'s caller) and the shared rings, after
-    // bounds-checking them. The asm is not `nomem`, so the compiler neither
-    // caches memory across it nor drops earlier writes.
+    // borrowed by the caller) and the shared rings, after checking bounds.
     unsafe {
         core::arch::asm!(
             "out dx, eax",

@@ -33,7 +33,7 @@ use super::net::NetBackend;
 use super::pci::{self, PortCam};
 use super::ring0::DEVICE_VECTOR_BASE;
 use super::syscall::map_mmio;
-use super::transport::{DeviceTransport, Doorbell, NotifyRegister};
+use super::transport::{DeviceTransport, Doorbell, NotifyRegister, MAX_QUEUES};
 use crate::platform::pvh_cmdline::{MmioDevice, MAX_MMIO_DEVICES};
 
 /// A virtio device the VMM offers.
@@ -313,7 +313,7 @@ fn open(device: Offered, vector: Option<u8>) -> Option<DeviceTransport> {
             let doorbell = Doorbell::new();
             // `QueueNotify`, at 0x50 in every virtio-mmio version.
             let queue_notify = core::ptr::with_exposed_provenance_mut::<u32>(mmio.base as usize + 0x50);
-            for queue in 0..4 {
+            for queue in 0..MAX_QUEUES as u16 {
                 doorbell.borrow_mut().set(queue, NotifyRegister::Mmio(queue_notify));
             }
             Some(DeviceTransport {

@@ -10,13 +10,13 @@ use super::ring0::{SERVICE_HALT_FOREVER, SERVICE_MAP_MMIO, SERVICE_WAIT};
 
 fn call(service: u64, a: u64, b: u64) -> u64 {
     let result: u64;
-    // SAFETY: the `ud2` at `atoll_service_call` enters ring 0's service
-    // dispatcher, which reads only its register arguments, touches no
-    // memory of ring 3's (it changes page tables only to map device
-    // registers, never memory that is mapped already) and returns with
-    // `iretq` past the `ud2`, to its `ret`, with the callee-saved registers
-    // preserved and the caller-saved ones listed as clobbered here. The
-    // `call` pushes a return address (there is no red zone on this target).
+    // Ring 0 changes page tables only to map device registers, never
+    // memory that is mapped already; it returns with `iretq` past the
+    // `ud2`, to its `ret`. The `call` pushes a return address (there is no
+    // red zone on this target).
+    // SAFETY: ring 0's dispatcher reads only its register arguments,
+    // touches no memory of ring 3's, and preserves the callee-saved
+    // registers; the caller-saved ones are listed as clobbered here.
     unsafe {
         core::arch::asm!(
             "call atoll_service_call",

@@ -33,7 +33,7 @@ pub(super) struct DeviceTransport {
 }
 
 /// Queues a device may have whose notify register is known.
-const MAX_QUEUES: usize = 4;
+pub(super) const MAX_QUEUES: usize = 4;
 
 /// A queue's notify register: virtio-mmio's `QueueNotify` (one for all
 /// queues, written with the queue's index as a u32), or virtio-pci's

@@ -17,6 +17,8 @@
 //! * [`block`]: disk files and the service of `atoll_abi::block` batches.
 //! * [`net`]: TAP devices and the service of `atoll_abi::net` frame rings,
 //!   over any [`net::FrameMemory`] (a guest's memory, or the process's own).
+//! * [`caller_filter`]: running under a seccomp filter the caller (urunc)
+//!   installed, one that forbids our waits and our own filter.
 //! * [`sandbox`]: the seccomp rules both confine themselves with, the unix
 //!   platform's filter and its violation report.
 //! * [`peak_rss`]: the process's own peak memory, for `--stats`.
@@ -32,6 +34,7 @@
 
 pub mod args;
 pub mod block;
+pub mod caller_filter;
 pub mod devices;
 pub mod elf;
 pub mod escape;

@@ -420,8 +420,22 @@ impl NetDevices {
     /// caller that blocks its stop signals, checks for one, and then sleeps
     /// here with them unblocked cannot miss one that lands between the
     /// check and the sleep. A signal ends the wait early; the guest then
-    /// simply waits again.
+    /// simply waits again. Confined by a caller's filter that forbids
+    /// `ppoll`, it waits with `epoll_pwait` instead, for at most
+    /// [`crate::caller_filter::CONFINED_WAIT_MS`], the timeout rounded up to
+    /// a millisecond (`signal_mask` must then be `None`).
     pub fn block(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&libc::sigset_t>) {
+        if crate::caller_filter::confined() {
+            let fds: Vec<RawFd> = self
+                .devices
+                .iter()
+                .filter(|d| d.ring.is_some())
+                .map(NetDevice::fd)
+                .collect();
+            let ms = timeout.map_or(-1, |t| t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32);
+            crate::caller_filter::epoll_wait(&fds, libc::EPOLLIN, ms);
+            return;
+        }
         let mut fds: Vec<libc::pollfd> = self
             .devices
             .iter()

@@ -46,6 +46,9 @@ pub fn write_all(fd: RawFd, mut bytes: &[u8], stopping: impl Fn() -> bool) -> bo
 
 /// Whether `fd` can take bytes within the grace period.
 fn writable_soon(fd: RawFd) -> bool {
+    if crate::caller_filter::confined() {
+        return crate::caller_filter::epoll_wait(&[fd], libc::EPOLLOUT, STOPPING_GRACE_MS as i32);
+    }
     let mut pollfd = libc::pollfd {
         fd,
         events: libc::POLLOUT,

@@ -1,8 +1,19 @@
 //! The command line: `atoll-hvt [OPTIONS] [--net:NAME=TAP]... [--block:NAME=FILE]...
-//! [--block-ro:NAME=FILE]... KERNEL [-- ARGS...]`.
+//! [--block-ro:NAME=FILE]... KERNEL [-- ARGS...]`, or Solo5's form
+//! `atoll-hvt [OPTIONS] -- KERNEL [ARGS...]`.
 //!
 //! Everything but `--mem` and the KERNEL is the command line the unix
 //! platform takes too, parsed by the same code (`atoll_host::args`).
+//!
+//! Solo5's form is what urunc (the containerd runtime for unikernels)
+//! builds for `solo5-hvt` (its `pkg/unikontainers/hypervisors/hvt.go`), so
+//! a node can run `atoll-hvt` as its hvt monitor. `solo5-hvt` joins the
+//! words after the kernel with spaces into one command line and the guest
+//! (MirageOS) splits that at spaces; urunc relies on it by passing the
+//! whole command line as one word. In that form atoll-hvt therefore splits
+//! every argument at whitespace, as the pair would: `-- K "--ipv4=A/24 x"`
+//! boots K with the two arguments `--ipv4=A/24` and `x`. In Atoll's own
+//! form (`K -- ARGS`) arguments pass as they are, spaces included.
 
 use std::path::PathBuf;
 
@@ -15,6 +26,8 @@ use clap::Parser;
     name = "atoll-hvt",
     version,
     about = "Run an Atoll unikernel on KVM.",
+    override_usage = "atoll-hvt [OPTIONS] <KERNEL> [-- <ARGS>...]\n       \
+                      atoll-hvt [OPTIONS] -- <KERNEL> [ARGS]...   (Solo5's form: each ARG is split at spaces)",
     after_help = atoll_host::args::AFTER_HELP
 )]
 pub struct Cli {
@@ -22,7 +35,12 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(4..=4000))]
     pub mem_mib: u64,
-    /// The unikernel: a static x86_64 ELF built by `atoll build`.
+    /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
+    /// first word after `--`, Solo5's form.)
+    #[arg(value_name = "KERNEL")]
+    kernel_word: Option<PathBuf>,
+    /// The unikernel, from KERNEL or Solo5's form.
+    #[arg(skip)]
     pub kernel: PathBuf,
     /// `--stats`, `--no-sandbox` and the boot arguments after `--`.
     #[command(flatten)]
@@ -34,7 +52,25 @@ pub type Args = atoll_host::args::Args<Cli>;
 
 /// Parses `argv` (without the program name). Errors are one line.
 pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
-    atoll_host::args::parse("atoll-hvt", argv)
+    let mut parsed = atoll_host::args::parse::<Cli>("atoll-hvt", argv)?;
+    if let Parsed::Run(args) = &mut parsed {
+        let cli = &mut args.cli;
+        cli.kernel = match cli.kernel_word.take() {
+            Some(kernel) => kernel,
+            None if !cli.common.args.is_empty() => {
+                // Solo5's form: `-- KERNEL ARGS...`, see the module docs.
+                let words = std::mem::take(&mut cli.common.args);
+                let mut words = words.into_iter();
+                let kernel = words.next().map(PathBuf::from).unwrap_or_default();
+                cli.common.args = words
+                    .flat_map(|arg| arg.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+                    .collect();
+                kernel
+            }
+            None => return Err("no KERNEL given: atoll-hvt [OPTIONS] KERNEL [-- ARGS...] (try --help)".into()),
+        };
+    }
+    Ok(parsed)
 }
 
 #[cfg(test)]
@@ -77,11 +113,43 @@ mod tests {
     }
 
     #[test]
+    fn solo5_form_as_urunc_builds_it() {
+        // urunc's hvt.go: `solo5-hvt --mem=MB --net:service=TAP
+        // --net-mac:service=MAC --block:storage=FILE -- KERNEL CMDLINE`,
+        // the command line one word.
+        let args = run(&[
+            "--mem=256",
+            "--net:service=tap0_urunc",
+            "--net-mac:service=aa:bb:cc:00:00:01",
+            "--block:storage=/disk.img",
+            "--",
+            "/unikernel/slides",
+            "--ipv4=10.4.0.2/24 --ipv4-gateway=10.4.0.1  --log=debug",
+        ])
+        .unwrap();
+        assert_eq!(args.cli.mem_mib, 256);
+        assert_eq!(args.cli.kernel, PathBuf::from("/unikernel/slides"));
+        assert_eq!(
+            args.cli.common.args,
+            ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "--log=debug"]
+        );
+        assert_eq!(args.devices.len(), 2);
+        assert_eq!(args.macs, [("service".to_string(), [0xaa, 0xbb, 0xcc, 0, 0, 1])]);
+        let bare = run(&["--", "k.elf"]).unwrap();
+        assert_eq!(bare.cli.kernel, PathBuf::from("k.elf"));
+        assert!(bare.cli.common.args.is_empty());
+        // Atoll's own form keeps spaces inside an argument.
+        let own = run(&["k.elf", "--", "a b"]).unwrap();
+        assert_eq!(own.cli.common.args, ["a b"]);
+    }
+
+    #[test]
     fn errors_are_one_line() {
         for bad in [
             &["--mem=1", "k"][..],
             &["--mem=x", "k"],
             &[],
+            &["--"],
             &["--frobnicate", "k"],
             &["--net:Service=tap0", "k"],
             &["--net:service", "k"],

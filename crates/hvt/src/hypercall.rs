@@ -60,7 +60,7 @@ fn serve(
             args.ready_set = ready_set;
             if ready_set == 0 && args.timeout_ns > 0 {
                 let timeout = (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
-                crate::signals::sleep_unless_stopping(|mask| net.block(timeout, Some(mask)));
+                crate::signals::sleep_unless_stopping(|mask| net.block(timeout, mask));
                 args.ready_set = net.service(mem)?;
             }
             write_args(mem, arg, &args);

@@ -40,6 +40,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atoll_abi::exit::{GUEST_FAILED, TENDER_ERROR};
+use atoll_host::caller_filter;
 use atoll_host::peak_rss::PeakRss;
 pub use atoll_host::{devices, elf, net};
 
@@ -68,7 +69,14 @@ pub enum TenderError {
 /// process exit status.
 pub fn main(argv: Vec<String>) -> u8 {
     let started = Instant::now();
-    // First thing, so that a stop signal during start-up is a clean stop.
+    // First of all, so that a caller's seccomp filter (urunc's) that
+    // forbids a call we make costs that call, not the process.
+    if let Err(e) = caller_filter::tolerate_forbidden_calls() {
+        say(&format!("cannot install the SIGSYS handler: {e}"));
+        return TENDER_ERROR as u8;
+    }
+    caller_filter::detect();
+    // Then, so that a stop signal during start-up is a clean stop.
     if let Err(e) = signals::install() {
         say(&format!("cannot install signal handlers: {e}"));
         return TENDER_ERROR as u8;
@@ -109,10 +117,21 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     let peak = common.stats.then(PeakRss::open).flatten();
-    if !common.no_sandbox {
+    if caller_filter::confined() {
+        // The caller's filter stays; it forbids adding ours (see
+        // `atoll_host::caller_filter`).
+        if !caller_filter::filter_in_force() {
+            return Err(TenderError::Sandbox(
+                "ppoll is refused, but by no seccomp filter".into(),
+            ));
+        }
+        say("running under the seccomp filter of the program that started it (urunc's); its own cannot be added");
+    } else if !common.no_sandbox {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices, peak.as_ref().map(PeakRss::fd))
             .map_err(TenderError::Sandbox)?;
     }
+    // From here on, a forbidden call kills, whichever filter forbids it.
+    caller_filter::forbid_calls_again().map_err(|e| TenderError::Sandbox(format!("cannot reset SIGSYS: {e}")))?;
 
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();

@@ -163,8 +163,12 @@ impl GuestMemory {
     }
 
     /// Bytes of guest memory resident in host RAM (pages the guest or the
-    /// tender touched).
+    /// tender touched); 0 where a caller's seccomp filter forbids
+    /// `mincore` (see `atoll_host::caller_filter`).
     pub fn resident_bytes(&self) -> u64 {
+        if atoll_host::caller_filter::confined() {
+            return 0;
+        }
         let pages = self.size.div_ceil(PAGE_SIZE) as usize;
         let mut vec = vec![0u8; pages];
         // SAFETY: `host_base()..+size` is exactly the mapping vm-memory made

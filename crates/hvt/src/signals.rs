@@ -75,11 +75,20 @@ pub fn stop_requested() -> Option<i32> {
 
 /// Calls `sleep` (a `ppoll` that takes the signal mask to sleep with)
 /// unless a stop signal has already arrived, with the stop signals blocked
-/// around the check and unblocked only inside the sleep.
-pub fn sleep_unless_stopping(sleep: impl FnOnce(&libc::sigset_t)) {
+/// around the check and unblocked only inside the sleep. Confined by a
+/// caller's filter that forbids changing the mask
+/// ([`atoll_host::caller_filter`]), it sleeps with the mask as it is
+/// (`None`), and the wait is short.
+pub fn sleep_unless_stopping(sleep: impl FnOnce(Option<&libc::sigset_t>)) {
+    if atoll_host::caller_filter::confined() {
+        if stop_requested().is_none() {
+            sleep(None);
+        }
+        return;
+    }
     let blocked = atoll_host::stop::Blocked::new();
     if stop_requested().is_none() {
-        sleep(blocked.sleep_mask());
+        sleep(Some(blocked.sleep_mask()));
     }
 }
 

@@ -8,6 +8,11 @@
 //!   up to [`MAX_DNS_SERVERS`]. Given, they win over the servers of a DHCP
 //!   lease.
 //!
+//! A stack on a net device other than `service` also takes them prefixed
+//! with the device's name, `--NAME-ipv4=` and `--NAME-ipv4-gateway=`, which
+//! win over the plain ones: MirageOS's form, which urunc writes for such a
+//! device (its `pkg/unikontainers/unikernels/mirage.go`).
+//!
 //! Without `--ipv4`, the stack asks DHCPv4 for an address, a gateway and
 //! DNS servers, and keeps renewing the lease. The MAC address comes from
 //! the boot info.
@@ -134,6 +139,26 @@ impl Ipv4Config {
     }
 }
 
+impl Ipv4Config {
+    /// The configuration for the stack on net device `device`: from
+    /// `--DEVICE-ipv4=` and `--DEVICE-ipv4-gateway=` if either is given,
+    /// else [`Ipv4Config::from_args`].
+    pub fn for_device(args: &[&str], device: &str) -> Result<Ipv4Config, ConfigError> {
+        let prefix = alloc::format!("--{device}-ipv4");
+        let own: Vec<alloc::string::String> = args
+            .iter()
+            .filter_map(|arg| arg.strip_prefix(prefix.as_str()))
+            .filter(|rest| rest.starts_with('=') || rest.starts_with("-gateway="))
+            .map(|rest| alloc::format!("--ipv4{rest}"))
+            .collect();
+        if own.is_empty() {
+            return Ipv4Config::from_args(args);
+        }
+        let own: Vec<&str> = own.iter().map(alloc::string::String::as_str).collect();
+        Ipv4Config::from_args(&own)
+    }
+}
+
 /// The DNS servers of every `--dns=` argument, in order (empty if there is
 /// none; see the module docs).
 pub fn dns_servers_from_args(args: &[&str]) -> Result<Vec<Ipv4Addr>, ConfigError> {
@@ -173,6 +198,16 @@ fn parse_cidr(value: &str) -> Option<Ipv4Cidr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_of_another_name_takes_prefixed_options() {
+        let args = ["--ipv4=10.0.0.2/24", "--web-ipv4=10.9.0.2/24", "--web-ipv4-gateway=10.9.0.1", "x"];
+        let web = Ipv4Config::for_device(&args, "web").unwrap();
+        assert_eq!(web, Ipv4Config::from_args(&["--ipv4=10.9.0.2/24", "--ipv4-gateway=10.9.0.1"]).unwrap());
+        let service = Ipv4Config::for_device(&args, "service").unwrap();
+        assert_eq!(service, Ipv4Config::from_args(&["--ipv4=10.0.0.2/24"]).unwrap());
+        assert!(Ipv4Config::for_device(&["--web-ipv4=nonsense"], "web").is_err());
+    }
 
     #[test]
     fn no_address_means_dhcp() {

@@ -174,7 +174,7 @@ impl fmt::Debug for Stack {
 impl Stack {
     /// Starts the stack on the net device `device_name` of the app's
     /// manifest, configured from the boot arguments (`--ipv4=`,
-    /// `--ipv4-gateway=`, else DHCP; `--dns=`; see [`crate::config`]), with
+    /// `--ipv4-gateway=`, or `--DEVICE-ipv4=`..., else DHCP; `--dns=`; see [`crate::config`]), with
     /// [`TcpConfig::DEFAULT`].
     pub fn new(device_name: &'static str) -> Result<Stack, StackError> {
         Stack::with_tcp_config(device_name, TcpConfig::DEFAULT)
@@ -186,7 +186,7 @@ impl Stack {
         if device.kind != DeviceKind::Net {
             return Err(StackError::NotANetDevice(device_name));
         }
-        let ipv4 = Ipv4Config::from_args(atoll_rt::args())?;
+        let ipv4 = Ipv4Config::for_device(atoll_rt::args(), device_name)?;
         let dns_servers = dns_servers_from_args(atoll_rt::args())?;
         #[cfg(any(target_os = "none", atoll_platform = "unix"))]
         {

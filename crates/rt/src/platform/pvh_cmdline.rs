@@ -14,7 +14,17 @@
 //!   first one (VMMs append after it too, so their device words are taken
 //!   out there as well);
 //! * otherwise every word but those a Linux command line is known to carry
-//!   ([`is_vmm_word`]) is an argument.
+//!   ([`is_vmm_word`]) is an argument;
+//! * the network words other unikernels take from urunc (the containerd
+//!   runtime for unikernels), outside the app's part after `--`, become
+//!   Atoll's own options ([`translate`]), so urunc's existing guest types
+//!   drive an Atoll kernel unchanged: Unikraft's
+//!   `netdev.ip=ADDRESS/PREFIX:GATEWAY:DNS[:DNS2...]` (urunc's
+//!   `pkg/unikontainers/unikernels/unikraft.go`, which also puts the program
+//!   name `Unikraft` and `env.vars=[ ... ]` first: dropped as any word
+//!   before `--` is) and Hermit's `ip=ADDRESS/PREFIX` and `gateway=ADDRESS`
+//!   (`hermit_rs.go`). MirageOS's form (`--ipv4=... --ipv4-gateway=...
+//!   ARGS`, `mirage.go`) is Atoll's own already.
 //!
 //! Words are separated by spaces; there is no quoting (as in Linux's own
 //! parser, outside double quotes).
@@ -84,20 +94,91 @@ pub fn parse(cmdline: &[u8], args: &mut [u8]) -> Parsed {
             after_dashes = true;
             continue;
         }
-        let is_arg = if has_dashes { after_dashes } else { !is_vmm_word(word) };
-        if !is_arg {
-            continue;
+        if !after_dashes {
+            if let Some(options) = translate(word) {
+                for option in options.iter().filter(|o| !o.value.is_empty()) {
+                    if !push(args, &mut parsed, &[option.name, option.value]) {
+                        return parsed;
+                    }
+                }
+                continue;
+            }
         }
-        let end = parsed.args_len + word.len() + 1;
-        if end > args.len() {
+        let is_arg = if has_dashes { after_dashes } else { !is_vmm_word(word) };
+        if is_arg && !push(args, &mut parsed, &[word]) {
             break;
         }
-        args[parsed.args_len..end - 1].copy_from_slice(word);
-        args[end - 1] = 0;
-        parsed.args_len = end;
-        parsed.argc += 1;
     }
     parsed
+}
+
+/// Appends the argument made of `pieces`, NUL-terminated, if it fits.
+fn push(args: &mut [u8], parsed: &mut Parsed, pieces: &[&[u8]]) -> bool {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let end = parsed.args_len + len + 1;
+    if end > args.len() {
+        return false;
+    }
+    let mut at = parsed.args_len;
+    for piece in pieces {
+        args[at..at + piece.len()].copy_from_slice(piece);
+        at += piece.len();
+    }
+    if pieces.first() == Some(&&b"--dns="[..]) {
+        // Unikraft separates DNS servers with `:`, `--dns=` with `,`.
+        for b in &mut args[parsed.args_len..at] {
+            if *b == b':' {
+                *b = b',';
+            }
+        }
+    }
+    args[end - 1] = 0;
+    parsed.args_len = end;
+    parsed.argc += 1;
+    true
+}
+
+/// An Atoll option a foreign word becomes: `name` (`--ipv4=`) and its
+/// value (empty: none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translated<'a> {
+    pub name: &'static [u8],
+    pub value: &'a [u8],
+}
+
+const NONE: Translated<'static> = Translated { name: b"", value: b"" };
+
+/// The Atoll options a network word of Unikraft's or Hermit's command line
+/// stands for (see the module docs), `None` if `word` is not one.
+pub fn translate(word: &[u8]) -> Option<[Translated<'_>; 3]> {
+    if let Some(spec) = word.strip_prefix(b"netdev.ip=") {
+        // ADDRESS/PREFIX:GATEWAY:DNS0:DNS1:HOSTNAME:DOMAIN, trailing fields
+        // optional; the DNS servers become one `--dns=A,B`.
+        let mut fields = spec.splitn(3, |&b| b == b':');
+        let address = fields.next().unwrap_or_default();
+        let gateway = fields.next().unwrap_or_default();
+        let rest = fields.next().unwrap_or_default();
+        let dns_end = rest
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b':')
+            .nth(1)
+            .map_or(rest.len(), |(i, _)| i);
+        let dns = rest[..dns_end].trim_ascii_end();
+        let dns = dns.strip_suffix(b":").unwrap_or(dns);
+        return Some([
+            Translated { name: b"--ipv4=", value: address },
+            Translated { name: b"--ipv4-gateway=", value: gateway },
+            Translated { name: b"--dns=", value: dns },
+        ]);
+    }
+    if let Some(address) = word.strip_prefix(b"ip=") {
+        return Some([Translated { name: b"--ipv4=", value: address }, NONE, NONE]);
+    }
+    if let Some(gateway) = word.strip_prefix(b"gateway=") {
+        return Some([Translated { name: b"--ipv4-gateway=", value: gateway }, NONE, NONE]);
+    }
+    None
 }
 
 /// Whether `word` is one a Linux command line carries for the kernel
@@ -222,6 +303,35 @@ mod tests {
         let (_, parsed) =
             args_of("virtio_mmio.device=4Q@0x1:2 virtio_mmio.device=4K@zz:1 virtio_mmio.device=1M@0x1000");
         assert_eq!(parsed.mmio_count, 0);
+    }
+
+    #[test]
+    fn urunc_guest_types_become_atolls_options() {
+        // Unikraft on QEMU or Firecracker: `"%s %s %s %s %s %s %s -- %s"` of
+        // urunc's unikraft.go, empty fields and all, then what Firecracker
+        // appends.
+        let (args, parsed) = args_of(
+            "Unikraft  env.vars=[ PATH=/usr/bin HOME=/ ] netdev.ip=10.4.0.2/24:10.4.0.1:8.8.8.8   -- --log=debug x \
+             virtio_mmio.device=4K@0xd0000000:5",
+        );
+        assert_eq!(
+            args,
+            ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "--dns=8.8.8.8", "--log=debug", "x"]
+        );
+        assert_eq!(parsed.mmio_count, 1);
+        let (args, _) = args_of("Unikraft netdev.ip=10.4.0.2/16:10.4.0.1:1.1.1.1:9.9.9.9:host:example.org -- ");
+        assert_eq!(args, ["--ipv4=10.4.0.2/16", "--ipv4-gateway=10.4.0.1", "--dns=1.1.1.1,9.9.9.9"]);
+        let (args, _) = args_of("netdev.ip=10.4.0.2/24:: -- a");
+        assert_eq!(args, ["--ipv4=10.4.0.2/24", "a"]);
+        // Hermit on QEMU: `ip=... gateway=... -- ARGS`, or no `--` without
+        // arguments.
+        let (args, _) = args_of("ip=10.4.0.2/24 gateway=10.4.0.1 -- serve ip=x");
+        assert_eq!(args, ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "serve", "ip=x"]);
+        let (args, _) = args_of("ip=10.4.0.2/24 gateway=10.4.0.1");
+        assert_eq!(args, ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1"]);
+        // MirageOS on QEMU: Atoll's own options already.
+        let (args, _) = args_of("--ipv4=10.4.0.2/24 --ipv4-gateway=10.4.0.1 serve");
+        assert_eq!(args, ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "serve"]);
     }
 
     #[test]

@@ -101,6 +101,13 @@ impl Namespace {
         command
     }
 
+    /// `command` (its program and arguments) run inside the namespace.
+    pub fn command_of(&self, command: Command) -> Command {
+        let mut wrapped = self.command(command.get_program());
+        wrapped.args(command.get_args());
+        wrapped
+    }
+
     /// Runs `program ARGS...` inside the namespace to completion (see
     /// [`crate::run`]).
     pub fn run<I, S>(&self, program: &str, args: I) -> Outcome

@@ -15,7 +15,8 @@
 //! then again on the opened descriptor, so a file swapped in between is
 //! refused), a read-write disk must have a write permission bit (root could
 //! write a mode-0444 file anyway, which is rarely what was meant), and the
-//! file is locked (`flock`: exclusive read-write, shared read-only) so two
+//! file is locked (`flock`: exclusive read-write, shared read-only; not
+//! under a caller's filter that forbids it, see [`crate::caller_filter`]) so two
 //! unikernels cannot share a disk by mistake. A read-only disk
 //! (`--block-ro:`) is opened `O_RDONLY`; writes and flushes on it are
 //! answered with [`BlockStatus::ReadOnly`], and the sandbox lets its
@@ -197,7 +198,11 @@ impl BlockDevice {
         // SAFETY: flock takes an open descriptor of ours and flags; it
         // touches no memory. The result is checked.
         let rc = unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) };
-        if rc != 0 {
+        // A caller's filter that forbids flock (urunc's) leaves the file
+        // unlocked: the container runtime gives each its own disk.
+        let forbidden =
+            crate::caller_filter::confined() && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+        if rc != 0 && !forbidden {
             return Err(error(DiskProblem::Locked));
         }
         Ok(BlockDevice {

@@ -201,9 +201,17 @@ mod tests {
 
     #[test]
     fn a_device_of_another_name_takes_prefixed_options() {
-        let args = ["--ipv4=10.0.0.2/24", "--web-ipv4=10.9.0.2/24", "--web-ipv4-gateway=10.9.0.1", "x"];
+        let args = [
+            "--ipv4=10.0.0.2/24",
+            "--web-ipv4=10.9.0.2/24",
+            "--web-ipv4-gateway=10.9.0.1",
+            "x",
+        ];
         let web = Ipv4Config::for_device(&args, "web").unwrap();
-        assert_eq!(web, Ipv4Config::from_args(&["--ipv4=10.9.0.2/24", "--ipv4-gateway=10.9.0.1"]).unwrap());
+        assert_eq!(
+            web,
+            Ipv4Config::from_args(&["--ipv4=10.9.0.2/24", "--ipv4-gateway=10.9.0.1"]).unwrap()
+        );
         let service = Ipv4Config::for_device(&args, "service").unwrap();
         assert_eq!(service, Ipv4Config::from_args(&["--ipv4=10.0.0.2/24"]).unwrap());
         assert!(Ipv4Config::for_device(&["--web-ipv4=nonsense"], "web").is_err());

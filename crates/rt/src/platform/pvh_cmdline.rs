@@ -167,16 +167,39 @@ pub fn translate(word: &[u8]) -> Option<[Translated<'_>; 3]> {
         let dns = rest[..dns_end].trim_ascii_end();
         let dns = dns.strip_suffix(b":").unwrap_or(dns);
         return Some([
-            Translated { name: b"--ipv4=", value: address },
-            Translated { name: b"--ipv4-gateway=", value: gateway },
-            Translated { name: b"--dns=", value: dns },
+            Translated {
+                name: b"--ipv4=",
+                value: address,
+            },
+            Translated {
+                name: b"--ipv4-gateway=",
+                value: gateway,
+            },
+            Translated {
+                name: b"--dns=",
+                value: dns,
+            },
         ]);
     }
     if let Some(address) = word.strip_prefix(b"ip=") {
-        return Some([Translated { name: b"--ipv4=", value: address }, NONE, NONE]);
+        return Some([
+            Translated {
+                name: b"--ipv4=",
+                value: address,
+            },
+            NONE,
+            NONE,
+        ]);
     }
     if let Some(gateway) = word.strip_prefix(b"gateway=") {
-        return Some([Translated { name: b"--ipv4-gateway=", value: gateway }, NONE, NONE]);
+        return Some([
+            Translated {
+                name: b"--ipv4-gateway=",
+                value: gateway,
+            },
+            NONE,
+            NONE,
+        ]);
     }
     None
 }
@@ -316,11 +339,20 @@ mod tests {
         );
         assert_eq!(
             args,
-            ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "--dns=8.8.8.8", "--log=debug", "x"]
+            [
+                "--ipv4=10.4.0.2/24",
+                "--ipv4-gateway=10.4.0.1",
+                "--dns=8.8.8.8",
+                "--log=debug",
+                "x"
+            ]
         );
         assert_eq!(parsed.mmio_count, 1);
         let (args, _) = args_of("Unikraft netdev.ip=10.4.0.2/16:10.4.0.1:1.1.1.1:9.9.9.9:host:example.org -- ");
-        assert_eq!(args, ["--ipv4=10.4.0.2/16", "--ipv4-gateway=10.4.0.1", "--dns=1.1.1.1,9.9.9.9"]);
+        assert_eq!(
+            args,
+            ["--ipv4=10.4.0.2/16", "--ipv4-gateway=10.4.0.1", "--dns=1.1.1.1,9.9.9.9"]
+        );
         let (args, _) = args_of("netdev.ip=10.4.0.2/24:: -- a");
         assert_eq!(args, ["--ipv4=10.4.0.2/24", "a"]);
         // Hermit on QEMU: `ip=... gateway=... -- ARGS`, or no `--` without

@@ -35,6 +35,7 @@ mod http;
 mod kv;
 mod kv_open;
 mod memory;
+mod urunc;
 mod virtio;
 
 use std::path::Path;
@@ -93,6 +94,14 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
         duration_s: u32,
     },
+    /// Requests/s of examples/slides under atoll-hvt started with urunc's
+    /// argument vector, without and with urunc's seccomp filter, beside
+    /// nginx (needs root, wrk and nginx).
+    Urunc {
+        /// Seconds of load per row.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
+        duration_s: u32,
+    },
     /// Time to format and to open an atoll-kv store (clean, torn, damaged),
     /// on the host with an in-memory device.
     KvOpen {
@@ -108,6 +117,7 @@ fn main() -> ExitCode {
         Bench::Boot { runs } => boot(runs),
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
+        Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
         Bench::Virtio { runs, duration_s } => virtio::run(runs, duration_s).map(|report| print!("{report}")),
         Bench::Memory { connections } => memory::run(connections as usize).map(|report| print!("{report}")),

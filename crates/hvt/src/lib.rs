@@ -117,21 +117,22 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     let peak = common.stats.then(PeakRss::open).flatten();
+    if caller_filter::confined() && !caller_filter::filter_in_force() {
+        return Err(TenderError::Sandbox(
+            "ppoll is refused, but by no seccomp filter".into(),
+        ));
+    }
+    // From here on, a forbidden call kills, whichever filter forbids it
+    // (ours does not allow changing SIGSYS's action, so this comes first).
+    caller_filter::forbid_calls_again().map_err(|e| TenderError::Sandbox(format!("cannot reset SIGSYS: {e}")))?;
     if caller_filter::confined() {
         // The caller's filter stays; it forbids adding ours (see
         // `atoll_host::caller_filter`).
-        if !caller_filter::filter_in_force() {
-            return Err(TenderError::Sandbox(
-                "ppoll is refused, but by no seccomp filter".into(),
-            ));
-        }
         say("running under the seccomp filter of the program that started it (urunc's); its own cannot be added");
     } else if !common.no_sandbox {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices, peak.as_ref().map(PeakRss::fd))
             .map_err(TenderError::Sandbox)?;
     }
-    // From here on, a forbidden call kills, whichever filter forbids it.
-    caller_filter::forbid_calls_again().map_err(|e| TenderError::Sandbox(format!("cannot reset SIGSYS: {e}")))?;
 
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();

@@ -102,11 +102,11 @@ guest 10.77.0.2), with the guest's port published on 127.0.0.1 (--publish).")]
     #[command(after_help = "\
 The image has one layer: the kernel (byte for byte what `atoll build
 --release` makes) at /unikernel/NAME, and /urunc.json. urunc's keys
-(com.urunc.unikernel.unikernelType, hypervisor, binary, cmdline) are on the
-manifest, in the config's labels and, base64-encoded, in /urunc.json, which
-is where urunc finds them when the container manager drops annotations. Boot
-arguments after `--` become the image's command (Cmd), which urunc passes to
-the guest; they cannot hold whitespace.
+(com.urunc.unikernel.unikernelType, hypervisor, binary, cmdline and
+mountRootfs) are on the manifest, in the config's labels and, base64-encoded,
+in /urunc.json, which is where urunc finds them when the container manager
+drops annotations. Boot arguments after `--` become the image's command
+(Cmd), which urunc passes to the guest; they cannot hold whitespace.
 
 --platform hvt (the default) is urunc's `mirage` type on its hvt monitor;
 --platform virtio (or --vmm alone) is its `unikraft` type on QEMU or

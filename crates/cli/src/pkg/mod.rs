@@ -12,10 +12,10 @@
 //!    and `/urunc.json`; urunc's keys on the manifest and as config labels;
 //!    the boot arguments as the config's `Cmd`.
 //! 4. Write the `oci-archive` (default `NAME.oci.tar` beside the kernel)
-//!    through a temporary file renamed into place, and, with `--layout
+//!    through a temporary file renamed into place, then, with `--layout
 //!    DIR`, the OCI image layout; say on stderr which urunc guest type and
-//!    monitor it chose. The caller prints the archive's path last on
-//!    stdout.
+//!    monitor it chose, and the image's name and manifest digest. The
+//!    caller prints the archive's path last on stdout.
 //!
 //! Not here: pushing to a registry, installing urunc or a monitor on a
 //! node (docs/DEPLOY.md), and making the kernel understand the command
@@ -95,11 +95,6 @@ pub fn pkg(args: &PkgArgs) -> Result<PathBuf, CliError> {
         created: epoch,
     })?;
 
-    if let Some(layout) = &args.layout {
-        image
-            .write_layout(layout)
-            .map_err(|e| format!("cannot write the image layout in {}: {e}", layout.display()))?;
-    }
     let output = match &args.output {
         Some(output) => output.clone(),
         None => kernel.with_file_name(format!("{app}.oci.tar")),
@@ -107,7 +102,20 @@ pub fn pkg(args: &PkgArgs) -> Result<PathBuf, CliError> {
     let archive = image
         .archive()
         .map_err(|e| format!("cannot assemble the archive: {e}"))?;
-    write_atomically(&output, &archive).map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+    write_atomically(&output, &archive).map_err(|e| {
+        format!(
+            "cannot write {}: {e}; give -o a file in a writable directory",
+            output.display()
+        )
+    })?;
+    if let Some(layout) = &args.layout {
+        image.write_layout(layout).map_err(|e| {
+            format!(
+                "cannot write the image layout in {}: {e}; give --layout a new directory in a writable place",
+                layout.display()
+            )
+        })?;
+    }
     eprintln!(
         "atoll: packaged for urunc as unikernelType={} hypervisor={}",
         guest.unikernel_type.name(),

@@ -68,7 +68,8 @@ pub const MIRAGE_BLOCK: &str = "storage";
 /// `--platform`: what the kernel boots on under urunc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Platform {
-    /// A Solo5-style hvt monitor (urunc's `hvt`: atoll-hvt installed as it).
+    /// urunc's `hvt` monitor, which must be atoll-hvt on the node (an Atoll
+    /// kernel is not a Solo5 one).
     Hvt,
     /// A standard VMM, at the kernel's PVH entry.
     Virtio,

@@ -7,8 +7,10 @@
 # the network tools the networking tests and the HTTP benchmark run inside
 # their own network namespaces (ip, curl, ping, nc, dnsmasq, wrk, nginx,
 # hping3 for the SYN-flood and fragment tests, prlimit for the memory ones),
-# and QEMU, which the virtio platform's tests boot the kernel on
-# (Firecracker and Cloud Hypervisor are used from ../shared/vmm when there).
+# QEMU, which the virtio platform's tests boot the kernel on
+# (Firecracker and Cloud Hypervisor are used from ../shared/vmm when there),
+# and skopeo, umoci and containerd, which read the images `atoll pkg`
+# writes (tests/tests/pkg.rs starts a containerd of its own).
 # Packages that would start a system service are installed with services
 # held off, so nothing ends up listening on the host.
 #
@@ -70,6 +72,13 @@ need unshare util-linux
 # machines (tests/tests/virtio.rs); without recommends it leaves out the GUI
 # and the extra block drivers.
 need qemu-system-x86_64 qemu-system-x86
+# The OCI images of `atoll pkg`: inspected and copied by skopeo, unpacked by
+# umoci, imported by a private containerd with ctr (tests/tests/pkg.rs); the
+# containerd package's own service is held off like nginx's.
+need skopeo skopeo
+need umoci umoci
+need containerd containerd
+need ctr containerd
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing ${missing[*]}"
     command -v apt-get >/dev/null || fail "need ${missing[*]} and there is no apt-get to install them"

@@ -18,9 +18,11 @@
 //!
 //! What this deliberately leaves out: skipping. A test that cannot get what
 //! it needs (KVM, root for namespaces, curl, QEMU) fails and says what is
-//! missing. The one exception: Firecracker and Cloud Hypervisor cannot be
+//! missing. The exceptions: Firecracker and Cloud Hypervisor cannot be
 //! installed from Debian, so where neither `PATH` nor `../shared/vmm` has
-//! them their tests say so in one line and pass ([`Vmm::present`]).
+//! them their tests say so in one line and pass ([`Vmm::present`]); the
+//! image tools `tests/pkg.rs` uses (skopeo, umoci, containerd) do the same
+//! only on a machine without apt-get to install them with.
 
 pub mod net;
 

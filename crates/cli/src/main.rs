@@ -19,9 +19,15 @@
 //!   same kernel file on QEMU, Firecracker or Cloud Hypervisor as a child,
 //!   showing its console and exiting with the status the guest reports
 //!   there ([`virtio`]).
+//! * `atoll pkg [DIR] [-- ARGS...]` builds in release, as `build
+//!   --release` does, and writes the kernel as an OCI image that stock
+//!   urunc runs under containerd, Docker or Kubernetes: an `oci-archive`
+//!   (path printed last, as `build` does) and optionally an OCI layout
+//!   directory ([`pkg`]).
 //!
 //! What it deliberately leaves out: it is a thin driver over `cargo`,
-//! `atoll-hvt`, the unix executable and the VMMs, not a build system. It adds no cargo
+//! `atoll-hvt`, the unix executable and the VMMs, not a build system (nor a
+//! registry client: `pkg` writes files, and pushing them is skopeo's). It adds no cargo
 //! features, runs no post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
@@ -33,6 +39,7 @@ mod child;
 mod forward;
 mod network;
 mod new;
+mod pkg;
 mod run;
 mod virtio;
 
@@ -91,6 +98,27 @@ A network device left unattached is set up by `atoll run` itself (as root):
 a network namespace atoll-PID holding TAP device atoll0 (host 10.77.0.1/24,
 guest 10.77.0.2), with the guest's port published on 127.0.0.1 (--publish).")]
     Run(RunArgs),
+    /// Build the app at DIR (release) and write it as an OCI image for urunc.
+    #[command(after_help = "\
+The image has one layer: the kernel (byte for byte what `atoll build
+--release` makes) at /unikernel/NAME, and /urunc.json. urunc's keys
+(com.urunc.unikernel.unikernelType, hypervisor, binary, cmdline and
+mountRootfs) are on the manifest, in the config's labels and, base64-encoded,
+in /urunc.json, which is where urunc finds them when the container manager
+drops annotations. Boot arguments after `--` become the image's command
+(Cmd), which urunc passes to the guest; they cannot hold whitespace.
+
+--platform hvt (the default) is urunc's `mirage` type on its hvt monitor;
+--platform virtio (or --vmm alone) is its `unikraft` type on QEMU or
+Firecracker. atoll says on stderr which it chose. The app's net device must
+be called `service` and its block device `storage` (what urunc attaches to
+a mirage-type guest); on virtio it may have no block device.
+
+The archive loads with `ctr images import`, `podman load`, `docker load` and
+`skopeo copy oci-archive:FILE ...`, named by --tag (default: the app's name,
+tag latest). The same inputs give the same bytes; SOURCE_DATE_EPOCH, if set,
+is the files' time and the image's creation time (else 0 and none).")]
+    Pkg(PkgArgs),
 }
 
 /// Options shared by `build` and `run`.
@@ -142,6 +170,32 @@ pub struct RunArgs {
     /// sees it (see [`split_device_flags`]).
     #[arg(skip)]
     pub devices: Vec<String>,
+}
+
+/// Options of `pkg`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PkgArgs {
+    /// The app's directory (holding its Cargo.toml).
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// What urunc boots the kernel on [default: hvt].
+    #[arg(long, value_enum)]
+    pub platform: Option<pkg::urunc::Platform>,
+    /// The VMM of --platform virtio (which it implies) [default: qemu].
+    #[arg(long, value_enum, value_name = "VMM")]
+    pub vmm: Option<pkg::urunc::Vmm>,
+    /// The image's name [default: the app's name, tag latest].
+    #[arg(long, value_name = "NAME:TAG")]
+    pub tag: Option<String>,
+    /// The oci-archive to write [default: NAME.oci.tar beside the kernel].
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the image as an OCI image layout in DIR (new or empty).
+    #[arg(long, value_name = "DIR")]
+    pub layout: Option<PathBuf>,
+    /// Boot arguments for the unikernel (the image's command).
+    #[arg(last = true, value_name = "ARGS")]
+    pub args: Vec<OsString>,
 }
 
 /// `--publish`: which guest port to make reachable on the host's loopback.
@@ -286,6 +340,10 @@ fn main() -> ExitCode {
             // The path alone on the last line of stdout, for scripts.
             println!("{}", kernel.display());
         }),
+        Command::Pkg(args) => pkg::pkg(&args).map(|archive| {
+            // As for `build`: the path alone on the last line of stdout.
+            println!("{}", archive.display());
+        }),
         Command::Run(args) => match run::run(&args) {
             // The tender's exit status, as it is.
             Ok(status) => return ExitCode::from(status),
@@ -364,7 +422,7 @@ mod tests {
             let target = match cli.command {
                 Command::Build(args) => args.target,
                 Command::Run(run) => run.build.target,
-                Command::New { .. } => panic!("not a {command}"),
+                Command::New { .. } | Command::Pkg(_) => panic!("not a {command}"),
             };
             assert_eq!(target, Platform::Unix);
         }
@@ -466,6 +524,49 @@ mod tests {
                 guest_port: 8000
             })
         );
+    }
+
+    #[test]
+    fn pkg_takes_a_platform_a_vmm_a_tag_outputs_and_arguments() {
+        let cli = parse(argv(&[
+            "atoll",
+            "pkg",
+            "examples/slides",
+            "--vmm",
+            "firecracker",
+            "--tag=slides:v1",
+            "-o",
+            "out.tar",
+            "--layout",
+            "dir",
+            "--",
+            "a",
+        ]))
+        .unwrap();
+        let Command::Pkg(args) = cli.command else {
+            panic!("not a pkg: {cli:?}")
+        };
+        assert_eq!(args.dir, PathBuf::from("examples/slides"));
+        assert_eq!(args.platform, None);
+        assert_eq!(args.vmm, Some(pkg::urunc::Vmm::Firecracker));
+        assert_eq!(args.tag.as_deref(), Some("slides:v1"));
+        assert_eq!(args.output, Some(PathBuf::from("out.tar")));
+        assert_eq!(args.layout, Some(PathBuf::from("dir")));
+        assert_eq!(args.args, argv(&["a"]));
+        let cli = parse(argv(&["atoll", "pkg", "--platform", "virtio"])).unwrap();
+        let Command::Pkg(args) = cli.command else {
+            panic!("not a pkg: {cli:?}")
+        };
+        assert_eq!(args.platform, Some(pkg::urunc::Platform::Virtio));
+        assert_eq!(args.dir, PathBuf::from("."));
+        for bad in [
+            &["atoll", "pkg", "--platform=unix"][..],
+            &["atoll", "pkg", "--vmm=cloud-hypervisor"],
+            &["atoll", "pkg", "--release"],
+            &["atoll", "pkg", "--net:service=tap0"],
+        ] {
+            assert!(parse(argv(bad)).is_err(), "accepted {bad:?}");
+        }
     }
 
     #[test]

@@ -34,12 +34,21 @@ use oci::{Image, ImageInput, ImageName, LayerFile};
 
 /// Where the kernel goes in the image.
 const KERNEL_DIR: &str = "unikernel";
+/// The image's command when `atoll pkg` is given no boot arguments.
+pub const DEFAULT_ARG: &str = "--log=info";
 
 /// Builds the app at `args.dir` and writes its image; returns the
 /// archive's path.
 pub fn pkg(args: &PkgArgs) -> Result<PathBuf, CliError> {
     let guest = urunc::guest(args.platform, args.vmm).map_err(|e| CliError(e.to_string()))?;
-    let boot_args = urunc::check_args(&args.args)?;
+    let mut boot_args = urunc::check_args(&args.args)?;
+    if boot_args.is_empty() {
+        // Kubernetes (containerd's CRI) and `docker run` refuse an image
+        // without a command ("no command specified"), and urunc passes the
+        // command to the guest as its arguments: give one that changes
+        // nothing, the runtime's default log level.
+        boot_args.push(DEFAULT_ARG.to_owned());
+    }
     let name = args.tag.as_deref().map(ImageName::parse).transpose()?;
     let epoch = source_date_epoch(std::env::var_os("SOURCE_DATE_EPOCH").as_deref())?;
     if let Some(output) = &args.output {

@@ -66,6 +66,8 @@ pub enum ElfError {
     EntryNotExecutable(u64),
     #[error("no Atoll ABI note: not an Atoll unikernel (apps need #[atoll::main])")]
     MissingAbiNote,
+    #[error("a Solo5 kernel (MirageOS, rumprun), not an Atoll unikernel: run it with Solo5's solo5-hvt")]
+    Solo5Kernel,
     #[error(
         "built for Atoll ABI version {0}, but this tender speaks version {ABI_VERSION}; \
          rebuild the unikernel, or use the tender of the same Atoll"
@@ -373,6 +375,12 @@ fn read_notes(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Notes, ElfE
                 Ok(None) => break,
                 Err(_) => return Err(ElfError::Malformed("unreadable note")),
             };
+            if note.name() == b"Solo5" {
+                // Solo5's ABI and manifest notes (its `elf_abi.h`): a
+                // kernel for another tender, said plainly since a urunc
+                // node may hand atoll-hvt one.
+                return Err(ElfError::Solo5Kernel);
+            }
             if note.name() != b"ATOLL" || note.n_namesz(endian) != NAME_SIZE {
                 continue;
             }
@@ -624,6 +632,17 @@ pub(crate) mod tests {
             read_manifest(b"\x7fELF").unwrap_err(),
             ElfError::Truncated("the ELF header", 4)
         );
+    }
+
+    #[test]
+    fn a_solo5_kernel_is_named_as_such() {
+        // The first note renamed to Solo5's (name size 6, padded to 8 as
+        // "ATOLL\0" is, so the layout stays).
+        let solo5 = build_kernel(|_, payload| {
+            payload[0..4].copy_from_slice(&6u32.to_le_bytes());
+            payload[12..18].copy_from_slice(b"Solo5\0");
+        });
+        assert_eq!(parse(&solo5, LIMIT).unwrap_err(), ElfError::Solo5Kernel);
     }
 
     #[test]

@@ -125,6 +125,27 @@ fn mirage_on_hvt_under_urunc_seccomp_filter() {
     );
 }
 
+/// Older urunc releases build the same vector as one string split at
+/// spaces, without `--` (`hvt.go` at 46a96a5f8965: `cmdString += " " +
+/// args.UnikernelPath + " " + args.Command` then `strings.Split(cmdString,
+/// " ")`), and without their filter where seccomp is off.
+#[test]
+fn mirage_on_hvt_as_older_urunc_splits_it() {
+    require_kvm();
+    let kernel = guest(Platform::Hvt, SLIDES);
+    let ns = urunc_namespace();
+    let line = format!(
+        "{} --mem=268 --net:service={TAP} --net-mac:service={MAC} {} --ipv4={GUEST_IP}/24 --ipv4-gateway={HOST_ADDR} ",
+        node_hvt().display(),
+        kernel.display()
+    );
+    let mut words = line.split(' ');
+    let mut command = Command::new(words.next().unwrap());
+    command.args(words);
+    let server = Server::spawn(&ns, ns.command_of(command));
+    assert_serves_the_talk(&server);
+}
+
 /// The kv service keeps what it acknowledged under urunc's filter, which
 /// forbids fdatasync (the tender then writes with O_DSYNC), across a
 /// SIGKILLed tender; its block device is not named `storage`, so urunc

@@ -12,8 +12,10 @@
 //! (MirageOS) splits that at spaces; urunc relies on it by passing the
 //! whole command line as one word. In that form atoll-hvt therefore splits
 //! every argument at whitespace, as the pair would: `-- K "--ipv4=A/24 x"`
-//! boots K with the two arguments `--ipv4=A/24` and `x`. In Atoll's own
-//! form (`K -- ARGS`) arguments pass as they are, spaces included.
+//! boots K with the two arguments `--ipv4=A/24` and `x`. Solo5's `--` is
+//! optional, as older urunc releases leave it out: `K --ipv4=A/24 x` is
+//! the same. In Atoll's own form (`K -- ARGS`) arguments pass as they are,
+//! spaces included.
 
 use std::path::PathBuf;
 
@@ -27,7 +29,7 @@ use clap::Parser;
     version,
     about = "Run an Atoll unikernel on KVM.",
     override_usage = "atoll-hvt [OPTIONS] <KERNEL> [-- <ARGS>...]\n       \
-                      atoll-hvt [OPTIONS] -- <KERNEL> [ARGS]...   (Solo5's form: each ARG is split at spaces)",
+                      atoll-hvt [OPTIONS] [--] <KERNEL> [ARGS]...   (Solo5's form: each ARG is split at spaces)",
     after_help = atoll_host::args::AFTER_HELP
 )]
 pub struct Cli {
@@ -52,7 +54,7 @@ pub type Args = atoll_host::args::Args<Cli>;
 
 /// Parses `argv` (without the program name). Errors are one line.
 pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
-    let mut parsed = atoll_host::args::parse::<Cli>("atoll-hvt", argv)?;
+    let mut parsed = atoll_host::args::parse::<Cli>("atoll-hvt", solo5_dashes(argv))?;
     if let Parsed::Run(args) = &mut parsed {
         let cli = &mut args.cli;
         cli.kernel = match cli.kernel_word.take() {
@@ -71,6 +73,29 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
         };
     }
     Ok(parsed)
+}
+
+/// Solo5's `--` is optional (`[ -- ] KERNEL [ ARGS ]`): older urunc
+/// releases build `solo5-hvt OPTIONS KERNEL ARGS...` without it. A KERNEL
+/// followed by words other than `--` is that form: `--` goes in before the
+/// KERNEL, so that parsing takes it as Solo5's.
+fn solo5_dashes(mut argv: Vec<String>) -> Vec<String> {
+    let mut i = 0;
+    while let Some(word) = argv.get(i) {
+        match word.as_str() {
+            "--" => return argv,
+            // The one option whose value may be the next word.
+            "--mem" => i += 2,
+            option if option.starts_with('-') => i += 1,
+            _ => {
+                if argv.get(i + 1).is_some_and(|next| next != "--") {
+                    argv.insert(i, "--".into());
+                }
+                return argv;
+            }
+        }
+    }
+    argv
 }
 
 #[cfg(test)]
@@ -141,6 +166,20 @@ mod tests {
         // Atoll's own form keeps spaces inside an argument.
         let own = run(&["k.elf", "--", "a b"]).unwrap();
         assert_eq!(own.cli.common.args, ["a b"]);
+        // Older urunc: no `--`, the command line split into words.
+        let old = run(&[
+            "--mem",
+            "268",
+            "--net:service=tap0_urunc",
+            "/k",
+            "--ipv4=10.4.0.2/24",
+            "x y",
+        ])
+        .unwrap();
+        assert_eq!(old.cli.mem_mib, 268);
+        assert_eq!(old.cli.kernel, PathBuf::from("/k"));
+        assert_eq!(old.cli.common.args, ["--ipv4=10.4.0.2/24", "x", "y"]);
+        assert_eq!(old.devices.len(), 1);
     }
 
     #[test]

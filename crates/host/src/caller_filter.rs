@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const CONFINED_WAIT_MS: i32 = 100;
 
 static CONFINED: AtomicBool = AtomicBool::new(false);
+/// Set by the SIGSYS handler: a seccomp filter refused a call.
+static REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// `si_code` of a SIGSYS raised by a seccomp filter (linux/signal.h).
 const SYS_SECCOMP: libc::c_int = 1;
@@ -41,6 +43,7 @@ extern "C" fn fail_the_call(_signal: libc::c_int, info: *mut libc::siginfo_t, co
     // still refused it, the program merely survives to take another path.
     unsafe {
         if (*info).si_code == SYS_SECCOMP {
+            REFUSED.store(true, Ordering::Relaxed);
             let context = &mut *context.cast::<libc::ucontext_t>();
             context.uc_mcontext.gregs[libc::REG_RAX as usize] = -i64::from(libc::ENOSYS);
         }
@@ -77,12 +80,14 @@ fn sigsys_action(handler: libc::sighandler_t, flags: libc::c_int) -> io::Result<
 
 /// Finds out whether the caller's filter refuses `ppoll` (after
 /// [`tolerate_forbidden_calls`]) and remembers it; returns whether the
-/// process is confined.
+/// process is confined. Only a seccomp filter counts (the SIGSYS handler
+/// saw the refusal), so the tender never keeps no filter at all.
 pub fn detect() -> bool {
     let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: no descriptors, a live timespec, no mask: returns at once.
     let rc = unsafe { libc::ppoll(core::ptr::null_mut(), 0, &zero, core::ptr::null()) };
-    let confined = rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
+    let confined =
+        rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) && REFUSED.load(Ordering::Relaxed);
     CONFINED.store(confined, Ordering::Relaxed);
     confined
 }
@@ -90,17 +95,6 @@ pub fn detect() -> bool {
 /// Whether [`detect`] found the process confined by its caller.
 pub fn confined() -> bool {
     CONFINED.load(Ordering::Relaxed)
-}
-
-/// Whether the kernel says a seccomp filter is in force on this process
-/// (`Seccomp: 2` in /proc/self/status), the condition for keeping the
-/// caller's filter instead of adding our own.
-pub fn filter_in_force() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status
-            .lines()
-            .any(|line| line.strip_prefix("Seccomp:").is_some_and(|v| v.trim() == "2"))
-    })
 }
 
 /// Sleeps until one of `fds` is ready for `events` (`libc::EPOLLIN`,

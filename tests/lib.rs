@@ -270,6 +270,35 @@ pub fn hvt_bin() -> &'static Path {
     &tools().hvt
 }
 
+/// The tools of a urunc node, built once into `target/urunc-node`: the
+/// release atoll-hvt linked dynamically, as an operator installs it for
+/// urunc (docs/DEPLOY.md; the static `cargo build-tender` build cannot start
+/// under urunc's filter: static glibc reads `/proc/self/exe` with `readlink`
+/// before `main`), and `urunc-seccomp`, which executes its arguments under
+/// the seccomp filter urunc loads before an hvt monitor. Returns their
+/// paths, in that order.
+pub fn urunc_node_tools() -> (&'static Path, &'static Path) {
+    static TOOLS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    let (hvt, helper) = TOOLS.get_or_init(|| {
+        let target = repo_root().join("target/urunc-node");
+        let output = Command::new(env!("CARGO"))
+            .current_dir(repo_root())
+            .args(["build", "--release", "-p", "atoll-hvt", "-p", "atoll-tests"])
+            .args(["--bin", "atoll-hvt", "--bin", "urunc-seccomp", "--target-dir"])
+            .arg(&target)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run cargo");
+        assert!(
+            output.status.success(),
+            "cannot build atoll-hvt and urunc-seccomp:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (target.join("release/atoll-hvt"), target.join("release/urunc-seccomp"))
+    });
+    (hvt, helper)
+}
+
 /// The release `atoll-spt`, the unix platform's tender.
 pub fn spt_bin() -> &'static Path {
     &tools().spt

@@ -8,42 +8,15 @@
 //! urunc node installs it) without and with that filter (the tests'
 //! `urunc-seccomp` helper), and nginx beside them, under wrk.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use atoll_tests::net::{Namespace, Server, HOST_ADDR};
-use atoll_tests::{repo_root, Platform};
+use atoll_tests::Platform;
 
 use crate::http::{start_nginx, wrk, Wrk, NGINX_CIDR, NGINX_CLIENT_CIDR};
 
 const TAP: &str = "tap0_urunc";
 const LEVELS: [u32; 2] = [1, 16];
-
-/// Builds what it needs (release, dynamic atoll-hvt and the filter helper)
-/// and returns their paths.
-fn tools() -> Result<(PathBuf, PathBuf), String> {
-    let target = repo_root().join("target/urunc-node");
-    let status = Command::new(env!("CARGO"))
-        .current_dir(repo_root())
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "atoll-hvt",
-            "-p",
-            "atoll-tests",
-            "--bin",
-            "atoll-hvt",
-        ])
-        .args(["--bin", "urunc-seccomp", "--target-dir"])
-        .arg(&target)
-        .status()
-        .map_err(|e| format!("cannot run cargo: {e}"))?;
-    if !status.success() {
-        return Err("cannot build atoll-hvt and urunc-seccomp".into());
-    }
-    Ok((target.join("release/atoll-hvt"), target.join("release/urunc-seccomp")))
-}
 
 fn boot<'ns>(ns: &'ns Namespace, hvt: &Path, filter: Option<&Path>, kernel: &Path) -> Server<'ns> {
     let mut command = match filter {
@@ -62,19 +35,19 @@ fn boot<'ns>(ns: &'ns Namespace, hvt: &Path, filter: Option<&Path>, kernel: &Pat
 }
 
 pub fn run(duration_s: u32) -> Result<String, String> {
-    let (hvt, helper) = tools()?;
+    let (hvt, helper) = atoll_tests::urunc_node_tools();
     let kernel = atoll_tests::guest(Platform::Hvt, "examples/slides");
     let mut rows: Vec<(String, u32, Wrk)> = Vec::new();
     let mut page = Vec::new();
     for (name, filter) in [
         ("atoll-hvt, own filter", None),
-        ("atoll-hvt, urunc's filter", Some(helper.as_path())),
+        ("atoll-hvt, urunc's filter", Some(helper)),
     ] {
         let ns = Namespace::create();
         ns.add_tap(TAP, &format!("{HOST_ADDR}/24"));
         for connections in LEVELS {
             eprintln!("atoll-bench: {name}, {connections} connections");
-            let server = boot(&ns, &hvt, filter, &kernel);
+            let server = boot(&ns, hvt, filter, &kernel);
             if page.is_empty() {
                 let out = ns.run("curl", ["-sS", "--max-time", "10", &server.url("/")]);
                 page = out.stdout.into_bytes();

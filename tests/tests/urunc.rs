@@ -17,9 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use atoll_tests::net::{Namespace, Server, HOST_ADDR};
-use std::sync::OnceLock;
-
-use atoll_tests::{guest, repo_root, require_kvm, Platform, Vmm};
+use atoll_tests::{guest, repo_root, require_kvm, urunc_node_tools, Platform, Vmm};
 
 const TAP: &str = "tap0_urunc";
 const MAC: &str = "02:42:0a:4d:00:02";
@@ -50,37 +48,14 @@ fn assert_serves_the_talk(server: &Server<'_>) {
     );
 }
 
-/// The `urunc-seccomp` helper: executes its arguments under the filter
-/// urunc loads before an hvt monitor.
-fn urunc_seccomp() -> &'static str {
-    env!("CARGO_BIN_EXE_urunc-seccomp")
+/// atoll-hvt as a urunc node has it (see [`urunc_node_tools`]).
+fn node_hvt() -> &'static Path {
+    urunc_node_tools().0
 }
 
-/// atoll-hvt as an operator installs it for urunc (docs/DEPLOY.md):
-/// linked dynamically, as `cargo install --path crates/hvt` builds it. The
-/// static build (`cargo build-tender`) cannot start under urunc's filter:
-/// static glibc reads `/proc/self/exe` with `readlink` before `main`.
-fn node_hvt() -> &'static Path {
-    static HVT: OnceLock<PathBuf> = OnceLock::new();
-    HVT.get_or_init(|| {
-        let target = repo_root().join("target/urunc-node");
-        let status = Command::new(env!("CARGO"))
-            .current_dir(repo_root())
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "atoll-hvt",
-                "--bin",
-                "atoll-hvt",
-                "--target-dir",
-            ])
-            .arg(&target)
-            .status()
-            .expect("cannot run cargo");
-        assert!(status.success(), "cannot build atoll-hvt");
-        target.join("release/atoll-hvt")
-    })
+/// The helper that executes its arguments under urunc's filter.
+fn urunc_seccomp() -> &'static Path {
+    urunc_node_tools().1
 }
 
 /// urunc's vector for solo5-hvt (`HVT.BuildExecCmd`,

@@ -6,10 +6,13 @@
 //! (see `atoll_host::caller_filter`), so a tender started that way would be
 //! killed before its first line. The tender needs neither: it ignores
 //! SIGPIPE itself, as `lang_start` would, and handles its own signals.
-#![no_main]
+// Under `cargo test` the harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 
+#[cfg(not(test))]
 // SAFETY: this is the program's only `main` symbol (`no_main` leaves it to
 // us), with the C signature the C runtime calls it with.
 #[unsafe(no_mangle)]

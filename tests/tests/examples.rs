@@ -1,0 +1,281 @@
+//! The small example apps, built and run on both platforms against real
+//! peers: `examples/dns-lookup` asks dnsmasq, `examples/udp-echo` answers a
+//! Rust UDP client, `examples/tcp-client` fetches from a Rust TCP server,
+//! and `examples/random-clock` prints randomness and the clocks. Each
+//! networked case has a namespace of its own behind a TAP device (see
+//! `atoll_tests::net`); no packet leaves it.
+//!
+//! Needs root (namespaces, TAP devices), `/dev/kvm`, and dnsmasq
+//! (scripts/test.sh installs dnsmasq-base).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, UdpSocket};
+use std::path::Path;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use atoll_tests::net::{Background, Namespace, GUEST_ADDR, HOST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::{both_platforms, Outcome, Platform};
+
+const DNS_LOOKUP: &str = "examples/dns-lookup";
+const UDP_ECHO: &str = "examples/udp-echo";
+const TCP_CLIENT: &str = "examples/tcp-client";
+const RANDOM_CLOCK: &str = "examples/random-clock";
+
+/// Boots the app at `dir` on `platform` in `ns` with its `service` device
+/// on [`TAP`], a static address ([`STATIC_IPV4_ARGS`]) and boot arguments
+/// `args`; returns what it did.
+fn run_on_tap(platform: Platform, ns: &Namespace, dir: &str, args: &[&str]) -> Outcome {
+    let kernel = atoll_tests::guest(platform, dir);
+    let net = format!("--net:service={TAP}");
+    let all_args = [&STATIC_IPV4_ARGS[..], args].concat();
+    atoll_tests::run(platform.command(|program| ns.command(program), &kernel, &[net.as_str()], &all_args))
+}
+
+/// What the app printed: standard output without the log's lines (`[
+/// 0.000085 INFO ] net: ...`), which start with `[`.
+fn printed(out: &Outcome) -> String {
+    out.stdout
+        .lines()
+        .filter(|l| !l.starts_with('['))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Starts dnsmasq on [`TAP`] in `ns` answering for `atoll.test` only, as
+/// tests/dns.rs does: `slides.atoll.test` is `slides_addr`, other names do
+/// not exist, nothing is forwarded. Logs every query.
+fn dnsmasq(ns: &Namespace, state_dir: &Path, slides_addr: &str) -> Background {
+    let mut command = ns.command("dnsmasq");
+    command
+        .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
+        .arg(format!("--interface={TAP}"))
+        .args(["--except-interface=lo", "--no-resolv", "--no-hosts", "--log-queries"])
+        .arg("--local=/atoll.test/")
+        .arg(format!("--address=/slides.atoll.test/{slides_addr}"))
+        .arg(format!("--pid-file={}", state_dir.join("pid").display()))
+        .arg("--user=root");
+    let dnsmasq = Background::spawn(command);
+    // Its sockets are bound before it says it started.
+    dnsmasq.wait_for_line(Duration::from_secs(10), |l| {
+        l.contains("started, version").then_some(())
+    });
+    dnsmasq
+}
+
+both_platforms!(dns_lookup_prints_the_addresses_a_real_server_gives, |platform| {
+    let ns = Namespace::with_tap();
+    let state = tempfile::tempdir().unwrap();
+    let dnsmasq = dnsmasq(&ns, state.path(), "10.77.0.80");
+
+    let dns = format!("--dns={HOST_ADDR}");
+    let out = run_on_tap(
+        platform,
+        &ns,
+        DNS_LOOKUP,
+        &[&dns, "slides.atoll.test", "missing.atoll.test", "10.9.8.7"],
+    );
+    // A name that did not resolve makes the status 1.
+    assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        printed(&out).lines().collect::<Vec<_>>(),
+        [
+            "slides.atoll.test: 10.77.0.80",
+            "missing.atoll.test: name not found",
+            "10.9.8.7: 10.9.8.7"
+        ],
+        "{}",
+        out.stderr
+    );
+    let log = dnsmasq.stop().stderr;
+    assert!(log.contains("query[A] slides.atoll.test from 10.77.0.2"), "{log}");
+    assert!(log.contains("query[A] missing.atoll.test from 10.77.0.2"), "{log}");
+
+    let out = run_on_tap(platform, &ns, DNS_LOOKUP, &["10.9.8.7"]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(printed(&out), "10.9.8.7: 10.9.8.7\n");
+});
+
+both_platforms!(udp_echo_sends_each_datagram_back, |platform| {
+    let ns = Namespace::with_tap();
+    let kernel = atoll_tests::guest(platform, UDP_ECHO);
+    let net = format!("--net:service={TAP}");
+    let command = platform.command(
+        |program| ns.command(program),
+        &kernel,
+        &[net.as_str()],
+        &STATIC_IPV4_ARGS,
+    );
+    let server = Background::spawn(command);
+    let listening = format!("listening on udp://{GUEST_ADDR}:7");
+    server.wait_for_line(LISTEN_TIMEOUT, |l| (l == listening).then_some(()));
+
+    // A socket opened inside the namespace stays there; it is used from here.
+    let client = ns.run_in(|| UdpSocket::bind((HOST_ADDR, 0)).unwrap());
+    client.connect((GUEST_ADDR, 7)).unwrap();
+    client.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 2048];
+    // The first datagrams may be lost while the guest asks who the sender
+    // is (ARP): resend until one comes back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let first = loop {
+        client.send(b"hello").unwrap();
+        if let Ok(n) = client.recv(&mut buf) {
+            break buf[..n].to_vec();
+        }
+        assert!(Instant::now() < deadline, "no echo in 10 s: {}", server.stdout_so_far());
+    };
+    assert_eq!(first, b"hello");
+    // Drain echoes of the resent hellos.
+    while client.recv(&mut buf).is_ok_and(|n| &buf[..n] == b"hello") {}
+
+    let datagrams: [&[u8]; 3] = [b"one", &[0, 255, 13, 10, 7], &[b'x'; 1400]];
+    for datagram in datagrams {
+        client.send(datagram).unwrap();
+        let n = client
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("no echo of a {}-byte datagram: {e}", datagram.len()));
+        assert_eq!(&buf[..n], datagram);
+    }
+
+    let out = server.stop();
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+});
+
+/// A TCP server inside `ns` on [`HOST_ADDR`]: answers one connection with
+/// `answer` once the request's header has come, then closes. Returns its
+/// port and a thread that gives back the request it read.
+fn one_shot_server(ns: &Namespace, answer: &'static [u8]) -> (u16, thread::JoinHandle<String>) {
+    let listener = ns.run_in(|| TcpListener::bind((HOST_ADDR, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before the end of its request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        stream.write_all(answer).unwrap();
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (port, server)
+}
+
+both_platforms!(tcp_client_prints_a_real_servers_answer, |platform| {
+    let ns = Namespace::with_tap();
+    let (port, server) = one_shot_server(&ns, b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello atoll\n");
+    let port = port.to_string();
+    let out = run_on_tap(platform, &ns, TCP_CLIENT, &[HOST_ADDR, &port, "/greeting"]);
+    let request = server.join().unwrap();
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert_eq!(request, format!("GET /greeting HTTP/1.0\r\nHost: {HOST_ADDR}\r\n\r\n"));
+    assert_eq!(printed(&out), "HTTP/1.0 200 OK\nContent-Length: 12\n\nhello atoll\n");
+});
+
+both_platforms!(tcp_client_reports_a_refused_connection_in_one_line, |platform| {
+    let ns = Namespace::with_tap();
+    // Nothing listens on port 9 of the host side: Linux answers with a reset.
+    let out = run_on_tap(platform, &ns, TCP_CLIENT, &[HOST_ADDR, "9"]);
+    assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        printed(&out),
+        format!("tcp-client: cannot connect to {HOST_ADDR}:9: connection refused\n")
+    );
+});
+
+both_platforms!(bad_arguments_get_a_line_and_status_2, |platform| {
+    let ns = Namespace::with_tap();
+    let cases: [(&str, &[&str], &str); 5] = [
+        (DNS_LOOKUP, &[], "usage: dns-lookup [--dns=ADDRESS] NAME..."),
+        (TCP_CLIENT, &[], "usage: tcp-client HOST PORT [PATH]"),
+        (TCP_CLIENT, &["a", "b", "/c", "d"], "usage: tcp-client HOST PORT [PATH]"),
+        (
+            TCP_CLIENT,
+            &["10.77.0.1", "0"],
+            "tcp-client: bad port `0` (1 to 65535); usage: tcp-client HOST PORT [PATH]",
+        ),
+        (
+            TCP_CLIENT,
+            &["10.77.0.1", "80", "index.html"],
+            "tcp-client: bad path `index.html` (it starts with `/`, without spaces); \
+             usage: tcp-client HOST PORT [PATH]",
+        ),
+    ];
+    for (dir, args, line) in cases {
+        let out = run_on_tap(platform, &ns, dir, args);
+        assert_eq!(out.status, Some(2), "{dir} {args:?}: {}{}", out.stdout, out.stderr);
+        assert_eq!(printed(&out), format!("{line}\n"), "{dir} {args:?}: {}", out.stderr);
+        assert!(!out.stderr.contains("panicked"), "{dir} {args:?}: {}", out.stderr);
+    }
+});
+
+/// What a run of `random-clock` printed: the random bytes (hex), the wall
+/// clock's seconds since 1970 and its year, and the measured sleep in µs.
+fn random_clock(platform: Platform) -> (String, u64, u64, u64) {
+    let out = atoll_tests::boot(platform, RANDOM_CLOCK, &[], &[]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", out.stdout);
+    let random = lines[0].strip_prefix("random: ").expect("random line");
+    assert_eq!(random.len(), 32, "{random}");
+    assert!(
+        random.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{random}"
+    );
+
+    // wall clock: YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ (SECS.NNNNNNNNN s since 1970)
+    let wall = lines[1].strip_prefix("wall clock: ").expect("wall clock line");
+    let (iso, rest) = wall.split_once(" (").expect("two forms of the wall clock");
+    assert_eq!(iso.len(), 30, "{iso}");
+    assert!(iso.ends_with('Z') && &iso[10..11] == "T", "{iso}");
+    let year: u64 = iso[..4].parse().expect("a year");
+    let (month, day): (u64, u64) = (iso[5..7].parse().unwrap(), iso[8..10].parse().unwrap());
+    assert!((1..=12).contains(&month) && (1..=31).contains(&day), "{iso}");
+    let seconds = rest.strip_suffix(" s since 1970)").expect("seconds since 1970");
+    let (secs, nanos) = seconds.split_once('.').expect("seconds with a fraction");
+    assert_eq!(nanos, &iso[20..29], "the two forms disagree: {wall}");
+    // The date is the one the seconds give: days since 1970, checked
+    // against the host's own reading of the same seconds.
+    let secs: u64 = secs.parse().unwrap();
+    let date = std::process::Command::new("date")
+        .args(["-u", "-d"])
+        .arg(format!("@{secs}"))
+        .arg("+%Y-%m-%dT%H:%M:%S")
+        .output()
+        .expect("date");
+    assert_eq!(String::from_utf8_lossy(&date.stdout).trim(), &iso[..19], "{wall}");
+
+    let monotonic = lines[2]
+        .strip_prefix("monotonic: ")
+        .and_then(|l| l.strip_suffix(" ns since boot"))
+        .expect("monotonic line");
+    monotonic.parse::<u64>().expect("nanoseconds");
+    let slept = lines[3]
+        .strip_prefix("slept 10 ms: ")
+        .and_then(|l| l.strip_suffix(" ms on the monotonic clock"))
+        .expect("sleep line");
+    let (ms, us) = slept.split_once('.').expect("milliseconds with a fraction");
+    assert_eq!(us.len(), 3, "{slept}");
+    let slept_us = ms.parse::<u64>().unwrap() * 1000 + us.parse::<u64>().unwrap();
+    (random.to_owned(), secs, year, slept_us)
+}
+
+both_platforms!(random_clock_prints_fresh_bytes_and_the_right_time, |platform| {
+    let before = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let (random1, secs1, year, slept_us) = random_clock(platform);
+    let (random2, secs2, _, _) = random_clock(platform);
+    let after = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+
+    assert_ne!(random1, random2, "two runs printed the same random bytes");
+    assert!((2024..2100).contains(&year), "year {year}");
+    // The guest's wall clock is the host's.
+    assert!(
+        (before..=after).contains(&secs1) && (secs1..=after).contains(&secs2),
+        "{before} <= {secs1} <= {secs2} <= {after}"
+    );
+    // A 10 ms sleep takes at least 10 ms, and not absurdly more.
+    assert!((10_000..2_000_000).contains(&slept_us), "slept {slept_us} µs");
+});

@@ -7,10 +7,11 @@
 //! answered (no route back to its sender) is dropped with a warning, as UDP
 //! allows. Datagrams up to 16 KiB are echoed whole, longer ones truncated.
 //!
-//! Run it: `atoll run examples/udp-echo`, then, from another terminal, talk
-//! to it inside the namespace `atoll run` made: `ip netns exec atoll-PID nc
-//! -u 10.77.0.2 7` (PID is `atoll run`'s). The address comes from
-//! `--ipv4=`/`--ipv4-gateway=` or DHCP.
+//! Run it: `atoll run --publish none examples/udp-echo` (which forwards TCP
+//! only) names the network namespace it made, `atoll-PID`; from another
+//! terminal, `ip netns exec atoll-PID nc -u 10.77.0.2 7` talks to it. On a
+//! TAP device of your own the address comes from `--ipv4=`/`--ipv4-gateway=`
+//! or DHCP.
 //!
 //! Not here: a rate limit. An echo service answers forged senders too, so
 //! keep it on networks you trust.

@@ -32,8 +32,8 @@ fn run_on_tap(platform: Platform, ns: &Namespace, dir: &str, args: &[&str]) -> O
     atoll_tests::run(platform.command(|program| ns.command(program), &kernel, &[net.as_str()], &all_args))
 }
 
-/// What the app printed: standard output without the log's lines (`[
-/// 0.000085 INFO ] net: ...`), which start with `[`.
+/// What the app printed: standard output without the log's lines, which
+/// start with `[` (`[    0.000085 INFO ] net: service: ...`).
 fn printed(out: &Outcome) -> String {
     out.stdout
         .lines()

@@ -115,6 +115,29 @@ impl atoll_host::net::FrameMemory for GuestMemory {
     }
 }
 
+/// A counted reference to guest memory's mapping (vm-memory keeps its
+/// regions in `Arc`s): the mapping is unmapped when the last one, or the
+/// [`GuestMemory`], is dropped.
+pub struct Mapping {
+    mem: GuestMemoryMmap,
+    size: u64,
+}
+
+impl Mapping {
+    /// The host address of guest-physical 0, for KVM's memory slot.
+    pub fn host_base(&self) -> *mut u8 {
+        // from_ranges made exactly one region starting at 0.
+        self.mem
+            .get_host_address(GuestAddress(0))
+            .expect("guest memory starts at 0")
+    }
+
+    /// Bytes mapped from `host_base()` on.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// Guest memory: the mapping KVM sees, plus the map of permissions.
 pub struct GuestMemory {
     mem: GuestMemoryMmap,
@@ -138,12 +161,22 @@ impl GuestMemory {
         self.size
     }
 
-    /// The host address of guest-physical 0, for KVM's memory slot.
+    /// The host address of guest-physical 0.
     pub fn host_base(&self) -> *mut u8 {
         // from_ranges made exactly one region starting at 0.
         self.mem
             .get_host_address(GuestAddress(0))
             .expect("guest memory starts at 0")
+    }
+
+    /// A share of the mapping itself: while it lives the memory stays
+    /// mapped at the same host address, whatever becomes of this
+    /// `GuestMemory`. A VM that registers the memory with KVM holds one.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            mem: self.mem.clone(),
+            size: self.size,
+        }
     }
 
     /// Reads `buf.len()` bytes at `addr`; false if outside guest memory.

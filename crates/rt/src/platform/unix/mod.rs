@@ -141,7 +141,12 @@ pub(crate) fn wall_clock_ns() -> u64 {
 /// Does a batch of block operations on block device `device` (its
 /// boot-info index) with the same code the tender runs; returns how many
 /// succeeded.
-pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+///
+/// # Safety
+///
+/// As for `platform::block_io`: the service reads and writes each
+/// operation's buffer by address.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
     let mut args = atoll_abi::hypercall::BlockIoArgs {
         device,
         count: ops.len() as u32,

@@ -7,10 +7,13 @@
 //! over is checked against it, so the tender never reads or writes on the
 //! guest's behalf anything the guest could not read or write itself.
 
-use std::fmt;
-
 use atoll_abi::layout::PAGE_SIZE;
+use atoll_host::guest_fault::Space;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// A hypercall named memory the guest may not access that way.
+pub use atoll_host::guest_fault::AccessError;
 
 /// What the guest may do with a region (`user`: reachable from ring 3;
 /// otherwise only the ring-0 exception stubs and the CPU use it).
@@ -62,7 +65,12 @@ impl MemoryMap {
     /// Checks that the guest itself could access all of `addr..addr+len`
     /// from ring 3 (for writing too, if `write`).
     pub fn check_user_access(&self, addr: u64, len: u64, write: bool) -> Result<(), AccessError> {
-        let error = AccessError { addr, len, write };
+        let error = AccessError {
+            addr,
+            len,
+            write,
+            space: Space::Guest,
+        };
         let end = addr.checked_add(len).ok_or(error)?;
         let mut at = addr;
         while at < end {
@@ -76,42 +84,24 @@ impl MemoryMap {
     }
 }
 
-/// A hypercall named memory the guest may not access that way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccessError {
-    pub addr: u64,
-    pub len: u64,
-    pub write: bool,
-}
-
-impl fmt::Display for AccessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.write { "writable" } else { "readable" };
-        write!(
-            f,
-            "{} bytes at {:#x} are not guest memory {what} from ring 3",
-            self.len, self.addr
-        )
-    }
-}
-
-/// The network rings and frame buffers are guest memory the guest could
-/// write itself from ring 3, checked against the map.
+/// The network rings, frame buffers and block batches are guest memory the
+/// guest could use itself from ring 3, checked against the map on every
+/// access.
 impl atoll_host::net::FrameMemory for GuestMemory {
-    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
-        self.map.check_user_access(addr, len, true).map_err(|e| e.to_string())
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, len, true)
     }
 
-    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String> {
-        self.map.check_user_access(addr, len, false).map_err(|e| e.to_string())
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, len, false)
     }
 
-    fn read(&self, addr: u64, buf: &mut [u8]) {
-        assert!(GuestMemory::read(self, addr, buf), "checked to lie in guest memory");
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        self.read_user(addr, buf)
     }
 
-    fn write(&self, addr: u64, data: &[u8]) {
-        assert!(GuestMemory::write(self, addr, data), "checked to lie in guest memory");
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.write_user(addr, data)
     }
 }
 
@@ -179,12 +169,60 @@ impl GuestMemory {
         }
     }
 
-    /// Reads `buf.len()` bytes at `addr`; false if outside guest memory.
+    /// Reads `buf.len()` bytes at `addr` for the guest: only if the guest
+    /// could read them itself from ring 3. The one way hypercalls read
+    /// guest memory (check and access in one call).
+    pub fn read_user(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, buf.len() as u64, false)?;
+        // A mapped region outside the mapping would be a tender bug; it is
+        // refused all the same.
+        self.mem
+            .read_slice(buf, GuestAddress(addr))
+            .map_err(|_| self.map_error(addr, buf.len(), false))
+    }
+
+    /// Writes `data` at `addr` for the guest: only if the guest could write
+    /// there itself from ring 3.
+    pub fn write_user(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, data.len() as u64, true)?;
+        self.mem
+            .write_slice(data, GuestAddress(addr))
+            .map_err(|_| self.map_error(addr, data.len(), true))
+    }
+
+    /// A `T` at `addr`, if the guest could read it itself (for writing it
+    /// back too, if `writable`: checked before anything is done with it).
+    pub fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64, writable: bool) -> Result<T, AccessError> {
+        if writable {
+            self.map.check_user_access(addr, size_of::<T>() as u64, true)?;
+        }
+        let mut value = T::new_zeroed();
+        self.read_user(addr, value.as_mut_bytes())?;
+        Ok(value)
+    }
+
+    /// Writes `value` at `addr`, if the guest could write it itself.
+    pub fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), AccessError> {
+        self.write_user(addr, value.as_bytes())
+    }
+
+    fn map_error(&self, addr: u64, len: usize, write: bool) -> AccessError {
+        AccessError {
+            addr,
+            len: len as u64,
+            write,
+            space: Space::Guest,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `addr` for the tender itself (whatever
+    /// the page permissions); false if outside guest memory.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.mem.read_slice(buf, GuestAddress(addr)).is_ok()
     }
 
-    /// Writes `data` at `addr`; false if outside guest memory.
+    /// Writes `data` at `addr` for the tender itself (whatever the page
+    /// permissions); false if outside guest memory.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         self.mem.write_slice(data, GuestAddress(addr)).is_ok()
     }

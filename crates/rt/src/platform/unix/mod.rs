@@ -140,7 +140,8 @@ pub(crate) fn wall_clock_ns() -> u64 {
 
 /// Does a batch of block operations on block device `device` (its
 /// boot-info index) with the same code the tender runs; returns how many
-/// succeeded.
+/// succeeded. A malformed batch ends the program as the tender ends a
+/// guest: `atoll: guest broke the block-io hypercall: WHY`, status 254.
 ///
 /// # Safety
 ///
@@ -167,7 +168,7 @@ pub(crate) unsafe fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]
         }
     };
     if let Err(why) = served {
-        abort(&std::format!("guest broke the block-io call: {why}"));
+        fail(&std::format!("guest broke the block-io hypercall: {why}"));
     }
     args.completed
 }

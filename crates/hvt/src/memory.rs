@@ -4,8 +4,13 @@
 //! until touched. Alongside it the tender keeps a [`MemoryMap`]: the regions
 //! of the guest's address space with their page permissions. The page tables
 //! are built from it ([`crate::x86`]), and every address a hypercall hands
-//! over is checked against it, so the tender never reads or writes on the
-//! guest's behalf anything the guest could not read or write itself.
+//! over is checked against it in the same call that reads or writes it
+//! ([`GuestMemory::read_user`], [`GuestMemory::write_user`], `read_obj`,
+//! `write_obj`: a typed [`AccessError`], never a check then an `assert!`),
+//! so the tender never reads or writes on the guest's behalf anything the
+//! guest could not read or write itself. A VM holds a [`Mapping`], a share
+//! of the memory's mapping, so the memory KVM uses stays mapped while it
+//! runs.
 
 use atoll_abi::layout::PAGE_SIZE;
 use atoll_host::guest_fault::Space;
@@ -288,6 +293,47 @@ mod tests {
         assert!(map.check_user_access(0x0, 8, false).is_err(), "unmapped");
         assert!(map.check_user_access(0x1000, u64::MAX, false).is_err(), "wraps");
         assert!(map.check_user_access(u64::MAX - 3, 8, false).is_err(), "wraps");
+    }
+
+    #[test]
+    fn accessors_for_the_guest_check_and_access_in_one_call() {
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        mem.map = map();
+        mem.write_user(0x2ff8, &7u64.to_le_bytes()).unwrap();
+        assert_eq!(mem.read_obj::<u64>(0x2ff8, true), Ok(7));
+        assert_eq!(mem.read_obj::<u64>(0x1ff8, false), Ok(0), "read-only, readable");
+        let refused = |addr, len, write| AccessError {
+            addr,
+            len,
+            write,
+            space: Space::Guest,
+        };
+        assert_eq!(mem.read_obj::<u64>(0x1ff8, true), Err(refused(0x1ff8, 8, true)));
+        assert_eq!(mem.write_obj(0x1ff8, &1u64), Err(refused(0x1ff8, 8, true)));
+        assert_eq!(
+            mem.read_user(0x3000, &mut [0; 4]),
+            Err(refused(0x3000, 4, false)),
+            "kernel page"
+        );
+        assert_eq!(
+            mem.read_user(u64::MAX - 1, &mut [0; 4]),
+            Err(refused(u64::MAX - 1, 4, false))
+        );
+        assert_eq!(mem.read_u64(0x1ff8), Some(0), "nothing was written through a refusal");
+    }
+
+    #[test]
+    fn a_share_of_the_mapping_outlives_the_guest_memory() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        assert!(mem.write(0x1000, &[0xAB; 4]));
+        let mapping = mem.mapping();
+        let base = mapping.host_base();
+        assert_eq!((base, mapping.size()), (mem.host_base(), 1 << 20));
+        drop(mem);
+        let mut back = [0; 4];
+        mapping.mem.read_slice(&mut back, GuestAddress(0x1000)).unwrap();
+        assert_eq!(back, [0xAB; 4]);
+        assert_eq!(mapping.host_base(), base);
     }
 
     #[test]

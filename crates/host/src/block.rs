@@ -33,6 +33,7 @@ use atoll_abi::block::{BlockOp, BlockOpKind, BlockStatus, MAX_OPS, MAX_SECTORS_P
 use atoll_abi::hypercall::BlockIoArgs;
 use zerocopy::{FromZeros, IntoBytes};
 
+use crate::guest_fault::GuestFault;
 use crate::net::FrameMemory;
 
 /// How a disk file is attached.
@@ -244,49 +245,47 @@ impl BlockDevice {
         self.file.as_raw_fd()
     }
 
-    /// Serves one batch whose [`BlockIoArgs`] are at `args`. An error means
-    /// the app lied (bad memory, malformed batch) and must be stopped.
-    pub fn serve(&mut self, args: u64, mem: &impl FrameMemory) -> Result<(), String> {
-        let args_len = size_of::<BlockIoArgs>() as u64;
-        mem.check_writable(args, args_len)
-            .map_err(|e| format!("argument struct: {e}"))?;
-        let mut call = BlockIoArgs::new_zeroed();
-        mem.read(args, call.as_mut_bytes());
+    /// Serves one batch, whose arguments the caller has read (and checked
+    /// it may write back: it does so with `call.completed` set, after this
+    /// returns). An error means the app lied (bad memory, malformed batch)
+    /// and must be stopped.
+    pub fn serve(&mut self, call: &mut BlockIoArgs, mem: &impl FrameMemory) -> Result<(), GuestFault> {
         if call.count == 0 || call.count > MAX_OPS {
-            return Err(format!(
-                "{} operations in one batch; 1 to {MAX_OPS} are allowed",
-                call.count
-            ));
+            return Err(GuestFault::BatchSize(call.count));
         }
         let op_len = size_of::<BlockOp>() as u64;
         let ops_len = u64::from(call.count) * op_len;
+        // All of them, before any is done.
         mem.check_writable(call.ops.0, ops_len)
-            .map_err(|e| format!("operations: {e}"))?;
+            .map_err(GuestFault::memory("operations"))?;
         let mut completed = 0;
         let mut failed = false;
-        for i in 0..u64::from(call.count) {
-            let at = call.ops.0 + i * op_len;
+        for index in 0..call.count {
+            let at = call.ops.0 + u64::from(index) * op_len;
             let mut op = BlockOp::new_zeroed();
-            mem.read(at, op.as_mut_bytes());
+            mem.read(at, op.as_mut_bytes())
+                .map_err(GuestFault::memory("operations"))?;
             let status = if failed {
                 BlockStatus::Skipped
             } else {
-                self.execute(&op, mem).map_err(|e| format!("operation {i}: {e}"))?
+                self.execute(&op, mem).map_err(|fault| GuestFault::Operation {
+                    index,
+                    fault: Box::new(fault),
+                })?
             };
             failed |= status != BlockStatus::Ok;
             completed += u32::from(status == BlockStatus::Ok);
             op.status = status as u32;
-            mem.write(at, op.as_bytes());
+            mem.write(at, op.as_bytes()).map_err(GuestFault::memory("operations"))?;
         }
         call.completed = completed;
-        mem.write(args, call.as_bytes());
         Ok(())
     }
 
     /// Does one operation: `Err` for a malformed one (a lie), else its
     /// status.
-    fn execute(&mut self, op: &BlockOp, mem: &impl FrameMemory) -> Result<BlockStatus, String> {
-        let kind = BlockOpKind::from_u32(op.kind).ok_or_else(|| format!("unknown kind {}", op.kind))?;
+    fn execute(&mut self, op: &BlockOp, mem: &impl FrameMemory) -> Result<BlockStatus, GuestFault> {
+        let kind = BlockOpKind::from_u32(op.kind).ok_or(GuestFault::UnknownKind(op.kind))?;
         let read_only = self.access == Access::ReadOnly;
         if kind == BlockOpKind::Flush {
             if read_only {
@@ -299,17 +298,16 @@ impl BlockDevice {
             return Ok(status_of(self.file.sync_data()));
         }
         if op.sectors == 0 || op.sectors > MAX_SECTORS_PER_OP {
-            return Err(format!(
-                "{} sectors; an operation moves 1 to {MAX_SECTORS_PER_OP}",
-                op.sectors
-            ));
+            return Err(GuestFault::SectorCount(op.sectors));
         }
         let len = u64::from(op.sectors) * u64::from(SECTOR_SIZE);
+        // Before the file is touched, and before a read-only refusal: a lie
+        // is a lie on any disk.
         match kind {
             BlockOpKind::Read => mem.check_writable(op.buffer.0, len),
             _ => mem.check_readable(op.buffer.0, len),
         }
-        .map_err(|e| format!("buffer: {e}"))?;
+        .map_err(GuestFault::memory("buffer"))?;
         if read_only && kind == BlockOpKind::Write {
             return Ok(BlockStatus::ReadOnly);
         }
@@ -324,13 +322,13 @@ impl BlockDevice {
                 self.reads += 1;
                 let result = self.file.read_exact_at(&mut data, offset);
                 if result.is_ok() {
-                    mem.write(op.buffer.0, &data);
+                    mem.write(op.buffer.0, &data).map_err(GuestFault::memory("buffer"))?;
                 }
                 status_of(result)
             }
             _ => {
                 self.writes += 1;
-                mem.read(op.buffer.0, &mut data);
+                mem.read(op.buffer.0, &mut data).map_err(GuestFault::memory("buffer"))?;
                 status_of(self.file.write_all_at(&data, offset))
             }
         })
@@ -372,7 +370,6 @@ mod tests {
     use atoll_abi::GuestAddr;
 
     const BASE: u64 = 0x1000;
-    const ARGS: u64 = BASE;
     const OPS: u64 = BASE + 0x100;
     const BUF: u64 = BASE + 0x1000;
 
@@ -392,17 +389,17 @@ mod tests {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
-    fn batch(mem: &FakeMemory, ops: &[BlockOp]) {
-        let args = BlockIoArgs {
+    /// Puts `ops` in memory; returns the arguments naming them.
+    fn batch(mem: &FakeMemory, ops: &[BlockOp]) -> BlockIoArgs {
+        for (i, op) in ops.iter().enumerate() {
+            mem.write(OPS + 32 * i as u64, op.as_bytes()).unwrap();
+        }
+        BlockIoArgs {
             device: 1,
             count: ops.len() as u32,
             ops: GuestAddr(OPS),
             completed: 0,
             reserved: 0,
-        };
-        mem.write(ARGS, args.as_bytes());
-        for (i, op) in ops.iter().enumerate() {
-            mem.write(OPS + 32 * i as u64, op.as_bytes());
         }
     }
 
@@ -421,7 +418,7 @@ mod tests {
         (0..count)
             .map(|i| {
                 let mut op = BlockOp::new_zeroed();
-                mem.read(OPS + 32 * i as u64, op.as_mut_bytes());
+                mem.read(OPS + 32 * i as u64, op.as_mut_bytes()).unwrap();
                 op.status
             })
             .collect()
@@ -431,8 +428,8 @@ mod tests {
     fn writes_reads_and_flushes_in_one_batch() {
         let (_file, mut device) = disk(16);
         let mem = FakeMemory::new(BASE, 0x3000);
-        mem.write(BUF, &[0xAB; 1024]);
-        batch(
+        mem.write(BUF, &[0xAB; 1024]).unwrap();
+        let mut args = batch(
             &mem,
             &[
                 op(BlockOpKind::Write, 3, 2, BUF),
@@ -440,14 +437,12 @@ mod tests {
                 op(BlockOpKind::Read, 2, 4, BUF + 0x400),
             ],
         );
-        device.serve(ARGS, &mem).unwrap();
+        device.serve(&mut args, &mem).unwrap();
         assert_eq!(statuses(&mem, 3), [0, 0, 0]);
         let mut back = vec![0; 2048];
-        mem.read(BUF + 0x400, &mut back);
+        mem.read(BUF + 0x400, &mut back).unwrap();
         assert_eq!(&back[..512], &[0; 512], "sector 2 was never written");
         assert_eq!(&back[512..1536], &[0xAB; 1024]);
-        let mut args = BlockIoArgs::new_zeroed();
-        mem.read(ARGS, args.as_mut_bytes());
         assert_eq!(args.completed, 3);
         assert_eq!((device.reads, device.writes, device.flushes), (1, 1, 1));
     }
@@ -456,7 +451,7 @@ mod tests {
     fn past_the_end_fails_and_later_operations_are_skipped() {
         let (_file, mut device) = disk(4);
         let mem = FakeMemory::new(BASE, 0x3000);
-        batch(
+        let mut args = batch(
             &mem,
             &[
                 op(BlockOpKind::Write, 0, 1, BUF),
@@ -464,11 +459,12 @@ mod tests {
                 op(BlockOpKind::Write, 0, 1, BUF),
             ],
         );
-        device.serve(ARGS, &mem).unwrap();
+        device.serve(&mut args, &mem).unwrap();
         let expected = [BlockStatus::Ok, BlockStatus::OutOfRange, BlockStatus::Skipped].map(|s| s as u32);
         assert_eq!(statuses(&mem, 3), expected);
-        batch(&mem, &[op(BlockOpKind::Read, u64::MAX, 1, BUF)]);
-        device.serve(ARGS, &mem).unwrap();
+        assert_eq!(args.completed, 1);
+        let mut args = batch(&mem, &[op(BlockOpKind::Read, u64::MAX, 1, BUF)]);
+        device.serve(&mut args, &mem).unwrap();
         assert_eq!(statuses(&mem, 1), [BlockStatus::OutOfRange as u32]);
     }
 
@@ -476,24 +472,42 @@ mod tests {
     fn lies_stop_the_app() {
         let (_file, mut device) = disk(4);
         let mem = FakeMemory::new(BASE, 0x3000);
-        for (ops, message) in [
-            (vec![op(BlockOpKind::Read, 0, 1, 0x10)], "buffer"),
-            (vec![op(BlockOpKind::Write, 0, 300, BUF)], "300 sectors"),
-            (vec![op(BlockOpKind::Read, 0, 0, BUF)], "0 sectors"),
+        type Is = fn(&GuestFault) -> bool;
+        let cases: [(Vec<BlockOp>, Is); 5] = [
+            (
+                vec![op(BlockOpKind::Read, 0, 1, 0x10)],
+                |f| matches!(f.innermost(), GuestFault::Memory { what: "buffer", access } if access.write),
+            ),
+            (vec![op(BlockOpKind::Write, 0, 300, BUF)], |f| {
+                matches!(f.innermost(), GuestFault::SectorCount(300))
+            }),
+            (vec![op(BlockOpKind::Read, 0, 0, BUF)], |f| {
+                matches!(f.innermost(), GuestFault::SectorCount(0))
+            }),
             (
                 vec![BlockOp {
                     kind: 9,
                     ..op(BlockOpKind::Read, 0, 1, BUF)
                 }],
-                "unknown kind 9",
+                |f| matches!(f, GuestFault::Operation { index: 0, fault } if matches!(**fault, GuestFault::UnknownKind(9))),
             ),
-            (vec![], "0 operations"),
-        ] {
-            batch(&mem, &ops);
-            let err = device.serve(ARGS, &mem).unwrap_err();
-            assert!(err.contains(message), "{err}");
+            (vec![], |f| matches!(f, GuestFault::BatchSize(0))),
+        ];
+        for (ops, is) in cases {
+            let mut args = batch(&mem, &ops);
+            let err = device.serve(&mut args, &mem).unwrap_err();
+            assert!(is(&err), "{err}");
         }
-        assert!(device.serve(0x10, &mem).unwrap_err().contains("argument struct"));
+        let mut args = batch(&mem, &[op(BlockOpKind::Read, 0, 1, BUF)]);
+        args.ops = GuestAddr(0x10);
+        assert!(matches!(
+            device.serve(&mut args, &mem),
+            Err(GuestFault::Memory { what: "operations", .. })
+        ));
+        let mut args = batch(&mem, &[op(BlockOpKind::Write, 0, 1, BUF)]);
+        args.count = 65;
+        let err = device.serve(&mut args, &mem).unwrap_err();
+        assert_eq!(err.to_string(), "65 operations in one batch; 1 to 64 are allowed");
     }
 
     #[test]
@@ -592,16 +606,16 @@ mod tests {
         std::fs::write(file.path(), [0x11; 2048]).unwrap();
         let mut device = open(file.path(), Access::ReadOnly).unwrap();
         let mem = FakeMemory::new(BASE, 0x3000);
-        mem.write(BUF, &[0xEE; 512]);
-        batch(&mem, &[op(BlockOpKind::Read, 1, 1, BUF + 0x400)]);
-        device.serve(ARGS, &mem).unwrap();
+        mem.write(BUF, &[0xEE; 512]).unwrap();
+        let mut args = batch(&mem, &[op(BlockOpKind::Read, 1, 1, BUF + 0x400)]);
+        device.serve(&mut args, &mem).unwrap();
         assert_eq!(statuses(&mem, 1), [BlockStatus::Ok as u32]);
         let mut back = [0; 512];
-        mem.read(BUF + 0x400, &mut back);
+        mem.read(BUF + 0x400, &mut back).unwrap();
         assert_eq!(back, [0x11; 512]);
         for kind in [BlockOpKind::Write, BlockOpKind::Flush] {
-            batch(&mem, &[op(kind, 0, 1, BUF), op(BlockOpKind::Read, 0, 1, BUF)]);
-            device.serve(ARGS, &mem).unwrap();
+            let mut args = batch(&mem, &[op(kind, 0, 1, BUF), op(BlockOpKind::Read, 0, 1, BUF)]);
+            device.serve(&mut args, &mem).unwrap();
             assert_eq!(
                 statuses(&mem, 2),
                 [BlockStatus::ReadOnly as u32, BlockStatus::Skipped as u32],
@@ -615,7 +629,10 @@ mod tests {
         );
         assert_eq!((device.writes, device.flushes), (0, 0));
         // A lie is still a lie on a read-only disk.
-        batch(&mem, &[op(BlockOpKind::Write, 0, 1, 0x10)]);
-        assert!(device.serve(ARGS, &mem).unwrap_err().contains("buffer"));
+        let mut args = batch(&mem, &[op(BlockOpKind::Write, 0, 1, 0x10)]);
+        assert!(matches!(
+            device.serve(&mut args, &mem).unwrap_err().innermost(),
+            GuestFault::Memory { what: "buffer", .. }
+        ));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::cell::RefCell;
 
+use crate::guest_fault::{AccessError, Space};
 use crate::net::FrameMemory;
 
 pub(crate) struct FakeMemory {
@@ -19,28 +20,40 @@ impl FakeMemory {
             bytes: RefCell::new(vec![0; len]),
         }
     }
+
+    /// The offset of `addr..addr+len` in the array, if it lies inside.
+    fn at(&self, addr: u64, len: u64, write: bool) -> Result<usize, AccessError> {
+        let end = self.base + self.bytes.borrow().len() as u64;
+        match addr.checked_add(len) {
+            Some(to) if addr >= self.base && to <= end => Ok((addr - self.base) as usize),
+            _ => Err(AccessError {
+                addr,
+                len,
+                write,
+                space: Space::Process,
+            }),
+        }
+    }
 }
 
 impl FrameMemory for FakeMemory {
-    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
-        self.check_readable(addr, len)
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.at(addr, len, true).map(drop)
     }
 
-    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String> {
-        let end = self.base + self.bytes.borrow().len() as u64;
-        match addr.checked_add(len) {
-            Some(to) if addr >= self.base && to <= end => Ok(()),
-            _ => Err(format!("{len} bytes at {addr:#x} are outside")),
-        }
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.at(addr, len, false).map(drop)
     }
 
-    fn read(&self, addr: u64, buf: &mut [u8]) {
-        let at = (addr - self.base) as usize;
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let at = self.at(addr, buf.len() as u64, false)?;
         buf.copy_from_slice(&self.bytes.borrow()[at..at + buf.len()]);
+        Ok(())
     }
 
-    fn write(&self, addr: u64, data: &[u8]) {
-        let at = (addr - self.base) as usize;
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        let at = self.at(addr, data.len() as u64, true)?;
         self.bytes.borrow_mut()[at..at + data.len()].copy_from_slice(data);
+        Ok(())
     }
 }

@@ -17,6 +17,8 @@
 //! * [`block`]: disk files and the service of `atoll_abi::block` batches.
 //! * [`net`]: TAP devices and the service of `atoll_abi::net` frame rings,
 //!   over any [`net::FrameMemory`] (a guest's memory, or the process's own).
+//! * [`guest_fault`]: what the app did wrong on those paths, as a typed
+//!   [`guest_fault::GuestFault`].
 //! * [`caller_filter`]: running under a seccomp filter the caller (urunc)
 //!   installed, one that forbids our waits and our own filter.
 //! * [`sandbox`]: the seccomp rules both confine themselves with, the unix
@@ -41,6 +43,7 @@ pub mod escape;
 #[cfg(test)]
 mod fake_memory;
 pub mod fault;
+pub mod guest_fault;
 pub mod net;
 pub mod output;
 pub mod peak_rss;

@@ -19,21 +19,33 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
 use atoll_abi::net::{NetRing, NetSlot, DEFAULT_MTU, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
-use zerocopy::{FromBytes, FromZeros, IntoBytes};
+use zerocopy::{FromZeros, IntoBytes};
+
+use crate::guest_fault::{AccessError, GuestFault};
 
 /// The app's memory as the ring service and the block service see it (the
-/// guest's, or the process's own): addresses are numbers they check before
-/// any access.
+/// guest's, or the process's own): addresses are numbers the app wrote.
+///
+/// A safe trait because every accessor checks: [`read`](Self::read) and
+/// [`write`](Self::write) refuse, with an [`AccessError`], any range the app
+/// could not itself read (write), in the same call that accesses it (as
+/// Firecracker's `GuestMemory::read_obj` and Solo5's `HVT_CHECKED_GPA_P`),
+/// so no number a caller passes can make an implementation touch memory that
+/// is not the app's. The `check_*` methods only let a service refuse a batch
+/// before it has done any of it. An implementation that cannot check an
+/// address itself (the unix platform's own address space) must make its
+/// constructor `unsafe` and take the promise from whoever hands the
+/// addresses over.
 pub trait FrameMemory {
     /// Checks that the app could itself read and write all of
-    /// `addr..addr+len`; the message says why not.
-    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String>;
+    /// `addr..addr+len`.
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), AccessError>;
     /// Checks that the app could itself read all of `addr..addr+len`.
-    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String>;
-    /// Reads `buf.len()` bytes at `addr`, a range a check accepted.
-    fn read(&self, addr: u64, buf: &mut [u8]);
-    /// Writes `data` at `addr`, a range [`Self::check_writable`] accepted.
-    fn write(&self, addr: u64, data: &[u8]);
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), AccessError>;
+    /// Reads `buf.len()` bytes at `addr`, if the app could read them itself.
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError>;
+    /// Writes `data` at `addr`, if the app could write there itself.
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError>;
 }
 
 const HEADER_SIZE: u64 = 16;
@@ -121,13 +133,15 @@ impl NetDevice {
     }
 
     /// Serves the net-attach hypercall.
-    pub fn attach(&mut self, ring: u64, mem: &impl FrameMemory) -> Result<(), String> {
+    pub fn attach(&mut self, ring: u64, mem: &impl FrameMemory) -> Result<(), GuestFault> {
         if self.ring.is_some() {
-            return Err(format!("device '{}' already has its rings", self.name));
+            return Err(GuestFault::AlreadyAttached {
+                device: self.name.clone(),
+            });
         }
         mem.check_writable(ring, size_of::<NetRing>() as u64)
-            .map_err(|e| format!("rings: {e}"))?;
-        let header = read_header(mem, ring);
+            .map_err(GuestFault::memory("rings"))?;
+        let header = read_header(mem, ring)?;
         self.tx_tail = header[0];
         self.rx_head = header[2];
         self.ring = Some(ring);
@@ -136,31 +150,35 @@ impl NetDevice {
 
     /// Sends queued frames and receives into free slots. Returns whether
     /// the receive ring holds frames the guest has not consumed.
-    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<bool, String> {
+    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<bool, GuestFault> {
         let Some(ring) = self.ring else {
             return Ok(false);
         };
-        let [tx_head, _, _, rx_tail] = read_header(mem, ring);
+        let [tx_head, _, _, rx_tail] = read_header(mem, ring)?;
         let queued = tx_head.wrapping_sub(self.tx_tail);
         let unconsumed = self.rx_head.wrapping_sub(rx_tail);
         if queued > RING_SLOTS || unconsumed > RING_SLOTS {
-            return Err(format!(
-                "device '{}': corrupted rings (tx {tx_head}/{}, rx {}/{rx_tail})",
-                self.name, self.tx_tail, self.rx_head
-            ));
+            return Err(GuestFault::CorruptRings {
+                device: self.name.clone(),
+                tx_head,
+                tx_tail: self.tx_tail,
+                rx_head: self.rx_head,
+                rx_tail,
+            });
         }
         let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
         let max_frame = self.mtu + ETHERNET_OVERHEAD;
         while self.tx_tail != tx_head {
             let slot = self.slot(mem, ring + TX_SLOTS_OFFSET, self.tx_tail)?;
             if slot.len < MIN_FRAME || slot.len > max_frame {
-                return Err(format!(
-                    "device '{}': a {}-byte frame; frames are {MIN_FRAME} to {max_frame} bytes",
-                    self.name, slot.len
-                ));
+                return Err(GuestFault::FrameSize {
+                    device: self.name.clone(),
+                    len: slot.len,
+                    max: max_frame,
+                });
             }
             let frame = &mut frame[..slot.len as usize];
-            mem.read(slot.addr.0, frame);
+            mem.read(slot.addr.0, frame).map_err(self.frame_buffer())?;
             match self.tap.write(frame) {
                 Ok(_) => self.tx_frames += 1,
                 // A full host queue or a downed interface drops the frame,
@@ -177,17 +195,25 @@ impl NetDevice {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("device '{}': reading the TAP device failed: {e}", self.name)),
+                Err(source) => {
+                    return Err(GuestFault::TapRead {
+                        device: self.name.clone(),
+                        source,
+                    })
+                }
             };
-            mem.write(slot.addr.0, &frame[..len]);
+            mem.write(slot.addr.0, &frame[..len]).map_err(self.frame_buffer())?;
             let len_addr = self.slot_addr(ring + RX_SLOTS_OFFSET, self.rx_head) + 8;
-            mem.write(len_addr, &(len as u32).to_le_bytes());
+            mem.write(len_addr, &(len as u32).to_le_bytes())
+                .map_err(GuestFault::memory("rings"))?;
             self.rx_head = self.rx_head.wrapping_add(1);
             self.rx_frames += 1;
             free -= 1;
         }
-        mem.write(ring + 4, &self.tx_tail.to_le_bytes());
-        mem.write(ring + 8, &self.rx_head.to_le_bytes());
+        mem.write(ring + 4, &self.tx_tail.to_le_bytes())
+            .map_err(GuestFault::memory("rings"))?;
+        mem.write(ring + 8, &self.rx_head.to_le_bytes())
+            .map_err(GuestFault::memory("rings"))?;
         Ok(self.rx_head != rx_tail)
     }
 
@@ -195,23 +221,32 @@ impl NetDevice {
         slots + u64::from(index % RING_SLOTS) * SLOT_SIZE
     }
 
-    /// The slot at `index`, with its buffer checked to be guest-writable.
-    fn slot(&self, mem: &impl FrameMemory, slots: u64, index: u32) -> Result<NetSlot, String> {
+    /// The slot at `index`, with its buffer checked to be guest-writable
+    /// (before a frame is taken from the TAP device for it).
+    fn slot(&self, mem: &impl FrameMemory, slots: u64, index: u32) -> Result<NetSlot, GuestFault> {
         let mut slot = NetSlot::new_zeroed();
-        // Inside the ring, checked at attach.
-        mem.read(self.slot_addr(slots, index), slot.as_mut_bytes());
+        mem.read(self.slot_addr(slots, index), slot.as_mut_bytes())
+            .map_err(GuestFault::memory("rings"))?;
         mem.check_writable(slot.addr.0, u64::from(FRAME_BUFFER_SIZE))
-            .map_err(|e| format!("device '{}': frame buffer: {e}", self.name))?;
+            .map_err(self.frame_buffer())?;
         Ok(slot)
+    }
+
+    /// Wraps an access error of a frame buffer of this device.
+    fn frame_buffer(&self) -> impl FnOnce(AccessError) -> GuestFault + '_ {
+        |access| GuestFault::FrameBuffer {
+            device: self.name.clone(),
+            access,
+        }
     }
 }
 
-/// `tx_head`, `tx_tail`, `rx_head`, `rx_tail` (checked at attach to lie in
-/// guest memory).
-fn read_header(mem: &impl FrameMemory, ring: u64) -> [u32; 4] {
-    let mut header = [0u8; HEADER_SIZE as usize];
-    mem.read(ring, &mut header);
-    <[u32; 4]>::read_from_bytes(&header).expect("16 bytes")
+/// `tx_head`, `tx_tail`, `rx_head`, `rx_tail`.
+fn read_header(mem: &impl FrameMemory, ring: u64) -> Result<[u32; 4], GuestFault> {
+    let mut header = [0u32; 4];
+    mem.read(ring, header.as_mut_bytes())
+        .map_err(GuestFault::memory("rings"))?;
+    Ok(header)
 }
 
 /// Opens TAP device `name` non-blocking, without packet information
@@ -297,7 +332,7 @@ mod tests {
 
     fn u32_at(mem: &FakeMemory, addr: u64) -> u32 {
         let mut bytes = [0; 4];
-        mem.read(addr, &mut bytes);
+        mem.read(addr, &mut bytes).unwrap();
         u32::from_le_bytes(bytes)
     }
 
@@ -308,7 +343,8 @@ mod tests {
         let mem = FakeMemory::new(BASE, 0x4000 + slots * FRAME_BUFFER_SIZE as usize);
         for i in 0..slots as u64 {
             let buffer = BUFFERS + i * u64::from(FRAME_BUFFER_SIZE);
-            mem.write(RING + TX_SLOTS_OFFSET + i * SLOT_SIZE, &buffer.to_le_bytes());
+            mem.write(RING + TX_SLOTS_OFFSET + i * SLOT_SIZE, &buffer.to_le_bytes())
+                .unwrap();
         }
         let (ours, theirs) = std::os::unix::net::UnixDatagram::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
@@ -324,17 +360,18 @@ mod tests {
         // The app queues two frames.
         for (i, frame) in [&[0xAAu8; 60][..], &[0xBB; 1514]].into_iter().enumerate() {
             let buffer = BUFFERS + i as u64 * u64::from(FRAME_BUFFER_SIZE);
-            mem.write(buffer, frame);
+            mem.write(buffer, frame).unwrap();
             mem.write(
                 RING + TX_SLOTS_OFFSET + i as u64 * SLOT_SIZE + 8,
                 &(frame.len() as u32).to_le_bytes(),
-            );
+            )
+            .unwrap();
         }
-        mem.write(RING, &2u32.to_le_bytes());
+        mem.write(RING, &2u32.to_le_bytes()).unwrap();
         // The host has one frame for it.
         peer.send(&[0xCC; 42]).unwrap();
 
-        assert_eq!(device.service(&mem), Ok(true), "a received frame is waiting");
+        assert!(device.service(&mem).unwrap(), "a received frame is waiting");
         let mut got = [0u8; 2048];
         assert_eq!(peer.recv(&mut got).unwrap(), 60);
         assert_eq!(peer.recv(&mut got).unwrap(), 1514);
@@ -350,35 +387,65 @@ mod tests {
         mem.read(
             BUFFERS + u64::from(RING_SLOTS) * u64::from(FRAME_BUFFER_SIZE),
             &mut frame,
-        );
+        )
+        .unwrap();
         assert_eq!(frame, [0xCC; 42]);
         assert_eq!((device.tx_frames, device.rx_frames), (2, 1));
 
         // Once the app consumes it, nothing is waiting.
-        mem.write(RING + 12, &1u32.to_le_bytes());
-        assert_eq!(device.service(&mem), Ok(false));
+        mem.write(RING + 12, &1u32.to_le_bytes()).unwrap();
+        assert!(!device.service(&mem).unwrap());
     }
 
     #[test]
     fn lying_rings_are_refused() {
         let (mut device, mem, _peer) = new_device();
-        mem.write(RING, &(RING_SLOTS + 1).to_le_bytes());
-        assert!(device.service(&mem).unwrap_err().contains("corrupted rings"));
+        mem.write(RING, &(RING_SLOTS + 1).to_le_bytes()).unwrap();
+        assert!(matches!(
+            device.service(&mem),
+            Err(GuestFault::CorruptRings { tx_head, .. }) if tx_head == RING_SLOTS + 1
+        ));
 
         let (mut device, mem, _peer) = new_device();
-        mem.write(RING + TX_SLOTS_OFFSET + 8, &9000u32.to_le_bytes());
-        mem.write(RING, &1u32.to_le_bytes());
+        mem.write(RING + TX_SLOTS_OFFSET + 8, &9000u32.to_le_bytes()).unwrap();
+        mem.write(RING, &1u32.to_le_bytes()).unwrap();
         let err = device.service(&mem).unwrap_err();
-        assert_eq!(err, "device 'service': a 9000-byte frame; frames are 14 to 1518 bytes");
+        assert!(
+            matches!(
+                err,
+                GuestFault::FrameSize {
+                    len: 9000,
+                    max: 1518,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "device 'service': a 9000-byte frame; frames are 14 to 1518 bytes"
+        );
 
         let (mut device, mem, _peer) = new_device();
-        mem.write(RING + TX_SLOTS_OFFSET, &0x1000u64.to_le_bytes());
-        mem.write(RING + TX_SLOTS_OFFSET + 8, &60u32.to_le_bytes());
-        mem.write(RING, &1u32.to_le_bytes());
-        assert!(device.service(&mem).unwrap_err().contains("frame buffer"));
+        mem.write(RING + TX_SLOTS_OFFSET, &0x1000u64.to_le_bytes()).unwrap();
+        mem.write(RING + TX_SLOTS_OFFSET + 8, &60u32.to_le_bytes()).unwrap();
+        mem.write(RING, &1u32.to_le_bytes()).unwrap();
+        assert!(matches!(
+            device.service(&mem),
+            Err(GuestFault::FrameBuffer { access, .. }) if access.addr == 0x1000
+        ));
 
         let (mut device, mem, _peer) = new_device();
-        assert!(device.attach(RING, &mem).unwrap_err().contains("already has its rings"));
+        assert!(matches!(
+            device.attach(RING, &mem),
+            Err(GuestFault::AlreadyAttached { .. })
+        ));
+        let (mut device, ..) = new_device();
+        device.ring = None;
+        assert!(matches!(
+            device.attach(0x10, &FakeMemory::new(BASE, 0x100)),
+            Err(GuestFault::Memory { what: "rings", .. })
+        ));
     }
 
     #[test]
@@ -399,7 +466,7 @@ pub struct NetDevices {
 impl NetDevices {
     /// Services every attached ring; returns the boot-info indices (as a
     /// bit set) of devices whose receive ring holds unconsumed frames.
-    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<u64, String> {
+    pub fn service(&mut self, mem: &impl FrameMemory) -> Result<u64, GuestFault> {
         let mut ready = 0;
         for device in &mut self.devices {
             if device.service(mem)? {

@@ -13,6 +13,7 @@ use atoll_abi::exit::MAX_GUEST_STATUS;
 use atoll_abi::hypercall::{
     AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
 };
+use atoll_host::guest_fault::GuestFault;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::devices::Attached;
@@ -37,20 +38,21 @@ pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, devices: &mut Attach
     }
 }
 
-fn serve(
+/// Serves `call`; `Err` says how the guest broke it.
+pub fn serve(
     call: Hypercall,
     arg: u64,
     mem: &GuestMemory,
     devices: &mut Attached,
     ready_set: u64,
-) -> Result<Action, String> {
+) -> Result<Action, GuestFault> {
     let net = &mut devices.net;
     match call {
         Hypercall::Walltime => {
             let mut args: WalltimeArgs = read_args(mem, arg, true)?;
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
             args.nsecs = now.as_nanos() as u64;
-            write_args(mem, arg, &args);
+            write_args(mem, arg, &args)?;
             Ok(Action::Resume)
         }
         // The console was drained before this exit was handled.
@@ -63,66 +65,58 @@ fn serve(
                 crate::signals::sleep_unless_stopping(|mask| net.block(timeout, mask));
                 args.ready_set = net.service(mem)?;
             }
-            write_args(mem, arg, &args);
+            write_args(mem, arg, &args)?;
             Ok(Action::Resume)
         }
         Hypercall::Halt => {
             let args: HaltArgs = read_args(mem, arg, false)?;
             if args.status > MAX_GUEST_STATUS {
-                return Err(format!(
-                    "status {} is above {MAX_GUEST_STATUS}, the largest a guest may halt with",
-                    args.status
-                ));
+                return Err(GuestFault::HaltStatus(args.status));
             }
             Ok(Action::Halt(args.status))
         }
         Hypercall::Abort => {
             let args: AbortArgs = read_args(mem, arg, false)?;
             if args.message_len > ABORT_MESSAGE_MAX {
-                return Err(format!(
-                    "message length {} exceeds {ABORT_MESSAGE_MAX} bytes",
-                    args.message_len
-                ));
+                return Err(GuestFault::AbortLength(args.message_len));
             }
-            mem.map
-                .check_user_access(args.message.0, args.message_len, false)
-                .map_err(|e| format!("message: {e}"))?;
             let mut message = vec![0u8; args.message_len as usize];
-            assert!(mem.read(args.message.0, &mut message), "checked above");
+            mem.read_user(args.message.0, &mut message)
+                .map_err(GuestFault::memory("message"))?;
             Ok(Action::Fail(format!("guest aborted: {}", one_line(&message))))
         }
         Hypercall::NetAttach => {
             let args: NetAttachArgs = read_args(mem, arg, false)?;
             let device = net
                 .by_index(args.device)
-                .ok_or_else(|| format!("device {} is not a network device", args.device))?;
+                .ok_or(GuestFault::NotANetDevice(args.device))?;
             device.attach(args.ring.0, mem)?;
             Ok(Action::Resume)
         }
         Hypercall::BlockIo => {
-            let args: BlockIoArgs = read_args(mem, arg, true)?;
+            // Read and checked once, here; the device serves the batch the
+            // arguments name, and they are written back with the count.
+            let mut args: BlockIoArgs = read_args(mem, arg, true)?;
             let device = devices
                 .block_device(args.device)
-                .ok_or_else(|| format!("device {} is not a block device", args.device))?;
-            device.serve(arg, mem)?;
+                .ok_or(GuestFault::NotABlockDevice(args.device))?;
+            device.serve(&mut args, mem)?;
+            write_args(mem, arg, &args)?;
             Ok(Action::Resume)
         }
     }
 }
 
-fn read_args<T: FromBytes + IntoBytes>(mem: &GuestMemory, addr: u64, write_back: bool) -> Result<T, String> {
-    let len = size_of::<T>() as u64;
-    mem.map
-        .check_user_access(addr, len, write_back)
-        .map_err(|e| format!("argument struct: {e}"))?;
-    let mut value = T::new_zeroed();
-    assert!(mem.read(addr, value.as_mut_bytes()), "checked above");
-    Ok(value)
+/// The argument struct at `addr`, checked to be the guest's to hand over
+/// (and to have written back, if `write_back`).
+fn read_args<T: FromBytes + IntoBytes>(mem: &GuestMemory, addr: u64, write_back: bool) -> Result<T, GuestFault> {
+    mem.read_obj(addr, write_back)
+        .map_err(GuestFault::memory("argument struct"))
 }
 
-fn write_args<T: IntoBytes + Immutable>(mem: &GuestMemory, addr: u64, value: &T) {
-    // read_args checked this range for writing.
-    assert!(mem.write(addr, value.as_bytes()));
+fn write_args<T: IntoBytes + Immutable>(mem: &GuestMemory, addr: u64, value: &T) -> Result<(), GuestFault> {
+    mem.write_obj(addr, value)
+        .map_err(GuestFault::memory("argument struct"))
 }
 
 /// The message as one printable line (shared with the unix platform).
@@ -135,6 +129,11 @@ mod tests {
 
     fn call(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
         handle(hc, arg, mem, &mut Attached::default(), 0)
+    }
+
+    /// How the guest broke `hc`, if it did.
+    fn fault(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Option<GuestFault> {
+        serve(hc, arg, mem, &mut Attached::default(), 0).err()
     }
 
     fn mem() -> GuestMemory {
@@ -168,6 +167,13 @@ mod tests {
                 Action::Fail(msg) => assert!(msg.contains(hc.name()), "{msg}"),
                 other => panic!("{hc:?} at {addr:#x}: {other:?}"),
             }
+            assert!(
+                matches!(
+                    fault(hc, addr, &mem),
+                    Some(GuestFault::Memory { what: "argument struct", access }) if access.addr == addr
+                ),
+                "{hc:?} at {addr:#x}"
+            );
         }
     }
 
@@ -184,7 +190,16 @@ mod tests {
             }
             .as_bytes(),
         );
-        assert!(matches!(call(Hypercall::Halt, 0x3000, &mem), Action::Fail(m) if m.contains("254")));
+        assert!(matches!(
+            fault(Hypercall::Halt, 0x3000, &mem),
+            Some(GuestFault::HaltStatus(254))
+        ));
+        assert_eq!(
+            call(Hypercall::Halt, 0x3000, &mem),
+            Action::Fail(
+                "guest broke the halt hypercall: status 254 is above 253, the largest a guest may halt with".into()
+            )
+        );
 
         mem.write(0x4000, b"boom\nat main.rs:3");
         let abort = |message, message_len| AbortArgs {
@@ -202,6 +217,13 @@ mod tests {
                 panic!("accepted message at {addr:#x}+{len}");
             };
             assert!(msg.starts_with("guest broke the abort hypercall"), "{msg}");
+            assert!(
+                matches!(
+                    fault(Hypercall::Abort, 0x3000, &mem),
+                    Some(GuestFault::Memory { what: "message", .. } | GuestFault::AbortLength(_))
+                ),
+                "{addr:#x}+{len}"
+            );
         }
     }
 
@@ -244,6 +266,28 @@ mod tests {
                 assert!(matches!(action, Action::Fail(_)), "{hc:?} at {arg:#x}: {action:?}");
             }
         }
+    }
+
+    #[test]
+    fn block_io_names_a_block_device() {
+        let mem = mem();
+        let args = BlockIoArgs {
+            device: 3,
+            count: 1,
+            ops: atoll_abi::GuestAddr(0x3100),
+            completed: 0,
+            reserved: 0,
+        };
+        mem.write(0x3000, args.as_bytes());
+        assert!(matches!(
+            fault(Hypercall::BlockIo, 0x3000, &mem),
+            Some(GuestFault::NotABlockDevice(3))
+        ));
+        // Written back, so read-only arguments are refused before any work.
+        assert!(matches!(
+            fault(Hypercall::BlockIo, 0x2000, &mem),
+            Some(GuestFault::Memory { what: "argument struct", access }) if access.write
+        ));
     }
 
     #[test]

@@ -4,13 +4,21 @@
 //! until touched. Alongside it the tender keeps a [`MemoryMap`]: the regions
 //! of the guest's address space with their page permissions. The page tables
 //! are built from it ([`crate::x86`]), and every address a hypercall hands
-//! over is checked against it, so the tender never reads or writes on the
-//! guest's behalf anything the guest could not read or write itself.
-
-use std::fmt;
+//! over is checked against it in the same call that reads or writes it
+//! ([`GuestMemory::read_user`], [`GuestMemory::write_user`], `read_obj`,
+//! `write_obj`: a typed [`AccessError`], never a check then an `assert!`),
+//! so the tender never reads or writes on the guest's behalf anything the
+//! guest could not read or write itself. A VM holds a [`Mapping`], a share
+//! of the memory's mapping, so the memory KVM uses stays mapped while it
+//! runs.
 
 use atoll_abi::layout::PAGE_SIZE;
+use atoll_host::guest_fault::Space;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+/// A hypercall named memory the guest may not access that way.
+pub use atoll_host::guest_fault::AccessError;
 
 /// What the guest may do with a region (`user`: reachable from ring 3;
 /// otherwise only the ring-0 exception stubs and the CPU use it).
@@ -62,7 +70,12 @@ impl MemoryMap {
     /// Checks that the guest itself could access all of `addr..addr+len`
     /// from ring 3 (for writing too, if `write`).
     pub fn check_user_access(&self, addr: u64, len: u64, write: bool) -> Result<(), AccessError> {
-        let error = AccessError { addr, len, write };
+        let error = AccessError {
+            addr,
+            len,
+            write,
+            space: Space::Guest,
+        };
         let end = addr.checked_add(len).ok_or(error)?;
         let mut at = addr;
         while at < end {
@@ -76,42 +89,47 @@ impl MemoryMap {
     }
 }
 
-/// A hypercall named memory the guest may not access that way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AccessError {
-    pub addr: u64,
-    pub len: u64,
-    pub write: bool,
-}
-
-impl fmt::Display for AccessError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.write { "writable" } else { "readable" };
-        write!(
-            f,
-            "{} bytes at {:#x} are not guest memory {what} from ring 3",
-            self.len, self.addr
-        )
-    }
-}
-
-/// The network rings and frame buffers are guest memory the guest could
-/// write itself from ring 3, checked against the map.
+/// The network rings, frame buffers and block batches are guest memory the
+/// guest could use itself from ring 3, checked against the map on every
+/// access.
 impl atoll_host::net::FrameMemory for GuestMemory {
-    fn check_writable(&self, addr: u64, len: u64) -> Result<(), String> {
-        self.map.check_user_access(addr, len, true).map_err(|e| e.to_string())
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, len, true)
     }
 
-    fn check_readable(&self, addr: u64, len: u64) -> Result<(), String> {
-        self.map.check_user_access(addr, len, false).map_err(|e| e.to_string())
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, len, false)
     }
 
-    fn read(&self, addr: u64, buf: &mut [u8]) {
-        assert!(GuestMemory::read(self, addr, buf), "checked to lie in guest memory");
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        self.read_user(addr, buf)
     }
 
-    fn write(&self, addr: u64, data: &[u8]) {
-        assert!(GuestMemory::write(self, addr, data), "checked to lie in guest memory");
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.write_user(addr, data)
+    }
+}
+
+/// A counted reference to guest memory's mapping (vm-memory keeps its
+/// regions in `Arc`s): the mapping is unmapped when the last one, or the
+/// [`GuestMemory`], is dropped.
+pub struct Mapping {
+    mem: GuestMemoryMmap,
+    size: u64,
+}
+
+impl Mapping {
+    /// The host address of guest-physical 0, for KVM's memory slot.
+    pub fn host_base(&self) -> *mut u8 {
+        // from_ranges made exactly one region starting at 0.
+        self.mem
+            .get_host_address(GuestAddress(0))
+            .expect("guest memory starts at 0")
+    }
+
+    /// Bytes mapped from `host_base()` on.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 }
 
@@ -138,7 +156,7 @@ impl GuestMemory {
         self.size
     }
 
-    /// The host address of guest-physical 0, for KVM's memory slot.
+    /// The host address of guest-physical 0.
     pub fn host_base(&self) -> *mut u8 {
         // from_ranges made exactly one region starting at 0.
         self.mem
@@ -146,12 +164,70 @@ impl GuestMemory {
             .expect("guest memory starts at 0")
     }
 
-    /// Reads `buf.len()` bytes at `addr`; false if outside guest memory.
+    /// A share of the mapping itself: while it lives the memory stays
+    /// mapped at the same host address, whatever becomes of this
+    /// `GuestMemory`. A VM that registers the memory with KVM holds one.
+    pub fn mapping(&self) -> Mapping {
+        Mapping {
+            mem: self.mem.clone(),
+            size: self.size,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `addr` for the guest: only if the guest
+    /// could read them itself from ring 3. The one way hypercalls read
+    /// guest memory (check and access in one call).
+    pub fn read_user(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, buf.len() as u64, false)?;
+        // A mapped region outside the mapping would be a tender bug; it is
+        // refused all the same.
+        self.mem
+            .read_slice(buf, GuestAddress(addr))
+            .map_err(|_| self.map_error(addr, buf.len(), false))
+    }
+
+    /// Writes `data` at `addr` for the guest: only if the guest could write
+    /// there itself from ring 3.
+    pub fn write_user(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        self.map.check_user_access(addr, data.len() as u64, true)?;
+        self.mem
+            .write_slice(data, GuestAddress(addr))
+            .map_err(|_| self.map_error(addr, data.len(), true))
+    }
+
+    /// A `T` at `addr`, if the guest could read it itself (for writing it
+    /// back too, if `writable`: checked before anything is done with it).
+    pub fn read_obj<T: FromBytes + IntoBytes>(&self, addr: u64, writable: bool) -> Result<T, AccessError> {
+        if writable {
+            self.map.check_user_access(addr, size_of::<T>() as u64, true)?;
+        }
+        let mut value = T::new_zeroed();
+        self.read_user(addr, value.as_mut_bytes())?;
+        Ok(value)
+    }
+
+    /// Writes `value` at `addr`, if the guest could write it itself.
+    pub fn write_obj<T: IntoBytes + Immutable>(&self, addr: u64, value: &T) -> Result<(), AccessError> {
+        self.write_user(addr, value.as_bytes())
+    }
+
+    fn map_error(&self, addr: u64, len: usize, write: bool) -> AccessError {
+        AccessError {
+            addr,
+            len: len as u64,
+            write,
+            space: Space::Guest,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `addr` for the tender itself (whatever
+    /// the page permissions); false if outside guest memory.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         self.mem.read_slice(buf, GuestAddress(addr)).is_ok()
     }
 
-    /// Writes `data` at `addr`; false if outside guest memory.
+    /// Writes `data` at `addr` for the tender itself (whatever the page
+    /// permissions); false if outside guest memory.
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         self.mem.write_slice(data, GuestAddress(addr)).is_ok()
     }
@@ -217,6 +293,47 @@ mod tests {
         assert!(map.check_user_access(0x0, 8, false).is_err(), "unmapped");
         assert!(map.check_user_access(0x1000, u64::MAX, false).is_err(), "wraps");
         assert!(map.check_user_access(u64::MAX - 3, 8, false).is_err(), "wraps");
+    }
+
+    #[test]
+    fn accessors_for_the_guest_check_and_access_in_one_call() {
+        let mut mem = GuestMemory::new(1 << 20).unwrap();
+        mem.map = map();
+        mem.write_user(0x2ff8, &7u64.to_le_bytes()).unwrap();
+        assert_eq!(mem.read_obj::<u64>(0x2ff8, true), Ok(7));
+        assert_eq!(mem.read_obj::<u64>(0x1ff8, false), Ok(0), "read-only, readable");
+        let refused = |addr, len, write| AccessError {
+            addr,
+            len,
+            write,
+            space: Space::Guest,
+        };
+        assert_eq!(mem.read_obj::<u64>(0x1ff8, true), Err(refused(0x1ff8, 8, true)));
+        assert_eq!(mem.write_obj(0x1ff8, &1u64), Err(refused(0x1ff8, 8, true)));
+        assert_eq!(
+            mem.read_user(0x3000, &mut [0; 4]),
+            Err(refused(0x3000, 4, false)),
+            "kernel page"
+        );
+        assert_eq!(
+            mem.read_user(u64::MAX - 1, &mut [0; 4]),
+            Err(refused(u64::MAX - 1, 4, false))
+        );
+        assert_eq!(mem.read_u64(0x1ff8), Some(0), "nothing was written through a refusal");
+    }
+
+    #[test]
+    fn a_share_of_the_mapping_outlives_the_guest_memory() {
+        let mem = GuestMemory::new(1 << 20).unwrap();
+        assert!(mem.write(0x1000, &[0xAB; 4]));
+        let mapping = mem.mapping();
+        let base = mapping.host_base();
+        assert_eq!((base, mapping.size()), (mem.host_base(), 1 << 20));
+        drop(mem);
+        let mut back = [0; 4];
+        mapping.mem.read_slice(&mut back, GuestAddress(0x1000)).unwrap();
+        assert_eq!(back, [0xAB; 4]);
+        assert_eq!(mapping.host_base(), base);
     }
 
     #[test]

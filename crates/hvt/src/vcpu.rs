@@ -6,7 +6,7 @@ use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, C
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::boot::Layout;
-use crate::memory::GuestMemory;
+use crate::memory::{GuestMemory, Mapping};
 use crate::x86;
 
 /// Why KVM could not be set up.
@@ -65,11 +65,17 @@ fn guest_cpuid() -> Vec<kvm_cpuid_entry2> {
 }
 
 /// A VM with one vCPU and guest memory registered as slot 0.
+///
+/// The VM holds a share of the memory's mapping, so the memory KVM writes
+/// into cannot be unmapped while the VM exists, whatever the caller drops
+/// first. Fields are dropped in declaration order: the vCPU and VM file
+/// descriptors are closed before the mapping goes.
 pub struct Vm {
+    pub vcpu: VcpuFd,
+    _vm: VmFd,
     // Kept open for the VM's lifetime.
     _kvm: Kvm,
-    _vm: VmFd,
-    pub vcpu: VcpuFd,
+    _memory: Mapping,
 }
 
 // CR0, CR4 and EFER bits.
@@ -91,28 +97,31 @@ const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 impl Vm {
     /// Creates the VM and vCPU and registers `mem`.
     pub fn new(mem: &GuestMemory) -> Result<Vm, KvmError> {
+        // Before `vm`, so that on an early return `vm` is dropped first.
+        let memory = mem.mapping();
         let kvm = Kvm::new().map_err(KvmError::Open)?;
         let vm = kvm.create_vm().map_err(|e| KvmError::Ioctl("create a VM", e))?;
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
             guest_phys_addr: 0,
-            memory_size: mem.size(),
-            userspace_addr: mem.host_base() as u64,
+            memory_size: memory.size(),
+            userspace_addr: memory.host_base() as u64,
         };
-        // SAFETY: the region is the whole of `mem`'s mapping, which stays
-        // mapped for as long as the VM runs: `GuestMemory` is owned by the
-        // caller's `Guest`, which outlives the `Vm` (both are dropped only
-        // when the tender exits).
+        // SAFETY: the region is the whole of the mapping `memory` shares,
+        // which stays mapped for as long as the VM exists: the `Vm` keeps
+        // `memory`, and drops it only after its VM descriptor (field
+        // order; on an early return below, locals drop in reverse order).
         unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
         let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
         let cpuid = CpuId::from_entries(&guest_cpuid()).map_err(|_| KvmError::Cpuid)?;
         vcpu.set_cpuid2(&cpuid)
             .map_err(|e| KvmError::Ioctl("set the vCPU's CPUID", e))?;
         Ok(Vm {
-            _kvm: kvm,
-            _vm: vm,
             vcpu,
+            _vm: vm,
+            _kvm: kvm,
+            _memory: memory,
         })
     }
 

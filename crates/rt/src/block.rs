@@ -124,12 +124,16 @@ impl BlockDevice {
             return Err(BlockError::ReadOnly);
         }
         let mut ops = [flush_op()];
-        self.submit(&mut ops)
+        // SAFETY: a flush names no memory.
+        unsafe { self.submit(&mut ops) }
     }
 
-    fn transfer(&self, transfer: Transfer<'_>, then_flush: bool) -> Result<(), BlockError> {
-        let (sector, len, kind, base) = match &transfer {
-            Transfer::Read(sector, buf) => (*sector, buf.len(), BlockOpKind::Read, buf.as_ptr()),
+    fn transfer(&self, mut transfer: Transfer<'_>, then_flush: bool) -> Result<(), BlockError> {
+        // A read's buffer is handed over through a pointer from its `&mut`
+        // borrow, so the platform may write through it; a write's through
+        // one from its shared borrow, only read.
+        let (sector, len, kind, base) = match &mut transfer {
+            Transfer::Read(sector, buf) => (*sector, buf.len(), BlockOpKind::Read, buf.as_mut_ptr().cast_const()),
             Transfer::Write(sector, buf) => (*sector, buf.len(), BlockOpKind::Write, buf.as_ptr()),
         };
         let sector_size = SECTOR_SIZE as usize;
@@ -160,16 +164,24 @@ impl BlockDevice {
         if then_flush {
             ops.push(flush_op());
         }
-        // `transfer` borrows the buffer until this function returns, so the
-        // memory the operations point at stays valid while they run.
         for batch in ops.chunks_mut(MAX_OPS as usize) {
-            self.submit(batch)?;
+            // SAFETY: each operation names whole sectors inside `transfer`'s
+            // buffer, whose address was exposed above; `transfer` borrows it
+            // (exclusively, for a read, whose pointer came from that `&mut`)
+            // until this function returns, so it stays allocated and unused
+            // by anyone else while the platform reads or writes it.
+            unsafe { self.submit(batch) }?;
         }
         Ok(())
     }
 
-    fn submit(&self, ops: &mut [BlockOp]) -> Result<(), BlockError> {
-        let completed = crate::platform::block_io(self.index, ops) as usize;
+    /// # Safety
+    ///
+    /// As for `platform::block_io`: the operations' buffers are read and
+    /// written by address.
+    unsafe fn submit(&self, ops: &mut [BlockOp]) -> Result<(), BlockError> {
+        // SAFETY: our caller's promises, passed on.
+        let completed = unsafe { crate::platform::block_io(self.index, ops) } as usize;
         if completed == ops.len() {
             return Ok(());
         }
@@ -252,7 +264,8 @@ mod tests {
             status: 0,
             reserved: 0,
         }];
-        assert_eq!(disk.submit(&mut ops), Err(BlockError::ReadOnly));
+        // SAFETY: the write names `back`, 512 bytes, alive and exposed.
+        assert_eq!(unsafe { disk.submit(&mut ops) }, Err(BlockError::ReadOnly));
         sim::attach_block_device("rw", 8);
         assert!(!BlockDevice::open("rw").unwrap().read_only());
     }

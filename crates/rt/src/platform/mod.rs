@@ -16,7 +16,7 @@
 //! | `boot_info() -> &BootInfo` | memory layout, devices |
 //! | `cmdline() -> &[u8]` | the boot arguments, NUL-terminated, back to back |
 //! | `net_attach(device, ring)` | hand a network device's frame rings to the platform (`atoll_abi::net`) |
-//! | `block_io(device, ops) -> u32` | do a batch of block operations (`atoll_abi::block`); returns how many succeeded |
+//! | `unsafe block_io(device, ops) -> u32` | do a batch of block operations (`atoll_abi::block`) on the memory they name; returns how many succeeded |
 //!
 //! Platforms:
 //! * `hvt` and `virtio` (`target_os = "none"`, one ELF for both): the

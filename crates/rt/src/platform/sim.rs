@@ -183,7 +183,11 @@ pub fn disk_contents(index: u32) -> Vec<u8> {
 /// Does a batch of block operations on a simulated disk, with the
 /// tender's rules (in order, stopping at the first failure; no writes or
 /// flushes on a read-only disk).
-pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+///
+/// # Safety
+///
+/// As for `platform::block_io`.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
     use atoll_abi::block::{BlockOpKind, BlockStatus, SECTOR_SIZE};
     let read_only = boot_info()
         .devices
@@ -213,15 +217,15 @@ pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u3
                 }
                 Some(BlockOpKind::Read) => {
                     let to = core::ptr::with_exposed_provenance_mut::<u8>(op.buffer.0 as usize);
-                    // SAFETY: the runtime's block API builds each op from a
-                    // live `&mut [u8]` of exactly `len` bytes and exposes its
-                    // provenance; the source lies inside the disk (checked).
+                    // SAFETY: the caller promised `len` bytes at the exposed
+                    // address, writable through it and used by nobody else
+                    // meanwhile; the source lies inside the disk (checked).
                     unsafe { core::ptr::copy_nonoverlapping(disk[start.unwrap_or(0)..].as_ptr(), to, len) };
                     BlockStatus::Ok
                 }
                 Some(BlockOpKind::Write) => {
                     let from = core::ptr::with_exposed_provenance::<u8>(op.buffer.0 as usize);
-                    // SAFETY: as for reads, from a live `&[u8]` of `len` bytes.
+                    // SAFETY: as for reads, readable through the address.
                     unsafe { core::ptr::copy_nonoverlapping(from, disk[start.unwrap_or(0)..].as_mut_ptr(), len) };
                     BlockStatus::Ok
                 }

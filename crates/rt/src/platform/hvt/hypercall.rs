@@ -80,7 +80,12 @@ pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
 /// Does a batch of block operations on block device `device` (its
 /// boot-info index); returns how many succeeded (each op's `status` says
 /// how it went). One exit for the whole batch.
-pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
+///
+/// # Safety
+///
+/// As for `platform::block_io`: the tender reads and writes each
+/// operation's buffer by address during the exit.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
     let mut args = BlockIoArgs {
         device,
         count: ops.len() as u32,

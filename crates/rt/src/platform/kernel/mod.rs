@@ -119,11 +119,24 @@ pub(crate) fn abort(message: &str) -> ! {
     }
 }
 
-pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
+/// Does a batch of block operations on block device `device` (its
+/// boot-info index): the tender on hvt, the virtio-blk driver on virtio.
+///
+/// # Safety
+///
+/// The platform reads and writes the memory each operation names by
+/// address, behind the compiler's back: for every read or write operation,
+/// `buffer` must be the exposed address of `sectors` whole sectors that stay
+/// allocated, and are used by nobody else, until the call returns, and that
+/// may be written through that address (a read) or read through it (a
+/// write). Flushes name no memory.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
     if on_virtio() {
-        virtio::block_io(device, ops)
+        // SAFETY: the caller's promises, passed on.
+        unsafe { virtio::block_io(device, ops) }
     } else {
-        hvt::block_io(device, ops)
+        // SAFETY: the caller's promises, passed on.
+        unsafe { hvt::block_io(device, ops) }
     }
 }
 

@@ -140,8 +140,16 @@ pub(crate) fn wall_clock_ns() -> u64 {
 
 /// Does a batch of block operations on block device `device` (its
 /// boot-info index) with the same code the tender runs; returns how many
-/// succeeded.
-pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+/// succeeded. A malformed batch ends the program as the tender ends a
+/// guest: `atoll: guest broke the block-io hypercall: WHY`, status 254.
+///
+/// # Safety
+///
+/// As for `platform::block_io`: the service reads and writes each
+/// operation's buffer by address.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u32 {
+    // The arguments are ours, not in memory the service must check and
+    // read back: they are handed over as a value.
     let mut args = atoll_abi::hypercall::BlockIoArgs {
         device,
         count: ops.len() as u32,
@@ -149,16 +157,18 @@ pub(crate) fn block_io(device: u32, ops: &mut [atoll_abi::block::BlockOp]) -> u3
         completed: 0,
         reserved: 0,
     };
-    let args_addr = (&raw mut args).expose_provenance() as u64;
     let served = {
         let mut block = BLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match block.iter_mut().find(|d| d.index == device as usize) {
-            Some(block_device) => block_device.serve(args_addr, &net::OwnMemory),
-            None => Err(std::format!("device {device} is not a block device")),
+            // SAFETY: the operations are `ops`, exclusively borrowed and
+            // exposed above, and our caller made `OwnMemory::new`'s
+            // promises about the buffers they name.
+            Some(block_device) => block_device.serve(&mut args, &unsafe { net::OwnMemory::new() }),
+            None => Err(atoll_host::guest_fault::GuestFault::NotABlockDevice(device)),
         }
     };
     if let Err(why) = served {
-        abort(&std::format!("guest broke the block-io call: {why}"));
+        fail(&std::format!("guest broke the block-io hypercall: {why}"));
     }
     args.completed
 }
@@ -190,7 +200,9 @@ fn net() -> MutexGuard<'static, NetDevices> {
 /// every exit; returns the ready set, or ends the program if the rings are
 /// corrupt.
 fn service(net: &mut NetDevices) -> Result<u64, std::string::String> {
-    net.service(&net::OwnMemory)
+    // SAFETY: the devices serve only rings attached through `net_attach`,
+    // whose callers made `OwnMemory::new`'s promises about them.
+    net.service(&unsafe { net::OwnMemory::new() })
         .map_err(|why| std::format!("guest broke its network rings: {why}"))
 }
 

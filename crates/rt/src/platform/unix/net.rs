@@ -4,42 +4,69 @@
 //! own memory, so "guest memory" is simply this address space.
 
 use atoll_abi::net::NetRing;
+use atoll_host::guest_fault::{AccessError, GuestFault, Space};
 use atoll_host::net::FrameMemory;
 
-/// The process's own memory, where the runtime's driver put the rings.
+/// The process's own memory, where the runtime's driver put the rings and
+/// the block API its buffers.
 ///
 /// There are no page permissions to check against (the app could write
-/// anywhere the service could): every address comes from the rings that
-/// [`net_attach`]'s caller promised stay allocated, and the service only
-/// follows what those rings say. Null and wrapping ranges are refused.
-pub(super) struct OwnMemory;
+/// anywhere the service could), so its accessors can refuse only null and
+/// wrapping ranges; the rest is a promise, taken by [`OwnMemory::new`].
+pub(super) struct OwnMemory(());
 
-impl FrameMemory for OwnMemory {
-    fn check_writable(&self, addr: u64, len: u64) -> Result<(), std::string::String> {
+impl OwnMemory {
+    /// # Safety
+    ///
+    /// Every address the service run with it follows (a ring, the slot
+    /// buffers a ring names, a block batch's operations and buffers) must
+    /// be one its provider promised: memory that is allocated, exposed, and
+    /// used by nobody else but through raw pointers, readable and (where the
+    /// service writes) writable, for as long as the service uses it. So it
+    /// serves only rings attached through [`net_attach`] and batches handed
+    /// over through `block_io`, whose callers made those promises.
+    pub(super) unsafe fn new() -> OwnMemory {
+        OwnMemory(())
+    }
+
+    fn check(addr: u64, len: u64, write: bool) -> Result<usize, AccessError> {
         match addr.checked_add(len) {
-            Some(end) if addr != 0 && end <= usize::MAX as u64 => Ok(()),
-            _ => Err(std::format!("{len} bytes at {addr:#x} are not memory of this process")),
+            Some(end) if addr != 0 && end <= usize::MAX as u64 => Ok(addr as usize),
+            _ => Err(AccessError {
+                addr,
+                len,
+                write,
+                space: Space::Process,
+            }),
         }
     }
+}
 
-    fn check_readable(&self, addr: u64, len: u64) -> Result<(), std::string::String> {
-        self.check_writable(addr, len)
+impl FrameMemory for OwnMemory {
+    fn check_writable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        OwnMemory::check(addr, len, true).map(drop)
     }
 
-    fn read(&self, addr: u64, buf: &mut [u8]) {
-        let from = core::ptr::with_exposed_provenance::<u8>(addr as usize);
-        // SAFETY: `net_attach`'s caller promised that the ring and every
-        // buffer its slots name stay allocated and are touched by the app
-        // only through raw pointers (so no reference aliases them), and
-        // exposed their provenance; the service reads only inside them.
-        unsafe { core::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len()) }
+    fn check_readable(&self, addr: u64, len: u64) -> Result<(), AccessError> {
+        OwnMemory::check(addr, len, false).map(drop)
     }
 
-    fn write(&self, addr: u64, data: &[u8]) {
-        let to = core::ptr::with_exposed_provenance_mut::<u8>(addr as usize);
-        // SAFETY: as in `read`; writable because the app allocated them as
-        // ordinary heap memory for the platform to fill.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) }
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let from = core::ptr::with_exposed_provenance::<u8>(OwnMemory::check(addr, buf.len() as u64, false)?);
+        // SAFETY: whoever made this `OwnMemory` promised that the addresses
+        // the service follows name allocated, exposed memory touched by the
+        // app only through raw pointers (so no reference aliases it); the
+        // check above refused null and wrapping ranges.
+        unsafe { core::ptr::copy_nonoverlapping(from, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError> {
+        let to = core::ptr::with_exposed_provenance_mut::<u8>(OwnMemory::check(addr, data.len() as u64, true)?);
+        // SAFETY: as in `read`, and writable through the address, as
+        // promised for everything the service writes.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) };
+        Ok(())
     }
 }
 
@@ -58,8 +85,10 @@ pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
     let attached = {
         let mut net = super::net();
         match net.by_index(device) {
-            Some(net_device) => net_device.attach(addr, &OwnMemory),
-            None => Err(std::format!("device {device} is not a network device")),
+            // SAFETY: the ring is the one our caller made this function's
+            // promises about, which are `OwnMemory::new`'s.
+            Some(net_device) => net_device.attach(addr, &unsafe { OwnMemory::new() }),
+            None => Err(GuestFault::NotANetDevice(device)),
         }
     };
     if let Err(why) = attached {

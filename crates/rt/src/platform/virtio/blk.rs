@@ -32,11 +32,21 @@ impl BlockBackend {
     }
 
     /// Does `ops` in order; returns how many succeeded.
-    pub(super) fn batch(&mut self, ops: &mut [BlockOp]) -> u32 {
+    ///
+    /// # Safety
+    ///
+    /// As for `platform::block_io`: each operation's buffer is read or
+    /// written by address.
+    pub(super) unsafe fn batch(&mut self, ops: &mut [BlockOp]) -> u32 {
         let mut completed = 0;
         let mut failed = false;
         for op in ops {
-            let status = if failed { BlockStatus::Skipped } else { self.one(op) };
+            let status = if failed {
+                BlockStatus::Skipped
+            } else {
+                // SAFETY: the caller's promises about `op`'s buffer.
+                unsafe { self.one(op) }
+            };
             failed |= status != BlockStatus::Ok;
             completed += u32::from(status == BlockStatus::Ok);
             op.status = status as u32;
@@ -44,7 +54,10 @@ impl BlockBackend {
         completed
     }
 
-    fn one(&mut self, op: &BlockOp) -> BlockStatus {
+    /// # Safety
+    ///
+    /// As for [`Self::batch`], for `op`.
+    unsafe fn one(&mut self, op: &BlockOp) -> BlockStatus {
         let Some(kind) = BlockOpKind::from_u32(op.kind) else {
             super::abort("atoll-rt: a block operation of unknown kind");
         };
@@ -65,14 +78,22 @@ impl BlockBackend {
             return BlockStatus::OutOfRange;
         }
         let len = op.sectors as usize * SECTOR_SIZE as usize;
-        let buffer = core::ptr::with_exposed_provenance_mut::<u8>(op.buffer.0 as usize);
-        // SAFETY: the block API hands over a buffer of `sectors` sectors it
-        // owns for the duration of the call (`platform::block_io`'s
-        // contract), exposed; nothing else touches it meanwhile.
-        let data = unsafe { core::slice::from_raw_parts_mut(buffer, len) };
         match kind {
-            BlockOpKind::Read => status(self.device.read_blocks(op.sector as usize, data)),
-            _ => status(self.device.write_blocks(op.sector as usize, data)),
+            BlockOpKind::Read => {
+                let buffer = core::ptr::with_exposed_provenance_mut::<u8>(op.buffer.0 as usize);
+                // SAFETY: `batch`'s caller promised `sectors` sectors at the
+                // exposed address, writable through it and used by nobody
+                // else until the call returns.
+                let data = unsafe { core::slice::from_raw_parts_mut(buffer, len) };
+                status(self.device.read_blocks(op.sector as usize, data))
+            }
+            _ => {
+                let buffer = core::ptr::with_exposed_provenance::<u8>(op.buffer.0 as usize);
+                // SAFETY: as for reads, readable (a write's buffer may be
+                // shared, so it is only read).
+                let data = unsafe { core::slice::from_raw_parts(buffer, len) };
+                status(self.device.write_blocks(op.sector as usize, data))
+            }
         }
     }
 }

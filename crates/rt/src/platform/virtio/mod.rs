@@ -161,7 +161,12 @@ pub(super) fn flush_devices() {
 
 /// Does a batch of block operations on block device `device`; returns how
 /// many succeeded.
-pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
+///
+/// # Safety
+///
+/// As for `platform::block_io`: the device reads and writes each
+/// operation's buffer by address.
+pub(crate) unsafe fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
     let done = devices::TABLE.with(device as usize, |bound| {
         if matches!(bound.driver, devices::Driver::None) {
             let Some(transport) = bound.transport.take() else {
@@ -173,7 +178,8 @@ pub(crate) fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
             }
         }
         match &mut bound.driver {
-            devices::Driver::Block(block) => block.batch(ops),
+            // SAFETY: the caller's promises about the buffers, passed on.
+            devices::Driver::Block(block) => unsafe { block.batch(ops) },
             _ => abort("atoll-rt: block I/O on a device that is not a block device"),
         }
     });

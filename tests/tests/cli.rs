@@ -11,11 +11,23 @@ fn a_new_app_builds_and_runs_as_it_is_on_both_platforms() {
     let dir = tempfile::tempdir().unwrap();
     let new = atoll(["new", "x"], dir.path());
     assert_eq!(new.status, Some(0), "atoll new: {}", new.stderr);
+    let lock = std::fs::read_to_string(dir.path().join("x/Cargo.lock")).unwrap();
     for platform in [Platform::Hvt, Platform::Unix] {
-        let run = atoll(["run", "--target", platform.name(), "x"], dir.path());
-        assert_eq!(run.stdout, "Hello from x!\n", "{platform:?}: stderr: {}", run.stderr);
+        let run = atoll(
+            ["run", "--target", platform.name(), "x", "--", "a", "--log=warn"],
+            dir.path(),
+        );
+        // The runtime's `--log=` is not the app's.
+        assert_eq!(
+            run.stdout, "Hello from x!\narg[0]: a\n",
+            "{platform:?}: stderr: {}",
+            run.stderr
+        );
         assert_eq!(run.status, Some(0), "{platform:?}: stderr: {}", run.stderr);
     }
+    // The lock `atoll new` wrote was complete: cargo built with it as it is,
+    // so with the versions the project tested.
+    assert_eq!(std::fs::read_to_string(dir.path().join("x/Cargo.lock")).unwrap(), lock);
 }
 
 #[test]

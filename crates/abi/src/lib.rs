@@ -724,8 +724,9 @@ pub mod note {
 ///
 /// `atoll-spt` opens the devices, confines the process (seccomp, Landlock,
 /// limits) and only then executes the image, so the image cannot open
-/// anything itself. It starts it with exactly one argument, [`ARG`], and
-/// the record on descriptor [`RECORD_FD`] (a pipe): a [`Record`], then
+/// anything itself. It starts it with exactly one argument, [`ARG`](launch::ARG), and
+/// the record on descriptor [`RECORD_FD`](launch::RECORD_FD) (a pipe): a
+/// [`Record`](launch::Record), then
 /// `boot.cmdline_len` bytes of command line (NUL-terminated arguments, as
 /// on hvt), then end of file. Everything here is OUT (written by the
 /// tender); the runtime checks the magic, the version and the lengths.

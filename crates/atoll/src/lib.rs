@@ -22,7 +22,8 @@
 //! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
 //!   "data")]` declares devices. `main` may return `()`, an integer status,
 //!   or `Result<_, E: Debug>`.
-//! * [`args()`], [`devices()`], [`device`], [`exit`], [`println!`], [`print!`];
+//! * [`args()`] (the app's boot arguments, without the options the
+//!   libraries read: see [`LIBRARY_OPTIONS`]), [`devices()`], [`device`], [`exit`], [`println!`], [`print!`];
 //!   [`console::write_bytes`] for bytes that are not text.
 //! * [`time`]: [`Instant`](time::Instant), [`sleep`](time::sleep),
 //!   [`sleep_until`](time::sleep_until), [`timeout`](time::timeout),
@@ -58,10 +59,26 @@
 pub use atoll_kv as kv;
 pub use atoll_macros::main;
 pub use atoll_rt::logger::RateLimit;
-pub use atoll_rt::{args, device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use atoll_rt::{block, console, memory, random};
+pub use atoll_rt::{device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use log;
 pub use {atoll_http as http, atoll_net as net};
+
+/// The boot options of the runtime and of the libraries this crate
+/// re-exports: `--log=` (the runtime), `--ipv4=`, `--ipv4-gateway=`,
+/// `--dns=`, `--NAME-ipv4=` and `--NAME-ipv4-gateway=` for a net device
+/// `NAME` (`net`). `http` and `kv` read none. [`args()`] leaves these out;
+/// a library that adds options exports its list and joins this one.
+pub const LIBRARY_OPTIONS: &[&[atoll_rt::args::BootOption]] = &[atoll_rt::args::OPTIONS, atoll_net::config::OPTIONS];
+
+/// The app's boot arguments (the words after `--` on the tender's command
+/// line), in order, without the options the runtime and the libraries read
+/// for themselves ([`LIBRARY_OPTIONS`]): `atoll-hvt app -- --log=debug
+/// serve --ipv4=10.0.0.2/24` gives `["serve"]`. Libraries that need every
+/// argument use `atoll_rt::args::all()`.
+pub fn args() -> &'static [&'static str] {
+    atoll_rt::args::app(LIBRARY_OPTIONS)
+}
 
 /// Time: the monotonic clock, timers and the wall clock.
 pub mod time {
@@ -83,3 +100,41 @@ pub mod driver {
 
 #[doc(hidden)]
 pub use atoll_rt::__private;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atoll_rt::args::without;
+    use atoll_rt::{Device, DeviceKind};
+
+    #[test]
+    fn the_app_does_not_see_the_libraries_options() {
+        let web = Device {
+            index: 0,
+            name: "web",
+            kind: DeviceKind::Net,
+            mac: [0; 6],
+            mtu: 1500,
+            sector_size: 0,
+            capacity_sectors: 0,
+            read_only: false,
+        };
+        let args = [
+            "serve",
+            "--log=debug",
+            "--ipv4=10.0.0.2/24",
+            "--ipv4-gateway=10.0.0.1",
+            "--dns=10.0.0.1,10.0.0.9",
+            "--web-ipv4=10.9.0.2/24",
+            "--web-ipv4-gateway=10.9.0.1",
+            "--other-ipv4=10.8.0.2/24",
+            "--port=80",
+            "--",
+            "--dns",
+        ];
+        assert_eq!(
+            without(&args, LIBRARY_OPTIONS, &[web]),
+            ["serve", "--other-ipv4=10.8.0.2/24", "--port=80", "--", "--dns"]
+        );
+    }
+}

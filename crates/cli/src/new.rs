@@ -1,4 +1,11 @@
 //! `atoll new`: write a standalone app crate that builds and runs as it is.
+//!
+//! The app gets a `Cargo.lock` derived from the repository's
+//! `examples/Cargo.lock`: the versions the project builds and tests its
+//! example apps with, cut down to what the new app depends on (see
+//! [`app_lock`]). Left out: a dependency on a published `atoll` (the app
+//! depends on this checkout by path), and templates other than the one
+//! app.
 
 use std::fs;
 use std::path::Path;
@@ -102,6 +109,14 @@ pub fn create(path: &Path) -> Result<(), CliError> {
     write("rust-toolchain.toml", RUST_TOOLCHAIN_TOML)?;
     write(".gitignore", "/target\n")?;
     write("src/main.rs", &main_rs(name))?;
+    let examples_lock = crate::repo_root().join("examples/Cargo.lock");
+    let examples_lock = fs::read_to_string(&examples_lock).map_err(|e| {
+        format!(
+            "cannot read {} ({e}) to pin the app's dependencies",
+            examples_lock.display()
+        )
+    })?;
+    write("Cargo.lock", &app_lock(&examples_lock, name))?;
     eprintln!(
         "atoll: created {name} in {}; run it with `atoll run {}`",
         path.display(),
@@ -182,12 +197,157 @@ fn main_rs(name: &str) -> String {
         r#"#![no_std]
 #![no_main]
 
+// For `Vec`, `String`, `format!` and the rest of `alloc`: an app has a heap
+// but no `std`.
+extern crate alloc;
+
 #[atoll::main]
 async fn main() {{
     atoll::println!("Hello from {name}!");
+    // The boot arguments (`atoll run {name} -- ARGS`), without the options
+    // the runtime and libraries read for themselves (`--log=`, `--ipv4=`, ...).
+    for (index, arg) in atoll::args().iter().enumerate() {{
+        atoll::println!("arg[{{index}}]: {{arg}}");
+    }}
 }}
 "#
     )
+}
+
+/// One `[[package]]` entry of a `Cargo.lock`.
+struct LockedPackage<'a> {
+    name: &'a str,
+    version: &'a str,
+    /// The entry's lines other than its dependencies (`name`, `version`,
+    /// `source`, `checksum`), as written.
+    lines: Vec<&'a str>,
+    /// The `dependencies` entries: `NAME`, `NAME VERSION` or
+    /// `NAME VERSION (SOURCE)`.
+    dependencies: Vec<&'a str>,
+}
+
+/// The new app's `Cargo.lock`: the packages of `examples_lock` that the
+/// `atoll` crate needs, plus the app itself, so that the app builds with
+/// the dependency versions the project tested rather than the newest ones
+/// the registry has. Why derived from the examples' lock and not pinned in
+/// the manifest (`=x.y.z`): a lock pins every transitive dependency, not
+/// just the direct ones, and stays a lock: `cargo update` in the app still
+/// moves on when its author wants to.
+///
+/// The result is what cargo itself would write (packages sorted by name, a
+/// dependency's version named only where two versions are locked), so the
+/// first build leaves it as it is; if it ever is not (a later cargo
+/// changes the format, an app named like one of its dependencies), cargo
+/// rewrites the difference and keeps the versions it can.
+fn app_lock(examples_lock: &str, app: &str) -> String {
+    let Some(first) = examples_lock.find("[[package]]") else {
+        return examples_lock.to_string();
+    };
+    let header = &examples_lock[..first];
+    let packages: Vec<LockedPackage> = examples_lock[first..]
+        .split("[[package]]\n")
+        .filter(|block| !block.trim().is_empty())
+        .map(parse_locked_package)
+        .collect();
+    let find = |dependency: &str| {
+        let mut words = dependency.split(' ');
+        let name = words.next().unwrap_or_default();
+        let version = words.next();
+        packages
+            .iter()
+            .position(|p| p.name == name && version.is_none_or(|v| v == p.version))
+    };
+
+    // Everything reachable from `atoll`.
+    let mut keep = vec![false; packages.len()];
+    let mut todo: Vec<usize> = find("atoll").into_iter().collect();
+    while let Some(index) = todo.pop() {
+        if std::mem::replace(&mut keep[index], true) {
+            continue;
+        }
+        todo.extend(packages[index].dependencies.iter().filter_map(|d| find(d)));
+    }
+    let mut kept: Vec<&LockedPackage> = packages
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(p, _)| p)
+        .collect();
+    let app_package = LockedPackage {
+        name: app,
+        version: "0.1.0",
+        lines: Vec::new(),
+        dependencies: vec!["atoll"],
+    };
+    kept.push(&app_package);
+    kept.sort_by(|a, b| (a.name, a.version).cmp(&(b.name, b.version)));
+
+    // Cargo names a dependency's version (and source) only when the lock
+    // holds more than one package of that name.
+    let ambiguous = |name: &str| kept.iter().filter(|p| p.name == name).count() > 1;
+    let mut lock = String::from(header);
+    for (i, package) in kept.iter().enumerate() {
+        if i > 0 {
+            lock.push('\n');
+        }
+        lock.push_str("[[package]]\n");
+        if package.lines.is_empty() {
+            lock.push_str(&format!(
+                "name = {}\nversion = \"{}\"\n",
+                toml_string(package.name),
+                package.version
+            ));
+        }
+        for line in &package.lines {
+            lock.push_str(line);
+            lock.push('\n');
+        }
+        if !package.dependencies.is_empty() {
+            lock.push_str("dependencies = [\n");
+            for dependency in &package.dependencies {
+                let name = dependency.split(' ').next().unwrap_or_default();
+                let entry = if ambiguous(name) { dependency } else { name };
+                lock.push_str(&format!(" {},\n", toml_string(entry)));
+            }
+            lock.push_str("]\n");
+        }
+    }
+    lock
+}
+
+/// Parses one `[[package]]` entry (without its `[[package]]` line) as cargo
+/// writes them: `key = value` lines and a `dependencies` list of one
+/// quoted entry per line.
+fn parse_locked_package(block: &str) -> LockedPackage<'_> {
+    fn unquote(value: &str) -> &str {
+        value.trim().trim_end_matches(',').trim_matches('"')
+    }
+    let mut package = LockedPackage {
+        name: "",
+        version: "",
+        lines: Vec::new(),
+        dependencies: Vec::new(),
+    };
+    let mut in_dependencies = false;
+    for line in block.lines().filter(|line| !line.trim().is_empty()) {
+        if in_dependencies {
+            if line.trim() == "]" {
+                in_dependencies = false;
+            } else {
+                package.dependencies.push(unquote(line));
+            }
+        } else if line.starts_with("dependencies = [") {
+            in_dependencies = true;
+        } else {
+            if let Some(name) = line.strip_prefix("name = ") {
+                package.name = unquote(name);
+            } else if let Some(version) = line.strip_prefix("version = ") {
+                package.version = unquote(version);
+            }
+            package.lines.push(line);
+        }
+    }
+    package
 }
 
 #[cfg(test)]
@@ -214,6 +374,92 @@ mod tests {
         }
     }
 
+    const LOCK: &str = r#"# This file is automatically @generated by Cargo.
+# It is not intended for manual editing.
+version = 4
+
+[[package]]
+name = "atoll"
+version = "0.1.0"
+dependencies = [
+ "log",
+ "syn 2.0.1",
+]
+
+[[package]]
+name = "example"
+version = "0.1.0"
+dependencies = [
+ "atoll",
+ "syn 3.0.0",
+ "zzz",
+]
+
+[[package]]
+name = "log"
+version = "0.4.1"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "00"
+
+[[package]]
+name = "syn"
+version = "2.0.1"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "01"
+
+[[package]]
+name = "syn"
+version = "3.0.0"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "02"
+
+[[package]]
+name = "zzz"
+version = "1.0.0"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "03"
+"#;
+
+    #[test]
+    fn the_apps_lock_keeps_what_atoll_needs_in_cargos_own_form() {
+        assert_eq!(
+            app_lock(LOCK, "my-app"),
+            r#"# This file is automatically @generated by Cargo.
+# It is not intended for manual editing.
+version = 4
+
+[[package]]
+name = "atoll"
+version = "0.1.0"
+dependencies = [
+ "log",
+ "syn",
+]
+
+[[package]]
+name = "log"
+version = "0.4.1"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "00"
+
+[[package]]
+name = "my-app"
+version = "0.1.0"
+dependencies = [
+ "atoll",
+]
+
+[[package]]
+name = "syn"
+version = "2.0.1"
+source = "registry+https://github.com/rust-lang/crates.io-index"
+checksum = "01"
+"#
+        );
+        // Not a lock at all: left for cargo to replace.
+        assert_eq!(app_lock("", "a"), "");
+    }
+
     #[test]
     fn toml_strings_are_escaped() {
         assert_eq!(toml_string("/a b/c"), r#""/a b/c""#);
@@ -236,6 +482,13 @@ mod tests {
         let main = fs::read_to_string(app.join("src/main.rs")).unwrap();
         assert!(main.contains("atoll::println!(\"Hello from demo-app!\");"));
         assert!(main.contains("#[atoll::main]"));
+        assert!(main.contains("\nextern crate alloc;\n"));
+        assert!(main.contains("in atoll::args().iter().enumerate()"));
+        let lock = fs::read_to_string(app.join("Cargo.lock")).unwrap();
+        assert!(
+            lock.contains("[[package]]\nname = \"demo-app\"\nversion = \"0.1.0\"\ndependencies = [\n \"atoll\",\n]\n")
+        );
+        assert!(lock.contains("\nname = \"atoll-rt\"\n"), "{lock}");
         assert_eq!(
             fs::read_to_string(app.join("rust-toolchain.toml")).unwrap(),
             fs::read_to_string(crate::repo_root().join("rust-toolchain.toml")).unwrap()

@@ -7,7 +7,7 @@
 //! (std's `write_all` even retries after the signal interrupts it). So
 //! [`write_all`] retries an interrupted write only while no stop was asked
 //! for; once one was, it writes only what the descriptor takes within
-//! [`STOPPING_GRACE`] and drops the rest. Output is lost only when the
+//! [`STOPPING_GRACE_MS`] and drops the rest. Output is lost only when the
 //! reader is gone or stuck and the operator asked to stop.
 //!
 //! Nothing here allocates: the unix platform writes its console with it.

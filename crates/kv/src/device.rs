@@ -1,5 +1,5 @@
 //! The store on a real disk: [`BlockStorage`] for the runtime's
-//! [`BlockDevice`](atoll_rt::block::BlockDevice), so an app opens a store on
+//! [`BlockDevice`], so an app opens a store on
 //! the block device its manifest declares:
 //!
 //! ```text

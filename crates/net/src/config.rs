@@ -22,7 +22,26 @@ use core::net::Ipv4Addr;
 use core::str::FromStr;
 
 use alloc::vec::Vec;
+use atoll_rt::args::BootOption;
+use atoll_rt::DeviceKind;
 use smoltcp::wire::Ipv4Cidr;
+
+/// The boot options this module reads, for `atoll::args()` to keep from the
+/// app (see `atoll_rt::args`): `--ipv4=`, `--ipv4-gateway=`, `--dns=`, and
+/// `--NAME-ipv4=`, `--NAME-ipv4-gateway=` for each net device `NAME`.
+pub const OPTIONS: &[BootOption] = &[
+    BootOption::Named("ipv4"),
+    BootOption::Named("ipv4-gateway"),
+    BootOption::Named("dns"),
+    BootOption::PerDevice {
+        kind: DeviceKind::Net,
+        suffix: "ipv4",
+    },
+    BootOption::PerDevice {
+        kind: DeviceKind::Net,
+        suffix: "ipv4-gateway",
+    },
+];
 
 /// DNS servers a stack keeps: as many as a DHCP lease carries (smoltcp's
 /// limit, set by its `dns-max-server-count-3` feature).

@@ -3,7 +3,7 @@
 //!
 //! smoltcp has no listen queue: a SYN is taken by a socket in LISTEN, which
 //! then holds that one connection, and a SYN that finds no socket in
-//! LISTEN on its port is answered with a reset. So each [`Listener`] keeps
+//! LISTEN on its port is answered with a reset. So each `Listener` keeps
 //! a few sockets listening ([`TcpConfig::listen_sockets`]) and the stack
 //! tops them up **between received frames** (smoltcp's
 //! `poll_ingress_single`), so a burst of SYNs in one batch of frames finds
@@ -23,7 +23,7 @@
 //!    segment).
 //! 3. A new socket, if the heap has room for it, for the app's state for
 //!    it and for the connections already waiting, beyond a reserve
-//!    ([`TcpConfig::memory_reserve_bytes`], and see [`crate::sockets`]).
+//!    ([`TcpConfig::memory_reserve_bytes`], and see `crate::sockets`).
 //! 4. Else the oldest half-open connection is evicted all the same, if it
 //!    has waited [`STALE_HANDSHAKE`] for its ACK: a real client answers a
 //!    SYN-ACK within a round trip, so a handshake that old is forged or
@@ -50,7 +50,7 @@
 //! `max_half_open` forged SYNs.
 //!
 //! Not here: accepting (`TcpListener::accept` in [`crate::tcp`]), and the
-//! stack's loop that calls [`Listener::top_up`] and [`classify`] between
+//! stack's loop that calls `Listener::top_up` and `classify` between
 //! frames ([`crate::stack`]).
 
 use alloc::collections::VecDeque;

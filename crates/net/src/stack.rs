@@ -186,8 +186,8 @@ impl Stack {
         if device.kind != DeviceKind::Net {
             return Err(StackError::NotANetDevice(device_name));
         }
-        let ipv4 = Ipv4Config::for_device(atoll_rt::args(), device_name)?;
-        let dns_servers = dns_servers_from_args(atoll_rt::args())?;
+        let ipv4 = Ipv4Config::for_device(atoll_rt::args::all(), device_name)?;
+        let dns_servers = dns_servers_from_args(atoll_rt::args::all())?;
         #[cfg(any(target_os = "none", atoll_platform = "unix"))]
         {
             let phy = crate::phy::hvt::HvtDevice::attach(device.index, device.mtu);

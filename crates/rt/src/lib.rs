@@ -50,7 +50,6 @@ pub mod platform;
 pub mod random;
 pub mod time;
 
-pub use args::args;
 pub use atoll_abi as abi;
 pub use devices::{device, devices, Device, DeviceKind};
 pub use executor::{register_driver, spawn, yield_now, Driver, JoinHandle};

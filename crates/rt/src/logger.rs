@@ -115,7 +115,7 @@ impl RateLimit {
 pub(crate) fn init() {
     // Fails only if a logger is already installed: keep that one.
     let _ = log::set_logger(&LOGGER);
-    match level_from_args(crate::args::args()) {
+    match level_from_args(crate::args::all()) {
         Ok(level) => log::set_max_level(level),
         Err(value) => {
             log::set_max_level(DEFAULT_LEVEL);

@@ -14,7 +14,7 @@
 //!   executed, once, by the tender); no TCP port bound or connected; no
 //!   signal to, or abstract socket of, a process outside the sandbox.
 //!   Descriptors opened before (the devices) keep working.
-//! * **seccomp**, two filters: [`quiet_refusals`](atoll_host::sandbox::quiet_refusals)
+//! * **seccomp**, two filters: [`quiet_refusals`]
 //!   (`readlink` fails, as glibc's start-up tolerates), then the unix
 //!   platform's rules (`atoll_host::sandbox::unix_rules`) with the start-up
 //!   calls added. A call outside them is not killed on the spot but

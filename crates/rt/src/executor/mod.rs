@@ -294,6 +294,8 @@ pub(crate) struct Runtime {
     drivers: RefCell<Vec<Rc<RefCell<dyn Driver>>>>,
     /// The boot arguments, split on first use (see `crate::args`).
     pub(crate) args: OnceCell<&'static [&'static str]>,
+    /// The app's share of them, filtered on first use (see `crate::args::app`).
+    pub(crate) app_args: OnceCell<&'static [&'static str]>,
 }
 
 impl Runtime {
@@ -305,6 +307,7 @@ impl Runtime {
             timers: RefCell::new(Timers::new()),
             drivers: RefCell::new(Vec::new()),
             args: OnceCell::new(),
+            app_args: OnceCell::new(),
         }
     }
 }

@@ -243,7 +243,7 @@ std::thread_local! {
     static CMDLINE: Cell<&'static [u8]> = const { Cell::new(&[]) };
 }
 
-/// Sets this thread's boot arguments (before the first `args()` call).
+/// Sets this thread's boot arguments (before the first `args::all()` call).
 pub fn set_args(args: &[&str]) {
     let mut bytes = Vec::new();
     for arg in args {

@@ -496,7 +496,7 @@ both_platforms!(
             .current_dir(repo_root())
             .args(["run", "--release", "--target", platform.name()])
             .args(["--publish", &format!("{port}:80"), SLIDES]);
-        let mut atoll = Background::spawn(command);
+        let atoll = Background::spawn(command);
         atoll.wait_for_line(Duration::from_secs(60), |l| {
             l.contains("listening on http://").then_some(())
         });

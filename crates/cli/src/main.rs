@@ -31,7 +31,10 @@
 //! features, runs no post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
-//! exit status 1. Once the unikernel runs, every exit status is its own.
+//! exit status 1, usage errors included ([`usage_error`]; `--help` and
+//! `--version` print to stdout, status 0). A build stopped by Ctrl-C says
+//! `atoll: interrupted` and exits 130 ([`build`]). Once the unikernel runs,
+//! every exit status is its own.
 #![forbid(unsafe_code)]
 
 mod build;

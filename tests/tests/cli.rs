@@ -126,3 +126,84 @@ fn run_bounds_a_unix_unikernels_memory_with_mem() {
         assert_eq!(out.stdout, "malicious: allocated 32 MiB (8192 pages)\n");
     }
 }
+
+#[test]
+fn usage_errors_are_one_line_and_help_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [&[][..], &["run", "--bogus"], &["frobnicate"], &["run", "--net:service"]] {
+        let out = atoll(args, dir.path());
+        assert_eq!(out.status, Some(1), "{args:?}: {}", out.stderr);
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+        assert!(lines[0].starts_with("atoll: "), "{args:?}: {lines:?}");
+    }
+    let help = atoll(["run", "--help"], dir.path());
+    assert_eq!(help.status, Some(0), "{}", help.stderr);
+    assert!(
+        help.stdout.starts_with("Build the app at DIR and boot it"),
+        "{}",
+        help.stdout
+    );
+}
+
+#[test]
+fn run_refuses_a_bad_mem_before_building() {
+    // A directory that is not even a crate: the range is checked first.
+    let dir = tempfile::tempdir().unwrap();
+    let out = atoll(["run", "--mem", "1", "."], dir.path());
+    assert_eq!(out.status, Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr_lines(),
+        ["atoll: --mem 1: a guest's memory is 4 to 4000 MiB"]
+    );
+}
+
+#[test]
+fn run_refuses_a_crate_that_is_not_an_app_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("src")).unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"plain\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("src/main.rs"), "fn main() {}\n").unwrap();
+    let out = atoll(["run", "."], dir.path());
+    assert_eq!(out.status, Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.stderr_lines(),
+        [
+            "atoll: `.` is not an Atoll app: its crate plain does not depend on atoll, so it has no #[atoll::main] \
+          (start one with `atoll new NAME`)"
+        ]
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_build_is_a_short_interrupted() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let new = atoll(["new", "x"], dir.path());
+    assert_eq!(new.status, Some(0), "atoll new: {}", new.stderr);
+    // A process group of its own, as a shell gives a foreground job: the
+    // terminal's Ctrl-C goes to the whole group.
+    let mut command = std::process::Command::new(atoll_tests::atoll_bin());
+    command.current_dir(dir.path()).args(["build", "x"]).process_group(0);
+    let build = atoll_tests::net::Background::spawn(command);
+    build.wait_for_line(std::time::Duration::from_secs(120), |l| {
+        l.trim_start().starts_with("Compiling").then_some(())
+    });
+    nix::sys::signal::killpg(
+        nix::unistd::Pid::from_raw(build.pid() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = build.wait(std::time::Duration::from_secs(30));
+    assert_eq!(out.status, Some(130), "{}", out.stderr);
+    assert_eq!(out.stderr_lines().last(), Some(&"atoll: interrupted"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("rustc") && !out.stderr.contains("didn't exit successfully"),
+        "{}",
+        out.stderr
+    );
+}

@@ -447,7 +447,12 @@ both_platforms!(atoll_run_refuses_a_busy_port_in_one_line, |platform| {
     let errors: Vec<&str> = lines
         .iter()
         .copied()
-        .filter(|l| l.starts_with("atoll: ") && !l.starts_with("atoll: built "))
+        // A namespace a killed run left (another test's) may be removed too.
+        .filter(|l| {
+            l.starts_with("atoll: ")
+                && !l.starts_with("atoll: built ")
+                && !l.starts_with("atoll: removed network namespace ")
+        })
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
@@ -456,4 +461,125 @@ both_platforms!(atoll_run_refuses_a_busy_port_in_one_line, |platform| {
     );
     assert_eq!(lines.last(), Some(&errors[0]), "the error is not the last line");
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
+});
+
+both_platforms!(a_missing_tap_device_is_refused_not_created, |platform| {
+    // A namespace without tap9, so the host's interfaces do not matter and
+    // nothing is left behind if the TAP were created after all.
+    let ns = Namespace::create();
+    let kernel = atoll_tests::guest(platform, SLIDES);
+    let mut commands = vec![platform.command(|program| ns.command(program), &kernel, &["--net:service=tap9"], &[])];
+    if platform == Platform::Unix {
+        // The executable by itself, as a developer runs it.
+        let mut direct = ns.command(&kernel);
+        direct.args(["--net:service=tap9", "--"]);
+        commands.push(direct);
+    }
+    for command in commands {
+        let out = atoll_tests::run(command);
+        assert_eq!(out.status, Some(255), "stderr: {}", out.stderr);
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with(
+                "net device 'service': no TAP device 'tap9' (create it with: ip tuntap add dev tap9 mode tap)"
+            ),
+            "{lines:?}"
+        );
+        let links = ns.run("ip", ["-o", "link", "show"]);
+        assert!(!links.stdout.contains("tap9"), "tap9 was created: {}", links.stdout);
+    }
+});
+
+both_platforms!(
+    a_killed_atoll_run_takes_its_child_along_and_the_next_run_removes_its_namespace,
+    |platform| {
+        atoll_tests::guest(platform, SLIDES);
+        let port = free_port();
+        let mut command = Command::new(atoll_tests::atoll_bin());
+        command
+            .current_dir(repo_root())
+            .args(["run", "--release", "--target", platform.name()])
+            .args(["--publish", &format!("{port}:80"), SLIDES]);
+        let atoll = Background::spawn(command);
+        atoll.wait_for_line(Duration::from_secs(60), |l| {
+            l.contains("listening on http://").then_some(())
+        });
+        let pid = atoll.pid();
+        let namespace = format!("atoll-{pid}");
+        // `ip netns exec` became the tender (or the unix executable).
+        let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+        let child: Vec<i32> = children.split_whitespace().map(|p| p.parse().unwrap()).collect();
+        assert_eq!(child.len(), 1, "atoll run should have one child: {child:?}");
+        let child = nix::unistd::Pid::from_raw(child[0]);
+
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        // Gone, or a zombie until its new parent reaps it.
+        let alive = |pid: nix::unistd::Pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(child) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if alive(child) {
+            // Not left running for the next test, nor holding the output pipes.
+            let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            panic!("atoll run's child {child} outlived it");
+        }
+        let killed = atoll.wait(Duration::from_secs(10));
+        assert_eq!(killed.status, None, "{}", killed.stderr);
+        assert!(namespaces().contains(&namespace), "{namespace} is already gone");
+
+        // The next run removes it before anything else (here, before it finds
+        // its port busy).
+        let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let out = atoll_tests::atoll(
+            [
+                "run",
+                "--release",
+                "--target",
+                platform.name(),
+                "--publish",
+                &format!("{busy_port}:80"),
+                SLIDES,
+            ],
+            repo_root(),
+        );
+        assert_eq!(out.status, Some(1), "{}", out.stderr);
+        // This run says so (`atoll: removed network namespace ...`) unless
+        // another test's run, in parallel, got to it first.
+        assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
+    }
+);
+
+both_platforms!(atoll_run_announces_serving_only_once_the_guest_listens, |platform| {
+    // The devices guest also wants block device `data`, which this run does
+    // not attach: the tender refuses it, and nothing was ever served.
+    atoll_tests::guest(platform, "tests/guests/devices");
+    let port = free_port();
+    let out = atoll_tests::atoll(
+        [
+            "run",
+            "--release",
+            "--target",
+            platform.name(),
+            "--publish",
+            &format!("{port}:80"),
+            "tests/guests/devices",
+        ],
+        repo_root(),
+    );
+    assert_eq!(out.status, Some(255), "{}", out.stderr);
+    assert!(out.stderr.contains("data"), "{}", out.stderr);
+    assert!(!out.stderr.contains("serving on"), "{}", out.stderr);
 });

@@ -1,9 +1,21 @@
 //! `atoll build`: run cargo with the flags an Atoll kernel needs and find the
 //! kernel it produced.
+//!
+//! A Ctrl-C (or SIGTERM, SIGHUP) during the build ends it quietly: cargo
+//! runs in a process group of its own, which the terminal's SIGINT does not
+//! reach (else cargo prints the whole rustc command line it saw die), and
+//! `atoll` kills that group and says `atoll: interrupted`, exiting 128 + N.
+//!
+//! Not here: checking the app's code; a crate that is not an Atoll app is
+//! recognised only by its manifest ([`check_is_app`]).
 
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::sys::signal::{killpg, SigSet, SigmaskHow, Signal};
+use nix::unistd::Pid;
 
 use serde::Deserialize;
 
@@ -65,6 +77,7 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
         .canonicalize()
         .map_err(|e| format!("cannot read {}: {e}", manifest.display()))?;
     let dir = manifest.parent().unwrap_or(Path::new("/"));
+    check_is_app(&args.dir, dir, &manifest)?;
 
     let mut cargo = Command::new("cargo");
     // Run in the app's directory so rustup honours its rust-toolchain.toml.
@@ -82,22 +95,155 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let output = cargo.output().map_err(|e| match e.kind() {
+    let (status, stdout) = run_interruptibly(cargo).map_err(|e| match e.kind() {
         io::ErrorKind::NotFound => {
             CliError::from("cargo not found; install Rust with rustup and make sure `cargo` is on PATH")
         }
         _ => CliError(format!("cannot run cargo: {e}")),
     })?;
-    if !output.status.success() {
+    if !status.success() {
         return Err("build failed; cargo's errors are above".into());
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
     let kernel = find_executable(&stdout, &manifest)?;
     let size_bytes = std::fs::metadata(&kernel)
         .map_err(|e| format!("cargo reported {} but it cannot be read: {e}", kernel.display()))?
         .len();
     eprintln!("atoll: built {} ({} KiB)", kernel.display(), size_bytes.div_ceil(1024));
     Ok(kernel)
+}
+
+/// Runs `command` (stdout piped) in a process group of its own and returns
+/// how it ended and its stdout. A stop signal meanwhile kills the group and
+/// ends `atoll` with `atoll: interrupted` and status 128 + N.
+///
+/// The signals are blocked and waited for (sigwait) rather than handled,
+/// so that nothing stays installed afterwards: the mask is restored on
+/// return, and a child gets an empty mask from std's spawn anyway.
+fn run_interruptibly(mut command: Command) -> io::Result<(ExitStatus, String)> {
+    let mut waited = SigSet::empty();
+    for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP, Signal::SIGCHLD] {
+        waited.add(signal);
+    }
+    // Before the reader thread exists, so it inherits the mask too.
+    let previous = waited
+        .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+        .map_err(io::Error::from)?;
+    let restore = || {
+        let _ = previous.thread_set_mask();
+    };
+    let mut child = match command.process_group(0).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            restore();
+            return Err(e);
+        }
+    };
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = stdout.read_to_end(&mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let status = loop {
+        // Checked before each wait: SIGCHLDs coalesce.
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) => {}
+            Err(e) => break Err(e),
+        }
+        match waited.wait() {
+            Ok(Signal::SIGCHLD) | Err(_) => continue,
+            Ok(stop) => {
+                // Not reaped yet (try_wait said so): the group is cargo's.
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                eprintln!(
+                    "atoll: {}",
+                    match stop {
+                        Signal::SIGINT => "interrupted".to_owned(),
+                        other => format!("stopped by {}", other.as_str()),
+                    }
+                );
+                std::process::exit(128 + stop as i32);
+            }
+        }
+    };
+    restore();
+    Ok((status?, reader.join().unwrap_or_default()))
+}
+
+/// `cargo metadata`'s output, the part [`check_is_app`] needs.
+#[derive(Debug, Deserialize)]
+struct Metadata {
+    packages: Vec<Package>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Package {
+    name: String,
+    manifest_path: PathBuf,
+    dependencies: Vec<Dependency>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Dependency {
+    name: String,
+    kind: Option<String>,
+}
+
+/// Refuses, before a build that would end in a page of rustc errors, a
+/// crate that cannot be an Atoll app: one that does not depend on the
+/// `atoll` crate (which `#[atoll::main]` comes from), or a workspace root
+/// that is no package. `dir` is what the user gave, `cwd` and `manifest`
+/// its canonical forms. If `cargo metadata` itself fails, the build that
+/// follows reports why.
+fn check_is_app(dir: &Path, cwd: &Path, manifest: &Path) -> Result<(), CliError> {
+    let Ok(output) = Command::new("cargo")
+        .current_dir(cwd)
+        .args(["metadata", "--no-deps", "--format-version", "1", "--manifest-path"])
+        .arg(manifest)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+    else {
+        return Ok(());
+    };
+    let Ok(metadata) = serde_json::from_slice::<Metadata>(&output.stdout) else {
+        return Ok(());
+    };
+    app_verdict(&metadata, dir, manifest)
+}
+
+/// [`check_is_app`]'s decision on `cargo metadata`'s answer.
+fn app_verdict(metadata: &Metadata, dir: &Path, manifest: &Path) -> Result<(), CliError> {
+    let Some(package) = metadata.packages.iter().find(|p| p.manifest_path == manifest) else {
+        return Err(format!(
+            "`{}` is a workspace, not an app; give the directory of one of its apps (members: {})",
+            dir.display(),
+            metadata
+                .packages
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into());
+    };
+    // A normal dependency (kind null) on the package `atoll`, renamed or not.
+    if package
+        .dependencies
+        .iter()
+        .any(|d| d.name == "atoll" && d.kind.is_none())
+    {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` is not an Atoll app: its crate {} does not depend on atoll, so it has no #[atoll::main] \
+         (start one with `atoll new NAME`)",
+        dir.display(),
+        package.name
+    )
+    .into())
 }
 
 /// The part of a cargo JSON message this needs.
@@ -218,6 +364,46 @@ mod tests {
     fn non_json_lines_are_skipped() {
         let stdout = format!("warning: something odd\n\n{APP}\nnot json either\n");
         assert!(find_executable(&stdout, hello_manifest()).is_ok());
+    }
+
+    fn metadata(json: &str) -> Metadata {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn an_app_depends_on_atoll() {
+        // Trimmed from `cargo metadata --no-deps --format-version 1`.
+        let app = metadata(
+            r#"{"packages":[{"name":"hello","manifest_path":"/w/hello/Cargo.toml","dependencies":[
+                {"name":"atoll","source":null,"req":"*","kind":null,"rename":null,"path":"/w/crates/atoll"}]}]}"#,
+        );
+        assert_eq!(
+            app_verdict(&app, Path::new("hello"), Path::new("/w/hello/Cargo.toml")),
+            Ok(())
+        );
+
+        let other = metadata(
+            r#"{"packages":[{"name":"tool","manifest_path":"/w/tool/Cargo.toml","dependencies":[
+                {"name":"serde","kind":null},{"name":"atoll","kind":"dev"}]}]}"#,
+        );
+        assert_eq!(
+            app_verdict(&other, Path::new("tool"), Path::new("/w/tool/Cargo.toml"))
+                .unwrap_err()
+                .0,
+            "`tool` is not an Atoll app: its crate tool does not depend on atoll, so it has no #[atoll::main] \
+             (start one with `atoll new NAME`)"
+        );
+
+        let workspace = metadata(
+            r#"{"packages":[{"name":"a","manifest_path":"/w/a/Cargo.toml","dependencies":[]},
+                {"name":"b","manifest_path":"/w/b/Cargo.toml","dependencies":[]}]}"#,
+        );
+        assert_eq!(
+            app_verdict(&workspace, Path::new("."), Path::new("/w/Cargo.toml"))
+                .unwrap_err()
+                .0,
+            "`.` is a workspace, not an app; give the directory of one of its apps (members: a, b)"
+        );
     }
 
     #[test]

@@ -31,7 +31,10 @@
 //! features, runs no post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
-//! exit status 1. Once the unikernel runs, every exit status is its own.
+//! exit status 1, usage errors included ([`usage_error`]; `--help` and
+//! `--version` print to stdout, status 0). A build stopped by Ctrl-C says
+//! `atoll: interrupted` and exits 130 ([`build`]). Once the unikernel runs,
+//! every exit status is its own.
 #![forbid(unsafe_code)]
 
 mod build;
@@ -141,8 +144,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub build: BuildArgs,
     /// Guest memory in MiB (the tender's default if absent, 32; on unix,
-    /// the bound on the process's address space).
-    #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..))]
+    /// the bound on the process's address space). Checked against the
+    /// tender's range before building.
+    #[arg(long, value_name = "MiB")]
     pub mem: Option<u32>,
     /// Print the tender's statistics line to standard error at exit (with
     /// --target virtio: time, the VMM's CPU time and console bytes).
@@ -329,10 +333,43 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, clap::Error> {
     Ok(cli)
 }
 
+/// A usage error as `atoll`'s errors read: clap's first line, without its
+/// `error: `, and where to read more (clap's own layout spans a page and
+/// exits 2). `None` for what is not an error (--help, --version).
+pub fn usage_error(e: &clap::Error) -> Option<String> {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return None;
+    }
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        // `atoll` alone, for which clap prints its whole help as an error.
+        let command = <Cli as clap::CommandFactory>::command();
+        let names: Vec<&str> = command.get_subcommands().map(|c| c.get_name()).collect();
+        return Some(format!(
+            "no command given; use one of: {}; see `atoll --help`",
+            names.join(", ")
+        ));
+    }
+    let text = e.render().to_string();
+    let first = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("bad command line");
+    let first = first.strip_prefix("error: ").unwrap_or(first).trim_end();
+    Some(format!("{first}; see `atoll --help`"))
+}
+
 fn main() -> ExitCode {
     let cli = match parse(std::env::args_os().collect()) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e) => match usage_error(&e) {
+            Some(message) => {
+                eprintln!("atoll: {message}");
+                return ExitCode::FAILURE;
+            }
+            // --help and --version: printed as clap prints them, status 0.
+            None => e.exit(),
+        },
     };
     let result = match cli.command {
         Command::New { name } => new::create(&name),
@@ -365,6 +402,37 @@ mod tests {
 
     fn argv(args: &[&str]) -> Vec<OsString> {
         args.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn usage_errors_are_one_line_and_help_is_not_an_error() {
+        let message = |args: &[&str]| parse(argv(args)).map(drop).map_err(|e| usage_error(&e));
+        for args in [
+            &["atoll"][..],
+            &["atoll", "run", "--bogus"],
+            &["atoll", "run", "--publish", "x"],
+            &["atoll", "frobnicate"],
+            &["atoll", "run", "--net:service"],
+        ] {
+            let Err(Some(text)) = message(args) else {
+                panic!("{args:?} parsed")
+            };
+            assert!(!text.contains('\n') && !text.starts_with("error"), "{args:?}: {text}");
+            assert!(text.ends_with("; see `atoll --help`"), "{args:?}: {text}");
+        }
+        assert_eq!(
+            message(&["atoll", "run", "--bogus"]),
+            Err(Some("unexpected argument '--bogus' found; see `atoll --help`".into()))
+        );
+        assert_eq!(
+            message(&["atoll"]),
+            Err(Some(
+                "no command given; use one of: new, build, run, pkg; see `atoll --help`".into()
+            ))
+        );
+        assert_eq!(message(&["atoll", "--help"]), Err(None));
+        assert_eq!(message(&["atoll", "run", "--help"]), Err(None));
+        assert_eq!(message(&["atoll", "--version"]), Err(None));
     }
 
     #[test]
@@ -478,7 +546,7 @@ mod tests {
     #[test]
     fn bad_options_are_refused() {
         for bad in [
-            &["atoll", "run", "--mem=0"][..],
+            &["atoll", "run", "--mem=-1"][..],
             &["atoll", "run", "--mem=lots"],
             &["atoll", "run", "--target=kvm"],
             &["atoll", "run", "--vmm=bochs"],

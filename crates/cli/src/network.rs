@@ -8,7 +8,9 @@
 //! port on the host's loopback. Nothing touches the host's own interfaces, routes or
 //! firewall, and the namespace (with its TAP device) is deleted however the
 //! run ends: normally, by a signal forwarded to the unikernel, or on an
-//! error.
+//! error. Killed with SIGKILL, `atoll run` takes its child along (the
+//! kernel's parent-death signal), and the namespace it leaves is deleted by
+//! the next `atoll run` that sets up a network ([`remove_stale_namespaces`]).
 //!
 //! Not here: a bridge or NAT to the outside world (the guest can reach only
 //! the host side of its TAP), more than one automatic device, IPv6.
@@ -18,6 +20,7 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,6 +128,39 @@ pub fn namespace_name() -> String {
     format!("atoll-{}", std::process::id())
 }
 
+/// The pid in a name [`namespace_name`] makes (`atoll-` and digits only).
+fn namespace_pid(name: &str) -> Option<i32> {
+    let digits = name.strip_prefix("atoll-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|&pid| pid > 0)
+}
+
+/// Deletes the namespaces `atoll-PID` ([`namespace_name`]'s, and no others)
+/// whose `atoll run` is no longer alive: one killed with SIGKILL could not
+/// delete its own. Says so on stderr for each; one that cannot be deleted
+/// is reported and left.
+pub fn remove_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return; // No namespaces at all.
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some((name, pid)) = name.to_str().and_then(|n| Some((n, namespace_pid(n)?))) else {
+            continue;
+        };
+        // ESRCH: no such process (EPERM would mean it lives).
+        if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) != Err(nix::errno::Errno::ESRCH) {
+            continue;
+        }
+        match ip(&["netns", "delete", name]) {
+            Ok(()) => eprintln!("atoll: removed network namespace {name}, left by an `atoll run` that was killed"),
+            Err(e) => eprintln!("atoll: cannot remove stale network namespace {name}: {e}"),
+        }
+    }
+}
+
 /// The guest's boot arguments with its address first.
 pub fn guest_args(args: &RunArgs) -> Vec<OsString> {
     GUEST_ARGS
@@ -147,6 +183,8 @@ pub fn start_tender<'a>(launch: &'a Launch, args: &'a RunArgs, device: &'a str) 
             .arg(format!("--net:{device}={TAP}"))
             .args(launch.args(&guest_args))
             .stdin(Stdio::null());
+        // `ip netns exec` execs the tender, which keeps the death signal.
+        atoll_host::stop::end_with_parent(&mut command);
         let child = command.spawn().map_err(|e| {
             format!(
                 "cannot start {} in namespace {}: {e}",
@@ -177,6 +215,7 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
         )
         .into());
     }
+    remove_stale_namespaces();
     // From here on a Ctrl-C must not kill us before the namespace is gone:
     // stop signals are collected and passed on to the unikernel.
     let mut signals = child::signals()?;
@@ -204,8 +243,11 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
 
     let mut running = start(&namespace)?;
 
+    // Set once the unikernel ended, so the announcement below gives up.
+    let ended = Arc::new(AtomicBool::new(false));
     if let (Some(listener), Publish::Ports { host_port, guest_port }) = (listener, publish) {
         let guest = SocketAddr::from((GUEST_ADDR, guest_port));
+        let probe_netns = Arc::clone(&netns);
         let connect = move || {
             enter(&netns)?;
             forward::connect_with_retry(forward::CONNECT_RETRY, || {
@@ -217,11 +259,12 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
             let _ = running.child().wait();
             return Err(format!("cannot start forwarding 127.0.0.1:{host_port}: {e}").into());
         }
-        eprintln!(
+        let announcement = format!(
             "atoll: serving on http://127.0.0.1:{host_port}/ (guest {GUEST_ADDR} in network namespace {}; \
              Ctrl-C stops it)",
             namespace.name()
         );
+        announce_when_listening(announcement, probe_netns, guest, Arc::clone(&ended));
     } else {
         eprintln!(
             "atoll: guest {GUEST_ADDR} in network namespace {} (nothing published; Ctrl-C stops it)",
@@ -230,8 +273,35 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
     }
 
     let status = child::wait(running, &mut signals, "the unikernel");
+    ended.store(true, Ordering::Relaxed);
     drop(namespace);
     status
+}
+
+/// Prints `announcement` once the guest accepts a connection on `guest`
+/// (from a thread in namespace `netns`), not before: a unikernel the
+/// tender refuses (a device it lacks, say) is never announced as serving.
+/// Gives up once `ended` is set. One probe connection, closed at once, is
+/// what the guest sees of it.
+fn announce_when_listening(announcement: String, netns: Arc<File>, guest: SocketAddr, ended: Arc<AtomicBool>) {
+    let probe = move || {
+        if enter(&netns).is_err() {
+            return; // The forwarder cannot reach it either; its errors tell.
+        }
+        while !ended.load(Ordering::Relaxed) {
+            match TcpStream::connect_timeout(&guest, Duration::from_secs(1)) {
+                Ok(_) => {
+                    if !ended.load(Ordering::Relaxed) {
+                        eprintln!("{announcement}");
+                    }
+                    return;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    };
+    // Without the thread there is only no announcement.
+    let _ = std::thread::Builder::new().name("announce".into()).spawn(probe);
 }
 
 #[cfg(test)]
@@ -246,6 +316,23 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn only_atoll_run_namespace_names_carry_a_pid() {
+        assert_eq!(namespace_pid(&namespace_name()), Some(std::process::id() as i32));
+        assert_eq!(namespace_pid("atoll-42"), Some(42));
+        for other in [
+            "atoll-test-42-0",
+            "atoll-",
+            "atoll-+42",
+            "atoll-0",
+            "atoll-42x",
+            "x-atoll-42",
+            "atoll-99999999999",
+        ] {
+            assert_eq!(namespace_pid(other), None, "{other}");
+        }
     }
 
     #[test]

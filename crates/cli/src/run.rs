@@ -71,6 +71,7 @@ impl Launch {
 /// runs as a child instead and its exit status is returned.
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     crate::virtio::check_options(args)?;
+    check_mem(args)?;
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
         (Platform::Virtio, _) => return crate::virtio::run(args, &kernel),
@@ -101,6 +102,21 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
         )
         .into()),
     }
+}
+
+/// Refuses a `--mem` the tender (or unix executable) would refuse, before
+/// building: the ranges are theirs ([`atoll_host::args`]).
+fn check_mem(args: &RunArgs) -> Result<(), CliError> {
+    let Some(mem_mib) = args.mem else { return Ok(()) };
+    let (range, what) = match args.build.target {
+        // The same kernel, whose page tables cover what atoll-hvt's do.
+        Platform::Hvt | Platform::Virtio => (atoll_host::args::HVT_MEM_MIB, "a guest's memory"),
+        Platform::Unix => (atoll_host::args::UNIX_MEM_MIB, "a unix unikernel's memory bound"),
+    };
+    if range.contains(&u64::from(mem_mib)) {
+        return Ok(());
+    }
+    Err(format!("--mem {mem_mib}: {what} is {} to {} MiB", range.start(), range.end()).into())
 }
 
 /// The kernel's net devices (from its manifest note) that `devices` (the
@@ -185,6 +201,19 @@ mod tests {
             panic!("not a run")
         };
         args
+    }
+
+    #[test]
+    fn mem_is_checked_against_the_targets_range() {
+        assert_eq!(
+            check_mem(&run_args(&["atoll", "run", "--mem=1"])).unwrap_err().0,
+            "--mem 1: a guest's memory is 4 to 4000 MiB"
+        );
+        assert!(check_mem(&run_args(&["atoll", "run", "--mem=0", "--target=virtio"])).is_err());
+        assert!(check_mem(&run_args(&["atoll", "run", "--mem=4000"])).is_ok());
+        assert!(check_mem(&run_args(&["atoll", "run", "--mem=8000", "--target=unix"])).is_ok());
+        assert!(check_mem(&run_args(&["atoll", "run", "--mem=70000", "--target=unix"])).is_err());
+        assert!(check_mem(&run_args(&["atoll", "run"])).is_ok());
     }
 
     #[test]

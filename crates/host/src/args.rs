@@ -11,6 +11,14 @@
 use atoll_abi::boot::{is_valid_device_name, DeviceKind};
 use clap::Parser;
 
+/// The guest memory atoll-hvt accepts (`--mem`, MiB): the one place it is
+/// set, so `atoll run` can refuse a bad `--mem` before building.
+pub const HVT_MEM_MIB: std::ops::RangeInclusive<u64> = 4..=4000;
+
+/// The memory bound the unix platform accepts (`--mem`, MiB, for the
+/// executable itself and for atoll-spt).
+pub const UNIX_MEM_MIB: std::ops::RangeInclusive<u64> = 4..=65536;
+
 /// The help text about devices and exit statuses, for `after_help`.
 pub const AFTER_HELP: &str = "Devices: --net:NAME=TAP attaches TAP device TAP as the kernel's network device NAME \
      (--net-mac:NAME=MAC sets its MAC address);\n\
@@ -51,7 +59,7 @@ pub struct Common {
 pub struct UnixCli {
     /// Bound the process's memory (its address space) to this many MiB,
     /// as a guest's is bounded by its VM. Unbounded if absent.
-    #[arg(long = "mem", value_name = "MiB", value_parser = clap::value_parser!(u64).range(4..=65536))]
+    #[arg(long = "mem", value_name = "MiB", value_parser = clap::value_parser!(u64).range(UNIX_MEM_MIB))]
     pub mem_mib: Option<u64>,
     /// `--stats`, `--no-sandbox` and the boot arguments after `--`.
     #[command(flatten)]

@@ -78,24 +78,38 @@ pub struct NetDevice {
 
 /// Why a TAP device could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "net device '{name}': cannot open TAP device '{tap}': {source}; create it first (ip tuntap add {tap} mode tap) \
-     or run as root"
-)]
-pub struct TapError {
-    name: String,
-    tap: String,
-    source: io::Error,
+pub enum TapError {
+    /// No interface of that name exists ([`open_tap`] creates none: one
+    /// made here would be down and unconfigured, and the guest would wait
+    /// for its address forever).
+    #[error("net device '{name}': no TAP device '{tap}' (create it with: ip tuntap add dev {tap} mode tap)")]
+    Missing { name: String, tap: String },
+    /// It exists but could not be opened as a TAP device.
+    #[error(
+        "net device '{name}': cannot open TAP device '{tap}': {source}; is it a TAP device (ip tuntap add dev {tap} \
+         mode tap), and are we root?"
+    )]
+    Open {
+        name: String,
+        tap: String,
+        source: io::Error,
+    },
 }
 
 impl NetDevice {
-    /// Opens TAP device `tap` (creating it if we are allowed to) for guest
-    /// device `name`.
+    /// Opens the existing TAP device `tap` for guest device `name`.
     pub fn open(index: usize, name: &str, tap: &str, mac: Option<[u8; 6]>) -> Result<NetDevice, TapError> {
-        let error = |source| TapError {
-            name: name.into(),
-            tap: tap.into(),
-            source,
+        let error = |source: io::Error| match source.raw_os_error() {
+            // open_tap's word for a missing interface.
+            Some(libc::ENODEV) => TapError::Missing {
+                name: name.into(),
+                tap: tap.into(),
+            },
+            _ => TapError::Open {
+                name: name.into(),
+                tap: tap.into(),
+                source,
+            },
         };
         Ok(NetDevice::with_backend(index, name, open_tap(tap).map_err(error)?, mac))
     }
@@ -249,14 +263,23 @@ fn read_header(mem: &impl FrameMemory, ring: u64) -> Result<[u32; 4], GuestFault
     Ok(header)
 }
 
-/// Opens TAP device `name` non-blocking, without packet information
-/// headers (creating it if the process may).
+/// Opens the existing TAP device `name` non-blocking, without packet
+/// information headers. A missing one is `ENODEV`: TUNSETIFF would create
+/// it, down and unaddressed, which nobody asking for a named device wants.
 pub fn open_tap(name: &str) -> io::Result<File> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "interface names are 1 to 15 bytes",
         ));
+    }
+    let c_name = std::ffi::CString::new(name)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "an interface name has no NUL byte"))?;
+    // SAFETY: if_nametoindex reads the NUL-terminated string, live for the
+    // call. It looks in this thread's network namespace, where TUNSETIFF
+    // would look too.
+    if unsafe { libc::if_nametoindex(c_name.as_ptr()) } == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
     }
     let tap = OpenOptions::new()
         .read(true)

@@ -35,7 +35,7 @@ use clap::Parser;
 pub struct Cli {
     /// Guest memory in MiB.
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
-          value_parser = clap::value_parser!(u64).range(4..=4000))]
+          value_parser = clap::value_parser!(u64).range(atoll_host::args::HVT_MEM_MIB))]
     pub mem_mib: u64,
     /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
     /// first word after `--`, Solo5's form.)

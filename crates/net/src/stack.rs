@@ -107,8 +107,9 @@ impl Default for TcpConfig {
     }
 }
 
-/// Why [`Stack::new`] could not start.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Why [`Stack::new`] could not start. Its `Debug` is its message (see
+/// the impl), as `main` returning it prints `Error: {err:?}`.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StackError {
     /// No device of this name is attached. Is it in the app's manifest
     /// (`#[atoll::main(net = "NAME")]`) and on the tender's command line
@@ -140,6 +141,15 @@ impl fmt::Display for StackError {
             StackError::Config(error) => error.fmt(f),
             StackError::Socket(error) => error.fmt(f),
         }
+    }
+}
+
+/// The message, not the variant: a `main` that returns a `StackError` has
+/// it printed with `{:?}` (`Error: …`), and `NoSuchDevice("service")` would
+/// not tell the user what to add.
+impl fmt::Debug for StackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
     }
 }
 

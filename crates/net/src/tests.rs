@@ -537,7 +537,8 @@ fn stack_new_names_the_missing_device() {
         format!("{error}"),
         "no network device named \"service\": declare it with #[atoll::main(net = \"service\")] \
          and attach it with --net:service=TAP"
-    );
+    ); // What `main` returning it prints (`Error: {err:?}`) is the same message.
+    assert_eq!(format!("{error:?}"), format!("{error}"));
 }
 
 #[test]

@@ -22,7 +22,7 @@ use clap::Parser;
 pub struct Cli {
     /// Memory in MiB: the process's address space is bounded to this.
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
-          value_parser = clap::value_parser!(u64).range(4..=65536))]
+          value_parser = clap::value_parser!(u64).range(atoll_host::args::UNIX_MEM_MIB))]
     pub mem_mib: u64,
     /// The unikernel: a static executable built by `atoll build --release --target unix`.
     pub executable: PathBuf,

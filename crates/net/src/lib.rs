@@ -39,10 +39,10 @@
 //!
 //! # Layers, from the wire up
 //!
-//! * [`phy`]: devices: the frame rings of `atoll_abi::net`, shared with
-//!   the hvt tender (zero-copy, one exit per burst of frames) or served by
-//!   the `unix` platform's process, and an in-memory [`phy::pipe()`] for
-//!   tests.
+//! * [`phy`]: devices: the frame rings of `atoll_abi::net`
+//!   (`phy::ring`: zero-copy, one exit per burst of frames on hvt; served
+//!   in the guest on virtio, by the process on unix), and an in-memory
+//!   [`phy::pipe()`] for tests.
 //! * [`stack`]: [`Stack`], the interface and its sockets, run as a
 //!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
 //!   IPv4 settings. [`listen`]: how listeners hold up under SYN floods,
@@ -56,7 +56,7 @@
 //! Memory: each TCP connection holds a 4 KiB receive and an 8 KiB send
 //! buffer by default ([`TcpConfig`]); with the HTTP server's state an idle
 //! keep-alive connection of the slides site costs about 18 KiB (measured,
-//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The hvt device takes
+//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The ring device takes
 //! 1 MiB of frame buffers. New sockets are made only while the heap
 //! (`atoll_rt::memory`) has room for them beyond a reserve; short of it,
 //! new connections wait (their SYNs are dropped, and the stack says so

@@ -793,6 +793,9 @@ pub mod launch {
 
 pub mod fault;
 pub mod pvh;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod x86;
 
 /// The tender's exit status, and the `unix` platform's.

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use atoll_abi::testing::SplitMix64;
 use atoll_tests::net::{namespaces, Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{both_platforms, repo_root, Outcome, Platform};
 
@@ -309,17 +310,11 @@ both_platforms!(oversized_headers_get_431, |platform| {
 both_platforms!(random_bytes_get_400_or_a_close, |platform| {
     let ns = Namespace::with_tap();
     let server = slides(platform, &ns);
-    // A fixed-seed xorshift, so a failure can be replayed.
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    // Seeded, so a failure can be replayed.
+    let mut rng = SplitMix64(0x9e37_79b9_7f4a_7c15);
     for _ in 0..5 {
-        let bytes: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as u8
-            })
-            .collect();
+        let mut bytes = vec![0; 4096];
+        rng.fill(&mut bytes);
         let answer = raw_exchange(&server, &bytes);
         let text = String::from_utf8_lossy(&answer);
         assert!(

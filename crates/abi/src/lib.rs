@@ -374,20 +374,34 @@ pub mod block {
 /// run freely (wrapping u32); slot `i` is `i % RING_SLOTS`. The vCPU is
 /// stopped whenever the tender looks, so no atomics are needed. A ring whose
 /// indices are more than [`RING_SLOTS`](net::RING_SLOTS) apart, a slot whose buffer is not
-/// guest-writable memory, or a frame longer than [`FRAME_BUFFER_SIZE`](net::FRAME_BUFFER_SIZE) (or
-/// shorter than an Ethernet header) stops the guest.
+/// guest-writable memory, or a queued frame longer than
+/// [`max_frame`](net::max_frame) of the device's MTU (or shorter than an Ethernet header) stops the
+/// guest. The Ethernet sizes every side uses are here too.
 pub mod net {
     use super::GuestAddr;
     use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
     /// Slots per direction.
     pub const RING_SLOTS: u32 = 256;
-    /// Bytes per frame buffer: an Ethernet frame of MTU 1500 plus slack.
+    /// Bytes per frame buffer: a [`MAX_FRAME`]-byte frame plus slack.
     pub const FRAME_BUFFER_SIZE: u32 = 2048;
+    /// Bytes of an Ethernet header (destination, source, EtherType). The
+    /// MTU counts what follows it; smoltcp's Ethernet MTU includes it.
+    pub const ETHERNET_HEADER_LEN: u32 = 14;
+    /// Bytes an 802.1Q VLAN tag adds to a frame.
+    pub const VLAN_TAG_LEN: u32 = 4;
     /// Shortest frame: an Ethernet header.
-    pub const MIN_FRAME: u32 = 14;
+    pub const MIN_FRAME: u32 = ETHERNET_HEADER_LEN;
     /// The MTU the tender reports for TAP devices, in bytes.
     pub const DEFAULT_MTU: u32 = 1500;
+    /// Longest frame on a device of MTU `mtu`: the payload, an Ethernet
+    /// header and a VLAN tag. A longer queued frame stops the guest.
+    pub const fn max_frame(mtu: u32) -> u32 {
+        mtu.saturating_add(ETHERNET_HEADER_LEN + VLAN_TAG_LEN)
+    }
+    /// Longest frame at [`DEFAULT_MTU`]: 1518 bytes.
+    pub const MAX_FRAME: u32 = max_frame(DEFAULT_MTU);
+    const _: () = assert!(MAX_FRAME <= FRAME_BUFFER_SIZE);
 
     /// One frame slot.
     #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -780,6 +794,9 @@ pub mod launch {
 
 pub mod fault;
 pub mod pvh;
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod testing;
 pub mod x86;
 
 /// The tender's exit status, and the `unix` platform's.

@@ -39,7 +39,7 @@
 //! * [`net`]: TCP/IP (`atoll-net`): `net::Stack::new("service")`,
 //!   `net::TcpListener`, `net::TcpStream`, `net::UdpSocket`, DHCP, DNS
 //!   (`stack.resolve("name").await`).
-//! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&net::RtTimer` as
+//! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&http::RtTimer` as
 //!   its timer.
 //!
 //! * [`random`]: random bytes from the platform (`rdrand` on hvt,

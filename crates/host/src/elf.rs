@@ -507,13 +507,8 @@ pub(crate) mod tests {
     #[test]
     fn mutated_kernels_never_panic_and_accepted_ones_are_sane() {
         let original = build_kernel(|_, _| {});
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = atoll_abi::testing::SplitMix64(0x2545_F491_4F6C_DD1D);
+        let mut next = move || rng.next_u64();
         let mut accepted = 0;
         for _ in 0..20_000 {
             let mut image = original.clone();

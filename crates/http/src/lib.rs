@@ -4,7 +4,7 @@
 //! Give [`serve_connection`] an accepted connection (anything implementing
 //! `embedded_io_async::{Read, Write}`, such as a TCP stream of Atoll's network stack), a
 //! [`Handler`] that turns a [`Request`] into a [`Response`], the [`Limits`] to enforce and a
-//! [`Timer`]. It answers requests until the connection ends and returns why it ended.
+//! [`Timer`] (in a unikernel, `&RtTimer`: the runtime's clock). It answers requests until the connection ends and returns why it ended.
 //! [`StaticSite`] is a ready handler for a fixed set of pages (the flagship slides demo);
 //! [`ConnectionLimiter`] caps open connections in the accept loop, reclaiming idle keep-alive
 //! connections for new ones before it refuses any.
@@ -70,6 +70,9 @@ pub mod server;
 pub mod site;
 pub mod time;
 
+/// The runtime's clock as a [`Timer`]: pass `&RtTimer` in a unikernel.
+#[cfg(feature = "rt")]
+pub use atoll_rt::time::RtTimer;
 pub use limits::{ConnectionGuard, ConnectionLimiter, Limits};
 pub use request::{Method, Request, Version};
 pub use response::{Body, ETag, Response, Status};

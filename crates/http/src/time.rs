@@ -2,8 +2,9 @@
 //!
 //! The server never reads a wall clock (there may be none), so responses carry no `Date`
 //! header. All it needs is [`Timer`]: `now_ms` to set deadlines and `sleep_until_ms` to race
-//! them against socket I/O. Atoll's runtime implements it over its monotonic clock and timer
-//! wheel; host tests implement it over `std::time::Instant` and a thread.
+//! them against socket I/O. With the `rt` feature (on by default) it is implemented for
+//! [`RtTimer`](atoll_rt::time::RtTimer), the runtime's monotonic clock and timer wheel, re-exported
+//! here; host tests implement it over `std::time::Instant` and a thread.
 
 use core::future::{poll_fn, Future};
 use core::pin::pin;
@@ -49,6 +50,18 @@ impl Timer for NoTimer {
 
     fn sleep_until_ms(&self, _deadline_ms: u64) -> impl Future<Output = ()> {
         core::future::pending()
+    }
+}
+
+/// The runtime's clock: `now_ms` and `sleep_until_ms` are [`RtTimer`](atoll_rt::time::RtTimer)'s own.
+#[cfg(feature = "rt")]
+impl Timer for atoll_rt::time::RtTimer {
+    fn now_ms(&self) -> u64 {
+        atoll_rt::time::RtTimer::now_ms(self)
+    }
+
+    fn sleep_until_ms(&self, deadline_ms: u64) -> impl Future<Output = ()> {
+        atoll_rt::time::RtTimer::sleep_until_ms(self, deadline_ms)
     }
 }
 

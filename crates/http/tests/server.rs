@@ -1,6 +1,7 @@
 //! Drives real request bytes through `serve_connection` over an in-memory connection and
 //! checks what a client would see on the wire.
 
+use atoll_abi::testing::SplitMix64;
 use atoll_http::{
     serve_busy_connection, serve_connection, serve_limited_connection, Body, CloseReason, ConnectionLimiter,
     ConnectionStats, Error, Handler, Limits, Method, NoTimer, Request, Response, StaticSite, Status, Timer,
@@ -707,21 +708,6 @@ fn handler_bodies_of_every_kind_are_sent_whole() {
 // Robustness: seeded random input never panics, never hangs, and gets either nothing or
 // well-formed responses; pure noise only ever gets an error status.
 
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-}
-
 fn serve_random(chunks: Vec<Vec<u8>>) -> (Result<ConnectionStats, Error>, Vec<Parsed>) {
     let slices: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
     let limits = Limits {
@@ -733,11 +719,11 @@ fn serve_random(chunks: Vec<Vec<u8>>) -> (Result<ConnectionStats, Error>, Vec<Pa
     (result, parse_responses(&output, &[]))
 }
 
-fn random_chunks(rng: &mut XorShift, bytes: &[u8]) -> Vec<Vec<u8>> {
+fn random_chunks(rng: &mut SplitMix64, bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut chunks = Vec::new();
     let mut rest = bytes;
     while !rest.is_empty() {
-        let take = 1 + rng.below(rest.len().min(300));
+        let take = 1 + rng.index(rest.len().min(300));
         chunks.push(rest[..take].to_vec());
         rest = &rest[take..];
     }
@@ -746,10 +732,10 @@ fn random_chunks(rng: &mut XorShift, bytes: &[u8]) -> Vec<Vec<u8>> {
 
 #[test]
 fn random_bytes_get_an_error_status_or_a_close() {
-    let mut rng = XorShift(0x5eed_1234_abcd_0001);
+    let mut rng = SplitMix64(0x5eed_1234_abcd_0001);
     for case in 0..3000 {
-        let len = rng.below(1500);
-        let noise: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = rng.index(1500);
+        let noise: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let chunks = random_chunks(&mut rng, &noise);
         let (result, responses) = serve_random(chunks);
         let stats = result.unwrap_or_else(|e| panic!("case {case}: {e}"));
@@ -773,18 +759,18 @@ fn mutated_requests_never_break_the_framing() {
         get("/"),
         get("/big")
     );
-    let mut rng = XorShift(0x0bad_cafe_0000_0042);
+    let mut rng = SplitMix64(0x0bad_cafe_0000_0042);
     let alphabet = b"GETPOSHADv/ :\r\n0123456789,\"*HTTP/1.1\x00\xff\t-";
     for case in 0..3000 {
         let mut bytes = base.clone().into_bytes();
-        for _ in 0..1 + rng.below(6) {
-            let at = rng.below(bytes.len());
-            match rng.below(3) {
-                0 => bytes[at] = alphabet[rng.below(alphabet.len())],
+        for _ in 0..1 + rng.index(6) {
+            let at = rng.index(bytes.len());
+            match rng.index(3) {
+                0 => bytes[at] = alphabet[rng.index(alphabet.len())],
                 1 => {
                     bytes.remove(at);
                 }
-                _ => bytes.insert(at, alphabet[rng.below(alphabet.len())]),
+                _ => bytes.insert(at, alphabet[rng.index(alphabet.len())]),
             }
         }
         let chunks = random_chunks(&mut rng, &bytes);

@@ -234,13 +234,8 @@ mod tests {
     #[test]
     fn random_hypercalls_never_panic() {
         let mem = mem();
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = atoll_abi::testing::SplitMix64(0x9E37_79B9_7F4A_7C15);
+        let mut next = move || rng.next_u64();
         for _ in 0..20_000 {
             let mut garbage = [0u8; 64];
             garbage.iter_mut().for_each(|b| *b = next() as u8);

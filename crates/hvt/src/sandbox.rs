@@ -13,19 +13,18 @@ use atoll_host::block::DiskFd;
 use atoll_host::sandbox::{allow_block_io, allow_pread, common_rules};
 
 use crate::devices::Attached;
+use kvm_bindings::KVMIO;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
 
-// KVM ioctl request numbers, from linux/kvm.h: _IO(KVMIO, 0x80) and
-// _IOR(KVMIO, nr, struct). kvm-ioctls keeps its own private.
-const KVMIO: u64 = 0xAE;
-const fn ior(nr: u64, size: usize) -> u64 {
-    (2 << 30) | ((size as u64) << 16) | (KVMIO << 8) | nr
-}
-pub const KVM_RUN: u64 = (KVMIO << 8) | 0x80;
-pub const KVM_GET_REGS: u64 = ior(0x81, size_of::<kvm_bindings::kvm_regs>());
-pub const KVM_GET_SREGS: u64 = ior(0x83, size_of::<kvm_bindings::kvm_sregs>());
+// KVM ioctl request numbers (linux/kvm.h's `_IO(KVMIO, 0x80)` and
+// `_IOR(KVMIO, nr, struct)`), made by vmm-sys-util's macros as kvm-ioctls
+// makes them; kvm-ioctls keeps its own private. Each is a function.
+ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
+ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
 
 /// Installs the filter on this (single-threaded) process.
 pub fn confine(vcpu_fd: RawFd, devices: &Attached, stats_fd: Option<RawFd>) -> Result<(), String> {
@@ -55,7 +54,7 @@ fn filter(
     let vcpu = vcpu_fd as u64;
     rules.insert(
         libc::SYS_ioctl,
-        [KVM_RUN, KVM_GET_REGS, KVM_GET_SREGS]
+        [KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()]
             .into_iter()
             .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, eq(1, request)?]))
             .collect::<Result<_, _>>()?,
@@ -78,9 +77,9 @@ mod tests {
 
     #[test]
     fn kvm_request_numbers_match_linux() {
-        assert_eq!(KVM_RUN, 0xAE80);
-        assert_eq!(KVM_GET_REGS, 0x8090_AE81);
-        assert_eq!(KVM_GET_SREGS, 0x8138_AE83);
+        assert_eq!(KVM_RUN(), 0xAE80);
+        assert_eq!(KVM_GET_REGS(), 0x8090_AE81);
+        assert_eq!(KVM_GET_SREGS(), 0x8138_AE83);
     }
 
     #[test]

@@ -9,10 +9,15 @@
 //! fails and forgets its writes the way Linux does after a failed `fsync`, and a power cut
 //! after a given number of operations, after which every call fails until [`crash`].
 //!
+//! Test-only: compiled for this crate's tests and with the `test-crash` feature, never into
+//! an app.
+//!
 //! [`crash`]: CrashingStorage::crash
 
 use alloc::vec;
 use alloc::vec::Vec;
+
+use atoll_abi::testing::SplitMix64;
 
 use crate::storage::{sector_range, BlockStorage, StorageError, SECTOR_BYTES};
 
@@ -301,31 +306,6 @@ fn fault_fires_now(fault: &mut Option<(u64, StorageError)>) -> Option<StorageErr
             None
         }
         None => None,
-    }
-}
-
-/// A small seeded generator (SplitMix64), so crashes (and the workloads of
-/// tests that drive them) are reproducible from a seed.
-#[derive(Clone, Debug)]
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    /// The next number of the sequence.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..bound` (0 if `bound` is 0).
-    pub fn below(&mut self, bound: u64) -> u64 {
-        if bound == 0 {
-            0
-        } else {
-            self.next_u64() % bound
-        }
     }
 }
 

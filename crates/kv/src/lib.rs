@@ -40,9 +40,10 @@
 //!
 //! What it assumes of the device is only what a disk gives after a power cut: writes since
 //! the last flush may land in any order, partly, or torn inside a sector; flushed writes
-//! stay. [`CrashingStorage`] models exactly that, and the crash tests run thousands of
-//! random workloads on it, crashing at random points; the damage tests flip every byte of a
-//! small store in turn, and every field of both superblocks.
+//! stay. `CrashingStorage` (feature `test-crash`, for tests only) models exactly that, and
+//! the crash tests run thousands of random workloads on it, crashing at random points; the
+//! damage tests flip every byte of a small store in turn, and every field of both
+//! superblocks.
 //!
 //! # Design
 //!
@@ -95,6 +96,7 @@
 
 extern crate alloc;
 
+#[cfg(any(test, feature = "test-crash"))]
 pub mod crashing;
 #[cfg(feature = "rt")]
 pub mod device;
@@ -103,7 +105,8 @@ pub mod recovery;
 pub mod storage;
 pub mod store;
 
-pub use crashing::{CrashReport, CrashingStorage, SectorFate, SplitMix64};
+#[cfg(any(test, feature = "test-crash"))]
+pub use crashing::{CrashReport, CrashingStorage, SectorFate};
 pub use format::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use recovery::{DamagedRegion, Recovery, TornTail};
 pub use storage::{BlockStorage, MemStorage, StorageError, SECTOR_BYTES};

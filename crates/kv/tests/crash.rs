@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use atoll_kv::{CrashingStorage, KvError, SplitMix64, StorageError, Store, MAX_VALUE_BYTES};
+use atoll_abi::testing::SplitMix64;
+use atoll_kv::{CrashingStorage, KvError, StorageError, Store, MAX_VALUE_BYTES};
 
 /// 2 superblock sectors and two 200-sector (100 KiB) halves: small enough that the
 /// workload fills it, compacts often and sometimes gets `Full`.

@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use atoll_kv::{CrashingStorage, KvError, MemStorage, SectorFate, SplitMix64, Store};
+use atoll_abi::testing::SplitMix64;
+use atoll_kv::{CrashingStorage, KvError, MemStorage, SectorFate, Store};
 
 /// The acknowledged state: each key's latest value (deleted keys are absent), and the key
 /// of the last acknowledged change (the only one a torn tail may take without naming it).

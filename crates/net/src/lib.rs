@@ -4,29 +4,33 @@
 //! # Starting
 //!
 //! ```no_run
-//! use atoll_http::{serve_connection, Limits, StaticSite};
-//! use atoll_net::{RtTimer, Stack, TcpListener};
+//! use atoll_net::{Stack, TcpListener};
+//! use embedded_io_async::{Read, Write};
 //!
 //! async fn serve() {
 //!     // The manifest's net device, configured from the boot arguments.
 //!     let stack = Stack::new("service").expect("network device");
 //!     let address = stack.wait_configured().await; // at once, or the first DHCP lease
-//!     log::info!("serving on http://{}/", address.address());
-//!     let site: &'static StaticSite = Box::leak(Box::new(
-//!         StaticSite::new().with_page("/", "text/html; charset=utf-8", "<h1>Hi</h1>"),
-//!     ));
-//!     let listener = TcpListener::bind(&stack, 80).expect("port 80 is free");
+//!     log::info!("echoing on {}:7", address.address());
+//!     let listener = TcpListener::bind(&stack, 7).expect("port 7 is free");
 //!     loop {
 //!         let mut stream = listener.accept().await;
 //!         atoll_rt::spawn(async move {
-//!             let _ = serve_connection(&mut stream, site, &Limits::DEFAULT, &RtTimer).await;
+//!             let mut buffer = [0; 512];
+//!             while let Ok(n @ 1..) = stream.read(&mut buffer).await {
+//!                 if stream.write_all(&buffer[..n]).await.is_err() {
+//!                     break;
+//!                 }
+//!             }
 //!             // Dropping the stream closes it gracefully.
 //!         });
 //!     }
 //! }
-//! # extern crate alloc;
-//! # use alloc::boxed::Box;
 //! ```
+//!
+//! An HTTP server hands each accepted stream to `atoll-http` instead:
+//! `atoll_http::serve_connection(&mut stream, site, &Limits::DEFAULT,
+//! &atoll_rt::time::RtTimer)`. This crate knows nothing of HTTP.
 //!
 //! The address comes from the boot arguments: `--ipv4=10.0.0.2/24`
 //! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent; the DNS
@@ -35,10 +39,10 @@
 //!
 //! # Layers, from the wire up
 //!
-//! * [`phy`]: devices: the frame rings of `atoll_abi::net`, shared with
-//!   the hvt tender (zero-copy, one exit per burst of frames) or served by
-//!   the `unix` platform's process, and an in-memory [`phy::pipe()`] for
-//!   tests.
+//! * [`phy`]: devices: the frame rings of `atoll_abi::net`
+//!   (`phy::ring`: zero-copy, one exit per burst of frames on hvt; served
+//!   in the guest on virtio, by the process on unix), and an in-memory
+//!   [`phy::pipe()`] for tests.
 //! * [`stack`]: [`Stack`], the interface and its sockets, run as a
 //!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
 //!   IPv4 settings. [`listen`]: how listeners hold up under SYN floods,
@@ -47,12 +51,12 @@
 //! * [`dns`]: `stack.resolve("name").await` for an IPv4 address.
 //! * [`tcp`] and [`udp`]: the sockets apps use. [`TcpStream`] implements
 //!   `embedded_io_async::{Read, Write}` (0.7), so `atoll-http` serves it
-//!   directly; [`RtTimer`] is the runtime clock as `atoll-http`'s `Timer`.
+//!   directly.
 //!
 //! Memory: each TCP connection holds a 4 KiB receive and an 8 KiB send
 //! buffer by default ([`TcpConfig`]); with the HTTP server's state an idle
 //! keep-alive connection of the slides site costs about 18 KiB (measured,
-//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The hvt device takes
+//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The ring device takes
 //! 1 MiB of frame buffers. New sockets are made only while the heap
 //! (`atoll_rt::memory`) has room for them beyond a reserve; short of it,
 //! new connections wait (their SYNs are dropped, and the stack says so
@@ -95,7 +99,6 @@ pub mod udp;
 mod tests;
 
 use core::fmt;
-use core::future::Future;
 
 pub use config::{ConfigError, Ipv4Config};
 pub use dns::{DnsError, RESOLVE_TIMEOUT};
@@ -158,22 +161,5 @@ impl embedded_io_async::Error for Error {
             Error::PacketTooLarge => ErrorKind::InvalidInput,
             Error::OutOfMemory => ErrorKind::OutOfMemory,
         }
-    }
-}
-
-/// The runtime's monotonic clock and timers as `atoll-http`'s
-/// [`Timer`](atoll_http::Timer): pass `&RtTimer` to
-/// `atoll_http::serve_connection`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RtTimer;
-
-impl atoll_http::Timer for RtTimer {
-    fn now_ms(&self) -> u64 {
-        atoll_rt::time::Instant::now().ns_since_boot() / 1_000_000
-    }
-
-    fn sleep_until_ms(&self, deadline_ms: u64) -> impl Future<Output = ()> {
-        let deadline = atoll_rt::time::Instant::from_ns_since_boot(deadline_ms.saturating_mul(1_000_000));
-        atoll_rt::time::sleep_until(deadline)
     }
 }

@@ -200,8 +200,8 @@ impl Stack {
         let dns_servers = dns_servers_from_args(atoll_rt::args::all())?;
         #[cfg(any(target_os = "none", atoll_platform = "unix"))]
         {
-            let phy = crate::phy::hvt::HvtDevice::attach(device.index, device.mtu);
-            let stack = Stack::with_device(NetDevice::Hvt(phy), device.mac, ipv4, tcp);
+            let phy = crate::phy::ring::RingDevice::attach(device.index, device.mtu);
+            let stack = Stack::with_device(NetDevice::Ring(phy), device.mac, ipv4, tcp);
             log::info!("net: {device_name}: MAC {}, {ipv4}", EthernetAddress(device.mac));
             if !dns_servers.is_empty() {
                 log::info!("net: DNS servers {} (--dns)", crate::dns::AddressList(&dns_servers));

@@ -563,19 +563,6 @@ fn wait_configured_returns_a_static_address_at_once() {
 }
 
 #[test]
-fn the_http_timer_sleeps_on_the_runtime_clock() {
-    use atoll_http::Timer;
-    let slept = run(async {
-        let start = RtTimer.now_ms();
-        RtTimer.sleep_until_ms(start + 250).await;
-        let late = timeout(Duration::from_millis(5), RtTimer.sleep_until_ms(start + 10_000)).await;
-        assert!(late.is_err());
-        (RtTimer.now_ms() - start) as u32
-    });
-    assert_eq!(slept, 255);
-}
-
-#[test]
 fn a_busy_pipe_holds_frames_back_instead_of_dropping_them() {
     let (a, b) = crate::phy::pipe_with(2, 1500);
     assert!(a.send_frame(vec![1; 60]));

@@ -7,6 +7,11 @@
 //!
 //! Pending timers are kept by the executor, ordered by deadline; when no task
 //! can run, it makes one `wait` hypercall that lasts until the nearest one.
+//!
+//! [`RtTimer`] is this clock in milliseconds, the shape protocol libraries
+//! take a clock in (`atoll-http` implements its `Timer` for it, so the
+//! libraries above need no clock of their own and this crate needs none of
+//! them).
 
 use core::fmt;
 use core::future::{poll_fn, Future};
@@ -235,6 +240,26 @@ pub fn sleep(duration: Duration) -> Sleep {
 /// Completes at `deadline` (at once if it has passed).
 pub fn sleep_until(deadline: Instant) -> Sleep {
     Sleep { deadline, timer: None }
+}
+
+/// The monotonic clock and timers in whole milliseconds since boot: a handle
+/// (it holds nothing) that libraries are given instead of reaching for the
+/// runtime. `atoll-http` implements its `Timer` for it, so pass `&RtTimer` to
+/// `atoll_http::serve_connection`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RtTimer;
+
+impl RtTimer {
+    /// Milliseconds since boot.
+    pub fn now_ms(&self) -> u64 {
+        Instant::now().ns_since_boot() / 1_000_000
+    }
+
+    /// Completes once [`now_ms`](RtTimer::now_ms) reaches `deadline_ms`
+    /// (at once if it has; a deadline past the end of the clock never does).
+    pub fn sleep_until_ms(&self, deadline_ms: u64) -> Sleep {
+        sleep_until(Instant::from_ns_since_boot(deadline_ms.saturating_mul(1_000_000)))
+    }
 }
 
 /// The error of a [`timeout`] whose time ran out first.

@@ -35,10 +35,10 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 
 use atoll::block::BlockDevice;
-use atoll::http::{serve_connection, Handler, Limits, Method, Request, Response, Status};
+use atoll::http::{serve_connection, Handler, Limits, Method, Request, Response, RtTimer, Status};
 use atoll::kv::{KvError, Store};
 use atoll::log::info;
-use atoll::net::{RtTimer, Stack, TcpListener};
+use atoll::net::{Stack, TcpListener};
 
 const PORT: u16 = 80;
 const TEXT: &str = "text/plain; charset=utf-8";

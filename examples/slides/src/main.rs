@@ -22,11 +22,11 @@ use alloc::rc::Rc;
 use core::time::Duration;
 
 use atoll::http::{
-    serve_busy_connection, serve_limited_connection, ConnectionLimiter, Handler, Limits, Request, Response, StaticSite,
-    BUSY_RESPONSE,
+    serve_busy_connection, serve_limited_connection, ConnectionLimiter, Handler, Limits, Request, Response, RtTimer,
+    StaticSite, BUSY_RESPONSE,
 };
 use atoll::log::{info, warn};
-use atoll::net::{RtTimer, Stack, StackError, TcpListener};
+use atoll::net::{Stack, StackError, TcpListener};
 use atoll::RateLimit;
 
 mod site {

@@ -1,17 +1,17 @@
 //! Network devices: smoltcp [`phy::Device`]
 //! implementations the [`Stack`](crate::Stack) drives.
 //!
-//! * `hvt` (hvt and unix platforms): the frame rings of `atoll_abi::net`,
-//!   shared with the `atoll-hvt` tender (the `unix` platform serves the
-//!   same rings from its own process).
+//! * `ring` (every platform): the frame rings of `atoll_abi::net`,
+//!   serviced by the `atoll-hvt` tender, by `atoll-rt`'s virtio-net driver
+//!   or by the `unix` platform's process; this crate never sees which.
 //! * [`mod@pipe`]: an in-memory cable between two devices, for tests.
 //!
 //! [`NetDevice`] is the one device type the stack holds: an enum over these,
 //! so dispatch is static and the stack's types carry no device parameter.
 
-#[cfg(any(target_os = "none", atoll_platform = "unix"))]
-pub mod hvt;
 pub mod pipe;
+#[cfg(any(target_os = "none", atoll_platform = "unix"))]
+pub mod ring;
 
 use core::marker::PhantomData;
 
@@ -20,15 +20,15 @@ use smoltcp::time::Instant;
 
 pub use pipe::{lossy_pipe, pipe, pipe_with, Faults, PipeDevice};
 
-/// Bytes of an Ethernet header: smoltcp counts them in the MTU of an
-/// Ethernet device, the boot info does not.
-pub(crate) const ETHERNET_HEADER_LEN: usize = 14;
+/// Bytes of an Ethernet header (the ABI's): smoltcp counts them in the MTU
+/// of an Ethernet device, the boot info does not.
+pub(crate) const ETHERNET_HEADER_LEN: usize = atoll_abi::net::ETHERNET_HEADER_LEN as usize;
 
 /// Any device the stack can run over.
 pub enum NetDevice {
     /// A ring device attached to the tender (or the unix platform).
     #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-    Hvt(hvt::HvtDevice),
+    Ring(ring::RingDevice),
     /// One end of an in-memory pipe.
     Pipe(PipeDevice),
 }
@@ -40,13 +40,13 @@ impl From<PipeDevice> for NetDevice {
 }
 
 impl NetDevice {
-    /// Whether the stack must not wait before frames can move again: on hvt
-    /// the tender must run now (a full tx ring, received frames left over);
+    /// Whether the stack must not wait before frames can move again: for
+    /// the rings, whoever services them must run now (a full tx ring, received frames left over);
     /// for a pipe, the other end has new frames to process.
     pub(crate) fn take_sync_needed(&mut self) -> bool {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.take_sync_needed(),
+            NetDevice::Ring(device) => device.take_sync_needed(),
             NetDevice::Pipe(device) => device.take_sync_needed(),
         }
     }
@@ -56,7 +56,7 @@ impl NetDevice {
     pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.with_received(f),
+            NetDevice::Ring(device) => device.with_received(f),
             NetDevice::Pipe(device) => device.with_received(f),
         }
     }
@@ -66,7 +66,7 @@ impl NetDevice {
     pub(crate) fn drop_received(&mut self) {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.drop_received(),
+            NetDevice::Ring(device) => device.drop_received(),
             NetDevice::Pipe(device) => drop(device.recv_frame()),
         }
     }
@@ -74,18 +74,18 @@ impl NetDevice {
 
 /// [`NetDevice`]'s receive token.
 pub enum RxToken<'a> {
-    /// An hvt frame, parsed in place.
+    /// A frame in an rx ring buffer, parsed in place.
     #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-    Hvt(hvt::HvtRxToken<'a>),
+    Ring(ring::RingRxToken<'a>),
     /// A pipe frame.
     Pipe(pipe::PipeRxToken, PhantomData<&'a ()>),
 }
 
 /// [`NetDevice`]'s transmit token.
 pub enum TxToken<'a> {
-    /// Room in the hvt tx ring.
+    /// Room in the tx ring.
     #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-    Hvt(hvt::HvtTxToken<'a>),
+    Ring(ring::RingTxToken<'a>),
     /// Room in the pipe.
     Pipe(pipe::PipeTxToken<'a>),
 }
@@ -97,7 +97,9 @@ impl phy::Device for NetDevice {
     fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.receive(now).map(|(rx, tx)| (RxToken::Hvt(rx), TxToken::Hvt(tx))),
+            NetDevice::Ring(device) => device
+                .receive(now)
+                .map(|(rx, tx)| (RxToken::Ring(rx), TxToken::Ring(tx))),
             NetDevice::Pipe(device) => device
                 .receive(now)
                 .map(|(rx, tx)| (RxToken::Pipe(rx, PhantomData), TxToken::Pipe(tx))),
@@ -107,7 +109,7 @@ impl phy::Device for NetDevice {
     fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.transmit(now).map(TxToken::Hvt),
+            NetDevice::Ring(device) => device.transmit(now).map(TxToken::Ring),
             NetDevice::Pipe(device) => device.transmit(now).map(TxToken::Pipe),
         }
     }
@@ -115,7 +117,7 @@ impl phy::Device for NetDevice {
     fn capabilities(&self) -> DeviceCapabilities {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            NetDevice::Hvt(device) => device.capabilities(),
+            NetDevice::Ring(device) => device.capabilities(),
             NetDevice::Pipe(device) => device.capabilities(),
         }
     }
@@ -125,7 +127,7 @@ impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            RxToken::Hvt(token) => token.consume(f),
+            RxToken::Ring(token) => token.consume(f),
             RxToken::Pipe(token, _) => token.consume(f),
         }
     }
@@ -135,7 +137,7 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             #[cfg(any(target_os = "none", atoll_platform = "unix"))]
-            TxToken::Hvt(token) => token.consume(len, f),
+            TxToken::Ring(token) => token.consume(len, f),
             TxToken::Pipe(token) => token.consume(len, f),
         }
     }

@@ -16,6 +16,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::RefCell;
 
+use atoll_abi::testing::SplitMix64;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
@@ -67,8 +68,8 @@ impl Faults {
 #[derive(Debug)]
 struct FaultInjector {
     faults: Faults,
-    /// xorshift64 state: small, deterministic, no dependency.
-    state: u64,
+    /// The workspace's one seeded test generator.
+    rng: SplitMix64,
     dropped_count: u64,
     corrupted_count: u64,
 }
@@ -77,27 +78,20 @@ impl FaultInjector {
     fn new(faults: Faults) -> FaultInjector {
         FaultInjector {
             faults,
-            state: faults.seed | 1,
+            rng: SplitMix64(faults.seed),
             dropped_count: 0,
             corrupted_count: 0,
         }
     }
 
-    fn next(&mut self) -> u64 {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        self.state
-    }
-
     /// `frame` as it arrives, or `None` if the cable loses it.
     fn apply(&mut self, mut frame: Vec<u8>) -> Option<Vec<u8>> {
-        if (self.next() % 1000) < u64::from(self.faults.drop_per_mille) {
+        if self.rng.below(1000) < u64::from(self.faults.drop_per_mille) {
             self.dropped_count += 1;
             return None;
         }
-        if (self.next() % 1000) < u64::from(self.faults.corrupt_per_mille) && !frame.is_empty() {
-            let bit = self.next() as usize % (frame.len() * 8);
+        if self.rng.below(1000) < u64::from(self.faults.corrupt_per_mille) && !frame.is_empty() {
+            let bit = self.rng.index(frame.len() * 8);
             frame[bit / 8] ^= 1 << (bit % 8);
             self.corrupted_count += 1;
         }

@@ -13,7 +13,7 @@ use core::time::Duration;
 
 use super::*;
 use crate::platform::sim;
-use crate::time::{sleep, timeout, Elapsed};
+use crate::time::{sleep, timeout, Elapsed, RtTimer};
 use crate::{block_on, exit};
 
 type Log = Rc<RefCell<Vec<String>>>;
@@ -243,4 +243,16 @@ fn tsc_scaling_is_exact_enough_and_overflow_free() {
     assert_eq!(one_ghz.ticks_to_ns(123_456_789_012), 123_456_789_012);
     assert_eq!(one_ghz.ticks_to_ns(u64::MAX), u64::MAX);
     assert_eq!(TscScale::new(3).unwrap().ticks_to_ns(3), 999_999_999);
+}
+
+#[test]
+fn the_millisecond_timer_sleeps_on_the_runtime_clock() {
+    let slept = block_on(async {
+        let start = RtTimer.now_ms();
+        RtTimer.sleep_until_ms(start + 250).await;
+        let late = timeout(ms(5), RtTimer.sleep_until_ms(start + 10_000)).await;
+        assert_eq!(late, Err(Elapsed));
+        assert_eq!(RtTimer.now_ms() - start, 255);
+    });
+    assert_eq!(slept, 0);
 }

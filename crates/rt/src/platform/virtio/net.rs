@@ -24,8 +24,8 @@ use super::transport::{DeviceTransport, Doorbell};
 const QUEUE: usize = 64;
 /// Bytes per device buffer: the virtio-net header (12 bytes) and a frame.
 const BUFFER: usize = 2048;
-/// Longest frame: MTU 1500 plus the Ethernet header and a VLAN tag.
-const MAX_FRAME: usize = 1518;
+/// Longest frame: the default MTU plus the Ethernet header and a VLAN tag.
+const MAX_FRAME: usize = atoll_abi::net::MAX_FRAME as usize;
 
 type Buffers = [[u8; BUFFER]; QUEUE];
 

@@ -1,5 +1,7 @@
-//! The hvt network device: the frame rings of `atoll_abi::net`, shared with
-//! the `atoll-hvt` tender.
+//! The ring network device: the frame rings of `atoll_abi::net`, on every
+//! platform. Described here as the `atoll-hvt` tender serves them; the
+//! virtio platform's driver (in `atoll-rt`) and the unix platform's process
+//! serve the same rings at the same moments, each exit being a `wait` there.
 //!
 //! The ring and its 512 frame buffers (1 MiB) are allocated once, from the
 //! heap, and attached with one hypercall; they live for the rest of the
@@ -64,7 +66,7 @@ fn store(ring: NonNull<NetRing>, offset: usize, value: u32) {
 }
 
 /// A network device attached to the tender through its rings.
-pub struct HvtDevice {
+pub struct RingDevice {
     ring: NonNull<NetRing>,
     /// `2 * SLOTS` buffers of `BUFFER_BYTES`: tx slot `i` uses buffer `i`,
     /// rx slot `i` buffer `SLOTS + i`.
@@ -79,11 +81,11 @@ pub struct HvtDevice {
     sync_needed: bool,
 }
 
-impl HvtDevice {
+impl RingDevice {
     /// Allocates the rings of boot-info device `device_index` and attaches
     /// them. `mtu` is the device's IP MTU (without the Ethernet header);
     /// it is capped to what a frame buffer holds.
-    pub fn attach(device_index: usize, mtu: u32) -> HvtDevice {
+    pub fn attach(device_index: usize, mtu: u32) -> RingDevice {
         let buffers_layout = Layout::from_size_align(2 * SLOTS * BUFFER_BYTES, 4096)
             .unwrap_or_else(|_| unreachable!("1 MiB at page alignment is a valid layout"));
         // SAFETY: the layout has a non-zero size.
@@ -110,7 +112,7 @@ impl HvtDevice {
         // allocated for the rest of the program; this device is their only
         // user and reaches them only through the raw pointers kept here.
         unsafe { atoll_rt::platform::net_attach(device_index as u32, ring.as_ptr()) };
-        HvtDevice {
+        RingDevice {
             ring,
             buffers,
             tx_initialised: [0; SLOTS / 64],
@@ -133,7 +135,7 @@ impl HvtDevice {
             return None;
         }
         let (frame, len) = self.rx_frame(tail);
-        // SAFETY: as in `HvtRxToken::consume`: the tender wrote `len` bytes
+        // SAFETY: as in `RingRxToken::consume`: the tender wrote `len` bytes
         // of frame into this rx buffer before the last exit and touches it
         // again only after `rx_tail` moves past it; the slice does not
         // outlive this call.
@@ -165,8 +167,8 @@ impl HvtDevice {
         in_flight >= RING_SLOTS
     }
 
-    fn tx_token(&mut self) -> HvtTxToken<'_> {
-        HvtTxToken {
+    fn tx_token(&mut self) -> RingTxToken<'_> {
+        RingTxToken {
             ring: self.ring,
             buffers: self.buffers,
             tx_initialised: &mut self.tx_initialised,
@@ -174,11 +176,11 @@ impl HvtDevice {
     }
 }
 
-impl phy::Device for HvtDevice {
-    type RxToken<'a> = HvtRxToken<'a>;
-    type TxToken<'a> = HvtTxToken<'a>;
+impl phy::Device for RingDevice {
+    type RxToken<'a> = RingRxToken<'a>;
+    type TxToken<'a> = RingTxToken<'a>;
 
-    fn receive(&mut self, _now: Instant) -> Option<(HvtRxToken<'_>, HvtTxToken<'_>)> {
+    fn receive(&mut self, _now: Instant) -> Option<(RingRxToken<'_>, RingTxToken<'_>)> {
         let tail = load(self.ring, RX_TAIL);
         if load(self.ring, RX_HEAD) == tail {
             return None;
@@ -189,7 +191,7 @@ impl phy::Device for HvtDevice {
             return None;
         }
         let (frame, len) = self.rx_frame(tail);
-        let rx = HvtRxToken {
+        let rx = RingRxToken {
             ring: self.ring,
             frame,
             len,
@@ -198,7 +200,7 @@ impl phy::Device for HvtDevice {
         Some((rx, self.tx_token()))
     }
 
-    fn transmit(&mut self, _now: Instant) -> Option<HvtTxToken<'_>> {
+    fn transmit(&mut self, _now: Instant) -> Option<RingTxToken<'_>> {
         if self.tx_full() {
             self.sync_needed = true;
             return None;
@@ -215,14 +217,14 @@ impl phy::Device for HvtDevice {
 }
 
 /// The frame at `rx_tail`; consuming it hands the slot back to the tender.
-pub struct HvtRxToken<'a> {
+pub struct RingRxToken<'a> {
     ring: NonNull<NetRing>,
     frame: *const u8,
     len: usize,
-    _device: PhantomData<&'a HvtDevice>,
+    _device: PhantomData<&'a RingDevice>,
 }
 
-impl phy::RxToken for HvtRxToken<'_> {
+impl phy::RxToken for RingRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         // SAFETY: the tender wrote `len` (at most a buffer's size) bytes of
         // frame into this rx buffer before the exit we returned from, and
@@ -236,13 +238,13 @@ impl phy::RxToken for HvtRxToken<'_> {
 }
 
 /// Room for one frame at `tx_head` (checked not full when it was made).
-pub struct HvtTxToken<'a> {
+pub struct RingTxToken<'a> {
     ring: NonNull<NetRing>,
     buffers: NonNull<u8>,
     tx_initialised: &'a mut [u64; SLOTS / 64],
 }
 
-impl phy::TxToken for HvtTxToken<'_> {
+impl phy::TxToken for RingTxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         let head = load(self.ring, TX_HEAD);
         let slot = (head % RING_SLOTS) as usize;

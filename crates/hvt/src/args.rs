@@ -54,7 +54,7 @@ pub type Args = atoll_host::args::Args<Cli>;
 
 /// Parses `argv` (without the program name). Errors are one line.
 pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
-    let mut parsed = atoll_host::args::parse::<Cli>("atoll-hvt", solo5_dashes(argv))?;
+    let mut parsed = atoll_host::args::parse::<Cli>("atoll-hvt", solo5_dashes(argv)?)?;
     if let Parsed::Run(args) = &mut parsed {
         let cli = &mut args.cli;
         cli.kernel = match cli.kernel_word.take() {
@@ -78,24 +78,47 @@ pub fn parse(argv: Vec<String>) -> Result<Parsed<Cli>, String> {
 /// Solo5's `--` is optional (`[ -- ] KERNEL [ ARGS ]`): older urunc
 /// releases build `solo5-hvt OPTIONS KERNEL ARGS...` without it. A KERNEL
 /// followed by words other than `--` is that form: `--` goes in before the
-/// KERNEL, so that parsing takes it as Solo5's.
-fn solo5_dashes(mut argv: Vec<String>) -> Vec<String> {
+/// KERNEL, so that parsing takes it as Solo5's. One of atoll-hvt's own
+/// options among those words is a mistake, not an argument for the
+/// unikernel (urunc puts none there): refused, with where it goes.
+fn solo5_dashes(mut argv: Vec<String>) -> Result<Vec<String>, String> {
     let mut i = 0;
     while let Some(word) = argv.get(i) {
         match word.as_str() {
-            "--" => return argv,
+            "--" => return Ok(argv),
             // The one option whose value may be the next word.
             "--mem" => i += 2,
             option if option.starts_with('-') => i += 1,
             _ => {
                 if argv.get(i + 1).is_some_and(|next| next != "--") {
+                    if let Some(option) = argv[i + 1..].iter().find(|w| is_own_option(w)) {
+                        return Err(format!(
+                            "'{option}' after KERNEL: atoll-hvt's options go before KERNEL; \
+                             to pass it to the unikernel, write KERNEL -- {option}"
+                        ));
+                    }
                     argv.insert(i, "--".into());
                 }
-                return argv;
+                return Ok(argv);
             }
         }
     }
-    argv
+    Ok(argv)
+}
+
+/// Whether `word` is one of atoll-hvt's own options.
+fn is_own_option(word: &str) -> bool {
+    const EXACT: [&str; 7] = [
+        "--stats",
+        "--no-sandbox",
+        "--raw-console",
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+    ];
+    const PREFIXES: [&str; 5] = ["--mem", "--net:", "--net-mac:", "--block:", "--block-ro:"];
+    EXACT.contains(&word) || PREFIXES.iter().any(|prefix| word.starts_with(prefix))
 }
 
 #[cfg(test)]
@@ -180,6 +203,10 @@ mod tests {
         assert_eq!(old.cli.kernel, PathBuf::from("/k"));
         assert_eq!(old.cli.common.args, ["--ipv4=10.4.0.2/24", "x", "y"]);
         assert_eq!(old.devices.len(), 1);
+        // One of atoll-hvt's own options after the kernel is a mistake:
+        // refused, pointing at `--`.
+        let err = run(&["k.elf", "--stats"]).unwrap_err();
+        assert!(err.contains("write KERNEL -- --stats"), "{err}");
     }
 
     #[test]
@@ -189,6 +216,8 @@ mod tests {
             &["--mem=x", "k"],
             &[],
             &["--"],
+            &["k", "--stats"],
+            &["k", "a", "--net:service=tap0"],
             &["--frobnicate", "k"],
             &["--net:Service=tap0", "k"],
             &["--net:service", "k"],

@@ -198,6 +198,14 @@ struct DurablePoint {
     tail_byte: u64,
 }
 
+/// What compaction will copy, checked to fit in a half.
+struct CompactionPlan {
+    /// The live records to copy, as keys and where their records are, in log order.
+    copies: Vec<(Vec<u8>, RecordLoc)>,
+    /// Bytes the copies and the change's new record take.
+    needed_bytes: u64,
+}
+
 /// A log written into the other half by compaction, not yet live: what the store takes on
 /// once the superblock names its half.
 struct CompactedHalf {
@@ -462,7 +470,7 @@ impl<S: BlockStorage> Store<S> {
         let change_key = change.map(|(key, _)| key);
         let change_value = change.and_then(|(_, value)| value);
         let new_record = change_key.zip(change_value);
-        let (copies, needed_bytes) = self.plan_compaction(change_key, new_record)?;
+        let CompactionPlan { copies, needed_bytes } = self.plan_compaction(change_key, new_record)?;
 
         let new_epoch = self.sb.max_epoch + 1;
         self.write_superblock(Superblock {
@@ -483,7 +491,7 @@ impl<S: BlockStorage> Store<S> {
         &self,
         change_key: Option<&[u8]>,
         new_record: Option<(&[u8], &[u8])>,
-    ) -> Result<(Vec<(Vec<u8>, RecordLoc)>, u64), KvError> {
+    ) -> Result<CompactionPlan, KvError> {
         let mut copies: Vec<(Vec<u8>, RecordLoc)> = self
             .index
             .iter()
@@ -501,7 +509,7 @@ impl<S: BlockStorage> Store<S> {
                 capacity_bytes: self.capacity_bytes(),
             });
         }
-        Ok((copies, needed_bytes))
+        Ok(CompactionPlan { copies, needed_bytes })
     }
 
     /// Compaction's second step: copies `copies` and then `new_record` from the active half

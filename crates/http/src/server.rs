@@ -308,113 +308,151 @@ enum ReadOutcome {
     OutOfMemory,
 }
 
+/// Where reading a whole request ended.
+enum RequestOutcome {
+    /// `buf[..request_len]` is a complete request, its head in `buf[..head_len]`.
+    Ready { head_len: usize, request_len: usize },
+    /// The connection is over, for this reason (any answer already sent).
+    Closed(CloseReason),
+}
+
 impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
+    /// Serves requests until the connection closes, one at a time: pipelined requests wait in
+    /// the buffer until the ones before them are answered.
     async fn run<H: Handler + ?Sized>(&mut self, handler: &H) -> Result<CloseReason, Error> {
-        let max_requests = self.limits.max_requests_per_connection.max(1);
         loop {
-            let (head_len, body_len, expects_continue, deadline_ms) = match self.read_head().await? {
-                HeadOutcome::Ready {
-                    head_len,
-                    body_len,
-                    expects_continue,
-                    deadline_ms,
-                } => (head_len, body_len, expects_continue, deadline_ms),
-                HeadOutcome::Closed(CloseReason::IdleTimeout) if matches!(self.mode, Mode::Busy) => {
-                    self.send(BUSY_RESPONSE, &[]).await?;
-                    return Ok(CloseReason::Busy);
-                }
-                HeadOutcome::Closed(CloseReason::OutOfMemory) => return self.out_of_memory().await,
-                HeadOutcome::Closed(reason) => return Ok(reason),
-                HeadOutcome::Reject(status) => return self.reject(status).await,
+            let (head_len, request_len) = match self.read_request().await? {
+                RequestOutcome::Ready { head_len, request_len } => (head_len, request_len),
+                RequestOutcome::Closed(reason) => return Ok(reason),
             };
-            let body_len = match usize::try_from(body_len) {
-                Ok(body_len) if body_len <= self.limits.max_body_bytes => body_len,
-                _ => return self.reject(Status::CONTENT_TOO_LARGE).await,
-            };
-            let request_len = head_len + body_len;
-            if self.filled < request_len && expects_continue {
-                self.send(b"HTTP/1.1 100 Continue\r\n\r\n", &[]).await?;
-            }
-            while self.filled < request_len {
-                if self.peer_eof {
-                    return Ok(CloseReason::PeerClosedMidRequest);
-                }
-                match self.read_more(request_len, deadline_ms, false).await? {
-                    ReadOutcome::Bytes(_) => {}
-                    ReadOutcome::Eof => return Ok(CloseReason::PeerClosedMidRequest),
-                    ReadOutcome::DeadlinePassed => return self.request_timed_out().await,
-                    ReadOutcome::OutOfMemory => return self.out_of_memory().await,
-                    ReadOutcome::Reclaimed => unreachable!("only an idle read is reclaimed"),
-                }
-            }
-
-            self.requests_count += 1;
-            let last_allowed = self.requests_count >= max_requests;
-            let Some(mut headers) = empty_headers(self.limits.max_headers) else {
-                return self.out_of_memory().await;
-            };
-            let Ok(Some(Head {
-                mut request,
-                keep_alive,
-                ..
-            })) = parse_head(&self.buf[..request_len], &mut headers)
-            else {
-                // The same bytes parsed a moment ago; this cannot happen, but never panic.
-                return self.reject(Status::BAD_REQUEST).await;
-            };
-            request.body = &self.buf[head_len..request_len];
-            let busy = matches!(self.mode, Mode::Busy);
-            let mut response = if busy && !handler.is_cheap(&request) {
-                Response::error(Status::SERVICE_UNAVAILABLE).with_header("Retry-After", "1")
-            } else {
-                handler.handle(&request).await
-            };
-            let conditional = matches!(request.method(), Method::Get | Method::Head);
-            if conditional && response.status == Status::OK {
-                if let Some(etag) = response.etag {
-                    if request
-                        .headers_named("if-none-match")
-                        .any(|value| etag.matches_if_none_match(value))
-                    {
-                        response.status = Status::NOT_MODIFIED;
-                    }
-                }
-            }
-            let framing = Framing {
-                send_body: request.method() != Method::Head
-                    && response.status != Status::NO_CONTENT
-                    && response.status != Status::NOT_MODIFIED,
-                close: !keep_alive || response.close || last_allowed,
-                http10_client: request.version() == crate::Version::Http10,
-            };
-            // `request` borrows the read buffer and is not used past this point, so the
-            // buffer can be compacted below.
-            if !reserve_head(&mut self.head_out, &response) {
-                return self.out_of_memory().await;
-            }
-            write_head(&mut self.head_out, &response, framing);
-            let body = if framing.send_body {
-                response.body.as_bytes()
-            } else {
-                &[]
-            };
-            let head_out = core::mem::take(&mut self.head_out);
-            let sent = self.send(&head_out, body).await;
-            self.head_out = head_out;
-            sent?;
-
-            self.buf.copy_within(request_len..self.filled, 0);
-            self.filled -= request_len;
-            if framing.close {
-                return Ok(if busy {
-                    CloseReason::Busy
-                } else if !keep_alive || response.close {
-                    CloseReason::ConnectionClose
-                } else {
-                    CloseReason::MaxRequests
-                });
+            if let Some(reason) = self.answer(handler, head_len, request_len).await? {
+                return Ok(reason);
             }
         }
+    }
+
+    /// Reads one whole request, head and body, into the buffer; the head alone is read by
+    /// [`read_head`](Self::read_head). The body is held to [`Limits::max_body_bytes`] and the
+    /// request's deadline, and a client that asked is told to go on sending it.
+    async fn read_request(&mut self) -> Result<RequestOutcome, Error> {
+        let (head_len, body_len, expects_continue, deadline_ms) = match self.read_head().await? {
+            HeadOutcome::Ready {
+                head_len,
+                body_len,
+                expects_continue,
+                deadline_ms,
+            } => (head_len, body_len, expects_continue, deadline_ms),
+            HeadOutcome::Closed(CloseReason::IdleTimeout) if matches!(self.mode, Mode::Busy) => {
+                self.send(BUSY_RESPONSE, &[]).await?;
+                return Ok(RequestOutcome::Closed(CloseReason::Busy));
+            }
+            HeadOutcome::Closed(CloseReason::OutOfMemory) => {
+                return self.out_of_memory().await.map(RequestOutcome::Closed)
+            }
+            HeadOutcome::Closed(reason) => return Ok(RequestOutcome::Closed(reason)),
+            HeadOutcome::Reject(status) => return self.reject(status).await.map(RequestOutcome::Closed),
+        };
+        let body_len = match usize::try_from(body_len) {
+            Ok(body_len) if body_len <= self.limits.max_body_bytes => body_len,
+            _ => return self.reject(Status::CONTENT_TOO_LARGE).await.map(RequestOutcome::Closed),
+        };
+        let request_len = head_len + body_len;
+        if self.filled < request_len && expects_continue {
+            self.send(b"HTTP/1.1 100 Continue\r\n\r\n", &[]).await?;
+        }
+        while self.filled < request_len {
+            if self.peer_eof {
+                return Ok(RequestOutcome::Closed(CloseReason::PeerClosedMidRequest));
+            }
+            match self.read_more(request_len, deadline_ms, false).await? {
+                ReadOutcome::Bytes(_) => {}
+                ReadOutcome::Eof => return Ok(RequestOutcome::Closed(CloseReason::PeerClosedMidRequest)),
+                ReadOutcome::DeadlinePassed => return self.request_timed_out().await,
+                ReadOutcome::OutOfMemory => return self.out_of_memory().await.map(RequestOutcome::Closed),
+                ReadOutcome::Reclaimed => unreachable!("only an idle read is reclaimed"),
+            }
+        }
+        Ok(RequestOutcome::Ready { head_len, request_len })
+    }
+
+    /// Answers the request in `buf[..request_len]` and drops it from the buffer. `Some` says
+    /// the connection is over and why: the client or the handler asked to close, it was the
+    /// last request allowed, or there was no memory to answer with.
+    async fn answer<H: Handler + ?Sized>(
+        &mut self,
+        handler: &H,
+        head_len: usize,
+        request_len: usize,
+    ) -> Result<Option<CloseReason>, Error> {
+        self.requests_count += 1;
+        let last_allowed = self.requests_count >= self.limits.max_requests_per_connection.max(1);
+        let Some(mut headers) = empty_headers(self.limits.max_headers) else {
+            return self.out_of_memory().await.map(Some);
+        };
+        let Ok(Some(Head {
+            mut request,
+            keep_alive,
+            ..
+        })) = parse_head(&self.buf[..request_len], &mut headers)
+        else {
+            // The same bytes parsed a moment ago; this cannot happen, but never panic.
+            return self.reject(Status::BAD_REQUEST).await.map(Some);
+        };
+        request.body = &self.buf[head_len..request_len];
+        let busy = matches!(self.mode, Mode::Busy);
+        let mut response = if busy && !handler.is_cheap(&request) {
+            Response::error(Status::SERVICE_UNAVAILABLE).with_header("Retry-After", "1")
+        } else {
+            handler.handle(&request).await
+        };
+        apply_if_none_match(&request, &mut response);
+        let framing = Framing {
+            send_body: request.method() != Method::Head
+                && response.status != Status::NO_CONTENT
+                && response.status != Status::NOT_MODIFIED,
+            close: !keep_alive || response.close || last_allowed,
+            http10_client: request.version() == crate::Version::Http10,
+        };
+        // `request` borrows the read buffer and is not used past this point, so the buffer
+        // can be compacted below.
+        if !self
+            .send_response(&response, framing, self.limits.write_timeout_ms)
+            .await?
+        {
+            return self.out_of_memory().await.map(Some);
+        }
+
+        self.buf.copy_within(request_len..self.filled, 0);
+        self.filled -= request_len;
+        if !framing.close {
+            return Ok(None);
+        }
+        Ok(Some(if busy {
+            CloseReason::Busy
+        } else if !keep_alive || response.close {
+            CloseReason::ConnectionClose
+        } else {
+            CloseReason::MaxRequests
+        }))
+    }
+
+    /// Writes `response` framed as `framing`, within `timeout_ms`; `false`, having sent
+    /// nothing, if the header buffer could not grow for it. The one way every response is
+    /// written, so the header buffer is reused the same way for each.
+    async fn send_response(&mut self, response: &Response, framing: Framing, timeout_ms: u64) -> Result<bool, Error> {
+        if !reserve_head(&mut self.head_out, response) {
+            return Ok(false);
+        }
+        write_head(&mut self.head_out, response, framing);
+        let body = if framing.send_body {
+            response.body.as_bytes()
+        } else {
+            &[]
+        };
+        let head_out = core::mem::take(&mut self.head_out);
+        let sent = self.send_within(&head_out, body, timeout_ms).await;
+        self.head_out = head_out;
+        sent.map(|()| true)
     }
 
     /// Reads until `buf` starts with a complete head, the client goes away or errs, or a
@@ -544,14 +582,9 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             close: true,
             http10_client: false,
         };
-        if !reserve_head(&mut self.head_out, &response) {
+        if !self.send_response(&response, framing, timeout_ms).await? {
             return self.out_of_memory().await;
         }
-        write_head(&mut self.head_out, &response, framing);
-        let head_out = core::mem::take(&mut self.head_out);
-        let sent = self.send_within(&head_out, response.body.as_bytes(), timeout_ms).await;
-        self.head_out = head_out;
-        sent?;
         Ok(CloseReason::Rejected(status))
     }
 
@@ -592,6 +625,22 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             Some(Ok(count)) => {
                 self.bytes_written_count += count;
                 Ok(())
+            }
+        }
+    }
+}
+
+/// Turns an OK answer to a GET or HEAD into 304 Not Modified when the client already holds
+/// the response's entity tag: handlers set the tag, and the server does the rest.
+fn apply_if_none_match(request: &Request<'_>, response: &mut Response) {
+    let conditional = matches!(request.method(), Method::Get | Method::Head);
+    if conditional && response.status == Status::OK {
+        if let Some(etag) = response.etag {
+            if request
+                .headers_named("if-none-match")
+                .any(|value| etag.matches_if_none_match(value))
+            {
+                response.status = Status::NOT_MODIFIED;
             }
         }
     }

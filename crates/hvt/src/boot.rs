@@ -28,6 +28,20 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The heap from the page after the kernel up to a guard page, and the
+    /// stack at the top of `size` bytes of memory.
+    fn for_kernel(kernel: &Kernel, size: u64) -> Layout {
+        let heap_start = kernel.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let stack_bottom = size - STACK_SIZE;
+        Layout {
+            heap_start,
+            heap_end: stack_bottom - PAGE_SIZE,
+            stack_bottom,
+            stack_top: size,
+            cr3: PAGE_TABLES_ADDR,
+        }
+    }
+
     /// The unmapped page between heap and stack.
     pub fn guard_page(&self) -> (u64, u64) {
         (self.stack_bottom - PAGE_SIZE, self.stack_bottom)
@@ -60,17 +74,20 @@ pub fn prepare(
     tsc_hz: u64,
 ) -> Result<Layout, BootError> {
     let cmdline = cmdline(args)?;
-    let size = mem.size();
-    let heap_start = kernel.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let stack_bottom = size - STACK_SIZE;
-    let layout = Layout {
-        heap_start,
-        heap_end: stack_bottom - PAGE_SIZE,
-        stack_bottom,
-        stack_top: size,
-        cr3: PAGE_TABLES_ADDR,
-    };
+    let layout = Layout::for_kernel(kernel, mem.size());
+    map_regions(mem, kernel, &layout);
+    write_segments(mem, kernel, image);
+    write_x86_structures(mem)?;
+    let info = boot_info(kernel, &layout, mem.size(), args.len(), cmdline.len(), devices, tsc_hz);
+    assert!(mem.write(BOOT_INFO_ADDR, info.as_bytes()));
+    assert!(mem.write(CMDLINE_ADDR, &cmdline));
+    Ok(layout)
+}
 
+/// Records which memory the guest may touch and how. It comes before any
+/// writing because the page tables are built from this map, and hypercall
+/// arguments are checked against it.
+fn map_regions(mem: &mut GuestMemory, kernel: &Kernel, layout: &Layout) {
     let map = &mut mem.map;
     map.add(GDT_ADDR, TSS_ADDR + PAGE_SIZE, Perm::KERNEL_RW);
     map.add(FAULT_STUBS_ADDR, FAULT_STUBS_ADDR + PAGE_SIZE, Perm::KERNEL_RX);
@@ -86,27 +103,48 @@ pub fn prepare(
     }
     map.add(layout.heap_start, layout.heap_end, Perm::USER_RW);
     map.add(layout.stack_bottom, layout.stack_top, Perm::USER_RW);
+}
 
+/// Copies the file-backed part of each kernel segment; the rest (`.bss`)
+/// is left as the zero memory it already is.
+fn write_segments(mem: &GuestMemory, kernel: &Kernel, image: &[u8]) {
     for segment in &kernel.segments {
         let from = segment.file_offset as usize;
         let bytes = &image[from..from + segment.file_size as usize];
         assert!(mem.write(segment.addr, bytes), "segments were checked to fit");
     }
+}
 
-    for (addr, table) in x86::page_tables(&mem.map, size)? {
+/// Writes what the CPU needs before the guest's first instruction: page
+/// tables for the memory map, GDT, IDT, TSS and the exception stubs.
+fn write_x86_structures(mem: &GuestMemory) -> Result<(), BootError> {
+    for (addr, table) in x86::page_tables(&mem.map, mem.size())? {
         assert!(mem.write(addr, table.as_bytes()));
     }
     assert!(mem.write(GDT_ADDR, x86::gdt().as_bytes()));
     assert!(mem.write(IDT_ADDR, &x86::idt()));
     assert!(mem.write(TSS_ADDR, &x86::tss(EXCEPTION_STACK_TOP)));
     assert!(mem.write(FAULT_STUBS_ADDR, &x86::exception_stubs()));
+    Ok(())
+}
 
+/// The boot info the guest reads first: where everything is, which
+/// devices it has and how fast its clock ticks.
+fn boot_info(
+    kernel: &Kernel,
+    layout: &Layout,
+    mem_size: u64,
+    argc: usize,
+    cmdline_len: usize,
+    devices: &[DeviceInfo],
+    tsc_hz: u64,
+) -> BootInfo {
     let mut boot_devices = [DeviceInfo::default(); MAX_DEVICES];
     boot_devices[..devices.len()].copy_from_slice(devices);
-    let info = BootInfo {
+    BootInfo {
         abi_version: ABI_VERSION,
         device_count: devices.len() as u32,
-        mem_size: size,
+        mem_size,
         kernel_end: GuestAddr(kernel.end),
         heap_start: GuestAddr(layout.heap_start),
         heap_end: GuestAddr(layout.heap_end),
@@ -114,15 +152,12 @@ pub fn prepare(
         stack_size: STACK_SIZE,
         tsc_hz,
         cmdline: GuestAddr(CMDLINE_ADDR),
-        cmdline_len: cmdline.len() as u64,
-        argc: args.len() as u64,
+        cmdline_len: cmdline_len as u64,
+        argc: argc as u64,
         console: GuestAddr(CONSOLE_ADDR),
         console_capacity: console::CAPACITY,
         devices: boot_devices,
-    };
-    assert!(mem.write(BOOT_INFO_ADDR, info.as_bytes()));
-    assert!(mem.write(CMDLINE_ADDR, &cmdline));
-    Ok(layout)
+    }
 }
 
 /// The kernel's pages with their permissions: a page two segments share

@@ -38,7 +38,8 @@ pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, devices: &mut Attach
     }
 }
 
-/// Serves `call`; `Err` says how the guest broke it.
+/// Serves `call`; `Err` says how the guest broke it. Each hypercall has its
+/// own function below, so each reads as the contract it enforces.
 pub fn serve(
     call: Hypercall,
     arg: u64,
@@ -46,65 +47,90 @@ pub fn serve(
     devices: &mut Attached,
     ready_set: u64,
 ) -> Result<Action, GuestFault> {
-    let net = &mut devices.net;
     match call {
-        Hypercall::Walltime => {
-            let mut args: WalltimeArgs = read_args(mem, arg, true)?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-            args.nsecs = now.as_nanos() as u64;
-            write_args(mem, arg, &args)?;
-            Ok(Action::Resume)
-        }
+        Hypercall::Walltime => walltime(mem, arg),
         // The console was drained before this exit was handled.
         Hypercall::ConsoleFlush => Ok(Action::Resume),
-        Hypercall::Wait => {
-            let mut args: WaitArgs = read_args(mem, arg, true)?;
-            args.ready_set = ready_set;
-            if ready_set == 0 && args.timeout_ns > 0 {
-                let timeout = (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
-                crate::signals::sleep_unless_stopping(|mask| net.block(timeout, mask));
-                args.ready_set = net.service(mem)?;
-            }
-            write_args(mem, arg, &args)?;
-            Ok(Action::Resume)
-        }
-        Hypercall::Halt => {
-            let args: HaltArgs = read_args(mem, arg, false)?;
-            if args.status > MAX_GUEST_STATUS {
-                return Err(GuestFault::HaltStatus(args.status));
-            }
-            Ok(Action::Halt(args.status))
-        }
-        Hypercall::Abort => {
-            let args: AbortArgs = read_args(mem, arg, false)?;
-            if args.message_len > ABORT_MESSAGE_MAX {
-                return Err(GuestFault::AbortLength(args.message_len));
-            }
-            let mut message = vec![0u8; args.message_len as usize];
-            mem.read_user(args.message.0, &mut message)
-                .map_err(GuestFault::memory("message"))?;
-            Ok(Action::Fail(format!("guest aborted: {}", one_line(&message))))
-        }
-        Hypercall::NetAttach => {
-            let args: NetAttachArgs = read_args(mem, arg, false)?;
-            let device = net
-                .by_index(args.device)
-                .ok_or(GuestFault::NotANetDevice(args.device))?;
-            device.attach(args.ring.0, mem)?;
-            Ok(Action::Resume)
-        }
-        Hypercall::BlockIo => {
-            // Read and checked once, here; the device serves the batch the
-            // arguments name, and they are written back with the count.
-            let mut args: BlockIoArgs = read_args(mem, arg, true)?;
-            let device = devices
-                .block_device(args.device)
-                .ok_or(GuestFault::NotABlockDevice(args.device))?;
-            device.serve(&mut args, mem)?;
-            write_args(mem, arg, &args)?;
-            Ok(Action::Resume)
-        }
+        Hypercall::Wait => wait(mem, arg, devices, ready_set),
+        Hypercall::Halt => halt(mem, arg),
+        Hypercall::Abort => abort(mem, arg),
+        Hypercall::NetAttach => net_attach(mem, arg, devices),
+        Hypercall::BlockIo => block_io(mem, arg, devices),
     }
+}
+
+/// Writes the host's wall-clock time back into the guest's arguments: the
+/// guest has no clock of its own that knows the date.
+fn walltime(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
+    let mut args: WalltimeArgs = read_args(mem, arg, true)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    args.nsecs = now.as_nanos() as u64;
+    write_args(mem, arg, &args)?;
+    Ok(Action::Resume)
+}
+
+/// Blocks until a network device has frames or the guest's timeout passes,
+/// unless some already did (`ready_set`), then tells the guest which are
+/// ready. This is where an idle guest gives its time back to the host.
+fn wait(mem: &GuestMemory, arg: u64, devices: &mut Attached, ready_set: u64) -> Result<Action, GuestFault> {
+    let net = &mut devices.net;
+    let mut args: WaitArgs = read_args(mem, arg, true)?;
+    args.ready_set = ready_set;
+    if ready_set == 0 && args.timeout_ns > 0 {
+        let timeout = (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
+        crate::signals::sleep_unless_stopping(|mask| net.block(timeout, mask));
+        args.ready_set = net.service(mem)?;
+    }
+    write_args(mem, arg, &args)?;
+    Ok(Action::Resume)
+}
+
+/// Stops the guest with its status, refusing statuses the tender keeps for
+/// its own failures (above `MAX_GUEST_STATUS`).
+fn halt(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
+    let args: HaltArgs = read_args(mem, arg, false)?;
+    if args.status > MAX_GUEST_STATUS {
+        return Err(GuestFault::HaltStatus(args.status));
+    }
+    Ok(Action::Halt(args.status))
+}
+
+/// Stops the guest with its message, bounded in length and made one
+/// printable line so a guest cannot flood or garble the host's terminal.
+fn abort(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
+    let args: AbortArgs = read_args(mem, arg, false)?;
+    if args.message_len > ABORT_MESSAGE_MAX {
+        return Err(GuestFault::AbortLength(args.message_len));
+    }
+    let mut message = vec![0u8; args.message_len as usize];
+    mem.read_user(args.message.0, &mut message)
+        .map_err(GuestFault::memory("message"))?;
+    Ok(Action::Fail(format!("guest aborted: {}", one_line(&message))))
+}
+
+/// Attaches the guest's ring to the network device it names; the device
+/// checks the ring lies in the guest's memory.
+fn net_attach(mem: &GuestMemory, arg: u64, devices: &mut Attached) -> Result<Action, GuestFault> {
+    let args: NetAttachArgs = read_args(mem, arg, false)?;
+    let device = devices
+        .net
+        .by_index(args.device)
+        .ok_or(GuestFault::NotANetDevice(args.device))?;
+    device.attach(args.ring.0, mem)?;
+    Ok(Action::Resume)
+}
+
+/// Serves a batch of block operations. The arguments are read and checked
+/// once, here; the device serves the batch they name, and they are written
+/// back with the count completed.
+fn block_io(mem: &GuestMemory, arg: u64, devices: &mut Attached) -> Result<Action, GuestFault> {
+    let mut args: BlockIoArgs = read_args(mem, arg, true)?;
+    let device = devices
+        .block_device(args.device)
+        .ok_or(GuestFault::NotABlockDevice(args.device))?;
+    device.serve(&mut args, mem)?;
+    write_args(mem, arg, &args)?;
+    Ok(Action::Resume)
 }
 
 /// The argument struct at `addr`, checked to be the guest's to hand over

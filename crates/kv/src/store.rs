@@ -198,6 +198,23 @@ struct DurablePoint {
     tail_byte: u64,
 }
 
+/// What compaction will copy, checked to fit in a half.
+struct CompactionPlan {
+    /// The live records to copy, as keys and where their records are, in log order.
+    copies: Vec<(Vec<u8>, RecordLoc)>,
+    /// Bytes the copies and the change's new record take.
+    needed_bytes: u64,
+}
+
+/// A log written into the other half by compaction, not yet live: what the store takes on
+/// once the superblock names its half.
+struct CompactedHalf {
+    index: BTreeMap<Vec<u8>, RecordLoc>,
+    seal: Seal,
+    /// Byte offset of the tail record behind the seal, where appending resumes.
+    tail_byte: u64,
+}
+
 /// A key-value store over a block device; see the [crate docs](crate) for what it
 /// guarantees.
 pub struct Store<S: BlockStorage> {
@@ -452,23 +469,8 @@ impl<S: BlockStorage> Store<S> {
         self.prepare_change()?;
         let change_key = change.map(|(key, _)| key);
         let change_value = change.and_then(|(_, value)| value);
-        let mut copies: Vec<(Vec<u8>, RecordLoc)> = self
-            .index
-            .iter()
-            .filter(|(key, _)| Some(key.as_slice()) != change_key)
-            .map(|(key, loc)| (key.clone(), *loc))
-            .collect();
-        copies.sort_unstable_by_key(|(_, loc)| loc.offset);
-        let mut needed_bytes: u64 = copies.iter().map(|(_, loc)| loc.body_len() as u64).sum();
-        if let (Some(key), Some(value)) = (change_key, change_value) {
-            needed_bytes += record_body_len(key.len(), value.len()) as u64;
-        }
-        if needed_bytes > self.capacity_bytes() {
-            return Err(KvError::Full {
-                needed_bytes,
-                capacity_bytes: self.capacity_bytes(),
-            });
-        }
+        let new_record = change_key.zip(change_value);
+        let CompactionPlan { copies, needed_bytes } = self.plan_compaction(change_key, new_record)?;
 
         let new_epoch = self.sb.max_epoch + 1;
         self.write_superblock(Superblock {
@@ -478,6 +480,48 @@ impl<S: BlockStorage> Store<S> {
         })?;
 
         let target_half = 1 - self.sb.active_half;
+        let compacted = self.write_compacted_half(target_half, new_epoch, &copies, new_record)?;
+        self.switch_to_half(target_half, new_epoch, compacted, needed_bytes)
+    }
+
+    /// The records compaction copies (every live one but `change_key`'s, in log order, so
+    /// the old half is read front to back) and the bytes they and `new_record` take; a
+    /// `Full` error if that exceeds a half, checked before anything is written.
+    fn plan_compaction(
+        &self,
+        change_key: Option<&[u8]>,
+        new_record: Option<(&[u8], &[u8])>,
+    ) -> Result<CompactionPlan, KvError> {
+        let mut copies: Vec<(Vec<u8>, RecordLoc)> = self
+            .index
+            .iter()
+            .filter(|(key, _)| Some(key.as_slice()) != change_key)
+            .map(|(key, loc)| (key.clone(), *loc))
+            .collect();
+        copies.sort_unstable_by_key(|(_, loc)| loc.offset);
+        let mut needed_bytes: u64 = copies.iter().map(|(_, loc)| loc.body_len() as u64).sum();
+        if let Some((key, value)) = new_record {
+            needed_bytes += record_body_len(key.len(), value.len()) as u64;
+        }
+        if needed_bytes > self.capacity_bytes() {
+            return Err(KvError::Full {
+                needed_bytes,
+                capacity_bytes: self.capacity_bytes(),
+            });
+        }
+        Ok(CompactionPlan { copies, needed_bytes })
+    }
+
+    /// Compaction's second step: copies `copies` and then `new_record` from the active half
+    /// into `target_half` with `epoch`, ends them with a seal and a tail record, and
+    /// flushes. The superblock still names the old half, so a crash here loses nothing.
+    fn write_compacted_half(
+        &mut self,
+        target_half: u32,
+        epoch: u64,
+        copies: &[(Vec<u8>, RecordLoc)],
+        new_record: Option<(&[u8], &[u8])>,
+    ) -> Result<CompactedHalf, KvError> {
         let target_start = self.sb.half_start_byte(target_half);
         let target_end = target_start + self.sb.half_bytes();
         let source_end = self.active_half_end();
@@ -489,10 +533,10 @@ impl<S: BlockStorage> Store<S> {
         let mut index = BTreeMap::new();
         let mut place = RecordPlace {
             offset: target_start,
-            epoch: new_epoch,
+            epoch,
             seq: 0,
         };
-        for (key, loc) in &copies {
+        for (key, loc) in copies {
             let read = reader.read(&mut self.storage, loc.offset, loc.body_len(), source_end);
             let body = self.check(read)?;
             let damaged = !loc.is_intact(body);
@@ -501,7 +545,7 @@ impl<S: BlockStorage> Store<S> {
             let flushed = writer.write_full_chunks(&mut self.storage);
             self.check(flushed)?;
         }
-        if let (Some(key), Some(value)) = (change_key, change_value) {
+        if let Some((key, value)) = new_record {
             place = emit_copy(&mut writer.buf, &mut index, place, key, value, false);
         }
         let seal = Seal {
@@ -513,24 +557,36 @@ impl<S: BlockStorage> Store<S> {
         let written = writer.finish(&mut self.storage);
         let flushed = written.and_then(|()| self.storage.flush());
         self.check(flushed)?;
+        Ok(CompactedHalf { index, seal, tail_byte })
+    }
 
+    /// Compaction's last step: points the superblock at `target_half`, which makes the
+    /// compacted log the live one, and only then takes on its index and tail.
+    fn switch_to_half(
+        &mut self,
+        target_half: u32,
+        epoch: u64,
+        compacted: CompactedHalf,
+        live_bytes: u64,
+    ) -> Result<(), KvError> {
+        let CompactedHalf { index, seal, tail_byte } = compacted;
         self.write_superblock(Superblock {
             seq: self.sb.seq + 1,
             active_half: target_half,
-            epoch: new_epoch,
-            max_epoch: new_epoch,
+            epoch,
+            max_epoch: epoch,
             half_sectors: self.sb.half_sectors,
             copied_records: seal.copied_records,
         })?;
         self.index = index;
-        self.live_bytes = needed_bytes;
+        self.live_bytes = live_bytes;
         self.tail_byte = tail_byte;
         self.next_seq = seal.copied_records + 1;
         self.must_compact = false;
         self.durable = DurablePoint {
             sb_seq: self.sb.seq,
             active_half: target_half,
-            epoch: new_epoch,
+            epoch,
             tail_byte,
         };
         Ok(())

@@ -4,11 +4,14 @@
 //!
 //! Device flags carry the device's name inside the flag (`--net:service=tap0`,
 //! as Solo5's tenders do), which clap cannot express, so they are picked out
-//! first and clap parses the rest into the program's own options `C`, which
-//! flatten in [`Common`] (atoll-hvt adds `--mem` and the KERNEL; the unix
-//! platform nothing).
+//! first. The tenders (feature `cli`) then have clap parse the rest into their
+//! own options `C`, which flatten in [`Common`] (atoll-hvt adds `--mem` and
+//! the KERNEL; atoll-spt `--mem` and the EXECUTABLE). The unix platform's
+//! executable parses its few options by hand ([`parse_unix`]) so that clap is
+//! not linked into every unix unikernel.
 
 use atoll_abi::boot::{is_valid_device_name, DeviceKind};
+#[cfg(feature = "cli")]
 use clap::Parser;
 
 /// The guest memory atoll-hvt accepts (`--mem`, MiB): the one place it is
@@ -28,42 +31,134 @@ pub const AFTER_HELP: &str = "Devices: --net:NAME=TAP attaches TAP device TAP as
      broken hypercall, sandbox violation); 255 if it could not be started.";
 
 /// The options every host side has.
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, Default)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Common {
     /// Print one line of statistics (exits or waits, time, memory) to stderr at exit.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub stats: bool,
     /// Do not confine the process with seccomp (for debugging with gdb, perf, valgrind).
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub no_sandbox: bool,
     /// Pass the unikernel's console output through byte for byte. By default
     /// control characters other than newline and tab (terminal escape
     /// sequences) are shown escaped, e.g. `\x1b`.
-    #[arg(long)]
+    #[cfg_attr(feature = "cli", arg(long))]
     pub raw_console: bool,
     /// Boot arguments passed to the unikernel.
-    #[arg(last = true)]
+    #[cfg_attr(feature = "cli", arg(last = true))]
     pub args: Vec<String>,
 }
 
 /// The unix platform's command line when the executable is run directly:
 /// the common options and an optional memory bound (the executable is the
 /// kernel). For development: in production `atoll-spt` runs it.
-#[derive(Debug, Parser)]
-#[command(
-    about = "An Atoll unikernel, run as a Linux process (the unix platform).\n\nRun directly like this, it \
-             confines itself once set up, after any code that ran before its main: fine for development. In \
-             production run it with atoll-spt, which confines it before its first instruction.",
-    after_help = AFTER_HELP
-)]
+#[derive(Debug, Default)]
 pub struct UnixCli {
     /// Bound the process's memory (its address space) to this many MiB,
     /// as a guest's is bounded by its VM. Unbounded if absent.
-    #[arg(long = "mem", value_name = "MiB", value_parser = clap::value_parser!(u64).range(UNIX_MEM_MIB))]
     pub mem_mib: Option<u64>,
-    /// `--stats`, `--no-sandbox` and the boot arguments after `--`.
-    #[command(flatten)]
+    /// `--stats`, `--no-sandbox`, `--raw-console` and the boot arguments after `--`.
     pub common: Common,
+}
+
+/// The unix executable's `--help`, as clap formatted it when it parsed this
+/// command line (so `--help` reads like the tenders'); `{program}` is
+/// replaced by the program's name.
+const UNIX_HELP: &str = "An Atoll unikernel, run as a Linux process (the unix platform).
+
+Run directly like this, it confines itself once set up, after any code that ran before its main: fine for development. \
+In production run it with atoll-spt, which confines it before its first instruction.
+
+Usage: {program} [OPTIONS] [-- <ARGS>...]
+
+Arguments:
+  [ARGS]...  Boot arguments passed to the unikernel
+
+Options:
+      --mem <MiB>    Bound the process's memory (its address space) to this many MiB, as a guest's is bounded by its VM. \
+Unbounded if absent
+      --stats        Print one line of statistics (exits or waits, time, memory) to stderr at exit
+      --no-sandbox   Do not confine the process with seccomp (for debugging with gdb, perf, valgrind)
+      --raw-console  Pass the unikernel's console output through byte for byte. By default control characters other \
+than newline and tab (terminal escape sequences) are shown escaped, e.g. `\\x1b`
+  -h, --help         Print help
+  -V, --version      Print version
+
+";
+
+/// Parses the unix executable's `argv` (without the program name) for the
+/// program `program`, by hand: five options do not warrant linking clap into
+/// every unix unikernel. Errors are one line, worded as clap words them.
+pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, String> {
+    let (rest, devices, macs) = split_devices(argv)?;
+    let usage = |e: String| format!("{e} (try --help)");
+    let mut cli = UnixCli::default();
+    let mut rest = rest.into_iter();
+    let mut after_dashes = false;
+    while let Some(arg) = rest.next() {
+        if after_dashes {
+            cli.common.args.push(arg);
+            continue;
+        }
+        let (flag, value) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+            _ => (arg.as_str(), None),
+        };
+        let switch = match flag {
+            "--" if value.is_none() => {
+                after_dashes = true;
+                continue;
+            }
+            "-h" | "--help" => {
+                let help = UNIX_HELP.replace("{program}", program);
+                return Ok(Parsed::Info(format!("{help}{AFTER_HELP}\n")));
+            }
+            "-V" | "--version" => {
+                return Ok(Parsed::Info(format!("{program} {}\n", env!("CARGO_PKG_VERSION"))));
+            }
+            "--mem" => {
+                const NAME: &str = "'--mem <MiB>'";
+                if cli.mem_mib.is_some() {
+                    return Err(usage(format!("the argument {NAME} cannot be used multiple times")));
+                }
+                // `--mem MiB`: the next argument, unless it is another option.
+                let value = match value {
+                    Some(value) => Some(value.to_string()),
+                    None => rest.next().filter(|next| !next.starts_with('-')),
+                };
+                let value = value
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| usage(format!("a value is required for {NAME} but none was supplied")))?;
+                let mib = value
+                    .parse::<u64>()
+                    .map_err(|e| usage(format!("invalid value '{value}' for {NAME}: {e}")))?;
+                if !UNIX_MEM_MIB.contains(&mib) {
+                    return Err(usage(format!(
+                        "invalid value '{value}' for {NAME}: {mib} is not in {}..={}",
+                        UNIX_MEM_MIB.start(),
+                        UNIX_MEM_MIB.end()
+                    )));
+                }
+                cli.mem_mib = Some(mib);
+                continue;
+            }
+            "--stats" => &mut cli.common.stats,
+            "--no-sandbox" => &mut cli.common.no_sandbox,
+            "--raw-console" => &mut cli.common.raw_console,
+            _ => return Err(usage(format!("unexpected argument '{arg}' found"))),
+        };
+        if let Some(value) = value {
+            return Err(usage(format!(
+                "unexpected value '{value}' for '{flag}' found; no more were expected"
+            )));
+        }
+        if *switch {
+            return Err(usage(format!("the argument '{flag}' cannot be used multiple times")));
+        }
+        *switch = true;
+    }
+    Ok(Parsed::Run(Box::new(Args { cli, devices, macs })))
 }
 
 /// A `--net:NAME=TAP`, `--block:NAME=FILE` or `--block-ro:NAME=FILE` flag.
@@ -93,10 +188,11 @@ pub enum Parsed<C> {
     Info(String),
 }
 
-/// Parses `argv` (without the program name) for the program `program`.
-/// Errors are one line.
-pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, String> {
-    let mut rest = vec![program.to_string()];
+/// Picks the device flags out of `argv` (those before `--`): the other
+/// arguments, the device flags and the `--net-mac:` flags.
+#[allow(clippy::type_complexity)]
+fn split_devices(argv: Vec<String>) -> Result<(Vec<String>, Vec<DeviceFlag>, Vec<(String, [u8; 6])>), String> {
+    let mut rest = Vec::new();
     let mut devices = Vec::new();
     let mut macs = Vec::new();
     let mut after_dashes = false;
@@ -123,6 +219,15 @@ pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, S
         }
         rest.push(arg);
     }
+    Ok((rest, devices, macs))
+}
+
+/// Parses `argv` (without the program name) for the program `program` with
+/// clap (the tenders). Errors are one line.
+#[cfg(feature = "cli")]
+pub fn parse<C: Parser>(program: &str, argv: Vec<String>) -> Result<Parsed<C>, String> {
+    let (argv, devices, macs) = split_devices(argv)?;
+    let rest = std::iter::once(program.to_string()).chain(argv);
     match C::try_parse_from(rest) {
         Ok(cli) => Ok(Parsed::Run(Box::new(Args { cli, devices, macs }))),
         Err(e)
@@ -184,7 +289,8 @@ pub fn backend_word(kind: DeviceKind) -> &'static str {
 mod tests {
     use super::*;
 
-    /// A program with only the common options, like the unix platform.
+    /// A program with only the common options.
+    #[cfg(feature = "cli")]
     #[derive(Debug, Parser)]
     #[command(name = "app")]
     struct Plain {
@@ -192,8 +298,9 @@ mod tests {
         common: Common,
     }
 
-    fn run(args: &[&str]) -> Result<Args<Plain>, String> {
-        match parse("app", args.iter().map(|s| s.to_string()).collect())? {
+    /// The unix executable's parser, on `args`.
+    fn run(args: &[&str]) -> Result<Args<UnixCli>, String> {
+        match parse_unix("app", args.iter().map(|s| s.to_string()).collect())? {
             Parsed::Run(args) => Ok(*args),
             Parsed::Info(_) => Err("info".into()),
         }
@@ -264,25 +371,111 @@ mod tests {
 
     #[test]
     fn the_unix_platform_takes_no_kernel() {
-        let Ok(Parsed::Run(args)) = parse::<UnixCli>("hello", vec!["--no-sandbox".into(), "--".into(), "a".into()])
-        else {
+        let Ok(Parsed::Run(args)) = parse_unix("hello", vec!["--no-sandbox".into(), "--".into(), "a".into()]) else {
             panic!("not parsed");
         };
         assert!(args.cli.common.no_sandbox);
         assert_eq!(args.cli.common.args, ["a"]);
-        let Ok(Parsed::Info(help)) = parse::<UnixCli>("hello", vec!["--help".into()]) else {
-            panic!("no help");
-        };
-        assert!(help.contains("Usage: hello [OPTIONS] [-- <ARGS>...]"), "{help}");
-        assert!(help.contains("--block-ro:NAME=FILE attaches it read-only"), "{help}");
-        assert!(parse::<UnixCli>("hello", vec!["kernel.elf".into()]).is_err());
+        for flag in ["--help", "-h"] {
+            let Ok(Parsed::Info(help)) = parse_unix("hello", vec![flag.into()]) else {
+                panic!("no help");
+            };
+            assert!(help.contains("Usage: hello [OPTIONS] [-- <ARGS>...]"), "{help}");
+            assert!(help.contains("In production run it with atoll-spt"), "{help}");
+            assert!(help.contains("--block-ro:NAME=FILE attaches it read-only"), "{help}");
+            assert!(help.ends_with("255 if it could not be started.\n"), "{help}");
+        }
+        for flag in ["--version", "-V"] {
+            let Ok(Parsed::Info(version)) = parse_unix("hello", vec![flag.into()]) else {
+                panic!("no version");
+            };
+            assert_eq!(version, format!("hello {}\n", env!("CARGO_PKG_VERSION")));
+        }
+        assert_eq!(
+            run(&["kernel.elf"]).unwrap_err(),
+            "unexpected argument 'kernel.elf' found (try --help)"
+        );
     }
 
+    #[test]
+    fn unix_options() {
+        let args = run(&[
+            "--mem=16",
+            "--stats",
+            "--raw-console",
+            "--block:d=f",
+            "--",
+            "--stats",
+            "-h",
+        ])
+        .unwrap();
+        assert_eq!(args.cli.mem_mib, Some(16));
+        assert!(args.cli.common.stats && args.cli.common.raw_console && !args.cli.common.no_sandbox);
+        assert_eq!(args.cli.common.args, ["--stats", "-h"]);
+        assert_eq!(args.devices.len(), 1);
+        assert_eq!(run(&["--mem", "65536"]).unwrap().cli.mem_mib, Some(65536));
+        assert_eq!(run(&[]).unwrap().cli.mem_mib, None);
+        // After `--`, a `--help` is a boot argument.
+        assert_eq!(run(&["--", "--help"]).unwrap().cli.common.args, ["--help"]);
+    }
+
+    #[test]
+    fn unix_errors_read_as_clap_wrote_them() {
+        for (bad, error) in [
+            (
+                &["--mem=3"][..],
+                "invalid value '3' for '--mem <MiB>': 3 is not in 4..=65536",
+            ),
+            (
+                &["--mem=65537"],
+                "invalid value '65537' for '--mem <MiB>': 65537 is not in 4..=65536",
+            ),
+            (
+                &["--mem=x"],
+                "invalid value 'x' for '--mem <MiB>': invalid digit found in string",
+            ),
+            (
+                &["--mem"],
+                "a value is required for '--mem <MiB>' but none was supplied",
+            ),
+            (
+                &["--mem="],
+                "a value is required for '--mem <MiB>' but none was supplied",
+            ),
+            (
+                &["--mem", "--stats"],
+                "a value is required for '--mem <MiB>' but none was supplied",
+            ),
+            (
+                &["--mem=5", "--mem=6"],
+                "the argument '--mem <MiB>' cannot be used multiple times",
+            ),
+            (
+                &["--stats=1"],
+                "unexpected value '1' for '--stats' found; no more were expected",
+            ),
+            (
+                &["--stats", "--stats"],
+                "the argument '--stats' cannot be used multiple times",
+            ),
+            (&["--frob"], "unexpected argument '--frob' found"),
+            (&["-x"], "unexpected argument '-x' found"),
+        ] {
+            assert_eq!(run(bad).unwrap_err(), format!("{error} (try --help)"), "{bad:?}");
+        }
+    }
+
+    #[cfg(feature = "cli")]
     #[test]
     fn help_is_information_not_an_error() {
         assert!(matches!(
             parse::<Plain>("app", vec!["--help".into()]),
             Ok(Parsed::Info(_))
         ));
+        let Ok(Parsed::Run(args)) = parse::<Plain>("app", vec!["--stats".into(), "--net:n=t".into()]) else {
+            panic!("not parsed");
+        };
+        assert!(args.cli.common.stats);
+        assert_eq!(args.devices.len(), 1);
     }
 }

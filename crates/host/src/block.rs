@@ -194,17 +194,22 @@ impl BlockDevice {
         if len % u64::from(SECTOR_SIZE) != 0 {
             return Err(error(DiskProblem::NotWholeSectors(len)));
         }
-        // A writer excludes everyone; readers only writers.
-        let lock = if read_write { libc::LOCK_EX } else { libc::LOCK_SH };
-        // SAFETY: flock takes an open descriptor of ours and flags; it
-        // touches no memory. The result is checked.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), lock | libc::LOCK_NB) };
-        // A caller's filter that forbids flock (urunc's) leaves the file
-        // unlocked: the container runtime gives each its own disk.
-        let forbidden =
-            crate::caller_filter::confined() && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS);
-        if rc != 0 && !forbidden {
-            return Err(error(DiskProblem::Locked));
+        // A writer excludes everyone (an exclusive lock); readers only
+        // writers (a shared one).
+        // std's try_lock is flock(LOCK_NB) on Linux. The lock lasts as long
+        // as the descriptor.
+        let locked = if read_write {
+            file.try_lock()
+        } else {
+            file.try_lock_shared()
+        };
+        match locked {
+            Ok(()) => {}
+            // A caller's filter that forbids flock (urunc's) leaves the file
+            // unlocked: the container runtime gives each its own disk.
+            Err(std::fs::TryLockError::Error(e))
+                if crate::caller_filter::confined() && e.raw_os_error() == Some(libc::ENOSYS) => {}
+            Err(_) => return Err(error(DiskProblem::Locked)),
         }
         Ok(BlockDevice {
             index,

@@ -517,7 +517,7 @@ impl NetDevices {
     /// `ppoll`, it waits with `epoll_pwait` instead, for at most
     /// [`crate::caller_filter::CONFINED_WAIT_MS`], the timeout rounded up to
     /// a millisecond (`signal_mask` must then be `None`).
-    pub fn block(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&libc::sigset_t>) {
+    pub fn block(&self, timeout: Option<std::time::Duration>, signal_mask: Option<&crate::stop::SigSet>) {
         if crate::caller_filter::confined() {
             let fds: Vec<RawFd> = self
                 .devices
@@ -529,27 +529,24 @@ impl NetDevices {
             crate::caller_filter::epoll_wait(&fds, libc::EPOLLIN, ms);
             return;
         }
-        let mut fds: Vec<libc::pollfd> = self
+        use nix::poll::{PollFd, PollFlags};
+        use std::os::fd::AsFd;
+        let mut fds: Vec<PollFd> = self
             .devices
             .iter()
             .filter(|d| d.ring.is_some())
-            .map(|d| libc::pollfd {
-                fd: d.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            })
+            .map(|d| PollFd::new(d.tap.as_fd(), PollFlags::POLLIN))
             .collect();
-        let ts = timeout.map(|t| libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        let ts = timeout.map(|t| {
+            nix::sys::time::TimeSpec::from(libc::timespec {
+                tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+                tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+            })
         });
-        let ts_ptr = ts.as_ref().map_or(std::ptr::null(), |ts| ts as *const libc::timespec);
-        let mask_ptr = signal_mask.map_or(std::ptr::null(), |mask| mask as *const libc::sigset_t);
         // The result needs no check: after a timeout, an event or EINTR
         // alike, the caller services the rings and the guest re-checks.
-        // SAFETY: `fds` holds `fds.len()` pollfds (none: ppoll only sleeps);
-        // `ts_ptr` and `mask_ptr` are null or point at live locals.
-        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ts_ptr, mask_ptr) };
+        // With no descriptors, ppoll only sleeps.
+        let _ = nix::poll::ppoll(&mut fds, ts, signal_mask.copied());
     }
 
     /// Host file descriptors of the TAP devices, for the sandbox.

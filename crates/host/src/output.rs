@@ -49,19 +49,15 @@ fn writable_soon(fd: RawFd) -> bool {
     if crate::caller_filter::confined() {
         return crate::caller_filter::epoll_wait(&[fd], libc::EPOLLOUT, STOPPING_GRACE_MS as i32);
     }
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    let timeout = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: STOPPING_GRACE_MS * 1_000_000,
-    };
-    // SAFETY: one valid pollfd and a valid timespec, both live for the
-    // call; no signal mask is changed. The result is checked.
-    let ready = unsafe { libc::ppoll(&mut pollfd, 1, &timeout, core::ptr::null()) };
-    ready == 1 && pollfd.revents & libc::POLLOUT != 0
+    use nix::poll::{PollFd, PollFlags};
+    // SAFETY: `fd` is the caller's open descriptor, which `write_all` is
+    // writing to; it stays open for this call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut pollfd = [PollFd::new(fd, PollFlags::POLLOUT)];
+    let grace = nix::sys::time::TimeSpec::from(std::time::Duration::from_millis(STOPPING_GRACE_MS as u64));
+    // No signal mask is changed.
+    let ready = nix::poll::ppoll(&mut pollfd, Some(grace), None);
+    ready == Ok(1) && pollfd[0].revents().is_some_and(|r| r.contains(PollFlags::POLLOUT))
 }
 
 #[cfg(test)]

@@ -10,98 +10,88 @@
 
 use std::io;
 
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigmaskHow, Signal};
+
+/// The signal sets the masks here are (nix's): re-exported for the callers
+/// that pass a sleep mask on, so they need no nix of their own.
+pub use nix::sys::signal::SigSet;
+
 /// The signals that stop a unikernel.
 pub const STOP_SIGNALS: [libc::c_int; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// [`STOP_SIGNALS`] as nix's signals.
+const STOP: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 
 /// Installs `handler` for the stop signals, without `SA_RESTART`. The
 /// handler must be async-signal-safe (an atomic store).
 pub fn install(handler: extern "C" fn(libc::c_int)) -> io::Result<()> {
-    for signal in STOP_SIGNALS {
-        // SAFETY: an all-zero sigaction is valid (no flags, empty mask); the
-        // handler is async-signal-safe by this function's contract. The
-        // result is checked.
-        let rc = unsafe {
-            let mut action: libc::sigaction = core::mem::zeroed();
-            action.sa_sigaction = handler as *const () as libc::sighandler_t;
-            libc::sigaction(signal, &action, core::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+    // No flags (no SA_RESTART: the signal ends a blocked ppoll or write),
+    // nothing extra masked while the handler runs.
+    let action = SigAction::new(SigHandler::Handler(handler), SaFlags::empty(), SigSet::empty());
+    for signal in STOP {
+        // SAFETY: the handler is async-signal-safe by this function's
+        // contract, and replaces no handler that Rust code relies on.
+        unsafe { nix::sys::signal::sigaction(signal, &action) }?;
     }
     Ok(())
 }
 
 /// The set of the stop signals.
-pub fn stop_set() -> libc::sigset_t {
-    // SAFETY: sigemptyset and sigaddset fill the local set with valid
-    // signal numbers.
-    unsafe {
-        let mut set: libc::sigset_t = core::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for signal in STOP_SIGNALS {
-            libc::sigaddset(&mut set, signal);
-        }
-        set
-    }
+pub fn stop_set() -> SigSet {
+    STOP.into_iter().collect()
 }
 
 /// Unblocks the stop signals (a pending one is delivered at once).
 pub fn unblock() {
-    change_mask(libc::SIG_UNBLOCK);
+    change_mask(SigmaskHow::SIG_UNBLOCK);
 }
 
 /// Blocks the stop signals.
 pub fn block() {
-    change_mask(libc::SIG_BLOCK);
+    change_mask(SigmaskHow::SIG_BLOCK);
 }
 
-fn change_mask(how: libc::c_int) {
-    let set = stop_set();
-    // SAFETY: pthread_sigmask reads the live local set; `how` is valid, so
-    // it cannot fail.
-    unsafe { libc::pthread_sigmask(how, &set, core::ptr::null_mut()) };
+fn change_mask(how: SigmaskHow) {
+    // With a valid set and `how`, pthread_sigmask cannot fail.
+    let _ = nix::sys::signal::pthread_sigmask(how, Some(&stop_set()), None);
 }
 
 /// The stop signals, blocked until dropped (which restores the mask
 /// before); [`Blocked::sleep_mask`] is the mask to sleep with, which lets
 /// them through.
 pub struct Blocked {
-    previous: libc::sigset_t,
-    sleep_mask: libc::sigset_t,
+    previous: SigSet,
+    sleep_mask: SigSet,
 }
 
 impl Blocked {
     /// Blocks the stop signals.
     #[allow(clippy::new_without_default)]
     pub fn new() -> Blocked {
-        let stop = stop_set();
-        // SAFETY: pthread_sigmask reads `stop` and writes the previous mask
-        // into a live local; sigdelset edits a live local copy. None can
-        // fail with valid arguments.
-        unsafe {
-            let mut previous: libc::sigset_t = core::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, &stop, &mut previous);
-            let mut sleep_mask = previous;
-            for signal in STOP_SIGNALS {
-                libc::sigdelset(&mut sleep_mask, signal);
-            }
-            Blocked { previous, sleep_mask }
+        // With a valid `how`, pthread_sigmask cannot fail (EINVAL is its
+        // only error).
+        let previous = stop_set()
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .unwrap_or_else(|_| SigSet::empty());
+        let mut sleep_mask = previous;
+        for signal in STOP {
+            sleep_mask.remove(signal);
         }
+        Blocked { previous, sleep_mask }
     }
 
     /// The mask to hold while sleeping: the one before, without the stop
     /// signals.
-    pub fn sleep_mask(&self) -> &libc::sigset_t {
+    pub fn sleep_mask(&self) -> &SigSet {
         &self.sleep_mask
     }
 }
 
 impl Drop for Blocked {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved in `new`; a stop signal still
-        // pending is delivered now, and recorded.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.previous, core::ptr::null_mut()) };
+        // Restores the mask saved in `new`; a stop signal still pending is
+        // delivered now, and recorded. It cannot fail with a valid set.
+        let _ = self.previous.thread_set_mask();
     }
 }
 
@@ -156,15 +146,10 @@ mod tests {
     #[test]
     fn blocking_and_the_sleep_mask() {
         let blocked = Blocked::new();
-        // SAFETY: sigismember reads live sets; pthread_sigmask writes the
-        // current mask into a live local.
-        unsafe {
-            let mut now: libc::sigset_t = core::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_BLOCK, core::ptr::null(), &mut now);
-            assert_eq!(libc::sigismember(&now, libc::SIGTERM), 1);
-            assert_eq!(libc::sigismember(blocked.sleep_mask(), libc::SIGTERM), 0);
-        }
+        assert!(SigSet::thread_get_mask().unwrap().contains(Signal::SIGTERM));
+        assert!(!blocked.sleep_mask().contains(Signal::SIGTERM));
         drop(blocked);
+        assert_eq!(stop_set().iter().count(), STOP_SIGNALS.len());
         assert_eq!(name(libc::SIGTERM), "SIGTERM");
         assert_eq!(name(64), "a signal");
     }

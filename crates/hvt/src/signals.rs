@@ -79,7 +79,7 @@ pub fn stop_requested() -> Option<i32> {
 /// caller's filter that forbids changing the mask
 /// ([`atoll_host::caller_filter`]), it sleeps with the mask as it is
 /// (`None`), and the wait is short.
-pub fn sleep_unless_stopping(sleep: impl FnOnce(Option<&libc::sigset_t>)) {
+pub fn sleep_unless_stopping(sleep: impl FnOnce(Option<&atoll_host::stop::SigSet>)) {
     if atoll_host::caller_filter::confined() {
         if stop_requested().is_none() {
             sleep(None);

@@ -313,7 +313,7 @@ fn prepare_child(plan: ChildPlan<'_>) -> Result<std::convert::Infallible, ApplyE
     // the child still has) or the default action.
     let stop = atoll_host::stop::stop_set();
     // SAFETY: sigprocmask reads the live local set.
-    unsafe { libc::sigprocmask(libc::SIG_SETMASK, &stop, core::ptr::null_mut()) };
+    unsafe { libc::sigprocmask(libc::SIG_SETMASK, stop.as_ref(), core::ptr::null_mut()) };
     for slot in plan.moves.iter_mut().filter(|m| m.0 < 0) {
         // SAFETY: a NUL-terminated path; the result is checked.
         slot.0 = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };

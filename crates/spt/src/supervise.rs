@@ -8,7 +8,7 @@
 //! reads the relay pipes, writes stdout and stderr, receives notifications,
 //! signals and reaps its one child, and nothing else.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::Instant;
 
 use atoll_abi::exit::GUEST_FAILED;
@@ -20,6 +20,8 @@ use seccompiler::{
 
 use crate::launch::Child;
 use atoll_host::stop::Blocked;
+use nix::poll::{PollFd, PollFlags};
+use nix::sys::time::TimeSpec;
 
 use crate::signals::{self, STOP_GRACE};
 
@@ -134,48 +136,39 @@ pub fn supervise(child: Child) -> u8 {
                 None => {}
             }
         }
-        let mut fds = Vec::with_capacity(4);
-        let watch = |fd: RawFd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut watched = Vec::with_capacity(4);
         if ended.is_none() {
-            fds.push(watch(pidfd.as_raw_fd()));
+            watched.push(pidfd.as_fd());
         }
         if let Some(n) = &notifications {
-            fds.push(watch(n.as_raw_fd()));
+            watched.push(n.as_fd());
         }
         for relay in &relays {
             if let Some(from) = &relay.from {
-                fds.push(watch(from.as_raw_fd()));
+                watched.push(from.as_fd());
             }
         }
-        if fds.is_empty() {
+        if watched.is_empty() {
             break;
         }
-        poll(&blocked, &mut fds, timeout);
-        for pollfd in &fds {
-            if pollfd.revents == 0 {
-                continue;
-            }
-            if pollfd.fd == pidfd.as_raw_fd() {
+        for (fd, revents) in poll(&blocked, &watched, timeout) {
+            if fd == pidfd.as_raw_fd() {
                 ended = reap(&pidfd).or(ended);
-            } else if notifications.as_ref().is_some_and(|n| n.as_raw_fd() == pollfd.fd) {
-                if pollfd.revents & libc::POLLIN != 0 {
-                    if let Some(nr) = receive_notification(pollfd.fd) {
+            } else if notifications.as_ref().is_some_and(|n| n.as_raw_fd() == fd) {
+                if revents.contains(PollFlags::POLLIN) {
+                    if let Some(nr) = receive_notification(fd) {
                         report_violation(nr);
                         violation = true;
                         send_signal(&pidfd, libc::SIGKILL);
                     }
                 }
-                if pollfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
+                if revents.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
                     // The filter has no process left: nothing more comes.
                     notifications = None;
                 }
             } else if let Some(relay) = relays
                 .iter_mut()
-                .find(|r| r.from.as_ref().is_some_and(|f| f.as_raw_fd() == pollfd.fd))
+                .find(|r| r.from.as_ref().is_some_and(|f| f.as_raw_fd() == fd))
             {
                 relay.pump(stop.is_some());
             }
@@ -275,28 +268,22 @@ fn send_signal(pidfd: &OwnedFd, signal: i32) {
     }
 }
 
-/// Sleeps until a descriptor in `fds` is ready, a stop signal comes or
-/// `timeout` passes, with the stop signals let through (`blocked`'s sleep
-/// mask) only during the sleep.
-fn poll(blocked: &Blocked, fds: &mut [libc::pollfd], timeout: Option<std::time::Duration>) {
-    let timespec = timeout.map(|t| libc::timespec {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_nsec: t.subsec_nanos() as libc::c_long,
-    });
-    let timespec_ptr = timespec
-        .as_ref()
-        .map_or(core::ptr::null(), |t| t as *const libc::timespec);
-    // SAFETY: `fds` is a live slice of pollfds, the timespec and the mask
-    // are live or null. The result needs no check: the caller looks at
-    // `revents` (left zero on error).
-    unsafe {
-        libc::ppoll(
-            fds.as_mut_ptr(),
-            fds.len() as libc::nfds_t,
-            timespec_ptr,
-            blocked.sleep_mask(),
-        )
-    };
+/// Sleeps until a descriptor in `watched` is readable, a stop signal comes
+/// or `timeout` passes, with the stop signals let through (`blocked`'s
+/// sleep mask, swapped in atomically by ppoll) only during the sleep.
+/// Returns the descriptors with events, and the events.
+fn poll(blocked: &Blocked, watched: &[BorrowedFd], timeout: Option<std::time::Duration>) -> Vec<(RawFd, PollFlags)> {
+    let mut fds: Vec<PollFd> = watched.iter().map(|fd| PollFd::new(*fd, PollFlags::POLLIN)).collect();
+    let timeout = timeout.map(TimeSpec::from);
+    // The result needs no check: the events stay empty on error (EINTR
+    // included), and the caller goes round again.
+    let _ = nix::poll::ppoll(&mut fds, timeout, Some(*blocked.sleep_mask()));
+    fds.iter()
+        .filter_map(|pollfd| {
+            let revents = pollfd.revents().filter(|r| !r.is_empty())?;
+            Some((pollfd.as_fd().as_raw_fd(), revents))
+        })
+        .collect()
 }
 
 /// Runs `f` with the stop signals unblocked, so that a stop interrupts a

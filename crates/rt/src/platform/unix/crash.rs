@@ -79,22 +79,25 @@ pub(super) fn install(info: CrashInfo) -> Result<(), std::string::String> {
             std::io::Error::last_os_error()
         ));
     }
-    for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE, libc::SIGABRT] {
-        // SAFETY: an all-zero sigaction is valid; the handler is
-        // async-signal-safe (see `on_fault`). SA_RESETHAND: a fault inside
-        // the handler kills the process instead of looping.
-        let rc = unsafe {
-            let mut action: libc::sigaction = core::mem::zeroed();
-            action.sa_sigaction = on_fault as *const () as libc::sighandler_t;
-            action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESETHAND;
-            libc::sigaction(signal, &action, core::ptr::null_mut())
-        };
-        if rc != 0 {
-            return Err(std::format!(
-                "cannot install the crash handlers: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+    // SA_RESETHAND: a fault inside the handler kills the process instead of
+    // looping. (nix adds SA_SIGINFO for a three-argument handler.)
+    let action = SigAction::new(
+        SigHandler::SigAction(on_fault),
+        SaFlags::SA_SIGINFO | SaFlags::SA_ONSTACK | SaFlags::SA_RESETHAND,
+        SigSet::empty(),
+    );
+    for signal in [
+        Signal::SIGSEGV,
+        Signal::SIGBUS,
+        Signal::SIGILL,
+        Signal::SIGFPE,
+        Signal::SIGABRT,
+    ] {
+        // SAFETY: the handler is async-signal-safe (see `on_fault`), and
+        // replaces no handler that Rust code relies on.
+        unsafe { nix::sys::signal::sigaction(signal, &action) }
+            .map_err(|e| std::format!("cannot install the crash handlers: {e}"))?;
     }
     Ok(())
 }

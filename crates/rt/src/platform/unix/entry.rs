@@ -32,7 +32,7 @@ use atoll_abi::boot::{device_name, BootInfo, DeviceKind, DEVICE_READ_ONLY, MAX_D
 use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::launch::{self, Record};
 use atoll_abi::{GuestAddr, ABI_VERSION};
-use atoll_host::args::{Parsed, UnixCli};
+use atoll_host::args::Parsed;
 use atoll_host::block::{Access, BlockDevice};
 use atoll_host::net::{NetDevice, NetDevices};
 use atoll_host::peak_rss::PeakRss;
@@ -109,7 +109,7 @@ unsafe fn arguments(argc: c_int, argv: *const *const c_char) -> Vec<String> {
 }
 
 fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> {
-    let args = match atoll_host::args::parse::<UnixCli>(program, argv) {
+    let args = match atoll_host::args::parse_unix(program, argv) {
         Ok(Parsed::Run(args)) => args,
         Ok(Parsed::Info(text)) => return Err(Stop::Info(text)),
         Err(usage) => return Err(Stop::Error(usage)),

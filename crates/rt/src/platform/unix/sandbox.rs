@@ -21,21 +21,12 @@ use crate::panic::FixedBuf;
 /// Installs the SIGSYS handler, then the filter, on this single-threaded
 /// process.
 pub(super) fn confine(fds: &UnixProcess<'_>) -> Result<(), std::string::String> {
-    // SAFETY: an all-zero sigaction is valid (empty mask, no flags); the
-    // handler only formats into a stack buffer, `write`s and `_exit`s, all
-    // async-signal-safe. The result is checked.
-    let rc = unsafe {
-        let mut action: libc::sigaction = core::mem::zeroed();
-        action.sa_sigaction = on_sigsys as *const () as libc::sighandler_t;
-        action.sa_flags = libc::SA_SIGINFO;
-        libc::sigaction(libc::SIGSYS, &action, core::ptr::null_mut())
-    };
-    if rc != 0 {
-        return Err(std::format!(
-            "cannot install the SIGSYS handler: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::SigAction(on_sigsys), SaFlags::SA_SIGINFO, SigSet::empty());
+    // SAFETY: the handler only formats into a stack buffer, `write`s and
+    // `_exit`s, all async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(Signal::SIGSYS, &action) }
+        .map_err(|e| std::format!("cannot install the SIGSYS handler: {e}"))?;
     atoll_host::sandbox::apply(fds)
 }
 

@@ -448,6 +448,35 @@ pub fn namespaces() -> Vec<String> {
         .collect()
 }
 
+/// Starts dnsmasq on [`TAP`] in `ns`, answering DNS on port 53 for
+/// `atoll.test` only: `slides.atoll.test` is `slides_addr`, other names do
+/// not exist, and nothing is forwarded. With `dhcp_range` it also leases
+/// addresses and names itself as the DNS server. Logs every query.
+pub fn dnsmasq(ns: &Namespace, state_dir: &Path, slides_addr: &str, dhcp_range: Option<&str>) -> Background {
+    let mut command = ns.command("dnsmasq");
+    command
+        .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
+        .arg(format!("--interface={TAP}"))
+        .args(["--except-interface=lo", "--no-resolv", "--no-hosts", "--log-queries"])
+        .arg("--local=/atoll.test/")
+        .arg(format!("--address=/slides.atoll.test/{slides_addr}"))
+        .arg(format!("--dhcp-leasefile={}", state_dir.join("leases").display()))
+        .arg(format!("--pid-file={}", state_dir.join("pid").display()))
+        .arg("--user=root");
+    if let Some(range) = dhcp_range {
+        command.arg(format!("--dhcp-range={range}"));
+    }
+    let dnsmasq = Background::spawn(command);
+    // Its sockets are bound before it says it started.
+    let ready = if dhcp_range.is_some() {
+        "DHCP, IP range"
+    } else {
+        "started, version"
+    };
+    dnsmasq.wait_for_line(Duration::from_secs(10), |l| l.contains(ready).then_some(()));
+    dnsmasq
+}
+
 /// `ADDR:PORT` from a line `... listening on http://ADDR:PORT/`.
 pub fn listening_addr(line: &str) -> Option<String> {
     let rest = line.split("listening on http://").nth(1)?;

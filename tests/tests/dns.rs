@@ -9,42 +9,12 @@
 //! Needs root (namespaces, TAP devices), `/dev/kvm`, and dnsmasq
 //! (scripts/test.sh installs dnsmasq-base).
 
-use std::path::Path;
 use std::time::Duration;
 
-use atoll_tests::net::{Background, Namespace, HOST_ADDR, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{dnsmasq, Namespace, HOST_ADDR, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{both_platforms, Outcome, Platform};
 
 const RESOLVE: &str = "tests/guests/resolve";
-
-/// Starts dnsmasq on [`TAP`] in `ns`, answering DNS on port 53 for
-/// `atoll.test` only: `slides.atoll.test` is `slides_addr`, other names do
-/// not exist, and nothing is forwarded. With `dhcp_range` it also leases
-/// addresses and names itself as the DNS server. Logs every query.
-fn dnsmasq(ns: &Namespace, state_dir: &Path, slides_addr: &str, dhcp_range: Option<&str>) -> Background {
-    let mut command = ns.command("dnsmasq");
-    command
-        .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
-        .arg(format!("--interface={TAP}"))
-        .args(["--except-interface=lo", "--no-resolv", "--no-hosts", "--log-queries"])
-        .arg("--local=/atoll.test/")
-        .arg(format!("--address=/slides.atoll.test/{slides_addr}"))
-        .arg(format!("--dhcp-leasefile={}", state_dir.join("leases").display()))
-        .arg(format!("--pid-file={}", state_dir.join("pid").display()))
-        .arg("--user=root");
-    if let Some(range) = dhcp_range {
-        command.arg(format!("--dhcp-range={range}"));
-    }
-    let dnsmasq = Background::spawn(command);
-    // Its sockets are bound before it says it started.
-    let ready = if dhcp_range.is_some() {
-        "DHCP, IP range"
-    } else {
-        "started, version"
-    };
-    dnsmasq.wait_for_line(Duration::from_secs(10), |l| l.contains(ready).then_some(()));
-    dnsmasq
-}
 
 /// Boots the `resolve` guest on `platform` in `ns` with its `service`
 /// device on [`TAP`] and boot arguments `args`; returns what it did.

@@ -10,11 +10,10 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use atoll_tests::net::{Background, Namespace, GUEST_ADDR, HOST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{dnsmasq, Background, Namespace, GUEST_ADDR, HOST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{both_platforms, Outcome, Platform};
 
 const DNS_LOOKUP: &str = "examples/dns-lookup";
@@ -42,31 +41,10 @@ fn printed(out: &Outcome) -> String {
         .collect()
 }
 
-/// Starts dnsmasq on [`TAP`] in `ns` answering for `atoll.test` only, as
-/// tests/dns.rs does: `slides.atoll.test` is `slides_addr`, other names do
-/// not exist, nothing is forwarded. Logs every query.
-fn dnsmasq(ns: &Namespace, state_dir: &Path, slides_addr: &str) -> Background {
-    let mut command = ns.command("dnsmasq");
-    command
-        .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
-        .arg(format!("--interface={TAP}"))
-        .args(["--except-interface=lo", "--no-resolv", "--no-hosts", "--log-queries"])
-        .arg("--local=/atoll.test/")
-        .arg(format!("--address=/slides.atoll.test/{slides_addr}"))
-        .arg(format!("--pid-file={}", state_dir.join("pid").display()))
-        .arg("--user=root");
-    let dnsmasq = Background::spawn(command);
-    // Its sockets are bound before it says it started.
-    dnsmasq.wait_for_line(Duration::from_secs(10), |l| {
-        l.contains("started, version").then_some(())
-    });
-    dnsmasq
-}
-
 both_platforms!(dns_lookup_prints_the_addresses_a_real_server_gives, |platform| {
     let ns = Namespace::with_tap();
     let state = tempfile::tempdir().unwrap();
-    let dnsmasq = dnsmasq(&ns, state.path(), "10.77.0.80");
+    let dnsmasq = dnsmasq(&ns, state.path(), "10.77.0.80", None);
 
     let dns = format!("--dns={HOST_ADDR}");
     let out = run_on_tap(

@@ -165,11 +165,9 @@ impl BlockDevice {
             ops.push(flush_op());
         }
         for batch in ops.chunks_mut(MAX_OPS as usize) {
-            // SAFETY: each operation names whole sectors inside `transfer`'s
-            // buffer, whose address was exposed above; `transfer` borrows it
-            // (exclusively, for a read, whose pointer came from that `&mut`)
-            // until this function returns, so it stays allocated and unused
-            // by anyone else while the platform reads or writes it.
+            // SAFETY: the operations name whole sectors of `transfer`'s
+            // buffer (its address exposed above), which `transfer` borrows,
+            // exclusively for a read, until this function returns.
             unsafe { self.submit(batch) }?;
         }
         Ok(())

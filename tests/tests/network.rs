@@ -385,15 +385,22 @@ fn free_port() -> u16 {
         .port()
 }
 
-both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platform| {
-    // Built first, so the wait below is for the boot alone.
-    atoll_tests::guest(platform, SLIDES);
-    let port = free_port();
+/// `atoll run --release --target PLATFORM --publish PORT:80 examples/slides`
+/// from the repository root.
+fn run_slides_published(platform: Platform, port: u16) -> Command {
     let mut command = Command::new(atoll_tests::atoll_bin());
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", platform.name()])
         .args(["--publish", &format!("{port}:80"), SLIDES]);
+    command
+}
+
+both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platform| {
+    // Built first, so the wait below is for the boot alone.
+    atoll_tests::guest(platform, SLIDES);
+    let port = free_port();
+    let command = run_slides_published(platform, port);
     let mut atoll = Background::spawn(command);
     let namespace = atoll.wait_for_line(Duration::from_secs(60), |l| {
         let rest = l.strip_prefix(&format!(
@@ -427,11 +434,7 @@ both_platforms!(atoll_run_refuses_a_busy_port_in_one_line, |platform| {
     atoll_tests::guest(platform, SLIDES);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
-    let mut command = Command::new(atoll_tests::atoll_bin());
-    command
-        .current_dir(repo_root())
-        .args(["run", "--release", "--target", platform.name()])
-        .args(["--publish", &format!("{port}:80"), SLIDES]);
+    let command = run_slides_published(platform, port);
     let atoll = Background::spawn(command);
     let namespace = format!("atoll-{}", atoll.pid());
     let out = atoll.wait(Duration::from_secs(60));
@@ -491,11 +494,7 @@ both_platforms!(
     |platform| {
         atoll_tests::guest(platform, SLIDES);
         let port = free_port();
-        let mut command = Command::new(atoll_tests::atoll_bin());
-        command
-            .current_dir(repo_root())
-            .args(["run", "--release", "--target", platform.name()])
-            .args(["--publish", &format!("{port}:80"), SLIDES]);
+        let command = run_slides_published(platform, port);
         let atoll = Background::spawn(command);
         atoll.wait_for_line(Duration::from_secs(60), |l| {
             l.contains("listening on http://").then_some(())

@@ -157,8 +157,10 @@ fn run_interruptibly(mut command: Command) -> io::Result<(ExitStatus, String)> {
                 // Not reaped yet (try_wait said so): the group is cargo's.
                 let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
                 let _ = child.wait();
+                // On a line of its own: cargo, killed mid-write, may have
+                // left its line unfinished (and a terminal has echoed ^C).
                 eprintln!(
-                    "atoll: {}",
+                    "\natoll: {}",
                     match stop {
                         Signal::SIGINT => "interrupted".to_owned(),
                         other => format!("stopped by {}", other.as_str()),

@@ -31,6 +31,9 @@ GUEST_WORKSPACES=(examples tests/guests)
 GUEST_TARGET=x86_64-unknown-none
 # The unix platform's target and flags, as `atoll build --target unix` gives
 # them (crates/cli/src/build.rs).
+# The cfgs `atoll build` passes for the guest target (crates/cli/src/build.rs):
+# the RustCrypto crates under atoll::tls keep to portable code there.
+GUEST_CONFIG='target.x86_64-unknown-none.rustflags=["--cfg","aes_force_soft","--cfg","polyval_force_soft","--cfg","poly1305_force_soft","--cfg","chacha20_force_soft","--cfg","curve25519_dalek_backend=\"serial\""]'
 UNIX_TARGET=x86_64-unknown-linux-gnu
 UNIX_CONFIG='target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]'
 
@@ -111,12 +114,14 @@ for ws in "${GUEST_WORKSPACES[@]}"; do
     step "clippy ($ws, $GUEST_TARGET)"
     [ -f "$ws/Cargo.toml" ] || fail "$ws/Cargo.toml is missing"
     cargo fmt --manifest-path "$ws/Cargo.toml" --all -- --check
-    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$GUEST_TARGET" -- -D warnings
+    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$GUEST_TARGET" --config "$GUEST_CONFIG" \
+        -- -D warnings
     step "clippy ($ws, unix platform, $UNIX_TARGET)"
     cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$UNIX_TARGET" --config "$UNIX_CONFIG" \
         -- -D warnings
     step "cargo doc ($ws, $GUEST_TARGET)"
-    RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path "$ws/Cargo.toml" --workspace --no-deps --target "$GUEST_TARGET"
+    RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path "$ws/Cargo.toml" --workspace --no-deps --target "$GUEST_TARGET" \
+        --config "$GUEST_CONFIG"
 done
 
 step "cargo test (unit tests, then unikernels booted under atoll-hvt, as unix processes, and on QEMU, Firecracker and Cloud Hypervisor)"

@@ -31,7 +31,12 @@ pub const UNIX_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Frame pointers let the tender name the function a fault happened in.
 /// They go in `--config` rather than `RUSTFLAGS` so they apply only to the
 /// guest target, never to build scripts and proc macros built for the host.
-pub const HVT_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-none.rustflags=["-C","relocation-model=static","-C","link-arg=-Tatoll.ld","-C","link-arg=--no-pie","-C","force-frame-pointers=yes"]"#;
+///
+/// The `--cfg`s keep the RustCrypto crates under `atoll::tls` to their
+/// portable code: the target is soft-float (no SSE), and their AES-NI, CLMUL
+/// and SIMD paths, chosen at run time elsewhere, make rustc crash when
+/// compiled for it.
+pub const HVT_RUSTFLAGS_CONFIG: &str = r#"target.x86_64-unknown-none.rustflags=["-C","relocation-model=static","-C","link-arg=-Tatoll.ld","-C","link-arg=--no-pie","-C","force-frame-pointers=yes","--cfg","aes_force_soft","--cfg","polyval_force_soft","--cfg","poly1305_force_soft","--cfg","chacha20_force_soft","--cfg","curve25519_dalek_backend=\"serial\""]"#;
 
 /// Flags for a `--release` build for the `unix` platform: the cfg that
 /// selects atoll-rt's unix platform, frame pointers (for its crash reports,

@@ -41,6 +41,12 @@
 //!   (`stack.resolve("name").await`).
 //! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&http::RtTimer` as
 //!   its timer.
+//! * [`tls`]: TLS 1.3 and 1.2 (`atoll-tls`, rustls): `tls::accept` and
+//!   `tls::connect` wrap a TCP stream; certificates from a tar archive on a
+//!   block device (`tls::identities_from_block_device("tls")`) or PEM text.
+//! * [`server`]: a web server's accept loop over both: `Server::new(site)
+//!   .serve(listener)` or `.serve_tls(listener, config)`, with connection
+//!   limits, 503s when full and a bounded TLS handshake.
 //!
 //! * [`random`]: random bytes from the platform (`rdrand` on hvt,
 //!   `getrandom` on unix).
@@ -56,13 +62,17 @@
 #![no_std]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub use atoll_kv as kv;
 pub use atoll_macros::main;
 pub use atoll_rt::logger::RateLimit;
 pub use atoll_rt::{block, console, memory, random};
 pub use atoll_rt::{device, devices, exit, print, println, Device, DeviceKind, MainOutput};
 pub use log;
-pub use {atoll_http as http, atoll_net as net};
+pub use {atoll_http as http, atoll_net as net, atoll_tls as tls};
+
+pub mod server;
 
 /// The boot options of the runtime and of the libraries this crate
 /// re-exports: `--log=` (the runtime), `--ipv4=`, `--ipv4-gateway=`,

@@ -51,7 +51,8 @@
 //! no wall clock).
 //!
 //! What it deliberately does **not** do: chunked (or any `Transfer-Encoding`) request bodies
-//! (501), chunked or streamed responses, HTTP/2, upgrades and WebSocket, TLS, multipart or
+//! (501), chunked or streamed responses, HTTP/2, upgrades and WebSocket, TLS itself (serve on an `atoll::tls` stream; [`https`] has HSTS
+//! and the redirect from plain HTTP), multipart or
 //! form decoding, percent-decoding of paths, compression, ranges, and serving several
 //! requests of one connection at once. It never reads a wall clock and never panics on
 //! input.
@@ -63,6 +64,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod https;
 pub mod limits;
 pub mod request;
 pub mod response;
@@ -73,6 +75,7 @@ pub mod time;
 /// The runtime's clock as a [`Timer`]: pass `&RtTimer` in a unikernel.
 #[cfg(feature = "rt")]
 pub use atoll_rt::time::RtTimer;
+pub use https::{Hsts, RedirectToHttps};
 pub use limits::{ConnectionGuard, ConnectionLimiter, Limits};
 pub use request::{Method, Request, Version};
 pub use response::{Body, ETag, Response, Status};

@@ -66,6 +66,17 @@ impl<H: Handler + ?Sized> Handler for &H {
     }
 }
 
+/// A shared handler (one site behind several listeners, or a wrapper).
+impl<H: Handler + ?Sized> Handler for alloc::rc::Rc<H> {
+    fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response> {
+        (**self).handle(request)
+    }
+
+    fn is_cheap(&self, request: &Request<'_>) -> bool {
+        (**self).is_cheap(request)
+    }
+}
+
 /// Why a connection ended normally.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {

@@ -57,8 +57,11 @@ impl KeyType {
     }
 }
 
-/// Days a certificate made here is valid, from now.
-const DAYS: &str = "3650";
+/// Days a CA made here is valid, from now.
+const CA_DAYS: &str = "3650";
+/// Days a server certificate made here is valid, from now: 825, the most
+/// macOS and iOS accept even from a private CA (scripts/demo.sh's too).
+const LEAF_DAYS: &str = "825";
 
 /// A private certificate authority: its certificate and key.
 #[derive(Debug, Clone)]
@@ -93,7 +96,7 @@ impl Ca {
         command
             .args(["req", "-x509", "-new", "-key"])
             .arg(&ca.key)
-            .args(["-subj", "/CN=Atoll test CA", "-days", DAYS, "-sha256"])
+            .args(["-subj", "/CN=Atoll test CA", "-days", CA_DAYS, "-sha256"])
             .args(["-addext", "basicConstraints=critical,CA:TRUE"])
             .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
             .arg("-out")
@@ -136,7 +139,7 @@ impl Ca {
             .arg(&self.cert)
             .arg("-CAkey")
             .arg(&self.key)
-            .args(["-days", DAYS, "-sha256", "-extensions", "v3", "-extfile"])
+            .args(["-days", LEAF_DAYS, "-sha256", "-extensions", "v3", "-extfile"])
             .arg(&extensions)
             .arg("-out")
             .arg(&leaf.cert);

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # The demo: build the flagship unikernel (examples/slides, the talk as a
-# website) and serve it on http://127.0.0.1:8080/ until Ctrl-C.
+# website) and serve it on http://127.0.0.1:8080/ and, over TLS, on
+# https://127.0.0.1:8443/ until Ctrl-C.
 #
 # On a fresh Debian machine (as root, with /dev/kvm) it first installs what
-# is missing: the Rust toolchain rust-toolchain.toml pins (with rustup) and
+# is missing: the Rust toolchain rust-toolchain.toml pins (with rustup),
 # iproute2 (`atoll run` puts the unikernel in a network namespace of its
-# own, behind a TAP device, and publishes its port on the loopback).
+# own, behind a TAP device, and publishes its ports on the loopback) and
+# openssl. The certificate is the demo's own: a private CA made once and
+# kept in target/demo-tls/ with a certificate it signs for localhost and
+# 127.0.0.1, packed (cert.pem, key.pem) as the tar image the app reads from
+# its `tls` block device. A client trusts that CA, not the system's ones:
+# `curl --cacert target/demo-tls/ca.pem https://127.0.0.1:8443/`.
 #
 # Usage: scripts/demo.sh [ATOLL RUN OPTIONS...]   e.g. --publish 9000:80
+# (any --publish replaces both defaults, 8080:80 and 8443:443).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,6 +42,7 @@ rustup toolchain install >&2
 missing=()
 command -v ip >/dev/null || missing+=(iproute2)
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v openssl >/dev/null || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null || fail "need ${missing[*]} and there is no apt-get to install them"
     echo "scripts/demo.sh: installing ${missing[*]}" >&2
@@ -43,5 +51,76 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
+# The demo's certificates, made once (and again only when the certificate
+# expires within a day). The server certificate is valid 825 days, the most
+# macOS and iOS accept even from a private CA.
+tls=$PWD/target/demo-tls
+if ! [ -s "$tls/tls.tar" ] || ! openssl x509 -checkend 86400 -noout -in "$tls/cert.pem" >/dev/null 2>&1; then
+    echo "scripts/demo.sh: making a demo CA and a certificate for localhost and 127.0.0.1 in $tls" >&2
+    mkdir -p "$tls"
+    rm -f "$tls/tls.tar"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/ca-key.pem"
+    openssl req -x509 -new -key "$tls/ca-key.pem" -subj "/CN=Atoll demo CA" -days 3650 -sha256 \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+        -out "$tls/ca.pem"
+    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/key.pem"
+    openssl req -new -key "$tls/key.pem" -subj /CN=localhost -out "$tls/cert.csr"
+    # The extensions from a file of our own: nothing comes from the system's
+    # openssl.cnf (whose defaults would make it a CA).
+    printf '%s\n' '[v3]' \
+        'basicConstraints = critical, CA:FALSE' \
+        'keyUsage = critical, digitalSignature' \
+        'extendedKeyUsage = serverAuth' \
+        'subjectAltName = DNS:localhost, IP:127.0.0.1' \
+        'subjectKeyIdentifier = hash' \
+        'authorityKeyIdentifier = keyid' >"$tls/cert.ext"
+    # Quiet unless it fails: it reports the request's signature on success.
+    signed=$(openssl x509 -req -in "$tls/cert.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca-key.pem" -days 825 \
+        -sha256 -extfile "$tls/cert.ext" -extensions v3 -out "$tls/cert.pem" 2>&1) || fail "openssl x509: $signed"
+    rm -f "$tls/cert.csr" "$tls/cert.ext"
+    # Plain ustar, which tar pads to whole 10240-byte records: whole
+    # 512-byte sectors for the block device.
+    tar --format=ustar -cf "$tls/tls.tar" -C "$tls" cert.pem key.pem
+fi
+
+# Any --publish of the user's replaces ours, and a --block-ro:tls= ours.
+# Options end at `--` (boot arguments follow).
+publish=(--publish 8080:80 --publish 8443:443)
+block=("--block-ro:tls=$tls/tls.tar")
+ports=()
+previous=
+for arg in "$@"; do
+    [ "$arg" = -- ] && break
+    case $arg in
+    --publish=*) ports+=("${arg#--publish=}") ;;
+    --block-ro:tls=*) block=() ;;
+    esac
+    [ "$previous" = --publish ] && ports+=("$arg")
+    previous=$arg
+done
+if [ ${#ports[@]} -gt 0 ]; then
+    publish=()
+else
+    ports=(8080:80 8443:443)
+fi
+
 cargo build --release -p atoll-cli >&2
-exec target/release/atoll run --release "$@" examples/slides
+
+# Where to look, said before the app is built and booted (atoll says
+# `serving on` once each port answers).
+trust=()
+for port in "${ports[@]}"; do
+    case $port in
+    *:443)
+        echo "scripts/demo.sh: HTTPS: https://127.0.0.1:${port%%:*}/" >&2
+        trust+=("curl --cacert $tls/ca.pem https://127.0.0.1:${port%%:*}/")
+        ;;
+    *:*) echo "scripts/demo.sh: HTTP:  http://127.0.0.1:${port%%:*}/" >&2 ;;
+    esac
+done
+if [ ${#block[@]} -gt 0 ] && [ ${#trust[@]} -gt 0 ]; then
+    echo "scripts/demo.sh: the certificate is the demo CA's, $tls/ca.pem; trust it with" >&2
+    printf 'scripts/demo.sh:   %s\n' "${trust[@]}" >&2
+fi
+# The app first: boot arguments after a `--` of the user's come last.
+exec target/release/atoll run --release "${publish[@]}" "${block[@]}" examples/slides "$@"

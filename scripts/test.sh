@@ -61,6 +61,8 @@ need ip iproute2
 need curl curl
 need ping iputils-ping
 need nc netcat-openbsd
+# Test certificates and a TLS client (tests/tls.rs).
+need openssl openssl
 # dnsmasq-base is the binary alone: no system service grabbing ports 53/67.
 need dnsmasq dnsmasq-base
 need wrk wrk

@@ -13,6 +13,9 @@
 //! [`net`] adds networks: a namespace per test with a TAP device, a
 //! unikernel booted there in the background, and clients run inside it.
 //!
+//! [`tls`] makes certificates with openssl (a private CA, server
+//! certificates it signs) and the tar images a TLS server reads them from.
+//!
 //! [`Vmm`] runs the same hvt kernel file on a standard VMM, the way a user
 //! does: `atoll run --target virtio`.
 //!
@@ -25,6 +28,7 @@
 //! only on a machine without apt-get to install them with.
 
 pub mod net;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::ffi::OsStr;

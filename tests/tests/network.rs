@@ -430,6 +430,64 @@ both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platfor
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");
 });
 
+both_platforms!(atoll_run_publishes_two_ports, |platform| {
+    atoll_tests::guest(platform, SLIDES);
+    let ports = [free_port(), free_port()];
+    let mut command = Command::new(atoll_tests::atoll_bin());
+    command
+        .current_dir(repo_root())
+        .args(["run", "--release", "--target", platform.name()]);
+    for port in ports {
+        command.args(["--publish", &format!("{port}:80")]);
+    }
+    command.arg(SLIDES);
+    let mut atoll = Background::spawn(command);
+    // One line per port (in either order: each is printed by its own probe).
+    for port in ports {
+        atoll.wait_for_line(Duration::from_secs(60), |l| {
+            l.starts_with(&format!(
+                "atoll: serving on http://127.0.0.1:{port}/ (guest 10.77.0.2 in network namespace "
+            ))
+            .then_some(())
+        });
+    }
+    for port in ports {
+        let out = atoll_tests::run({
+            let mut curl = Command::new("curl");
+            curl.args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/healthz")]);
+            curl
+        });
+        assert_eq!(out.stdout, "ok\n", "curl on port {port}: {}", out.stderr);
+    }
+    assert!(!atoll.has_exited());
+    let out = atoll.stop_with(nix::sys::signal::Signal::SIGINT);
+    assert_eq!(out.status, Some(128 + 2), "{}", out.stderr);
+});
+
+#[test]
+fn atoll_run_refuses_none_beside_a_port_and_a_host_port_twice_before_building() {
+    for (flags, error) in [
+        (
+            ["--publish", "none", "--publish", "8080:80"],
+            "atoll: --publish none means no port at all",
+        ),
+        (
+            ["--publish", "8080:80", "--publish", "8080:443"],
+            "atoll: --publish: host port 8080 is given twice",
+        ),
+    ] {
+        let mut args = vec!["run", "--release"];
+        args.extend(flags);
+        // A directory with no app: building would fail differently.
+        args.push("/nonexistent");
+        let out = atoll_tests::atoll(args, repo_root());
+        assert_eq!(out.status, Some(1), "{}", out.stderr);
+        let lines = out.stderr_lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with(error), "{lines:?}");
+    }
+}
+
 both_platforms!(atoll_run_refuses_a_busy_port_in_one_line, |platform| {
     atoll_tests::guest(platform, SLIDES);
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

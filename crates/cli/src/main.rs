@@ -14,7 +14,7 @@
 //!   the unikernel's exit status is `atoll`'s. When the app declares a
 //!   network device the command line does not attach, `run` instead sets
 //!   the network up itself (a namespace with a TAP device, see [`network`]),
-//!   runs the unikernel there as a child, and publishes the guest's port on
+//!   runs the unikernel there as a child, and publishes the guest's ports on
 //!   the host's loopback ([`forward`]). With `--target virtio` it boots the
 //!   same kernel file on QEMU, Firecracker or Cloud Hypervisor as a child,
 //!   showing its console and exiting with the status the guest reports
@@ -99,7 +99,10 @@ itself once set up (for development).
 
 A network device left unattached is set up by `atoll run` itself (as root):
 a network namespace atoll-PID holding TAP device atoll0 (host 10.77.0.1/24,
-guest 10.77.0.2), with the guest's port published on 127.0.0.1 (--publish).")]
+guest 10.77.0.2), with the guest's ports published on 127.0.0.1: --publish
+HOST_PORT:GUEST_PORT, repeated for each port (e.g. --publish 8080:80
+--publish 8443:443); 8080:80 if none is given, nothing with --publish none.
+Each URL is printed once the guest accepts connections on its port.")]
     Run(RunArgs),
     /// Build the app at DIR (release) and write it as an OCI image for urunc.
     #[command(after_help = "\
@@ -163,9 +166,10 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// With a network `atoll run` sets up: forward 127.0.0.1:HOST_PORT to
-    /// the guest's GUEST_PORT, or `none` [default: 8080:80].
+    /// the guest's GUEST_PORT; repeat it for more ports, or give `none`
+    /// alone for none [default: 8080:80].
     #[arg(long, value_name = "HOST_PORT:GUEST_PORT", value_parser = parse_publish)]
-    pub publish: Option<Publish>,
+    pub publish: Vec<Publish>,
     /// Boot arguments for the unikernel.
     #[arg(last = true, value_name = "ARGS")]
     pub args: Vec<OsString>,
@@ -202,21 +206,37 @@ pub struct PkgArgs {
     pub args: Vec<OsString>,
 }
 
-/// `--publish`: which guest port to make reachable on the host's loopback.
+/// One `--publish`: a guest port to make reachable on the host's loopback,
+/// or `none`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Publish {
-    /// Forward `127.0.0.1:host_port` to the guest's `guest_port`.
-    Ports { host_port: u16, guest_port: u16 },
+    /// Forward one port.
+    Port(Forward),
     /// Forward nothing.
     None,
 }
 
-impl Publish {
+/// A published port: `127.0.0.1:host_port` forwards to the guest's
+/// `guest_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward {
+    pub host_port: u16,
+    pub guest_port: u16,
+}
+
+impl Forward {
     /// What `--publish` means when absent.
-    pub const DEFAULT: Publish = Publish::Ports {
+    pub const DEFAULT: Forward = Forward {
         host_port: 8080,
         guest_port: 80,
     };
+
+    /// The URL a browser opens for it: `https` for guest port 443 (where
+    /// the slides demo serves TLS), else `http`.
+    pub fn url(&self) -> String {
+        let scheme = if self.guest_port == 443 { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/", self.host_port)
+    }
 }
 
 /// Parses `none` or `HOST_PORT:GUEST_PORT` (both 1 to 65535).
@@ -226,9 +246,40 @@ pub fn parse_publish(text: &str) -> Result<Publish, String> {
     }
     let port = |p: &str| p.parse::<u16>().ok().filter(|&p| p != 0);
     match text.split_once(':').map(|(h, g)| (port(h), port(g))) {
-        Some((Some(host_port), Some(guest_port))) => Ok(Publish::Ports { host_port, guest_port }),
+        Some((Some(host_port), Some(guest_port))) => Ok(Publish::Port(Forward { host_port, guest_port })),
         _ => Err("expected HOST_PORT:GUEST_PORT with ports 1 to 65535 (e.g. 8080:80), or `none`".into()),
     }
+}
+
+/// The ports the `--publish` flags `publish` ask for, in their order:
+/// [`Forward::DEFAULT`] when there are none, nothing for `none` alone.
+/// Refuses `none` beside ports and a host port given twice (one listener
+/// per host port).
+pub fn forwards(publish: &[Publish]) -> Result<Vec<Forward>, CliError> {
+    match publish {
+        [] => return Ok(vec![Forward::DEFAULT]),
+        [Publish::None] => return Ok(Vec::new()),
+        _ => {}
+    }
+    let mut out: Vec<Forward> = Vec::with_capacity(publish.len());
+    for flag in publish {
+        let Publish::Port(forward) = *flag else {
+            return Err(
+                "--publish none means no port at all, so it cannot be given beside HOST_PORT:GUEST_PORT; \
+                        drop one or the other"
+                    .into(),
+            );
+        };
+        if out.iter().any(|f| f.host_port == forward.host_port) {
+            return Err(format!(
+                "--publish: host port {} is given twice; each published port needs a host port of its own",
+                forward.host_port
+            )
+            .into());
+        }
+        out.push(forward);
+    }
+    Ok(out)
 }
 
 /// Platforms a kernel can be built for.
@@ -572,10 +623,10 @@ mod tests {
     fn publish_takes_two_ports_or_none() {
         assert_eq!(
             parse_publish("8081:80"),
-            Ok(Publish::Ports {
+            Ok(Publish::Port(Forward {
                 host_port: 8081,
                 guest_port: 80
-            })
+            }))
         );
         assert_eq!(parse_publish("none"), Ok(Publish::None));
         for bad in ["", "80", ":80", "80:", "a:b", "1:2:3", "0:80", "65536:80", "None"] {
@@ -587,10 +638,74 @@ mod tests {
         };
         assert_eq!(
             run.publish,
-            Some(Publish::Ports {
+            [Publish::Port(Forward {
                 host_port: 9000,
                 guest_port: 8000
-            })
+            })]
+        );
+    }
+
+    #[test]
+    fn publish_may_be_repeated() {
+        let cli = parse(argv(&[
+            "atoll",
+            "run",
+            "--publish",
+            "8080:80",
+            "--publish=8443:443",
+            "app",
+        ]))
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not a run: {cli:?}")
+        };
+        let forwards = forwards(&run.publish).unwrap();
+        assert_eq!(
+            forwards,
+            [
+                Forward {
+                    host_port: 8080,
+                    guest_port: 80
+                },
+                Forward {
+                    host_port: 8443,
+                    guest_port: 443
+                }
+            ]
+        );
+        assert_eq!(forwards[0].url(), "http://127.0.0.1:8080/");
+        assert_eq!(forwards[1].url(), "https://127.0.0.1:8443/");
+        assert_eq!(run.build.dir, PathBuf::from("app"));
+    }
+
+    #[test]
+    fn publish_defaults_to_8080_and_none_alone_means_nothing() {
+        assert_eq!(forwards(&[]), Ok(vec![Forward::DEFAULT]));
+        assert_eq!(Forward::DEFAULT.url(), "http://127.0.0.1:8080/");
+        assert_eq!(forwards(&[Publish::None]), Ok(vec![]));
+        // Two host ports may reach the same guest port.
+        let port = |host_port, guest_port| Publish::Port(Forward { host_port, guest_port });
+        assert_eq!(forwards(&[port(8081, 80), port(8082, 80)]).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn publish_refuses_none_beside_ports_and_a_host_port_twice() {
+        let port = |host_port, guest_port| Publish::Port(Forward { host_port, guest_port });
+        for mixed in [
+            &[Publish::None, port(8080, 80)][..],
+            &[port(8080, 80), Publish::None],
+            &[Publish::None, Publish::None],
+        ] {
+            let err = forwards(mixed).unwrap_err().0;
+            assert!(err.starts_with("--publish none "), "{err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+        let err = forwards(&[port(8080, 80), port(8443, 443), port(8080, 443)])
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            err,
+            "--publish: host port 8080 is given twice; each published port needs a host port of its own"
         );
     }
 

@@ -4,8 +4,9 @@
 //! The guest gets a network namespace of its own, `atoll-PID`, holding TAP
 //! device [`TAP`] (the host side is [`HOST_CIDR`], the guest
 //! [`GUEST_ADDR`]). The tender (or the unix executable, or the VMM) runs
-//! inside it as a child (`ip netns exec`), and [`crate::forward`] publishes the guest's
-//! port on the host's loopback. Nothing touches the host's own interfaces, routes or
+//! inside it as a child (`ip netns exec`), and [`crate::forward`] publishes
+//! the guest's ports on the host's loopback, one listener each (`--publish`,
+//! repeatable). Nothing touches the host's own interfaces, routes or
 //! firewall, and the namespace (with its TAP device) is deleted however the
 //! run ends: normally, by a signal forwarded to the unikernel, or on an
 //! error. Killed with SIGKILL, `atoll run` takes its child along (the
@@ -28,7 +29,7 @@ use nix::sched::CloneFlags;
 
 use crate::child::{self, Running, Tender};
 use crate::run::Launch;
-use crate::{forward, CliError, Publish, RunArgs};
+use crate::{forward, CliError, Forward, RunArgs};
 
 /// The TAP device inside the namespace.
 pub const TAP: &str = "atoll0";
@@ -198,7 +199,8 @@ pub fn start_tender<'a>(launch: &'a Launch, args: &'a RunArgs, device: &'a str) 
 
 /// Runs the unikernel (started by `start`) inside a fresh namespace with
 /// its net device `device` on the TAP device there, publishes the guest's
-/// port and waits. Returns the exit status [`Running::finish`] gives.
+/// ports ([`crate::forwards`]) and waits. Returns the exit status
+/// [`Running::finish`] gives.
 pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, CliError> {
     if let Some(own) = args.args.iter().find(|a| a.to_string_lossy().starts_with("--ipv4")) {
         return Err(format!(
@@ -219,20 +221,9 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
     // From here on a Ctrl-C must not kill us before the namespace is gone:
     // stop signals are collected and passed on to the unikernel.
     let mut signals = child::signals()?;
-    let publish = args.publish.unwrap_or(Publish::DEFAULT);
-    let listener = match publish {
-        Publish::Ports { host_port, .. } => Some(TcpListener::bind((Ipv4Addr::LOCALHOST, host_port)).map_err(|e| {
-            format!(
-                "cannot listen on 127.0.0.1:{host_port}: {e}; publish another port with --publish PORT:{}, \
-                 or none with --publish none",
-                match publish {
-                    Publish::Ports { guest_port, .. } => guest_port,
-                    Publish::None => 80,
-                }
-            )
-        })?),
-        Publish::None => None,
-    };
+    // Every port is bound before anything is set up, so a busy one is
+    // refused at once and leaves nothing behind.
+    let listeners = listen(&crate::forwards(&args.publish)?)?;
 
     let namespace = Namespace::create(&namespace_name())?;
     namespace.add_tap(TAP, HOST_CIDR)?;
@@ -245,11 +236,17 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
 
     // Set once the unikernel ended, so the announcement below gives up.
     let ended = Arc::new(AtomicBool::new(false));
-    if let (Some(listener), Publish::Ports { host_port, guest_port }) = (listener, publish) {
-        let guest = SocketAddr::from((GUEST_ADDR, guest_port));
-        let probe_netns = Arc::clone(&netns);
+    if listeners.is_empty() {
+        eprintln!(
+            "atoll: guest {GUEST_ADDR} in network namespace {} (nothing published; Ctrl-C stops it)",
+            namespace.name()
+        );
+    }
+    for (forward, listener) in listeners {
+        let guest = SocketAddr::from((GUEST_ADDR, forward.guest_port));
+        let forward_netns = Arc::clone(&netns);
         let connect = move || {
-            enter(&netns)?;
+            enter(&forward_netns)?;
             forward::connect_with_retry(forward::CONNECT_RETRY, || {
                 TcpStream::connect_timeout(&guest, Duration::from_secs(3))
             })
@@ -257,25 +254,40 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
         if let Err(e) = forward::spawn(listener, Arc::new(connect), forward::MAX_CONNECTIONS) {
             let _ = running.child().kill();
             let _ = running.child().wait();
-            return Err(format!("cannot start forwarding 127.0.0.1:{host_port}: {e}").into());
+            return Err(format!("cannot start forwarding 127.0.0.1:{}: {e}", forward.host_port).into());
         }
+        // One line per port, each once its own port answers: a guest may
+        // open its ports one after another (or not all of them).
         let announcement = format!(
-            "atoll: serving on http://127.0.0.1:{host_port}/ (guest {GUEST_ADDR} in network namespace {}; \
-             Ctrl-C stops it)",
+            "atoll: serving on {} (guest {GUEST_ADDR} in network namespace {}; Ctrl-C stops it)",
+            forward.url(),
             namespace.name()
         );
-        announce_when_listening(announcement, probe_netns, guest, Arc::clone(&ended));
-    } else {
-        eprintln!(
-            "atoll: guest {GUEST_ADDR} in network namespace {} (nothing published; Ctrl-C stops it)",
-            namespace.name()
-        );
+        announce_when_listening(announcement, Arc::clone(&netns), guest, Arc::clone(&ended));
     }
 
     let status = child::wait(running, &mut signals, "the unikernel");
     ended.store(true, Ordering::Relaxed);
     drop(namespace);
     status
+}
+
+/// Listens on 127.0.0.1 at each of `forwards`' host ports; the first that
+/// cannot be bound is the error, naming its port.
+fn listen(forwards: &[Forward]) -> Result<Vec<(Forward, TcpListener)>, CliError> {
+    forwards
+        .iter()
+        .map(|&forward| {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, forward.host_port)).map_err(|e| {
+                format!(
+                    "cannot listen on 127.0.0.1:{}: {e}; publish another port with --publish PORT:{}, \
+                     or none with --publish none",
+                    forward.host_port, forward.guest_port
+                )
+            })?;
+            Ok((forward, listener))
+        })
+        .collect()
 }
 
 /// Prints `announcement` once the guest accepts a connection on `guest`
@@ -333,6 +345,56 @@ mod tests {
         ] {
             assert_eq!(namespace_pid(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn every_published_port_gets_a_listener_and_a_busy_one_is_named() {
+        let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let forwards = [
+            Forward {
+                host_port: free(),
+                guest_port: 80,
+            },
+            Forward {
+                host_port: free(),
+                guest_port: 443,
+            },
+        ];
+        let listeners = listen(&forwards).unwrap();
+        assert_eq!(listeners.len(), 2);
+        for ((forward, listener), wanted) in listeners.iter().zip(&forwards) {
+            assert_eq!(forward, wanted);
+            assert_eq!(
+                listener.local_addr().unwrap(),
+                SocketAddr::from((Ipv4Addr::LOCALHOST, wanted.host_port))
+            );
+        }
+        assert!(listen(&[]).unwrap().is_empty());
+
+        // The second port is busy: the error names it, on one line.
+        let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+        let busy_port = busy.local_addr().unwrap().port();
+        let err = listen(&[
+            Forward {
+                host_port: free(),
+                guest_port: 80,
+            },
+            Forward {
+                host_port: busy_port,
+                guest_port: 443,
+            },
+        ])
+        .unwrap_err()
+        .0;
+        assert!(
+            err.starts_with(&format!("cannot listen on 127.0.0.1:{busy_port}: ")),
+            "{err}"
+        );
+        assert!(
+            err.ends_with("publish another port with --publish PORT:443, or none with --publish none"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

@@ -72,6 +72,7 @@ impl Launch {
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     crate::virtio::check_options(args)?;
     check_mem(args)?;
+    crate::forwards(&args.publish)?;
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
         (Platform::Virtio, _) => return crate::virtio::run(args, &kernel),
@@ -85,7 +86,7 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let launch = Launch::new(args, &kernel, tender);
     let unattached = unattached_net_devices(&kernel, &args.devices);
     match unattached.as_slice() {
-        [] if args.publish.is_some() => Err(
+        [] if !args.publish.is_empty() => Err(
             "--publish needs an app with a net device for `atoll run` to set up, and this one has none \
              (or all are attached with --net:NAME=TAP)"
                 .into(),

@@ -44,7 +44,7 @@ use nix::sys::resource::{getrusage, UsageWho};
 
 use crate::child::{self, Running};
 use crate::network;
-use crate::{CliError, Platform, Publish, RunArgs};
+use crate::{CliError, Platform, RunArgs};
 use vmm::{Accel, BlockAttachment, NetAttachment, Plan, VmmCommand};
 pub use vmm::{Machine, Vmm};
 
@@ -100,7 +100,7 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         .map(|d| d.name.as_str())
         .collect();
     let auto = match unattached.as_slice() {
-        [] if args.publish.is_some() => {
+        [] if !args.publish.is_empty() => {
             return Err(
                 "--publish needs an app with a net device for `atoll run` to set up, and this one has \
                         none (or all are attached with --net:NAME=TAP)"
@@ -164,11 +164,16 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
 
     if args.dry_run {
         if let (Some(device), Some(netns)) = (auto, &plan.netns) {
-            let publish = match args.publish.unwrap_or(Publish::DEFAULT) {
-                Publish::Ports { host_port, guest_port } => {
-                    format!("forwards 127.0.0.1:{host_port} to port {guest_port} of the guest")
-                }
-                Publish::None => "publishes no port".into(),
+            let forwards = crate::forwards(&args.publish)?;
+            let publish = match forwards.as_slice() {
+                [] => "publishes no port".into(),
+                all => format!(
+                    "forwards {}",
+                    all.iter()
+                        .map(|f| format!("127.0.0.1:{} to port {} of the guest", f.host_port, f.guest_port))
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                ),
             };
             println!(
                 "# net device '{device}': `atoll run` first makes network namespace {netns} with TAP device {} \

@@ -36,7 +36,10 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ItemFn, Lit, LitStr, MetaNameValue, Token};
 
-/// Marks the app's `async fn main`. See the crate docs.
+/// Marks the app's `async fn main` and declares its devices: `net = "NAME"`
+/// and `block = "NAME"` for devices it needs, `optional_net = "NAME"` and
+/// `optional_block = "NAME"` for devices it runs without when they are not
+/// attached. See the crate docs.
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr.into(), item.into())

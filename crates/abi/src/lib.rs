@@ -509,7 +509,8 @@ pub mod boot {
         /// Bytes of console ring data.
         pub console_capacity: u64,
         /// The attached devices, in manifest order; the index is the handle
-        /// hypercalls use.
+        /// hypercalls use. An optional device left unattached has no entry
+        /// (so an index can be smaller than the manifest position; ABI 5).
         pub devices: [DeviceInfo; MAX_DEVICES],
     }
 
@@ -617,8 +618,10 @@ pub mod boot {
 ///
 /// Both have the owner name `"ATOLL"`. [`NT_ATOLL_ABI`](note::NT_ATOLL_ABI) carries an
 /// [`AbiDesc`](note::AbiDesc); [`NT_ATOLL_MANIFEST`](note::NT_ATOLL_MANIFEST) carries a [`ManifestDesc`](note::ManifestDesc) listing the
-/// devices the app needs. The tender refuses a kernel that lacks either, has
-/// the wrong version, or needs a device its command line does not attach.
+/// devices the app uses. The tender refuses a kernel that lacks either, has
+/// the wrong version, or needs a device its command line does not attach; a
+/// device marked [`MANIFEST_OPTIONAL`](note::MANIFEST_OPTIONAL) may be left
+/// out, and is then absent from the boot info.
 /// Apps never write these by hand: `#[atoll::main]` emits them.
 pub mod note {
     use super::boot::{device_name_field, DeviceKind, MAX_DEVICES};
@@ -659,14 +662,49 @@ pub mod note {
         pub version: u32,
     }
 
-    /// One device the app needs.
+    /// [`ManifestEntry::kind`]: the bits holding the [`DeviceKind`] number.
+    pub const MANIFEST_KIND_MASK: u32 = 0xffff;
+    /// [`ManifestEntry::kind`]: the app runs without this device, so the
+    /// command line may leave it unattached (ABI 5). Attached, it is
+    /// checked as any other. No other bit outside [`MANIFEST_KIND_MASK`]
+    /// is defined; a reader refuses an entry with one set.
+    pub const MANIFEST_OPTIONAL: u32 = 1 << 31;
+
+    /// Whether the app can run without a device.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Presence {
+        /// The tender refuses to start the app without it.
+        Required,
+        /// It may be left unattached ([`MANIFEST_OPTIONAL`]).
+        Optional,
+    }
+
+    /// One device the app uses.
     #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
     #[repr(C)]
     pub struct ManifestEntry {
-        /// A [`DeviceKind`] number.
+        /// A [`DeviceKind`] number in the low 16 bits
+        /// ([`MANIFEST_KIND_MASK`]), or'ed with [`MANIFEST_OPTIONAL`]
+        /// (ABI 5; before, the kind alone).
         pub kind: u32,
         /// The device name, NUL padded (see [`crate::boot::device_name`]).
         pub name: [u8; 32],
+    }
+
+    impl ManifestEntry {
+        /// The device's kind, if the kind bits name one and no undefined
+        /// flag bit is set.
+        pub const fn device_kind(&self) -> Option<DeviceKind> {
+            if self.kind & !(MANIFEST_KIND_MASK | MANIFEST_OPTIONAL) != 0 {
+                return None;
+            }
+            DeviceKind::from_u32(self.kind & MANIFEST_KIND_MASK)
+        }
+
+        /// Whether the app runs without this device.
+        pub const fn is_optional(&self) -> bool {
+            self.kind & MANIFEST_OPTIONAL != 0
+        }
     }
 
     /// Payload of the manifest note.
@@ -694,14 +732,18 @@ pub mod note {
 
     /// A manifest note for these devices. Panics (at compile time, in a
     /// `const`) on an invalid or repeated name or too many devices.
-    pub const fn manifest_note(devices: &[(DeviceKind, &str)]) -> Note<ManifestDesc> {
+    pub const fn manifest_note(devices: &[(DeviceKind, &str, Presence)]) -> Note<ManifestDesc> {
         assert!(devices.len() <= MAX_DEVICES, "an Atoll app can have at most 8 devices");
         let empty = ManifestEntry { kind: 0, name: [0; 32] };
         let mut entries = [empty; MAX_DEVICES];
         let mut i = 0;
         while i < devices.len() {
+            let optional = match devices[i].2 {
+                Presence::Required => 0,
+                Presence::Optional => MANIFEST_OPTIONAL,
+            };
             entries[i] = ManifestEntry {
-                kind: devices[i].0 as u32,
+                kind: devices[i].0 as u32 | optional,
                 name: device_name_field(devices[i].1),
             };
             let mut j = 0;
@@ -866,11 +908,29 @@ mod tests {
 
     #[test]
     fn manifest_note_layout() {
-        let note = manifest_note(&[(DeviceKind::Net, "service"), (DeviceKind::Block, "data")]);
+        let note = manifest_note(&[
+            (DeviceKind::Net, "service", Presence::Required),
+            (DeviceKind::Block, "data", Presence::Required),
+            (DeviceKind::Block, "tls", Presence::Optional),
+        ]);
         assert_eq!(note.namesz, 6);
         assert_eq!(note.descsz, 4 + 36 * 8);
-        assert_eq!(note.desc.count, 2);
+        assert_eq!(note.desc.count, 3);
         assert_eq!(note.desc.entries[1].kind, DeviceKind::Block as u32);
         assert_eq!(device_name(&note.desc.entries[0].name), Some("service"));
+        // The optional flag is the top bit of `kind`, beside the kind.
+        assert_eq!(note.desc.entries[2].kind, 0x8000_0002);
+        assert!(note.desc.entries[2].is_optional() && !note.desc.entries[1].is_optional());
+        assert_eq!(note.desc.entries[2].device_kind(), Some(DeviceKind::Block));
+    }
+
+    #[test]
+    fn manifest_entries_with_undefined_bits_have_no_kind() {
+        let entry = |kind| ManifestEntry { kind, name: [0; 32] };
+        assert_eq!(entry(1).device_kind(), Some(DeviceKind::Net));
+        assert_eq!(entry(MANIFEST_OPTIONAL | 1).device_kind(), Some(DeviceKind::Net));
+        assert_eq!(entry(1 << 30 | 1).device_kind(), None);
+        assert_eq!(entry(0x1_0001).device_kind(), None);
+        assert_eq!(entry(MANIFEST_OPTIONAL | 3).device_kind(), None);
     }
 }

@@ -20,8 +20,10 @@
 //! executable instead.
 //!
 //! * [`main`]: the entry attribute; `#[atoll::main(net = "service", block =
-//!   "data")]` declares devices. `main` may return `()`, an integer status,
-//!   or `Result<_, E: Debug>`.
+//!   "data")]` declares devices the app needs, `optional_net = "..."` and
+//!   `optional_block = "..."` ones it can do without (left unattached, they
+//!   are absent: [`device`] is `None`). `main` may return `()`, an integer
+//!   status, or `Result<_, E: Debug>`.
 //! * [`args()`] (the app's boot arguments, without the options the
 //!   libraries read: see [`LIBRARY_OPTIONS`]), [`devices()`], [`device`], [`exit`], [`println!`], [`print!`];
 //!   [`console::write_bytes`] for bytes that are not text.

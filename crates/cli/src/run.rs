@@ -1,6 +1,6 @@
 //! `atoll run`: build, find what runs the unikernel, and become it, or, for
-//! an app with a net device the command line leaves unattached, run it in a
-//! network of its own ([`crate::network`]).
+//! an app with a required net device the command line leaves unattached,
+//! run it in a network of its own ([`crate::network`]).
 //!
 //! On `hvt` that is the tender, `atoll-hvt [OPTIONS] KERNEL -- ARGS`; on
 //! `unix` with `--release` the unix platform's tender, `atoll-spt
@@ -120,8 +120,9 @@ fn check_mem(args: &RunArgs) -> Result<(), CliError> {
     Err(format!("--mem {mem_mib}: {what} is {} to {} MiB", range.start(), range.end()).into())
 }
 
-/// The kernel's net devices (from its manifest note) that `devices` (the
-/// `--net:NAME=TAP` flags) leave unattached. A kernel that cannot be read
+/// The kernel's required net devices (from its manifest note) that
+/// `devices` (the `--net:NAME=TAP` flags) leave unattached; an optional one
+/// left out stays unattached. A kernel that cannot be read
 /// or parsed has none here: the tender reports what is wrong with it.
 fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
     let Ok(image) = std::fs::read(kernel) else {
@@ -138,7 +139,7 @@ fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
         .collect();
     manifest
         .into_iter()
-        .filter(|d| d.kind == DeviceKind::Net && !attached.contains(&d.name.as_str()))
+        .filter(|d| d.kind == DeviceKind::Net && !d.optional && !attached.contains(&d.name.as_str()))
         .map(|d| d.name)
         .collect()
 }

@@ -1,10 +1,12 @@
 //! Matching the kernel's device manifest with the devices on the command
 //! line, then opening each one.
 //!
-//! A kernel says which devices it needs, by name; neither the tender nor
+//! A kernel says which devices it uses, by name; neither the tender nor
 //! the unix platform starts it unless each one is attached with the right
 //! kind, and both refuse devices the kernel did not ask for, so a typo is
-//! caught before boot.
+//! caught before boot. A device the manifest marks optional may be left
+//! out: it then has no boot-info entry, so the boot info lists the attached
+//! devices only, in manifest order, and indices close up behind the gap.
 
 use atoll_abi::boot::{device_name_field, DeviceInfo, DeviceKind, DEVICE_READ_ONLY};
 
@@ -76,8 +78,13 @@ pub fn attach(
         return Err(DeviceError::MacForUnknown(name.clone()));
     }
     let mut attached = Attached::default();
-    for (index, device) in manifest.iter().enumerate() {
-        let flag = flags.iter().find(|f| f.name == device.name).expect("checked");
+    for device in manifest {
+        // `check` let only optional devices go unattached.
+        let Some(flag) = flags.iter().find(|f| f.name == device.name) else {
+            continue;
+        };
+        // The boot-info index: unattached devices take none.
+        let index = attached.infos.len();
         let mut info = DeviceInfo {
             name: device_name_field(&device.name),
             kind: device.kind as u32,
@@ -109,12 +116,15 @@ pub fn attach(
     Ok(attached)
 }
 
-/// Every declared device attached with the right kind, and nothing else.
-/// `atoll run --target virtio` checks with it too, before a VMM opens the
-/// devices.
+/// Every required device attached with the right kind, every optional one
+/// attached with the right kind or not at all, and nothing else. `atoll run
+/// --target virtio` checks with it too, before a VMM opens the devices.
 pub fn check(manifest: &[ManifestDevice], flags: &[DeviceFlag]) -> Result<(), DeviceError> {
     for wanted in manifest {
         let Some(flag) = flags.iter().find(|f| f.name == wanted.name) else {
+            if wanted.optional {
+                continue;
+            }
             return Err(DeviceError::Missing {
                 kind: wanted.kind.name(),
                 name: wanted.name.clone(),
@@ -152,12 +162,37 @@ mod tests {
             ManifestDevice {
                 kind: DeviceKind::Net,
                 name: "service".into(),
+                optional: false,
             },
             ManifestDevice {
                 kind: DeviceKind::Block,
                 name: "data".into(),
+                optional: false,
             },
         ]
+    }
+
+    /// A required disk between two optional ones, and an optional net
+    /// device.
+    fn with_optional() -> Vec<ManifestDevice> {
+        let device = |kind, name: &str, optional| ManifestDevice {
+            kind,
+            name: name.into(),
+            optional,
+        };
+        vec![
+            device(DeviceKind::Block, "tls", true),
+            device(DeviceKind::Block, "data", false),
+            device(DeviceKind::Block, "seed", true),
+            device(DeviceKind::Net, "admin", true),
+        ]
+    }
+
+    fn disk(name: &str, file: &tempfile::NamedTempFile) -> DeviceFlag {
+        DeviceFlag {
+            backend: file.path().to_str().unwrap().into(),
+            ..flag(DeviceKind::Block, name)
+        }
     }
 
     fn flag(kind: DeviceKind, name: &str) -> DeviceFlag {
@@ -201,6 +236,7 @@ mod tests {
         let manifest = [ManifestDevice {
             kind: DeviceKind::Block,
             name: "data".into(),
+            optional: false,
         }];
         let flags = [DeviceFlag {
             backend: disk.path().to_str().unwrap().into(),
@@ -211,6 +247,60 @@ mod tests {
         assert_eq!(attached.infos[0].flags, DEVICE_READ_ONLY);
         assert_eq!(attached.infos[0].capacity_sectors, 16);
         assert_eq!(attached.block_fds()[0].access, Access::ReadOnly);
+    }
+
+    #[test]
+    fn optional_devices_may_be_left_out_but_not_mistaken() {
+        let manifest = with_optional();
+        check(&manifest, &[flag(DeviceKind::Block, "data")]).unwrap();
+        let err = check(&manifest, &[flag(DeviceKind::Block, "tls")]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel needs block device 'data', which is not attached; add --block:data=FILE"
+        );
+        // Attached, an optional device is checked as any other.
+        let err = check(
+            &manifest,
+            &[flag(DeviceKind::Block, "data"), flag(DeviceKind::Net, "tls")],
+        );
+        assert!(matches!(err, Err(DeviceError::WrongKind { .. })), "{err:?}");
+        let err = check(
+            &manifest,
+            &[flag(DeviceKind::Block, "data"), flag(DeviceKind::Block, "tsl")],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "device 'tsl' is not in the kernel's manifest (it declares: tls, data, seed, admin)"
+        );
+    }
+
+    #[test]
+    fn unattached_optional_devices_take_no_boot_info_entry() {
+        let files: Vec<_> = (0..2)
+            .map(|_| {
+                let file = tempfile::NamedTempFile::new().unwrap();
+                file.as_file().set_len(4096).unwrap();
+                file
+            })
+            .collect();
+        let name = |info: &DeviceInfo| atoll_abi::boot::device_name(&info.name).unwrap().to_owned();
+        // Only the required disk: it is entry 0, and alone.
+        let attached = attach(&with_optional(), &[disk("data", &files[0])], &[]).unwrap();
+        assert_eq!(attached.infos.iter().map(name).collect::<Vec<_>>(), ["data"]);
+        assert_eq!(attached.block[0].index, 0);
+        drop(attached); // its lock on the file
+                        // The second optional disk too, in flag order reversed: manifest
+                        // order, indices without gaps.
+        let flags = [disk("seed", &files[1]), disk("data", &files[0])];
+        let mut attached = attach(&with_optional(), &flags, &[]).unwrap();
+        assert_eq!(attached.infos.iter().map(name).collect::<Vec<_>>(), ["data", "seed"]);
+        assert!(attached.block_device(1).is_some() && attached.block_device(2).is_none());
+        drop(attached);
+        // --net-mac for an unattached optional net device names a device of
+        // the kernel, so it is not refused (it has nothing to apply to).
+        let mac = [("admin".to_string(), [2, 0, 0, 0, 0, 1])];
+        assert!(attach(&with_optional(), &[disk("data", &files[0])], &mac).is_ok());
     }
 
     #[test]

@@ -136,6 +136,9 @@ impl Segment {
 pub struct ManifestDevice {
     pub kind: DeviceKind,
     pub name: String,
+    /// The app runs without it (`optional_net`/`optional_block` in
+    /// `#[atoll::main]`), so the command line may leave it unattached.
+    pub optional: bool,
 }
 
 /// A validated kernel image.
@@ -406,7 +409,9 @@ fn parse_manifest(desc: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
     }
     let mut devices: Vec<ManifestDevice> = Vec::with_capacity(count);
     for entry in &desc.entries[..count] {
-        let kind = DeviceKind::from_u32(entry.kind).ok_or(ElfError::BadManifest("unknown device kind"))?;
+        let kind = entry
+            .device_kind()
+            .ok_or(ElfError::BadManifest("unknown device kind or flag"))?;
         let name = device_name(&entry.name).ok_or(ElfError::BadManifest("invalid device name"))?;
         if devices.iter().any(|d| d.name == name) {
             return Err(ElfError::BadManifest("a device name appears twice"));
@@ -414,6 +419,7 @@ fn parse_manifest(desc: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
         devices.push(ManifestDevice {
             kind,
             name: name.to_owned(),
+            optional: entry.is_optional(),
         });
     }
     Ok(devices)
@@ -422,7 +428,7 @@ fn parse_manifest(desc: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use atoll_abi::note::{abi_note, manifest_note, Note};
+    use atoll_abi::note::{abi_note, manifest_note, Note, Presence};
 
     const LIMIT: u64 = 64 << 20;
 
@@ -440,7 +446,11 @@ pub(crate) mod tests {
     /// entry point, one RW data segment on its own page, and the two notes.
     pub(crate) fn build_kernel(tweak: impl FnOnce(&mut Vec<(u32, u32, u64, u64, u64)>, &mut Vec<u8>)) -> Vec<u8> {
         let mut notes = as_bytes::<Note<_>>(&abi_note());
-        notes.extend(as_bytes(&manifest_note(&[(DeviceKind::Net, "service")])));
+        notes.extend(as_bytes(&manifest_note(&[(
+            DeviceKind::Net,
+            "service",
+            Presence::Required,
+        )])));
         // (type, flags, vaddr, filesz, memsz); offsets are assigned below.
         let mut phdrs = vec![
             (elf::PT_LOAD, elf::PF_R | elf::PF_X, KERNEL_BASE, 0x10, 0x10),
@@ -495,8 +505,26 @@ pub(crate) mod tests {
             kernel.manifest,
             vec![ManifestDevice {
                 kind: DeviceKind::Net,
-                name: "service".into()
+                name: "service".into(),
+                optional: false,
             }]
+        );
+    }
+
+    /// Where the first manifest entry's `kind` lies in the notes payload:
+    /// after the ABI note (24 bytes), the manifest note's header and name
+    /// (20) and its count (4).
+    const FIRST_KIND: usize = 24 + 20 + 4;
+
+    #[test]
+    fn reads_the_optional_flag_and_refuses_undefined_ones() {
+        let optional = build_kernel(|_, payload| payload[FIRST_KIND + 3] = 0x80);
+        assert!(parse(&optional, LIMIT).unwrap().manifest[0].optional);
+        assert_eq!(read_manifest(&optional).unwrap()[0].kind, DeviceKind::Net);
+        let undefined = build_kernel(|_, payload| payload[FIRST_KIND + 2] = 0x01);
+        assert_eq!(
+            parse(&undefined, LIMIT).unwrap_err(),
+            ElfError::BadManifest("unknown device kind or flag")
         );
     }
 
@@ -650,7 +678,7 @@ pub(crate) mod tests {
         assert_eq!(parse(&old, LIMIT).unwrap_err(), ElfError::AbiVersion(99));
         let no_manifest = build_kernel(|p, _| p[2].3 = 24);
         assert_eq!(parse(&no_manifest, LIMIT).unwrap_err(), ElfError::MissingManifest);
-        let bad_name = build_kernel(|_, payload| payload[24 + 20 + 4 + 4] = b'A');
+        let bad_name = build_kernel(|_, payload| payload[FIRST_KIND + 4] = b'A');
         assert_eq!(
             parse(&bad_name, LIMIT).unwrap_err(),
             ElfError::BadManifest("invalid device name")

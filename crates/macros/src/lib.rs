@@ -2,14 +2,20 @@
 //! Atoll kernel's entry, and declares the devices the app needs.
 //!
 //! ```text
-//! #[atoll::main(net = "service", block = "data")]
+//! #[atoll::main(net = "service", block = "data", optional_block = "tls")]
 //! async fn main() -> Result<(), Error> { ... }
 //! ```
 //!
+//! `net` and `block` declare devices the app needs: no tender starts it
+//! unless each is attached. `optional_net` and `optional_block` declare
+//! devices it can live without: the command line may leave them out, and
+//! the app then finds no such device (`atoll::device(NAME)` is `None`,
+//! `BlockDevice::open(NAME)` fails with `NoSuchDevice`).
+//!
 //! It keeps the function as written and adds, in the app crate:
 //! * the two ELF notes the tender checks before it boots a kernel: the ABI
-//!   version, and the device manifest (`net`/`block` entries, in the order
-//!   written), both in the `.note.atoll` section;
+//!   version, and the device manifest (one entry per device, in the order
+//!   written, optional ones flagged), both in the `.note.atoll` section;
 //! * `__atoll_main`, the symbol the runtime's entry code calls, which runs
 //!   `main` on the executor and halts with its exit status.
 //!
@@ -30,7 +36,10 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ItemFn, Lit, LitStr, MetaNameValue, Token};
 
-/// Marks the app's `async fn main`. See the crate docs.
+/// Marks the app's `async fn main` and declares its devices: `net = "NAME"`
+/// and `block = "NAME"` for devices it needs, `optional_net = "NAME"` and
+/// `optional_block = "NAME"` for devices it runs without when they are not
+/// attached. See the crate docs.
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand(attr.into(), item.into())
@@ -38,10 +47,11 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
         .into()
 }
 
-/// One `net = "name"` or `block = "name"`.
+/// One `net = "name"`, `block = "name"` or their `optional_` forms.
 struct DeviceDecl {
     kind: DeviceKind,
     name: LitStr,
+    optional: bool,
 }
 
 fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
@@ -56,7 +66,16 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             DeviceKind::Block => quote!(Block),
         };
         let name = &device.name;
-        quote!((::atoll::__private::DeviceKind::#kind, #name))
+        let presence = if device.optional {
+            quote!(Optional)
+        } else {
+            quote!(Required)
+        };
+        quote!((
+            ::atoll::__private::DeviceKind::#kind,
+            #name,
+            ::atoll::__private::Presence::#presence
+        ))
     });
     Ok(quote! {
         #func
@@ -84,13 +103,16 @@ fn parse_devices(attr: TokenStream2) -> syn::Result<Vec<DeviceDecl>> {
     let pairs = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
     let mut devices: Vec<DeviceDecl> = Vec::new();
     for pair in pairs {
-        let kind = match pair.path.get_ident().map(|i| i.to_string()).as_deref() {
-            Some("net") => DeviceKind::Net,
-            Some("block") => DeviceKind::Block,
+        let (kind, optional) = match pair.path.get_ident().map(|i| i.to_string()).as_deref() {
+            Some("net") => (DeviceKind::Net, false),
+            Some("block") => (DeviceKind::Block, false),
+            Some("optional_net") => (DeviceKind::Net, true),
+            Some("optional_block") => (DeviceKind::Block, true),
             _ => {
                 return Err(syn::Error::new(
                     pair.path.span(),
-                    "unknown key in #[atoll::main]: expected `net = \"NAME\"` or `block = \"NAME\"`",
+                    "unknown key in #[atoll::main]: expected `net = \"NAME\"`, `block = \"NAME\"`, \
+                     `optional_net = \"NAME\"` or `optional_block = \"NAME\"`",
                 ))
             }
         };
@@ -118,7 +140,7 @@ fn parse_devices(attr: TokenStream2) -> syn::Result<Vec<DeviceDecl>> {
                 format!("device `{value}` is declared twice"),
             ));
         }
-        devices.push(DeviceDecl { kind, name });
+        devices.push(DeviceDecl { kind, name, optional });
     }
     if devices.len() > MAX_DEVICES {
         return Err(syn::Error::new(
@@ -173,10 +195,44 @@ mod tests {
         assert!(out.contains("async fn main"), "{out}");
         assert!(out.contains("\"__atoll_main\""), "{out}");
         assert!(out.contains("abi_note ()"), "{out}");
-        let net = out.find("DeviceKind :: Net , \"service\"").expect(&out);
-        let block = out.find("DeviceKind :: Block , \"data\"").expect(&out);
+        let net = out
+            .find("DeviceKind :: Net , \"service\" , :: atoll :: __private :: Presence :: Required")
+            .expect(&out);
+        let block = out
+            .find("DeviceKind :: Block , \"data\" , :: atoll :: __private :: Presence :: Required")
+            .expect(&out);
         assert!(net < block, "manifest order is declaration order: {out}");
         assert_eq!(out.matches(".note.atoll").count(), 2);
+    }
+
+    #[test]
+    fn optional_devices_are_flagged_in_declaration_order() {
+        let out = expand(
+            quote!(optional_net = "admin", net = "service", optional_block = "tls"),
+            quote!(
+                async fn main() {}
+            ),
+        )
+        .unwrap()
+        .to_string();
+        let admin = out
+            .find("DeviceKind :: Net , \"admin\" , :: atoll :: __private :: Presence :: Optional")
+            .expect(&out);
+        let service = out
+            .find("\"service\" , :: atoll :: __private :: Presence :: Required")
+            .expect(&out);
+        let tls = out
+            .find("DeviceKind :: Block , \"tls\" , :: atoll :: __private :: Presence :: Optional")
+            .expect(&out);
+        assert!(admin < service && service < tls, "{out}");
+        let main = quote!(
+            async fn main() {}
+        );
+        assert_eq!(
+            error(quote!(block = "tls", optional_block = "tls"), main.clone()),
+            "device `tls` is declared twice"
+        );
+        assert!(error(quote!(optional_disk = "tls"), main).starts_with("unknown key"));
     }
 
     #[test]

@@ -25,7 +25,8 @@ use crate::devices::{device, DeviceKind};
 /// What a block operation can fail with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlockError {
-    /// The manifest declares no device of that name.
+    /// No device of that name is attached: the manifest declares none, or
+    /// declares it optional and the command line left it out.
     NoSuchDevice,
     /// The device of that name is not a block device.
     NotABlockDevice,
@@ -45,7 +46,7 @@ pub enum BlockError {
 impl fmt::Display for BlockError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            BlockError::NoSuchDevice => "no block device of that name in the manifest",
+            BlockError::NoSuchDevice => "no block device of that name is attached",
             BlockError::NotABlockDevice => "that device is not a block device",
             BlockError::Unaligned => "buffers must be a whole number of 512-byte sectors",
             BlockError::OutOfRange => "past the end of the device",
@@ -73,7 +74,7 @@ enum Transfer<'a> {
 }
 
 impl BlockDevice {
-    /// The block device the manifest calls `name`.
+    /// The attached block device the manifest calls `name`.
     pub fn open(name: &str) -> Result<BlockDevice, BlockError> {
         let device = device(name).ok_or(BlockError::NoSuchDevice)?;
         if device.kind != DeviceKind::Block {

@@ -125,7 +125,7 @@ where
 #[doc(hidden)]
 pub mod __private {
     pub use atoll_abi::boot::DeviceKind;
-    pub use atoll_abi::note::{abi_note, manifest_note, AbiDesc, ManifestDesc, Note};
+    pub use atoll_abi::note::{abi_note, manifest_note, AbiDesc, ManifestDesc, Note, Presence};
 
     /// Sets up logging, runs `main` and halts with its status.
     pub fn run_main<F>(main: F) -> !

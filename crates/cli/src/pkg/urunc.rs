@@ -153,22 +153,26 @@ pub fn guest(platform: Option<Platform>, vmm: Option<Vmm>) -> Result<Guest, Pair
     })
 }
 
-/// Checks that urunc attaches every device the kernel's manifest declares
+/// Checks that urunc attaches every device the kernel's manifest requires
 /// when it runs the kernel as `guest`: a device it would not attach leaves
 /// the kernel refused by its monitor (or, on virtio, without the device).
 ///
-/// - `mirage` (Solo5 monitors): at most one net device, named `service`,
-///   and at most one block device, named `storage` (urunc passes exactly
-///   `--net:service=TAP` and `--block:storage=FILE`, the block device only
-///   when the container has a block volume).
-/// - `unikraft` (QEMU, Firecracker): at most one net device, any name (a
-///   virtio device is bound by order, not name), and no block device
-///   (urunc attaches none to this type).
+/// - `mirage` (Solo5 monitors): at most one required net device, named
+///   `service`, and at most one required block device, named `storage`
+///   (urunc passes exactly `--net:service=TAP` and `--block:storage=FILE`,
+///   the block device only when the container has a block volume).
+/// - `unikraft` (QEMU, Firecracker): at most one required net device, any
+///   name (a virtio device is bound by order, not name), and no required
+///   block device (urunc attaches none to this type).
+///
+/// Optional devices (`optional_net`, `optional_block`) pass whatever
+/// their names: urunc attaches the ones it knows and the app runs without
+/// the others.
 pub fn check_devices(guest: Guest, manifest: &[ManifestDevice]) -> Result<(), String> {
     let named = |kind| -> Vec<&str> {
         manifest
             .iter()
-            .filter(|d| d.kind == kind)
+            .filter(|d| d.kind == kind && !d.optional)
             .map(|d| d.name.as_str())
             .collect()
     };
@@ -286,6 +290,14 @@ mod tests {
         ManifestDevice {
             kind,
             name: name.into(),
+            optional: false,
+        }
+    }
+
+    fn optional(kind: DeviceKind, name: &str) -> ManifestDevice {
+        ManifestDevice {
+            optional: true,
+            ..device(kind, name)
         }
     }
 
@@ -336,6 +348,29 @@ mod tests {
         assert!(check_devices(HVT, &two)
             .unwrap_err()
             .contains("block devices 'storage', 'log'"));
+    }
+
+    #[test]
+    fn optional_devices_pass_whatever_their_names() {
+        // The slides' shape: the network, and a certificate disk urunc
+        // never attaches (the app then serves plain HTTP).
+        let slides = [device(DeviceKind::Net, "service"), optional(DeviceKind::Block, "tls")];
+        assert_eq!(check_devices(HVT, &slides), Ok(()));
+        let qemu = guest(Some(Platform::Virtio), None).unwrap();
+        assert_eq!(check_devices(qemu, &slides), Ok(()));
+        let extra = [
+            device(DeviceKind::Net, "service"),
+            optional(DeviceKind::Net, "admin"),
+            device(DeviceKind::Block, "storage"),
+            optional(DeviceKind::Block, "log"),
+        ];
+        assert_eq!(check_devices(HVT, &extra), Ok(()));
+        // A required one is checked as before.
+        let err = check_devices(
+            HVT,
+            &[optional(DeviceKind::Block, "tls"), device(DeviceKind::Block, "data")],
+        );
+        assert!(err.unwrap_err().contains("'data'"));
     }
 
     #[test]

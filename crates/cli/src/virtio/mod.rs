@@ -6,9 +6,10 @@
 //!    line costs no build).
 //! 2. Read the kernel's device manifest and pair each declared device with
 //!    its flag, in manifest order ([`attachments`]); check disk files as
-//!    atoll-hvt does; an unattached net device gets the network `atoll
-//!    run` makes ([`crate::network`]), and the VMM then runs in its
-//!    namespace.
+//!    atoll-hvt does; an unattached required net device gets the network
+//!    `atoll run` makes ([`crate::network`]), and the VMM then runs in its
+//!    namespace; an unattached optional device gets no VMM device and is
+//!    named in `atoll.absent=` on the kernel command line.
 //! 3. Find the VMM ([`find_vmm`]) and KVM: QEMU falls back to TCG without
 //!    it, the others need it.
 //! 4. Build the command line ([`vmm::Plan`]): print it for `--dry-run`, or
@@ -92,11 +93,11 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         atoll_host::elf::read_manifest(&image).map_err(|e| format!("the kernel {}: {e}", kernel.display()))?;
     let flags = DeviceFlags::parse(&args.devices)?;
 
-    // An unattached net device gets the network `atoll run` makes, as on
-    // hvt.
+    // An unattached required net device gets the network `atoll run`
+    // makes, as on hvt; an optional one stays unattached.
     let unattached: Vec<&str> = manifest
         .iter()
-        .filter(|d| d.kind == DeviceKind::Net && !flags.flags.iter().any(|f| f.name == d.name))
+        .filter(|d| d.kind == DeviceKind::Net && !d.optional && !flags.flags.iter().any(|f| f.name == d.name))
         .map(|d| d.name.as_str())
         .collect();
     let auto = match unattached.as_slice() {
@@ -119,6 +120,7 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         }
     };
     let (net, mut block) = attachments(&manifest, &flags, auto, atoll_host::net::random_mac)?;
+    let absent = absent_devices(&manifest, &net, &block);
     for disk in &mut block {
         disk.path = check_disk(disk)?;
     }
@@ -157,6 +159,7 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
         args: vmm::check_args(&boot_args).map_err(|e| CliError(e.to_string()))?,
         net,
         block,
+        absent,
         netns: auto.map(|_| network::namespace_name()),
         firecracker_config: std::env::temp_dir().join(format!("atoll-{}-firecracker.json", std::process::id())),
     };
@@ -259,8 +262,8 @@ impl DeviceFlags {
 /// Pairs each device of `manifest` with its flag, in manifest order, with
 /// the net device `auto` (if any) on `atoll run`'s TAP device; a net device
 /// without `--net-mac` gets a MAC from `new_mac`. Refuses what atoll-hvt
-/// refuses: a declared device left out, one of the wrong kind, one the
-/// kernel does not declare.
+/// refuses: a required device left out, one of the wrong kind, one the
+/// kernel does not declare. An optional device left out gets nothing.
 fn attachments(
     manifest: &[ManifestDevice],
     flags: &DeviceFlags,
@@ -307,6 +310,17 @@ fn attachments(
         }
     }
     Ok((net, block))
+}
+
+/// The manifest's devices that `attachments` left without a VMM device
+/// (optional ones: it refuses a required one left out), for the guest's
+/// `atoll.absent=` word.
+fn absent_devices(manifest: &[ManifestDevice], net: &[NetAttachment], block: &[BlockAttachment]) -> Vec<String> {
+    manifest
+        .iter()
+        .filter(|d| !net.iter().any(|n| n.name == d.name) && !block.iter().any(|b| b.name == d.name))
+        .map(|d| d.name.clone())
+        .collect()
 }
 
 /// Checks a disk file as atoll-hvt does before it boots (a regular file, a
@@ -620,7 +634,35 @@ mod tests {
         ManifestDevice {
             kind,
             name: name.into(),
+            optional: false,
         }
+    }
+
+    #[test]
+    fn unattached_optional_devices_get_no_vmm_device() {
+        let optional = |kind, name| ManifestDevice {
+            optional: true,
+            ..device(kind, name)
+        };
+        let manifest = [
+            optional(DeviceKind::Block, "tls"),
+            device(DeviceKind::Block, "data"),
+            optional(DeviceKind::Net, "admin"),
+        ];
+        let (net, block) = attachments(&manifest, &flags(&["--block:data=/d.img"]), None, counting_macs()).unwrap();
+        assert!(net.is_empty());
+        assert_eq!(block.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), ["data"]);
+        assert_eq!(absent_devices(&manifest, &net, &block), ["tls", "admin"]);
+        let given = flags(&["--block-ro:tls=/t.img", "--block:data=/d.img"]);
+        let (net, block) = attachments(&manifest, &given, None, counting_macs()).unwrap();
+        assert_eq!(
+            block.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            ["tls", "data"]
+        );
+        assert_eq!(absent_devices(&manifest, &net, &block), ["admin"]);
+        // Attached, it is checked as any other.
+        let err = attachments(&manifest, &flags(&["--net:tls=tap0"]), None, counting_macs()).unwrap_err();
+        assert!(err.0.contains("'tls' is attached as --net"), "{}", err.0);
     }
 
     fn flags(raw: &[&str]) -> DeviceFlags {

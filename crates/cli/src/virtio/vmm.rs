@@ -16,7 +16,11 @@
 //! * the app's devices in manifest order per kind: the guest pairs its
 //!   i-th net (block) device with the i-th virtio-net (virtio-blk) device
 //!   the VMM offers, in kernel-command-line order for virtio-mmio and in
-//!   bus order for PCI.
+//!   bus order for PCI;
+//! * an optional device left unattached gets no VMM device, and the word
+//!   `atoll.absent=NAME[,NAME...]` before the `--` names it, so that the
+//!   guest, which sees no names, skips it rather than giving it the next
+//!   device of its kind.
 //!
 //! Not here: finding the VMM, checking KVM, running it (`super`), or the
 //! console (`super::console`).
@@ -144,6 +148,8 @@ pub struct Plan {
     pub net: Vec<NetAttachment>,
     /// Block devices, in manifest order.
     pub block: Vec<BlockAttachment>,
+    /// The optional devices of the manifest left unattached.
+    pub absent: Vec<String>,
     /// Run the VMM in this network namespace (`ip netns exec`).
     pub netns: Option<String>,
     /// Where Firecracker's configuration file goes.
@@ -206,6 +212,10 @@ const FIRECRACKER_CMDLINE_MAX: usize = 2047;
 /// ` virtio_mmio.device=4K@0xc0001000:5` (36 bytes).
 const FIRECRACKER_DEVICE_WORD: usize = 40;
 
+/// The kernel-command-line word naming the optional devices that have no
+/// VMM device (`crates/rt/src/platform/pvh_cmdline.rs` reads it).
+const ABSENT_WORD: &str = "atoll.absent=";
+
 /// The command that runs the VMM, and Firecracker's configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmCommand {
@@ -217,9 +227,16 @@ pub struct VmmCommand {
 }
 
 impl Plan {
-    /// The kernel command line: `--` and the boot arguments.
+    /// The kernel command line: `atoll.absent=` if an optional device is
+    /// left unattached, `--` and the boot arguments.
     pub fn cmdline(&self) -> String {
-        let mut line = String::from("--");
+        let mut line = String::new();
+        if !self.absent.is_empty() {
+            line.push_str(ABSENT_WORD);
+            line.push_str(&self.absent.join(","));
+            line.push(' ');
+        }
+        line.push_str("--");
         for arg in &self.args {
             line.push(' ');
             line.push_str(arg);
@@ -561,6 +578,7 @@ mod tests {
             args: vec!["a".into(), "b".into()],
             net: Vec::new(),
             block: Vec::new(),
+            absent: Vec::new(),
             netns: None,
             firecracker_config: PathBuf::from("/tmp/atoll-1-firecracker.json"),
         }
@@ -696,6 +714,21 @@ mod tests {
         assert_eq!(boot_args(&["a", "--", "b"]), "reboot=k -- a -- b");
         // With the trailing space, so that there still is a " -- ".
         assert_eq!(boot_args(&[]), "reboot=k -- ");
+    }
+
+    #[test]
+    fn unattached_optional_devices_are_named_before_the_dashes() {
+        let mut plan = plan(Vmm::Qemu);
+        assert_eq!(plan.cmdline(), "-- a b");
+        plan.absent = vec!["tls".into(), "admin".into()];
+        assert_eq!(plan.cmdline(), "atoll.absent=tls,admin -- a b");
+        plan.vmm = Vmm::Firecracker;
+        let (_, json) = plan.command().unwrap().config.unwrap();
+        let config: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(
+            config["boot-source"]["boot_args"],
+            "reboot=k atoll.absent=tls,admin -- a b"
+        );
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub use kernel::net_attach;
 #[cfg(any(target_os = "none", test))]
 pub(crate) mod pvh_cmdline;
 
+/// The virtio platform's matching of manifest devices with a VMM's,
+/// pure, so it is unit-tested on the host too.
+#[cfg(any(target_os = "none", test))]
+pub(crate) mod device_match;
+
 #[cfg(all(atoll_platform = "unix", not(target_os = "linux")))]
 compile_error!("the unix platform (--cfg atoll_platform=\"unix\") runs on Linux only");
 

@@ -26,13 +26,23 @@
 //!   (`hermit_rs.go`). MirageOS's form (`--ipv4=... --ipv4-gateway=...
 //!   ARGS`, `mirage.go`) is Atoll's own already.
 //!
+//! * `atoll.absent=NAME[,NAME...]`, before any `--`, names optional
+//!   devices of the manifest that have no VMM device (`atoll run --target
+//!   virtio` writes it): the VMM's devices carry no names, so without it
+//!   the guest would hand such a device the next device of its kind.
+//!
 //! Words are separated by spaces; there is no quoting (as in Linux's own
 //! parser, outside double quotes).
 //!
 //! Not here: probing the devices (`platform/virtio`).
 
+use atoll_abi::boot::{is_valid_device_name, MAX_DEVICES};
+
 /// Most virtio-mmio devices taken from one command line.
 pub const MAX_MMIO_DEVICES: usize = 8;
+
+/// The word naming the absent optional devices.
+const ABSENT_WORD: &[u8] = b"atoll.absent=";
 
 /// A virtio-mmio device the VMM announced.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,6 +74,30 @@ pub struct Parsed {
     /// The announced virtio-mmio devices, in command-line order.
     pub mmio: [MmioDevice; MAX_MMIO_DEVICES],
     pub mmio_count: usize,
+    /// The devices `atoll.absent=` names, NUL padded; names that are not
+    /// device names, and any past [`MAX_DEVICES`], are dropped.
+    pub absent: [[u8; 32]; MAX_DEVICES],
+    pub absent_count: usize,
+}
+
+impl Parsed {
+    /// Whether `atoll.absent=` names the device whose NUL-padded name is
+    /// `name`.
+    pub fn is_absent(&self, name: &[u8; 32]) -> bool {
+        self.absent[..self.absent_count].contains(name)
+    }
+
+    fn add_absent(&mut self, names: &[u8]) {
+        for name in names.split(|&b| b == b',') {
+            if !is_valid_device_name(name) || self.absent_count == MAX_DEVICES {
+                continue;
+            }
+            let mut field = [0u8; 32];
+            field[..name.len()].copy_from_slice(name);
+            self.absent[self.absent_count] = field;
+            self.absent_count += 1;
+        }
+    }
 }
 
 /// Parses `cmdline` (the VMM's string, without its NUL), writing the
@@ -74,6 +108,8 @@ pub fn parse(cmdline: &[u8], args: &mut [u8]) -> Parsed {
         argc: 0,
         mmio: [MmioDevice::ZERO; MAX_MMIO_DEVICES],
         mmio_count: 0,
+        absent: [[0; 32]; MAX_DEVICES],
+        absent_count: 0,
     };
     let words = || {
         cmdline
@@ -95,6 +131,10 @@ pub fn parse(cmdline: &[u8], args: &mut [u8]) -> Parsed {
             continue;
         }
         if !after_dashes {
+            if let Some(names) = word.strip_prefix(ABSENT_WORD) {
+                parsed.add_absent(names);
+                continue;
+            }
             if let Some(options) = translate(word) {
                 for option in options.iter().filter(|o| !o.value.is_empty()) {
                     if !push(args, &mut parsed, &[option.name, option.value]) {
@@ -364,6 +404,28 @@ mod tests {
         // MirageOS on QEMU: Atoll's own options already.
         let (args, _) = args_of("--ipv4=10.4.0.2/24 --ipv4-gateway=10.4.0.1 serve");
         assert_eq!(args, ["--ipv4=10.4.0.2/24", "--ipv4-gateway=10.4.0.1", "serve"]);
+    }
+
+    #[test]
+    fn absent_devices_are_named_before_the_dashes() {
+        let (args, parsed) = args_of("reboot=k atoll.absent=tls,admin -- a atoll.absent=x");
+        assert_eq!(args, ["a", "atoll.absent=x"]);
+        assert_eq!(parsed.absent_count, 2);
+        let field = |name: &str| {
+            let mut field = [0u8; 32];
+            field[..name.len()].copy_from_slice(name.as_bytes());
+            field
+        };
+        assert!(parsed.is_absent(&field("tls")) && parsed.is_absent(&field("admin")));
+        assert!(!parsed.is_absent(&field("x")) && !parsed.is_absent(&field("data")));
+        // Firecracker without arguments drops the `--`: still not an
+        // argument. Bad names are dropped.
+        let (args, parsed) = args_of("reboot=k atoll.absent=Bad,,ok virtio_mmio.device=4K@0xd0000000:5");
+        assert!(args.is_empty());
+        assert_eq!((parsed.absent_count, parsed.mmio_count), (1, 1));
+        assert!(parsed.is_absent(&field("ok")));
+        let nine = "atoll.absent=a,b,c,d,e,f,g,h,i";
+        assert_eq!(args_of(nine).1.absent_count, MAX_DEVICES);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! the kernel command line (QEMU `microvm`, Firecracker), then virtio-pci
 //! functions on bus 0 (QEMU `pc`/`q35`, Cloud Hypervisor). The i-th net
 //! device of the manifest is the i-th virtio-net device found, and so for
-//! block devices; the VMM has no names. A manifest device the VMM does not
-//! offer stops the boot with one line saying what to add.
+//! block devices; the VMM has no names. An optional device that
+//! `atoll.absent=` names, or that the VMM has too few devices for, is left
+//! out ([`device_match`]); a required one the VMM does not offer stops the
+//! boot with one line saying what to add.
 //!
 //! Each device gets its own interrupt vector (its boot-info index plus the
 //! first device vector), so a wait's ready set says which interrupted:
@@ -34,7 +36,8 @@ use super::pci::{self, PortCam};
 use super::ring0::DEVICE_VECTOR_BASE;
 use super::syscall::map_mmio;
 use super::transport::{DeviceTransport, Doorbell, NotifyRegister, MAX_QUEUES};
-use crate::platform::pvh_cmdline::{MmioDevice, MAX_MMIO_DEVICES};
+use crate::platform::device_match;
+use crate::platform::pvh_cmdline::{MmioDevice, Parsed, MAX_MMIO_DEVICES};
 
 /// A virtio device the VMM offers.
 #[derive(Clone, Copy)]
@@ -158,8 +161,11 @@ pub(super) fn entropy_source() -> Option<DeviceTransport> {
 }
 
 /// Binds the manifest's devices to the VMM's, filling in `info`'s device
-/// table. `mmio` are the devices the command line announced.
-pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &mut BootInfo) {
+/// table with the ones that get a device ([`device_match::assign`]), in
+/// manifest order. `parsed` is what the command line announced: the
+/// virtio-mmio devices and the optional devices that have none.
+pub(super) fn bind(manifest: Option<&ManifestDesc>, parsed: &Parsed, info: &mut BootInfo) {
+    let mmio = &parsed.mmio[..parsed.mmio_count];
     {
         let mut announced = ANNOUNCED.0.borrow_mut();
         let count = mmio.len().min(MAX_MMIO_DEVICES);
@@ -173,6 +179,8 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &
     if count == 0 {
         return;
     }
+    let entries = &manifest.entries[..count];
+    let is_absent = |name: &[u8; 32]| parsed.is_absent(name);
     let mut offered: [Option<(DeviceType, Offered)>; MAX_OFFERED] = [None; MAX_OFFERED];
     let mut found = 0;
     for device in mmio {
@@ -181,17 +189,11 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &
             found += 1;
         }
     }
-    let wanted = |kind: DeviceKind| {
-        manifest.entries[..count]
-            .iter()
-            .filter(|e| e.kind == kind as u32)
-            .count()
-    };
     let have = |offered: &[Option<(DeviceType, Offered)>], kind: DeviceType| {
         offered.iter().flatten().filter(|(k, _)| *k == kind).count()
     };
-    if have(&offered, DeviceType::Network) < wanted(DeviceKind::Net)
-        || have(&offered, DeviceType::Block) < wanted(DeviceKind::Block)
+    if have(&offered, DeviceType::Network) < device_match::wanted(entries, is_absent, DeviceKind::Net)
+        || have(&offered, DeviceType::Block) < device_match::wanted(entries, is_absent, DeviceKind::Block)
     {
         let mut functions = [None; MAX_OFFERED];
         let pci_count = pci::scan(&mut functions);
@@ -202,15 +204,30 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &
             }
         }
     }
+    let virtio_kind = |kind: DeviceKind| match kind {
+        DeviceKind::Net => DeviceType::Network,
+        DeviceKind::Block => DeviceType::Block,
+    };
+    let takes = match device_match::assign(entries, is_absent, |kind| have(&offered, virtio_kind(kind))) {
+        Ok(takes) => takes,
+        Err(index) => {
+            let entry = &entries[index];
+            let kind = entry.device_kind().unwrap_or(DeviceKind::Block);
+            missing(kind, device_name(&entry.name).unwrap_or("?"), flag_word(kind))
+        }
+    };
 
     let mut bound: [Option<Bound>; MAX_DEVICES] = [const { None }; MAX_DEVICES];
-    for (index, entry) in manifest.entries[..count].iter().enumerate() {
+    // The boot-info index: devices left out take none.
+    let mut index = 0;
+    for (entry, _) in entries.iter().zip(takes).filter(|(_, takes)| *takes) {
         let name = device_name(&entry.name).unwrap_or("?");
-        let (kind, virtio_kind, flag) = match DeviceKind::from_u32(entry.kind) {
-            Some(DeviceKind::Net) => (DeviceKind::Net, DeviceType::Network, "virtio-net device"),
-            _ => (DeviceKind::Block, DeviceType::Block, "virtio-blk device"),
-        };
-        let Some(slot) = offered.iter_mut().find(|o| o.is_some_and(|(k, _)| k == virtio_kind)) else {
+        let kind = entry.device_kind().unwrap_or(DeviceKind::Block);
+        let flag = flag_word(kind);
+        let Some(slot) = offered
+            .iter_mut()
+            .find(|o| o.is_some_and(|(k, _)| k == virtio_kind(kind)))
+        else {
             missing(kind, name, flag)
         };
         let Some((_, device)) = slot.take() else {
@@ -235,9 +252,18 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, mmio: &[MmioDevice], info: &
             pending_bit: 1 << index,
             driver: Driver::None,
         });
+        index += 1;
     }
     *TABLE.0.borrow_mut() = bound;
-    info.device_count = count as u32;
+    info.device_count = index as u32;
+}
+
+/// What a VMM offers for a device of `kind`, for the messages.
+fn flag_word(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Net => "virtio-net device",
+        DeviceKind::Block => "virtio-blk device",
+    }
 }
 
 fn missing(kind: DeviceKind, name: &str, what: &str) -> ! {

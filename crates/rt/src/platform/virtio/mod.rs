@@ -70,7 +70,7 @@ pub(super) fn start() {
     info.cmdline = atoll_abi::GuestAddr(args.as_ptr() as u64);
     info.cmdline_len = parsed.args_len as u64;
     info.argc = parsed.argc as u64;
-    devices::bind(manifest::manifest().as_ref(), &parsed.mmio[..parsed.mmio_count], info);
+    devices::bind(manifest::manifest().as_ref(), &parsed, info);
 }
 
 /// Nanoseconds since the Unix epoch: the wall time read at boot plus the

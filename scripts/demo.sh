@@ -122,5 +122,15 @@ if [ ${#block[@]} -gt 0 ] && [ ${#trust[@]} -gt 0 ]; then
     echo "scripts/demo.sh: the certificate is the demo CA's, $tls/ca.pem; trust it with" >&2
     printf 'scripts/demo.sh:   %s\n' "${trust[@]}" >&2
 fi
+# Plain HTTP redirects to HTTPS: tell the guest which host port its 443 is
+# published on, so that the redirect names it (a boot argument, after `--`).
+boot=()
+for port in "${ports[@]}"; do
+    case $port in *:443) boot=("--redirect-port=${port%%:*}") ;; esac
+done
+for arg in "$@"; do
+    [ "$arg" = -- ] && dashes=1
+done
+[ ${#boot[@]} -gt 0 ] && [ -z "${dashes:-}" ] && boot=(-- "${boot[@]}")
 # The app first: boot arguments after a `--` of the user's come last.
-exec target/release/atoll run --release "${publish[@]}" "${block[@]}" examples/slides "$@"
+exec target/release/atoll run --release "${publish[@]}" "${block[@]}" examples/slides "$@" "${boot[@]}"

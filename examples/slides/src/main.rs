@@ -7,11 +7,20 @@
 //! boot arguments (`--ipv4=10.0.0.2/24 --ipv4-gateway=10.0.0.1`) or by DHCP.
 //! `atoll run examples/slides` sets all of that up and prints the URL.
 //!
-//! Under load: at [`MAX_CONNECTIONS`] the connection idle the longest gives
-//! its slot to a new one; when every connection is busy, new ones get 503
-//! (`/healthz` is still answered) and the refusals are logged once a second
-//! with a count. When the heap runs short the network stack stops taking
-//! new connections (and says so) and the open ones are served on.
+//! HTTPS: attach a tar archive of `cert.pem` and `key.pem` as the read-only
+//! block device `tls` (`--block-ro:tls=tls.tar`; `scripts/demo.sh` makes
+//! one) and the talk is served on 443 with HSTS, while port 80 redirects
+//! there (`/healthz` stays answered on 80 for probes). `--redirect-port=PORT`
+//! sets the port the redirect names, when 443 is published elsewhere (the
+//! demo publishes it on 8443). A certificate that is missing or does not
+//! match its key stops the boot with one line naming the file.
+//!
+//! Under load (see `atoll::server`): at [`MAX_CONNECTIONS`] the connection
+//! idle the longest gives its slot to a new one; when every connection is
+//! busy, new ones get 503 (`/healthz` is still answered) and the refusals are
+//! logged once a second with a count. When the heap runs short the network
+//! stack stops taking new connections (and says so) and the open ones are
+//! served on.
 
 #![no_std]
 #![no_main]
@@ -19,30 +28,28 @@
 extern crate alloc;
 
 use alloc::rc::Rc;
-use core::time::Duration;
+use alloc::string::String;
+use core::fmt;
 
-use atoll::http::{
-    serve_busy_connection, serve_limited_connection, ConnectionLimiter, Handler, Limits, Request, Response, RtTimer,
-    StaticSite, BUSY_RESPONSE,
-};
-use atoll::log::{info, warn};
+use atoll::http::{Handler, Hsts, Limits, RedirectToHttps, Request, Response, StaticSite};
+use atoll::log::info;
 use atoll::net::{Stack, StackError, TcpListener};
-use atoll::RateLimit;
+use atoll::server::Server;
 
 mod site {
     include!(concat!(env!("OUT_DIR"), "/site.rs"));
 }
 
-/// The port the site is served on.
-const PORT: u16 = 80;
-/// Connections served at once. Each takes about 14 KiB of the heap (the
-/// network stack's 12 KiB of buffers and the HTTP task; measured in
-/// docs/PERFORMANCE.md), so these take about 14 MiB of the default
-/// 32 MiB guest. In less memory the stack stops taking connections first.
+/// The port the site is served on over plain HTTP.
+const HTTP_PORT: u16 = 80;
+/// The port of HTTPS.
+const HTTPS_PORT: u16 = 443;
+/// Connections served at once, per port. Each takes about 14 KiB of the
+/// heap over HTTP (the network stack's 12 KiB of buffers and the HTTP task;
+/// measured in docs/PERFORMANCE.md), so these take about 14 MiB of the
+/// default 32 MiB guest. In less memory the stack stops taking connections
+/// first.
 const MAX_CONNECTIONS: usize = 1000;
-/// Refused connections answered at once (a task each, reading one request
-/// to answer `/healthz`); beyond these, refused ones get 503 unread.
-const BUSY_ANSWERS: usize = 32;
 /// The HTTP limits: the library's defaults, with a shorter idle time so
 /// that clients which connect and send nothing give their slot back sooner.
 const LIMITS: Limits = Limits {
@@ -79,59 +86,75 @@ impl Handler for Talk {
     }
 }
 
-#[atoll::main(net = "service")]
-async fn main() -> Result<(), StackError> {
+/// Why the demo stopped.
+enum Error {
+    Net(StackError),
+    /// The certificate disk could not be used; the text names the problem.
+    Tls(String),
+    /// A bad boot argument.
+    Usage(String),
+}
+
+/// One line, as the runtime prints a failed `main`.
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Net(e) => write!(f, "{e:?}"),
+            Error::Tls(e) | Error::Usage(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<StackError> for Error {
+    fn from(e: StackError) -> Self {
+        Error::Net(e)
+    }
+}
+
+/// The port redirects name: `--redirect-port=PORT`, else 443.
+fn redirect_port() -> Result<u16, Error> {
+    match atoll::args().iter().find_map(|arg| arg.strip_prefix("--redirect-port=")) {
+        None => Ok(HTTPS_PORT),
+        Some(port) => port
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| Error::Usage(alloc::format!("--redirect-port={port}: expected a port from 1 to 65535"))),
+    }
+}
+
+/// The TLS configuration from the `tls` disk, if one is attached.
+fn tls_config() -> Result<Option<atoll::tls::ServerConfig>, Error> {
+    if atoll::device("tls").is_none() {
+        return Ok(None);
+    }
+    let identities = atoll::tls::identities_from_block_device("tls").map_err(|e| Error::Tls(alloc::format!("{e}")))?;
+    let config = atoll::tls::ServerConfig::new(identities, &[b"http/1.1"]).map_err(|e| Error::Tls(alloc::format!("{e}")))?;
+    Ok(Some(config))
+}
+
+#[atoll::main(net = "service", optional_block = "tls")]
+async fn main() -> Result<(), Error> {
+    let redirect_port = redirect_port()?;
+    let tls = tls_config()?;
     let stack = Stack::new("service")?;
     let address = stack.wait_configured().await;
-    let listener = TcpListener::bind(&stack, PORT).map_err(StackError::from)?;
+    let address = address.address();
+    let plain = TcpListener::bind(&stack, HTTP_PORT).map_err(StackError::from)?;
     info!("serving {} slides", site::SLIDE_COUNT);
-    atoll::println!("listening on http://{}:{PORT}/", address.address());
-
     let talk = Rc::new(Talk::new());
-    let limiter = ConnectionLimiter::new(MAX_CONNECTIONS);
-    let busy_answers = ConnectionLimiter::new(BUSY_ANSWERS);
-    let mut refusals = RateLimit::new(Duration::from_secs(1));
-    let mut reclaims = RateLimit::new(Duration::from_secs(1));
-    let mut reclaimed_before = 0;
-    loop {
-        let mut stream = listener.accept().await;
-        let Some(slot) = limiter.try_acquire() else {
-            if let Some(count) = refusals.hit() {
-                warn!("{MAX_CONNECTIONS} connections busy: {count} new ones answered 503");
-            }
-            let Some(answer_slot) = busy_answers.try_acquire() else {
-                let _ = stream.write_all(BUSY_RESPONSE).await;
-                stream.close();
-                continue;
-            };
-            let talk = Rc::clone(&talk);
-            drop(atoll::task::spawn(async move {
-                let _answer_slot = answer_slot;
-                match serve_busy_connection(&mut stream, &*talk, &LIMITS, &RtTimer).await {
-                    Ok(_) => stream.close(),
-                    Err(_) => stream.abort(),
-                }
-            }));
-            continue;
-        };
-        let reclaimed = limiter.reclaimed_count();
-        for _ in reclaimed_before..reclaimed {
-            if let Some(count) = reclaims.hit() {
-                info!("{MAX_CONNECTIONS} connections open: closed {count} idle ones for new ones");
-            }
-        }
-        reclaimed_before = reclaimed;
-        if let Some(count) = refusals.due() {
-            warn!("{MAX_CONNECTIONS} connections busy: {count} new ones answered 503");
-        }
-        let talk = Rc::clone(&talk);
-        // Detached: the connection's task ends by itself; nobody joins it.
-        drop(atoll::task::spawn(async move {
-            match serve_limited_connection(&mut stream, &*talk, &LIMITS, &RtTimer, &slot).await {
-                Ok(_) => stream.close(),
-                Err(_) => stream.abort(),
-            }
-            drop(slot);
-        }));
-    }
+    let Some(config) = tls else {
+        atoll::println!("listening on http://{address}:{HTTP_PORT}/");
+        Server::new(talk).limits(LIMITS).max_connections(MAX_CONNECTIONS).serve(plain).await
+    };
+    let secure = TcpListener::bind(&stack, HTTPS_PORT).map_err(StackError::from)?;
+    atoll::println!("listening on https://{address}:{HTTPS_PORT}/ and http://{address}:{HTTP_PORT}/ (redirecting)");
+    let redirect = Rc::new(RedirectToHttps::new(Rc::clone(&talk), redirect_port));
+    let redirect = Server::new(redirect).limits(LIMITS).max_connections(MAX_CONNECTIONS);
+    drop(atoll::task::spawn(redirect.serve(plain)));
+    Server::new(Rc::new(Hsts::new(talk)))
+        .limits(LIMITS)
+        .max_connections(MAX_CONNECTIONS)
+        .serve_tls(secure, config)
+        .await
 }

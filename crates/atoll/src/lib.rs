@@ -43,7 +43,7 @@
 //!   (`stack.resolve("name").await`).
 //! * [`http`]: the HTTP/1.1 server (`atoll-http`); pass `&http::RtTimer` as
 //!   its timer.
-//! * [`tls`]: TLS 1.3 and 1.2 (`atoll-tls`, rustls): `tls::accept` and
+//! * `tls` (with the `tls` feature): TLS 1.3 and 1.2 (`atoll-tls`, rustls): `tls::accept` and
 //!   `tls::connect` wrap a TCP stream; certificates from a tar archive on a
 //!   block device (`tls::identities_from_block_device("tls")`) or PEM text.
 //! * [`server`]: a web server's accept loop over both: `Server::new(site)
@@ -71,11 +71,14 @@ pub use atoll_macros::main;
 pub use atoll_rt::logger::RateLimit;
 pub use atoll_rt::{block, console, memory, random};
 pub use atoll_rt::{device, devices, exit, print, println, Device, DeviceKind, MainOutput};
+/// TLS (the `tls` feature: `atoll = { …, features = ["tls"] }`).
+#[cfg(feature = "tls")]
+pub use atoll_tls as tls;
 /// The async byte-stream traits (`Read`, `Write`) TCP and TLS streams
 /// implement: `use atoll::io::{Read, Write}` for `read_exact`, `write_all`.
 pub use embedded_io_async as io;
 pub use log;
-pub use {atoll_http as http, atoll_net as net, atoll_tls as tls};
+pub use {atoll_http as http, atoll_net as net};
 
 pub mod server;
 

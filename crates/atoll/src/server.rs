@@ -1,5 +1,5 @@
 //! A web server's accept loop: TCP from [`net`](crate::net), HTTP from
-//! [`http`](crate::http), and optionally TLS from [`tls`](crate::tls).
+//! [`http`](crate::http), and with the `tls` feature TLS from `atoll::tls`.
 //!
 //! ```text
 //! let site = Rc::new(MySite::new());
@@ -35,11 +35,17 @@ use atoll_http::{
 };
 use atoll_net::{TcpListener, TcpStream};
 use atoll_rt::logger::RateLimit;
-use log::{debug, info, warn};
+use log::{info, warn};
 
 /// Connections a server takes by default: each costs about 14 KiB of heap
 /// over plain HTTP (docs/PERFORMANCE.md), so 1000 fit in the default 32 MiB.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+/// What a TLS listener serves with; without the `tls` feature there is none.
+#[cfg(feature = "tls")]
+type TlsConfig = Rc<atoll_tls::ServerConfig>;
+#[cfg(not(feature = "tls"))]
+type TlsConfig = core::convert::Infallible;
+
 /// Refused connections answered at once (to read a health check).
 const BUSY_ANSWERS: usize = 32;
 /// Heap a TLS connection may take beyond its socket: rustls' state and
@@ -94,12 +100,14 @@ impl<H: Handler + 'static> Server<H> {
         self.run(listener, None).await
     }
 
-    /// Serves HTTPS on `listener` with `config`, for ever.
+    /// Serves HTTPS on `listener` with `config`, for ever (the `tls`
+    /// feature).
+    #[cfg(feature = "tls")]
     pub async fn serve_tls(self, listener: TcpListener, config: atoll_tls::ServerConfig) -> ! {
         self.run(listener, Some(Rc::new(config))).await
     }
 
-    async fn run(self, listener: TcpListener, tls: Option<Rc<atoll_tls::ServerConfig>>) -> ! {
+    async fn run(self, listener: TcpListener, tls: Option<TlsConfig>) -> ! {
         let port = listener.port();
         let limiter = ConnectionLimiter::new(self.max_connections);
         let busy_answers = ConnectionLimiter::new(BUSY_ANSWERS);
@@ -166,12 +174,16 @@ impl<H: Handler + 'static> Server<H> {
                 handshake_timeout: self.handshake_timeout,
                 busy,
             };
+            #[allow(clippy::clone_on_copy)] // Infallible without the `tls` feature
             let tls = tls.clone();
             // Detached: the connection's task ends by itself; nobody joins it.
             drop(atoll_rt::spawn(async move {
                 match tls {
                     None => connection.serve_plain(stream, &slot).await,
+                    #[cfg(feature = "tls")]
                     Some(config) => connection.serve_tls(stream, &config, &slot).await,
+                    #[cfg(not(feature = "tls"))]
+                    Some(never) => match never {},
                 }
                 drop(slot);
             }));
@@ -183,6 +195,7 @@ impl<H: Handler + 'static> Server<H> {
 struct Connection<H> {
     handler: Rc<H>,
     limits: Limits,
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     handshake_timeout: Duration,
     /// The server was full: answer one cheap request or 503, then close.
     busy: bool,
@@ -196,17 +209,18 @@ impl<H: Handler> Connection<H> {
         }
     }
 
+    #[cfg(feature = "tls")]
     async fn serve_tls(&self, stream: TcpStream, config: &atoll_tls::ServerConfig, slot: &ConnectionGuard) {
         let peer = stream.peer_addr();
         let handshake = atoll_rt::time::timeout(self.handshake_timeout, atoll_tls::accept(stream, config)).await;
         let mut tls = match handshake {
             Ok(Ok(tls)) => tls,
             Ok(Err(error)) => {
-                debug!("TLS handshake with {peer:?} failed: {error}");
+                log::debug!("TLS handshake with {peer:?} failed: {error}");
                 return;
             }
             Err(_) => {
-                debug!("TLS handshake with {peer:?} timed out");
+                log::debug!("TLS handshake with {peer:?} timed out");
                 return;
             }
         };

@@ -295,6 +295,37 @@ both_platforms!(https_serves_the_talk_with_hsts_and_port_80_redirects, |platform
     let resolve = format!("localhost:443:{GUEST_ADDR}");
     let page = curl(&ns, "https://localhost/", &["--cacert", &ca, "--resolve", &resolve]);
     assert_eq!(page.status, 200, "{page:?}");
+    // The RSA certificate by name, over TLS 1.2 with its ECDHE-RSA suite.
+    let resolve = format!("{RSA_NAME}:443:{GUEST_ADDR}");
+    let page = curl(
+        &ns,
+        &format!("https://{RSA_NAME}/"),
+        &["--cacert", &ca, "--resolve", &resolve, "--tls-max", "1.2"],
+    );
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(
+        page.tls(),
+        Some("TLSv1.2 / ECDHE-RSA-CHACHA20-POLY1305"),
+        "{}",
+        page.log
+    );
+    // Several requests on one TLS connection.
+    let urls = ["/", "/1", "/style.css", "/healthz"].map(https);
+    let mut args = vec![
+        "-sS",
+        "--max-time",
+        "10",
+        "--cacert",
+        &ca,
+        "-w",
+        "%{http_code} %{num_connects}\n",
+    ];
+    for url in &urls {
+        args.extend(["-o", "/dev/null", url.as_str()]);
+    }
+    let out = ns.run("curl", &args);
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "200 1\n200 0\n200 0\n200 0\n", "{}", out.stderr);
     // Without the CA, curl does not trust it.
     let untrusted = ns.run("curl", ["-sS", "--max-time", "10", &https("/")]);
     assert_eq!(untrusted.status, Some(60), "{}", untrusted.stderr);
@@ -471,10 +502,12 @@ both_platforms!(bad_clients_are_refused_and_the_server_carries_on, |platform| {
     let ns = Namespace::with_tap();
     let server = https_slides(platform, &ns, &certs.image, &[]);
 
-    // A client that stalls mid-handshake is closed when the handshake time
-    // (10 s) is up, not at once and not never; meanwhile the others go on.
-    let staller = thread::scope(|scope| {
+    // A client that stalls mid-handshake, or never starts one, is closed
+    // when the handshake time (10 s) is up, not at once and not never;
+    // meanwhile the others go on.
+    let stallers = thread::scope(|scope| {
         let staller = scope.spawn(|| raw_tls(&ns, HALF_A_CLIENT_HELLO, Duration::from_secs(40)));
+        let silent = scope.spawn(|| raw_tls(&ns, &[], Duration::from_secs(40)));
 
         // Only TLS 1.1 (openssl allows it only at security level 0): a
         // handshake_failure alert.
@@ -506,17 +539,18 @@ both_platforms!(bad_clients_are_refused_and_the_server_carries_on, |platform| {
             assert!(is_close_or_fatal_alert(&answer), "answer to {garbage:?}: {answer:?}");
             assert_serves(&ns, &certs, &format!("{garbage:?}"));
         }
-        staller.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        let join = |handle: thread::ScopedJoinHandle<'_, _>| {
+            handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        };
+        [("half a ClientHello", join(staller)), ("nothing", join(silent))]
     });
-    let (answer, took) = staller;
-    assert!(
-        is_close_or_fatal_alert(&answer),
-        "answer to half a ClientHello: {answer:?}"
-    );
-    assert!(
-        (Duration::from_secs(5)..Duration::from_secs(30)).contains(&took),
-        "half a ClientHello was closed after {took:?}, not about 10 s"
-    );
+    for (sent, (answer, took)) in stallers {
+        assert!(is_close_or_fatal_alert(&answer), "answer to {sent}: {answer:?}");
+        assert!(
+            (Duration::from_secs(5)..Duration::from_secs(30)).contains(&took),
+            "a client that sent {sent} was closed after {took:?}, not about 10 s"
+        );
+    }
     assert_serves(&ns, &certs, "a stalled handshake");
 
     let out = server.stop();

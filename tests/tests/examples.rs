@@ -1,6 +1,7 @@
 //! The small example apps, built and run on both platforms against real
 //! peers: `examples/dns-lookup` asks dnsmasq, `examples/udp-echo` answers a
 //! Rust UDP client, `examples/tcp-client` fetches from a Rust TCP server,
+//! `examples/https-get` fetches over TLS from `openssl s_server`,
 //! and `examples/random-clock` prints randomness and the clocks. Each
 //! networked case has a namespace of its own behind a TAP device (see
 //! `atoll_tests::net`); no packet leaves it.
@@ -20,15 +21,22 @@ const DNS_LOOKUP: &str = "examples/dns-lookup";
 const UDP_ECHO: &str = "examples/udp-echo";
 const TCP_CLIENT: &str = "examples/tcp-client";
 const RANDOM_CLOCK: &str = "examples/random-clock";
+const HTTPS_GET: &str = "examples/https-get";
 
 /// Boots the app at `dir` on `platform` in `ns` with its `service` device
 /// on [`TAP`], a static address ([`STATIC_IPV4_ARGS`]) and boot arguments
 /// `args`; returns what it did.
 fn run_on_tap(platform: Platform, ns: &Namespace, dir: &str, args: &[&str]) -> Outcome {
+    run_on_tap_with(platform, ns, dir, &[], args)
+}
+
+/// [`run_on_tap`] with more device options (`--block-ro:NAME=FILE`).
+fn run_on_tap_with(platform: Platform, ns: &Namespace, dir: &str, devices: &[&str], args: &[&str]) -> Outcome {
     let kernel = atoll_tests::guest(platform, dir);
     let net = format!("--net:service={TAP}");
+    let all_devices = [&[net.as_str()][..], devices].concat();
     let all_args = [&STATIC_IPV4_ARGS[..], args].concat();
-    atoll_tests::run(platform.command(|program| ns.command(program), &kernel, &[net.as_str()], &all_args))
+    atoll_tests::run(platform.command(|program| ns.command(program), &kernel, &all_devices, &all_args))
 }
 
 /// What the app printed: standard output without the log's lines, which
@@ -257,3 +265,49 @@ both_platforms!(random_clock_prints_fresh_bytes_and_the_right_time, |platform| {
     // A 10 ms sleep takes at least 10 ms, and not absurdly more.
     assert!((10_000..2_000_000).contains(&slept_us), "slept {slept_us} µs");
 });
+
+both_platforms!(
+    https_get_checks_the_certificate_and_prints_a_real_servers_page,
+    |platform| {
+        use atoll_tests::tls::{pack_files, Ca, KeyType};
+        let ns = Namespace::with_tap();
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["ca", "other"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        let ca = Ca::create(&dir.path().join("ca"), KeyType::EcdsaP256);
+        let leaf = ca.issue(&dir.path().join("ca"), "server", &[HOST_ADDR], KeyType::EcdsaP256);
+        let trusted = dir.path().join("trusted.tar");
+        pack_files(&trusted, &[("ca.pem", &std::fs::read(&ca.cert).unwrap())]);
+        let stranger = Ca::create(&dir.path().join("other"), KeyType::Rsa2048);
+        let untrusted = dir.path().join("untrusted.tar");
+        pack_files(&untrusted, &[("ca.pem", &std::fs::read(&stranger.cert).unwrap())]);
+
+        // Debian's OpenSSL as the server: `-www` answers a GET with a status page.
+        let mut command = ns.command("openssl");
+        command.args(["s_server", "-accept", &format!("{HOST_ADDR}:8443"), "-www", "-cert"]);
+        command.arg(&leaf.cert).arg("-key").arg(&leaf.key);
+        let server = Background::spawn(command);
+        server.wait_for_line(LISTEN_TIMEOUT, |line| line.contains("ACCEPT").then_some(()));
+
+        let block = format!("--block-ro:ca={}", trusted.display());
+        let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
+        assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+        let page = printed(&out);
+        assert!(page.starts_with("https-get: TLSv1_3 TLS13_"), "{page}");
+        assert!(page.contains("HTTP/1.0 200 ok\n"), "{page}");
+
+        // The same server, with a CA that did not sign its certificate (same
+        // name, other key): refused, one line.
+        let block = format!("--block-ro:ca={}", untrusted.display());
+        let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
+        assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+        let said = printed(&out);
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(
+            said.starts_with(&format!("https-get: TLS with {HOST_ADDR}")) && said.contains("invalid peer certificate"),
+            "{said}"
+        );
+        drop(server);
+    }
+);

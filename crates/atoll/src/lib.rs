@@ -71,6 +71,9 @@ pub use atoll_macros::main;
 pub use atoll_rt::logger::RateLimit;
 pub use atoll_rt::{block, console, memory, random};
 pub use atoll_rt::{device, devices, exit, print, println, Device, DeviceKind, MainOutput};
+/// The async byte-stream traits (`Read`, `Write`) TCP and TLS streams
+/// implement: `use atoll::io::{Read, Write}` for `read_exact`, `write_all`.
+pub use embedded_io_async as io;
 pub use log;
 pub use {atoll_http as http, atoll_net as net, atoll_tls as tls};
 

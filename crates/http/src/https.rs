@@ -11,7 +11,6 @@
 
 use alloc::borrow::Cow;
 use alloc::format;
-use core::future::Future;
 
 use crate::request::Request;
 use crate::response::{Response, Status};
@@ -46,13 +45,11 @@ impl<H> Hsts<H> {
 }
 
 impl<H: Handler> Handler for Hsts<H> {
-    fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response> {
-        async move {
-            self.inner
-                .handle(request)
-                .await
-                .with_header("Strict-Transport-Security", self.value.clone())
-        }
+    async fn handle(&self, request: &Request<'_>) -> Response {
+        self.inner
+            .handle(request)
+            .await
+            .with_header("Strict-Transport-Security", self.value.clone())
     }
 
     fn is_cheap(&self, request: &Request<'_>) -> bool {
@@ -95,15 +92,13 @@ impl<H> RedirectToHttps<H> {
 }
 
 impl<H: Handler> Handler for RedirectToHttps<H> {
-    fn handle(&self, request: &Request<'_>) -> impl Future<Output = Response> {
-        async move {
-            if self.inner.is_cheap(request) {
-                return self.inner.handle(request).await;
-            }
-            match self.location(request) {
-                Some(location) => Response::redirect(Status::PERMANENT_REDIRECT, location),
-                None => Response::error(Status::BAD_REQUEST),
-            }
+    async fn handle(&self, request: &Request<'_>) -> Response {
+        if self.inner.is_cheap(request) {
+            return self.inner.handle(request).await;
+        }
+        match self.location(request) {
+            Some(location) => Response::redirect(Status::PERMANENT_REDIRECT, location),
+            None => Response::error(Status::BAD_REQUEST),
         }
     }
 

@@ -269,24 +269,55 @@ fn octal(field: &[u8]) -> Option<usize> {
     any.then_some(value)
 }
 
+/// The trusted certificates (roots, for a client) in a tar archive: every
+/// certificate in every `*.pem` file of it, e.g. `tar cf ca.tar ca.pem`.
+pub fn roots_from_tar(archive: &[u8]) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    let mut roots = Vec::new();
+    for (name, pem) in tar_files(archive)?.iter().filter(|(name, _)| name.ends_with(".pem")) {
+        for cert in CertificateDer::pem_slice_iter(pem) {
+            roots.push(cert.map_err(|e| IdentityError::BadPem(name.clone(), e.to_string()))?);
+        }
+    }
+    if roots.is_empty() {
+        return Err(IdentityError::NoCertificate(String::from(
+            "certificate disk: no *.pem file with a certificate",
+        )));
+    }
+    Ok(roots)
+}
+
 /// Reads the identities from the block device `name` (attached read-only,
 /// e.g. `--block-ro:tls=tls.tar`), which holds a tar archive of at most
 /// 1 MiB. Errors name the device.
 #[cfg(feature = "rt")]
 pub fn identities_from_block_device(name: &str) -> Result<Vec<Identity>, IdentityError> {
+    identities_from_tar(&read_block_device(name)?)
+}
+
+/// Reads trusted certificates from the block device `name` (a tar archive
+/// of PEM files, e.g. `--block-ro:ca=ca.tar`); see [`roots_from_tar`].
+#[cfg(feature = "rt")]
+pub fn roots_from_block_device(name: &str) -> Result<Vec<CertificateDer<'static>>, IdentityError> {
+    roots_from_tar(&read_block_device(name)?)
+}
+
+/// The first MiB (at most) of block device `name`.
+#[cfg(feature = "rt")]
+fn read_block_device(name: &str) -> Result<Vec<u8>, IdentityError> {
     use atoll_rt::block::BlockDevice;
     /// Certificates and keys are a few KiB; more is not a certificate disk.
     const MAX_BYTES: u64 = 1 << 20;
+    /// Bytes per read request.
+    const CHUNK: usize = 64 * 1024;
     let device = BlockDevice::open(name).map_err(|e| IdentityError::Device(format!("block device '{name}': {e}")))?;
     let sector = device.sector_size() as u64;
     let bytes = (device.capacity_sectors() * sector).min(MAX_BYTES);
     let mut archive = alloc::vec![0u8; bytes as usize];
-    // Read in 64 KiB pieces: one request per piece.
-    for (index, chunk) in archive.chunks_mut(64 * 1024).enumerate() {
-        let first = (index * 64 * 1024) as u64 / sector;
+    for (index, chunk) in archive.chunks_mut(CHUNK).enumerate() {
+        let first = (index * CHUNK) as u64 / sector;
         device
             .read(first, chunk)
             .map_err(|e| IdentityError::Device(format!("block device '{name}': {e}")))?;
     }
-    identities_from_tar(&archive)
+    Ok(archive)
 }

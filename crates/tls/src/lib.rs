@@ -45,9 +45,11 @@ mod tests;
 
 pub use config::{ClientConfig, ConfigError, ServerConfig};
 #[cfg(feature = "rt")]
-pub use identity::identities_from_block_device;
-pub use identity::{identities_from_tar, Identity, IdentityError};
+pub use identity::{identities_from_block_device, roots_from_block_device};
+pub use identity::{identities_from_tar, roots_from_tar, Identity, IdentityError};
+/// Certificates in DER, as [`ClientConfig::new`] takes its roots.
+pub use pki_types::CertificateDer;
 /// rustls itself, for what this crate does not wrap (`state()` returns its
 /// `CommonState`).
 pub use rustls;
-pub use stream::{accept, connect, Error, TlsStream};
+pub use stream::{accept, connect, ClientStream, Error, TlsStream};

@@ -140,6 +140,9 @@ impl<S, C: Side> fmt::Debug for TlsStream<S, C> {
     }
 }
 
+/// The client side's stream, as [`connect`] returns it.
+pub type ClientStream<S> = TlsStream<S, UnbufferedClientConnection>;
+
 /// Performs a server handshake on `io` and returns the connection. Bound its
 /// time with a timer: a client that stalls mid-handshake stalls this.
 pub async fn accept<S: Read + Write>(io: S, config: &ServerConfig) -> Result<TlsStream<S>, Error> {
@@ -151,11 +154,7 @@ pub async fn accept<S: Read + Write>(io: S, config: &ServerConfig) -> Result<Tls
 
 /// Performs a client handshake with the server `name` (checked against its
 /// certificate) on `io`.
-pub async fn connect<S: Read + Write>(
-    io: S,
-    config: &ClientConfig,
-    name: &str,
-) -> Result<TlsStream<S, UnbufferedClientConnection>, Error> {
+pub async fn connect<S: Read + Write>(io: S, config: &ClientConfig, name: &str) -> Result<ClientStream<S>, Error> {
     let name = ServerName::try_from(name)
         .map_err(|_| Error::Tls(rustls::Error::General("not a DNS name or IP address".into())))?
         .to_owned();

@@ -253,7 +253,9 @@ fn identities_load_and_mismatches_are_named() {
 
 /// A tar archive made by the system's `tar` from `files`.
 fn tar(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let dir = std::env::temp_dir().join(std::format!("atoll-tls-test-{}-{}", std::process::id(), files.len()));
+    static COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+    let n = COUNT.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(std::format!("atoll-tls-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     for (name, data) in files {
         let path = dir.join(name);
@@ -317,4 +319,15 @@ fn identities_from_a_tar_archive() {
         identities_from_tar(&mixed).unwrap_err(),
         IdentityError::Mismatch("key.pem".into())
     );
+}
+
+#[test]
+fn roots_from_a_tar_archive() {
+    let roots = roots_from_tar(&tar(&[("ca.pem", CA), ("more/other.pem", EC_CERT), ("README", b"hi")])).unwrap();
+    assert_eq!(roots.len(), 2);
+    assert_eq!(roots[0], super::tests::roots()[0]);
+    assert!(matches!(
+        roots_from_tar(&tar(&[("README", b"hi")])),
+        Err(IdentityError::NoCertificate(_))
+    ));
 }

@@ -113,13 +113,16 @@ impl From<StackError> for Error {
 
 /// The port redirects name: `--redirect-port=PORT`, else 443.
 fn redirect_port() -> Result<u16, Error> {
-    match atoll::args().iter().find_map(|arg| arg.strip_prefix("--redirect-port=")) {
+    match atoll::args()
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--redirect-port="))
+    {
         None => Ok(HTTPS_PORT),
-        Some(port) => port
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| Error::Usage(alloc::format!("--redirect-port={port}: expected a port from 1 to 65535"))),
+        Some(port) => port.parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+            Error::Usage(alloc::format!(
+                "--redirect-port={port}: expected a port from 1 to 65535"
+            ))
+        }),
     }
 }
 
@@ -129,7 +132,8 @@ fn tls_config() -> Result<Option<atoll::tls::ServerConfig>, Error> {
         return Ok(None);
     }
     let identities = atoll::tls::identities_from_block_device("tls").map_err(|e| Error::Tls(alloc::format!("{e}")))?;
-    let config = atoll::tls::ServerConfig::new(identities, &[b"http/1.1"]).map_err(|e| Error::Tls(alloc::format!("{e}")))?;
+    let config =
+        atoll::tls::ServerConfig::new(identities, &[b"http/1.1"]).map_err(|e| Error::Tls(alloc::format!("{e}")))?;
     Ok(Some(config))
 }
 
@@ -145,7 +149,11 @@ async fn main() -> Result<(), Error> {
     let talk = Rc::new(Talk::new());
     let Some(config) = tls else {
         atoll::println!("listening on http://{address}:{HTTP_PORT}/");
-        Server::new(talk).limits(LIMITS).max_connections(MAX_CONNECTIONS).serve(plain).await
+        Server::new(talk)
+            .limits(LIMITS)
+            .max_connections(MAX_CONNECTIONS)
+            .serve(plain)
+            .await
     };
     let secure = TcpListener::bind(&stack, HTTPS_PORT).map_err(StackError::from)?;
     atoll::println!("listening on https://{address}:{HTTPS_PORT}/ and http://{address}:{HTTP_PORT}/ (redirecting)");

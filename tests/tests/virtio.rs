@@ -265,22 +265,40 @@ every_vmm!(devices_arrive_in_manifest_order, |vmm| {
 });
 
 every_vmm!(atoll_run_serves_the_site_on_loopback, |vmm| {
+    use atoll_tests::tls::{pack, Ca, KeyType};
     const SLIDES: &str = "examples/slides";
     guest(Platform::Hvt, SLIDES);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port()
+    };
+    let (port, tls_port) = (free_port(), free_port());
+    // The same kernel serves HTTPS from a certificate disk on every VMM.
+    let certs = tempfile::tempdir().unwrap();
+    let ca = Ca::create(certs.path(), KeyType::EcdsaP256);
+    let leaf = ca.issue(certs.path(), "site", &["localhost", "127.0.0.1"], KeyType::EcdsaP256);
+    let image = certs.path().join("tls.tar");
+    pack(&image, &[("", &leaf)]);
     let mut command = Command::new(atoll_bin());
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", "virtio"])
         .args(vmm.options())
-        .args(["--publish", &format!("{port}:80"), SLIDES]);
+        .args([
+            "--publish",
+            &format!("{port}:80"),
+            "--publish",
+            &format!("{tls_port}:443"),
+        ])
+        .arg(format!("--block-ro:tls={}", image.display()))
+        .arg(SLIDES);
     let mut atoll = Background::spawn(command);
     let namespace = format!("atoll-{}", atoll.pid());
     atoll.wait_for_line(Duration::from_secs(60), |l| {
-        l.contains("listening on http://").then_some(())
+        l.contains(&format!("serving on https://127.0.0.1:{tls_port}/"))
+            .then_some(())
     });
     let out = atoll_tests::run({
         let mut curl = Command::new("curl");
@@ -288,6 +306,13 @@ every_vmm!(atoll_run_serves_the_site_on_loopback, |vmm| {
         curl
     });
     assert_eq!(out.stdout, "ok\n", "curl: {}", out.stderr);
+    let out = atoll_tests::run({
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", "--cacert"]).arg(&ca.cert);
+        curl.arg(format!("https://127.0.0.1:{tls_port}/healthz"));
+        curl
+    });
+    assert_eq!(out.stdout, "ok\n", "curl over TLS: {}", out.stderr);
     let out = atoll.stop_with(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(out.status, Some(128 + 15), "{}", out.stderr);
     assert!(!namespaces().contains(&namespace), "{namespace} was left behind");

@@ -239,6 +239,10 @@ struct LockedPackage<'a> {
 /// first build leaves it as it is; if it ever is not (a later cargo
 /// changes the format, an app named like one of its dependencies), cargo
 /// rewrites the difference and keeps the versions it can.
+/// Crates of the workspace that `atoll` depends on only through an opt-in
+/// feature (`tls`): the examples enable it, a new app does not.
+const OPT_IN_CRATES: &[&str] = &["atoll-tls"];
+
 fn app_lock(examples_lock: &str, app: &str) -> String {
     let Some(first) = examples_lock.find("[[package]]") else {
         return examples_lock.to_string();
@@ -249,6 +253,14 @@ fn app_lock(examples_lock: &str, app: &str) -> String {
         .filter(|block| !block.trim().is_empty())
         .map(parse_locked_package)
         .collect();
+
+    // Everything reachable from `atoll`, without what only its opt-in
+    // features bring (the new app enables none of them).
+    let opt_in = |dependency: &&str| OPT_IN_CRATES.contains(&dependency.split(' ').next().unwrap_or_default());
+    let mut packages = packages;
+    for package in packages.iter_mut().filter(|p| p.name == "atoll") {
+        package.dependencies.retain(|d| !opt_in(d));
+    }
     let find = |dependency: &str| {
         let mut words = dependency.split(' ');
         let name = words.next().unwrap_or_default();
@@ -257,8 +269,6 @@ fn app_lock(examples_lock: &str, app: &str) -> String {
             .iter()
             .position(|p| p.name == name && version.is_none_or(|v| v == p.version))
     };
-
-    // Everything reachable from `atoll`.
     let mut keep = vec![false; packages.len()];
     let mut todo: Vec<usize> = find("atoll").into_iter().collect();
     while let Some(index) = todo.pop() {

@@ -120,6 +120,10 @@ enum Bench {
         /// `openssl s_time -new` processes run at once for the handshakes.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
         clients: u32,
+        /// Build the slides with the whole release profile at opt-level 3
+        /// (`CARGO_PROFILE_RELEASE_OPT_LEVEL=3`) instead of examples/'s "s".
+        #[arg(long)]
+        opt_level_3: bool,
     },
     /// The TLS provider's costs measured inside a guest on hvt and unix
     /// (handshake, AEAD sealing, X25519, ECDSA and RSA signing) beside
@@ -145,7 +149,11 @@ fn main() -> ExitCode {
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
-        Bench::Tls { duration_s, clients } => tls::run(duration_s, clients).map(|report| print!("{report}")),
+        Bench::Tls {
+            duration_s,
+            clients,
+            opt_level_3,
+        } => tls::run(duration_s, clients, opt_level_3).map(|report| print!("{report}")),
         Bench::TlsCrypto { seconds } => tls::run_crypto(seconds).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
         Bench::Virtio { runs, duration_s } => virtio::run(runs, duration_s).map(|report| print!("{report}")),

@@ -166,7 +166,7 @@ pub fn require(tools: &[(&str, &str)]) -> Result<(), String> {
 }
 
 /// Runs `atoll-bench tls` and returns the markdown report.
-pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
+pub fn run(duration_s: u32, clients: u32, opt3: bool) -> Result<String, String> {
     require(&[
         ("nginx", "nginx"),
         ("wrk", "wrk"),
@@ -175,10 +175,17 @@ pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
         ("ip", "iproute2"),
     ])?;
     let setup = setup()?;
-    let kernels: Vec<(Platform, PathBuf)> = [Platform::Hvt, Platform::Unix]
-        .into_iter()
-        .map(|p| (p, atoll_tests::guest(p, SLIDES)))
-        .collect();
+    let mut kernels: Vec<(Platform, PathBuf)> = Vec::new();
+    for platform in [Platform::Hvt, Platform::Unix] {
+        kernels.push((platform, build(platform, SLIDES, opt3)?));
+    }
+    let kernel_of = |platform: Platform| {
+        kernels
+            .iter()
+            .find(|(p, _)| *p == platform)
+            .map(|(_, k)| k.as_path())
+            .unwrap_or(Path::new(""))
+    };
     let duration = Duration::from_secs(u64::from(duration_s));
 
     // One namespace per platform (as `http` has it), each with its TAP.
@@ -189,7 +196,7 @@ pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
     // The baseline: an idle boot as long as a measurement, whose exits each
     // hvt measurement subtracts; it also gives the page nginx serves.
     eprintln!("atoll-bench: baseline boot on hvt, idle for {duration_s} s");
-    let baseline = boot(Platform::Hvt, &hvt_ns, &setup)?;
+    let baseline = boot(Platform::Hvt, kernel_of(Platform::Hvt), &hvt_ns, &setup)?;
     let page = fetch_page(&hvt_ns, &setup, GUEST_IP)?;
     thread::sleep(duration);
     let baseline_exits = stop_for_exits(baseline)?.unwrap_or(0);
@@ -208,7 +215,7 @@ pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
         };
         // The suite and group each server picks from the default offer.
         let server = match target {
-            Target::Atoll(platform) => Some(boot(platform, ns, &setup)?),
+            Target::Atoll(platform) => Some(boot(platform, kernel_of(platform), ns, &setup)?),
             Target::Nginx => None,
         };
         suites.push((target, negotiated(ns, target.ip(), &setup)?));
@@ -224,7 +231,7 @@ pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
             let (ns, server) = match target {
                 Target::Atoll(platform) => {
                     let ns = ns_of(platform);
-                    (ns, Some(boot(platform, ns, &setup)?))
+                    (ns, Some(boot(platform, kernel_of(platform), ns, &setup)?))
                 }
                 Target::Nginx => (&client_ns, None),
             };
@@ -278,7 +285,15 @@ pub fn run(duration_s: u32, clients: u32) -> Result<String, String> {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    Ok(report(&measures, &suites, duration_s, clients, page.len(), &sizes))
+    Ok(report(
+        &measures,
+        &suites,
+        duration_s,
+        clients,
+        opt3,
+        page.len(),
+        &sizes,
+    ))
 }
 
 /// utime + stime of process `pid` (all its threads) and of its
@@ -366,12 +381,11 @@ fn openssl_conf(dir: &Path, offer: Offer) -> PathBuf {
 
 /// Boots slides on `platform` in `ns` with the certificate disk and waits
 /// until it serves HTTPS.
-fn boot(platform: Platform, ns: &Namespace, setup: &Setup) -> Result<Background, String> {
-    let kernel = atoll_tests::guest(platform, SLIDES);
+fn boot(platform: Platform, kernel: &Path, ns: &Namespace, setup: &Setup) -> Result<Background, String> {
     let net = format!("--net:service={TAP}");
     let tls = format!("--block-ro:tls={}", setup.image.display());
     let options = [net.as_str(), "--stats", tls.as_str()];
-    let command = platform.command(|program| ns.command(program), &kernel, &options, &STATIC_IPV4_ARGS);
+    let command = platform.command(|program| ns.command(program), kernel, &options, &STATIC_IPV4_ARGS);
     let server = Background::spawn(command);
     // Waits up to LISTEN_TIMEOUT, failing loudly (test code) otherwise.
     server.wait_for_line(LISTEN_TIMEOUT, |line| {
@@ -559,10 +573,15 @@ fn report(
     suites: &[(Target, String)],
     duration_s: u32,
     clients: u32,
+    opt3: bool,
     page_bytes: usize,
     sizes: &str,
 ) -> String {
     let find = |target: Target, load: Load| measures.iter().find(|m| m.target == target && m.load == load);
+    let name = |target: Target| match target {
+        Target::Atoll(_) if opt3 => format!("{}, opt-level 3", target.name()),
+        _ => target.name(),
+    };
     let rate = |target, load| find(target, load).map_or("—".to_owned(), |m| format!("{:.0}", m.rate));
     let exits = |target, load| {
         find(target, load)
@@ -603,7 +622,7 @@ fn report(
         let _ = writeln!(
             out,
             "| {} | {suite} | {} | {} | {p99} | {} | {} | {} | {} | {} | {} | {errors} |",
-            target.name(),
+            name(target),
             rate(target, Load::Handshakes),
             rate(target, keep_alive),
             rate(target, Load::KeepAlive(Offer::Aes128Gcm)),
@@ -636,7 +655,7 @@ fn report(
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} | {} | {} |",
-            Target::Atoll(platform).name(),
+            name(Target::Atoll(platform)),
             ratio(Load::Handshakes),
             ratio(keep_alive),
             ratio(Load::KeepAlive(Offer::Aes128Gcm)),
@@ -660,10 +679,13 @@ fn report(
          cores, cap the rate. nginx: 1 worker, `ssl_protocols TLSv1.3`, the same certificate, \
          page and HSTS header, over a veth pair. Executables: {sizes}."
     );
-    let command = match (duration_s, clients) {
-        (10, 4) => "cargo run --release -p atoll-bench -- tls".to_owned(),
-        _ => format!("cargo run --release -p atoll-bench -- tls --duration-s {duration_s} --clients {clients}"),
-    };
+    let mut command = "cargo run --release -p atoll-bench -- tls".to_owned();
+    if (duration_s, clients) != (10, 4) {
+        command += &format!(" --duration-s {duration_s} --clients {clients}");
+    }
+    if opt3 {
+        command += " --opt-level-3";
+    }
     let _ = write!(out, "\n{}", crate::footer(&command));
     out
 }
@@ -736,32 +758,39 @@ impl Build {
         }
     }
 
-    /// The kernel or executable, built as [`atoll_tests::guest`] builds it
-    /// but for the profile; the opt-level 3 builds go to a target directory
-    /// of their own, so the two do not rebuild each other.
     fn kernel(self) -> Result<PathBuf, String> {
-        if !self.opt3 {
-            return std::panic::catch_unwind(|| atoll_tests::guest(self.platform, TLS_CRYPTO))
-                .map_err(|_| format!("cannot build {TLS_CRYPTO} (see the message above)"));
-        }
-        let root = atoll_tests::repo_root();
-        let mut command = Command::new(atoll_tests::atoll_bin());
-        command
-            .current_dir(root)
-            .args(["build", "--release", "--target", self.platform.name(), TLS_CRYPTO])
-            .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
-            .env("CARGO_TARGET_DIR", root.join("target/opt-level-3"));
-        let out = atoll_tests::run(command);
-        let kernel = PathBuf::from(out.stdout.lines().last().unwrap_or_default());
-        if out.status != Some(0) || !kernel.is_file() {
-            return Err(format!(
-                "cannot build {TLS_CRYPTO} at opt-level 3 for {}:\n{}",
-                self.platform.name(),
-                out.stderr
-            ));
-        }
-        Ok(kernel)
+        build(self.platform, TLS_CRYPTO, self.opt3)
     }
+}
+
+/// The app at `dir` built for `platform` as [`atoll_tests::guest`] builds
+/// it, or with the whole release profile at opt-level 3
+/// (`CARGO_PROFILE_RELEASE_OPT_LEVEL=3`, which overrides the workspace's
+/// `"s"`) into a target directory of its own, so the two builds do not
+/// rebuild each other.
+fn build(platform: Platform, dir: &str, opt3: bool) -> Result<PathBuf, String> {
+    if !opt3 {
+        // The harness panics (it is test code) with cargo's errors.
+        return std::panic::catch_unwind(|| atoll_tests::guest(platform, dir))
+            .map_err(|_| format!("cannot build {dir} (see the message above)"));
+    }
+    let root = atoll_tests::repo_root();
+    let mut command = Command::new(atoll_tests::atoll_bin());
+    command
+        .current_dir(root)
+        .args(["build", "--release", "--target", platform.name(), dir])
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "3")
+        .env("CARGO_TARGET_DIR", root.join("target/opt-level-3"));
+    let out = atoll_tests::run(command);
+    let kernel = PathBuf::from(out.stdout.lines().last().unwrap_or_default());
+    if out.status != Some(0) || !kernel.is_file() {
+        return Err(format!(
+            "cannot build {dir} at opt-level 3 for {}:\n{}",
+            platform.name(),
+            out.stderr
+        ));
+    }
+    Ok(kernel)
 }
 
 /// Runs `atoll-bench tls-crypto` and returns the markdown report.

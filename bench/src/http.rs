@@ -174,7 +174,7 @@ fn cpu_ticks(pid: u32) -> Result<u64, String> {
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
 /// name (field 2) may hold spaces and parentheses, so fields are counted
 /// from its closing parenthesis.
-fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(crate) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     // after_name starts at field 3 (state).
@@ -184,7 +184,7 @@ fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux in practice).
-fn clock_ticks_per_s() -> u64 {
+pub(crate) fn clock_ticks_per_s() -> u64 {
     std::process::Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -22,6 +22,12 @@
 //! store costs on the host: formatting, a clean log, a torn or damaged one
 //! ([`kv_open`]).
 //!
+//! `cargo run --release -p atoll-bench -- tls` serves the slides over HTTPS
+//! on hvt and unix beside nginx with OpenSSL: new handshakes/s, keep-alive
+//! requests/s and VM exits per handshake and request; `-- tls-crypto` times
+//! the TLS provider's operations inside a guest beside `openssl speed`
+//! ([`tls`]).
+//!
 //! `cargo run --release -p atoll-bench -- virtio` boots the hvt kernel of
 //! `examples/hello` on QEMU microvm (and Firecracker and Cloud Hypervisor
 //! where present) beside the same VMM booting a kernel that only halts, and
@@ -35,6 +41,7 @@ mod http;
 mod kv;
 mod kv_open;
 mod memory;
+mod tls;
 mod urunc;
 mod virtio;
 
@@ -102,6 +109,30 @@ enum Bench {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
         duration_s: u32,
     },
+    /// HTTPS: new handshakes/s and keep-alive requests/s of
+    /// examples/slides on hvt and unix against nginx with OpenSSL, TLS 1.3,
+    /// and VM exits per handshake and per request (needs root, nginx, wrk,
+    /// openssl and curl).
+    Tls {
+        /// Seconds of load per measurement.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=600))]
+        duration_s: u32,
+        /// `openssl s_time -new` processes run at once for the handshakes.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        clients: u32,
+        /// Build the slides with the whole release profile at opt-level 3
+        /// (`CARGO_PROFILE_RELEASE_OPT_LEVEL=3`) instead of examples/'s "s".
+        #[arg(long)]
+        opt_level_3: bool,
+    },
+    /// The TLS provider's costs measured inside a guest on hvt and unix
+    /// (handshake, AEAD sealing, X25519, ECDSA and RSA signing) beside
+    /// `openssl speed` on the host (needs openssl).
+    TlsCrypto {
+        /// Seconds per figure, in the guest and for openssl speed.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=60))]
+        seconds: u32,
+    },
     /// Time to format and to open an atoll-kv store (clean, torn, damaged),
     /// on the host with an in-memory device.
     KvOpen {
@@ -118,6 +149,12 @@ fn main() -> ExitCode {
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
+        Bench::Tls {
+            duration_s,
+            clients,
+            opt_level_3,
+        } => tls::run(duration_s, clients, opt_level_3).map(|report| print!("{report}")),
+        Bench::TlsCrypto { seconds } => tls::run_crypto(seconds).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
         Bench::Virtio { runs, duration_s } => virtio::run(runs, duration_s).map(|report| print!("{report}")),
         Bench::Memory { connections } => memory::run(connections as usize).map(|report| print!("{report}")),

@@ -13,11 +13,16 @@
 //!
 //! **The order.** Without AES-NI, ChaCha20-Poly1305 is the fastest AEAD in
 //! software and constant-time by construction (table-free AES in software is
-//! bitsliced and slower), so the server prefers it over the client's order,
-//! then AES-128-GCM and AES-256-GCM (which every TLS 1.3 client offers). Key
-//! exchange: X25519 first, then P-256 and P-384. On the unix platform the same
-//! provider runs with AES-NI detected at run time (std target), where the
-//! order still holds: it is one provider with one behaviour everywhere.
+//! bitsliced and slower: 275 against 108 MB/s in a guest), so on the guest
+//! target the server prefers it over the client's order, then AES-128-GCM
+//! and AES-256-GCM (which every TLS 1.3 client offers). On the unix platform
+//! (a std target) the RustCrypto crates use AES-NI and CLMUL when the CPU has
+//! them, and AES-GCM then costs the server about what ChaCha20 does
+//! (docs/PERFORMANCE.md): there, with both instructions present, the server
+//! follows the client's order, which puts AES-GCM first where the client has
+//! hardware AES and ChaCha20 first where it has not ([`hardware_aes`],
+//! applied in [`crate::config`]). Key exchange: X25519 first, then P-256 and
+//! P-384.
 //!
 //! **Randomness** is the runtime's (`atoll_rt::random`, `rdrand` on hvt,
 //! `getrandom(2)` on unix): the provider's generator and its key-exchange and
@@ -46,6 +51,21 @@ const SUITE_ORDER: &[CipherSuite] = &[
     CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
     CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 ];
+
+#[cfg(not(target_os = "none"))]
+cpufeatures::new!(aes_and_clmul, "aes", "pclmulqdq");
+
+/// Whether the AES-GCM code in this build uses the CPU's AES instructions
+/// (then the server follows the client's order of suites):
+/// never on the guest target (built with `aes_force_soft`), on a std target
+/// when the CPU has AES-NI and CLMUL (as the `aes` and `polyval` crates
+/// detect them).
+pub fn hardware_aes() -> bool {
+    #[cfg(target_os = "none")]
+    return false;
+    #[cfg(not(target_os = "none"))]
+    return aes_and_clmul::get();
+}
 
 /// Key-exchange groups in order of preference.
 const GROUP_ORDER: &[NamedGroup] = &[NamedGroup::X25519, NamedGroup::secp256r1, NamedGroup::secp384r1];

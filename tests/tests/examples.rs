@@ -266,48 +266,50 @@ both_platforms!(random_clock_prints_fresh_bytes_and_the_right_time, |platform| {
     assert!((10_000..2_000_000).contains(&slept_us), "slept {slept_us} µs");
 });
 
-both_platforms!(
-    https_get_checks_the_certificate_and_prints_a_real_servers_page,
-    |platform| {
-        use atoll_tests::tls::{pack_files, Ca, KeyType};
-        let ns = Namespace::with_tap();
-        let dir = tempfile::tempdir().unwrap();
-        for sub in ["ca", "other"] {
-            std::fs::create_dir(dir.path().join(sub)).unwrap();
-        }
-        let ca = Ca::create(&dir.path().join("ca"), KeyType::EcdsaP256);
-        let leaf = ca.issue(&dir.path().join("ca"), "server", &[HOST_ADDR], KeyType::EcdsaP256);
-        let trusted = dir.path().join("trusted.tar");
-        pack_files(&trusted, &[("ca.pem", &std::fs::read(&ca.cert).unwrap())]);
-        let stranger = Ca::create(&dir.path().join("other"), KeyType::Rsa2048);
-        let untrusted = dir.path().join("untrusted.tar");
-        pack_files(&untrusted, &[("ca.pem", &std::fs::read(&stranger.cert).unwrap())]);
-
-        // Debian's OpenSSL as the server: `-www` answers a GET with a status page.
-        let mut command = ns.command("openssl");
-        command.args(["s_server", "-accept", &format!("{HOST_ADDR}:8443"), "-www", "-cert"]);
-        command.arg(&leaf.cert).arg("-key").arg(&leaf.key);
-        let server = Background::spawn(command);
-        server.wait_for_line(LISTEN_TIMEOUT, |line| line.contains("ACCEPT").then_some(()));
-
-        let block = format!("--block-ro:ca={}", trusted.display());
-        let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
-        assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
-        let page = printed(&out);
-        assert!(page.starts_with("https-get: TLSv1_3 TLS13_"), "{page}");
-        assert!(page.contains("HTTP/1.0 200 ok\n"), "{page}");
-
-        // The same server, with a CA that did not sign its certificate (same
-        // name, other key): refused, one line.
-        let block = format!("--block-ro:ca={}", untrusted.display());
-        let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
-        assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
-        let said = printed(&out);
-        assert_eq!(said.lines().count(), 1, "{said}");
-        assert!(
-            said.starts_with(&format!("https-get: TLS with {HOST_ADDR}")) && said.contains("invalid peer certificate"),
-            "{said}"
-        );
-        drop(server);
+/// On hvt only: the TLS client is the same code on unix (whose TLS server
+/// side tests/tests/tls.rs covers), and each platform's build of a TLS app
+/// costs CI a minute.
+#[test]
+fn https_get_checks_the_certificate_and_prints_a_real_servers_page() {
+    let platform = Platform::Hvt;
+    use atoll_tests::tls::{pack_files, Ca, KeyType};
+    let ns = Namespace::with_tap();
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["ca", "other"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
     }
-);
+    let ca = Ca::create(&dir.path().join("ca"), KeyType::EcdsaP256);
+    let leaf = ca.issue(&dir.path().join("ca"), "server", &[HOST_ADDR], KeyType::EcdsaP256);
+    let trusted = dir.path().join("trusted.tar");
+    pack_files(&trusted, &[("ca.pem", &std::fs::read(&ca.cert).unwrap())]);
+    let stranger = Ca::create(&dir.path().join("other"), KeyType::Rsa2048);
+    let untrusted = dir.path().join("untrusted.tar");
+    pack_files(&untrusted, &[("ca.pem", &std::fs::read(&stranger.cert).unwrap())]);
+
+    // Debian's OpenSSL as the server: `-www` answers a GET with a status page.
+    let mut command = ns.command("openssl");
+    command.args(["s_server", "-accept", &format!("{HOST_ADDR}:8443"), "-www", "-cert"]);
+    command.arg(&leaf.cert).arg("-key").arg(&leaf.key);
+    let server = Background::spawn(command);
+    server.wait_for_line(LISTEN_TIMEOUT, |line| line.contains("ACCEPT").then_some(()));
+
+    let block = format!("--block-ro:ca={}", trusted.display());
+    let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    let page = printed(&out);
+    assert!(page.starts_with("https-get: TLSv1_3 TLS13_"), "{page}");
+    assert!(page.contains("HTTP/1.0 200 ok\n"), "{page}");
+
+    // The same server, with a CA that did not sign its certificate (same
+    // name, other key): refused, one line.
+    let block = format!("--block-ro:ca={}", untrusted.display());
+    let out = run_on_tap_with(platform, &ns, HTTPS_GET, &[&block], &[HOST_ADDR, "8443", "/"]);
+    assert_eq!(out.status, Some(1), "{}{}", out.stdout, out.stderr);
+    let said = printed(&out);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.starts_with(&format!("https-get: TLS with {HOST_ADDR}")) && said.contains("invalid peer certificate"),
+        "{said}"
+    );
+    drop(server);
+}

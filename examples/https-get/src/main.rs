@@ -33,8 +33,10 @@ use atoll::println;
 use atoll::time::timeout;
 use atoll::tls::{ClientConfig, ClientStream};
 
-/// How long connecting and the handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the TLS handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the whole answer may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const USAGE: &str = "usage: https-get HOST PORT [PATH] (with --block-ro:ca=CA.tar)";
@@ -71,17 +73,23 @@ async fn fetch(host: &str, port: u16, path: &str) -> Result<(), String> {
     let config = ClientConfig::new(&roots, &[b"http/1.1"]).map_err(|error| format!("{error}"))?;
     let stack = Stack::new("service").map_err(|error| format!("{error}"))?;
     let address = stack.resolve(host).await.map_err(|error| format!("{host}: {error}"))?;
-    let connect = async {
-        let tcp = TcpStream::connect(&stack, (address, port))
-            .await
-            .map_err(|error| format!("cannot connect to {address}:{port}: {error}"))?;
-        atoll::tls::connect(tcp, &config, host)
-            .await
-            .map_err(|error| format!("TLS with {host} ({address}:{port}): {error}"))
+    let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&stack, (address, port))).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(error)) => return Err(format!("cannot connect to {address}:{port}: {error}")),
+        Err(_) => {
+            return Err(format!(
+                "cannot connect to {address}:{port}: no answer in {CONNECT_TIMEOUT:?}"
+            ))
+        }
     };
-    let mut tls = match timeout(CONNECT_TIMEOUT, connect).await {
-        Ok(result) => result?,
-        Err(_) => return Err(format!("{address}:{port}: no connection in {CONNECT_TIMEOUT:?}")),
+    let mut tls = match timeout(HANDSHAKE_TIMEOUT, atoll::tls::connect(tcp, &config, host)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => return Err(format!("TLS with {host} ({address}:{port}): {error}")),
+        Err(_) => {
+            return Err(format!(
+                "TLS with {host} ({address}:{port}): no handshake in {HANDSHAKE_TIMEOUT:?}"
+            ))
+        }
     };
     let state = tls.state();
     let suite = state.negotiated_cipher_suite().map(|s| s.suite());

@@ -211,6 +211,21 @@ pub(super) fn bind(manifest: Option<&ManifestDesc>, parsed: &Parsed, info: &mut 
     let takes = match device_match::assign(entries, is_absent, |kind| have(&offered, virtio_kind(kind))) {
         Ok(takes) => takes,
         Err(index) => {
+            // Diagnose in manifest order, as binding does: a device before
+            // the missing one may be offered but unusable (legacy-only PCI),
+            // which says more than the missing one. The boot stops either
+            // way, so opening a device here to find out costs nothing.
+            for entry in entries[..index].iter().filter(|e| !is_absent(&e.name)) {
+                let kind = entry.device_kind().unwrap_or(DeviceKind::Block);
+                let offered_device = offered
+                    .iter_mut()
+                    .find(|o| o.is_some_and(|(k, _)| k == virtio_kind(kind)));
+                if let Some(Some((_, device @ Offered::Pci(_)))) = offered_device.map(|slot| slot.take()) {
+                    if open(device, None).is_none() {
+                        unusable(kind, device_name(&entry.name).unwrap_or("?"), flag_word(kind));
+                    }
+                }
+            }
             let entry = &entries[index];
             let kind = entry.device_kind().unwrap_or(DeviceKind::Block);
             missing(kind, device_name(&entry.name).unwrap_or("?"), flag_word(kind))

@@ -273,28 +273,42 @@ fn duration_us(text: &str) -> Option<f64> {
     Some(value * scale)
 }
 
-/// Starts nginx (one worker, no access log) in `ns` serving `page` as the
-/// index, and waits until `client` can fetch it.
-pub(crate) fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> Result<Background, String> {
+/// Writes `page` as the index of `dir/www` and an nginx.conf in `dir` (one
+/// worker, no access log, every path under `dir`) whose `http` block ends
+/// with what `server` returns for the web root, then starts nginx in `ns`.
+/// The caller waits until it answers.
+pub(crate) fn spawn_nginx(
+    ns: &Namespace,
+    dir: &Path,
+    page: &[u8],
+    server: impl FnOnce(&str) -> String,
+) -> Result<Background, String> {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).map_err(|e| format!("cannot create {}: {e}", www.display()))?;
     std::fs::write(www.join("index.html"), page).map_err(|e| format!("cannot write the page: {e}"))?;
     let conf = dir.join("nginx.conf");
     let d = dir.display();
-    let listen = NGINX_CIDR.split('/').next().unwrap_or_default();
     let text = format!(
         "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 1024; }}\n\
          http {{\n  access_log off;\n  types {{ text/html html; }}\n\
          client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         server {{ listen {listen}:80; root {www}; index index.html; }}\n}}\n",
-        www = www.display()
+         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n{}}}\n",
+        server(&www.display().to_string())
     );
     std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
     let mut command = ns.command("nginx");
     command.arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
-    let nginx = Background::spawn(command);
+    Ok(Background::spawn(command))
+}
+
+/// Starts nginx (one worker, no access log) in `ns` serving `page` as the
+/// index, and waits until `client` can fetch it.
+pub(crate) fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: &[u8]) -> Result<Background, String> {
+    let listen = NGINX_CIDR.split('/').next().unwrap_or_default();
+    let nginx = spawn_nginx(ns, dir, page, |www| {
+        format!("server {{ listen {listen}:80; root {www}; index index.html; }}\n")
+    })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let out = client.run(

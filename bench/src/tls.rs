@@ -443,31 +443,18 @@ fn negotiated(ns: &Namespace, ip: &str, setup: &Setup) -> Result<String, String>
 /// `client` can fetch it.
 fn start_nginx(ns: &Namespace, client: &Namespace, setup: &Setup, page: &[u8]) -> Result<Background, String> {
     let dir = setup.dir.path().join("nginx");
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www).map_err(|e| format!("cannot create {}: {e}", www.display()))?;
-    std::fs::write(www.join("index.html"), page).map_err(|e| format!("cannot write the page: {e}"))?;
-    let conf = dir.join("nginx.conf");
-    let d = dir.display();
     let ip = Target::Nginx.ip();
-    let text = format!(
-        "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 1024; }}\n\
-         http {{\n  access_log off;\n  types {{ text/html html; }}\n\
-         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
-         uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-         keepalive_requests {REQUESTS_PER_CONNECTION};\n\
-         server {{\n    listen {ip}:443 ssl;\n    ssl_protocols TLSv1.3;\n\
-         ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
-         add_header Strict-Transport-Security \"{HSTS}\" always;\n\
-         root {www}; index index.html;\n  }}\n}}\n",
-        cert = setup.cert.display(),
-        key = setup.key.display(),
-        www = www.display()
-    );
-    std::fs::write(&conf, text).map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
-    let mut command = ns.command("nginx");
-    command.arg("-e").arg(dir.join("error.log")).arg("-c").arg(&conf);
-    let nginx = Background::spawn(command);
+    let nginx = crate::http::spawn_nginx(ns, &dir, page, |www| {
+        format!(
+            "  keepalive_requests {REQUESTS_PER_CONNECTION};\n\
+             server {{\n    listen {ip}:443 ssl;\n    ssl_protocols TLSv1.3;\n\
+             ssl_certificate {cert};\n    ssl_certificate_key {key};\n\
+             add_header Strict-Transport-Security \"{HSTS}\" always;\n\
+             root {www}; index index.html;\n  }}\n",
+            cert = setup.cert.display(),
+            key = setup.key.display(),
+        )
+    })?;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match fetch_page(client, setup, ip) {

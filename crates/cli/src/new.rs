@@ -431,6 +431,20 @@ checksum = "03"
 "#;
 
     #[test]
+    fn the_apps_lock_leaves_out_what_only_atolls_opt_in_features_bring() {
+        let lock = "version = 4\n\n[[package]]\nname = \"atoll\"\nversion = \"0.1.0\"\ndependencies = [\n \"atoll-tls\",\n \"log\",\n]\n\n\
+                    [[package]]\nname = \"atoll-tls\"\nversion = \"0.1.0\"\ndependencies = [\n \"rustls\",\n]\n\n\
+                    [[package]]\nname = \"log\"\nversion = \"0.4.0\"\n\n\
+                    [[package]]\nname = \"rustls\"\nversion = \"0.23.0\"\n";
+        let app = app_lock(lock, "my-app");
+        assert!(!app.contains("atoll-tls") && !app.contains("rustls"), "{app}");
+        assert!(
+            app.contains("name = \"log\"") && app.contains("name = \"my-app\""),
+            "{app}"
+        );
+    }
+
+    #[test]
     fn the_apps_lock_keeps_what_atoll_needs_in_cargos_own_form() {
         assert_eq!(
             app_lock(LOCK, "my-app"),

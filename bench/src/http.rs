@@ -4,7 +4,8 @@
 //! Everything runs in network namespaces this benchmark creates (with the
 //! test harness's [`atoll_tests::net`]): the unikernel behind a TAP device
 //! (under `atoll-hvt`, or the unix executable itself), nginx behind a veth
-//! pair, wrk beside each. Each load level gets a fresh boot with `--stats`,
+//! pair, wrk beside each. hvt runs with and without its network I/O thread
+//! (`--net-poll-us=0`). Each load level gets a fresh boot with `--stats`,
 //! so on hvt the VM exits it caused are the boot's total minus those of a
 //! baseline boot that idled for as long; each platform's baseline also shows
 //! its CPU use while idle (it should be about zero: an idle guest blocks in
@@ -47,12 +48,22 @@ struct Row {
     exits_per_request: Option<f64>,
 }
 
-/// The platforms the unikernel is measured on, in the table's order.
+/// The platforms the unikernel is built for.
 const PLATFORMS: [Platform; 2] = [Platform::Hvt, Platform::Unix];
+
+/// What is measured, in the table's order: a platform, the tender options
+/// beyond `--stats`, and the label. hvt runs twice: with its network I/O
+/// thread (the default) and without (`--net-poll-us=0`, frames move only
+/// at exits), the A/B of issue 12 in every run.
+const SETUPS: [(Platform, &[&str], &str); 3] = [
+    (Platform::Hvt, &[], "hvt"),
+    (Platform::Hvt, &["--net-poll-us=0"], "hvt, --net-poll-us=0"),
+    (Platform::Unix, &[], "unix"),
+];
 
 /// How a platform's unikernel behaved while idle.
 struct Idle {
-    platform: Platform,
+    setup: &'static str,
     cpu_ms: f64,
     seconds: f64,
 }
@@ -72,17 +83,14 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     let mut rows = Vec::new();
     let mut idles = Vec::new();
     let mut page = Vec::new();
-    for platform in PLATFORMS {
-        // A namespace per platform, so neither sees the other's leftovers
+    for (platform, options, setup) in SETUPS {
+        // A namespace per setup, so none sees another's leftovers
         // (neighbour entries, sockets in TIME_WAIT).
         let ns = Namespace::with_tap();
         // Baseline: boot, idle, stop. Its exits are subtracted from each
         // load level's, and its CPU use is the idle figure.
-        eprintln!(
-            "atoll-bench: baseline boot on {}, idle for {idle_window:?}",
-            platform.name()
-        );
-        let server = boot(platform, &ns)?;
+        eprintln!("atoll-bench: baseline boot on {setup}, idle for {idle_window:?}");
+        let server = boot(platform, &ns, options)?;
         page = fetch_page(&ns, &server)?;
         let pid = server.process.pid();
         let cpu_before = cpu_ticks(pid)?;
@@ -90,18 +98,15 @@ pub fn run(duration_s: u32) -> Result<String, String> {
         thread::sleep(idle_window);
         let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 1000.0 / clock_ticks_per_s() as f64;
         idles.push(Idle {
-            platform,
+            setup,
             cpu_ms,
             seconds: idle_started.elapsed().as_secs_f64(),
         });
         let baseline_exits = stop_for_exits(server)?;
 
         for &connections in &CONNECTIONS {
-            eprintln!(
-                "atoll-bench: unikernel on {}, {connections} connections",
-                platform.name()
-            );
-            let server = boot(platform, &ns)?;
+            eprintln!("atoll-bench: unikernel on {setup}, {connections} connections");
+            let server = boot(platform, &ns, options)?;
             let wrk = wrk(&ns, &server.url("/"), connections, duration_s)?;
             let exits = stop_for_exits(server)?;
             let exits_per_request = match (exits, baseline_exits) {
@@ -111,7 +116,7 @@ pub fn run(duration_s: u32) -> Result<String, String> {
                 _ => None,
             };
             rows.push(Row {
-                server: format!("atoll slides ({})", platform.name()),
+                server: format!("atoll slides ({setup})"),
                 connections,
                 wrk,
                 exits_per_request,
@@ -140,10 +145,12 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     Ok(report(&rows, duration_s, page.len(), &sizes_kib, &idles))
 }
 
-fn boot(platform: Platform, ns: &Namespace) -> Result<Server<'_>, String> {
+fn boot<'ns>(platform: Platform, ns: &'ns Namespace, options: &[&str]) -> Result<Server<'ns>, String> {
+    let mut all = vec!["--stats"];
+    all.extend_from_slice(options);
     // Server::boot fails loudly (it is test code) if the guest never says it
     // is listening; that is the right outcome for a benchmark too.
-    Ok(Server::boot(platform, ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS))
+    Ok(Server::boot(platform, ns, TAP, SLIDES, &all, &STATIC_IPV4_ARGS))
 }
 
 /// The bytes of the title page, as the unikernel serves them.
@@ -362,7 +369,7 @@ fn report(rows: &[Row], duration_s: u32, page_bytes: usize, sizes_kib: &[(Platfo
         let _ = writeln!(
             out,
             "Idle on {}: the unikernel's process used {:.0} ms of CPU in {:.1} s ({percent:.1}%){}.",
-            idle.platform.name(),
+            idle.setup,
             idle.cpu_ms,
             idle.seconds,
             if percent <= 1.0 { "" } else { " — NOT IDLE" }

@@ -45,7 +45,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// 4: block devices can be read-only ([`boot::DeviceInfo::flags`],
 /// [`block::BlockStatus::ReadOnly`]); the unix platform's launch record
 /// ([`launch`]).
-pub const ABI_VERSION: u32 = 4;
+///
+/// 5: optional devices (a flag in the manifest entry's kind); the network
+/// doorbell ([`hypercall::NET_DOORBELL_PORT`]) and
+/// [`boot::BootInfo::net_poll_ns`]: the tender may move frames while the
+/// guest runs.
+pub const ABI_VERSION: u32 = 5;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -126,6 +131,16 @@ pub mod hypercall {
     /// Port the ring-0 exception stubs write the vector number to. A guest
     /// writing it from ring 3 is stopped.
     pub const FAULT_PORT: u16 = PIO_BASE + 0xff;
+    /// The network doorbell: a one-byte write here (any value, `out dx, al`:
+    /// a wider one would reach past the I/O permission bitmap's last
+    /// hypercall port and fault) asks
+    /// the tender to send what the guest queued in its transmit rings. Rung
+    /// only when the boot info's [`net_poll_ns`](crate::boot::BootInfo::net_poll_ns)
+    /// is not 0, i.e. when a tender thread moves frames while the guest
+    /// runs; there it is served in the host kernel (KVM's ioeventfd), which
+    /// resumes the guest at once without entering the tender. Not a
+    /// hypercall: it has no argument and no answer.
+    pub const NET_DOORBELL_PORT: u16 = PIO_BASE + 0xfe;
 
     /// Hypercall numbers (port offset from [`PIO_BASE`]).
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -371,8 +386,17 @@ pub mod block {
 /// advances `tx_tail`), then receives what its TAP device has into free
 /// `rx` slots (writing each frame's `len` and advancing `rx_head`). The
 /// guest consumes `rx[rx_tail..rx_head]` and advances `rx_tail`. Indices
-/// run freely (wrapping u32); slot `i` is `i % RING_SLOTS`. The vCPU is
-/// stopped whenever the tender looks, so no atomics are needed. A ring whose
+/// run freely (wrapping u32); slot `i` is `i % RING_SLOTS`.
+///
+/// When the boot info's [`net_poll_ns`](crate::boot::BootInfo::net_poll_ns)
+/// is not 0, the tender also does all this **while the guest runs** (when a
+/// frame arrives, or when the guest rings
+/// [`crate::hypercall::NET_DOORBELL_PORT`]), so each side must publish like
+/// a single-producer ring: write a slot's bytes and `len` before the index
+/// that hands it over (`tx_head`, `rx_head`), finish reading a slot before
+/// the index that hands it back (`rx_tail`), and read each index once per
+/// look. On x86 that is ordered stores and loads plus a compiler barrier; no
+/// locked instructions are needed. A ring whose
 /// indices are more than [`RING_SLOTS`](net::RING_SLOTS) apart, a slot whose buffer is not
 /// guest-writable memory, or a queued frame longer than
 /// [`max_frame`](net::max_frame) of the device's MTU (or shorter than an Ethernet header) stops the
@@ -512,6 +536,15 @@ pub mod boot {
         /// hypercalls use. An optional device left unattached has no entry
         /// (so an index can be smaller than the manifest position; ABI 5).
         pub devices: [DeviceInfo; MAX_DEVICES],
+        /// Not 0 (ABI 5): a tender thread moves frames between the network
+        /// devices and the rings **while the guest runs** (not only at
+        /// exits), so the guest may poll its receive rings this many
+        /// nanoseconds before making a `wait` hypercall, and rings
+        /// [`crate::hypercall::NET_DOORBELL_PORT`] after queueing frames
+        /// instead of exiting. 0: frames move only at exits (the unix and
+        /// virtio platforms, a tender confined by its caller, or
+        /// `atoll-hvt --net-poll-us=0`).
+        pub net_poll_ns: u64,
     }
 
     /// Kinds of device, in the manifest and the boot info.
@@ -869,7 +902,7 @@ const _: () = {
     assert!(size_of::<net::NetSlot>() == 16);
     assert!(size_of::<net::NetRing>() == 16 + 2 * 16 * net::RING_SLOTS as usize);
     assert!(size_of::<boot::DeviceInfo>() == 64);
-    assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES);
+    assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES + 8);
     assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);
     assert!(size_of::<launch::Record>() == 64 + size_of::<boot::BootInfo>());
     assert!(size_of::<note::ManifestEntry>() == 36);

@@ -1,8 +1,9 @@
 //! Network devices: a TAP device on the host, a pair of frame rings in the
 //! app's memory (see `atoll_abi::net`).
 //!
-//! The tender services each attached ring on every exit; the unix platform
-//! on every `wait`. Servicing sends the frames the app queued, then moves
+//! The tender services each attached ring on every exit (and atoll-hvt
+//! also from its I/O thread while the guest runs); the unix platform on
+//! every `wait`. Servicing sends the frames the app queued, then moves
 //! whatever the TAP device has into free receive slots. A burst of frames
 //! therefore costs one exit, and an idle guest's one `wait` hypercall both
 //! flushes its output and sleeps until a frame arrives. Ring indices and
@@ -176,6 +177,9 @@ impl NetDevice {
             return Ok(false);
         };
         let [tx_head, _, _, rx_tail] = read_header(mem, ring)?;
+        // The app may be running: what it published before the indices is
+        // read after them.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
         let queued = tx_head.wrapping_sub(self.tx_tail);
         let unconsumed = self.rx_head.wrapping_sub(rx_tail);
         if queued > RING_SLOTS || unconsumed > RING_SLOTS {
@@ -231,6 +235,9 @@ impl NetDevice {
             self.rx_frames += 1;
             free -= 1;
         }
+        // The frames and lengths written above, before the indices that
+        // hand them over.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
         mem.write(ring + TX_TAIL, &self.tx_tail.to_le_bytes())
             .map_err(GuestFault::memory("rings"))?;
         mem.write(ring + RX_HEAD, &self.rx_head.to_le_bytes())

@@ -37,6 +37,12 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(atoll_host::args::HVT_MEM_MIB))]
     pub mem_mib: u64,
+    /// How long the guest polls its network rings before it sleeps, in
+    /// microseconds, while a tender thread moves frames as it runs; 0
+    /// moves frames only at the guest's exits (no thread, no polling).
+    #[arg(long = "net-poll-us", value_name = "US", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    pub net_poll_us: u64,
     /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
     /// first word after `--`, Solo5's form.)
     #[arg(value_name = "KERNEL")]
@@ -86,8 +92,8 @@ fn solo5_dashes(mut argv: Vec<String>) -> Result<Vec<String>, String> {
     while let Some(word) = argv.get(i) {
         match word.as_str() {
             "--" => return Ok(argv),
-            // The one option whose value may be the next word.
-            "--mem" => i += 2,
+            // The options whose value may be the next word.
+            "--mem" | "--net-poll-us" => i += 2,
             option if option.starts_with('-') => i += 1,
             _ => {
                 if argv.get(i + 1).is_some_and(|next| next != "--") {
@@ -117,7 +123,14 @@ fn is_own_option(word: &str) -> bool {
         "--version",
         "-V",
     ];
-    const PREFIXES: [&str; 5] = ["--mem", "--net:", "--net-mac:", "--block:", "--block-ro:"];
+    const PREFIXES: [&str; 6] = [
+        "--mem",
+        "--net-poll-us",
+        "--net:",
+        "--net-mac:",
+        "--block:",
+        "--block-ro:",
+    ];
     EXACT.contains(&word) || PREFIXES.iter().any(|prefix| word.starts_with(prefix))
 }
 

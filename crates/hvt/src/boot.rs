@@ -64,7 +64,8 @@ pub enum BootError {
 }
 
 /// Lays out memory for `kernel` and writes everything the guest finds at
-/// boot. `image` is the kernel file the segments refer to.
+/// boot. `image` is the kernel file the segments refer to; `net_poll_ns`
+/// goes into the boot info (`crate::net_io` says what it means).
 pub fn prepare(
     mem: &mut GuestMemory,
     kernel: &Kernel,
@@ -72,13 +73,15 @@ pub fn prepare(
     args: &[String],
     devices: &[DeviceInfo],
     tsc_hz: u64,
+    net_poll_ns: u64,
 ) -> Result<Layout, BootError> {
     let cmdline = cmdline(args)?;
     let layout = Layout::for_kernel(kernel, mem.size());
     map_regions(mem, kernel, &layout);
     write_segments(mem, kernel, image);
     write_x86_structures(mem)?;
-    let info = boot_info(kernel, &layout, mem.size(), args.len(), cmdline.len(), devices, tsc_hz);
+    let mut info = boot_info(kernel, &layout, mem.size(), args.len(), cmdline.len(), devices, tsc_hz);
+    info.net_poll_ns = net_poll_ns;
     assert!(mem.write(BOOT_INFO_ADDR, info.as_bytes()));
     assert!(mem.write(CMDLINE_ADDR, &cmdline));
     Ok(layout)
@@ -157,6 +160,7 @@ fn boot_info(
         console: GuestAddr(CONSOLE_ADDR),
         console_capacity: console::CAPACITY,
         devices: boot_devices,
+        net_poll_ns: 0,
     }
 }
 

@@ -18,6 +18,7 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::devices::Attached;
 use crate::memory::GuestMemory;
+use crate::net_io::Net;
 
 /// What to do after a hypercall.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,8 +32,15 @@ pub enum Action {
 /// Serves `call` with the argument struct at guest address `arg`. The
 /// network rings were serviced just before; `ready_set` says which devices
 /// then held received frames.
-pub fn handle(call: Hypercall, arg: u64, mem: &GuestMemory, devices: &mut Attached, ready_set: u64) -> Action {
-    match serve(call, arg, mem, devices, ready_set) {
+pub fn handle(
+    call: Hypercall,
+    arg: u64,
+    mem: &GuestMemory,
+    devices: &mut Attached,
+    net: &Net,
+    ready_set: u64,
+) -> Action {
+    match serve(call, arg, mem, devices, net, ready_set) {
         Ok(action) => action,
         Err(why) => Action::Fail(format!("guest broke the {} hypercall: {why}", call.name())),
     }
@@ -45,16 +53,17 @@ pub fn serve(
     arg: u64,
     mem: &GuestMemory,
     devices: &mut Attached,
+    net: &Net,
     ready_set: u64,
 ) -> Result<Action, GuestFault> {
     match call {
         Hypercall::Walltime => walltime(mem, arg),
         // The console was drained before this exit was handled.
         Hypercall::ConsoleFlush => Ok(Action::Resume),
-        Hypercall::Wait => wait(mem, arg, devices, ready_set),
+        Hypercall::Wait => wait(mem, arg, net, ready_set),
         Hypercall::Halt => halt(mem, arg),
         Hypercall::Abort => abort(mem, arg),
-        Hypercall::NetAttach => net_attach(mem, arg, devices),
+        Hypercall::NetAttach => net_attach(mem, arg, net),
         Hypercall::BlockIo => block_io(mem, arg, devices),
     }
 }
@@ -72,14 +81,15 @@ fn walltime(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
 /// Blocks until a network device has frames or the guest's timeout passes,
 /// unless some already did (`ready_set`), then tells the guest which are
 /// ready. This is where an idle guest gives its time back to the host.
-fn wait(mem: &GuestMemory, arg: u64, devices: &mut Attached, ready_set: u64) -> Result<Action, GuestFault> {
-    let net = &mut devices.net;
+fn wait(mem: &GuestMemory, arg: u64, net: &Net, ready_set: u64) -> Result<Action, GuestFault> {
     let mut args: WaitArgs = read_args(mem, arg, true)?;
     args.ready_set = ready_set;
     if ready_set == 0 && args.timeout_ns > 0 {
         let timeout = (args.timeout_ns != u64::MAX).then(|| Duration::from_nanos(args.timeout_ns));
-        crate::signals::sleep_unless_stopping(|mask| net.block(timeout, mask));
-        args.ready_set = net.service(mem)?;
+        match net.wait(mem, timeout) {
+            Ok(ready_set) => args.ready_set = ready_set,
+            Err(why) => return Ok(Action::Fail(why)),
+        }
     }
     write_args(mem, arg, &args)?;
     Ok(Action::Resume)
@@ -110,10 +120,10 @@ fn abort(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
 
 /// Attaches the guest's ring to the network device it names; the device
 /// checks the ring lies in the guest's memory.
-fn net_attach(mem: &GuestMemory, arg: u64, devices: &mut Attached) -> Result<Action, GuestFault> {
+fn net_attach(mem: &GuestMemory, arg: u64, net: &Net) -> Result<Action, GuestFault> {
     let args: NetAttachArgs = read_args(mem, arg, false)?;
+    let mut devices = net.devices();
     let device = devices
-        .net
         .by_index(args.device)
         .ok_or(GuestFault::NotANetDevice(args.device))?;
     device.attach(args.ring.0, mem)?;
@@ -154,12 +164,27 @@ mod tests {
     use crate::memory::Perm;
 
     fn call(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Action {
-        handle(hc, arg, mem, &mut Attached::default(), 0)
+        handle(
+            hc,
+            arg,
+            mem,
+            &mut Attached::default(),
+            &Net::at_exits(Default::default()),
+            0,
+        )
     }
 
     /// How the guest broke `hc`, if it did.
     fn fault(hc: Hypercall, arg: u64, mem: &GuestMemory) -> Option<GuestFault> {
-        serve(hc, arg, mem, &mut Attached::default(), 0).err()
+        serve(
+            hc,
+            arg,
+            mem,
+            &mut Attached::default(),
+            &Net::at_exits(Default::default()),
+            0,
+        )
+        .err()
     }
 
     fn mem() -> GuestMemory {

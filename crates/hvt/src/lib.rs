@@ -8,9 +8,9 @@
 //! itself with seccomp.
 //!
 //! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
-//! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`sandbox`] →
-//! [`run`] (with [`console`], [`hypercall`], [`fault`], [`stats`],
-//! [`signals`]).
+//! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`net_io`] (the
+//! network I/O thread) → [`sandbox`] → [`run`] (with [`console`],
+//! [`hypercall`], [`fault`], [`stats`], [`signals`]).
 //! The command line, the ELF notes, the device checks, TAP devices, the
 //! ring service and the text of fault reports are shared with the unix
 //! platform of atoll-rt: they live in `atoll-host`, and [`elf`], [`devices`]
@@ -18,7 +18,8 @@
 //!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
 //! a debugger stub, any device model. Network devices are TAP devices
-//! behind shared-memory frame rings ([`net`]); block devices are files,
+//! behind shared-memory frame rings ([`net`]), served at exits and by one
+//! I/O thread while the guest runs ([`net_io`]); block devices are files,
 //! read and written in batches of operations, one exit per batch.
 
 pub mod args;
@@ -27,6 +28,7 @@ pub mod console;
 pub mod fault;
 pub mod hypercall;
 pub mod memory;
+pub mod net_io;
 pub mod run;
 pub mod sandbox;
 pub mod signals;
@@ -40,6 +42,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use atoll_abi::exit::{GUEST_FAILED, TENDER_ERROR};
+use atoll_abi::hypercall::NET_DOORBELL_PORT;
 use atoll_host::caller_filter;
 use atoll_host::peak_rss::PeakRss;
 pub use atoll_host::{devices, elf, net};
@@ -63,6 +66,8 @@ pub enum TenderError {
     Boot(#[from] boot::BootError),
     #[error("{0}")]
     Sandbox(String),
+    #[error("cannot start the network I/O thread: {0}")]
+    NetIo(String),
 }
 
 /// Runs the tender with `argv` (without the program name) and returns the
@@ -111,36 +116,60 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         source,
     })?;
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
+    let net = net_io::Net::new(std::mem::take(&mut devices.net), cli.net_poll_us)
+        .map_err(|e| TenderError::NetIo(e.to_string()))?;
 
     let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
     let mut vm = vcpu::Vm::new(&mem)?;
-    let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
+    if let Some(doorbell) = net.doorbell() {
+        // Without KVM's help the doorbell is an ordinary exit, served all
+        // the same (`stats: doorbell_exits=` counts them).
+        let _ = vm.notify_on_port(NET_DOORBELL_PORT, doorbell);
+    }
+    let layout = boot::prepare(
+        &mut mem,
+        &kernel,
+        &image,
+        &common.args,
+        &devices.infos,
+        vm.tsc_hz()?,
+        net.poll_ns(),
+    )?;
     vm.set_boot_registers(kernel.entry, &layout)?;
     let peak = common.stats.then(PeakRss::open).flatten();
-    // From here on, a forbidden call kills, whichever filter forbids it
-    // (ours does not allow changing SIGSYS's action, so this comes first).
-    caller_filter::forbid_calls_again().map_err(|e| TenderError::Sandbox(format!("cannot reset SIGSYS: {e}")))?;
-    if caller_filter::confined() {
-        // The caller's filter stays; it forbids adding ours (see
-        // `atoll_host::caller_filter`).
-        say("running under the seccomp filter of the program that started it (urunc's); its own cannot be added");
-    } else if !common.no_sandbox {
-        sandbox::confine(vm.vcpu.as_raw_fd(), &devices, peak.as_ref().map(PeakRss::fd))
-            .map_err(TenderError::Sandbox)?;
-    }
-
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
-    let guest = run::Guest {
-        mem: &mem,
-        layout: &layout,
-        image: &image,
-    };
-    // SAFETY: declared after `vm`, the attachment is dropped before it, on
-    // every path out of this function, unwinding included.
-    let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
-    let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
-    drop(attachment);
+    let outcome = std::thread::scope(|scope| {
+        let _io_thread = net.start(scope, &mem).map_err(|e| TenderError::NetIo(e.to_string()))?;
+        // From here on, a forbidden call kills, whichever filter forbids it
+        // (ours does not allow changing SIGSYS's action, so this comes first).
+        caller_filter::forbid_calls_again().map_err(|e| TenderError::Sandbox(format!("cannot reset SIGSYS: {e}")))?;
+        if caller_filter::confined() {
+            // The caller's filter stays; it forbids adding ours (see
+            // `atoll_host::caller_filter`).
+            say("running under the seccomp filter of the program that started it (urunc's); its own cannot be added");
+        } else if !common.no_sandbox {
+            sandbox::confine(
+                vm.vcpu.as_raw_fd(),
+                &devices,
+                &net.fds(),
+                peak.as_ref().map(PeakRss::fd),
+            )
+            .map_err(TenderError::Sandbox)?;
+        }
+        let guest = run::Guest {
+            mem: &mem,
+            layout: &layout,
+            image: &image,
+            net: &net,
+        };
+        // SAFETY: declared after `vm`, the attachment is dropped before it, on
+        // every path out of this closure, unwinding included.
+        let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
+        let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
+        drop(attachment);
+        Ok::<_, TenderError>(outcome)
+    })?;
     console.finish();
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
@@ -154,7 +183,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices, peak.as_ref()));
+        say_raw(&stats.line(started, &mem, &devices, &net.devices(), peak.as_ref()));
     }
     Ok(status)
 }

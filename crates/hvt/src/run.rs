@@ -1,7 +1,7 @@
 //! The vCPU loop: run the guest, and on every exit drain the console, then
 //! serve the hypercall or report why the guest stopped.
 
-use atoll_abi::hypercall::{Hypercall, FAULT_PORT};
+use atoll_abi::hypercall::{Hypercall, FAULT_PORT, NET_DOORBELL_PORT};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::boot::Layout;
@@ -10,6 +10,7 @@ use crate::devices::Attached;
 use crate::fault::{self, FaultState};
 use crate::hypercall::{self, Action};
 use crate::memory::GuestMemory;
+use crate::net_io::Net;
 use crate::stats::Stats;
 
 /// How the guest ended.
@@ -41,6 +42,8 @@ pub struct Guest<'a> {
     pub layout: &'a Layout,
     /// The kernel file, for symbol names in fault reports.
     pub image: &'a [u8],
+    /// The network devices, served at every exit and perhaps by a thread.
+    pub net: &'a Net,
 }
 
 /// Runs the guest until it halts or fails.
@@ -57,9 +60,9 @@ pub fn run(
         if let Err(why) = console.drain(guest.mem) {
             return Outcome::Failed(why);
         }
-        let ready_set = match devices.net.service(guest.mem) {
+        let ready_set = match guest.net.service(guest.mem) {
             Ok(ready_set) => ready_set,
-            Err(why) => return Outcome::Failed(format!("guest broke its network rings: {why}")),
+            Err(why) => return Outcome::Failed(why),
         };
         let action = match exit {
             Exit::IoOut { port, value, len } => {
@@ -142,6 +145,12 @@ fn io_out(
     if port == FAULT_PORT {
         return fault(vcpu, guest, value.unwrap_or(u32::MAX));
     }
+    if port == NET_DOORBELL_PORT {
+        // Where KVM could not take the doorbell itself: the rings were
+        // serviced at this exit, which is all the guest asked.
+        stats.doorbells += 1;
+        return Action::Resume;
+    }
     let Some(call) = Hypercall::from_port(port) else {
         return Action::Fail(format!("guest wrote to I/O port {port:#x}, which is not a hypercall"));
     };
@@ -154,7 +163,7 @@ fn io_out(
     if call == Hypercall::Wait {
         stats.waits += 1;
     }
-    hypercall::handle(call, u64::from(arg), guest.mem, devices, ready_set)
+    hypercall::handle(call, u64::from(arg), guest.mem, devices, guest.net, ready_set)
 }
 
 /// An exception stub reported `vector`. Only ring-0 code (the stubs) may

@@ -13,6 +13,7 @@ use atoll_host::block::DiskFd;
 use atoll_host::sandbox::{allow_block_io, allow_pread, common_rules};
 
 use crate::devices::Attached;
+use crate::net_io::NetFds;
 use kvm_bindings::KVMIO;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
@@ -26,27 +27,43 @@ ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
 
-/// Installs the filter on this (single-threaded) process.
-pub fn confine(vcpu_fd: RawFd, devices: &Attached, stats_fd: Option<RawFd>) -> Result<(), String> {
-    let program = filter(vcpu_fd, &devices.net.fds(), &devices.block_fds(), stats_fd)
+/// Installs the filter on every thread of the process: the vCPU thread
+/// and the network I/O thread (`crate::net_io`), started and ready before.
+pub fn confine(vcpu_fd: RawFd, devices: &Attached, net: &NetFds, stats_fd: Option<RawFd>) -> Result<(), String> {
+    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd)
         .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
-    seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
+    seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
 
 /// The [`common_rules`] every confined Atoll process has, plus: `ioctl`
 /// only on the vCPU and only to run it or read its registers (for fault
-/// reports), reads of the block devices' files (and writes and flushes of
-/// those attached read-write),
+/// reports), the network I/O thread's `epoll_wait` on its own epoll set
+/// and reads and writes of its event counters, reads of the block devices'
+/// files (and writes and flushes of those attached read-write),
 /// `mincore` and `pread64` of the peak-memory file for `--stats`, and
 /// `close` for the exit.
 fn filter(
     vcpu_fd: RawFd,
-    tap_fds: &[RawFd],
+    net: &NetFds,
     block_fds: &[DiskFd],
     stats_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
-    let mut rules = common_rules(tap_fds)?;
+    let mut rules = common_rules(&net.taps)?;
+    for &fd in &net.events {
+        for call in [libc::SYS_read, libc::SYS_write] {
+            rules
+                .entry(call)
+                .or_default()
+                .push(SeccompRule::new(vec![eq(0, fd as u64)?])?);
+        }
+    }
+    if let Some(epoll) = net.epoll {
+        // glibc's epoll_wait is either call, by version.
+        for call in [libc::SYS_epoll_wait, libc::SYS_epoll_pwait] {
+            rules.insert(call, vec![SeccompRule::new(vec![eq(0, epoll as u64)?])?]);
+        }
+    }
     allow_block_io(&mut rules, block_fds)?;
     if let Some(fd) = stats_fd {
         allow_pread(&mut rules, fd)?;
@@ -84,7 +101,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(5, &[], &[], None).unwrap().len() > 20);
+        assert!(filter(5, &NetFds::default(), &[], None).unwrap().len() > 20);
         let disks = [
             DiskFd {
                 fd: 9,
@@ -95,6 +112,11 @@ mod tests {
                 access: atoll_host::block::Access::ReadOnly,
             },
         ];
-        assert!(filter(5, &[6, 7], &disks, Some(8)).unwrap().len() > 20);
+        let net = NetFds {
+            taps: vec![6, 7],
+            epoll: Some(11),
+            events: vec![12, 13, 14],
+        };
+        assert!(filter(5, &net, &disks, Some(8)).unwrap().len() > 20);
     }
 }

@@ -10,6 +10,7 @@ use atoll_host::peak_rss::PeakRss;
 
 use crate::devices::Attached;
 use crate::memory::GuestMemory;
+use crate::net::NetDevices;
 
 /// Exit counts by kind.
 #[derive(Debug, Default)]
@@ -26,14 +27,24 @@ pub struct Stats {
     pub other: u64,
     /// Wait hypercalls, of the io exits.
     pub waits: u64,
+    /// Doorbells that reached the tender as exits (KVM normally takes
+    /// them without one), of the io exits.
+    pub doorbells: u64,
 }
 
 impl Stats {
     /// The `stats:` line printed at exit.
-    pub fn line(&self, started: Instant, mem: &GuestMemory, devices: &Attached, peak: Option<&PeakRss>) -> String {
+    pub fn line(
+        &self,
+        started: Instant,
+        mem: &GuestMemory,
+        devices: &Attached,
+        net: &NetDevices,
+        peak: Option<&PeakRss>,
+    ) -> String {
         let wall_us = started.elapsed().as_micros();
         let (mut tx, mut rx, mut dropped) = (0, 0, 0);
-        for device in &devices.net.devices {
+        for device in &net.devices {
             tx += device.tx_frames;
             rx += device.rx_frames;
             dropped += device.tx_dropped;
@@ -49,8 +60,8 @@ impl Stats {
         format!(
             "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
              net_tx_dropped={dropped} blk_reads={reads} blk_writes={writes} blk_flushes={flushes} wall_us={wall_us} \
-             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib}",
-            self.exits, self.io, self.hlt, self.mmio, self.shutdown, self.intr, self.other, self.waits
+             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib} doorbell_exits={}",
+            self.exits, self.io, self.hlt, self.mmio, self.shutdown, self.intr, self.other, self.waits, self.doorbells
         )
     }
 }

@@ -125,6 +125,19 @@ impl Vm {
         })
     }
 
+    /// Has KVM signal `fd` on every write to I/O port `port` and resume
+    /// the guest at once, in the host kernel, without a return to the
+    /// tender (an ioeventfd; `crate::net_io`'s doorbell).
+    pub fn notify_on_port(&self, port: u16, fd: &vmm_sys_util::eventfd::EventFd) -> Result<(), KvmError> {
+        self._vm
+            .register_ioevent(
+                fd,
+                &kvm_ioctls::IoEventAddress::Pio(u64::from(port)),
+                kvm_ioctls::NoDatamatch,
+            )
+            .map_err(|e| KvmError::Ioctl("signal an eventfd on port writes", e))
+    }
+
     /// The guest's TSC frequency in Hz.
     pub fn tsc_hz(&self) -> Result<u64, KvmError> {
         let khz = self

@@ -9,13 +9,17 @@
 //! frames in place in their rx buffers and builds outgoing frames directly in
 //! the tx buffers. Queuing a frame costs no exit: the tender sends
 //! `tx[tx_tail..tx_head]` on the next exit of any kind (normally the
-//! executor's `wait`). Only a full tx ring makes the stack ask its executor
-//! for an immediate sync.
+//! executor's `wait`), or, on hvt with the tender's I/O thread, when the
+//! executor's wait rings the doorbell (`atoll_rt`'s hvt platform). Only a
+//! full tx ring makes the stack ask its executor for an immediate sync.
 //!
-//! The tender changes the ring on every exit, behind the compiler's back, so
-//! the ring is touched only through raw pointers and volatile accesses; the
-//! hypercall `asm!` is not `nomem`, so frame bytes written before an exit are
-//! in memory when the tender reads them.
+//! The tender changes the ring on every exit, and on hvt usually also while
+//! the guest runs (its I/O thread, `atoll_abi::net`), behind the compiler's
+//! back, so the ring is touched only through raw pointers and volatile
+//! accesses, and each index that hands a slot over is published after a
+//! release fence (the slot's bytes first) and read before an acquire fence
+//! (the slot's bytes after). On x86 both fences only stop the compiler from
+//! moving memory accesses across them.
 #![allow(unsafe_code)]
 
 use alloc::alloc::{alloc, handle_alloc_error, Layout};
@@ -23,6 +27,7 @@ use alloc::boxed::Box;
 use core::marker::PhantomData;
 use core::mem::{offset_of, size_of};
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{fence, Ordering};
 
 use atoll_abi::net::{NetRing, NetSlot, FRAME_BUFFER_SIZE, RING_SLOTS};
 use atoll_abi::GuestAddr;
@@ -55,6 +60,21 @@ fn load(ring: NonNull<NetRing>, offset: usize) -> u32 {
     // (so in bounds and aligned), and the ring is leaked by `attach`, so it
     // is allocated for the rest of the program.
     unsafe { ptr::read_volatile(field) }
+}
+
+/// Reads the index at byte `offset` that hands slots to the guest
+/// (`RX_HEAD`), ordered before the reads of those slots.
+fn load_acquire(ring: NonNull<NetRing>, offset: usize) -> u32 {
+    let value = load(ring, offset);
+    fence(Ordering::Acquire);
+    value
+}
+
+/// Writes the index at byte `offset` that hands slots to the tender
+/// (`TX_HEAD`, `RX_TAIL`), ordered after every access to those slots.
+fn store_release(ring: NonNull<NetRing>, offset: usize, value: u32) {
+    fence(Ordering::Release);
+    store(ring, offset, value);
 }
 
 /// Writes the ring's `u32` at byte `offset` (one of the constants above).
@@ -131,14 +151,14 @@ impl RingDevice {
     /// `f` of the frame at `rx_tail`, which stays in the ring.
     pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let tail = load(self.ring, RX_TAIL);
-        if load(self.ring, RX_HEAD) == tail {
+        if load_acquire(self.ring, RX_HEAD) == tail {
             return None;
         }
         let (frame, len) = self.rx_frame(tail);
         // SAFETY: as in `RingRxToken::consume`: the tender wrote `len` bytes
-        // of frame into this rx buffer before the last exit and touches it
-        // again only after `rx_tail` moves past it; the slice does not
-        // outlive this call.
+        // of frame into this rx buffer before publishing `rx_head` past it
+        // and touches it again only after `rx_tail` moves past it; the
+        // slice does not outlive this call.
         Some(f(unsafe { core::slice::from_raw_parts(frame, len) }))
     }
 
@@ -146,7 +166,7 @@ impl RingDevice {
     pub(crate) fn drop_received(&mut self) {
         let tail = load(self.ring, RX_TAIL);
         if load(self.ring, RX_HEAD) != tail {
-            store(self.ring, RX_TAIL, tail.wrapping_add(1));
+            store_release(self.ring, RX_TAIL, tail.wrapping_add(1));
         }
     }
 
@@ -182,7 +202,7 @@ impl phy::Device for RingDevice {
 
     fn receive(&mut self, _now: Instant) -> Option<(RingRxToken<'_>, RingTxToken<'_>)> {
         let tail = load(self.ring, RX_TAIL);
-        if load(self.ring, RX_HEAD) == tail {
+        if load_acquire(self.ring, RX_HEAD) == tail {
             return None;
         }
         if self.tx_full() {
@@ -227,12 +247,12 @@ pub struct RingRxToken<'a> {
 impl phy::RxToken for RingRxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         // SAFETY: the tender wrote `len` (at most a buffer's size) bytes of
-        // frame into this rx buffer before the exit we returned from, and
-        // touches it again only at the next exit, after `rx_tail` moves past
-        // it; nothing in the guest writes rx buffers.
+        // frame into this rx buffer before it published `rx_head` past it
+        // (read with acquire), and touches it again only after `rx_tail`
+        // moves past it; nothing in the guest writes rx buffers.
         let frame = unsafe { core::slice::from_raw_parts(self.frame, self.len) };
         let result = f(frame);
-        store(self.ring, RX_TAIL, load(self.ring, RX_TAIL).wrapping_add(1));
+        store_release(self.ring, RX_TAIL, load(self.ring, RX_TAIL).wrapping_add(1));
         result
     }
 }
@@ -261,13 +281,14 @@ impl phy::TxToken for RingTxToken<'_> {
             self.tx_initialised[word] |= bit;
         }
         // SAFETY: the buffer is initialised and `len` fits in it; the tender
-        // reads tx buffers only at exits, and this slot (at `tx_head`, with
-        // the ring not full) is not one it still has to send.
+        // reads only tx buffers the guest published (below `tx_head`), and
+        // this slot (at `tx_head`, with the ring not full) is not one it
+        // still has to send.
         let frame = unsafe { core::slice::from_raw_parts_mut(buffer, len) };
         let result = f(frame);
         // The slot's length first, then `tx_head` publishes the slot.
         store(self.ring, slot_len(false, slot), len as u32);
-        store(self.ring, TX_HEAD, head.wrapping_add(1));
+        store_release(self.ring, TX_HEAD, head.wrapping_add(1));
         result
     }
 }

@@ -60,7 +60,8 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
 
 /// Hands the tender the rings of net device `device` (its boot-info
 /// index). From then on the tender reads and writes `*ring` and the slot
-/// buffers it names on every exit (see `atoll_abi::net`).
+/// buffers it names on every exit, and while the guest runs if the boot
+/// info's `net_poll_ns` is not 0 (see `atoll_abi::net`).
 ///
 /// # Safety
 ///
@@ -69,6 +70,7 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
 /// only through raw pointers, since the tender changes them behind Rust's
 /// back on every exit. A device can be attached once.
 pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
+    super::net::remember(device, ring);
     let mut args = NetAttachArgs {
         device,
         reserved: 0,

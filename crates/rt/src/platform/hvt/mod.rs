@@ -2,6 +2,8 @@
 //!
 //! * `hypercall`: the port-I/O hypercalls.
 //! * `console`: the console ring the tender drains on every exit.
+//! * `net`: the wait, which polls the network rings first when the tender
+//!   moves frames while the guest runs.
 //! * `atoll.ld`: the linker script of every kernel (written out by
 //!   `build.rs`), which the virtio platform's entry shares.
 //!
@@ -12,7 +14,9 @@
 
 mod console;
 mod hypercall;
+mod net;
 
 pub(crate) use console::write as console_write;
 pub use hypercall::net_attach;
-pub(crate) use hypercall::{abort, block_io, halt, wait, wall_clock_ns};
+pub(crate) use hypercall::{abort, block_io, halt, wall_clock_ns};
+pub(crate) use net::wait;

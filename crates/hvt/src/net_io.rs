@@ -1,0 +1,299 @@
+//! The network rings as the tender serves them: at every exit, and — unless
+//! turned off — also from an I/O thread while the guest runs.
+//!
+//! Without the thread, a frame that arrives while the guest runs waits for
+//! its next exit, and every request costs the guest an exit to the tender
+//! and a sleep and wake in `ppoll`: a third of the tender's time at one
+//! connection (docs/PERFORMANCE.md, "Where atoll-hvt's time goes"). With it
+//! (Solo5 0.11 and Firecracker move frames in the same way):
+//!
+//! - the I/O thread sleeps in `epoll` on the TAP devices (edge-triggered: a
+//!   full receive ring leaves frames queued in the TAP without spinning)
+//!   and on the guest's **doorbell**, and services the rings when either
+//!   fires;
+//! - the guest rings the doorbell (`atoll_abi::hypercall::NET_DOORBELL_PORT`)
+//!   after queueing frames. The port is a KVM ioeventfd: KVM signals the
+//!   thread from the host kernel and resumes the guest at once, without
+//!   returning to the tender;
+//! - the guest polls its receive rings for `net_poll_ns` (the boot info)
+//!   before it makes a `wait` hypercall, so a request that arrives within
+//!   that time costs no exit at all, and an idle guest still sleeps.
+//!
+//! The vCPU thread keeps servicing the rings at every exit (so any exit
+//! still moves frames, and a guest's last frames before its halt leave), and
+//! in a `wait` it sleeps until the I/O thread says it delivered frames. Both
+//! threads service under one mutex, so each ring has one tender-side user at
+//! a time; the guest runs beside either, which the ring protocol allows
+//! (`atoll_abi::net`). A guest that breaks its rings while it runs is
+//! stopped at its next exit with the same message as before.
+//!
+//! Not used — frames move only at exits, as before — with `--net-poll-us=0`,
+//! without network devices, or under a caller's seccomp filter (urunc's),
+//! which was not written for a second thread.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::Scope;
+use std::time::Duration;
+
+use nix::sys::signal::{SigSet, SigmaskHow};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::memory::GuestMemory;
+use crate::net::NetDevices;
+
+/// The network devices, and the I/O thread's means if it runs.
+pub struct Net {
+    devices: Mutex<NetDevices>,
+    thread: Option<IoThread>,
+}
+
+/// What the vCPU thread and the I/O thread share.
+struct IoThread {
+    epoll: Epoll,
+    /// The guest's doorbell, signalled by KVM (or, where KVM cannot, rung
+    /// as an ordinary exit the vCPU thread serves).
+    doorbell: EventFd,
+    /// Ends the I/O thread.
+    stop: EventFd,
+    /// Written by the I/O thread when it delivered frames while the vCPU
+    /// thread is in a `wait`.
+    delivered: EventFd,
+    /// The vCPU thread is in a `wait` hypercall.
+    waiting: AtomicBool,
+    /// Why the I/O thread stopped: the guest broke its rings.
+    broken: Mutex<Option<String>>,
+    poll_ns: u64,
+}
+
+// epoll data words of the I/O thread's descriptors.
+const STOP: u64 = u64::MAX;
+const DOORBELL: u64 = u64::MAX - 1;
+
+impl Net {
+    /// Serves `devices` with an I/O thread, the guest polling `poll_us`
+    /// before it waits, unless `poll_us` is 0, there are no network devices,
+    /// or a caller's filter confines the tender.
+    pub fn new(devices: NetDevices, poll_us: u64) -> io::Result<Net> {
+        if poll_us == 0 || devices.devices.is_empty() || atoll_host::caller_filter::confined() {
+            return Ok(Net::at_exits(devices));
+        }
+        Net::with_thread(devices, poll_us * 1000)
+    }
+
+    /// Serves `devices` at exits only.
+    pub fn at_exits(devices: NetDevices) -> Net {
+        Net {
+            devices: Mutex::new(devices),
+            thread: None,
+        }
+    }
+
+    /// Serves `devices` also from an I/O thread (started by
+    /// [`start`](Self::start)), the guest polling `poll_ns` before it waits.
+    pub fn with_thread(devices: NetDevices, poll_ns: u64) -> io::Result<Net> {
+        let epoll = Epoll::new()?;
+        let doorbell = EventFd::new(EFD_NONBLOCK)?;
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let delivered = EventFd::new(EFD_NONBLOCK)?;
+        for (fd, data) in [(doorbell.as_raw_fd(), DOORBELL), (stop.as_raw_fd(), STOP)] {
+            epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, data))?;
+        }
+        for (i, fd) in devices.fds().into_iter().enumerate() {
+            let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64);
+            epoll.ctl(ControlOperation::Add, fd, event)?;
+        }
+        Ok(Net {
+            devices: Mutex::new(devices),
+            thread: Some(IoThread {
+                epoll,
+                doorbell,
+                stop,
+                delivered,
+                waiting: AtomicBool::new(false),
+                broken: Mutex::new(None),
+                poll_ns,
+            }),
+        })
+    }
+
+    /// What the boot info's `net_poll_ns` says: 0 without the thread.
+    pub fn poll_ns(&self) -> u64 {
+        self.thread.as_ref().map_or(0, |thread| thread.poll_ns)
+    }
+
+    /// The doorbell KVM should signal on a write to the doorbell port.
+    pub fn doorbell(&self) -> Option<&EventFd> {
+        self.thread.as_ref().map(|thread| &thread.doorbell)
+    }
+
+    /// The devices, for `net-attach` and the statistics.
+    pub fn devices(&self) -> MutexGuard<'_, NetDevices> {
+        lock(&self.devices)
+    }
+
+    /// Host descriptors the tender uses for the network, for the sandbox:
+    /// the TAP devices, and the I/O thread's epoll set and event fds.
+    pub fn fds(&self) -> NetFds {
+        NetFds {
+            taps: self.devices().fds(),
+            epoll: self.thread.as_ref().map(|t| t.epoll.as_raw_fd()),
+            events: self.thread.as_ref().map_or_else(Vec::new, |t| {
+                vec![t.doorbell.as_raw_fd(), t.stop.as_raw_fd(), t.delivered.as_raw_fd()]
+            }),
+        }
+    }
+
+    /// Starts the I/O thread, if there is one, in `scope`, with every
+    /// signal blocked in it (stop signals must reach the vCPU thread, whose
+    /// `KVM_RUN` they interrupt), and returns once it is ready to serve:
+    /// its start-up (the C library's and std's per-thread set-up) makes
+    /// calls the sandbox forbids, so install that only after this. The
+    /// thread ends when the returned guard is dropped (before the scope
+    /// joins it).
+    pub fn start<'scope>(
+        &'scope self,
+        scope: &'scope Scope<'scope, '_>,
+        mem: &'scope GuestMemory,
+    ) -> io::Result<Running<'scope>> {
+        let running = Running(self);
+        let Some(thread) = &self.thread else {
+            return Ok(running);
+        };
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
+        let previous = SigSet::all().thread_swap_mask(SigmaskHow::SIG_BLOCK)?;
+        let spawned = std::thread::Builder::new()
+            .name("net-io".into())
+            .stack_size(256 * 1024)
+            .spawn_scoped(scope, move || {
+                let _ = ready.send(());
+                self.serve(thread, mem)
+            });
+        previous.thread_set_mask()?;
+        spawned?;
+        started
+            .recv()
+            .map_err(|_| io::Error::other("the network I/O thread ended at start"))?;
+        Ok(running)
+    }
+
+    /// The I/O thread's loop: service the rings whenever a TAP device has
+    /// frames or the guest rang.
+    fn serve(&self, thread: &IoThread, mem: &GuestMemory) {
+        let mut events = [EpollEvent::default(); 8];
+        loop {
+            let count = match thread.epoll.wait(-1, &mut events) {
+                Ok(count) => count,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    *lock(&thread.broken) = Some(format!("the network I/O thread could not wait: {e}"));
+                    return;
+                }
+            };
+            for event in &events[..count] {
+                match event.data() {
+                    STOP => return,
+                    // Reset the counter; the service below answers it.
+                    DOORBELL => drop(thread.doorbell.read()),
+                    _ => {}
+                }
+            }
+            match lock(&self.devices).service(mem) {
+                Ok(ready) => {
+                    if ready != 0 && thread.waiting.load(Ordering::SeqCst) {
+                        let _ = thread.delivered.write(1);
+                    }
+                }
+                Err(fault) => {
+                    *lock(&thread.broken) = Some(format!("guest broke its network rings: {fault}"));
+                    // Wake a waiting vCPU thread to stop the guest.
+                    let _ = thread.delivered.write(1);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Services the rings from the vCPU thread (at an exit); returns the
+    /// boot-info indices of devices with received frames, or why the guest
+    /// must stop.
+    pub fn service(&self, mem: &GuestMemory) -> Result<u64, String> {
+        if let Some(why) = self.thread.as_ref().and_then(|t| lock(&t.broken).clone()) {
+            return Err(why);
+        }
+        lock(&self.devices)
+            .service(mem)
+            .map_err(|fault| format!("guest broke its network rings: {fault}"))
+    }
+
+    /// The `wait` hypercall's sleep, after [`service`](Self::service) found
+    /// no received frames: until a device has some or `timeout` passes
+    /// (`None`: forever), unless a stop signal came. Then services the
+    /// rings again and returns the ready set, or why the guest must stop.
+    pub fn wait(&self, mem: &GuestMemory, timeout: Option<Duration>) -> Result<u64, String> {
+        let Some(thread) = &self.thread else {
+            let devices = lock(&self.devices);
+            crate::signals::sleep_unless_stopping(|mask| devices.block(timeout, mask));
+            drop(devices);
+            return self.service(mem);
+        };
+        // Set before looking again, so that frames the I/O thread delivers
+        // after this look wake the sleep below (the mutex orders the two).
+        thread.waiting.store(true, Ordering::SeqCst);
+        let ready = self.service(mem)?;
+        if ready == 0 {
+            // SAFETY: the event fd is `thread.delivered`, open for as long
+            // as `self` lives, so for this whole borrow.
+            let delivered = unsafe { BorrowedFd::borrow_raw(thread.delivered.as_raw_fd()) };
+            crate::signals::sleep_unless_stopping(|mask| sleep_on(delivered, timeout, mask));
+        }
+        thread.waiting.store(false, Ordering::SeqCst);
+        let _ = thread.delivered.read();
+        self.service(mem)
+    }
+}
+
+/// The I/O thread's lifetime: dropping it ends the thread.
+pub struct Running<'a>(&'a Net);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Some(thread) = &self.0.thread {
+            // Cannot fail short of a counter overflow.
+            let _ = thread.stop.write(1);
+        }
+    }
+}
+
+/// Descriptors of [`Net::fds`].
+#[derive(Debug, Default)]
+pub struct NetFds {
+    pub taps: Vec<RawFd>,
+    pub epoll: Option<RawFd>,
+    pub events: Vec<RawFd>,
+}
+
+/// A poisoned lock only means the other thread panicked, which ends the
+/// process anyway; the data is still the devices'.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sleeps until `fd` is readable or `timeout` passes, with `mask` while
+/// asleep (see `NetDevices::block`).
+fn sleep_on(fd: BorrowedFd<'_>, timeout: Option<Duration>, mask: Option<&atoll_host::stop::SigSet>) {
+    use nix::poll::{PollFd, PollFlags};
+    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+    let ts = timeout.map(|t| {
+        nix::sys::time::TimeSpec::from(libc::timespec {
+            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
+        })
+    });
+    // Timeout, event or EINTR alike: the caller services and the guest
+    // re-checks.
+    let _ = nix::poll::ppoll(&mut fds, ts, mask.copied());
+}

@@ -1,0 +1,127 @@
+//! atoll-hvt's network I/O thread (`crates/hvt/src/net_io.rs`): frames
+//! move while the guest runs, the thread is confined like the vCPU thread,
+//! the guest's doorbell never reaches the tender as an exit, an idle server
+//! still sleeps, and `--net-poll-us=0` brings back the single-threaded
+//! tender. hvt only: the unix platform moves frames at its waits.
+//!
+//! Needs root (namespaces, TAP devices), `/dev/kvm` and curl.
+
+use std::time::Duration;
+
+use atoll_tests::net::{Namespace, Server, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::Platform;
+
+const SLIDES: &str = "examples/slides";
+
+/// The threads of process `pid`: (name, seccomp mode) of each; KVM's own
+/// worker tasks (`kvm-nx-lpage-recovery`, which recent kernels attach to
+/// the process that made the VM) left out.
+fn threads(pid: u32) -> Vec<(String, String)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the tender's tasks") {
+        let status = std::fs::read_to_string(task.expect("a task").path().join("status")).expect("a task's status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_string())
+                .unwrap_or_default()
+        };
+        if !field("Name:").starts_with("kvm-") {
+            threads.push((field("Name:"), field("Seccomp:")));
+        }
+    }
+    threads.sort();
+    threads
+}
+
+/// User plus system CPU time of process `pid`, all threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the tender's stat");
+    // Fields after the parenthesised name; utime and stime are 14 and 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("a stat line")
+        .1
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Fetches `/` `count` times over one connection (curl reuses it).
+fn fetch_many(server: &Server<'_>, count: usize) {
+    let url = server.url("/");
+    let mut args = vec!["-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}\n"];
+    args.extend(std::iter::repeat_n(url.as_str(), count));
+    let out = server.curl(&args);
+    assert_eq!(out.status, Some(0), "curl: {}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().filter(|line| *line == "200").count(),
+        count,
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn the_io_thread_serves_is_confined_and_the_doorbell_costs_no_exit() {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS);
+    let pid = server.process.pid();
+    assert_eq!(
+        threads(pid),
+        [
+            ("atoll-hvt".to_string(), "2".to_string()),
+            ("net-io".to_string(), "2".to_string())
+        ],
+        "the vCPU thread and the I/O thread, both under a seccomp filter (mode 2)"
+    );
+    fetch_many(&server, 50);
+    let out = server.stop();
+    assert_eq!(out.status, Some(128 + 15), "{}", out.stderr);
+    let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
+    assert!(stats["net_tx"] >= 50 && stats["net_rx"] >= 50, "{stats:?}");
+    assert_eq!(stats["doorbell_exits"], 0, "KVM takes the doorbell: {stats:?}");
+}
+
+#[test]
+fn with_no_polling_there_is_no_thread_and_every_burst_is_an_exit() {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(
+        Platform::Hvt,
+        &ns,
+        TAP,
+        SLIDES,
+        &["--stats", "--net-poll-us=0"],
+        &STATIC_IPV4_ARGS,
+    );
+    assert_eq!(
+        threads(server.process.pid()),
+        [("atoll-hvt".to_string(), "2".to_string())]
+    );
+    fetch_many(&server, 20);
+    let out = server.stop();
+    let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
+    // Each request is answered at the guest's next wait, one exit at least.
+    assert!(stats["waits"] >= 20, "{stats:?}");
+    assert_eq!(stats["doorbell_exits"], 0, "{stats:?}");
+}
+
+#[test]
+fn an_idle_server_with_the_io_thread_burns_no_cpu() {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
+    fetch_many(&server, 5);
+    let pid = server.process.pid();
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let used = cpu_ticks(pid) - before;
+    // SAFETY: sysconf has no preconditions.
+    let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
+    assert!(
+        used * 100 < 2 * hz * 5,
+        "{used} ticks of CPU in 2 s idle (at {hz} Hz): more than 5 %"
+    );
+    fetch_many(&server, 5);
+}

@@ -33,10 +33,15 @@
 //! where present) beside the same VMM booting a kernel that only halts, and
 //! loads `examples/slides` on them beside atoll-hvt ([`virtio`]).
 //!
+//! `cargo run --release -p atoll-bench -- exits` times one VM exit of each
+//! kind an hvt guest makes: a hypercall, and the network doorbell KVM
+//! serves in the host kernel ([`exits`]).
+//!
 //! What it deliberately leaves out: statistical tests between two commits
 //! (run it on each and compare).
 #![forbid(unsafe_code)]
 
+mod exits;
 mod http;
 mod kv;
 mod kv_open;
@@ -133,6 +138,13 @@ enum Bench {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=60))]
         seconds: u32,
     },
+    /// What one VM exit costs an hvt guest: a hypercall the tender serves
+    /// and the network doorbell KVM serves (needs root and /dev/kvm).
+    Exits {
+        /// Boots of the guest with and without a net device, interleaved.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+    },
     /// Time to format and to open an atoll-kv store (clean, torn, damaged),
     /// on the host with an in-memory device.
     KvOpen {
@@ -155,6 +167,7 @@ fn main() -> ExitCode {
             opt_level_3,
         } => tls::run(duration_s, clients, opt_level_3).map(|report| print!("{report}")),
         Bench::TlsCrypto { seconds } => tls::run_crypto(seconds).map(|report| print!("{report}")),
+        Bench::Exits { rounds } => exits::run(rounds).map(|report| print!("{report}")),
         Bench::KvOpen { runs } => kv_open::run(runs).map(|report| print!("{report}")),
         Bench::Virtio { runs, duration_s } => virtio::run(runs, duration_s).map(|report| print!("{report}")),
         Bench::Memory { connections } => memory::run(connections as usize).map(|report| print!("{report}")),

@@ -47,9 +47,9 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// ([`launch`]).
 ///
 /// 5: optional devices (a flag in the manifest entry's kind); the network
-/// doorbell ([`hypercall::NET_DOORBELL_PORT`]) and
-/// [`boot::BootInfo::net_poll_ns`]: the tender may move frames while the
-/// guest runs.
+/// doorbell ([`hypercall::NET_DOORBELL_PORT`]),
+/// [`boot::BootInfo::net_poll_ns`] and [`net::NetRing::tender_polling`]:
+/// the tender may move frames while the guest runs.
 pub const ABI_VERSION: u32 = 5;
 
 /// A guest-physical address. The tender treats it as a number to
@@ -455,6 +455,16 @@ pub mod net {
         pub tx: [NetSlot; RING_SLOTS as usize],
         /// Buffers for received frames.
         pub rx: [NetSlot; RING_SLOTS as usize],
+        /// OUT (ABI 5): not 0 while the tender is polling this ring (for
+        /// up to the boot info's `net_poll_ns` after frames last moved), so
+        /// it will see a new `tx_head` without the doorbell. The guest
+        /// publishes `tx_head`, then (after a full fence) reads this; the
+        /// tender clears it, then (after a full fence) looks at `tx_head`
+        /// once more: so either the guest rings or the tender sees the
+        /// frames.
+        pub tender_polling: u32,
+        /// Reserved, zero.
+        pub reserved: u32,
     }
 }
 
@@ -900,7 +910,7 @@ const _: () = {
     assert!(size_of::<hypercall::BlockIoArgs>() == 24);
     assert!(size_of::<block::BlockOp>() == 32);
     assert!(size_of::<net::NetSlot>() == 16);
-    assert!(size_of::<net::NetRing>() == 16 + 2 * 16 * net::RING_SLOTS as usize);
+    assert!(size_of::<net::NetRing>() == 16 + 2 * 16 * net::RING_SLOTS as usize + 8);
     assert!(size_of::<boot::DeviceInfo>() == 64);
     assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES + 8);
     assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);

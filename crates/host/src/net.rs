@@ -57,6 +57,7 @@ const TX_HEAD: u64 = offset_of!(NetRing, tx_head) as u64;
 const TX_TAIL: u64 = offset_of!(NetRing, tx_tail) as u64;
 const RX_HEAD: u64 = offset_of!(NetRing, rx_head) as u64;
 const RX_TAIL: u64 = offset_of!(NetRing, rx_tail) as u64;
+const TENDER_POLLING: u64 = offset_of!(NetRing, tender_polling) as u64;
 const TX_SLOTS_OFFSET: u64 = offset_of!(NetRing, tx) as u64;
 const RX_SLOTS_OFFSET: u64 = offset_of!(NetRing, rx) as u64;
 const SLOT_SIZE: u64 = size_of::<NetSlot>() as u64;
@@ -168,6 +169,16 @@ impl NetDevice {
         self.rx_head = header[2];
         self.ring = Some(ring);
         Ok(())
+    }
+
+    /// Tells the app whether the tender is polling its rings
+    /// (`NetRing::tender_polling`), if they are attached.
+    pub fn set_polling(&self, polling: bool, mem: &impl FrameMemory) -> Result<(), GuestFault> {
+        let Some(ring) = self.ring else {
+            return Ok(());
+        };
+        mem.write(ring + TENDER_POLLING, &u32::from(polling).to_le_bytes())
+            .map_err(GuestFault::memory("rings"))
     }
 
     /// Sends queued frames and receives into free slots. Returns whether
@@ -507,6 +518,21 @@ impl NetDevices {
             }
         }
         Ok(ready)
+    }
+
+    /// Frames moved so far, both ways, on every device: a poller's sign
+    /// of traffic.
+    pub fn frames_moved(&self) -> u64 {
+        self.devices
+            .iter()
+            .map(|d| d.tx_frames + d.tx_dropped + d.rx_frames)
+            .sum()
+    }
+
+    /// Sets every attached ring's `tender_polling` (see
+    /// [`NetDevice::set_polling`]).
+    pub fn set_polling(&self, polling: bool, mem: &impl FrameMemory) -> Result<(), GuestFault> {
+        self.devices.iter().try_for_each(|d| d.set_polling(polling, mem))
     }
 
     /// The device at boot-info index `index`, if it is a network device.

@@ -20,27 +20,32 @@
 //!   that time costs no exit at all, and an idle guest still sleeps.
 //!
 //! The vCPU thread keeps servicing the rings at every exit (so any exit
-//! still moves frames, and a guest's last frames before its halt leave), and
-//! in a `wait` it sleeps until the I/O thread says it delivered frames. Both
-//! threads service under one mutex, so each ring has one tender-side user at
-//! a time; the guest runs beside either, which the ring protocol allows
-//! (`atoll_abi::net`). A guest that breaks its rings while it runs is
-//! stopped at its next exit with the same message as before.
+//! still moves frames, and a guest's last frames before its halt leave).
+//! Both threads service under one mutex, so each ring has one tender-side
+//! user at a time; the guest runs beside either, which the ring protocol
+//! allows (`atoll_abi::net`). In a `wait` hypercall the vCPU thread sleeps
+//! in `ppoll` on the TAP devices **holding** the mutex, as the tender
+//! without the thread does: the guest is stopped, so there is nothing for
+//! the I/O thread to do, and a frame then wakes the vCPU thread directly
+//! rather than through the I/O thread (one wake-up, not two). A guest that
+//! breaks its rings while it runs is stopped at its next exit with the same
+//! message as before.
 //!
 //! Not used — frames move only at exits, as before — with `--net-poll-us=0`,
 //! without network devices, or under a caller's seccomp filter (urunc's),
 //! which was not written for a second thread.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::Scope;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, SigmaskHow};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use atoll_host::guest_fault::GuestFault;
 
 use crate::memory::GuestMemory;
 use crate::net::NetDevices;
@@ -59,11 +64,6 @@ struct IoThread {
     doorbell: EventFd,
     /// Ends the I/O thread.
     stop: EventFd,
-    /// Written by the I/O thread when it delivered frames while the vCPU
-    /// thread is in a `wait`.
-    delivered: EventFd,
-    /// The vCPU thread is in a `wait` hypercall.
-    waiting: AtomicBool,
     /// Why the I/O thread stopped: the guest broke its rings.
     broken: Mutex<Option<String>>,
     poll_ns: u64,
@@ -98,7 +98,6 @@ impl Net {
         let epoll = Epoll::new()?;
         let doorbell = EventFd::new(EFD_NONBLOCK)?;
         let stop = EventFd::new(EFD_NONBLOCK)?;
-        let delivered = EventFd::new(EFD_NONBLOCK)?;
         for (fd, data) in [(doorbell.as_raw_fd(), DOORBELL), (stop.as_raw_fd(), STOP)] {
             epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, data))?;
         }
@@ -112,8 +111,6 @@ impl Net {
                 epoll,
                 doorbell,
                 stop,
-                delivered,
-                waiting: AtomicBool::new(false),
                 broken: Mutex::new(None),
                 poll_ns,
             }),
@@ -141,9 +138,10 @@ impl Net {
         NetFds {
             taps: self.devices().fds(),
             epoll: self.thread.as_ref().map(|t| t.epoll.as_raw_fd()),
-            events: self.thread.as_ref().map_or_else(Vec::new, |t| {
-                vec![t.doorbell.as_raw_fd(), t.stop.as_raw_fd(), t.delivered.as_raw_fd()]
-            }),
+            events: self
+                .thread
+                .as_ref()
+                .map_or_else(Vec::new, |t| vec![t.doorbell.as_raw_fd(), t.stop.as_raw_fd()]),
         }
     }
 
@@ -201,20 +199,44 @@ impl Net {
                     _ => {}
                 }
             }
-            match lock(&self.devices).service(mem) {
-                Ok(ready) => {
-                    if ready != 0 && thread.waiting.load(Ordering::SeqCst) {
-                        let _ = thread.delivered.write(1);
-                    }
-                }
-                Err(fault) => {
-                    *lock(&thread.broken) = Some(format!("guest broke its network rings: {fault}"));
-                    // Wake a waiting vCPU thread to stop the guest.
-                    let _ = thread.delivered.write(1);
-                    return;
-                }
+            if let Err(fault) = self.poll_while_busy(thread, mem) {
+                *lock(&thread.broken) = Some(format!("guest broke its network rings: {fault}"));
+                return;
             }
         }
+    }
+
+    /// Services the rings, and goes on servicing them while frames move,
+    /// until none has for `poll_ns`: meanwhile the guest sees
+    /// `tender_polling` set and queues frames without ringing (each ring is
+    /// a VM exit, tens of µs under a nested hypervisor). Between two looks
+    /// the thread yields its CPU to anything runnable (the client, on a
+    /// small machine). Then it clears the flag and looks once more, so a
+    /// frame the guest queued as the flag went down is not left behind.
+    fn poll_while_busy(&self, thread: &IoThread, mem: &GuestMemory) -> Result<(), GuestFault> {
+        let poll = Duration::from_nanos(thread.poll_ns);
+        let mut devices = lock(&self.devices);
+        devices.set_polling(true, mem)?;
+        let mut moved = devices.frames_moved();
+        devices.service(mem)?;
+        let mut last_traffic = Instant::now();
+        loop {
+            drop(devices);
+            std::thread::yield_now();
+            devices = lock(&self.devices);
+            devices.service(mem)?;
+            let now_moved = devices.frames_moved();
+            if now_moved != moved {
+                moved = now_moved;
+                last_traffic = Instant::now();
+            } else if last_traffic.elapsed() >= poll {
+                break;
+            }
+        }
+        devices.set_polling(false, mem)?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        devices.service(mem)?;
+        Ok(())
     }
 
     /// Services the rings from the vCPU thread (at an exit); returns the
@@ -230,29 +252,23 @@ impl Net {
     }
 
     /// The `wait` hypercall's sleep, after [`service`](Self::service) found
-    /// no received frames: until a device has some or `timeout` passes
-    /// (`None`: forever), unless a stop signal came. Then services the
-    /// rings again and returns the ready set, or why the guest must stop.
+    /// no received frames: until a TAP device has frames or `timeout`
+    /// passes (`None`: forever), unless a stop signal came, holding the
+    /// devices (see the module docs). Returns the ready set after servicing
+    /// the rings, or why the guest must stop.
     pub fn wait(&self, mem: &GuestMemory, timeout: Option<Duration>) -> Result<u64, String> {
-        let Some(thread) = &self.thread else {
-            let devices = lock(&self.devices);
-            crate::signals::sleep_unless_stopping(|mask| devices.block(timeout, mask));
-            drop(devices);
-            return self.service(mem);
-        };
-        // Set before looking again, so that frames the I/O thread delivers
-        // after this look wake the sleep below (the mutex orders the two).
-        thread.waiting.store(true, Ordering::SeqCst);
-        let ready = self.service(mem)?;
-        if ready == 0 {
-            // SAFETY: the event fd is `thread.delivered`, open for as long
-            // as `self` lives, so for this whole borrow.
-            let delivered = unsafe { BorrowedFd::borrow_raw(thread.delivered.as_raw_fd()) };
-            crate::signals::sleep_unless_stopping(|mask| sleep_on(delivered, timeout, mask));
+        let broke = |fault| format!("guest broke its network rings: {fault}");
+        let mut devices = lock(&self.devices);
+        if self.thread.is_some() {
+            // The I/O thread may have delivered frames since the exit's
+            // service (and so emptied the TAP devices the sleep waits on).
+            let ready = devices.service(mem).map_err(broke)?;
+            if ready != 0 {
+                return Ok(ready);
+            }
         }
-        thread.waiting.store(false, Ordering::SeqCst);
-        let _ = thread.delivered.read();
-        self.service(mem)
+        crate::signals::sleep_unless_stopping(|mask| devices.block(timeout, mask));
+        devices.service(mem).map_err(broke)
     }
 }
 
@@ -280,20 +296,4 @@ pub struct NetFds {
 /// process anyway; the data is still the devices'.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// Sleeps until `fd` is readable or `timeout` passes, with `mask` while
-/// asleep (see `NetDevices::block`).
-fn sleep_on(fd: BorrowedFd<'_>, timeout: Option<Duration>, mask: Option<&atoll_host::stop::SigSet>) {
-    use nix::poll::{PollFd, PollFlags};
-    let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
-    let ts = timeout.map(|t| {
-        nix::sys::time::TimeSpec::from(libc::timespec {
-            tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-            tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-        })
-    });
-    // Timeout, event or EINTR alike: the caller services and the guest
-    // re-checks.
-    let _ = nix::poll::ppoll(&mut fds, ts, mask.copied());
 }

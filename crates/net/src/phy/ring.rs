@@ -126,6 +126,8 @@ impl RingDevice {
             rx_tail: 0,
             tx: core::array::from_fn(slot),
             rx: core::array::from_fn(|i| slot(SLOTS + i)),
+            tender_polling: 0,
+            reserved: 0,
         });
         let ring = NonNull::from(Box::leak(ring));
         // SAFETY: the ring and the buffers were just leaked, so they stay

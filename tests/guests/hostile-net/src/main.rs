@@ -88,6 +88,8 @@ fn new_ring() -> *mut NetRing {
         rx_tail: 0,
         tx: [slot; RING_SLOTS as usize],
         rx: [slot; RING_SLOTS as usize],
+        tender_polling: 0,
+        reserved: 0,
     }))
 }
 

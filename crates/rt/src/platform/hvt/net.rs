@@ -2,8 +2,9 @@
 //! boot info's `net_poll_ns` is not 0; see `atoll_abi::net`).
 //!
 //! Then a `wait` first rings the network doorbell if the transmit rings
-//! hold frames the tender has not sent (KVM takes the doorbell in the host
-//! kernel: the guest goes on at once), and polls the receive rings from
+//! hold frames the tender has not sent and it is not polling the rings
+//! itself (KVM takes the doorbell in the host kernel, but it is still a VM
+//! exit: tens of µs under a nested hypervisor), and polls the receive rings from
 //! ring 3 for up to `net_poll_ns` before it makes the `wait` hypercall. A
 //! request that arrives within the poll costs no exit, and a `wait(0)` (the
 //! executor's "anything new?") costs none either. An idle guest still
@@ -34,11 +35,12 @@ pub(super) fn remember(device: u32, ring: *mut NetRing) {
     }
 }
 
-/// Byte offsets of the ring's indices.
+/// Byte offsets of the ring's indices and flag.
 const TX_HEAD: usize = core::mem::offset_of!(NetRing, tx_head);
 const TX_TAIL: usize = core::mem::offset_of!(NetRing, tx_tail);
 const RX_HEAD: usize = core::mem::offset_of!(NetRing, rx_head);
 const RX_TAIL: usize = core::mem::offset_of!(NetRing, rx_tail);
+const TENDER_POLLING: usize = core::mem::offset_of!(NetRing, tender_polling);
 
 /// Reads the index at byte `offset` of `ring`, once.
 fn index(ring: *mut NetRing, offset: usize) -> u32 {
@@ -71,13 +73,19 @@ fn received() -> u64 {
     ready
 }
 
-/// Rings the doorbell once per batch of frames queued since the last ring.
+/// Rings the doorbell once per batch of frames queued since the last ring,
+/// unless the tender is polling the ring anyway (`NetRing::tender_polling`).
 fn ring_doorbell_if_queued() {
     let mut queued = false;
     for (i, ring) in rings() {
         let head = index(ring, TX_HEAD);
         if head != index(ring, TX_TAIL) && RUNG_AT[i].swap(head, Ordering::Relaxed) != head {
-            queued = true;
+            // `tx_head` is published before the flag is read (the tender
+            // clears the flag before its last look at `tx_head`).
+            fence(Ordering::SeqCst);
+            if index(ring, TENDER_POLLING) == 0 {
+                queued = true;
+            }
         }
     }
     if queued {

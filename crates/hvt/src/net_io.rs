@@ -9,12 +9,15 @@
 //!
 //! - the I/O thread sleeps in `epoll` on the TAP devices (edge-triggered: a
 //!   full receive ring leaves frames queued in the TAP without spinning)
-//!   and on the guest's **doorbell**, and services the rings when either
-//!   fires;
+//!   and on the guest's **doorbell**; when either fires it services the
+//!   rings, and goes on servicing them, yielding the CPU between looks,
+//!   until no frame has moved for `net_poll_ns`, with each ring's
+//!   `tender_polling` set meanwhile;
 //! - the guest rings the doorbell (`atoll_abi::hypercall::NET_DOORBELL_PORT`)
-//!   after queueing frames. The port is a KVM ioeventfd: KVM signals the
-//!   thread from the host kernel and resumes the guest at once, without
-//!   returning to the tender;
+//!   after queueing frames, unless `tender_polling` is set. The port is a
+//!   KVM ioeventfd: KVM signals the thread from the host kernel and resumes
+//!   the guest without returning to the tender — still a VM exit, tens of
+//!   µs under a nested hypervisor, hence the flag;
 //! - the guest polls its receive rings for `net_poll_ns` (the boot info)
 //!   before it makes a `wait` hypercall, so a request that arrives within
 //!   that time costs no exit at all, and an idle guest still sleeps.

@@ -21,7 +21,10 @@
 //! * The executor marks `executor.wait` (the platform's `wait`: idle, on
 //!   hvt one hypercall; on unix it also moves the frames between the rings
 //!   and the TAP devices), `executor.tasks` (polling a task: its self time
-//!   is the tasks' code no inner section covers) and `executor.timers`.
+//!   is the tasks' code no inner section covers), `executor.task_take` and
+//!   `executor.task_put` (a polled task out of and back into the task
+//!   table) and `executor.timers`. Each place marked is a section of its
+//!   own (a `static`), so two places need two names.
 //! * **Busy** time is the window's cycles minus `executor.wait`'s; shares
 //!   are of busy time.
 //!

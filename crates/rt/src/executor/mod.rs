@@ -202,7 +202,7 @@ fn run_task(id: TaskId) {
     // The task is taken out of the table while it runs, so it can spawn
     // tasks (and drop futures that cancel timers) without a double borrow.
     let Some(mut task) = with_runtime(|rt| {
-        crate::profile_scope!("executor.task_table");
+        crate::profile_scope!("executor.task_take");
         rt.tasks.borrow_mut().remove(&id)
     }) else {
         return;
@@ -211,7 +211,7 @@ fn run_task(id: TaskId) {
     let mut cx = Context::from_waker(&task.waker);
     if task.future.as_mut().poll(&mut cx).is_pending() {
         with_runtime(|rt| {
-            crate::profile_scope!("executor.task_table");
+            crate::profile_scope!("executor.task_put");
             rt.tasks.borrow_mut().insert(id, task)
         });
     }

@@ -167,6 +167,16 @@ mod on {
             counter.store(counter.load(Relaxed).wrapping_add(value), Relaxed);
         }
 
+        /// Calls, self cycles and inclusive cycles so far.
+        #[cfg(test)]
+        pub(super) fn counts(&self) -> (u64, u64, u64) {
+            (
+                self.calls.load(Relaxed),
+                self.self_cycles.load(Relaxed),
+                self.inclusive_cycles.load(Relaxed),
+            )
+        }
+
         fn reset(&self) {
             self.calls.store(0, Relaxed);
             self.self_cycles.store(0, Relaxed);
@@ -466,5 +476,38 @@ mod on {
         let now = rdtsc();
         LAST_TSC.store(now, Relaxed);
         start_window(now);
+    }
+}
+
+/// The accounting, on the host (`cargo test -p atoll-rt --features profile`).
+#[cfg(all(test, feature = "profile"))]
+mod tests {
+    use super::on::{Guard, Section};
+
+    fn spin() {
+        for i in 0..10_000u64 {
+            core::hint::black_box(i);
+        }
+    }
+
+    #[test]
+    fn nested_sections_keep_self_and_inclusive_time_apart() {
+        static OUTER: Section = Section::new("test.outer");
+        static INNER: Section = Section::new("test.inner");
+        {
+            let _outer = Guard::enter(&OUTER);
+            spin();
+            for _ in 0..3 {
+                let _inner = Guard::enter(&INNER);
+                spin();
+            }
+            spin();
+        }
+        let (outer, inner) = (OUTER.counts(), INNER.counts());
+        assert_eq!((outer.0, inner.0), (1, 3), "calls");
+        assert!(inner.1 > 0 && outer.1 > 0, "self cycles: {outer:?} {inner:?}");
+        // The inner sections' time is in the outer one's inclusive time, not its self time.
+        assert!(outer.2 >= outer.1 + inner.2, "{outer:?} {inner:?}");
+        assert_eq!(inner.1, inner.2, "a leaf's self time is its inclusive time");
     }
 }

@@ -59,6 +59,11 @@
 //!   acknowledged (`kv::Store::open(block::BlockDevice::open("data")?)`),
 //!   and reports damage the disk did behind its back (`Store::recovery`).
 //!
+//! * `profile` (a feature, off by default; `atoll build --features
+//!   atoll/profile` turns it on without editing the app): the guest's own
+//!   cycle profile by section (stack, HTTP parse, handler, response),
+//!   printed on the console after each burst of load (`atoll_rt::profile`).
+//!
 //! Not here (yet): threads (apps are
 //! single-core and async), `std`.
 #![no_std]

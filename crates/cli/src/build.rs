@@ -95,6 +95,9 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf, CliError> {
     if args.release {
         cargo.arg("--release");
     }
+    if let Some(features) = &args.features {
+        cargo.arg("--features").arg(features);
+    }
     cargo
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null())
@@ -420,6 +423,7 @@ mod tests {
             dir: dir.path().to_owned(),
             release: false,
             target: Platform::Hvt,
+            features: None,
         };
         let err = build(&args).unwrap_err().0;
         assert_eq!(

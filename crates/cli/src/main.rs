@@ -28,7 +28,8 @@
 //! What it deliberately leaves out: it is a thin driver over `cargo`,
 //! `atoll-hvt`, the unix executable and the VMMs, not a build system (nor a
 //! registry client: `pkg` writes files, and pushing them is skopeo's). It adds no cargo
-//! features, runs no post-link steps and keeps no state of its own.
+//! features of its own (`--features` is handed to cargo as it is), runs no
+//! post-link steps and keeps no state of its own.
 //!
 //! Errors are one or two lines on standard error starting `atoll: `, with
 //! exit status 1, usage errors included ([`usage_error`]; `--help` and
@@ -139,6 +140,10 @@ pub struct BuildArgs {
     /// The platform to build for.
     #[arg(long, value_enum, default_value_t = Platform::Hvt)]
     pub target: Platform,
+    /// Cargo features to enable, passed to cargo as they are (e.g.
+    /// `atoll/profile`: the guest's cycle profile, docs/PERFORMANCE.md).
+    #[arg(long, value_name = "FEATURES")]
+    pub features: Option<String>,
 }
 
 /// Options of `run`.
@@ -495,6 +500,16 @@ mod tests {
         assert_eq!(args.dir, PathBuf::from("."));
         assert!(!args.release);
         assert_eq!(args.target, Platform::Hvt);
+        assert_eq!(args.features, None);
+    }
+
+    #[test]
+    fn build_passes_features_on() {
+        let cli = parse(argv(&["atoll", "build", "--features", "atoll/profile"])).unwrap();
+        let Command::Build(args) = cli.command else {
+            panic!("not a build: {cli:?}")
+        };
+        assert_eq!(args.features.as_deref(), Some("atoll/profile"));
     }
 
     #[test]

@@ -64,6 +64,40 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+/// Times the rest of the block as a section of atoll-rt's cycle profile (its `profile`
+/// feature); nothing without it, or without the `rt` feature.
+#[cfg(feature = "rt")]
+macro_rules! profile_scope {
+    ($name:literal) => {
+        atoll_rt::profile_scope!($name)
+    };
+}
+
+/// Times the rest of the block as a section of atoll-rt's cycle profile (its `profile`
+/// feature); nothing without it, or without the `rt` feature.
+#[cfg(not(feature = "rt"))]
+macro_rules! profile_scope {
+    ($name:literal) => {};
+}
+
+/// `$future`, its polls timed as a section of atoll-rt's cycle profile (its `profile`
+/// feature); `$future` itself without it, or without the `rt` feature.
+#[cfg(feature = "rt")]
+macro_rules! profile_future {
+    ($name:literal, $future:expr) => {
+        atoll_rt::profile_future!($name, $future)
+    };
+}
+
+/// `$future`, its polls timed as a section of atoll-rt's cycle profile (its `profile`
+/// feature); `$future` itself without it, or without the `rt` feature.
+#[cfg(not(feature = "rt"))]
+macro_rules! profile_future {
+    ($name:literal, $future:expr) => {
+        $future
+    };
+}
+
 pub mod https;
 pub mod limits;
 pub mod request;

@@ -400,11 +400,16 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         let Some(mut headers) = empty_headers(self.limits.max_headers) else {
             return self.out_of_memory().await.map(Some);
         };
+        let parsed = {
+            // The request is parsed a second time here (read_head parsed it to find its end).
+            profile_scope!("http.parse.again");
+            parse_head(&self.buf[..request_len], &mut headers)
+        };
         let Ok(Some(Head {
             mut request,
             keep_alive,
             ..
-        })) = parse_head(&self.buf[..request_len], &mut headers)
+        })) = parsed
         else {
             // The same bytes parsed a moment ago; this cannot happen, but never panic.
             return self.reject(Status::BAD_REQUEST).await.map(Some);
@@ -414,7 +419,7 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         let mut response = if busy && !handler.is_cheap(&request) {
             Response::error(Status::SERVICE_UNAVAILABLE).with_header("Retry-After", "1")
         } else {
-            handler.handle(&request).await
+            profile_future!("http.handler", handler.handle(&request)).await
         };
         apply_if_none_match(&request, &mut response);
         let framing = Framing {
@@ -426,9 +431,11 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         };
         // `request` borrows the read buffer and is not used past this point, so the buffer
         // can be compacted below.
-        if !self
-            .send_response(&response, framing, self.limits.write_timeout_ms)
-            .await?
+        if !profile_future!(
+            "http.respond",
+            self.send_response(&response, framing, self.limits.write_timeout_ms)
+        )
+        .await?
         {
             return self.out_of_memory().await.map(Some);
         }
@@ -451,10 +458,13 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
     /// nothing, if the header buffer could not grow for it. The one way every response is
     /// written, so the header buffer is reused the same way for each.
     async fn send_response(&mut self, response: &Response, framing: Framing, timeout_ms: u64) -> Result<bool, Error> {
-        if !reserve_head(&mut self.head_out, response) {
-            return Ok(false);
+        {
+            profile_scope!("http.head");
+            if !reserve_head(&mut self.head_out, response) {
+                return Ok(false);
+            }
+            write_head(&mut self.head_out, response, framing);
         }
-        write_head(&mut self.head_out, response, framing);
         let body = if framing.send_body {
             response.body.as_bytes()
         } else {
@@ -478,7 +488,11 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
                 let Some(mut headers) = empty_headers(limits.max_headers) else {
                     return Ok(HeadOutcome::Closed(CloseReason::OutOfMemory));
                 };
-                match parse_head(&self.buf[..self.filled], &mut headers) {
+                let parsed = {
+                    profile_scope!("http.parse");
+                    parse_head(&self.buf[..self.filled], &mut headers)
+                };
+                match parsed {
                     Ok(Some(head)) if head.head_len > limits.max_header_bytes => {
                         return Ok(HeadOutcome::Reject(Status::REQUEST_HEADER_FIELDS_TOO_LARGE))
                     }
@@ -558,7 +572,11 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
             slot.set_idle(true);
         }
         let space = &mut self.buf[self.filled..];
-        let read = until_deadline(self.timer, deadline_ms, unless_reclaimed(slot, self.conn.read(space))).await;
+        let read = profile_future!(
+            "http.read",
+            until_deadline(self.timer, deadline_ms, unless_reclaimed(slot, self.conn.read(space)))
+        )
+        .await;
         if let Some(slot) = slot {
             slot.set_idle(false);
         }
@@ -678,6 +696,7 @@ async fn unless_reclaimed<F: Future>(slot: Option<&ConnectionGuard>, read: F) ->
 
 /// `count` empty header slots for `httparse`, or `None` if they cannot be allocated.
 fn empty_headers<'h>(count: usize) -> Option<Vec<httparse::Header<'h>>> {
+    profile_scope!("http.header_slots");
     let mut headers = Vec::new();
     headers.try_reserve_exact(count).ok()?;
     headers.resize(count, httparse::EMPTY_HEADER);

@@ -612,6 +612,9 @@ impl fmt::Display for MemoryFigures {
 
 impl Driver for Inner {
     fn poll(&mut self, now: Instant, _ready_set: u64) -> Option<Instant> {
+        // The profile's sections (atoll-rt's `profile` feature; nothing
+        // without it): `net.poll`'s self time is the bookkeeping below.
+        atoll_rt::profile_scope!("net.poll");
         // The device is checked directly on every turn (on hvt, reading the
         // ring costs nothing), so the ready set adds nothing.
         let timestamp = smol_instant(now);
@@ -619,13 +622,18 @@ impl Driver for Inner {
         loop {
             // A SYN may have taken a listening socket: replace it before
             // the next frame, which may be another SYN.
-            self.top_up_listeners(now);
-            if self.drop_refused_frame() {
-                continue;
+            {
+                atoll_rt::profile_scope!("net.listeners");
+                self.top_up_listeners(now);
+                if self.drop_refused_frame() {
+                    continue;
+                }
             }
             let Inner {
                 iface, device, sockets, ..
             } = self;
+            // One call per received frame, and one that finds none.
+            atoll_rt::profile_scope!("net.ingress");
             if iface.poll_ingress_single(timestamp, device, sockets.set_mut()) == PollIngressSingleResult::None {
                 break;
             }
@@ -634,19 +642,26 @@ impl Driver for Inner {
             let Inner {
                 iface, device, sockets, ..
             } = self;
+            atoll_rt::profile_scope!("net.egress");
             if iface.poll_egress(timestamp, device, sockets.set_mut()) == PollResult::None {
                 break;
             }
         }
-        self.sort_listeners();
-        self.top_up_listeners(now);
+        {
+            atoll_rt::profile_scope!("net.sort_listeners");
+            self.sort_listeners();
+            self.top_up_listeners(now);
+        }
         self.poll_dhcp();
         let (orphan_deadline, discarded) = self.reap_orphans(now);
         self.report(now);
         if self.device.take_sync_needed() || discarded {
             return Some(now);
         }
-        let stack_deadline = self.iface.poll_at(timestamp, self.sockets.set()).map(rt_instant);
+        let stack_deadline = {
+            atoll_rt::profile_scope!("net.poll_at");
+            self.iface.poll_at(timestamp, self.sockets.set()).map(rt_instant)
+        };
         match (stack_deadline, orphan_deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

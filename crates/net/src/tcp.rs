@@ -170,6 +170,8 @@ impl TcpStream {
             return Ok(0);
         }
         poll_fn(|cx| {
+            // The copy out of the socket's buffer (atoll-rt's profile; nothing without it).
+            atoll_rt::profile_scope!("net.tcp.recv");
             self.with_socket(|socket| match socket.recv_slice(buf) {
                 Ok(0) => {
                     socket.register_recv_waker(cx.waker());
@@ -196,6 +198,8 @@ impl TcpStream {
         }
         let shut_down = self.shut_down.get();
         poll_fn(|cx| {
+            // The copy into the socket's buffer (atoll-rt's profile; nothing without it).
+            atoll_rt::profile_scope!("net.tcp.send");
             self.with_socket(|socket| {
                 if !socket.may_send() {
                     return Poll::Ready(Err(if shut_down {

@@ -13,6 +13,9 @@
 //!   [`random`] bytes from the platform's entropy source, [`block`] devices.
 //! * `heap` (hvt only): the `talc` allocator over the boot info's heap;
 //!   [`memory`]: how much of the heap is in use and how much is left.
+//! * [`profile`]: with the `profile` feature, a cycle profile of the guest
+//!   by named section ([`profile_scope!`], [`profile_future!`]), printed
+//!   after each burst of load; without it, nothing.
 //! * [`platform`]: the one screen of code that differs per platform. The
 //!   `hvt` platform (`target_os = "none"`) enters at `_start` and talks to the
 //!   `atoll-hvt` tender; the `unix` platform (`--cfg atoll_platform="unix"`
@@ -47,6 +50,7 @@ pub mod logger;
 pub mod memory;
 pub mod panic;
 pub mod platform;
+pub mod profile;
 pub mod random;
 pub mod time;
 

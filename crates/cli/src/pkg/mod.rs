@@ -62,6 +62,7 @@ pub fn pkg(args: &PkgArgs) -> Result<PathBuf, CliError> {
         dir: args.dir.clone(),
         release: true,
         target: crate::Platform::Hvt,
+        features: None,
     })?;
     let image = fs::read(&kernel).map_err(|e| format!("cannot read the kernel {}: {e}", kernel.display()))?;
     let manifest =

@@ -163,7 +163,10 @@ pub(crate) fn run<F: Future<Output = u32> + 'static>(main: F) -> u32 {
             let Some(id) = with_runtime(|rt| rt.ready.borrow_mut().pop_front()) else {
                 break;
             };
-            run_task(id);
+            {
+                crate::profile_scope!("executor.tasks");
+                run_task(id);
+            }
             if let Some(status) = status.get() {
                 reset();
                 return status;
@@ -185,7 +188,11 @@ pub(crate) fn run<F: Future<Output = u32> + 'static>(main: F) -> u32 {
             None if with_runtime(|rt| !rt.drivers.borrow().is_empty()) => u64::MAX,
             None => platform::abort(DEADLOCK_MESSAGE),
         };
-        ready_set = platform::wait(timeout_ns);
+        ready_set = {
+            crate::profile_scope!("executor.wait");
+            platform::wait(crate::profile::cap_wait_ns(timeout_ns))
+        };
+        crate::profile::after_wait(ready_set);
         fire_timers(Instant::now());
     }
 }
@@ -194,13 +201,19 @@ pub(crate) fn run<F: Future<Output = u32> + 'static>(main: F) -> u32 {
 fn run_task(id: TaskId) {
     // The task is taken out of the table while it runs, so it can spawn
     // tasks (and drop futures that cancel timers) without a double borrow.
-    let Some(mut task) = with_runtime(|rt| rt.tasks.borrow_mut().remove(&id)) else {
+    let Some(mut task) = with_runtime(|rt| {
+        crate::profile_scope!("executor.task_take");
+        rt.tasks.borrow_mut().remove(&id)
+    }) else {
         return;
     };
     task.wake_state.queued.store(false, Ordering::Relaxed);
     let mut cx = Context::from_waker(&task.waker);
     if task.future.as_mut().poll(&mut cx).is_pending() {
-        with_runtime(|rt| rt.tasks.borrow_mut().insert(id, task));
+        with_runtime(|rt| {
+            crate::profile_scope!("executor.task_put");
+            rt.tasks.borrow_mut().insert(id, task)
+        });
     }
 }
 
@@ -220,6 +233,7 @@ fn poll_drivers(now: Instant, ready_set: u64) -> Option<Instant> {
 
 /// Wakes the tasks whose timers are due.
 fn fire_timers(now: Instant) {
+    crate::profile_scope!("executor.timers");
     while let Some(waker) = with_timers(|timers| timers.pop_expired(now)) {
         waker.wake();
     }

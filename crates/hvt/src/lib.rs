@@ -69,6 +69,7 @@ pub enum TenderError {
 /// process exit status.
 pub fn main(argv: Vec<String>) -> u8 {
     let started = Instant::now();
+    let mut timeline = stats::Timeline::start();
     // First of all, so that a caller's seccomp filter (urunc's) that
     // forbids a call we make costs that call, not the process.
     if let Err(e) = caller_filter::tolerate_forbidden_calls() {
@@ -86,7 +87,11 @@ pub fn main(argv: Vec<String>) -> u8 {
             let _ = std::io::stdout().write_all(text.as_bytes());
             return 0;
         }
-        Ok(args::Parsed::Run(args)) => run(*args, started),
+        Ok(args::Parsed::Run(args)) => {
+            timeline.enable(args.cli.common.stats);
+            timeline.mark(stats::Phase::Setup);
+            run(*args, started, timeline)
+        }
         Err(usage) => Err(TenderError::Usage(usage)),
     };
     match result {
@@ -98,7 +103,8 @@ pub fn main(argv: Vec<String>) -> u8 {
     }
 }
 
-fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
+fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Result<u8, TenderError> {
+    use stats::Phase;
     let cli = args.cli;
     let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
         path: cli.kernel.clone(),
@@ -110,12 +116,19 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         path: cli.kernel.clone(),
         source,
     })?;
+    timeline.mark(Phase::Read);
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
+    timeline.mark(Phase::Devices);
 
     let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
-    let mut vm = vcpu::Vm::new(&mem)?;
-    let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, vm.tsc_hz()?)?;
+    timeline.mark(Phase::Mmap);
+    let mut vm = vcpu::Vm::new(&mem, &mut timeline)?;
+    let tsc_hz = vm.tsc_hz()?;
+    timeline.mark(Phase::Vcpu);
+    let layout = boot::prepare(&mut mem, &kernel, &image, &common.args, &devices.infos, tsc_hz)?;
+    timeline.mark(Phase::Prepare);
     vm.set_boot_registers(kernel.entry, &layout)?;
+    timeline.mark(Phase::Vcpu);
     let peak = common.stats.then(PeakRss::open).flatten();
     // From here on, a forbidden call kills, whichever filter forbids it
     // (ours does not allow changing SIGSYS's action, so this comes first).
@@ -128,6 +141,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         sandbox::confine(vm.vcpu.as_raw_fd(), &devices, peak.as_ref().map(PeakRss::fd))
             .map_err(TenderError::Sandbox)?;
     }
+    timeline.mark(Phase::Sandbox);
 
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
@@ -142,6 +156,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
     let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
     drop(attachment);
     console.finish();
+    timeline.mark(Phase::Run);
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
         run::Outcome::Failed(why) => {
@@ -154,7 +169,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices, peak.as_ref()));
+        say_raw(&stats.line(started, &mem, &devices, peak.as_ref(), &mut timeline));
     }
     Ok(status)
 }

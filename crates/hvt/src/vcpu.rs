@@ -7,6 +7,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::boot::Layout;
 use crate::memory::{GuestMemory, Mapping};
+use crate::stats::{Phase, Timeline};
 use crate::x86;
 
 /// Why KVM could not be set up.
@@ -95,12 +96,14 @@ const EFER_NXE: u64 = 1 << 11;
 const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 
 impl Vm {
-    /// Creates the VM and vCPU and registers `mem`.
-    pub fn new(mem: &GuestMemory) -> Result<Vm, KvmError> {
+    /// Creates the VM and vCPU and registers `mem`, marking each step's end
+    /// on `timeline`.
+    pub fn new(mem: &GuestMemory, timeline: &mut Timeline) -> Result<Vm, KvmError> {
         // Before `vm`, so that on an early return `vm` is dropped first.
         let memory = mem.mapping();
         let kvm = Kvm::new().map_err(KvmError::Open)?;
         let vm = kvm.create_vm().map_err(|e| KvmError::Ioctl("create a VM", e))?;
+        timeline.mark(Phase::CreateVm);
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -113,6 +116,7 @@ impl Vm {
         // `memory`, and drops it only after its VM descriptor (field
         // order; on an early return below, locals drop in reverse order).
         unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
+        timeline.mark(Phase::Memslot);
         let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
         let cpuid = CpuId::from_entries(&guest_cpuid()).map_err(|_| KvmError::Cpuid)?;
         vcpu.set_cpuid2(&cpuid)

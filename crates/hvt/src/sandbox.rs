@@ -46,6 +46,10 @@ fn filter(
     stats_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
+    // The request's low 32 bits, all the kernel reads (`unsigned int cmd`):
+    // musl's `ioctl` takes an `int` and sign-extends requests with the top
+    // bit set (KVM_GET_REGS, KVM_GET_SREGS) into the 64-bit register.
+    let request_is = |value: u64| SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value);
     let mut rules = common_rules(tap_fds)?;
     allow_block_io(&mut rules, block_fds)?;
     if let Some(fd) = stats_fd {
@@ -56,7 +60,7 @@ fn filter(
         libc::SYS_ioctl,
         [KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()]
             .into_iter()
-            .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, eq(1, request)?]))
+            .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, request_is(request)?]))
             .collect::<Result<_, _>>()?,
     );
     for call in [libc::SYS_mincore, libc::SYS_close] {

@@ -2,7 +2,9 @@
 //! register state that enters the guest directly in 64-bit mode, ring 3.
 
 use atoll_abi::layout::{BOOT_INFO_ADDR, GDT_ADDR, IDT_ADDR, TSS_ADDR};
-use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_CAP_SPLIT_IRQCHIP,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::boot::Layout;
@@ -65,6 +67,31 @@ fn guest_cpuid() -> Vec<kvm_cpuid_entry2> {
     ]
 }
 
+/// Gives the VM an in-kernel local APIC and nothing else of an interrupt
+/// controller (KVM_CAP_SPLIT_IRQCHIP with no IOAPIC pins), before its vCPU
+/// exists.
+///
+/// Only for speed: a vCPU without an in-kernel APIC turns on a kernel-wide
+/// static key (`kvm_has_noapic_vcpu`, Linux up to at least 6.18) as it is
+/// created and off as it is destroyed, and each switch rewrites kernel code
+/// on every CPU, about 0.35 ms of a boot on the machine we measure
+/// (docs/PERFORMANCE.md); the APIC's own keys are switched off lazily.
+/// The guest can reach none of it: the APIC's page (0xFEE00000) is far
+/// above guest memory and in no page table the tender builds, its MSRs
+/// need ring 0, where only the tender's exception stubs run, and nothing
+/// raises an interrupt. Unlike a full in-kernel irqchip, no PIC or IOAPIC
+/// is emulated, so every port the guest writes still exits to the tender
+/// and is checked there.
+fn split_irqchip(vm: &VmFd) -> Result<(), KvmError> {
+    let split = kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        // args[0]: IOAPIC routes reserved, none.
+        ..Default::default()
+    };
+    vm.enable_cap(&split)
+        .map_err(|e| KvmError::Ioctl("give the VM its local APIC", e))
+}
+
 /// A VM with one vCPU and guest memory registered as slot 0.
 ///
 /// The VM holds a share of the memory's mapping, so the memory KVM writes
@@ -103,6 +130,7 @@ impl Vm {
         let memory = mem.mapping();
         let kvm = Kvm::new().map_err(KvmError::Open)?;
         let vm = kvm.create_vm().map_err(|e| KvmError::Ioctl("create a VM", e))?;
+        split_irqchip(&vm)?;
         timeline.mark(Phase::CreateVm);
         let region = kvm_userspace_memory_region {
             slot: 0,

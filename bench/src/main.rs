@@ -9,7 +9,10 @@
 //! table: boot-to-exit wall time (median and p90) for each and their ratios
 //! to `/bin/true`, VM exits per boot, peak RSS, the guest's resident memory
 //! and the executables' sizes, with the machine, the command and the
-//! commit.
+//! commit; then where an hvt boot's time goes, phase by phase (the
+//! tender's `--stats` phases, and its process start and exit timed against
+//! this program's own CLOCK_MONOTONIC readings). `--also-tender PATH` boots
+//! hello under other atoll-hvt builds too, interleaved, for an A/B.
 //!
 //! `cargo run --release -p atoll-bench -- http` boots the release build of
 //! `examples/slides` on hvt and on unix in a network namespace and loads it
@@ -230,22 +233,36 @@ fn boot(runs: u32, also_tender: &[std::path::PathBuf]) -> Result<(), String> {
     let spt = atoll_tests::spt_bin();
     let (mut unix, mut spt_boots, mut hvt_boots, mut truth) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut other_boots: Vec<Vec<Boot>> = also_tender.iter().map(|_| Vec::new()).collect();
-    for _ in 0..runs {
-        for (other, boots) in also_tender.iter().zip(&mut other_boots) {
-            let mut command = Command::new(other);
-            command.arg("--stats").arg(&hvt_kernel);
-            boots.push(boot_hello(command)?);
+    // Each round starts one later in the list, so that no program always
+    // runs right after the same one (what a boot leaves the kernel to do
+    // in the background lands on whichever comes next).
+    let kinds = 4 + also_tender.len();
+    for round in 0..runs as usize {
+        for kind in (0..kinds).map(|k| (k + round) % kinds) {
+            match kind {
+                0 => {
+                    let mut command = Command::new(&unix_executable);
+                    command.arg("--stats");
+                    unix.push(boot_hello(command)?);
+                }
+                1 => {
+                    let mut command = Command::new(spt);
+                    command.arg("--stats").arg(&unix_executable);
+                    spt_boots.push(boot_hello(command)?);
+                }
+                2 => {
+                    let mut command = Command::new(hvt);
+                    command.arg("--stats").arg(&hvt_kernel);
+                    hvt_boots.push(boot_hello(command)?);
+                }
+                3 => truth.push(run_true()?),
+                other => {
+                    let mut command = Command::new(&also_tender[other - 4]);
+                    command.arg("--stats").arg(&hvt_kernel);
+                    other_boots[other - 4].push(boot_hello(command)?);
+                }
+            }
         }
-        let mut command = Command::new(&unix_executable);
-        command.arg("--stats");
-        unix.push(boot_hello(command)?);
-        let mut command = Command::new(spt);
-        command.arg("--stats").arg(&unix_executable);
-        spt_boots.push(boot_hello(command)?);
-        let mut command = Command::new(hvt);
-        command.arg("--stats").arg(&hvt_kernel);
-        hvt_boots.push(boot_hello(command)?);
-        truth.push(run_true()?);
     }
 
     let walls = |boots: &[Boot]| boots.iter().map(|b| b.wall).collect::<Vec<_>>();

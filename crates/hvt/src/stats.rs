@@ -157,8 +157,8 @@ pub struct Timeline {
 }
 
 impl Timeline {
-    /// Starts at `main`, off. The one clock read it costs is the one the
-    /// `wall_us` figure needs anyway.
+    /// Starts at `main`, off: all it costs without `--stats` is this one
+    /// clock read (the vDSO's, tens of nanoseconds).
     pub fn start() -> Timeline {
         let now = monotonic_ns();
         Timeline {

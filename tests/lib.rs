@@ -258,6 +258,13 @@ fn tools() -> &'static Tools {
             );
         }
         let release = repo_root().join("target/release");
+        // `build-tender` links the tender against musl, in a directory of
+        // its own (.cargo/config.toml); next to `atoll` is where `atoll run`
+        // looks first. Renamed into place: the old one may be running.
+        let musl = repo_root().join("target/x86_64-unknown-linux-musl/release/atoll-hvt");
+        let staged = release.join(".atoll-hvt.new");
+        std::fs::copy(&musl, &staged).expect("cannot copy the musl atoll-hvt next to atoll");
+        std::fs::rename(&staged, release.join("atoll-hvt")).expect("cannot put atoll-hvt next to atoll");
         Tools {
             atoll: release.join("atoll"),
             hvt: release.join("atoll-hvt"),

@@ -9,7 +9,10 @@
 //! table: boot-to-exit wall time (median and p90) for each and their ratios
 //! to `/bin/true`, VM exits per boot, peak RSS, the guest's resident memory
 //! and the executables' sizes, with the machine, the command and the
-//! commit.
+//! commit; then where an hvt boot's time goes, phase by phase (the
+//! tender's `--stats` phases, and its process start and exit timed against
+//! this program's own CLOCK_MONOTONIC readings). `--also-tender PATH` boots
+//! hello under other atoll-hvt builds too, interleaved, for an A/B.
 //!
 //! `cargo run --release -p atoll-bench -- http` boots the release build of
 //! `examples/slides` on hvt and on unix in a network namespace and loads it
@@ -50,6 +53,7 @@ mod tls;
 mod urunc;
 mod virtio;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -72,6 +76,10 @@ enum Bench {
         /// Runs of each.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
         runs: u32,
+        /// Another atoll-hvt build to boot hello under too, interleaved
+        /// with the others, for an A/B of a tender change (repeatable).
+        #[arg(long, value_name = "PATH")]
+        also_tender: Vec<std::path::PathBuf>,
     },
     /// Requests/s, latency and VM exits per request of examples/slides on
     /// hvt and unix against nginx, under wrk (needs root, wrk and nginx).
@@ -157,7 +165,7 @@ enum Bench {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
-        Bench::Boot { runs } => boot(runs),
+        Bench::Boot { runs, also_tender } => boot(runs, &also_tender),
         Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
@@ -181,10 +189,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// One run of hello: wall time and its `stats:` line.
+/// One run of hello: wall time and its `stats:` line, and CLOCK_MONOTONIC
+/// (µs) just before it was started and once its exit status was in.
 struct Boot {
     wall: Duration,
     stats: Stats,
+    spawned_at_us: u64,
+    reaped_at_us: u64,
 }
 
 /// The figures this reads from a `stats:` line; the VM ones are absent on
@@ -194,11 +205,29 @@ struct Stats {
     exits: Option<u64>,
     peak_rss_kib: u64,
     guest_resident_kib: Option<u64>,
+    /// Every field, for atoll-hvt's phases.
+    fields: HashMap<String, u64>,
 }
+
+/// atoll-hvt's phases between `main` and its `stats:` line, as the line
+/// names them, and what each is.
+const HVT_PHASES: [(&str, &str); 11] = [
+    ("setup_us", "signal handlers, caller-filter probe, command line"),
+    ("read_us", "read and check the kernel ELF"),
+    ("devices_us", "attach devices (none for hello)"),
+    ("mmap_us", "map guest memory"),
+    ("create_vm_us", "open /dev/kvm, KVM_CREATE_VM"),
+    ("memslot_us", "register guest memory (KVM_SET_USER_MEMORY_REGION)"),
+    ("vcpu_us", "KVM_CREATE_VCPU, CPUID, TSC frequency, boot registers"),
+    ("prepare_us", "write page tables, GDT/IDT/TSS, segments, boot info"),
+    ("sandbox_us", "build and install the seccomp filter"),
+    ("run_us", "the guest: first KVM_RUN to the halt"),
+    ("stats_us", "gather the `stats:` figures (only with --stats)"),
+];
 
 const HELLO: &str = "examples/hello";
 
-fn boot(runs: u32) -> Result<(), String> {
+fn boot(runs: u32, also_tender: &[std::path::PathBuf]) -> Result<(), String> {
     // The integration tests' harness builds the tools (the static tender
     // included) and the guests exactly as the tests do.
     let hvt = atoll_tests::hvt_bin();
@@ -216,17 +245,37 @@ fn boot(runs: u32) -> Result<(), String> {
     );
     let spt = atoll_tests::spt_bin();
     let (mut unix, mut spt_boots, mut hvt_boots, mut truth) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut command = Command::new(&unix_executable);
-        command.arg("--stats");
-        unix.push(boot_hello(command)?);
-        let mut command = Command::new(spt);
-        command.arg("--stats").arg(&unix_executable);
-        spt_boots.push(boot_hello(command)?);
-        let mut command = Command::new(hvt);
-        command.arg("--stats").arg(&hvt_kernel);
-        hvt_boots.push(boot_hello(command)?);
-        truth.push(run_true()?);
+    let mut other_boots: Vec<Vec<Boot>> = also_tender.iter().map(|_| Vec::new()).collect();
+    // Each round starts one later in the list, so that no program always
+    // runs right after the same one (what a boot leaves the kernel to do
+    // in the background lands on whichever comes next).
+    let kinds = 4 + also_tender.len();
+    for round in 0..runs as usize {
+        for kind in (0..kinds).map(|k| (k + round) % kinds) {
+            match kind {
+                0 => {
+                    let mut command = Command::new(&unix_executable);
+                    command.arg("--stats");
+                    unix.push(boot_hello(command)?);
+                }
+                1 => {
+                    let mut command = Command::new(spt);
+                    command.arg("--stats").arg(&unix_executable);
+                    spt_boots.push(boot_hello(command)?);
+                }
+                2 => {
+                    let mut command = Command::new(hvt);
+                    command.arg("--stats").arg(&hvt_kernel);
+                    hvt_boots.push(boot_hello(command)?);
+                }
+                3 => truth.push(run_true()?),
+                other => {
+                    let mut command = Command::new(&also_tender[other - 4]);
+                    command.arg("--stats").arg(&hvt_kernel);
+                    other_boots[other - 4].push(boot_hello(command)?);
+                }
+            }
+        }
     }
 
     let walls = |boots: &[Boot]| boots.iter().map(|b| b.wall).collect::<Vec<_>>();
@@ -317,6 +366,31 @@ fn boot(runs: u32) -> Result<(), String> {
     );
     println!("| runs of each | {runs}, interleaved | | | |");
     println!();
+    print!("{}", hvt_phases(&hvt_boots, &truth));
+    println!();
+    if !also_tender.is_empty() {
+        println!("A/B of tenders, interleaved with the runs above:\n");
+        println!("| tender | median | p90 | median / /bin/true's |");
+        println!("| --- | ---: | ---: | ---: |");
+        let tenders =
+            std::iter::once((hvt, &hvt_boots)).chain(also_tender.iter().map(|p| p.as_path()).zip(&other_boots));
+        for (tender, boots) in tenders.clone() {
+            let walls = walls(boots);
+            println!(
+                "| {} | {} | {} | {} |",
+                tender.display(),
+                ms(median(&walls)),
+                ms(percentile(&walls, 90)),
+                ratio(median(&walls), median(&truth))
+            );
+        }
+        println!();
+        for (tender, boots) in tenders.skip(1) {
+            println!("{}:\n", tender.display());
+            print!("{}", hvt_phases(boots, &truth));
+            println!();
+        }
+    }
     println!(
         "Machine: {}; Linux {}; {} cores.",
         cpu_model(),
@@ -335,15 +409,68 @@ fn boot(runs: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// The phase table of the hvt boots: the median of each phase over the
+/// runs, from the bench starting the tender to having its exit status.
+fn hvt_phases(boots: &[Boot], truth: &[Duration]) -> String {
+    let us = |values: Vec<u64>| median(&values);
+    let field = |name: &str| {
+        us(boots
+            .iter()
+            .map(|b| b.stats.fields.get(name).copied().unwrap_or(0))
+            .collect())
+    };
+    let at = |b: &Boot, name: &str| b.stats.fields.get(name).copied().unwrap_or(0);
+    let mut rows = vec![(
+        "process start: spawn, exec, static start-up to `main`".to_owned(),
+        us(boots
+            .iter()
+            .map(|b| at(b, "main_at_us").saturating_sub(b.spawned_at_us))
+            .collect()),
+    )];
+    rows.extend(HVT_PHASES.iter().map(|(name, what)| (what.to_string(), field(name))));
+    rows.push((
+        "exit: after the `stats:` line until the exit status is in (VM and memory teardown)".to_owned(),
+        us(boots
+            .iter()
+            .map(|b| b.reaped_at_us.saturating_sub(at(b, "end_at_us")))
+            .collect()),
+    ));
+    let sum: u64 = rows.iter().map(|(_, us)| us).sum();
+    let wall = median(&boots.iter().map(|b| b.wall).collect::<Vec<_>>());
+    let mut out = String::from(
+        "Where a hvt boot's time goes (atoll-hvt --stats; median of each phase over the runs, in µs):\n\n\
+         | phase | median µs |\n| --- | ---: |\n",
+    );
+    for (what, us) in &rows {
+        out += &format!("| {what} | {us} |\n");
+    }
+    out += &format!("| sum of the medians | {sum} |\n");
+    out += &format!("| median boot-to-exit, for comparison | {} |\n", wall.as_micros());
+    out += &format!(
+        "| /bin/true's median, for comparison | {} |\n",
+        median(truth).as_micros()
+    );
+    out
+}
+
+/// CLOCK_MONOTONIC in µs, the clock atoll-hvt's `main_at_us` and
+/// `end_at_us` read.
+fn monotonic_us() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000)
+}
+
 /// Runs `command` (hello, with `--stats`) to its end and times it.
 fn boot_hello(mut command: Command) -> Result<Boot, String> {
     let description = format!("{:?}", command.get_program());
+    let spawned_at_us = monotonic_us();
     let start = Instant::now();
     let output = command
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {description}: {e}"))?;
     let wall = start.elapsed();
+    let reaped_at_us = monotonic_us();
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
         return Err(format!(
@@ -354,7 +481,12 @@ fn boot_hello(mut command: Command) -> Result<Boot, String> {
     }
     let stats =
         parse_stats(&stderr).ok_or_else(|| format!("no usable `stats:` line from {description}: {stderr:?}"))?;
-    Ok(Boot { wall, stats })
+    Ok(Boot {
+        wall,
+        stats,
+        spawned_at_us,
+        reaped_at_us,
+    })
 }
 
 fn run_true() -> Result<Duration, String> {
@@ -379,6 +511,7 @@ fn parse_stats(stderr: &str) -> Option<Stats> {
         exits: fields.get("exits").copied(),
         peak_rss_kib: *fields.get("peak_rss_kib")?,
         guest_resident_kib: fields.get("guest_resident_kib").copied(),
+        fields,
     })
 }
 
@@ -457,22 +590,17 @@ mod tests {
     #[test]
     fn stats_line() {
         let stderr = "atoll-hvt: note\nstats: exits=2 io=1 wall_us=900 peak_rss_kib=3100 guest_resident_kib=88\n";
+        let stats = parse_stats(stderr).unwrap();
         assert_eq!(
-            parse_stats(stderr),
-            Some(Stats {
-                exits: Some(2),
-                peak_rss_kib: 3100,
-                guest_resident_kib: Some(88)
-            })
+            (stats.exits, stats.peak_rss_kib, stats.guest_resident_kib),
+            (Some(2), 3100, Some(88))
         );
+        assert_eq!(stats.fields["wall_us"], 900);
         let unix = "stats: waits=0 net_tx=0 net_rx=0 net_tx_dropped=0 wall_us=172 peak_rss_kib=1368\n";
+        let stats = parse_stats(unix).unwrap();
         assert_eq!(
-            parse_stats(unix),
-            Some(Stats {
-                exits: None,
-                peak_rss_kib: 1368,
-                guest_resident_kib: None
-            })
+            (stats.exits, stats.peak_rss_kib, stats.guest_resident_kib),
+            (None, 1368, None)
         );
         assert_eq!(parse_stats("stats: exits=2\n"), None);
         assert_eq!(parse_stats("nothing\n"), None);

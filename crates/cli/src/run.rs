@@ -23,6 +23,9 @@ use crate::{CliError, Platform, RunArgs};
 
 /// The `hvt` tender's executable name.
 const HVT_TENDER: &str = "atoll-hvt";
+/// Where `cargo build-tender` puts it: it links it against musl
+/// (.cargo/config.toml).
+const HVT_TENDER_DIR: &str = "target/x86_64-unknown-linux-musl/release";
 /// The `unix` tender's executable name.
 const SPT_TENDER: &str = "atoll-spt";
 
@@ -76,9 +79,9 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
         (Platform::Virtio, _) => return crate::virtio::run(args, &kernel),
-        (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender")?),
+        (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender", HVT_TENDER_DIR)?),
         // The production path: confined before its first instruction.
-        (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt")?),
+        (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt", "target/release")?),
         // A debug build is dynamically linked (for valgrind), which
         // atoll-spt cannot confine: it runs by itself, for development.
         (Platform::Unix, false) => None,
@@ -160,8 +163,9 @@ pub fn run_options(args: &RunArgs) -> Vec<OsString> {
 
 /// The tender `name` next to this executable (where `cargo build` and an
 /// install put it), else built from the repository `atoll` came from with
-/// the cargo alias `alias` (.cargo/config.toml: a static release build).
-fn find_tender(name: &str, alias: &str) -> Result<PathBuf, CliError> {
+/// the cargo alias `alias` (.cargo/config.toml: a static release build),
+/// which puts it in `dir` of the repository.
+fn find_tender(name: &str, alias: &str, dir: &str) -> Result<PathBuf, CliError> {
     if let Ok(me) = std::env::current_exe() {
         let beside = me.with_file_name(name);
         if beside.is_file() {
@@ -186,7 +190,7 @@ fn find_tender(name: &str, alias: &str) -> Result<PathBuf, CliError> {
     if !status.success() {
         return Err(format!("building {name} failed; cargo's errors are above").into());
     }
-    let built = repo.join("target/release").join(name);
+    let built = repo.join(dir).join(name);
     if !built.is_file() {
         return Err(format!("cargo built {name} but {} is missing", built.display()).into());
     }

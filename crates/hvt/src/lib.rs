@@ -74,6 +74,7 @@ pub enum TenderError {
 /// process exit status.
 pub fn main(argv: Vec<String>) -> u8 {
     let started = Instant::now();
+    let mut timeline = stats::Timeline::start();
     // First of all, so that a caller's seccomp filter (urunc's) that
     // forbids a call we make costs that call, not the process.
     if let Err(e) = caller_filter::tolerate_forbidden_calls() {
@@ -91,7 +92,11 @@ pub fn main(argv: Vec<String>) -> u8 {
             let _ = std::io::stdout().write_all(text.as_bytes());
             return 0;
         }
-        Ok(args::Parsed::Run(args)) => run(*args, started),
+        Ok(args::Parsed::Run(args)) => {
+            timeline.enable(args.cli.common.stats);
+            timeline.mark(stats::Phase::Setup);
+            run(*args, started, timeline)
+        }
         Err(usage) => Err(TenderError::Usage(usage)),
     };
     match result {
@@ -103,7 +108,8 @@ pub fn main(argv: Vec<String>) -> u8 {
     }
 }
 
-fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
+fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Result<u8, TenderError> {
+    use stats::Phase;
     let cli = args.cli;
     let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
         path: cli.kernel.clone(),
@@ -115,27 +121,34 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         path: cli.kernel.clone(),
         source,
     })?;
+    timeline.mark(Phase::Read);
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
+    timeline.mark(Phase::Devices);
     let net = net_io::Net::new(std::mem::take(&mut devices.net), cli.net_poll_us)
         .map_err(|e| TenderError::NetIo(e.to_string()))?;
 
     let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
-    let mut vm = vcpu::Vm::new(&mem)?;
+    timeline.mark(Phase::Mmap);
+    let mut vm = vcpu::Vm::new(&mem, &mut timeline)?;
     if let Some(doorbell) = net.doorbell() {
         // Without KVM's help the doorbell is an ordinary exit, served all
         // the same (`stats: doorbell_exits=` counts them).
         let _ = vm.notify_on_port(NET_DOORBELL_PORT, doorbell);
     }
+    let tsc_hz = vm.tsc_hz()?;
+    timeline.mark(Phase::Vcpu);
     let layout = boot::prepare(
         &mut mem,
         &kernel,
         &image,
         &common.args,
         &devices.infos,
-        vm.tsc_hz()?,
+        tsc_hz,
         net.poll_ns(),
     )?;
+    timeline.mark(Phase::Prepare);
     vm.set_boot_registers(kernel.entry, &layout)?;
+    timeline.mark(Phase::Vcpu);
     let peak = common.stats.then(PeakRss::open).flatten();
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
@@ -157,6 +170,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
             )
             .map_err(TenderError::Sandbox)?;
         }
+        timeline.mark(Phase::Sandbox);
         let guest = run::Guest {
             mem: &mem,
             layout: &layout,
@@ -171,6 +185,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         Ok::<_, TenderError>(outcome)
     })?;
     console.finish();
+    timeline.mark(Phase::Run);
     let status = match outcome {
         run::Outcome::Halted(status) => status as u8,
         run::Outcome::Failed(why) => {
@@ -183,7 +198,7 @@ fn run(args: args::Args, started: Instant) -> Result<u8, TenderError> {
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices, &net.devices(), peak.as_ref()));
+        say_raw(&stats.line(started, &mem, &devices, &net.devices(), peak.as_ref(), &mut timeline));
     }
     Ok(status)
 }

@@ -11,17 +11,26 @@
 
 #[cfg(not(test))]
 use std::ffi::{c_char, c_int};
+#[cfg(not(test))]
+use std::os::unix::ffi::OsStrExt;
 
 #[cfg(not(test))]
 // SAFETY: this is the program's only `main` symbol (`no_main` leaves it to
 // us), with the C signature the C runtime calls it with.
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // SAFETY: setting SIGPIPE's disposition to "ignore" touches no memory;
     // a closed stdout then fails writes with EPIPE instead of killing.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    // std reads the arguments from the C runtime on Linux, `main` or not.
-    let argv: Vec<String> = match std::env::args_os().skip(1).map(|a| a.into_string()).collect() {
+    // From `main`'s own arguments: std's `args_os` is empty without Rust's
+    // start-up on musl, whose C runtime does not hand them to std.
+    let words = (1..usize::try_from(argc).unwrap_or(0)).map(|i| {
+        // SAFETY: the C runtime passes `argc` valid pointers in `argv`,
+        // each to a NUL-terminated string that lives as long as the process.
+        let word = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+        std::ffi::OsStr::from_bytes(word.to_bytes()).to_owned()
+    });
+    let argv: Vec<String> = match words.map(|a| a.into_string()).collect() {
         Ok(argv) => argv,
         Err(bad) => {
             eprintln!("atoll-hvt: argument {bad:?} is not valid UTF-8");

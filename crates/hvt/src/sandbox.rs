@@ -49,6 +49,10 @@ fn filter(
     stats_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
+    // The request's low 32 bits, all the kernel reads (`unsigned int cmd`):
+    // musl's `ioctl` takes an `int` and sign-extends requests with the top
+    // bit set (KVM_GET_REGS, KVM_GET_SREGS) into the 64-bit register.
+    let request_is = |value: u64| SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value);
     let mut rules = common_rules(&net.taps)?;
     for &fd in &net.events {
         for call in [libc::SYS_read, libc::SYS_write] {
@@ -59,7 +63,7 @@ fn filter(
         }
     }
     if let Some(epoll) = net.epoll {
-        // glibc's epoll_wait is either call, by version.
+        // The C library's epoll_wait is either call, by version.
         for call in [libc::SYS_epoll_wait, libc::SYS_epoll_pwait] {
             rules.insert(call, vec![SeccompRule::new(vec![eq(0, epoll as u64)?])?]);
         }
@@ -73,7 +77,7 @@ fn filter(
         libc::SYS_ioctl,
         [KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()]
             .into_iter()
-            .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, eq(1, request)?]))
+            .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, request_is(request)?]))
             .collect::<Result<_, _>>()?,
     );
     // sched_yield: the I/O thread's poll gives way to runnable threads.

@@ -2,11 +2,14 @@
 //! register state that enters the guest directly in 64-bit mode, ring 3.
 
 use atoll_abi::layout::{BOOT_INFO_ADDR, GDT_ADDR, IDT_ADDR, TSS_ADDR};
-use kvm_bindings::{kvm_cpuid_entry2, kvm_segment, kvm_userspace_memory_region, CpuId};
+use kvm_bindings::{
+    kvm_cpuid_entry2, kvm_enable_cap, kvm_segment, kvm_userspace_memory_region, CpuId, KVM_CAP_SPLIT_IRQCHIP,
+};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 
 use crate::boot::Layout;
 use crate::memory::{GuestMemory, Mapping};
+use crate::stats::{Phase, Timeline};
 use crate::x86;
 
 /// Why KVM could not be set up.
@@ -64,6 +67,31 @@ fn guest_cpuid() -> Vec<kvm_cpuid_entry2> {
     ]
 }
 
+/// Gives the VM an in-kernel local APIC and nothing else of an interrupt
+/// controller (KVM_CAP_SPLIT_IRQCHIP with no IOAPIC pins), before its vCPU
+/// exists.
+///
+/// Only for speed: a vCPU without an in-kernel APIC turns on a kernel-wide
+/// static key (`kvm_has_noapic_vcpu`, Linux up to at least 6.18) as it is
+/// created and off as it is destroyed, and each switch rewrites kernel code
+/// on every CPU, about 0.35 ms of a boot on the machine we measure
+/// (docs/PERFORMANCE.md); the APIC's own keys are switched off lazily.
+/// The guest can reach none of it: the APIC's page (0xFEE00000) is far
+/// above guest memory and in no page table the tender builds, its MSRs
+/// need ring 0, where only the tender's exception stubs run, and nothing
+/// raises an interrupt. Unlike a full in-kernel irqchip, no PIC or IOAPIC
+/// is emulated, so every port the guest writes still exits to the tender
+/// and is checked there. A KVM without the capability runs the guest just
+/// the same, only slower to start, so a refusal is ignored.
+fn split_irqchip(vm: &VmFd) {
+    let split = kvm_enable_cap {
+        cap: KVM_CAP_SPLIT_IRQCHIP,
+        // args[0]: IOAPIC routes reserved, none.
+        ..Default::default()
+    };
+    let _ = vm.enable_cap(&split);
+}
+
 /// A VM with one vCPU and guest memory registered as slot 0.
 ///
 /// The VM holds a share of the memory's mapping, so the memory KVM writes
@@ -95,12 +123,15 @@ const EFER_NXE: u64 = 1 << 11;
 const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 
 impl Vm {
-    /// Creates the VM and vCPU and registers `mem`.
-    pub fn new(mem: &GuestMemory) -> Result<Vm, KvmError> {
+    /// Creates the VM and vCPU and registers `mem`, marking each step's end
+    /// on `timeline`.
+    pub fn new(mem: &GuestMemory, timeline: &mut Timeline) -> Result<Vm, KvmError> {
         // Before `vm`, so that on an early return `vm` is dropped first.
         let memory = mem.mapping();
         let kvm = Kvm::new().map_err(KvmError::Open)?;
         let vm = kvm.create_vm().map_err(|e| KvmError::Ioctl("create a VM", e))?;
+        split_irqchip(&vm);
+        timeline.mark(Phase::CreateVm);
         let region = kvm_userspace_memory_region {
             slot: 0,
             flags: 0,
@@ -113,6 +144,7 @@ impl Vm {
         // `memory`, and drops it only after its VM descriptor (field
         // order; on an early return below, locals drop in reverse order).
         unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
+        timeline.mark(Phase::Memslot);
         let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;
         let cpuid = CpuId::from_entries(&guest_cpuid()).map_err(|_| KvmError::Cpuid)?;
         vcpu.set_cpuid2(&cpuid)

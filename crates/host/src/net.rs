@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
+use std::time::Duration;
 
 use std::mem::offset_of;
 
@@ -570,12 +571,9 @@ impl NetDevices {
             .filter(|d| d.ring.is_some())
             .map(|d| PollFd::new(d.tap.as_fd(), PollFlags::POLLIN))
             .collect();
-        let ts = timeout.map(|t| {
-            nix::sys::time::TimeSpec::from(libc::timespec {
-                tv_sec: t.as_secs().min(i64::MAX as u64) as libc::time_t,
-                tv_nsec: libc::c_long::from(t.subsec_nanos() as i32),
-            })
-        });
+        // Capped at a year: a timeout beyond is as good as none, and the
+        // seconds then fit any C library's `time_t`.
+        let ts = timeout.map(|t| nix::sys::time::TimeSpec::from_duration(t.min(Duration::from_secs(365 * 86_400))));
         // The result needs no check: after a timeout, an event or EINTR
         // alike, the caller services the rings and the guest re-checks.
         // With no descriptors, ppoll only sleeps.

@@ -31,11 +31,9 @@ cleanup() {
     rm -f "$log"
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip tuntap add dev tap0 mode tap
-ip netns exec "$ns" ip addr add 10.77.0.1/24 dev tap0
-ip netns exec "$ns" ip link set tap0 up
+# shellcheck source=bench/netns.sh
+. bench/netns.sh
+tap_namespace "$ns"
 threads=$(( connections < 2 ? connections : 2 ))
 ticks=$(getconf CLK_TCK)
 echo "| --net-poll-us | connections | requests/s | tender CPU (cores) | VM exits |"

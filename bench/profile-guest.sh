@@ -34,11 +34,9 @@ cleanup() {
     ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip tuntap add dev tap0 mode tap
-ip netns exec "$ns" ip addr add 10.77.0.1/24 dev tap0
-ip netns exec "$ns" ip link set tap0 up
+# shellcheck source=bench/netns.sh
+. bench/netns.sh
+tap_namespace "$ns"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nproc) cores; $(uname -sr)"
 echo "commit: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- crates examples || echo ' (with uncommitted changes)')"
 for platform in $platforms; do

@@ -27,11 +27,9 @@ cleanup() {
     ip netns del "$ns" 2>/dev/null || true
 }
 trap cleanup EXIT
-ip netns add "$ns"
-ip netns exec "$ns" ip link set lo up
-ip netns exec "$ns" ip tuntap add dev tap0 mode tap
-ip netns exec "$ns" ip addr add 10.77.0.1/24 dev tap0
-ip netns exec "$ns" ip link set tap0 up
+# shellcheck source=bench/netns.sh
+. bench/netns.sh
+tap_namespace "$ns"
 ip netns exec "$ns" "$tender" --net:service=tap0 "$kernel" -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1 \
     >"$out/guest.log" 2>&1 &
 pid=$!

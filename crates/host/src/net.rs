@@ -446,6 +446,22 @@ mod tests {
         // Once the app consumes it, nothing is waiting.
         mem.write(RING + RX_TAIL, &1u32.to_le_bytes()).unwrap();
         assert!(!device.service(&mem).unwrap());
+        assert_eq!(
+            (device.tx_frames, device.rx_frames),
+            (2, 1),
+            "frames_moved counts these"
+        );
+    }
+
+    #[test]
+    fn the_polling_flag_reaches_the_ring() {
+        let (device, mem, _peer) = new_device();
+        let devices = NetDevices { devices: vec![device] };
+        devices.set_polling(true, &mem).unwrap();
+        assert_eq!(u32_at(&mem, RING + TENDER_POLLING), 1);
+        devices.set_polling(false, &mem).unwrap();
+        assert_eq!(u32_at(&mem, RING + TENDER_POLLING), 0);
+        assert_eq!(devices.frames_moved(), 0);
     }
 
     #[test]

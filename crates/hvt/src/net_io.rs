@@ -5,7 +5,8 @@
 //! its next exit, and every request costs the guest an exit to the tender
 //! and a sleep and wake in `ppoll`: a third of the tender's time at one
 //! connection (docs/PERFORMANCE.md, "Where atoll-hvt's time goes"). With it
-//! (Solo5 0.11 and Firecracker move frames in the same way):
+//! (Firecracker's VMM thread serves its virtio devices in the same way, kicked
+//! by ioeventfds, off the vCPU threads):
 //!
 //! - the I/O thread sleeps in `epoll` on the TAP devices (edge-triggered: a
 //!   full receive ring leaves frames queued in the TAP without spinning)

@@ -37,11 +37,11 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(atoll_host::args::HVT_MEM_MIB))]
     pub mem_mib: u64,
+    // 200 µs: at 16 connections 50 left the guest exiting 10× as often
+    // and serving a quarter fewer requests (docs/PERFORMANCE.md).
     /// How long the guest and the tender's I/O thread poll the network
-    /// rings after the last frame before they sleep, in microseconds; 0
-    /// moves frames only at the guest's exits (no thread, no polling).
-    /// 200 µs: at 16 connections 50 left the guest exiting 10× as often
-    /// and serving a quarter fewer requests (docs/PERFORMANCE.md).
+    /// rings after the last frame before they sleep, in microseconds (0: no
+    /// I/O thread; frames move only at the guest's exits).
     #[arg(long = "net-poll-us", value_name = "US", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub net_poll_us: u64,

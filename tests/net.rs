@@ -518,3 +518,45 @@ mod tests {
         assert_eq!(out.stderr, "ready at 42\n");
     }
 }
+
+/// One HTTP response as a client saw it: the output of `curl -i`, or the
+/// bytes read off a socket.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// Header lines, names lower-cased: `name: value`.
+    pub headers: Vec<String>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// Parses `text`: a head up to the first blank line, then the body.
+    /// Fails the test if the head has no status.
+    pub fn parse(text: &str) -> HttpResponse {
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
+        let mut lines = head.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {status_line:?}"));
+        let headers = lines
+            .map(|l| match l.split_once(": ") {
+                Some((name, value)) => format!("{}: {value}", name.to_ascii_lowercase()),
+                None => l.to_owned(),
+            })
+            .collect();
+        HttpResponse {
+            status,
+            headers,
+            body: body.to_owned(),
+        }
+    }
+
+    /// The value of header `name` (any case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let prefix = format!("{}: ", name.to_ascii_lowercase());
+        self.headers.iter().find_map(|h| h.strip_prefix(&prefix))
+    }
+}

@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use atoll_abi::testing::SplitMix64;
-use atoll_tests::net::{namespaces, Background, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{namespaces, Background, HttpResponse, Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::{both_platforms, repo_root, Outcome, Platform};
 
 const SLIDES: &str = "examples/slides";
@@ -53,53 +53,15 @@ fn slide_heading(n: usize) -> String {
     heading.split("<!--").next().unwrap_or_default().trim().to_owned()
 }
 
-/// One HTTP response as curl saw it.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    /// Header lines, names lower-cased: `name: value`.
-    headers: Vec<String>,
-    body: String,
-}
-
-impl Response {
-    fn header(&self, name: &str) -> Option<&str> {
-        let prefix = format!("{}: ", name.to_ascii_lowercase());
-        self.headers.iter().find_map(|h| h.strip_prefix(&prefix))
-    }
-}
-
 /// `curl -i` on `path` with extra curl arguments `args`.
-fn fetch(server: &Server, path: &str, args: &[&str]) -> Response {
+fn fetch(server: &Server, path: &str, args: &[&str]) -> HttpResponse {
     let url = server.url(path);
     let mut all = vec!["-sS", "-i", "--max-time", "10"];
     all.extend_from_slice(args);
     all.push(&url);
     let out = server.curl(&all);
     assert_eq!(out.status, Some(0), "curl {all:?}: {}", out.stderr);
-    parse_response(&out.stdout)
-}
-
-fn parse_response(text: &str) -> Response {
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {status_line:?}"));
-    let headers = lines
-        .map(|l| match l.split_once(": ") {
-            Some((name, value)) => format!("{}: {value}", name.to_ascii_lowercase()),
-            None => l.to_owned(),
-        })
-        .collect();
-    Response {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    HttpResponse::parse(&out.stdout)
 }
 
 /// Fails unless `/healthz` answers `ok` within 5 seconds.
@@ -203,7 +165,7 @@ both_platforms!(head_sends_headers_and_no_body, |platform| {
     let get = fetch(&server, "/", &[]);
     let answer = raw_exchange(&server, b"HEAD / HTTP/1.1\r\nHost: slides\r\nConnection: close\r\n\r\n");
     let text = String::from_utf8_lossy(&answer);
-    let head = parse_response(&text);
+    let head = HttpResponse::parse(&text);
     assert_eq!(head.status, 200, "{text}");
     assert_eq!(head.body, "", "HEAD sent a body");
     assert_eq!(head.header("content-length"), get.header("content-length"));

@@ -29,7 +29,9 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use atoll_tests::net::{Background, Namespace, Server, GUEST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{
+    Background, HttpResponse, Namespace, Server, GUEST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP,
+};
 use atoll_tests::tls::{pack, pack_mismatched, pack_missing_key, Ca, KeyType, Leaf};
 use atoll_tests::{both_platforms, repo_root, Outcome, Platform};
 
@@ -110,23 +112,24 @@ fn talk_title() -> String {
     title.trim().to_owned()
 }
 
-/// One HTTP exchange as `curl -v -i` saw it.
+/// One HTTP exchange as `curl -v -i` saw it: the response (its fields
+/// read through this), and curl's log.
 #[derive(Debug)]
 struct Fetched {
-    status: u16,
-    /// Header lines, names lower-cased: `name: value`.
-    headers: Vec<String>,
-    body: String,
+    response: HttpResponse,
     /// curl's verbose log: the TLS version and cipher, the connections.
     log: String,
 }
 
-impl Fetched {
-    fn header(&self, name: &str) -> Option<&str> {
-        let prefix = format!("{}: ", name.to_ascii_lowercase());
-        self.headers.iter().find_map(|h| h.strip_prefix(&prefix))
-    }
+impl std::ops::Deref for Fetched {
+    type Target = HttpResponse;
 
+    fn deref(&self) -> &HttpResponse {
+        &self.response
+    }
+}
+
+impl Fetched {
     /// What curl said of the TLS session: `TLSv1.3 / TLS_..._SHA256`.
     fn tls(&self) -> Option<&str> {
         self.log
@@ -154,26 +157,23 @@ fn curl(ns: &Namespace, url: &str, args: &[&str]) -> Fetched {
     {
         text = next;
     }
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {status_line:?}; curl said {}", out.stderr));
-    let headers = lines
-        .map(|l| match l.split_once(": ") {
-            Some((name, value)) => format!("{}: {value}", name.to_ascii_lowercase()),
-            None => l.to_owned(),
-        })
-        .collect();
     Fetched {
-        status,
-        headers,
-        body: body.to_owned(),
+        response: HttpResponse::parse(text),
         log: out.stderr,
     }
+}
+
+/// Stops the server (SIGTERM) and fails unless nothing panicked on the way;
+/// returns what it printed.
+fn stop_without_panic(server: Server<'_>) -> Outcome {
+    let out = server.stop();
+    assert!(
+        !out.stdout.contains("panicked") && !out.stderr.contains("panicked"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    out
 }
 
 /// `https://GUEST_ADDR` + `path`.
@@ -387,13 +387,7 @@ both_platforms!(https_serves_the_talk_with_hsts_and_port_80_redirects, |platform
     let health = curl(&ns, &https("/healthz"), &["--cacert", &ca]);
     assert_eq!((health.status, health.body.as_str()), (200, "ok\n"), "{health:?}");
 
-    let out = server.stop();
-    assert!(
-        !out.stdout.contains("panicked") && !out.stderr.contains("panicked"),
-        "{}{}",
-        out.stdout,
-        out.stderr
-    );
+    stop_without_panic(server);
 });
 
 both_platforms!(the_redirect_names_the_published_port, |platform| {
@@ -598,13 +592,7 @@ both_platforms!(bad_clients_are_refused_and_the_server_carries_on, |platform| {
     }
     assert_serves(&ns, &certs, "a stalled handshake");
 
-    let out = server.stop();
-    assert!(
-        !out.stdout.contains("panicked") && !out.stderr.contains("panicked"),
-        "{}{}",
-        out.stdout,
-        out.stderr
-    );
+    stop_without_panic(server);
 });
 
 both_platforms!(two_hundred_tls_connections_at_once, |platform| {
@@ -643,13 +631,7 @@ both_platforms!(two_hundred_tls_connections_at_once, |platform| {
         assert!(body.contains(&title), "transfer {n}: {body}");
     }
     assert_serves(&ns, &certs, "200 connections");
-    let out = server.stop();
-    assert!(
-        !out.stdout.contains("panicked") && !out.stderr.contains("panicked"),
-        "{}{}",
-        out.stdout,
-        out.stderr
-    );
+    let out = stop_without_panic(server);
     // None of them met a full server.
     assert!(!out.stdout.contains("answered 503"), "{}", out.stdout);
 });

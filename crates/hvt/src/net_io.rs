@@ -98,7 +98,7 @@ impl Net {
 
     /// Serves `devices` also from an I/O thread (started by
     /// [`start`](Self::start)), the guest polling `poll_ns` before it waits.
-    pub fn with_thread(devices: NetDevices, poll_ns: u64) -> io::Result<Net> {
+    fn with_thread(devices: NetDevices, poll_ns: u64) -> io::Result<Net> {
         let epoll = Epoll::new()?;
         let doorbell = EventFd::new(EFD_NONBLOCK)?;
         let stop = EventFd::new(EFD_NONBLOCK)?;

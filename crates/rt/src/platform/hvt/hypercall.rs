@@ -4,6 +4,7 @@
 use atoll_abi::block::BlockOp;
 use atoll_abi::hypercall::{
     AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
+    NET_DOORBELL_PORT,
 };
 use atoll_abi::net::NetRing;
 use atoll_abi::GuestAddr;
@@ -35,6 +36,23 @@ fn out(call: Hypercall, eax: u32) {
             "out dx, eax",
             in("dx") call.port(),
             in("eax") eax,
+            options(nostack, preserves_flags),
+        );
+    }
+}
+
+/// Rings the network doorbell (`atoll_abi::hypercall::NET_DOORBELL_PORT`):
+/// a one-byte write, which KVM serves in the host kernel when the tender
+/// runs its I/O thread. Not a hypercall: no argument struct, no answer.
+pub(super) fn ring_net_doorbell() {
+    // SAFETY: a write to the doorbell port only wakes the tender's I/O
+    // thread, which reads the rings the guest published; it touches no
+    // other guest memory and no register.
+    unsafe {
+        core::arch::asm!(
+            "out dx, al",
+            in("dx") NET_DOORBELL_PORT,
+            in("al") 0u8,
             options(nostack, preserves_flags),
         );
     }

@@ -17,7 +17,6 @@
 use core::sync::atomic::{fence, AtomicPtr, AtomicU32, Ordering};
 
 use atoll_abi::boot::MAX_DEVICES;
-use atoll_abi::hypercall::NET_DOORBELL_PORT;
 use atoll_abi::net::NetRing;
 
 use super::hypercall;
@@ -91,17 +90,7 @@ fn ring_doorbell_if_queued() {
     if queued {
         // The frames' bytes are in memory before the tender looks.
         fence(Ordering::Release);
-        // SAFETY: a write to the doorbell port only wakes the tender's I/O
-        // thread, which reads the rings the guest published; it touches no
-        // other guest memory and no register.
-        unsafe {
-            core::arch::asm!(
-                "out dx, al",
-                in("dx") NET_DOORBELL_PORT,
-                in("al") 0u8,
-                options(nostack, preserves_flags),
-            );
-        }
+        hypercall::ring_net_doorbell();
     }
 }
 

@@ -13,6 +13,8 @@
 use atoll_abi::layout::EXCEPTION_STACK_TOP;
 use atoll_host::fault::{has_error_code, write_report, Fault, Symbols, PAGE_FAULT};
 
+use kvm_bindings::{kvm_regs, kvm_sregs};
+
 use crate::boot::Layout;
 use crate::memory::GuestMemory;
 
@@ -20,8 +22,48 @@ use crate::memory::GuestMemory;
 pub struct FaultState {
     pub vector: u32,
     pub cr2: u64,
-    /// The guest's rbp at the fault: the stubs leave it untouched.
-    pub rbp: u64,
+    /// The CPU's error code, for the exceptions that push one.
+    pub error_code: Option<u64>,
+    /// Every general register as it was at the faulting instruction: rip,
+    /// rsp and rflags from the CPU's exception frame, rax and rdx as the
+    /// stub pushed them, the rest untouched by the stub.
+    pub regs: kvm_regs,
+    /// The guest's fs and gs bases (thread-local storage).
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+impl FaultState {
+    /// Rebuilds the faulting instruction's registers from the vCPU's state
+    /// in the stub (`now`) and the exception stack. `None` if the stack is
+    /// not where the stub leaves it: the guest is hostile, or the fault
+    /// happened while delivering another.
+    pub fn capture(vector: u32, now: &kvm_regs, sregs: &kvm_sregs, mem: &GuestMemory) -> Option<FaultState> {
+        let error_code = has_error_code(vector);
+        // The CPU's frame: ss, rsp, rflags, cs, rip, then the error code;
+        // below it the stub's rax and rdx.
+        let frame_bottom = EXCEPTION_STACK_TOP - 40 - if error_code { 8 } else { 0 };
+        if now.rsp != frame_bottom - 16 {
+            return None;
+        }
+        let at = |offset: u64| mem.read_u64(EXCEPTION_STACK_TOP - offset);
+        let regs = kvm_regs {
+            rdx: mem.read_u64(now.rsp)?,
+            rax: mem.read_u64(now.rsp + 8)?,
+            rip: at(40)?,
+            rflags: at(24)?,
+            rsp: at(16)?,
+            ..*now
+        };
+        Some(FaultState {
+            vector,
+            cr2: sregs.cr2,
+            error_code: if error_code { Some(at(48)?) } else { None },
+            regs,
+            fs_base: sregs.fs.base,
+            gs_base: sregs.gs.base,
+        })
+    }
 }
 
 const MAX_FRAMES: usize = 16;
@@ -29,9 +71,7 @@ const MAX_FRAMES: usize = 16;
 /// The report for a guest exception: a first line saying what and where,
 /// then a backtrace.
 pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u8]) -> String {
-    let frame = |offset: u64| mem.read_u64(EXCEPTION_STACK_TOP - offset).unwrap_or(0);
-    let (rip, rsp) = (frame(40), frame(16));
-    let error_code = has_error_code(state.vector).then(|| frame(48));
+    let (rip, rsp) = (state.regs.rip, state.regs.rsp);
     let symbols = Symbols::new(image);
     let (guard_start, guard_end) = layout.guard_page();
     let overflow = state.vector == PAGE_FAULT
@@ -39,12 +79,12 @@ pub fn report(state: &FaultState, mem: &GuestMemory, layout: &Layout, image: &[u
 
     let fault = Fault {
         vector: state.vector,
-        error_code,
+        error_code: state.error_code,
         addr: state.cr2,
         rip,
         stack_overflow_kib: overflow.then(|| layout.stack_top.saturating_sub(layout.stack_bottom) / 1024),
     };
-    let pcs = backtrace(rip, state.rbp, mem, layout);
+    let pcs = backtrace(rip, state.regs.rbp, mem, layout);
     let mut out = String::new();
     let _ = write_report(&mut out, &fault, &pcs, &symbols);
     out

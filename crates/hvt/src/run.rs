@@ -177,10 +177,11 @@ fn fault(vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Action {
             "guest wrote to the fault-report port {FAULT_PORT:#x} from ring 3"
         ));
     }
-    let state = FaultState {
-        vector,
-        cr2: sregs.cr2,
-        rbp: regs.rbp,
+    let Some(state) = FaultState::capture(vector, &regs, &sregs, guest.mem) else {
+        return Action::Fail(format!(
+            "guest {} at an unknown place: its exception stack was not where the CPU leaves it",
+            crate::x86::exception_name(vector)
+        ));
     };
     Action::Fail(fault::report(&state, guest.mem, guest.layout, guest.image))
 }

@@ -69,22 +69,26 @@ pub fn idt() -> Vec<u8> {
     idt
 }
 
-/// The exception stubs: for each vector, `mov dx, FAULT_PORT; mov eax,
-/// vector; out dx, eax; hlt; jmp .-1`. The tender never resumes the guest
-/// after a fault, so the stub needs no return path; ring 0 runs 3
-/// instructions per fault, which matters here because ring-0 code is
-/// emulated.
+/// The exception stubs: for each vector, `push rax; push rdx; mov dx,
+/// FAULT_PORT; mov eax, vector; out dx, eax; hlt; jmp .-1`. The two pushes
+/// keep the registers the report overwrites, so the tender knows every
+/// register at the faulting instruction (for core dumps and the debugger).
+/// The tender never resumes the guest through the stub, so it needs no
+/// return path; ring 0 runs 5 instructions per fault, which matters here
+/// because ring-0 code is emulated.
 pub fn exception_stubs() -> Vec<u8> {
     let [port_lo, port_hi] = FAULT_PORT.to_le_bytes();
     let mut code = Vec::with_capacity(IDT_VECTORS * STUB_SIZE);
     for vector in 0..IDT_VECTORS as u8 {
         let stub = [
+            0x50, // push rax
+            0x52, // push rdx
             0x66, 0xBA, port_lo, port_hi, // mov dx, FAULT_PORT
             0xB8, vector, 0, 0, 0,    // mov eax, vector
             0xEF, // out dx, eax
             0xF4, // hlt
             0xEB, 0xFD, // jmp back to hlt
-            0xCC, 0xCC, 0xCC, // padding (int3)
+            0xCC, // padding (int3)
         ];
         code.extend(stub);
     }
@@ -220,8 +224,8 @@ mod tests {
         let stubs = exception_stubs();
         assert_eq!(stubs.len(), IDT_VECTORS * STUB_SIZE);
         assert_eq!(
-            &stubs[14 * 16..14 * 16 + 10],
-            &[0x66, 0xBA, 0xFF, 0x05, 0xB8, 14, 0, 0, 0, 0xEF]
+            &stubs[14 * 16..14 * 16 + 12],
+            &[0x50, 0x52, 0x66, 0xBA, 0xFF, 0x05, 0xB8, 14, 0, 0, 0, 0xEF]
         );
     }
 

@@ -1,5 +1,6 @@
 //! DNS: [`Stack::resolve`] and [`Stack::resolve_all`] turn a host name into
-//! IPv4 addresses by asking the stack's DNS servers (smoltcp's DNS socket).
+//! IPv4 and IPv6 addresses by asking the stack's DNS servers (smoltcp's DNS
+//! socket).
 //!
 //! ```no_run
 //! # async fn f(stack: atoll_net::Stack) {
@@ -10,26 +11,31 @@
 //! # }
 //! ```
 //!
-//! The servers come from the boot argument `--dns=` (see [`crate::config`])
-//! or, without it, from the DHCP lease; [`Stack::set_dns_servers`] sets them
-//! from code. A literal address (`"10.0.0.1"`) resolves to itself with no
-//! query at all.
+//! The servers (IPv4 or IPv6) come from the boot argument `--dns=` (see
+//! [`crate::config`]) or, without it, from the DHCP lease and the RDNSS
+//! option of router advertisements; [`Stack::set_dns_servers`] sets them
+//! from code. A literal address (`"10.0.0.1"`, `"fd00::1"`) resolves to
+//! itself with no query at all.
 //!
-//! A query asks for A records only and takes at most [`RESOLVE_TIMEOUT`],
-//! counted from the call and including the wait for a DHCP lease. smoltcp
-//! retransmits to the first server after 1 s, then 2 s, and would turn to
-//! the next server only after 10 s without an answer: within the limit, in
-//! practice, the first server answers or the query times out.
+//! A name is asked for A and AAAA records at once; the answer lists IPv6
+//! addresses first when the stack could reach them (it has a global IPv6
+//! address and an IPv6 default route), IPv4 first otherwise: RFC 6724's
+//! preference for IPv6, without offering addresses the host cannot use
+//! first. The whole takes at most [`RESOLVE_TIMEOUT`], counted from the
+//! call and including the wait for an address. smoltcp retransmits to the
+//! first server after 1 s, then 2 s, and would turn to the next server
+//! only after 10 s without an answer: within the limit, in practice, the
+//! first server answers or the query times out.
 //!
-//! What it leaves out: AAAA records (no IPv6), DNSSEC, TCP fallback for
-//! truncated answers, search domains (a name is asked as written), a cache
-//! (every call is a query), `/etc/hosts`-style local names.
+//! What it leaves out: DNSSEC, TCP fallback for truncated answers, search
+//! domains (a name is asked as written), a cache (every call is a query),
+//! `/etc/hosts`-style local names.
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::poll_fn;
-use core::net::Ipv4Addr;
+use core::net::IpAddr;
 use core::str::FromStr;
 use core::task::Poll;
 use core::time::Duration;
@@ -52,7 +58,7 @@ pub enum DnsError {
     /// [`Stack::set_dns_servers`], and the DHCP lease named none.
     NoServers,
     /// The server answered that the name does not exist (NXDOMAIN), or gave
-    /// it no IPv4 address.
+    /// it no address.
     NotFound,
     /// No answer within [`RESOLVE_TIMEOUT`] (or no DHCP lease that long).
     Timeout,
@@ -76,19 +82,21 @@ impl fmt::Display for DnsError {
 impl core::error::Error for DnsError {}
 
 impl Stack {
-    /// The first IPv4 address of `name` (an A record), or `name` itself if
-    /// it is a literal IPv4 address. See the [module docs](crate::dns).
-    pub async fn resolve(&self, name: &str) -> Result<Ipv4Addr, DnsError> {
+    /// The first address of `name` in [`Stack::resolve_all`]'s order, or
+    /// `name` itself if it is a literal address. See the [module
+    /// docs](crate::dns).
+    pub async fn resolve(&self, name: &str) -> Result<IpAddr, DnsError> {
         let addresses = self.resolve_all(name).await?;
         // Never empty: smoltcp reports an answer without addresses as a
         // failure, which is `NotFound`.
         addresses.first().copied().ok_or(DnsError::NotFound)
     }
 
-    /// Every IPv4 address the server gave for `name`, in its order (at most
-    /// eight), or `name` itself if it is a literal IPv4 address.
-    pub async fn resolve_all(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
-        if let Ok(address) = Ipv4Addr::from_str(name) {
+    /// Every address the server gave for `name` (at most eight of each
+    /// family), the family the stack can reach first, each family in the
+    /// server's order; or `name` itself if it is a literal address.
+    pub async fn resolve_all(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        if let Ok(address) = IpAddr::from_str(name) {
             return Ok(vec![address]);
         }
         if !is_host_name(name) {
@@ -100,43 +108,68 @@ impl Stack {
     }
 
     /// The DNS servers the stack asks, in order.
-    pub fn dns_servers(&self) -> Vec<Ipv4Addr> {
+    pub fn dns_servers(&self) -> Vec<IpAddr> {
         self.inner.borrow().dns_servers.clone()
     }
 
     /// Makes `servers` the DNS servers (the first [`MAX_DNS_SERVERS`],
-    /// leaving out unusable ones like `0.0.0.0`); DHCP leases no longer
-    /// change them. `--dns=` does this at start.
-    pub fn set_dns_servers(&self, servers: &[Ipv4Addr]) {
+    /// leaving out unusable ones like `0.0.0.0`); DHCP leases and router
+    /// advertisements no longer change them. `--dns=` does this at start.
+    pub fn set_dns_servers(&self, servers: &[IpAddr]) {
         let mut inner = self.inner.borrow_mut();
         inner.dns_servers_fixed = true;
         inner.set_dns_servers(servers);
     }
 
-    /// Waits for an address, then asks the servers for `name` until they
-    /// answer (the caller bounds the wait).
-    async fn query(&self, name: &str) -> Result<Vec<Ipv4Addr>, DnsError> {
-        // Before a DHCP lease there is neither a source address nor, often,
-        // a server.
-        self.wait_configured().await;
-        let mut query = {
-            let mut inner = self.inner.borrow_mut();
-            if inner.dns_servers.is_empty() {
-                return Err(DnsError::NoServers);
-            }
-            let handle = inner.dns_socket();
-            let Inner { iface, sockets, .. } = &mut *inner;
-            let socket = sockets.get_mut::<dns::Socket>(handle);
-            // `is_host_name` has refused what smoltcp would refuse, and the
-            // socket's list of queries grows as needed (no `NoFreeSlot`).
-            let handle = socket
-                .start_query(iface.context(), name, DnsQueryType::A)
-                .map_err(|_| DnsError::InvalidName)?;
-            PendingQuery {
-                stack: self,
-                handle: Some(handle),
-            }
+    /// Waits for an address, then asks the servers for `name`'s A and AAAA
+    /// records until they answer (the caller bounds the wait).
+    async fn query(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
+        // Before a DHCP lease or a router advertisement there is neither a
+        // source address nor, often, a server.
+        self.wait_addressed().await;
+        if self.inner.borrow().dns_servers.is_empty() {
+            return Err(DnsError::NoServers);
+        }
+        // Both in flight at once; each is cancelled if this is dropped.
+        let ipv4 = self.start_query(name, DnsQueryType::A)?;
+        let ipv6 = self.start_query(name, DnsQueryType::Aaaa)?;
+        let ipv4 = self.finish_query(ipv4).await;
+        let ipv6 = self.finish_query(ipv6).await;
+        let (ipv4, ipv6) = match (ipv4, ipv6) {
+            (Err(error), Err(_)) => return Err(error),
+            (a, b) => (a.unwrap_or_default(), b.unwrap_or_default()),
         };
+        let mut addresses = if self.reaches_ipv6() {
+            ipv6.into_iter().chain(ipv4).collect::<Vec<_>>()
+        } else {
+            ipv4.into_iter().chain(ipv6).collect()
+        };
+        addresses.dedup();
+        if addresses.is_empty() {
+            return Err(DnsError::NotFound);
+        }
+        Ok(addresses)
+    }
+
+    /// Starts one query in the resolver socket.
+    fn start_query(&self, name: &str, kind: DnsQueryType) -> Result<PendingQuery<'_>, DnsError> {
+        let mut inner = self.inner.borrow_mut();
+        let handle = inner.dns_socket();
+        let Inner { iface, sockets, .. } = &mut *inner;
+        let socket = sockets.get_mut::<dns::Socket>(handle);
+        // `is_host_name` has refused what smoltcp would refuse, and the
+        // socket's list of queries grows as needed (no `NoFreeSlot`).
+        let handle = socket
+            .start_query(iface.context(), name, kind)
+            .map_err(|_| DnsError::InvalidName)?;
+        Ok(PendingQuery {
+            stack: self,
+            handle: Some(handle),
+        })
+    }
+
+    /// The addresses `query` got.
+    async fn finish_query(&self, mut query: PendingQuery<'_>) -> Result<Vec<IpAddr>, DnsError> {
         poll_fn(|cx| {
             let Some(handle) = query.handle else {
                 return Poll::Ready(Err(DnsError::NotFound));
@@ -147,10 +180,7 @@ impl Stack {
             match socket.get_query_result(handle) {
                 Ok(addresses) => {
                     query.handle = None;
-                    let ipv4 = addresses.iter().map(|address| match address {
-                        IpAddress::Ipv4(address) => *address,
-                    });
-                    Poll::Ready(Ok(ipv4.collect()))
+                    Poll::Ready(Ok(addresses.iter().map(|&address| address.into()).collect()))
                 }
                 Err(GetQueryResultError::Failed) => {
                     query.handle = None;
@@ -169,8 +199,8 @@ impl Stack {
 impl Inner {
     /// Gives the resolver socket these servers (see
     /// [`Stack::set_dns_servers`]).
-    pub(crate) fn set_dns_servers(&mut self, servers: &[Ipv4Addr]) {
-        let usable = |server: &&Ipv4Addr| !(server.is_unspecified() || server.is_broadcast() || server.is_multicast());
+    pub(crate) fn set_dns_servers(&mut self, servers: &[IpAddr]) {
+        let usable = |server: &&IpAddr| crate::config::is_dns_server(server);
         self.dns_servers = servers.iter().filter(usable).take(MAX_DNS_SERVERS).copied().collect();
         if let Some(handle) = self.dns {
             let addresses = self.dns_server_addresses();
@@ -231,10 +261,10 @@ fn is_host_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok)
 }
 
-/// Addresses as a log line shows them: `10.0.0.1, 10.0.0.9`.
-pub(crate) struct AddressList<'a>(pub(crate) &'a [Ipv4Addr]);
+/// Addresses as a log line shows them: `10.0.0.1, fd00::1`.
+pub(crate) struct AddressList<'a, T>(pub(crate) &'a [T]);
 
-impl fmt::Display for AddressList<'_> {
+impl<T: fmt::Display> fmt::Display for AddressList<'_, T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, address) in self.0.iter().enumerate() {
             if i > 0 {

@@ -1,5 +1,7 @@
 //! TCP/IP for Atoll unikernels: smoltcp with async listeners, streams, UDP
-//! sockets, DHCPv4 and a DNS resolver, driven by the runtime's executor.
+//! sockets, DHCPv4, IPv6 with stateless autoconfiguration, and a DNS
+//! resolver, driven by the runtime's executor. Dual-stack: every interface
+//! has IPv4 and IPv6, and one listener takes clients of both families.
 //!
 //! # Starting
 //!
@@ -32,10 +34,14 @@
 //! `atoll_http::serve_connection(&mut stream, site, &Limits::DEFAULT,
 //! &atoll_rt::time::RtTimer)`. This crate knows nothing of HTTP.
 //!
-//! The address comes from the boot arguments: `--ipv4=10.0.0.2/24`
-//! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent; the DNS
-//! servers from `--dns=10.0.0.1`, or the DHCP lease (see [`config`]). The
-//! interface answers ARP and ICMP echo (ping) by itself.
+//! The addresses come from the boot arguments: `--ipv4=10.0.0.2/24`
+//! and `--ipv4-gateway=10.0.0.1`, or DHCPv4 when `--ipv4` is absent;
+//! `--ipv6=fd00::2/64` and `--ipv6-gateway=fe80::1`, or SLAAC from router
+//! advertisements when `--ipv6` is absent, beside the link-local address
+//! every interface has; the DNS servers from `--dns=10.0.0.1,fd00::1`, or
+//! the DHCP lease and the advertisements' RDNSS option (see [`config`]).
+//! The interface answers ARP, neighbour discovery and ICMP and ICMPv6 echo
+//! (ping) by itself.
 //!
 //! # Layers, from the wire up
 //!
@@ -48,7 +54,10 @@
 //!   IPv4 settings. [`listen`]: how listeners hold up under SYN floods,
 //!   bursts of connections and low memory (evicting the oldest handshake,
 //!   dropping SYNs they cannot take rather than resetting them).
-//! * [`dns`]: `stack.resolve("name").await` for an IPv4 address.
+//! * [`dns`]: `stack.resolve("name").await` for an address (A and AAAA;
+//!   the family the stack can reach first). The stack takes DNS servers
+//!   from router advertisements itself (`ndisc`), as smoltcp's SLAAC does
+//!   not.
 //! * [`tcp`] and [`udp`]: the sockets apps use. [`TcpStream`] implements
 //!   `embedded_io_async::{Read, Write}` (0.7), so `atoll-http` serves it
 //!   directly.
@@ -64,7 +73,15 @@
 //!
 //! # What it does not do
 //!
-//! * **No IPv6** yet, and one IPv4 address per interface.
+//! * One IPv4 address per interface; IPv6: the link-local address, then a
+//!   static one or up to two from SLAAC. **No DHCPv6**, no IPv6 privacy
+//!   addresses (the interface identifier is the MAC's, RFC 4291), no
+//!   duplicate address detection (a static or SLAAC address is used at
+//!   once), no IPv6 fragment reassembly, and the router advertisement's MTU
+//!   option is ignored (the device's MTU stays). smoltcp drops a packet
+//!   that must wait for neighbour discovery (or ARP) rather than queue it:
+//!   the first reply to a neighbour it has not seen yet is lost, and TCP
+//!   retransmits it.
 //! * Only what smoltcp's TCP does: **no** SACK, **no** window scaling
 //!   (windows are at most the 4 KiB receive buffer by default), no
 //!   keep-alive unless set, Reno-free default congestion control. **No SYN
@@ -74,7 +91,7 @@
 //! * IPv4 fragments are reassembled (up to 4 datagrams at once, 64 KiB
 //!   each, 5 s to complete; not while memory is short) and what we send is
 //!   fragmented up to 8 KiB; larger outgoing datagrams are dropped.
-//! * DNS: A records only (**no AAAA**), no DNSSEC, no TCP fallback for
+//! * DNS: A and AAAA records, no DNSSEC, no TCP fallback for
 //!   truncated answers, no search domains, **no cache** (each `resolve` is a
 //!   query), no mDNS; see [`dns`].
 //! * No multicast, no raw sockets, no TLS.
@@ -88,6 +105,7 @@ extern crate alloc;
 pub mod config;
 pub mod dns;
 pub mod listen;
+mod ndisc;
 pub mod phy;
 mod sockets;
 pub mod stack;
@@ -100,9 +118,9 @@ mod tests;
 
 use core::fmt;
 
-pub use config::{ConfigError, Ipv4Config};
+pub use config::{ConfigError, Ipv4Config, Ipv6Config};
 pub use dns::{DnsError, RESOLVE_TIMEOUT};
-pub use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+pub use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr, Ipv6Address, Ipv6Cidr};
 pub use stack::{Stack, StackError, TcpConfig};
 pub use tcp::{TcpListener, TcpReader, TcpStream, TcpWriter};
 pub use udp::UdpSocket;
@@ -116,8 +134,8 @@ pub enum Error {
     ConnectionRefused,
     /// This side has shut the connection down: nothing more can be written.
     Shutdown,
-    /// The address cannot be reached from here: no IPv4 address yet, an
-    /// unspecified address, or port 0.
+    /// The address cannot be reached from here: no address of its family
+    /// yet (or no route to it), an unspecified address, or port 0.
     Unaddressable,
     /// Another socket of the stack has this port.
     AddrInUse,

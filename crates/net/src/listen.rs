@@ -62,7 +62,7 @@ use atoll_rt::time::Instant;
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, TcpPacket};
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
 use crate::sockets::{memory_allows, SocketTable};
 use crate::stack::{smol_duration, TcpConfig};
@@ -295,7 +295,8 @@ fn new_listening_socket(sockets: &mut SocketTable, tcp: &TcpConfig, port: u16) -
 /// What a received frame is, as far as the stack's filter cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FrameKind {
-    /// A TCP SYN (without ACK): a new connection to this port.
+    /// A TCP SYN (without ACK) over IPv4 or IPv6: a new connection to this
+    /// port.
     Syn(u16),
     /// A fragment of an IPv4 datagram.
     Ipv4Fragment,
@@ -308,19 +309,33 @@ pub(crate) fn classify(frame: &[u8]) -> FrameKind {
     let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
         return FrameKind::Other;
     };
-    if ethernet.ethertype() != EthernetProtocol::Ipv4 {
-        return FrameKind::Other;
-    }
-    let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
-        return FrameKind::Other;
+    let segment = match ethernet.ethertype() {
+        EthernetProtocol::Ipv4 => {
+            let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
+                return FrameKind::Other;
+            };
+            if ip.more_frags() || ip.frag_offset() != 0 {
+                return FrameKind::Ipv4Fragment;
+            }
+            if ip.next_header() != IpProtocol::Tcp {
+                return FrameKind::Other;
+            }
+            ip.payload()
+        }
+        // TCP straight after the header: smoltcp takes a SYN behind
+        // extension headers too, but no client sends one so.
+        EthernetProtocol::Ipv6 => {
+            let Ok(ip) = Ipv6Packet::new_checked(ethernet.payload()) else {
+                return FrameKind::Other;
+            };
+            if ip.next_header() != IpProtocol::Tcp {
+                return FrameKind::Other;
+            }
+            ip.payload()
+        }
+        _ => return FrameKind::Other,
     };
-    if ip.more_frags() || ip.frag_offset() != 0 {
-        return FrameKind::Ipv4Fragment;
-    }
-    if ip.next_header() != IpProtocol::Tcp {
-        return FrameKind::Other;
-    }
-    match TcpPacket::new_checked(ip.payload()) {
+    match TcpPacket::new_checked(segment) {
         Ok(tcp) if tcp.syn() && !tcp.ack() => FrameKind::Syn(tcp.dst_port()),
         _ => FrameKind::Other,
     }
@@ -395,6 +410,26 @@ mod tests {
         assert_eq!(classify(&tcp_frame(80, TcpControl::Syn, true)), FrameKind::Other);
         assert_eq!(classify(&tcp_frame(80, TcpControl::None, true)), FrameKind::Other);
         assert_eq!(classify(&tcp_frame(80, TcpControl::Rst, false)), FrameKind::Other);
+    }
+
+    #[test]
+    fn an_ipv6_syn_is_recognised_too() {
+        // The IPv4 frame's TCP segment behind an IPv6 header instead (the
+        // checksum does not matter here).
+        let v4 = tcp_frame(80, TcpControl::Syn, false);
+        let segment = &v4[14 + 20..];
+        let mut frame = v4[..12].to_vec();
+        frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        frame.extend_from_slice(&(segment.len() as u16).to_be_bytes());
+        frame.extend_from_slice(&[6, 64]);
+        frame.extend_from_slice(&[0xfd; 32]);
+        frame.extend_from_slice(segment);
+        assert_eq!(classify(&frame), FrameKind::Syn(80));
+        for len in 0..frame.len() {
+            assert_eq!(classify(&frame[..len]), FrameKind::Other, "{len} bytes");
+        }
+        frame[14 + 6] = 0; // a hop-by-hop options header first
+        assert_eq!(classify(&frame), FrameKind::Other);
     }
 
     #[test]

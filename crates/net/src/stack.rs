@@ -4,7 +4,9 @@
 //!
 //! On every turn of the executor loop the stack moves frames between the
 //! device and the sockets, keeps each TCP listener's listening sockets
-//! topped up, applies DHCP leases (address, gateway, DNS servers), reclaims
+//! topped up, applies DHCP leases (address, gateway, DNS servers) and
+//! router advertisements (SLAAC through smoltcp, DNS servers through
+//! the crate's `ndisc` module), reclaims
 //! the sockets of closed connections, and tells the executor when it next
 //! needs to run (smoltcp's `poll_at`). Sockets wake the tasks waiting on
 //! them through smoltcp's wakers. Every public handle (`Stack`, streams,
@@ -17,7 +19,7 @@ use alloc::vec::Vec;
 use core::cell::RefCell;
 use core::fmt;
 use core::future::poll_fn;
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::task::{Poll, Waker};
 use core::time::Duration;
 
@@ -26,9 +28,9 @@ use atoll_rt::{DeviceKind, Driver};
 use smoltcp::iface::{Config, Interface, PollIngressSingleResult, PollResult, SocketHandle};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
-use crate::config::{dns_servers_from_args, ConfigError, Ipv4Config};
+use crate::config::{dns_servers_from_args, ConfigError, Ipv4Config, Ipv6Config};
 use crate::listen::{classify, new_tcp_socket, FrameKind, Listener, Refusal};
 use crate::phy::NetDevice;
 use crate::sockets::{memory_allows, SocketTable};
@@ -177,6 +179,7 @@ impl fmt::Debug for Stack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Stack")
             .field("ipv4", &self.ipv4_cidr())
+            .field("ipv6", &self.ipv6_cidrs())
             .finish_non_exhaustive()
     }
 }
@@ -184,8 +187,9 @@ impl fmt::Debug for Stack {
 impl Stack {
     /// Starts the stack on the net device `device_name` of the app's
     /// manifest, configured from the boot arguments (`--ipv4=`,
-    /// `--ipv4-gateway=`, or `--DEVICE-ipv4=`..., else DHCP; `--dns=`; see [`crate::config`]), with
-    /// [`TcpConfig::DEFAULT`].
+    /// `--ipv4-gateway=`, or `--DEVICE-ipv4=`..., else DHCP; `--ipv6=`,
+    /// `--ipv6-gateway=`, or `--DEVICE-ipv6=`..., else SLAAC; `--dns=`; see
+    /// [`crate::config`]), with [`TcpConfig::DEFAULT`].
     pub fn new(device_name: &'static str) -> Result<Stack, StackError> {
         Stack::with_tcp_config(device_name, TcpConfig::DEFAULT)
     }
@@ -197,12 +201,17 @@ impl Stack {
             return Err(StackError::NotANetDevice(device_name));
         }
         let ipv4 = Ipv4Config::for_device(atoll_rt::args::all(), device_name)?;
+        let ipv6 = Ipv6Config::for_device(atoll_rt::args::all(), device_name)?;
         let dns_servers = dns_servers_from_args(atoll_rt::args::all())?;
         #[cfg(any(target_os = "none", atoll_platform = "unix"))]
         {
             let phy = crate::phy::ring::RingDevice::attach(device.index, device.mtu);
-            let stack = Stack::with_device(NetDevice::Ring(phy), device.mac, ipv4, tcp);
-            log::info!("net: {device_name}: MAC {}, {ipv4}", EthernetAddress(device.mac));
+            let stack = Stack::dual_stack(NetDevice::Ring(phy), device.mac, ipv4, ipv6, tcp);
+            log::info!(
+                "net: {device_name}: MAC {}, {ipv4}, {ipv6}, link-local {}",
+                EthernetAddress(device.mac),
+                link_local(device.mac).address()
+            );
             if !dns_servers.is_empty() {
                 log::info!("net: DNS servers {} (--dns)", crate::dns::AddressList(&dns_servers));
                 stack.set_dns_servers(&dns_servers);
@@ -211,23 +220,54 @@ impl Stack {
         }
         #[cfg(not(any(target_os = "none", atoll_platform = "unix")))]
         {
-            let _ = (ipv4, tcp, dns_servers);
+            let _ = (ipv4, ipv6, tcp, dns_servers);
             Err(StackError::Unsupported)
         }
     }
 
     /// Starts a stack on any device (a [`pipe`](crate::phy::pipe()) end, say)
     /// with this MAC address and IPv4 configuration, and registers it with
-    /// the executor.
+    /// the executor. Its IPv6 is the link-local address alone (no router
+    /// solicitations): [`Stack::dual_stack`] configures both.
     pub fn with_device(device: impl Into<NetDevice>, mac: [u8; 6], ipv4: Ipv4Config, tcp: TcpConfig) -> Stack {
-        let mut device = device.into();
+        Stack::start(device.into(), mac, ipv4, None, tcp)
+    }
+
+    /// [`Stack::with_device`] with an IPv6 configuration too.
+    pub fn dual_stack(
+        device: impl Into<NetDevice>,
+        mac: [u8; 6],
+        ipv4: Ipv4Config,
+        ipv6: Ipv6Config,
+        tcp: TcpConfig,
+    ) -> Stack {
+        Stack::start(device.into(), mac, ipv4, Some(ipv6), tcp)
+    }
+
+    fn start(mut device: NetDevice, mac: [u8; 6], ipv4: Ipv4Config, ipv6: Option<Ipv6Config>, tcp: TcpConfig) -> Stack {
         let now = Instant::now();
         // Seeds TCP initial sequence numbers, ephemeral ports and DNS query
         // ids: they must not be guessable from outside.
         let seed = atoll_rt::random::u64();
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
         config.random_seed = seed;
+        // smoltcp solicits routers from the link-local address, set below
+        // before the first poll.
+        config.slaac = ipv6 == Some(Ipv6Config::Slaac);
         let mut iface = Interface::new(config, &mut device, smol_instant(now));
+        iface.update_ip_addrs(|addrs| {
+            // Cannot fail: the list is empty and holds five.
+            let _ = addrs.push(IpCidr::Ipv6(link_local(mac)));
+        });
+        if let Some(Ipv6Config::Static { address, gateway }) = ipv6 {
+            iface.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::Ipv6(address));
+            });
+            if let Some(gateway) = gateway {
+                // Cannot fail: there is room for the default route.
+                let _ = iface.routes_mut().add_default_ipv6_route(gateway);
+            }
+        }
         // A flood of fragments must not hold the reassembly buffers for
         // smoltcp's default minute; Linux gives up after 30 s.
         iface.set_reassembly_timeout(smol_duration(REASSEMBLY_TIMEOUT));
@@ -248,6 +288,10 @@ impl Stack {
             dns: None,
             dns_servers: Vec::new(),
             dns_servers_fixed: false,
+            dhcp_dns_servers: Vec::new(),
+            ra_dns_servers: Vec::new(),
+            slaac: ipv6 == Some(Ipv6Config::Slaac),
+            ipv6_seen: Vec::new(),
             config_waiters: Vec::new(),
             listeners: BTreeMap::new(),
             orphans: Vec::new(),
@@ -263,20 +307,74 @@ impl Stack {
     /// The interface's IPv4 address and prefix, once it has one.
     pub fn ipv4_cidr(&self) -> Option<Ipv4Cidr> {
         let inner = self.inner.borrow();
-        // The one address `set_ipv4` gives it (IPv6 is not enabled).
-        let mut ipv4 = inner.iface.ip_addrs().iter().map(|cidr| match cidr {
-            IpCidr::Ipv4(cidr) => *cidr,
+        // The one address `set_ipv4` gives it.
+        let mut ipv4 = inner.iface.ip_addrs().iter().filter_map(|cidr| match cidr {
+            IpCidr::Ipv4(cidr) => Some(*cidr),
+            IpCidr::Ipv6(_) => None,
         });
         ipv4.next()
     }
 
     /// The default gateway, if one is configured.
     pub fn ipv4_gateway(&self) -> Option<Ipv4Addr> {
-        let mut inner = self.inner.borrow_mut();
-        let route = inner.iface.routes_mut().get_default_ipv4_route()?;
+        let inner = self.inner.borrow();
+        let route = inner.iface.routes().get_default_ipv4_route()?;
         match route.via_router {
-            smoltcp::wire::IpAddress::Ipv4(addr) => Some(addr),
+            IpAddress::Ipv4(addr) => Some(addr),
+            IpAddress::Ipv6(_) => None,
         }
+    }
+
+    /// The interface's IPv6 addresses: the link-local one first, then a
+    /// static one or those SLAAC made.
+    pub fn ipv6_cidrs(&self) -> Vec<Ipv6Cidr> {
+        self.inner.borrow().ipv6_cidrs()
+    }
+
+    /// The interface's first IPv6 address that is not link-local, once it
+    /// has one: the one to tell users.
+    pub fn ipv6_global(&self) -> Option<Ipv6Cidr> {
+        self.ipv6_cidrs()
+            .into_iter()
+            .find(|cidr| !cidr.address().is_unicast_link_local())
+    }
+
+    /// The default IPv6 router, static or advertised, if there is one.
+    pub fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        self.inner.borrow().ipv6_gateway()
+    }
+
+    /// Waits until the interface has an IPv6 address that is not
+    /// link-local (at once for a static one; with SLAAC, until a router
+    /// advertises a prefix) and returns it.
+    pub async fn wait_ipv6_global(&self) -> Ipv6Cidr {
+        poll_fn(|cx| match self.ipv6_global() {
+            Some(cidr) => Poll::Ready(cidr),
+            None => {
+                self.inner.borrow_mut().config_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// Waits until the interface has an address other than its link-local
+    /// one, of either family.
+    pub(crate) async fn wait_addressed(&self) {
+        poll_fn(|cx| {
+            if self.ipv4_cidr().is_some() || self.ipv6_global().is_some() {
+                return Poll::Ready(());
+            }
+            self.inner.borrow_mut().config_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Whether IPv6 can reach beyond the link: a global address and a
+    /// default router.
+    pub(crate) fn reaches_ipv6(&self) -> bool {
+        self.ipv6_global().is_some() && self.ipv6_gateway().is_some()
     }
 
     /// The interface's MAC address.
@@ -315,7 +413,15 @@ pub(crate) struct Inner {
     /// The resolver's socket (see [`crate::dns`]), made by the first query.
     pub(crate) dns: Option<SocketHandle>,
     /// The servers it asks, in order.
-    pub(crate) dns_servers: Vec<Ipv4Addr>,
+    pub(crate) dns_servers: Vec<IpAddr>,
+    /// The servers of the last DHCP lease and router advertisement, which
+    /// make `dns_servers` (in that order) unless they are fixed.
+    dhcp_dns_servers: Vec<IpAddr>,
+    ra_dns_servers: Vec<IpAddr>,
+    /// Whether SLAAC runs (no static IPv6 address).
+    slaac: bool,
+    /// The IPv6 addresses last logged, to log SLAAC's changes.
+    ipv6_seen: Vec<Ipv6Cidr>,
     /// Set by [`Stack::set_dns_servers`] (and `--dns=`): DHCP leases no
     /// longer change the servers.
     pub(crate) dns_servers_fixed: bool,
@@ -510,12 +616,94 @@ impl Inner {
             (None, _) => log::warn!("net: DHCP: lease lost, no IPv4 address"),
         }
         set_ipv4(&mut self.iface, address, router);
-        if !self.dns_servers_fixed && dns_servers != self.dns_servers {
-            if !dns_servers.is_empty() {
+        let dns_servers: Vec<IpAddr> = dns_servers.into_iter().map(IpAddr::V4).collect();
+        if dns_servers != self.dhcp_dns_servers {
+            if !dns_servers.is_empty() && !self.dns_servers_fixed {
                 log::info!("net: DHCP: DNS servers {}", crate::dns::AddressList(&dns_servers));
             }
-            self.set_dns_servers(&dns_servers);
+            self.dhcp_dns_servers = dns_servers;
+            self.refresh_dns_servers();
         }
+        for waker in self.config_waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// The DNS servers of the DHCP lease, then those of router
+    /// advertisements, unless `--dns=` or the app fixed them.
+    fn refresh_dns_servers(&mut self) {
+        if self.dns_servers_fixed {
+            return;
+        }
+        let servers: Vec<IpAddr> = self
+            .dhcp_dns_servers
+            .iter()
+            .chain(&self.ra_dns_servers)
+            .copied()
+            .collect();
+        self.set_dns_servers(&servers);
+    }
+
+    /// Takes the DNS servers of the next received frame if it is a router
+    /// advertisement with an RDNSS option (smoltcp, which sees the frame
+    /// next, takes its prefixes and router).
+    fn take_advertised_dns_servers(&mut self) {
+        if !self.slaac {
+            return;
+        }
+        let Some(Some(servers)) = self.device.with_received(crate::ndisc::rdnss_servers) else {
+            return;
+        };
+        let servers: Vec<IpAddr> = servers.into_iter().map(IpAddr::V6).collect();
+        if servers != self.ra_dns_servers {
+            if !self.dns_servers_fixed {
+                log::info!("net: SLAAC: DNS servers {}", crate::dns::AddressList(&servers));
+            }
+            self.ra_dns_servers = servers;
+            self.refresh_dns_servers();
+        }
+    }
+
+    /// The interface's IPv6 addresses, the link-local one first.
+    fn ipv6_cidrs(&self) -> Vec<Ipv6Cidr> {
+        let ipv6 = self.iface.ip_addrs().iter().filter_map(|cidr| match cidr {
+            IpCidr::Ipv6(cidr) => Some(*cidr),
+            IpCidr::Ipv4(_) => None,
+        });
+        ipv6.collect()
+    }
+
+    /// The default IPv6 router, if there is one.
+    fn ipv6_gateway(&self) -> Option<Ipv6Addr> {
+        match self.iface.routes().get_default_ipv6_route()?.via_router {
+            IpAddress::Ipv6(router) => Some(router),
+            IpAddress::Ipv4(_) => None,
+        }
+    }
+
+    /// Logs the IPv6 addresses SLAAC added or removed since the last look,
+    /// and wakes the tasks waiting for an address.
+    fn note_ipv6_changes(&mut self) {
+        if !self.slaac {
+            return;
+        }
+        let now = self.ipv6_cidrs();
+        if now == self.ipv6_seen {
+            return;
+        }
+        for cidr in now
+            .iter()
+            .filter(|c| !self.ipv6_seen.contains(c) && !c.address().is_unicast_link_local())
+        {
+            match self.ipv6_gateway() {
+                Some(router) => log::info!("net: SLAAC: IPv6 {cidr} via {router}"),
+                None => log::info!("net: SLAAC: IPv6 {cidr}"),
+            }
+        }
+        for cidr in self.ipv6_seen.iter().filter(|c| !now.contains(c)) {
+            log::warn!("net: SLAAC: IPv6 {cidr} expired");
+        }
+        self.ipv6_seen = now;
         for waker in self.config_waiters.drain(..) {
             waker.wake();
         }
@@ -629,6 +817,7 @@ impl Driver for Inner {
                     continue;
                 }
             }
+            self.take_advertised_dns_servers();
             let Inner {
                 iface, device, sockets, ..
             } = self;
@@ -638,6 +827,9 @@ impl Driver for Inner {
                 break;
             }
         }
+        // A router advertisement just received changes the addresses and
+        // routes here (smoltcp's SLAAC), not on some later poll.
+        self.iface.poll_maintenance(timestamp);
         loop {
             let Inner {
                 iface, device, sockets, ..
@@ -653,6 +845,7 @@ impl Driver for Inner {
             self.top_up_listeners(now);
         }
         self.poll_dhcp();
+        self.note_ipv6_changes();
         let (orphan_deadline, discarded) = self.reap_orphans(now);
         self.report(now);
         if self.device.take_sync_needed() || discarded {
@@ -673,9 +866,10 @@ impl Driver for Inner {
 /// route.
 fn set_ipv4(iface: &mut Interface, address: Option<Ipv4Cidr>, gateway: Option<Ipv4Addr>) {
     iface.update_ip_addrs(|addrs| {
-        addrs.clear();
+        addrs.retain(|cidr| matches!(cidr, IpCidr::Ipv6(_)));
         if let Some(address) = address {
-            // Cannot fail: the list was just cleared and holds at least one.
+            // Cannot fail: the list holds an IPv4 address beside the most
+            // IPv6 ones there can be.
             let _ = addrs.push(IpCidr::Ipv4(address));
         }
     });
@@ -684,6 +878,17 @@ fn set_ipv4(iface: &mut Interface, address: Option<Ipv4Cidr>, gateway: Option<Ip
         Some(gateway) => drop(iface.routes_mut().add_default_ipv4_route(gateway)),
         None => drop(iface.routes_mut().remove_default_ipv4_route()),
     }
+}
+
+/// The link-local address of the interface with MAC `mac`: `fe80::/64`
+/// and the modified EUI-64 identifier (RFC 4291), as Linux makes it.
+pub(crate) fn link_local(mac: [u8; 6]) -> Ipv6Cidr {
+    let [a, b, c, d, e, f] = mac;
+    let id = [a ^ 0x02, b, c, 0xff, 0xfe, d, e, f];
+    let mut address = [0u8; 16];
+    address[..2].copy_from_slice(&[0xfe, 0x80]);
+    address[8..].copy_from_slice(&id);
+    Ipv6Cidr::new(Ipv6Addr::from(address), 64)
 }
 
 /// The runtime's clock as smoltcp's (microseconds).

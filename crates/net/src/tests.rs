@@ -11,7 +11,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
 use core::future::{poll_fn, Future};
-use core::net::Ipv4Addr;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::pin::pin;
 use core::task::Poll;
 use core::time::Duration;
@@ -710,7 +710,7 @@ fn dhcp_gives_the_dns_servers_unless_they_were_set() {
         let (stack_end, wire) = pipe();
         let stack = Stack::with_device(stack_end, mac(1), Ipv4Config::Dhcp, TcpConfig::DEFAULT);
         if let Some(server) = fixed {
-            stack.set_dns_servers(&[server]);
+            stack.set_dns_servers(&[IpAddr::V4(server)]);
         }
         run(async move {
             assert_eq!(
@@ -723,30 +723,44 @@ fn dhcp_gives_the_dns_servers_unless_they_were_set() {
             stack.dns_servers()
         })
     };
-    assert_eq!(leased(None), DHCP_DNS);
+    let v4 = |addresses: &[Ipv4Addr]| addresses.iter().copied().map(IpAddr::V4).collect::<Vec<_>>();
+    assert_eq!(leased(None), v4(DHCP_DNS));
     // As `--dns=10.0.0.53` does: it wins over the lease.
     let fixed = Ipv4Addr::new(10, 0, 0, 53);
-    assert_eq!(leased(Some(fixed)), [fixed]);
+    assert_eq!(leased(Some(fixed)), v4(&[fixed]));
 }
 
+/// An IPv6 address of [`DNS_RECORDS`].
+const DUAL_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x80);
+
 /// The names [`tiny_dns_server`] knows.
-const DNS_RECORDS: &[(&str, &[Ipv4Addr])] = &[
-    ("slides.atoll.test", &[Ipv4Addr::new(10, 78, 0, 1)]),
+const DNS_RECORDS: &[(&str, &[IpAddr])] = &[
+    ("slides.atoll.test", &[IpAddr::V4(Ipv4Addr::new(10, 78, 0, 1))]),
     (
         "two.atoll.test",
-        &[Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)],
+        &[
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8)),
+        ],
+    ),
+    ("v6only.atoll.test", &[IpAddr::V6(DUAL_V6)]),
+    (
+        "dual.atoll.test",
+        &[IpAddr::V6(DUAL_V6), IpAddr::V4(Ipv4Addr::new(10, 78, 0, 2))],
     ),
 ];
 
 /// The answer of a DNS server knowing [`DNS_RECORDS`] to `query`, in wire
-/// bytes: the query with the response flags, then one A record per address
-/// (or no record and NXDOMAIN for an unknown name).
+/// bytes: the query with the response flags, then one A or AAAA record per
+/// address of the family asked for (none, with NXDOMAIN, for an unknown
+/// name; none, without an error, for a known name with no address of that
+/// family).
 fn dns_answer(query: &[u8]) -> Vec<u8> {
     use smoltcp::wire::{DnsPacket, DnsQueryType, DnsQuestion};
     let packet = DnsPacket::new_checked(query).expect("a DNS header");
     let (rest, question) = DnsQuestion::parse(packet.payload()).expect("a question");
     assert!(rest.is_empty(), "one question and nothing else");
-    assert_eq!(question.type_, DnsQueryType::A);
+    assert!(matches!(question.type_, DnsQueryType::A | DnsQueryType::Aaaa));
     let labels: Vec<&[u8]> = packet
         .parse_name(question.name)
         .collect::<Result<_, _>>()
@@ -756,20 +770,27 @@ fn dns_answer(query: &[u8]) -> Vec<u8> {
         .map(|label| core::str::from_utf8(label).expect("ASCII"))
         .collect::<Vec<_>>()
         .join(".");
-    let addresses = DNS_RECORDS
+    let known = DNS_RECORDS.iter().find(|(known, _)| *known == name);
+    let records: Vec<Vec<u8>> = known
+        .map_or(&[][..], |(_, addresses)| addresses)
         .iter()
-        .find(|(known, _)| *known == name)
-        .map_or(&[][..], |(_, addresses)| addresses);
+        .filter_map(|address| match (address, question.type_) {
+            (IpAddr::V4(a), DnsQueryType::A) => Some(a.octets().to_vec()),
+            (IpAddr::V6(a), DnsQueryType::Aaaa) => Some(a.octets().to_vec()),
+            _ => None,
+        })
+        .collect();
     let mut answer = query.to_vec();
     // QR, opcode 0, RD; RA, and RCODE 0 (no error) or 3 (NXDOMAIN).
     answer[2] = 0x81;
-    answer[3] = if addresses.is_empty() { 0x83 } else { 0x80 };
-    answer[6..8].copy_from_slice(&(addresses.len() as u16).to_be_bytes());
-    for address in addresses {
-        // The name as a pointer to the question's (offset 12), type A,
-        // class IN, TTL 60 s, 4 bytes of address.
-        answer.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
-        answer.extend_from_slice(&address.octets());
+    answer[3] = if known.is_none() { 0x83 } else { 0x80 };
+    answer[6..8].copy_from_slice(&(records.len() as u16).to_be_bytes());
+    let kind = if question.type_ == DnsQueryType::A { 1 } else { 28 };
+    for record in records {
+        // The name as a pointer to the question's (offset 12), type A or
+        // AAAA, class IN, TTL 60 s, the address's length and bytes.
+        answer.extend_from_slice(&[0xc0, 12, 0, kind, 0, 1, 0, 0, 0, 60, 0, record.len() as u8]);
+        answer.extend_from_slice(&record);
     }
     answer
 }
@@ -787,24 +808,39 @@ async fn tiny_dns_server(stack: Stack) {
 #[test]
 fn names_resolve_to_the_servers_answers() {
     let (server, client) = two_stacks(TcpConfig::DEFAULT);
-    client.set_dns_servers(&[SERVER_IP]);
-    let (one, two, trailing_dot) = run(async move {
+    client.set_dns_servers(&[IpAddr::V4(SERVER_IP)]);
+    let (one, two, trailing_dot, v6only, dual) = run(async move {
         let _dns = spawn(tiny_dns_server(server));
         (
             client.resolve("slides.atoll.test").await,
             client.resolve_all("two.atoll.test").await,
             client.resolve("slides.atoll.test.").await,
+            client.resolve_all("v6only.atoll.test").await,
+            client.resolve_all("dual.atoll.test").await,
         )
     });
-    assert_eq!(one, Ok(Ipv4Addr::new(10, 78, 0, 1)));
-    assert_eq!(two, Ok(vec![Ipv4Addr::new(10, 0, 0, 7), Ipv4Addr::new(10, 0, 0, 8)]));
+    assert_eq!(one, Ok(IpAddr::V4(Ipv4Addr::new(10, 78, 0, 1))));
+    assert_eq!(
+        two,
+        Ok(vec![
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+            IpAddr::V4(Ipv4Addr::new(10, 0, 0, 8))
+        ])
+    );
     assert_eq!(trailing_dot, one);
+    assert_eq!(v6only, Ok(vec![IpAddr::V6(DUAL_V6)]));
+    // Without a global IPv6 address the client could not reach the IPv6
+    // one: IPv4 first.
+    assert_eq!(
+        dual,
+        Ok(vec![IpAddr::V4(Ipv4Addr::new(10, 78, 0, 2)), IpAddr::V6(DUAL_V6)])
+    );
 }
 
 #[test]
 fn an_unknown_name_is_not_found_at_once() {
     let (server, client) = two_stacks(TcpConfig::DEFAULT);
-    client.set_dns_servers(&[SERVER_IP]);
+    client.set_dns_servers(&[IpAddr::V4(SERVER_IP)]);
     let (missing, took_ms) = run(async move {
         let _dns = spawn(tiny_dns_server(server));
         let start = atoll_rt::time::Instant::now();
@@ -828,15 +864,15 @@ fn without_servers_names_fail_and_literal_addresses_still_resolve() {
         )
     });
     assert_eq!(name, Err(DnsError::NoServers));
-    assert_eq!(literal, Ok(Ipv4Addr::new(10, 1, 2, 3)));
-    assert_eq!(all, Ok(vec![Ipv4Addr::new(192, 168, 0, 1)]));
+    assert_eq!(literal, Ok(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3))));
+    assert_eq!(all, Ok(vec![IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1))]));
     assert_eq!(invalid, Err(DnsError::InvalidName));
 }
 
 #[test]
 fn a_server_that_never_answers_times_out_and_the_next_query_still_works() {
     let (server, client) = two_stacks(TcpConfig::DEFAULT);
-    client.set_dns_servers(&[SERVER_IP]);
+    client.set_dns_servers(&[IpAddr::V4(SERVER_IP)]);
     let (silent, took, queries, later) = run(async move {
         // Takes the queries and answers none, until a while after the
         // resolver gave up.
@@ -860,8 +896,9 @@ fn a_server_that_never_answers_times_out_and_the_next_query_still_works() {
     });
     assert_eq!(silent, Err(DnsError::Timeout));
     assert_eq!(took, RESOLVE_TIMEOUT);
-    assert!(queries >= 2, "the query was sent {queries} times: no retransmission");
-    assert_eq!(later, Ok(Ipv4Addr::new(10, 78, 0, 1)));
+    // An A and an AAAA query, each sent again at least once.
+    assert!(queries >= 4, "the queries were sent {queries} times: no retransmission");
+    assert_eq!(later, Ok(IpAddr::V4(Ipv4Addr::new(10, 78, 0, 1))));
 }
 
 /// The half-open and ready connections of `stack`'s listener on `port`.
@@ -1001,4 +1038,148 @@ fn when_memory_is_short_syns_are_dropped_and_open_connections_still_work() {
         let late = timeout(Duration::from_secs(10), TcpStream::connect(&client, (SERVER_IP, 80))).await;
         assert!(matches!(late, Ok(Ok(_))), "{late:?}");
     });
+}
+
+/// A server stack (10.0.0.1, fd00::1) and a client stack (10.0.0.2,
+/// fd00::2) on one cable, both dual-stack.
+fn two_dual_stacks() -> (Stack, Stack) {
+    let (a, b) = pipe();
+    let ipv6 = |last: u16| Ipv6Config::Static {
+        address: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, last), 64),
+        gateway: None,
+    };
+    let server = Stack::dual_stack(a, mac(1), static_ip(SERVER_IP), ipv6(1), TcpConfig::DEFAULT);
+    let client = Stack::dual_stack(b, mac(2), static_ip(CLIENT_IP), ipv6(2), TcpConfig::DEFAULT);
+    (server, client)
+}
+
+#[test]
+fn one_listener_takes_ipv4_and_ipv6_clients() {
+    let (server, client) = two_dual_stacks();
+    let server_v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    let server_link_local = server.ipv6_cidrs()[0].address();
+    assert_eq!(server_link_local, Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0xff, 0xfe00, 1));
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let peers = run(async move {
+        let _served = spawn(async move {
+            loop {
+                let mut stream = listener.accept().await;
+                // Detached: each connection answers and closes by itself.
+                drop(spawn(async move {
+                    let peer = stream.peer_addr().unwrap();
+                    let reply = format!("hello {}", peer.addr);
+                    stream.write_all(reply.as_bytes()).await.unwrap();
+                    stream.close();
+                }));
+            }
+        });
+        let mut peers = Vec::new();
+        for remote in [
+            IpAddress::from(SERVER_IP),
+            IpAddress::from(server_v6),
+            IpAddress::from(server_link_local),
+        ] {
+            let mut stream = TcpStream::connect(&client, (remote, 80)).await.unwrap();
+            let reply = read_to_end(&mut stream).await.unwrap();
+            peers.push(alloc::string::String::from_utf8(reply).unwrap());
+        }
+        peers
+    });
+    assert_eq!(
+        peers,
+        [
+            "hello 10.0.0.2",
+            "hello fd00::2",
+            "hello fe80::ff:fe00:2", // link-local to link-local
+        ]
+    );
+}
+
+/// A router advertisement from fe80::1 (MAC 02:…:09) for `prefix`/64,
+/// autonomous, with DNS server `dns` (RDNSS), as radvd or dnsmasq send it.
+fn router_advert(prefix: Ipv6Addr, dns: Ipv6Addr) -> Vec<u8> {
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
+    };
+    let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+    let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    // Type 134, code 0, checksum, hop limit 64, flags 0, router lifetime
+    // 1800 s, reachable time and retransmit timer 0.
+    let mut message = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+    // Source link-layer address.
+    message.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 9]);
+    // Prefix information: /64, on-link and autonomous, valid 86400 s,
+    // preferred 14400 s.
+    message.extend_from_slice(&[3, 4, 64, 0xc0, 0, 1, 0x51, 0x80, 0, 0, 0x38, 0x40, 0, 0, 0, 0]);
+    message.extend_from_slice(&prefix.octets());
+    // RDNSS: lifetime 600 s, one server.
+    message.extend_from_slice(&[25, 3, 0, 0, 0, 0, 2, 0x58]);
+    message.extend_from_slice(&dns.octets());
+    Icmpv6Packet::new_unchecked(&mut message[..]).fill_checksum(&src, &dst);
+    let ip = Ipv6Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: message.len(),
+        hop_limit: 255,
+    };
+    let ethernet = EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 9]),
+        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+        ethertype: EthernetProtocol::Ipv6,
+    };
+    let mut frame = vec![0u8; ethernet.buffer_len() + ip.buffer_len() + message.len()];
+    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+    ethernet.emit(&mut eth);
+    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+    ip.emit(&mut packet);
+    packet.payload_mut().copy_from_slice(&message);
+    frame
+}
+
+#[test]
+fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
+    let (stack_end, wire) = pipe();
+    let stack = Stack::dual_stack(
+        stack_end,
+        mac(1),
+        Ipv4Config::Dhcp,
+        Ipv6Config::Slaac,
+        TcpConfig::DEFAULT,
+    );
+    let prefix = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0);
+    let dns = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x53);
+    let (solicited, address, gateway, servers) = run(async move {
+        // The stack solicits routers first (ICMPv6 type 133 to ff02::2).
+        let solicited = timeout(Duration::from_secs(10), async {
+            loop {
+                if let Some(frame) = wire.recv_frame() {
+                    if frame.len() > 54 && frame[12..14] == [0x86, 0xdd] && frame[54] == 133 {
+                        return frame[38..54] == Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 2).octets();
+                    }
+                }
+                sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        inject(&wire, &router_advert(prefix, dns)).await;
+        // Without an IPv4 lease, a global IPv6 address is what it waits for.
+        timeout(Duration::from_secs(10), stack.wait_addressed()).await.unwrap();
+        (
+            solicited,
+            stack.ipv6_global(),
+            stack.ipv6_gateway(),
+            stack.dns_servers(),
+        )
+    });
+    assert_eq!(solicited, Ok(true), "no router solicitation");
+    assert_eq!(
+        address,
+        Some(Ipv6Cidr::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0xff, 0xfe00, 1),
+            64
+        ))
+    );
+    assert_eq!(gateway, Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)));
+    assert_eq!(servers, [IpAddr::V6(dns)]);
 }

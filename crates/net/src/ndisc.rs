@@ -1,0 +1,187 @@
+//! What smoltcp's SLAAC leaves in a router advertisement: the DNS servers
+//! of its RDNSS option (RFC 8106).
+//!
+//! smoltcp takes the prefixes and the default router from an advertisement
+//! but parses no RDNSS option, so the stack looks at each received frame
+//! before smoltcp does ([`crate::stack`]) and takes the servers from a
+//! valid advertisement: ICMPv6 type 134 straight after the IPv6 header (no
+//! extension headers), hop limit 255 and a link-local source (RFC 4861's
+//! checks that it came from the link), and a correct checksum. Every length
+//! is checked against the frame; anything malformed is ignored here and
+//! judged by smoltcp.
+//!
+//! Left out: the advertisement's MTU option (the device's MTU stays, as
+//! smoltcp sets one per device), DNS search lists (DNSSL; names are asked
+//! as written), and expiring servers when their lifetime ends (a new
+//! advertisement replaces them; a lifetime of 0 removes them).
+
+use core::net::Ipv6Addr;
+
+use alloc::vec::Vec;
+use smoltcp::wire::{EthernetFrame, EthernetProtocol, Icmpv6Packet, IpProtocol, Ipv6Packet};
+
+use crate::config::MAX_DNS_SERVERS;
+
+/// ICMPv6 router advertisement.
+const ROUTER_ADVERT: u8 = 134;
+/// Bytes of an advertisement before its options: type, code, checksum,
+/// hop limit, flags, router lifetime, reachable time, retransmit timer.
+const ADVERT_HEADER: usize = 16;
+/// Option type of Recursive DNS Server.
+const RDNSS: u8 = 25;
+
+/// The DNS servers of the RDNSS options of `frame`, if it is a valid router
+/// advertisement that has any (an empty list if their lifetime is 0: the
+/// router withdraws them).
+pub(crate) fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    if ethernet.ethertype() != EthernetProtocol::Ipv6 {
+        return None;
+    }
+    let ip = Ipv6Packet::new_checked(ethernet.payload()).ok()?;
+    let (src, dst) = (ip.src_addr(), ip.dst_addr());
+    if ip.next_header() != IpProtocol::Icmpv6 || ip.hop_limit() != 255 || !src.is_unicast_link_local() {
+        return None;
+    }
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+    let message = ip.payload();
+    if message.first() != Some(&ROUTER_ADVERT) || message.len() < ADVERT_HEADER || !icmp.verify_checksum(&src, &dst) {
+        return None;
+    }
+    let mut options = &message[ADVERT_HEADER..];
+    let mut servers = Vec::new();
+    let mut found = false;
+    while let [kind, units, ..] = *options {
+        let len = usize::from(units) * 8;
+        if len == 0 || len > options.len() {
+            // RFC 4861: a zero-length option means the whole is invalid.
+            return None;
+        }
+        let (option, rest) = options.split_at(len);
+        options = rest;
+        // Type, length, 2 reserved bytes, a 4-byte lifetime, then at least
+        // one address.
+        if kind != RDNSS || len < 24 {
+            continue;
+        }
+        found = true;
+        let lifetime = u32::from_be_bytes([option[4], option[5], option[6], option[7]]);
+        if lifetime == 0 {
+            continue;
+        }
+        for address in option[8..].chunks_exact(16) {
+            let address = Ipv6Addr::from(<[u8; 16]>::try_from(address).ok()?);
+            if !(address.is_unspecified() || address.is_loopback() || address.is_multicast())
+                && servers.len() < MAX_DNS_SERVERS
+                && !servers.contains(&address)
+            {
+                servers.push(address);
+            }
+        }
+    }
+    found.then_some(servers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv6Repr};
+
+    /// An Ethernet frame with a router advertisement from fe80::1 carrying
+    /// `options` (their checksum right, unless `corrupt`).
+    fn advert(options: &[u8], hop_limit: u8, corrupt: bool) -> Vec<u8> {
+        let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+        let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        let mut message = alloc::vec![ROUTER_ADVERT, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
+        message.extend_from_slice(options);
+        let mut icmp = Icmpv6Packet::new_unchecked(&mut message[..]);
+        icmp.fill_checksum(&src, &dst);
+        if corrupt {
+            message[2] ^= 1;
+        }
+        let ip = Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Icmpv6,
+            payload_len: message.len(),
+            hop_limit,
+        };
+        let ethernet = EthernetRepr {
+            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv6,
+        };
+        let mut frame = alloc::vec![0u8; ethernet.buffer_len() + ip.buffer_len() + message.len()];
+        let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
+        ethernet.emit(&mut eth);
+        let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
+        ip.emit(&mut packet);
+        packet.payload_mut().copy_from_slice(&message);
+        frame
+    }
+
+    /// An RDNSS option with `lifetime` and `servers`.
+    fn rdnss(lifetime: u32, servers: &[Ipv6Addr]) -> Vec<u8> {
+        let mut option = alloc::vec![RDNSS, (1 + 2 * servers.len()) as u8, 0, 0];
+        option.extend_from_slice(&lifetime.to_be_bytes());
+        for server in servers {
+            option.extend_from_slice(&server.octets());
+        }
+        option
+    }
+
+    fn addr(text: &str) -> Ipv6Addr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn servers_from_a_router_advertisement() {
+        // A source link-layer address option first, then RDNSS.
+        let mut options = alloc::vec![1, 1, 2, 0, 0, 0, 0, 2];
+        options.extend(rdnss(600, &[addr("fd00::53"), addr("fd00::54")]));
+        assert_eq!(
+            rdnss_servers(&advert(&options, 255, false)),
+            Some(alloc::vec![addr("fd00::53"), addr("fd00::54")])
+        );
+        assert_eq!(
+            rdnss_servers(&advert(&rdnss(0, &[addr("fd00::53")]), 255, false)),
+            Some(Vec::new())
+        );
+        assert_eq!(
+            rdnss_servers(&advert(&[1, 1, 2, 0, 0, 0, 0, 2], 255, false)),
+            None,
+            "no RDNSS"
+        );
+    }
+
+    #[test]
+    fn invalid_advertisements_are_ignored() {
+        let options = rdnss(600, &[addr("fd00::53")]);
+        assert_eq!(rdnss_servers(&advert(&options, 64, false)), None, "hop limit");
+        assert_eq!(rdnss_servers(&advert(&options, 255, true)), None, "checksum");
+        let mut zero_length = options.clone();
+        zero_length.extend_from_slice(&[3, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            rdnss_servers(&advert(&zero_length, 255, false)),
+            None,
+            "zero-length option"
+        );
+        let frame = advert(&options, 255, false);
+        for cut in 0..frame.len() {
+            assert_eq!(rdnss_servers(&frame[..cut]), None, "cut at {cut}");
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut noise = frame.clone();
+            for _ in 0..4 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let at = (seed as usize) % noise.len();
+                noise[at] = (seed >> 32) as u8;
+            }
+            // Whatever it says, it does not panic.
+            let _ = rdnss_servers(&noise);
+        }
+    }
+}

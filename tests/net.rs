@@ -34,6 +34,16 @@ pub const STATIC_IPV4_ARGS: [&str; 2] = ["--ipv4=10.77.0.2/24", "--ipv4-gateway=
 /// The TAP device [`Namespace::with_tap`] creates.
 pub const TAP: &str = "tap0";
 
+/// The host side's IPv6 address on [`TAP`], in
+/// [`Namespace::with_dual_stack_tap`]'s `fd00:77::/64`.
+pub const HOST_ADDR6: &str = "fd00:77::1";
+
+/// The guest's static IPv6 address in the tests.
+pub const GUEST_ADDR6: &str = "fd00:77::2";
+
+/// The guest's static IPv6 configuration in the tests.
+pub const STATIC_IPV6_ARGS: [&str; 2] = ["--ipv6=fd00:77::2/64", "--ipv6-gateway=fd00:77::1"];
+
 /// A network namespace of the test's own, deleted when dropped.
 #[derive(Debug)]
 pub struct Namespace {
@@ -60,6 +70,23 @@ impl Namespace {
     pub fn with_tap() -> Namespace {
         let ns = Namespace::create();
         ns.add_tap(TAP, &format!("{HOST_ADDR}/24"));
+        ns
+    }
+
+    /// [`Namespace::with_tap`] with [`HOST_ADDR6`]`/64` on the TAP device
+    /// too, as a router's side of a link is set up: without duplicate
+    /// address detection (the TAP device gets its link-local address, which
+    /// router advertisements come from, only when a guest opens it, and
+    /// must not hold it back for a second then) and not configuring itself
+    /// from the advertisements a test's dnsmasq sends on it.
+    pub fn with_dual_stack_tap() -> Namespace {
+        let ns = Namespace::with_tap();
+        let sysctl = format!(
+            "echo 0 > /proc/sys/net/ipv6/conf/{TAP}/accept_dad && echo 0 > /proc/sys/net/ipv6/conf/{TAP}/accept_ra"
+        );
+        let out = ns.run("sh", ["-c", &sysctl]);
+        assert_eq!(out.status, Some(0), "{sysctl}: {}", out.stderr);
+        ns.ip(&["-6", "addr", "add", &format!("{HOST_ADDR6}/64"), "dev", TAP, "nodad"]);
         ns
     }
 
@@ -453,26 +480,33 @@ pub fn namespaces() -> Vec<String> {
 /// not exist, and nothing is forwarded. With `dhcp_range` it also leases
 /// addresses and names itself as the DNS server. Logs every query.
 pub fn dnsmasq(ns: &Namespace, state_dir: &Path, slides_addr: &str, dhcp_range: Option<&str>) -> Background {
+    let mut extra = vec![format!("--address=/slides.atoll.test/{slides_addr}")];
+    let ready = match dhcp_range {
+        Some(range) => {
+            extra.push(format!("--dhcp-range={range}"));
+            "DHCP, IP range"
+        }
+        None => "started, version",
+    };
+    dnsmasq_with(ns, state_dir, &extra, ready)
+}
+
+/// Starts dnsmasq on [`TAP`] in `ns` as [`dnsmasq`] does, with `extra`
+/// options (addresses, ranges, `--enable-ra`), once it has logged a line
+/// containing `ready`.
+pub fn dnsmasq_with(ns: &Namespace, state_dir: &Path, extra: &[String], ready: &str) -> Background {
     let mut command = ns.command("dnsmasq");
     command
         .args(["--no-daemon", "--conf-file=/dev/null", "--bind-interfaces"])
         .arg(format!("--interface={TAP}"))
         .args(["--except-interface=lo", "--no-resolv", "--no-hosts", "--log-queries"])
         .arg("--local=/atoll.test/")
-        .arg(format!("--address=/slides.atoll.test/{slides_addr}"))
         .arg(format!("--dhcp-leasefile={}", state_dir.join("leases").display()))
         .arg(format!("--pid-file={}", state_dir.join("pid").display()))
-        .arg("--user=root");
-    if let Some(range) = dhcp_range {
-        command.arg(format!("--dhcp-range={range}"));
-    }
+        .arg("--user=root")
+        .args(extra);
     let dnsmasq = Background::spawn(command);
     // Its sockets are bound before it says it started.
-    let ready = if dhcp_range.is_some() {
-        "DHCP, IP range"
-    } else {
-        "started, version"
-    };
     dnsmasq.wait_for_line(Duration::from_secs(10), |l| l.contains(ready).then_some(()));
     dnsmasq
 }

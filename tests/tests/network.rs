@@ -366,7 +366,8 @@ both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platfor
     let mut atoll = Background::spawn(command);
     let namespace = atoll.wait_for_line(Duration::from_secs(60), |l| {
         let rest = l.strip_prefix(&format!(
-            "atoll: serving on http://127.0.0.1:{port}/ (guest 10.77.0.2 in network namespace "
+            "atoll: serving on http://127.0.0.1:{port}/ and http://[::1]:{port}/ (guest 10.77.0.2 and fd00:77::2 \
+             in network namespace "
         ))?;
         Some(rest.split(';').next()?.to_owned())
     });
@@ -384,6 +385,13 @@ both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platfor
         curl
     });
     assert_eq!(out.stdout, "ok\n", "curl: {}", out.stderr);
+    // [::1] reaches the guest over IPv6.
+    let out = atoll_tests::run({
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--max-time", "10", &format!("http://[::1]:{port}/healthz")]);
+        curl
+    });
+    assert_eq!(out.stdout, "ok\n", "curl over IPv6: {}", out.stderr);
     assert!(!atoll.has_exited());
 
     let out = atoll.stop_with(nix::sys::signal::Signal::SIGINT);
@@ -408,7 +416,8 @@ both_platforms!(atoll_run_publishes_two_ports, |platform| {
     for port in ports {
         atoll.wait_for_line(Duration::from_secs(60), |l| {
             l.starts_with(&format!(
-                "atoll: serving on http://127.0.0.1:{port}/ (guest 10.77.0.2 in network namespace "
+                "atoll: serving on http://127.0.0.1:{port}/ and http://[::1]:{port}/ (guest 10.77.0.2 and \
+                 fd00:77::2 in network namespace "
             ))
             .then_some(())
         });

@@ -1,12 +1,13 @@
 //! Resolves the host names given as boot arguments with `atoll::net`'s DNS
-//! resolver (`Stack::resolve_all`: A records) and prints one line per name:
+//! resolver (`Stack::resolve_all`: A and AAAA records) and prints one line
+//! per name:
 //!
 //! ```text
-//! example.com: 93.184.215.14
+//! example.com: 93.184.215.14 2606:2800:21f:cb07:6820:80da:af6b:8b2c
 //! missing.example: name not found
 //! ```
 //!
-//! A literal IPv4 address stands for itself (no query). The exit status is
+//! A literal IPv4 or IPv6 address stands for itself (no query). The exit status is
 //! 0 if every name resolved, 1 if one did not, 2 without any name.
 //!
 //! The DNS server comes from `--dns=ADDRESS` or from the DHCP lease; the

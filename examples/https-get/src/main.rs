@@ -73,21 +73,19 @@ async fn fetch(host: &str, port: u16, path: &str) -> Result<(), String> {
     let config = ClientConfig::new(&roots, &[b"http/1.1"]).map_err(|error| format!("{error}"))?;
     let stack = Stack::new("service").map_err(|error| format!("{error}"))?;
     let address = stack.resolve(host).await.map_err(|error| format!("{host}: {error}"))?;
+    // `[fd00::1]:80` for IPv6, `10.0.0.1:80` for IPv4.
+    let peer = core::net::SocketAddr::new(address, port);
     let tcp = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&stack, (address, port))).await {
         Ok(Ok(tcp)) => tcp,
-        Ok(Err(error)) => return Err(format!("cannot connect to {address}:{port}: {error}")),
-        Err(_) => {
-            return Err(format!(
-                "cannot connect to {address}:{port}: no answer in {CONNECT_TIMEOUT:?}"
-            ))
-        }
+        Ok(Err(error)) => return Err(format!("cannot connect to {peer}: {error}")),
+        Err(_) => return Err(format!("cannot connect to {peer}: no answer in {CONNECT_TIMEOUT:?}")),
     };
     let mut tls = match timeout(HANDSHAKE_TIMEOUT, atoll::tls::connect(tcp, &config, host)).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(error)) => return Err(format!("TLS with {host} ({address}:{port}): {error}")),
+        Ok(Err(error)) => return Err(format!("TLS with {host} ({peer}): {error}")),
         Err(_) => {
             return Err(format!(
-                "TLS with {host} ({address}:{port}): no handshake in {HANDSHAKE_TIMEOUT:?}"
+                "TLS with {host} ({peer}): no handshake in {HANDSHAKE_TIMEOUT:?}"
             ))
         }
     };

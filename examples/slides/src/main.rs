@@ -147,6 +147,15 @@ async fn main() -> Result<(), Error> {
     let plain = TcpListener::bind(&stack, HTTP_PORT).map_err(StackError::from)?;
     info!("serving {} slides", site::SLIDE_COUNT);
     let talk = Rc::new(Talk::new());
+    // An IPv6 address may come later (a router's advertisement): say so
+    // when it does. The listeners take both families.
+    let ipv6_stack = stack.clone();
+    let ipv6_scheme = if tls.is_some() { "https" } else { "http" };
+    let ipv6_port = if tls.is_some() { HTTPS_PORT } else { HTTP_PORT };
+    drop(atoll::task::spawn(async move {
+        let ipv6 = ipv6_stack.wait_ipv6_global().await.address();
+        atoll::println!("listening on {ipv6_scheme}://[{ipv6}]:{ipv6_port}/");
+    }));
     let Some(config) = tls else {
         atoll::println!("listening on http://{address}:{HTTP_PORT}/");
         Server::new(talk)

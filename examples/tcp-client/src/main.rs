@@ -1,5 +1,5 @@
 //! An outbound TCP client: connects to HOST PORT (boot arguments; HOST a
-//! name, resolved with DNS, or an IPv4 address), sends one HTTP/1.0 request
+//! name, resolved with DNS, or an IPv4 or IPv6 address), sends one HTTP/1.0 request
 //! line, `GET PATH HTTP/1.0` (PATH is the optional third argument, `/` by
 //! default) with a `Host` header, and prints what the server answers until
 //! it closes the connection (without carriage returns, which the console
@@ -68,19 +68,17 @@ async fn main() -> u8 {
 async fn fetch(host: &str, port: u16, path: &str) -> Result<(), String> {
     let stack = Stack::new("service").map_err(|error| format!("{error}"))?;
     let address = stack.resolve(host).await.map_err(|error| format!("{host}: {error}"))?;
+    // `[fd00::1]:80` for IPv6, `10.0.0.1:80` for IPv4.
+    let peer = core::net::SocketAddr::new(address, port);
     let mut stream = match timeout(CONNECT_TIMEOUT, TcpStream::connect(&stack, (address, port))).await {
         Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => return Err(format!("cannot connect to {address}:{port}: {error}")),
-        Err(_) => {
-            return Err(format!(
-                "cannot connect to {address}:{port}: no answer in {CONNECT_TIMEOUT:?}"
-            ))
-        }
+        Ok(Err(error)) => return Err(format!("cannot connect to {peer}: {error}")),
+        Err(_) => return Err(format!("cannot connect to {peer}: no answer in {CONNECT_TIMEOUT:?}")),
     };
     match timeout(ANSWER_TIMEOUT, exchange(&mut stream, host, path)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("{address}:{port}: {error}")),
-        Err(_) => Err(format!("{address}:{port}: no end of the answer in {ANSWER_TIMEOUT:?}")),
+        Ok(Err(error)) => Err(format!("{peer}: {error}")),
+        Err(_) => Err(format!("{peer}: no end of the answer in {ANSWER_TIMEOUT:?}")),
     }
 }
 

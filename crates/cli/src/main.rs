@@ -239,8 +239,17 @@ impl Forward {
     /// The URL a browser opens for it: `https` for guest port 443 (where
     /// the slides demo serves TLS), else `http`.
     pub fn url(&self) -> String {
+        self.url_at(std::net::SocketAddr::from((
+            std::net::Ipv4Addr::LOCALHOST,
+            self.host_port,
+        )))
+    }
+
+    /// The URL of the guest's port as published at `host` (`[::1]:8080`
+    /// shows as `http://[::1]:8080/`).
+    pub fn url_at(&self, host: std::net::SocketAddr) -> String {
         let scheme = if self.guest_port == 443 { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}/", self.host_port)
+        format!("{scheme}://{host}/")
     }
 }
 

@@ -2,11 +2,13 @@
 //! line leaves unattached.
 //!
 //! The guest gets a network namespace of its own, `atoll-PID`, holding TAP
-//! device [`TAP`] (the host side is [`HOST_CIDR`], the guest
-//! [`GUEST_ADDR`]). The tender (or the unix executable, or the VMM) runs
-//! inside it as a child (`ip netns exec`), and [`crate::forward`] publishes
-//! the guest's ports on the host's loopback, one listener each (`--publish`,
-//! repeatable). Nothing touches the host's own interfaces, routes or
+//! device [`TAP`] (the host side is [`HOST_CIDR`] and [`HOST_CIDR6`], the
+//! guest [`GUEST_ADDR`] and [`GUEST_ADDR6`]). The tender (or the unix
+//! executable, or the VMM) runs inside it as a child (`ip netns exec`), and
+//! [`crate::forward`] publishes the guest's ports on the host's loopback,
+//! IPv4 and IPv6, one listener each (`--publish`, repeatable): 127.0.0.1
+//! to the guest's IPv4 address, `[::1]` to its IPv6 address, so both
+//! families are tried end to end. Nothing touches the host's own interfaces, routes or
 //! firewall, and the namespace (with its TAP device) is deleted however the
 //! run ends: normally, by a signal forwarded to the unikernel, or on an
 //! error. Killed with SIGKILL, `atoll run` takes its child along (the
@@ -14,11 +16,12 @@
 //! the next `atoll run` that sets up a network ([`remove_stale_namespaces`]).
 //!
 //! Not here: a bridge or NAT to the outside world (the guest can reach only
-//! the host side of its TAP), more than one automatic device, IPv6.
+//! the host side of its TAP), more than one automatic device, router
+//! advertisements (the guest's IPv6 address is static).
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +40,17 @@ pub const TAP: &str = "atoll0";
 pub const HOST_CIDR: &str = "10.77.0.1/24";
 /// The guest's address, given to it as a boot argument.
 pub const GUEST_ADDR: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
-/// The guest's boot arguments that configure its address.
-pub const GUEST_ARGS: [&str; 2] = ["--ipv4=10.77.0.2/24", "--ipv4-gateway=10.77.0.1"];
+/// The host side's IPv6 address on the TAP device.
+pub const HOST_CIDR6: &str = "fd00:77::1/64";
+/// The guest's IPv6 address, given to it as a boot argument.
+pub const GUEST_ADDR6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+/// The guest's boot arguments that configure its addresses.
+pub const GUEST_ARGS: [&str; 4] = [
+    "--ipv4=10.77.0.2/24",
+    "--ipv4-gateway=10.77.0.1",
+    "--ipv6=fd00:77::2/64",
+    "--ipv6-gateway=fd00:77::1",
+];
 
 /// A network namespace, deleted (with the devices in it) when dropped.
 #[derive(Debug)]
@@ -67,10 +79,13 @@ impl Namespace {
         ip(&all)
     }
 
-    /// Creates TAP device `tap` in the namespace with address `cidr`, up.
-    pub fn add_tap(&self, tap: &str, cidr: &str) -> Result<(), CliError> {
+    /// Creates TAP device `tap` in the namespace with addresses `cidr` and
+    /// `cidr6`, up. The IPv6 address skips duplicate address detection:
+    /// the namespace is new, and the address must work at once.
+    pub fn add_tap(&self, tap: &str, cidr: &str, cidr6: &str) -> Result<(), CliError> {
         self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"])?;
         self.ip(&["addr", "add", cidr, "dev", tap])?;
+        self.ip(&["-6", "addr", "add", cidr6, "dev", tap, "nodad"])?;
         self.ip(&["link", "set", tap, "up"])
     }
 
@@ -202,10 +217,14 @@ pub fn start_tender<'a>(launch: &'a Launch, args: &'a RunArgs, device: &'a str) 
 /// ports ([`crate::forwards`]) and waits. Returns the exit status
 /// [`Running::finish`] gives.
 pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, CliError> {
-    if let Some(own) = args.args.iter().find(|a| a.to_string_lossy().starts_with("--ipv4")) {
+    let own_address = |a: &&OsString| {
+        let a = a.to_string_lossy();
+        a.starts_with("--ipv4") || a.starts_with("--ipv6")
+    };
+    if let Some(own) = args.args.iter().find(own_address) {
         return Err(format!(
-            "`{}`: `atoll run` gives the guest {GUEST_ADDR} itself; to choose the address, attach a TAP \
-             device you set up with --net:{device}=TAP",
+            "`{}`: `atoll run` gives the guest {GUEST_ADDR} and {GUEST_ADDR6} itself; to choose the addresses, \
+             attach a TAP device you set up with --net:{device}=TAP",
             own.to_string_lossy()
         )
         .into());
@@ -226,7 +245,7 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
     let listeners = listen(&crate::forwards(&args.publish)?)?;
 
     let namespace = Namespace::create(&namespace_name())?;
-    namespace.add_tap(TAP, HOST_CIDR)?;
+    namespace.add_tap(TAP, HOST_CIDR, HOST_CIDR6)?;
     let netns = Arc::new(namespace.open()?);
     if let Some(signal) = signals.pending().find(|s| child::STOP_SIGNALS.contains(s)) {
         return Ok(128 + signal as u8);
@@ -238,31 +257,44 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
     let ended = Arc::new(AtomicBool::new(false));
     if listeners.is_empty() {
         eprintln!(
-            "atoll: guest {GUEST_ADDR} in network namespace {} (nothing published; Ctrl-C stops it)",
+            "atoll: guest {GUEST_ADDR} and {GUEST_ADDR6} in network namespace {} (nothing published; Ctrl-C stops it)",
             namespace.name()
         );
     }
-    for (forward, listener) in listeners {
-        let guest = SocketAddr::from((GUEST_ADDR, forward.guest_port));
-        let forward_netns = Arc::clone(&netns);
-        let connect = move || {
-            enter(&forward_netns)?;
-            forward::connect_with_retry(forward::CONNECT_RETRY, || {
-                TcpStream::connect_timeout(&guest, Duration::from_secs(3))
-            })
-        };
-        if let Err(e) = forward::spawn(listener, Arc::new(connect), forward::MAX_CONNECTIONS) {
-            let _ = running.child().kill();
-            let _ = running.child().wait();
-            return Err(format!("cannot start forwarding 127.0.0.1:{}: {e}", forward.host_port).into());
+    for (forward, listeners) in listeners {
+        let mut urls = Vec::new();
+        for listener in listeners {
+            let host = listener
+                .local_addr()
+                .map_err(|e| CliError(format!("cannot start forwarding: {e}")))?;
+            // Each family to the same family: [::1] reaches the guest over
+            // IPv6.
+            let guest = match host {
+                SocketAddr::V4(_) => SocketAddr::from((GUEST_ADDR, forward.guest_port)),
+                SocketAddr::V6(_) => SocketAddr::from((GUEST_ADDR6, forward.guest_port)),
+            };
+            let forward_netns = Arc::clone(&netns);
+            let connect = move || {
+                enter(&forward_netns)?;
+                forward::connect_with_retry(forward::CONNECT_RETRY, || {
+                    TcpStream::connect_timeout(&guest, Duration::from_secs(3))
+                })
+            };
+            if let Err(e) = forward::spawn(listener, Arc::new(connect), forward::MAX_CONNECTIONS) {
+                let _ = running.child().kill();
+                let _ = running.child().wait();
+                return Err(format!("cannot start forwarding {host}: {e}").into());
+            }
+            urls.push(forward.url_at(host));
         }
         // One line per port, each once its own port answers: a guest may
         // open its ports one after another (or not all of them).
         let announcement = format!(
-            "atoll: serving on {} (guest {GUEST_ADDR} in network namespace {}; Ctrl-C stops it)",
-            forward.url(),
+            "atoll: serving on {} (guest {GUEST_ADDR} and {GUEST_ADDR6} in network namespace {}; Ctrl-C stops it)",
+            urls.join(" and "),
             namespace.name()
         );
+        let guest = SocketAddr::from((GUEST_ADDR, forward.guest_port));
         announce_when_listening(announcement, Arc::clone(&netns), guest, Arc::clone(&ended));
     }
 
@@ -272,20 +304,26 @@ pub fn serve(args: &RunArgs, device: &str, start: Box<Start<'_>>) -> Result<u8, 
     status
 }
 
-/// Listens on 127.0.0.1 at each of `forwards`' host ports; the first that
-/// cannot be bound is the error, naming its port.
-fn listen(forwards: &[Forward]) -> Result<Vec<(Forward, TcpListener)>, CliError> {
+/// Listens on 127.0.0.1 and `[::1]` at each of `forwards`' host ports;
+/// the first that cannot be bound on 127.0.0.1 is the error, naming its
+/// port. A host without IPv6 on its loopback gets the IPv4 listener alone.
+fn listen(forwards: &[Forward]) -> Result<Vec<(Forward, Vec<TcpListener>)>, CliError> {
     forwards
         .iter()
         .map(|&forward| {
-            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, forward.host_port)).map_err(|e| {
+            let ipv4 = TcpListener::bind((Ipv4Addr::LOCALHOST, forward.host_port)).map_err(|e| {
                 format!(
                     "cannot listen on 127.0.0.1:{}: {e}; publish another port with --publish PORT:{}, \
                      or none with --publish none",
                     forward.host_port, forward.guest_port
                 )
             })?;
-            Ok((forward, listener))
+            let mut listeners = vec![ipv4];
+            match TcpListener::bind((Ipv6Addr::LOCALHOST, forward.host_port)) {
+                Ok(ipv6) => listeners.push(ipv6),
+                Err(e) => eprintln!("atoll: not forwarding [::1]:{} (IPv4 only): {e}", forward.host_port),
+            }
+            Ok((forward, listeners))
         })
         .collect()
 }
@@ -362,11 +400,15 @@ mod tests {
         ];
         let listeners = listen(&forwards).unwrap();
         assert_eq!(listeners.len(), 2);
-        for ((forward, listener), wanted) in listeners.iter().zip(&forwards) {
+        for ((forward, listeners), wanted) in listeners.iter().zip(&forwards) {
             assert_eq!(forward, wanted);
+            let addresses: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
             assert_eq!(
-                listener.local_addr().unwrap(),
-                SocketAddr::from((Ipv4Addr::LOCALHOST, wanted.host_port))
+                addresses,
+                [
+                    SocketAddr::from((Ipv4Addr::LOCALHOST, wanted.host_port)),
+                    SocketAddr::from((Ipv6Addr::LOCALHOST, wanted.host_port))
+                ]
             );
         }
         assert!(listen(&[]).unwrap().is_empty());
@@ -402,5 +444,8 @@ mod tests {
         assert_eq!(GUEST_ARGS[0], format!("--ipv4={GUEST_ADDR}/24"));
         let host = HOST_CIDR.split('/').next().unwrap();
         assert_eq!(GUEST_ARGS[1], format!("--ipv4-gateway={host}"));
+        assert_eq!(GUEST_ARGS[2], format!("--ipv6={GUEST_ADDR6}/64"));
+        let host6 = HOST_CIDR6.split('/').next().unwrap();
+        assert_eq!(GUEST_ARGS[3], format!("--ipv6-gateway={host6}"));
     }
 }

@@ -180,10 +180,12 @@ pub fn run(args: &RunArgs, kernel: &Path) -> Result<u8, CliError> {
             };
             println!(
                 "# net device '{device}': `atoll run` first makes network namespace {netns} with TAP device {} \
-                 ({}; guest {}), and {publish}",
+                 ({} and {}; guest {} and {}), and {publish}",
                 network::TAP,
                 network::HOST_CIDR,
-                network::GUEST_ADDR
+                network::HOST_CIDR6,
+                network::GUEST_ADDR,
+                network::GUEST_ADDR6
             );
         }
         print!("{}", vmm::shell_script(&command));

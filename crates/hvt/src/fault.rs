@@ -9,8 +9,18 @@
 //! each frame on the frame-pointer chain, from the kernel's symbol table
 //! (Atoll builds guests with frame pointers). The text is written by
 //! `atoll_host::fault`, so the unix platform's reports read the same.
+//!
+//! With `--dumpcore=DIR` a fault or a panic also leaves an ELF core file
+//! ([`Cores::dump`], written by `atoll_host::coredump`) with the registers
+//! at the faulting instruction (or at the panic's abort hypercall) and the
+//! memory the guest can reach from ring 3: its code, data, heap, stack,
+//! boot info and console, at their addresses (guest memory is identity-
+//! mapped). The tender's own structures (GDT, IDT, TSS, page tables,
+//! exception stubs and stack) are left out; so are the floating-point
+//! registers.
 
 use atoll_abi::layout::EXCEPTION_STACK_TOP;
+use atoll_host::coredump::{self, CoreDir, Process, Registers, Segment};
 use atoll_host::fault::{has_error_code, write_report, Fault, Symbols, PAGE_FAULT};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -63,6 +73,80 @@ impl FaultState {
             fs_base: sregs.fs.base,
             gs_base: sregs.gs.base,
         })
+    }
+}
+
+/// Where `--dumpcore` puts core files, and what it names them after.
+pub struct Cores {
+    pub dir: CoreDir,
+    /// The kernel's file name.
+    pub kernel_name: String,
+    /// The tender's process id, read before the sandbox.
+    pub pid: u32,
+}
+
+impl Cores {
+    /// Writes a core of the guest, dying of `signal` with `regs`, and
+    /// returns the report's line about it.
+    pub fn dump(&self, regs: &Registers, signal: u16, mem: &GuestMemory) -> String {
+        // What ring 3 can reach: the same test as the page tables'.
+        let segments: Vec<Segment> = mem
+            .map
+            .regions()
+            .iter()
+            .filter(|r| r.perm.user)
+            .map(|r| Segment {
+                start: r.start,
+                end: r.end,
+                write: r.perm.write,
+                exec: r.perm.exec,
+            })
+            .collect();
+        let process = Process {
+            pid: self.pid as i32,
+            name: &self.kernel_name,
+            signal,
+            auxv: &[],
+        };
+        let result = coredump::dump(&self.dir, &process, regs, &segments, |addr, buf| mem.read(addr, buf));
+        coredump::report_line(&result, &self.dir)
+    }
+
+    /// [`Cores::dump`] for a CPU exception: the registers at the faulting
+    /// instruction.
+    pub fn dump_fault(&self, state: &FaultState, mem: &GuestMemory) -> String {
+        let regs = registers(&state.regs, state.fs_base, state.gs_base);
+        self.dump(&regs, coredump::signal_for_vector(state.vector), mem)
+    }
+}
+
+/// The core file's registers from KVM's. The guest's code always runs in
+/// ring 3, with the user selectors, wherever a core is taken (a fault's
+/// instruction, a hypercall's `out`).
+pub fn registers(regs: &kvm_regs, fs_base: u64, gs_base: u64) -> Registers {
+    Registers {
+        rax: regs.rax,
+        rbx: regs.rbx,
+        rcx: regs.rcx,
+        rdx: regs.rdx,
+        rsi: regs.rsi,
+        rdi: regs.rdi,
+        rbp: regs.rbp,
+        rsp: regs.rsp,
+        r8: regs.r8,
+        r9: regs.r9,
+        r10: regs.r10,
+        r11: regs.r11,
+        r12: regs.r12,
+        r13: regs.r13,
+        r14: regs.r14,
+        r15: regs.r15,
+        rip: regs.rip,
+        rflags: regs.rflags,
+        cs: u64::from(crate::x86::USER_CS),
+        ss: u64::from(crate::x86::USER_DS),
+        fs_base,
+        gs_base,
     }
 }
 

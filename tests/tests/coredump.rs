@@ -1,0 +1,137 @@
+//! `--dumpcore=DIR`: a guest that faults or panics leaves an ELF core file
+//! in DIR, the report names it, and `gdb KERNEL CORE` shows where it
+//! happened with function names and source lines. A DIR that is not a
+//! writable directory is a one-line error before the guest runs.
+//!
+//! The guest is a debug build (DWARF for gdb's source lines), built once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use atoll_tests::{atoll, hvt, repo_root, run, Outcome};
+
+const MISBEHAVE: &str = "tests/guests/misbehave";
+const GUEST_FAILED: i32 = 254;
+const TENDER_ERROR: i32 = 255;
+
+/// The debug hvt build of the misbehaving guest.
+fn debug_kernel() -> &'static Path {
+    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
+    KERNEL.get_or_init(|| {
+        let out = atoll(["build", "--target", "hvt", MISBEHAVE], repo_root());
+        assert_eq!(out.status, Some(0), "atoll build failed: {}", out.stderr);
+        PathBuf::from(out.stdout.lines().last().unwrap_or_default())
+    })
+}
+
+/// Runs the guest in `mode` with `--dumpcore` into a new directory, and
+/// returns the outcome and the core file the report names.
+fn crash(mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let option = format!("--dumpcore={}", dir.path().display());
+    let kernel = debug_kernel();
+    let out = hvt([option.as_str(), kernel.to_str().unwrap(), "--", mode]);
+    assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: stderr: {}", out.stderr);
+    let core = out
+        .stderr
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("core dumped to "))
+        .unwrap_or_else(|| panic!("{mode}: the report names no core: {}", out.stderr));
+    let core = PathBuf::from(core);
+    assert!(core.starts_with(dir.path().canonicalize().unwrap()), "{core:?}");
+    assert!(core.is_file(), "{core:?} is not a file");
+    (out, core, dir)
+}
+
+/// `gdb -batch KERNEL CORE -ex bt -ex 'info registers rip'`.
+fn gdb(core: &Path) -> String {
+    let mut command = Command::new("gdb");
+    command
+        .args(["-batch", "-nx"])
+        .arg(debug_kernel())
+        .arg(core)
+        .args(["-ex", "bt", "-ex", "info registers rip"]);
+    let out = run(command);
+    assert_eq!(out.status, Some(0), "gdb failed: {}", out.stderr);
+    out.stdout
+}
+
+/// The backtrace line that names `function`, which must name the source
+/// `place` (`FILE:` or `FILE:LINE`).
+fn frame<'a>(bt: &'a str, function: &str, place: &str) -> &'a str {
+    let line = bt
+        .lines()
+        .find(|line| line.starts_with('#') && line.contains(function))
+        .unwrap_or_else(|| panic!("no frame names {function}: {bt}"));
+    assert!(line.contains(place), "frame without {place}: {line}");
+    line
+}
+
+#[test]
+fn a_page_faults_core_shows_the_faulting_function_and_its_caller() {
+    let (_, core, _dir) = crash("pagefault");
+    let bt = gdb(&core);
+    assert!(bt.contains("signal SIGSEGV"), "{bt}");
+    frame(&bt, "misbehave::touch_unmapped_memory", "main.rs:");
+    frame(&bt, "misbehave::main", "main.rs:");
+    assert!(bt.lines().any(|l| l.starts_with("rip ") && l.contains("0x")), "{bt}");
+}
+
+#[test]
+fn an_invalid_opcodes_core_is_a_sigill() {
+    let (_, core, _dir) = crash("ud2");
+    let bt = gdb(&core);
+    assert!(bt.contains("signal SIGILL"), "{bt}");
+    frame(&bt, "misbehave::invalid_opcode", "main.rs:");
+    frame(&bt, "misbehave::main", "main.rs:");
+}
+
+#[test]
+fn a_panics_core_starts_in_the_panic_path_and_reaches_the_panicking_function() {
+    let (out, core, _dir) = crash("panic");
+    assert!(out.stderr.contains("guest aborted: panicked at"), "{}", out.stderr);
+    let bt = gdb(&core);
+    assert!(bt.contains("signal SIGABRT"), "{bt}");
+    let first = bt.lines().find(|l| l.starts_with("#0")).unwrap_or_default();
+    assert!(
+        first.contains("hypercall"),
+        "the core does not start at the abort hypercall: {bt}"
+    );
+    frame(&bt, "atoll_rt::panic::", "panic.rs:");
+    // The function that panicked, at the `panic!` line the report names
+    // (`panicked at misbehave/src/main.rs:LINE:COLUMN:`).
+    let place = out
+        .stderr
+        .split("panicked at misbehave/src/")
+        .nth(1)
+        .unwrap_or_default();
+    let line = place.split(':').take(2).collect::<Vec<_>>().join(":");
+    assert!(line.starts_with("main.rs:"), "no panic location: {}", out.stderr);
+    frame(&bt, "misbehave::main", &line);
+}
+
+#[test]
+fn a_bad_directory_is_a_one_line_error_before_the_guest_runs() {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let kernel = debug_kernel().to_str().unwrap();
+    for dir in [Path::new("/nonexistent/cores"), file.path()] {
+        let option = format!("--dumpcore={}", dir.display());
+        let out = hvt([option.as_str(), kernel, "--", "panic"]);
+        assert_eq!(out.status, Some(TENDER_ERROR), "{dir:?}: {}", out.stderr);
+        assert_eq!(out.stderr.lines().count(), 1, "{dir:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with(&format!("atoll-hvt: {option}: ")),
+            "{}",
+            out.stderr
+        );
+        assert!(out.stdout.is_empty(), "the guest ran: {}", out.stdout);
+    }
+}
+
+#[test]
+fn without_the_option_no_core_is_named() {
+    let out = hvt([debug_kernel().to_str().unwrap(), "--", "pagefault"]);
+    assert_eq!(out.status, Some(GUEST_FAILED), "{}", out.stderr);
+    assert!(!out.stderr.contains("core dumped"), "{}", out.stderr);
+}

@@ -3,35 +3,56 @@
 //! happened with function names and source lines. A DIR that is not a
 //! writable directory is a one-line error before the guest runs.
 //!
-//! The guest is a debug build (DWARF for gdb's source lines), built once.
+//! On both platforms: under atoll-hvt, and on the unix platform run
+//! directly (`EXECUTABLE --dumpcore=DIR -- ARGS`, sandboxed by its own
+//! filter; atoll-spt does not take the option yet). The guest is a debug
+//! build (DWARF for gdb's source lines), built once per platform.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use atoll_tests::{atoll, hvt, repo_root, run, Outcome};
+use atoll_tests::{atoll, both_platforms, hvt, repo_root, run, unix_direct, Outcome, Platform};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 const GUEST_FAILED: i32 = 254;
 const TENDER_ERROR: i32 = 255;
 
-/// The debug hvt build of the misbehaving guest.
-fn debug_kernel() -> &'static Path {
-    static KERNEL: OnceLock<PathBuf> = OnceLock::new();
-    KERNEL.get_or_init(|| {
-        let out = atoll(["build", "--target", "hvt", MISBEHAVE], repo_root());
+/// The debug build of the misbehaving guest for `platform`.
+fn debug_kernel(platform: Platform) -> &'static Path {
+    static HVT: OnceLock<PathBuf> = OnceLock::new();
+    static UNIX: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match platform {
+        Platform::Hvt => &HVT,
+        Platform::Unix => &UNIX,
+    };
+    cell.get_or_init(|| {
+        let out = atoll(["build", "--target", platform.name(), MISBEHAVE], repo_root());
         assert_eq!(out.status, Some(0), "atoll build failed: {}", out.stderr);
         PathBuf::from(out.stdout.lines().last().unwrap_or_default())
     })
 }
 
+/// Runs the debug guest on `platform` with `option` and boot arguments
+/// `args`.
+fn boot(platform: Platform, option: &str, args: &[&str]) -> Outcome {
+    let kernel = debug_kernel(platform);
+    match platform {
+        Platform::Hvt => {
+            let mut argv = vec![option, kernel.to_str().unwrap(), "--"];
+            argv.extend(args);
+            hvt(argv)
+        }
+        Platform::Unix => unix_direct(kernel, &[option], args),
+    }
+}
+
 /// Runs the guest in `mode` with `--dumpcore` into a new directory, and
 /// returns the outcome and the core file the report names.
-fn crash(mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
+fn crash(platform: Platform, mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let option = format!("--dumpcore={}", dir.path().display());
-    let kernel = debug_kernel();
-    let out = hvt([option.as_str(), kernel.to_str().unwrap(), "--", mode]);
+    let out = boot(platform, &option, &[mode]);
     assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: stderr: {}", out.stderr);
     let core = out
         .stderr
@@ -45,15 +66,16 @@ fn crash(mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
 }
 
 /// `gdb -batch KERNEL CORE -ex bt -ex 'info registers rip'`.
-fn gdb(core: &Path) -> String {
+fn gdb(platform: Platform, core: &Path) -> String {
     let mut command = Command::new("gdb");
     command
         .args(["-batch", "-nx"])
-        .arg(debug_kernel())
+        .arg(debug_kernel(platform))
         .arg(core)
         .args(["-ex", "bt", "-ex", "info registers rip"]);
     let out = run(command);
     assert_eq!(out.status, Some(0), "gdb failed: {}", out.stderr);
+    assert!(!out.stderr.contains("warning: Section"), "gdb: {}", out.stderr);
     out.stdout
 }
 
@@ -68,70 +90,73 @@ fn frame<'a>(bt: &'a str, function: &str, place: &str) -> &'a str {
     line
 }
 
-#[test]
-fn a_page_faults_core_shows_the_faulting_function_and_its_caller() {
-    let (_, core, _dir) = crash("pagefault");
-    let bt = gdb(&core);
-    assert!(bt.contains("signal SIGSEGV"), "{bt}");
-    frame(&bt, "misbehave::touch_unmapped_memory", "main.rs:");
-    frame(&bt, "misbehave::main", "main.rs:");
-    assert!(bt.lines().any(|l| l.starts_with("rip ") && l.contains("0x")), "{bt}");
-}
+both_platforms!(
+    a_page_faults_core_shows_the_faulting_function_and_its_caller,
+    |platform| {
+        let (_, core, _dir) = crash(platform, "pagefault");
+        let bt = gdb(platform, &core);
+        assert!(bt.contains("signal SIGSEGV"), "{bt}");
+        frame(&bt, "misbehave::touch_unmapped_memory", "main.rs:");
+        frame(&bt, "misbehave::main", "main.rs:");
+        assert!(bt.lines().any(|l| l.starts_with("rip ") && l.contains("0x")), "{bt}");
+    }
+);
 
-#[test]
-fn an_invalid_opcodes_core_is_a_sigill() {
-    let (_, core, _dir) = crash("ud2");
-    let bt = gdb(&core);
+both_platforms!(an_invalid_opcodes_core_is_a_sigill, |platform| {
+    let (_, core, _dir) = crash(platform, "ud2");
+    let bt = gdb(platform, &core);
     assert!(bt.contains("signal SIGILL"), "{bt}");
     frame(&bt, "misbehave::invalid_opcode", "main.rs:");
     frame(&bt, "misbehave::main", "main.rs:");
-}
+});
 
-#[test]
-fn a_panics_core_starts_in_the_panic_path_and_reaches_the_panicking_function() {
-    let (out, core, _dir) = crash("panic");
-    assert!(out.stderr.contains("guest aborted: panicked at"), "{}", out.stderr);
-    let bt = gdb(&core);
-    assert!(bt.contains("signal SIGABRT"), "{bt}");
-    let first = bt.lines().find(|l| l.starts_with("#0")).unwrap_or_default();
-    assert!(
-        first.contains("hypercall"),
-        "the core does not start at the abort hypercall: {bt}"
-    );
-    frame(&bt, "atoll_rt::panic::", "panic.rs:");
-    // The function that panicked, at the `panic!` line the report names
-    // (`panicked at misbehave/src/main.rs:LINE:COLUMN:`).
-    let place = out
-        .stderr
-        .split("panicked at misbehave/src/")
-        .nth(1)
-        .unwrap_or_default();
-    let line = place.split(':').take(2).collect::<Vec<_>>().join(":");
-    assert!(line.starts_with("main.rs:"), "no panic location: {}", out.stderr);
-    frame(&bt, "misbehave::main", &line);
-}
+both_platforms!(
+    a_panics_core_starts_in_the_panic_path_and_reaches_the_panicking_function,
+    |platform| {
+        let (out, core, _dir) = crash(platform, "panic");
+        assert!(out.stderr.contains("guest aborted: panicked at"), "{}", out.stderr);
+        let bt = gdb(platform, &core);
+        assert!(bt.contains("signal SIGABRT"), "{bt}");
+        // The first frame is the abort: the hypercall on hvt, abort(3)'s raise
+        // on unix.
+        let first = bt.lines().find(|l| l.starts_with("#0")).unwrap_or_default();
+        assert!(
+            first.contains("hypercall") || first.contains("kill"),
+            "the core does not start at the abort: {bt}"
+        );
+        frame(&bt, "atoll_rt::panic::", "panic.rs:");
+        // The function that panicked, at the `panic!` line the report names
+        // (`panicked at misbehave/src/main.rs:LINE:COLUMN:`).
+        let place = out
+            .stderr
+            .split("panicked at misbehave/src/")
+            .nth(1)
+            .unwrap_or_default();
+        let line = place.split(':').take(2).collect::<Vec<_>>().join(":");
+        assert!(line.starts_with("main.rs:"), "no panic location: {}", out.stderr);
+        frame(&bt, "misbehave::main", &line);
+    }
+);
 
-#[test]
-fn a_bad_directory_is_a_one_line_error_before_the_guest_runs() {
+both_platforms!(a_bad_directory_is_a_one_line_error_before_the_guest_runs, |platform| {
     let file = tempfile::NamedTempFile::new().unwrap();
-    let kernel = debug_kernel().to_str().unwrap();
     for dir in [Path::new("/nonexistent/cores"), file.path()] {
         let option = format!("--dumpcore={}", dir.display());
-        let out = hvt([option.as_str(), kernel, "--", "panic"]);
+        let out = boot(platform, &option, &["panic"]);
         assert_eq!(out.status, Some(TENDER_ERROR), "{dir:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{dir:?}: {}", out.stderr);
-        assert!(
-            out.stderr.starts_with(&format!("atoll-hvt: {option}: ")),
-            "{}",
-            out.stderr
-        );
+        let expected = format!("{}{option}: ", platform.prefix());
+        assert!(out.stderr.starts_with(&expected), "{}", out.stderr);
         assert!(out.stdout.is_empty(), "the guest ran: {}", out.stdout);
     }
-}
+});
 
-#[test]
-fn without_the_option_no_core_is_named() {
-    let out = hvt([debug_kernel().to_str().unwrap(), "--", "pagefault"]);
+both_platforms!(without_the_option_no_core_is_named, |platform| {
+    let kernel = debug_kernel(platform);
+    let out = match platform {
+        Platform::Hvt => atoll_tests::hvt([kernel.to_str().unwrap(), "--", "pagefault"]),
+        Platform::Unix => unix_direct(kernel, &[] as &[&str], &["pagefault"]),
+    };
     assert_eq!(out.status, Some(GUEST_FAILED), "{}", out.stderr);
     assert!(!out.stderr.contains("core dumped"), "{}", out.stderr);
-}
+});

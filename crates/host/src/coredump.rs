@@ -23,8 +23,8 @@
 //! moves it onto a descriptor reserved at start with `dup3`, so the seccomp
 //! rules ([`CoreDir::allow`]) can name every descriptor involved.
 //!
-//! Not here: the floating-point and vector registers (no `NT_FPREGSET`;
-//! gdb shows them as unavailable), more than one thread, and deciding what
+//! Not here: the AVX and later vector registers (no `NT_X86_XSTATE`; the
+//! x87 and SSE ones are in `NT_PRFPREG`), more than one thread, and deciding what
 //! memory to dump (the caller's: atoll-hvt dumps the regions the guest can
 //! reach from ring 3, not the tender's own structures).
 
@@ -36,8 +36,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use elfcore::{
-    ArchState, CoreDumpBuilder, CoreError, Elf64_Auxv, MappedFile, ProcessInfoSource, ReadProcessMemory, ThreadView,
-    VaProtection, VaRegion,
+    ArchComponentState, ArchState, CoreDumpBuilder, CoreError, Elf64_Auxv, MappedFile, ProcessInfoSource,
+    ReadProcessMemory, ThreadView, VaProtection, VaRegion,
 };
 use seccompiler::{SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompRule};
 
@@ -128,6 +128,19 @@ pub struct Process<'a> {
     /// The auxiliary vector, for a position-independent executable: gdb
     /// finds where it was loaded from `AT_ENTRY` and `AT_PHDR`.
     pub auxv: &'a [(u64, u64)],
+    /// The x87/SSE registers in `fxsave` layout (Linux's
+    /// `user_fpregs_struct`), if known; else the state after reset.
+    pub fpu: Option<&'a [u8; 512]>,
+}
+
+/// `fxsave`'s image of the x87/SSE state after reset: control word 0x37f,
+/// MXCSR 0x1f80 (all exceptions masked), MXCSR mask 0xffff.
+fn reset_fpu() -> [u8; 512] {
+    let mut fpu = [0u8; 512];
+    fpu[0..2].copy_from_slice(&0x37fu16.to_le_bytes());
+    fpu[24..28].copy_from_slice(&0x1f80u32.to_le_bytes());
+    fpu[28..32].copy_from_slice(&0xffffu32.to_le_bytes());
+    fpu
 }
 
 /// Why a core file could not be written.
@@ -196,7 +209,14 @@ impl Source {
             sigpend: 0,
             arch_state: Box::new(ArchState {
                 gpr_state: regs.user_regs(),
-                components: Vec::new(),
+                // gdb reads the floating-point registers from this note
+                // (`.reg2`), and warns if it is missing.
+                components: vec![ArchComponentState {
+                    name: "Floating point",
+                    note_type: NT_PRFPREG,
+                    note_name: b"CORE",
+                    data: process.fpu.map_or_else(reset_fpu, |fpu| *fpu).to_vec(),
+                }],
             }),
         };
         let regions = segments
@@ -260,6 +280,9 @@ impl<F: FnMut(u64, &mut [u8]) -> bool> ReadProcessMemory for Reader<F> {
         }
     }
 }
+
+/// The note type of the floating-point registers (linux/elf.h).
+const NT_PRFPREG: u32 = 2;
 
 /// Bytes of a block that becomes a hole when it is all zero.
 const HOLE: usize = 4096;
@@ -405,14 +428,14 @@ impl CoreDir {
                 }
                 return Err(e);
             }
-            // SAFETY: `fd` was just opened and is owned by nothing else.
-            let new = unsafe { OwnedFd::from_raw_fd(fd) };
             // SAFETY: both descriptors are open; dup3 closes `slot`'s old
             // description (the directory duplicate) and makes it the file.
-            if unsafe { libc::dup3(new.as_raw_fd(), self.slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+            // `fd` itself stays open until the process exits, which it is
+            // about to: the unix platform's sandbox allows no `close`, and
+            // its number is not known when the sandbox is built.
+            if unsafe { libc::dup3(fd, self.slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
                 return Err(io::Error::last_os_error());
             }
-            drop(new);
             // SAFETY: `slot` is now the new file. The `File` never closes
             // it (`ManuallyDrop`): `self.slot` owns the number.
             let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(self.slot.as_raw_fd()) });
@@ -489,6 +512,24 @@ pub fn report_line(result: &Result<PathBuf, CoreDumpError>, dir: &CoreDir) -> St
     }
 }
 
+/// Confines a unix-platform process as `crate::sandbox::apply` does, with
+/// what writing a core into `cores` needs besides ([`CoreDir::allow`]).
+pub fn apply_unix_filter(fds: &crate::sandbox::UnixProcess<'_>, cores: &CoreDir) -> Result<(), String> {
+    let build = || -> Result<seccompiler::BpfProgram, seccompiler::BackendError> {
+        let mut rules = crate::sandbox::unix_rules(fds)?;
+        cores.allow(&mut rules)?;
+        seccompiler::SeccompFilter::new(
+            rules,
+            seccompiler::SeccompAction::Trap,
+            seccompiler::SeccompAction::Allow,
+            seccompiler::TargetArch::x86_64,
+        )?
+        .try_into()
+    };
+    let program = build().map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
+    seccompiler::apply_filter(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
+}
+
 /// Writes a core (sparse) to a new file in `dir` named `NAME.PID.core`
 /// after the process, and returns its path. The file stays on the reserved
 /// descriptor, closed at exit.
@@ -533,6 +574,7 @@ mod tests {
             name: "kernel-with-a-long-name",
             signal: 11,
             auxv: &[],
+            fpu: None,
         };
         write_core(&mut out, &process, &regs(), segments, |addr, buf| {
             buf.iter_mut()
@@ -639,6 +681,7 @@ mod tests {
                 name: "k",
                 signal: 6,
                 auxv: &[],
+                fpu: None,
             };
             let seg = Segment {
                 start: 0x1000,

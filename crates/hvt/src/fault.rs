@@ -16,8 +16,9 @@
 //! memory the guest can reach from ring 3: its code, data, heap, stack,
 //! boot info and console, at their addresses (guest memory is identity-
 //! mapped). The tender's own structures (GDT, IDT, TSS, page tables,
-//! exception stubs and stack) are left out; so are the floating-point
-//! registers.
+//! exception stubs and stack) are left out; the floating-point registers
+//! are shown as after reset (reading them would need KVM_GET_FPU, which
+//! the sandbox does not allow).
 
 use atoll_abi::layout::EXCEPTION_STACK_TOP;
 use atoll_host::coredump::{self, CoreDir, Process, Registers, Segment};
@@ -107,6 +108,8 @@ impl Cores {
             name: &self.kernel_name,
             signal,
             auxv: &[],
+            // KVM_GET_FPU is not worth a hole in the sandbox for this.
+            fpu: None,
         };
         let result = coredump::dump(&self.dir, &process, regs, &segments, |addr, buf| mem.read(addr, buf));
         coredump::report_line(&result, &self.dir)

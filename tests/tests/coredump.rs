@@ -160,3 +160,32 @@ both_platforms!(without_the_option_no_core_is_named, |platform| {
     assert_eq!(out.status, Some(GUEST_FAILED), "{}", out.stderr);
     assert!(!out.stderr.contains("core dumped"), "{}", out.stderr);
 });
+
+// A full disk: a 64 KiB tmpfs, mounted in a mount namespace of the test's
+// own (`unshare --mount`), so the host's mounts are untouched. The report
+// says why there is no core, in one line, and the status is the fault's.
+both_platforms!(a_full_disk_is_one_line_in_the_report, |platform| {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = debug_kernel(platform).to_str().unwrap().to_owned();
+    let program = match platform {
+        Platform::Hvt => format!("{} --dumpcore=\"$1\" {kernel} --", atoll_tests::hvt_bin().display()),
+        Platform::Unix => format!("{kernel} --dumpcore=\"$1\" --"),
+    };
+    let mut command = Command::new("unshare");
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(format!(
+            "mount -t tmpfs -o size=64k atoll-full \"$1\" && exec {program} pagefault"
+        ))
+        .arg("sh")
+        .arg(dir.path());
+    let out = run(command);
+    assert_eq!(out.status, Some(GUEST_FAILED), "{}", out.stderr);
+    let line = out
+        .stderr
+        .lines()
+        .find(|line| line.contains("no core dumped"))
+        .unwrap_or_else(|| panic!("no line about the core: {}", out.stderr));
+    assert!(line.contains("No space left on device"), "{line}");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+});

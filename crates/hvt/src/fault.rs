@@ -214,6 +214,69 @@ fn backtrace(rip: u64, rbp: u64, mem: &GuestMemory, layout: &Layout) -> Vec<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Perm;
+
+    #[test]
+    fn a_core_holds_the_memory_ring_3_reaches_and_no_more() {
+        let mut mem = GuestMemory::new(8 << 20).unwrap();
+        mem.map.add(0x1000, 0x2000, Perm::KERNEL_RW);
+        mem.map.add(0x10_0000, 0x10_2000, Perm::USER_RO);
+        mem.map.add(0x70_0000, 0x80_0000, Perm::USER_RW);
+        mem.write(0x10_0000, b"code");
+        let dir = std::env::temp_dir().join(format!("atoll-hvt-core-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cores = Cores {
+            dir: CoreDir::open(&dir).unwrap(),
+            kernel_name: "k".into(),
+            pid: 7,
+        };
+        let state = FaultState {
+            vector: PAGE_FAULT,
+            cr2: 0x10,
+            error_code: Some(4),
+            regs: kvm_regs {
+                rip: 0x10_0010,
+                rsp: 0x7f_ff00,
+                ..kvm_regs::default()
+            },
+            fs_base: 0x70_1000,
+            gs_base: 0,
+        };
+        let line = cores.dump_fault(&state, &mem);
+        let path = dir.join("k.7.core");
+        assert_eq!(
+            line,
+            format!("core dumped to {}", path.canonicalize().unwrap().display())
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The program headers (ELF64: e_phoff at 0x20, e_phnum at 0x38,
+        // 56 bytes each, p_vaddr at 16): the two user regions, not the
+        // kernel's page.
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let phoff = u64_at(0x20) as usize;
+        let phnum = u16::from_le_bytes([bytes[0x38], bytes[0x39]]) as usize;
+        let loads: Vec<(u64, u64)> = (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .filter(|&ph| bytes[ph] == 1) // PT_LOAD
+            .map(|ph| (u64_at(ph + 16), u64_at(ph + 40)))
+            .collect();
+        assert_eq!(loads, [(0x10_0000, 0x2000), (0x70_0000, 0x10_0000)]);
+        let code_at = loads_offset(&bytes, 0x10_0000);
+        assert_eq!(&bytes[code_at..code_at + 4], b"code");
+    }
+
+    /// Where the `PT_LOAD` at `vaddr` starts in the file.
+    fn loads_offset(bytes: &[u8], vaddr: u64) -> usize {
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let phoff = u64_at(0x20) as usize;
+        let phnum = u16::from_le_bytes([bytes[0x38], bytes[0x39]]) as usize;
+        (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .find(|&ph| bytes[ph] == 1 && u64_at(ph + 16) == vaddr)
+            .map(|ph| u64_at(ph + 8) as usize)
+            .unwrap()
+    }
 
     #[test]
     fn backtrace_stops_at_a_bad_frame_pointer() {

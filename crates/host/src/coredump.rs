@@ -409,7 +409,9 @@ impl CoreDir {
 
     /// Creates a new core file named `STEM.core`, or `STEM.N.core` if that
     /// is taken, and returns it (on the reserved descriptor, which `self`
-    /// keeps owning: hence `ManuallyDrop`) with its path.
+    /// keeps owning: hence `ManuallyDrop`) with its path. One core per
+    /// `CoreDir`, as a process dies once: a second call would move the
+    /// descriptor to a second file.
     pub fn create(&self, stem: &str) -> io::Result<(ManuallyDrop<std::fs::File>, PathBuf)> {
         for n in 0..100 {
             let name = if n == 0 {

@@ -58,6 +58,9 @@ pub struct UnixCli {
     /// Bound the process's memory (its address space) to this many MiB,
     /// as a guest's is bounded by its VM. Unbounded if absent.
     pub mem_mib: Option<u64>,
+    /// On a fault or panic, write an ELF core file into this directory
+    /// (`--dumpcore=DIR`, as atoll-hvt's).
+    pub dumpcore: Option<std::path::PathBuf>,
     /// `--stats`, `--no-sandbox`, `--raw-console` and the boot arguments after `--`.
     pub common: Common,
 }
@@ -76,14 +79,16 @@ Arguments:
   [ARGS]...  Boot arguments passed to the unikernel
 
 Options:
-      --mem <MiB>    Bound the process's memory (its address space) to this many MiB, as a guest's is bounded by its VM. \
+      --mem <MiB>       Bound the process's memory (its address space) to this many MiB, as a guest's is bounded by its VM. \
 Unbounded if absent
-      --stats        Print one line of statistics (exits or waits, time, memory) to stderr at exit
-      --no-sandbox   Do not confine the process with seccomp (for debugging with gdb, perf, valgrind)
-      --raw-console  Pass the unikernel's console output through byte for byte. By default control characters other \
+      --dumpcore <DIR>  On a fault or panic, write an ELF core file into DIR (named PROGRAM.PID.core) for `gdb \
+PROGRAM CORE`; the report says where
+      --stats           Print one line of statistics (exits or waits, time, memory) to stderr at exit
+      --no-sandbox      Do not confine the process with seccomp (for debugging with gdb, perf, valgrind)
+      --raw-console     Pass the unikernel's console output through byte for byte. By default control characters other \
 than newline and tab (terminal escape sequences) are shown escaped, e.g. `\\x1b`
-  -h, --help         Print help
-  -V, --version      Print version
+  -h, --help            Print help
+  -V, --version         Print version
 
 ";
 
@@ -141,6 +146,21 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
                     )));
                 }
                 cli.mem_mib = Some(mib);
+                continue;
+            }
+            "--dumpcore" => {
+                const NAME: &str = "'--dumpcore <DIR>'";
+                if cli.dumpcore.is_some() {
+                    return Err(usage(format!("the argument {NAME} cannot be used multiple times")));
+                }
+                let value = match value {
+                    Some(value) => Some(value.to_string()),
+                    None => rest.next().filter(|next| !next.starts_with('-')),
+                };
+                let value = value
+                    .filter(|v| !v.is_empty())
+                    .ok_or_else(|| usage(format!("a value is required for {NAME} but none was supplied")))?;
+                cli.dumpcore = Some(value.into());
                 continue;
             }
             "--stats" => &mut cli.common.stats,
@@ -415,6 +435,12 @@ mod tests {
         assert_eq!(args.devices.len(), 1);
         assert_eq!(run(&["--mem", "65536"]).unwrap().cli.mem_mib, Some(65536));
         assert_eq!(run(&[]).unwrap().cli.mem_mib, None);
+        assert_eq!(run(&[]).unwrap().cli.dumpcore, None);
+        for dumping in [&["--dumpcore=/tmp/c"][..], &["--dumpcore", "/tmp/c"]] {
+            assert_eq!(run(dumping).unwrap().cli.dumpcore, Some("/tmp/c".into()));
+        }
+        assert!(run(&["--dumpcore"]).is_err());
+        assert!(run(&["--dumpcore=a", "--dumpcore=b"]).is_err());
         // After `--`, a `--help` is a boot argument.
         assert_eq!(run(&["--", "--help"]).unwrap().cli.common.args, ["--help"]);
     }

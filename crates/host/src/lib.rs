@@ -26,6 +26,8 @@
 //! * [`peak_rss`]: the process's own peak memory, for `--stats`.
 //! * [`fault`]: symbol names and backtrace lines for crash reports, without
 //!   allocating (the unix platform formats them in a signal handler).
+//! * [`coredump`]: ELF core files of a crashed app for `--dumpcore=DIR`,
+//!   and the directory they go to.
 //! * [`stop`]: stop signals, handled alike by all three.
 //! * [`output`]: writes to stdout and stderr that never hold up a stop.
 //! * [`escape`]: guest output and guest-controlled report text made
@@ -37,6 +39,7 @@
 pub mod args;
 pub mod block;
 pub mod caller_filter;
+pub mod coredump;
 pub mod devices;
 pub mod elf;
 pub mod escape;

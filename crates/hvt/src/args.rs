@@ -45,6 +45,10 @@ pub struct Cli {
     #[arg(long = "net-poll-us", value_name = "US", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub net_poll_us: u64,
+    /// On a guest fault or panic, write an ELF core file into DIR (named
+    /// KERNEL.PID.core) for `gdb KERNEL CORE`; the report says where.
+    #[arg(long = "dumpcore", value_name = "DIR")]
+    pub dumpcore: Option<PathBuf>,
     /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
     /// first word after `--`, Solo5's form.)
     #[arg(value_name = "KERNEL")]
@@ -95,7 +99,7 @@ fn solo5_dashes(mut argv: Vec<String>) -> Result<Vec<String>, String> {
         match word.as_str() {
             "--" => return Ok(argv),
             // The options whose value may be the next word.
-            "--mem" | "--net-poll-us" => i += 2,
+            "--mem" | "--net-poll-us" | "--dumpcore" => i += 2,
             option if option.starts_with('-') => i += 1,
             _ => {
                 if argv.get(i + 1).is_some_and(|next| next != "--") {
@@ -125,8 +129,9 @@ fn is_own_option(word: &str) -> bool {
         "--version",
         "-V",
     ];
-    const PREFIXES: [&str; 6] = [
+    const PREFIXES: [&str; 7] = [
         "--mem",
+        "--dumpcore",
         "--net-poll-us",
         "--net:",
         "--net-mac:",
@@ -161,6 +166,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(args.cli.mem_mib, 16);
+        assert_eq!(args.cli.dumpcore, None);
         assert!(args.cli.common.stats);
         assert_eq!(args.cli.kernel, PathBuf::from("k.elf"));
         assert_eq!(args.cli.common.args, ["--net:x=y", "b"]);
@@ -198,6 +204,9 @@ mod tests {
         );
         assert_eq!(args.devices.len(), 2);
         assert_eq!(args.macs, [("service".to_string(), [0xaa, 0xbb, 0xcc, 0, 0, 1])]);
+        let dumping = run(&["--dumpcore", "/tmp/cores", "k.elf", "a"]).unwrap();
+        assert_eq!(dumping.cli.dumpcore, Some(PathBuf::from("/tmp/cores")));
+        assert_eq!(dumping.cli.common.args, ["a"]);
         let bare = run(&["--", "k.elf"]).unwrap();
         assert_eq!(bare.cli.kernel, PathBuf::from("k.elf"));
         assert!(bare.cli.common.args.is_empty());

@@ -9,8 +9,19 @@
 //! each frame on the frame-pointer chain, from the kernel's symbol table
 //! (Atoll builds guests with frame pointers). The text is written by
 //! `atoll_host::fault`, so the unix platform's reports read the same.
+//!
+//! With `--dumpcore=DIR` a fault or a panic also leaves an ELF core file
+//! ([`Cores::dump`], written by `atoll_host::coredump`) with the registers
+//! at the faulting instruction (or at the panic's abort hypercall) and the
+//! memory the guest can reach from ring 3: its code, data, heap, stack,
+//! boot info and console, at their addresses (guest memory is identity-
+//! mapped). The tender's own structures (GDT, IDT, TSS, page tables,
+//! exception stubs and stack) are left out; the floating-point registers
+//! are shown as after reset (reading them would need KVM_GET_FPU, which
+//! the sandbox does not allow).
 
 use atoll_abi::layout::EXCEPTION_STACK_TOP;
+use atoll_host::coredump::{self, CoreDir, Process, Registers, Segment};
 use atoll_host::fault::{has_error_code, write_report, Fault, Symbols, PAGE_FAULT};
 
 use kvm_bindings::{kvm_regs, kvm_sregs};
@@ -63,6 +74,82 @@ impl FaultState {
             fs_base: sregs.fs.base,
             gs_base: sregs.gs.base,
         })
+    }
+}
+
+/// Where `--dumpcore` puts core files, and what it names them after.
+pub struct Cores {
+    pub dir: CoreDir,
+    /// The kernel's file name.
+    pub kernel_name: String,
+    /// The tender's process id, read before the sandbox.
+    pub pid: u32,
+}
+
+impl Cores {
+    /// Writes a core of the guest, dying of `signal` with `regs`, and
+    /// returns the report's line about it.
+    pub fn dump(&self, regs: &Registers, signal: u16, mem: &GuestMemory) -> String {
+        // What ring 3 can reach: the same test as the page tables'.
+        let segments: Vec<Segment> = mem
+            .map
+            .regions()
+            .iter()
+            .filter(|r| r.perm.user)
+            .map(|r| Segment {
+                start: r.start,
+                end: r.end,
+                write: r.perm.write,
+                exec: r.perm.exec,
+            })
+            .collect();
+        let process = Process {
+            pid: self.pid as i32,
+            name: &self.kernel_name,
+            signal,
+            auxv: &[],
+            // KVM_GET_FPU is not worth a hole in the sandbox for this.
+            fpu: None,
+        };
+        let result = coredump::dump(&self.dir, &process, regs, &segments, |addr, buf| mem.read(addr, buf));
+        coredump::report_line(&result, &self.dir)
+    }
+
+    /// [`Cores::dump`] for a CPU exception: the registers at the faulting
+    /// instruction.
+    pub fn dump_fault(&self, state: &FaultState, mem: &GuestMemory) -> String {
+        let regs = registers(&state.regs, state.fs_base, state.gs_base);
+        self.dump(&regs, coredump::signal_for_vector(state.vector), mem)
+    }
+}
+
+/// The core file's registers from KVM's. The guest's code always runs in
+/// ring 3, with the user selectors, wherever a core is taken (a fault's
+/// instruction, a hypercall's `out`).
+pub fn registers(regs: &kvm_regs, fs_base: u64, gs_base: u64) -> Registers {
+    Registers {
+        rax: regs.rax,
+        rbx: regs.rbx,
+        rcx: regs.rcx,
+        rdx: regs.rdx,
+        rsi: regs.rsi,
+        rdi: regs.rdi,
+        rbp: regs.rbp,
+        rsp: regs.rsp,
+        r8: regs.r8,
+        r9: regs.r9,
+        r10: regs.r10,
+        r11: regs.r11,
+        r12: regs.r12,
+        r13: regs.r13,
+        r14: regs.r14,
+        r15: regs.r15,
+        rip: regs.rip,
+        rflags: regs.rflags,
+        cs: u64::from(crate::x86::USER_CS),
+        ss: u64::from(crate::x86::USER_DS),
+        fs_base,
+        gs_base,
     }
 }
 
@@ -127,6 +214,69 @@ fn backtrace(rip: u64, rbp: u64, mem: &GuestMemory, layout: &Layout) -> Vec<u64>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::memory::Perm;
+
+    #[test]
+    fn a_core_holds_the_memory_ring_3_reaches_and_no_more() {
+        let mut mem = GuestMemory::new(8 << 20).unwrap();
+        mem.map.add(0x1000, 0x2000, Perm::KERNEL_RW);
+        mem.map.add(0x10_0000, 0x10_2000, Perm::USER_RO);
+        mem.map.add(0x70_0000, 0x80_0000, Perm::USER_RW);
+        mem.write(0x10_0000, b"code");
+        let dir = std::env::temp_dir().join(format!("atoll-hvt-core-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cores = Cores {
+            dir: CoreDir::open(&dir).unwrap(),
+            kernel_name: "k".into(),
+            pid: 7,
+        };
+        let state = FaultState {
+            vector: PAGE_FAULT,
+            cr2: 0x10,
+            error_code: Some(4),
+            regs: kvm_regs {
+                rip: 0x10_0010,
+                rsp: 0x7f_ff00,
+                ..kvm_regs::default()
+            },
+            fs_base: 0x70_1000,
+            gs_base: 0,
+        };
+        let line = cores.dump_fault(&state, &mem);
+        let path = dir.join("k.7.core");
+        assert_eq!(
+            line,
+            format!("core dumped to {}", path.canonicalize().unwrap().display())
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        // The program headers (ELF64: e_phoff at 0x20, e_phnum at 0x38,
+        // 56 bytes each, p_vaddr at 16): the two user regions, not the
+        // kernel's page.
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let phoff = u64_at(0x20) as usize;
+        let phnum = u16::from_le_bytes([bytes[0x38], bytes[0x39]]) as usize;
+        let loads: Vec<(u64, u64)> = (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .filter(|&ph| bytes[ph] == 1) // PT_LOAD
+            .map(|ph| (u64_at(ph + 16), u64_at(ph + 40)))
+            .collect();
+        assert_eq!(loads, [(0x10_0000, 0x2000), (0x70_0000, 0x10_0000)]);
+        let code_at = loads_offset(&bytes, 0x10_0000);
+        assert_eq!(&bytes[code_at..code_at + 4], b"code");
+    }
+
+    /// Where the `PT_LOAD` at `vaddr` starts in the file.
+    fn loads_offset(bytes: &[u8], vaddr: u64) -> usize {
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+        let phoff = u64_at(0x20) as usize;
+        let phnum = u16::from_le_bytes([bytes[0x38], bytes[0x39]]) as usize;
+        (0..phnum)
+            .map(|i| phoff + 56 * i)
+            .find(|&ph| bytes[ph] == 1 && u64_at(ph + 16) == vaddr)
+            .map(|ph| u64_at(ph + 8) as usize)
+            .unwrap()
+    }
 
     #[test]
     fn backtrace_stops_at_a_bad_frame_pointer() {

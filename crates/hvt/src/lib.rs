@@ -121,6 +121,18 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         path: cli.kernel.clone(),
         source,
     })?;
+    // Before the sandbox, which allows creating files only in it.
+    let cores = match &cli.dumpcore {
+        Some(dir) => Some(fault::Cores {
+            dir: atoll_host::coredump::CoreDir::open(dir).map_err(TenderError::Usage)?,
+            kernel_name: cli
+                .kernel
+                .file_name()
+                .map_or("kernel".into(), |name| name.to_string_lossy().into_owned()),
+            pid: std::process::id(),
+        }),
+        None => None,
+    };
     timeline.mark(Phase::Read);
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
     timeline.mark(Phase::Devices);
@@ -167,6 +179,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
                 &devices,
                 &net.fds(),
                 peak.as_ref().map(PeakRss::fd),
+                cores.as_ref().map(|cores| &cores.dir),
             )
             .map_err(TenderError::Sandbox)?;
         }
@@ -176,6 +189,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
             layout: &layout,
             image: &image,
             net: &net,
+            cores: cores.as_ref(),
         };
         // SAFETY: declared after `vm`, the attachment is dropped before it, on
         // every path out of this closure, unwinding included.

@@ -44,6 +44,8 @@ pub struct Guest<'a> {
     pub image: &'a [u8],
     /// The network devices, served at every exit and perhaps by a thread.
     pub net: &'a Net,
+    /// Where a fault or panic leaves a core file (`--dumpcore`).
+    pub cores: Option<&'a fault::Cores>,
 }
 
 /// Runs the guest until it halts or fails.
@@ -163,7 +165,12 @@ fn io_out(
     if call == Hypercall::Wait {
         stats.waits += 1;
     }
-    hypercall::handle(call, u64::from(arg), guest.mem, devices, guest.net, ready_set)
+    let action = hypercall::handle(call, u64::from(arg), guest.mem, devices, guest.net, ready_set);
+    match (call, action, guest.cores) {
+        // A panic ends in the abort hypercall: its core starts there.
+        (Hypercall::Abort, Action::Fail(why), Some(cores)) => Action::Fail(abort_core(vcpu, guest, cores, why)),
+        (_, action, _) => action,
+    }
 }
 
 /// An exception stub reported `vector`. Only ring-0 code (the stubs) may
@@ -183,5 +190,23 @@ fn fault(vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Action {
             crate::x86::exception_name(vector)
         ));
     };
-    Action::Fail(fault::report(&state, guest.mem, guest.layout, guest.image))
+    let mut report = fault::report(&state, guest.mem, guest.layout, guest.image);
+    if let Some(cores) = guest.cores {
+        report = format!("{report}\n  {}", cores.dump_fault(&state, guest.mem));
+    }
+    Action::Fail(report)
+}
+
+/// The abort's report `why`, and a core with the registers at the
+/// hypercall, so that the backtrace runs from the panic handler up to the
+/// function that panicked.
+fn abort_core(vcpu: &VcpuFd, guest: &Guest<'_>, cores: &fault::Cores, why: String) -> String {
+    let line = match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(regs), Ok(sregs)) => {
+            let regs = fault::registers(&regs, sregs.fs.base, sregs.gs.base);
+            cores.dump(&regs, libc::SIGABRT as u16, guest.mem)
+        }
+        _ => "no core dumped: the guest's registers could not be read".into(),
+    };
+    format!("{why}\n  {line}")
 }

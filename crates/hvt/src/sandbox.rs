@@ -2,7 +2,8 @@
 //!
 //! From the first KVM_RUN on, the tender only runs the vCPU, reads its
 //! registers for fault reports, writes to stdout and stderr, sleeps, and
-//! exits. A guest that escaped its VM into the tender finds a process that
+//! exits (and, with `--dumpcore`, creates one new file in that directory
+//! and writes it). A guest that escaped its VM into the tender finds a process that
 //! cannot open a file, start a program or make a socket. A call outside the
 //! list kills the process (SIGSYS): a sandboxed process should not get to
 //! handle its own violation. `--no-sandbox` turns this off for debugging.
@@ -10,6 +11,7 @@
 use std::os::fd::RawFd;
 
 use atoll_host::block::DiskFd;
+use atoll_host::coredump::CoreDir;
 use atoll_host::sandbox::{allow_block_io, allow_pread, common_rules};
 
 use crate::devices::Attached;
@@ -29,8 +31,14 @@ ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
 
 /// Installs the filter on every thread of the process: the vCPU thread
 /// and the network I/O thread (`crate::net_io`), started and ready before.
-pub fn confine(vcpu_fd: RawFd, devices: &Attached, net: &NetFds, stats_fd: Option<RawFd>) -> Result<(), String> {
-    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd)
+pub fn confine(
+    vcpu_fd: RawFd,
+    devices: &Attached,
+    net: &NetFds,
+    stats_fd: Option<RawFd>,
+    cores: Option<&CoreDir>,
+) -> Result<(), String> {
+    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd, cores)
         .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -40,13 +48,15 @@ pub fn confine(vcpu_fd: RawFd, devices: &Attached, net: &NetFds, stats_fd: Optio
 /// reports), the network I/O thread's `epoll_wait` on its own epoll set
 /// and reads and writes of its event counters, reads of the block devices'
 /// files (and writes and flushes of those attached read-write),
-/// `mincore` and `pread64` of the peak-memory file for `--stats`, and
-/// `close` for the exit.
+/// `mincore` and `pread64` of the peak-memory file for `--stats`,
+/// creating and writing one core file in the `--dumpcore` directory
+/// ([`CoreDir::allow`]), and `close` for the exit.
 fn filter(
     vcpu_fd: RawFd,
     net: &NetFds,
     block_fds: &[DiskFd],
     stats_fd: Option<RawFd>,
+    cores: Option<&CoreDir>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
     // The request's low 32 bits, all the kernel reads (`unsigned int cmd`):
@@ -71,6 +81,9 @@ fn filter(
     allow_block_io(&mut rules, block_fds)?;
     if let Some(fd) = stats_fd {
         allow_pread(&mut rules, fd)?;
+    }
+    if let Some(cores) = cores {
+        cores.allow(&mut rules)?;
     }
     let vcpu = vcpu_fd as u64;
     rules.insert(
@@ -106,7 +119,7 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(5, &NetFds::default(), &[], None).unwrap().len() > 20);
+        assert!(filter(5, &NetFds::default(), &[], None, None).unwrap().len() > 20);
         let disks = [
             DiskFd {
                 fd: 9,
@@ -122,6 +135,8 @@ mod tests {
             epoll: Some(11),
             events: vec![12, 13, 14],
         };
-        assert!(filter(5, &net, &disks, Some(8)).unwrap().len() > 20);
+        assert!(filter(5, &net, &disks, Some(8), None).unwrap().len() > 20);
+        let cores = CoreDir::open(&std::env::temp_dir()).unwrap();
+        assert!(filter(5, &net, &disks, Some(8), Some(&cores)).unwrap().len() > 20);
     }
 }

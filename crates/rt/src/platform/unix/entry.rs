@@ -125,6 +125,11 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     super::memory::read_limit();
     let attached =
         atoll_host::devices::attach(&manifest, &args.devices, &args.macs).map_err(|e| Stop::Error(e.to_string()))?;
+    // Before the sandbox, which allows creating files only in it.
+    let cores = match &args.cli.dumpcore {
+        Some(dir) => Some(crash::Cores::open(dir, program).map_err(Stop::Error)?),
+        None => None,
+    };
     let common = args.cli.common;
 
     let mut cmdline = Vec::new();
@@ -143,6 +148,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     let peak_rss = common.stats.then(PeakRss::open).flatten();
     let mut readable = std::vec![image.as_raw_fd()];
     readable.extend(peak_rss.as_ref().map(PeakRss::fd));
+    readable.extend(cores.as_ref().map(crash::Cores::maps_fd));
     let boot = Boot {
         info,
         cmdline,
@@ -151,15 +157,20 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         raw_console: common.raw_console,
     };
     start(boot, attached.net, attached.block, stack_top)?;
-    if !common.no_sandbox {
-        install_crash_handlers(image, image_size, stack_top)?;
+    if common.no_sandbox {
+        // Only for a core: gdb and the host's core dumps see the signals.
+        if cores.is_some() {
+            install_crash_handlers(image, image_size, stack_top, cores)?;
+        }
+    } else {
+        install_crash_handlers(image, image_size, stack_top, cores)?;
         let fds = atoll_host::sandbox::UnixProcess {
             pid: u64::from(std::process::id()),
             taps: &tap_fds,
             disks: &block_fds,
             readable: &readable,
         };
-        sandbox::confine(&fds).map_err(Stop::Error)?;
+        sandbox::confine(&fds, crash::core_dir()).map_err(Stop::Error)?;
     }
     Ok(())
 }
@@ -230,7 +241,7 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
     start(boot, net, block, stack_top)?;
     if record.flags & launch::FLAG_CONFINED != 0 {
         if let Some(image) = adopt(record.image_fd) {
-            install_crash_handlers(image, record.image_size, stack_top)?;
+            install_crash_handlers(image, record.image_size, stack_top, None)?;
         }
     }
     Ok(())
@@ -302,7 +313,12 @@ fn start(mut boot: Boot, net: NetDevices, block: Vec<BlockDevice>, stack_top: u6
 
 /// Installs the crash handlers, which name functions from `image` (this
 /// executable, `image_size` bytes).
-fn install_crash_handlers(image: File, image_size: u64, stack_top: u64) -> Result<(), Stop> {
+fn install_crash_handlers(
+    image: File,
+    image_size: u64,
+    stack_top: u64,
+    cores: Option<crash::Cores>,
+) -> Result<(), Stop> {
     let load_bias = load_bias(&image);
     crash::install(crash::CrashInfo {
         image,
@@ -310,6 +326,7 @@ fn install_crash_handlers(image: File, image_size: u64, stack_top: u64) -> Resul
         load_bias,
         stack_top,
         stack_kib: stack_limit_kib(),
+        cores,
     })
     .map_err(Stop::Error)
 }

@@ -269,7 +269,10 @@ pub(crate) fn abort(message: &str) -> ! {
             c => EscapingWriter(&mut line).write_char(c),
         };
     }
-    fail(line.as_str())
+    say(line.as_str());
+    // With `--dumpcore`, a core of this moment (a panic's backtrace).
+    crash::abort_for_core();
+    exit(GUEST_FAILED)
 }
 
 /// `atoll: WHY` on stderr in one write, then status 254.

@@ -20,14 +20,21 @@ use crate::panic::FixedBuf;
 
 /// Installs the SIGSYS handler, then the filter, on this single-threaded
 /// process.
-pub(super) fn confine(fds: &UnixProcess<'_>) -> Result<(), std::string::String> {
+pub(super) fn confine(
+    fds: &UnixProcess<'_>,
+    cores: Option<&atoll_host::coredump::CoreDir>,
+) -> Result<(), std::string::String> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
     let action = SigAction::new(SigHandler::SigAction(on_sigsys), SaFlags::SA_SIGINFO, SigSet::empty());
     // SAFETY: the handler only formats into a stack buffer, `write`s and
     // `_exit`s, all async-signal-safe.
     unsafe { nix::sys::signal::sigaction(Signal::SIGSYS, &action) }
         .map_err(|e| std::format!("cannot install the SIGSYS handler: {e}"))?;
-    atoll_host::sandbox::apply(fds)
+    match cores {
+        // The same rules, and creating and writing one core file.
+        Some(cores) => atoll_host::coredump::apply_unix_filter(fds, cores),
+        None => atoll_host::sandbox::apply(fds),
+    }
 }
 
 /// The `siginfo_t` of a SIGSYS: Linux's `_sigsys` member of the union.

@@ -45,6 +45,12 @@ pub struct Cli {
     #[arg(long = "net-poll-us", value_name = "US", default_value_t = 200,
           value_parser = clap::value_parser!(u64).range(0..=10_000))]
     pub net_poll_us: u64,
+    /// Wait for gdb on 127.0.0.1:PORT before the unikernel's first
+    /// instruction, and debug it there (`gdb KERNEL -ex 'target remote
+    /// :PORT'`). Turns off the network I/O thread (as --net-poll-us=0).
+    #[arg(long = "gdb", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub gdb: Option<u16>,
     /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
     /// first word after `--`, Solo5's form.)
     #[arg(value_name = "KERNEL")]

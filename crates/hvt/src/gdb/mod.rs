@@ -1,0 +1,608 @@
+//! The gdb stub (`atoll-hvt --gdb=PORT`): the GDB remote protocol over one
+//! TCP connection on 127.0.0.1, spoken by the `gdbstub` crate, so that
+//! `gdb KERNEL -ex 'target remote :PORT'` debugs the unikernel like a
+//! process: registers, memory, breakpoints, single steps, Ctrl-C, and the
+//! guest's faults and exit.
+//!
+//! How, on a nested hypervisor where KVM's own guest debugging does not
+//! reach ring 3 (measured: with `KVM_SET_GUEST_DEBUG` a ring-3 `int3` or
+//! trap-flag `#DB` still goes through the guest's IDT, never to a
+//! `KVM_EXIT_DEBUG`): everything is done with the guest's own exceptions.
+//! A breakpoint is an `int3` written into the code (super::target); it
+//! raises `#BP`, and a single step sets RFLAGS.TF, which raises `#DB` after
+//! one instruction. Both reach the tender like any fault, through the
+//! ring-0 stub and the fault port, with every register rebuilt by
+//! `FaultState::capture`. To resume, the tender does the stub's `iret`
+//! itself: it loads the (perhaps edited) registers and the ring-3 segments
+//! back into the vCPU.
+//!
+//! The guest stops for gdb before its first instruction, at every
+//! breakpoint, step and fault (with the signal a process would get), at a
+//! failure such as a panic (SIGABRT), and when gdb sends Ctrl-C: the
+//! connection raises SIGIO (`O_ASYNC`), whose handler makes `KVM_RUN`
+//! return, or ends the `ppoll` of a guest sleeping in `wait`
+//! (crate::net_io). Its exit is reported to gdb. Under `--gdb` the network
+//! I/O thread is off (frames move at exits only), so nothing changes the
+//! guest's memory while gdb looks at it, and SIGIO has one thread to land
+//! on.
+//!
+//! Not here: the register set (`arch`), memory access and breakpoints
+//! (`target`), page-table walks (`translate`), hardware breakpoints and
+//! watchpoints, more than one connection, and core dumps.
+
+mod arch;
+mod target;
+mod translate;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use gdbstub::common::Signal;
+use gdbstub::conn::Connection;
+use gdbstub::stub::state_machine::GdbStubStateMachine;
+use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
+use kvm_ioctls::VcpuFd;
+
+use crate::fault::FaultState;
+use crate::memory::GuestMemory;
+use crate::run::{Guest, Outcome};
+use crate::signals;
+use target::{Debuggee, Resume, RFLAGS_TF};
+
+/// A debugger is attached: the `wait` hypercall sleeps in slices
+/// ([`sleep_slice`]).
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// Longest one sleep of a waiting guest while a debugger is attached. A
+/// Ctrl-C ends the sleep at once through SIGIO, except one that lands
+/// between the tender's last look and the `ppoll` itself: this bounds how
+/// long that one waits.
+const SLEEP_SLICE: Duration = Duration::from_millis(100);
+
+/// The `int3` of a ring-3 guest through a ring-0 gate arrives as #GP with
+/// this error code (IDT entry 3, bit 1 "IDT"), on CPUs that check the gate.
+const INT3_GP_ERROR: u64 = (3 << 3) | 2;
+
+/// How long a `wait` may sleep in one go: `timeout`, or a slice of it while
+/// a debugger is attached (see [`SLEEP_SLICE`]).
+pub fn sleep_slice(timeout: Option<Duration>) -> Option<Duration> {
+    if !ATTACHED.load(Ordering::Relaxed) {
+        return timeout;
+    }
+    Some(timeout.map_or(SLEEP_SLICE, |t| t.min(SLEEP_SLICE)))
+}
+
+/// Opens the port gdb connects to, on 127.0.0.1 only: whoever connects
+/// controls the guest.
+pub fn listen(port: u16) -> Result<TcpListener, String> {
+    TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("cannot listen for gdb on 127.0.0.1:{port}: {e}"))
+}
+
+/// The gdb connection, with replies gathered into one `send` per packet.
+struct Conn {
+    stream: TcpStream,
+    out: Vec<u8>,
+}
+
+impl Connection for Conn {
+    type Error = io::Error;
+
+    fn write(&mut self, byte: u8) -> io::Result<()> {
+        self.out.push(byte);
+        Ok(())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let mut sent = 0;
+        while sent < self.out.len() {
+            let rest = &self.out[sent..];
+            // SAFETY: `rest` is a live buffer of `rest.len()` bytes; the fd
+            // is the open socket `self.stream` owns. MSG_NOSIGNAL: a closed
+            // connection is an error here, not a SIGPIPE.
+            let n = unsafe { libc::send(self.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                self.out.clear();
+                return Err(e);
+            }
+            sent += n as usize;
+        }
+        self.out.clear();
+        Ok(())
+    }
+}
+
+impl Conn {
+    fn fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
+    }
+}
+
+/// Reads what is there (`wait`: or blocks until something is) from `fd`
+/// into `buf`: `Ok(0)` at the end of the connection; `Interrupted` if a
+/// signal came first, `WouldBlock` if nothing is there and not waiting.
+fn receive(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<usize> {
+    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
+    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes; `fd`
+    // is the connection's open socket.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+type Machine<'m> = GdbStubStateMachine<'static, Debuggee<'m>, Conn>;
+
+/// What gdb decided at a stop.
+enum Verdict {
+    Resume,
+    /// gdb killed the guest (`kill`, or quitting).
+    Kill,
+    /// gdb detached or went away: the guest runs on without it.
+    Detach,
+    /// The connection failed or gdb sent what the stub cannot take.
+    Broken(String),
+    /// A stop signal came to the tender meanwhile.
+    Stopped(i32),
+}
+
+/// How a debugged guest ends, other than by gdb's leave.
+enum End {
+    Outcome(Outcome),
+    /// gdb resumed the guest with this signal: the unikernel has no signal
+    /// handlers, so it ends, as a process would by default.
+    Signal(Signal),
+}
+
+/// The stub for one gdb connection.
+pub struct Debugger<'m> {
+    /// `None` once gdb has gone.
+    machine: Option<Machine<'m>>,
+    target: Debuggee<'m>,
+    fd: RawFd,
+    /// Bytes read from gdb and not yet handed to gdbstub.
+    pending: VecDeque<u8>,
+    /// The vCPU is in an exception stub: resuming means returning to ring 3.
+    in_stub: bool,
+    /// The guest was resumed for one step.
+    stepping: bool,
+}
+
+impl<'m> Debugger<'m> {
+    /// Waits for gdb to connect to `listener` (a stop signal ends the wait
+    /// with an error), and prepares to debug the guest whose memory is
+    /// `mem` and whose page tables are at `cr3`. Sets up SIGIO on the
+    /// connection; call before the sandbox.
+    pub fn accept(listener: TcpListener, mem: &'m GuestMemory, cr3: u64) -> Result<Debugger<'m>, String> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout};
+        loop {
+            if let Some(signal) = signals::stop_requested() {
+                return Err(format!("stopped by {} while waiting for gdb", signals::name(signal)));
+            }
+            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+            // A bounded wait, so a stop signal is seen within it.
+            match nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => break,
+                Err(e) => return Err(format!("cannot wait for gdb: {e}")),
+            }
+        }
+        let (stream, _) = listener.accept().map_err(|e| format!("cannot accept gdb: {e}"))?;
+        drop(listener);
+        // Packets are small and answered one at a time.
+        let _ = stream.set_nodelay(true);
+        let fd = stream.as_raw_fd();
+        signals::install_debugger_wakeup().map_err(|e| format!("cannot handle SIGIO: {e}"))?;
+        async_io(fd).map_err(|e| format!("cannot have the gdb connection raise SIGIO: {e}"))?;
+        let mut target = Debuggee::new(mem, cr3);
+        let conn = Conn {
+            stream,
+            out: Vec::new(),
+        };
+        let machine = GdbStub::new(conn)
+            .run_state_machine(&mut target)
+            .map_err(|e| format!("cannot start the gdb session: {e}"))?;
+        ATTACHED.store(true, Ordering::Relaxed);
+        Ok(Debugger {
+            machine: Some(machine),
+            target,
+            fd,
+            pending: VecDeque::new(),
+            in_stub: false,
+            stepping: false,
+        })
+    }
+
+    /// The connection's descriptor, for the sandbox.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The guest is about to run its first instruction: gdb looks and
+    /// resumes it. `Err` says how the guest ends instead.
+    pub fn start(&mut self, vcpu: &VcpuFd) -> Result<(), Outcome> {
+        let Some(machine) = self.machine.take() else {
+            return Ok(());
+        };
+        self.load_vcpu(vcpu).map_err(Outcome::Failed)?;
+        let verdict = self.serve(machine);
+        self.after(vcpu, verdict).map_err(End::into_failure)
+    }
+
+    /// A CPU exception stub reported `vector`: a breakpoint, a step or a
+    /// fault. Stops for gdb; `Ok(true)` if gdb resumed the guest, `Ok(false)`
+    /// if the fault should end it as without a debugger.
+    pub fn on_fault(&mut self, vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Result<bool, Outcome> {
+        if self.machine.is_none() {
+            return Ok(false);
+        }
+        let (Ok(sregs), Ok(now)) = (vcpu.get_sregs(), vcpu.get_regs()) else {
+            return Ok(false);
+        };
+        // A ring-3 write to the fault port, or a broken exception stack:
+        // reported as without a debugger.
+        if sregs.cs.dpl != 0 {
+            return Ok(false);
+        }
+        let Some(state) = FaultState::capture(vector, &now, &sregs, guest.mem) else {
+            return Ok(false);
+        };
+        let mut regs = state.regs;
+        let rip = regs.rip;
+        let stepping = std::mem::take(&mut self.stepping);
+        let (reason, fatal) = match vector {
+            1 if stepping => (SingleThreadStopReason::DoneStep, false),
+            1 => (SingleThreadStopReason::Signal(Signal::SIGTRAP), false),
+            // A trap: rip is past the int3.
+            3 if self.target.has_breakpoint(rip.wrapping_sub(1)) => {
+                regs.rip = rip.wrapping_sub(1);
+                (SingleThreadStopReason::SwBreak(()), false)
+            }
+            3 => (SingleThreadStopReason::Signal(Signal::SIGTRAP), false),
+            // A fault: rip is at the int3.
+            13 if state.error_code == Some(INT3_GP_ERROR) && self.target.has_breakpoint(rip) => {
+                (SingleThreadStopReason::SwBreak(()), false)
+            }
+            vector => (SingleThreadStopReason::Signal(signal_for(vector)), true),
+        };
+        self.target.stopped_at(regs, state.fs_base, state.gs_base);
+        self.in_stub = true;
+        let verdict = self.stop(reason);
+        match self.after(vcpu, verdict) {
+            Ok(()) => Ok(true),
+            Err(End::Signal(_)) if fatal => Ok(false),
+            Err(end) => Err(end.into_failure()),
+        }
+    }
+
+    /// After an exit the guest is to resume from: if gdb sent Ctrl-C, stop
+    /// for it here. `Err` says how the guest ends instead.
+    pub fn poll(&mut self, vcpu: &VcpuFd) -> Result<(), Outcome> {
+        if self.machine.is_none() || !signals::take_debugger_input() {
+            return Ok(());
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match receive(self.fd, &mut buf, false) {
+                Ok(0) => return self.after(vcpu, Verdict::Detach).map_err(End::into_failure),
+                Ok(n) => self.pending.extend(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    let verdict = Verdict::Broken(format!("the gdb connection failed: {e}"));
+                    return self.after(vcpu, verdict).map_err(End::into_failure);
+                }
+            }
+        }
+        while let Some(byte) = self.pending.pop_front() {
+            let Some(GdbStubStateMachine::Running(running)) = self.machine.take() else {
+                return Ok(());
+            };
+            let machine = match running.incoming_data(&mut self.target, byte) {
+                Ok(machine) => machine,
+                Err(e) => return self.after(vcpu, broken(e)).map_err(End::into_failure),
+            };
+            let interrupt = match machine {
+                GdbStubStateMachine::CtrlCInterrupt(interrupt) => interrupt,
+                GdbStubStateMachine::Disconnected(gone) => {
+                    let verdict = disconnected(gone.get_reason());
+                    return self.after(vcpu, verdict).map_err(End::into_failure);
+                }
+                other => {
+                    self.machine = Some(other);
+                    continue;
+                }
+            };
+            let Ok(sregs) = vcpu.get_sregs() else {
+                return Err(Outcome::Failed("cannot read the vCPU's registers for gdb".into()));
+            };
+            if sregs.cs.dpl != 3 {
+                // Inside an exception stub: its stop for gdb comes at once.
+                match interrupt.interrupt_handled(&mut self.target, None::<SingleThreadStopReason<u64>>) {
+                    Ok(machine) => self.machine = Some(machine),
+                    Err(e) => return self.after(vcpu, broken(e)).map_err(End::into_failure),
+                }
+                continue;
+            }
+            self.load_vcpu(vcpu).map_err(Outcome::Failed)?;
+            let stop = SingleThreadStopReason::Signal(Signal::SIGINT);
+            let verdict = match interrupt.interrupt_handled(&mut self.target, Some(stop)) {
+                Ok(machine) => self.serve(machine),
+                Err(e) => broken(e),
+            };
+            return self.after(vcpu, verdict).map_err(End::into_failure);
+        }
+        Ok(())
+    }
+
+    /// The guest halted with `status`: gdb is told it exited.
+    pub fn halted(&mut self, status: u32) {
+        self.end(SingleThreadStopReason::Exited(status.min(255) as u8));
+    }
+
+    /// The guest failed other than by a CPU exception (a panic, a broken
+    /// hypercall): stops for gdb with SIGABRT where it stands, so the user
+    /// can look, then tells gdb it ended. It cannot resume.
+    pub fn failed(&mut self, vcpu: &VcpuFd) {
+        if self.machine.is_none() {
+            return;
+        }
+        let in_ring_3 = vcpu.get_sregs().is_ok_and(|s| s.cs.dpl == 3);
+        if in_ring_3 && self.load_vcpu(vcpu).is_ok() {
+            // However gdb resumes, the guest cannot: it hears that it ended.
+            let _ = self.stop(SingleThreadStopReason::Signal(Signal::SIGABRT));
+        }
+        self.end(SingleThreadStopReason::Terminated(Signal::SIGABRT));
+    }
+
+    /// Tells gdb the guest is gone, if gdb is still there and waiting.
+    fn end(&mut self, reason: SingleThreadStopReason<u64>) {
+        if let Some(GdbStubStateMachine::Running(running)) = self.machine.take() {
+            let _ = running.report_stop(&mut self.target, reason);
+        }
+        self.machine = None;
+        ATTACHED.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes the registers of a guest stopped in ring 3 from the vCPU.
+    fn load_vcpu(&mut self, vcpu: &VcpuFd) -> Result<(), String> {
+        let (Ok(regs), Ok(sregs)) = (vcpu.get_regs(), vcpu.get_sregs()) else {
+            return Err("cannot read the vCPU's registers for gdb".into());
+        };
+        self.target.stopped_at(regs, sregs.fs.base, sregs.gs.base);
+        self.in_stub = false;
+        Ok(())
+    }
+
+    /// Reports a stop to gdb (which waits for one while the guest runs)
+    /// and serves it until it resumes the guest.
+    fn stop(&mut self, reason: SingleThreadStopReason<u64>) -> Verdict {
+        let Some(GdbStubStateMachine::Running(running)) = self.machine.take() else {
+            return Verdict::Detach;
+        };
+        match running.report_stop(&mut self.target, reason) {
+            Ok(machine) => self.serve(machine),
+            Err(e) => broken(e),
+        }
+    }
+
+    /// Hands gdb's packets to gdbstub while the guest is stopped, until gdb
+    /// resumes it or goes.
+    fn serve(&mut self, mut machine: Machine<'m>) -> Verdict {
+        loop {
+            machine = match machine {
+                GdbStubStateMachine::Idle(idle) => {
+                    let byte = match self.next_byte() {
+                        Ok(byte) => byte,
+                        Err(verdict) => return verdict,
+                    };
+                    match idle.incoming_data(&mut self.target, byte) {
+                        Ok(machine) => machine,
+                        Err(e) => return broken(e),
+                    }
+                }
+                GdbStubStateMachine::Running(running) => {
+                    self.machine = Some(running.into());
+                    if !self.pending.is_empty() {
+                        // Bytes after the resume (a quick Ctrl-C): seen at
+                        // the next exit, which this makes immediate.
+                        signals::note_debugger_input();
+                    }
+                    return Verdict::Resume;
+                }
+                // Ctrl-C while stopped: nothing to interrupt.
+                GdbStubStateMachine::CtrlCInterrupt(interrupt) => {
+                    match interrupt.interrupt_handled(&mut self.target, None::<SingleThreadStopReason<u64>>) {
+                        Ok(machine) => machine,
+                        Err(e) => return broken(e),
+                    }
+                }
+                GdbStubStateMachine::Disconnected(gone) => return disconnected(gone.get_reason()),
+            }
+        }
+    }
+
+    /// The next byte from gdb, waiting for it.
+    fn next_byte(&mut self) -> Result<u8, Verdict> {
+        if let Some(byte) = self.pending.pop_front() {
+            return Ok(byte);
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            match receive(self.fd, &mut buf, true) {
+                Ok(0) => return Err(Verdict::Detach),
+                Ok(n) => {
+                    self.pending.extend(&buf[1..n]);
+                    return Ok(buf[0]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                    if let Some(signal) = signals::stop_requested() {
+                        return Err(Verdict::Stopped(signal));
+                    }
+                }
+                Err(e) => return Err(Verdict::Broken(format!("the gdb connection failed: {e}"))),
+            }
+        }
+    }
+
+    /// Carries out gdb's verdict at a stop.
+    fn after(&mut self, vcpu: &VcpuFd, verdict: Verdict) -> Result<(), End> {
+        match verdict {
+            Verdict::Resume => self.resume(vcpu),
+            Verdict::Kill => {
+                self.detach();
+                Err(End::Outcome(Outcome::Failed("killed by the debugger".into())))
+            }
+            Verdict::Detach => {
+                self.detach();
+                // The guest runs on as it stands (any step undone).
+                self.target.resume = Some(Resume::Continue(None));
+                self.load_registers(vcpu, false).map_err(End::Outcome)
+            }
+            Verdict::Broken(why) => {
+                self.detach();
+                Err(End::Outcome(Outcome::Failed(why)))
+            }
+            Verdict::Stopped(signal) => {
+                self.detach();
+                Err(End::Outcome(Outcome::Stopped(signal)))
+            }
+        }
+    }
+
+    /// gdb is gone: its breakpoints leave the guest's code.
+    fn detach(&mut self) {
+        self.machine = None;
+        self.pending.clear();
+        self.target.remove_all_breakpoints();
+        ATTACHED.store(false, Ordering::Relaxed);
+    }
+
+    /// Resumes the guest as gdb asked: for one step or until the next stop.
+    fn resume(&mut self, vcpu: &VcpuFd) -> Result<(), End> {
+        let (step, signal) = match self.target.resume.take() {
+            Some(Resume::Step(signal)) => (true, signal),
+            Some(Resume::Continue(signal)) => (false, signal),
+            None => (false, None),
+        };
+        if let Some(signal) = signal {
+            self.end(SingleThreadStopReason::Terminated(signal));
+            self.detach();
+            return Err(End::Signal(signal));
+        }
+        self.stepping = step;
+        self.load_registers(vcpu, step).map_err(End::Outcome)
+    }
+
+    /// Puts the stopped guest's registers back into the vCPU, TF set for a
+    /// step. Out of an exception stub this is the stub's missing `iret`:
+    /// the ring-3 segments too. Stopped in ring 3 (before the first
+    /// instruction, at a hypercall), the vCPU is only touched if something
+    /// changed, so a pending port write completes as KVM left it.
+    fn load_registers(&mut self, vcpu: &VcpuFd, step: bool) -> Result<(), Outcome> {
+        let failed = |e: kvm_ioctls::Error| Outcome::Failed(format!("cannot resume the guest for gdb: {e}"));
+        let target = &self.target;
+        if self.in_stub || target.bases_changed {
+            let mut sregs = vcpu.get_sregs().map_err(failed)?;
+            if self.in_stub {
+                crate::vcpu::user_segments(&mut sregs);
+            }
+            sregs.fs.base = target.fs_base;
+            sregs.gs.base = target.gs_base;
+            vcpu.set_sregs(&sregs).map_err(failed)?;
+        }
+        if self.in_stub || step || target.regs_changed {
+            let mut regs = target.regs;
+            if step {
+                regs.rflags |= RFLAGS_TF;
+            }
+            vcpu.set_regs(&regs).map_err(failed)?;
+        }
+        self.in_stub = false;
+        Ok(())
+    }
+}
+
+impl End {
+    fn into_failure(self) -> Outcome {
+        match self {
+            End::Outcome(outcome) => outcome,
+            End::Signal(signal) => Outcome::Failed(format!(
+                "the debugger resumed the guest with {signal}; a unikernel has no signal handlers, so it ends"
+            )),
+        }
+    }
+}
+
+fn broken(e: impl std::fmt::Display) -> Verdict {
+    Verdict::Broken(format!("gdb sent what the stub cannot take: {e}"))
+}
+
+fn disconnected(reason: DisconnectReason) -> Verdict {
+    match reason {
+        DisconnectReason::Kill => Verdict::Kill,
+        _ => Verdict::Detach,
+    }
+}
+
+/// The signal a process gets for CPU exception `vector`, as Linux sends
+/// it, for gdb's stop reply.
+fn signal_for(vector: u32) -> Signal {
+    match vector {
+        // #DE, #MF (x87), #XM (SIMD)
+        0 | 16 | 19 => Signal::SIGFPE,
+        // #DB, #BP
+        1 | 3 => Signal::SIGTRAP,
+        // #UD
+        6 => Signal::SIGILL,
+        // #NM: no FPU state to restore; Linux would retry, a unikernel cannot.
+        7 => Signal::SIGFPE,
+        // #AC, #MC
+        17 | 18 => Signal::SIGBUS,
+        // #OF, #BR, #DF, #TS, #NP, #SS, #GP, #PF and the rest.
+        _ => Signal::SIGSEGV,
+    }
+}
+
+/// Has the kernel raise SIGIO at this process when `fd` has input.
+fn async_io(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an open descriptor with integer arguments; the
+    // results are checked.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exceptions_map_to_the_signals_linux_sends() {
+        assert_eq!(signal_for(0), Signal::SIGFPE);
+        assert_eq!(signal_for(6), Signal::SIGILL);
+        assert_eq!(signal_for(13), Signal::SIGSEGV);
+        assert_eq!(signal_for(14), Signal::SIGSEGV);
+        assert_eq!(signal_for(17), Signal::SIGBUS);
+    }
+}

@@ -1,0 +1,65 @@
+//! A guest to debug with gdb under `atoll-hvt --gdb` (tests/tests/gdb.rs),
+//! built without `--release` so that it keeps its DWARF. The first boot
+//! argument chooses:
+//!
+//! | arguments | what happens |
+//! | --- | --- |
+//! | `compute` | `add_up(5)`, then `report(total)` prints `value N`; exits 3 |
+//! | `sleep` | sleeps 60 s in `sleep_a_while` (to be interrupted), exits 0 |
+//! | `fault` | reads address 0x10 (unmapped) in `crash_here` |
+#![no_std]
+#![no_main]
+
+use atoll::println;
+use atoll::time::{sleep, Duration};
+use core::hint::black_box;
+
+/// A global for gdb to read through its symbol.
+static ANSWER: u64 = 42;
+
+#[atoll::main]
+async fn main() -> Result<(), &'static str> {
+    match atoll::args().first().copied() {
+        Some("compute") => {
+            let total = add_up(black_box(5));
+            report(total);
+            atoll::exit(3)
+        }
+        Some("sleep") => sleep_a_while().await,
+        Some("fault") => println!("read {}", crash_here()),
+        _ => return Err("usage: debuggee compute|sleep|fault"),
+    }
+    Ok(())
+}
+
+/// Sums `i + ANSWER` for `i` below `limit`: an argument and locals to read.
+#[inline(never)]
+fn add_up(limit: u64) -> u64 {
+    let mut total = 0;
+    let step = black_box(ANSWER);
+    for i in 0..limit {
+        total += i + step;
+    }
+    total
+}
+
+/// Prints `value` (which gdb may have changed).
+#[inline(never)]
+fn report(value: u64) {
+    println!("value {value}");
+}
+
+/// Sleeps long enough for a test to interrupt it in the `wait` hypercall.
+#[inline(never)]
+async fn sleep_a_while() {
+    sleep(Duration::from_secs(60)).await;
+}
+
+/// Reads from address 0x10, which the tender leaves unmapped.
+#[inline(never)]
+fn crash_here() -> u64 {
+    let unmapped = core::ptr::with_exposed_provenance::<u64>(0x10);
+    // SAFETY: not sound, on purpose: the read page-faults, which is what
+    // the test stops at in gdb.
+    unsafe { unmapped.read_volatile() }
+}

@@ -68,7 +68,7 @@ const SLEEP_SLICE: Duration = Duration::from_millis(100);
 const INT3_GP_ERROR: u64 = (3 << 3) | 2;
 
 /// How long a `wait` may sleep in one go: `timeout`, or a slice of it while
-/// a debugger is attached (see [`SLEEP_SLICE`]).
+/// a debugger is attached (at most 100 ms: see `SLEEP_SLICE`).
 pub fn sleep_slice(timeout: Option<Duration>) -> Option<Duration> {
     if !ATTACHED.load(Ordering::Relaxed) {
         return timeout;

@@ -257,34 +257,58 @@ fn hostile(rng: &mut SplitMix64) -> Vec<u8> {
     out
 }
 
+/// What the stub sent within a moment; `None` once it closed the
+/// connection.
+fn replies(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Some(got)
+            }
+            Err(_) => return None,
+        }
+    }
+}
+
 #[test]
 fn malformed_packets_get_errors_never_a_panic() {
     let mut rng = SplitMix64(0x0064_6267_7374_7562);
     let mut rounds = 0;
-    let mut tenders = 0;
+    let mut sessions = 0;
+    let mut answered = 0;
     while rounds < 300 {
         let (tender, port) = tender("sleep");
-        tenders += 1;
+        sessions += 1;
         let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the stub");
-        stream.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let mut alive = true;
         while alive && rounds < 300 {
             rounds += 1;
-            let message = hostile(&mut rng);
-            if stream.write_all(&message).is_err() {
-                alive = false;
-            }
-            let mut reply = [0u8; 65536];
-            match stream.read(&mut reply) {
-                Ok(0) => alive = false,
-                Ok(_) => {}
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-                Err(_) => alive = false,
+            alive = stream.write_all(&hostile(&mut rng)).is_ok();
+            match replies(&mut stream) {
+                Some(reply) if !reply.is_empty() => answered += 1,
+                Some(_) => {}
+                None => alive = false,
             }
         }
+        if alive {
+            // After all that, a well-formed request still gets its answer.
+            stream.write_all(&packet(b"?")).unwrap();
+            let reply = String::from_utf8_lossy(&replies(&mut stream).unwrap_or_default()).into_owned();
+            // `T05thread:…` once a hostile `qSupported` turned on multiprocess.
+            assert!(
+                reply.contains("$S05#") || reply.contains("$T05"),
+                "no stop reply after the hostile packets: {reply:?}"
+            );
+        }
         drop(stream);
-        // The connection closing is gdb leaving: the guest runs on asleep,
-        // or the stub refused a packet and the tender ended.
+        // The connection closing is gdb leaving: the guest runs on asleep
+        // (stopped here by SIGTERM, 143); or the stub could not parse a
+        // packet and the tender ended (254).
         let out = tender.stop();
         assert!(!out.stderr.contains("panicked"), "the tender panicked:\n{}", out.stderr);
         assert!(
@@ -301,7 +325,9 @@ fn malformed_packets_get_errors_never_a_panic() {
             );
         }
     }
-    assert!(tenders < 300, "every message ended the session: nothing was answered");
+    eprintln!("{answered} of 300 hostile messages answered, in {sessions} sessions");
+    assert!(answered > 100, "only {answered} of 300 hostile messages got an answer");
+    assert!(sessions < 100, "{sessions} sessions for 300 messages: junk ends them");
 }
 
 #[test]

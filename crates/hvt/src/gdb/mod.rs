@@ -26,18 +26,22 @@
 //! guest's memory while gdb looks at it, and SIGIO has one thread to land
 //! on.
 //!
-//! Not here: the register set (`arch`), memory access and breakpoints
-//! (`target`), page-table walks (`translate`), hardware breakpoints and
+//! Not here: the register set (`arch`), the protocol's framing
+//! (`framing`), memory access and breakpoints (`target`), page-table walks
+//! (`translate`), hardware breakpoints and
 //! watchpoints, more than one connection, and core dumps.
 
 mod arch;
+mod framing;
 mod target;
 mod translate;
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -51,6 +55,7 @@ use crate::fault::FaultState;
 use crate::memory::GuestMemory;
 use crate::run::{Guest, Outcome};
 use crate::signals;
+use framing::{Answer, Framing};
 use target::{Debuggee, Resume, RFLAGS_TF};
 
 /// A debugger is attached: the `wait` hypercall sleeps in slices
@@ -86,6 +91,9 @@ pub fn listen(port: u16) -> Result<TcpListener, String> {
 struct Conn {
     stream: TcpStream,
     out: Vec<u8>,
+    /// The last packet sent, for gdb's `-` (shared with the [`Debugger`],
+    /// which reads the connection while gdbstub owns this).
+    last: Rc<RefCell<Vec<u8>>>,
 }
 
 impl Connection for Conn {
@@ -102,32 +110,34 @@ impl Connection for Conn {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let mut sent = 0;
-        while sent < self.out.len() {
-            let rest = &self.out[sent..];
-            // SAFETY: `rest` is a live buffer of `rest.len()` bytes; the fd
-            // is the open socket `self.stream` owns. MSG_NOSIGNAL: a closed
-            // connection is an error here, not a SIGPIPE.
-            let n = unsafe { libc::send(self.fd(), rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                self.out.clear();
-                return Err(e);
-            }
-            sent += n as usize;
+        if let Some(start) = self.out.iter().rposition(|&b| b == b'$') {
+            *self.last.borrow_mut() = self.out[start..].to_vec();
         }
+        let sent = send_all(self.stream.as_raw_fd(), &self.out);
         self.out.clear();
-        Ok(())
+        sent
     }
 }
 
-impl Conn {
-    fn fd(&self) -> RawFd {
-        self.stream.as_raw_fd()
+/// Sends all of `bytes` on `fd`.
+fn send_all(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        let rest = &bytes[sent..];
+        // SAFETY: `rest` is a live buffer of `rest.len()` bytes; `fd` is
+        // the connection's open socket. MSG_NOSIGNAL: a closed connection
+        // is an error here, not a SIGPIPE.
+        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        sent += n as usize;
     }
+    Ok(())
 }
 
 /// Reads what is there (`wait`: or blocks until something is) from `fd`
@@ -173,8 +183,11 @@ pub struct Debugger<'m> {
     machine: Option<Machine<'m>>,
     target: Debuggee<'m>,
     fd: RawFd,
-    /// Bytes read from gdb and not yet handed to gdbstub.
+    /// Bytes read from gdb, framed, and not yet handed to gdbstub.
     pending: VecDeque<u8>,
+    framing: Framing,
+    /// The last packet sent (see [`Conn`]).
+    last_sent: Rc<RefCell<Vec<u8>>>,
     /// The vCPU is in an exception stub: resuming means returning to ring 3.
     in_stub: bool,
     /// The guest was resumed for one step, from this rip.
@@ -208,9 +221,11 @@ impl<'m> Debugger<'m> {
         signals::install_debugger_wakeup().map_err(|e| format!("cannot handle SIGIO: {e}"))?;
         async_io(fd).map_err(|e| format!("cannot have the gdb connection raise SIGIO: {e}"))?;
         let mut target = Debuggee::new(mem, cr3);
+        let last_sent = Rc::new(RefCell::new(Vec::new()));
         let conn = Conn {
             stream,
             out: Vec::new(),
+            last: Rc::clone(&last_sent),
         };
         let machine = GdbStub::new(conn)
             .run_state_machine(&mut target)
@@ -221,6 +236,8 @@ impl<'m> Debugger<'m> {
             target,
             fd,
             pending: VecDeque::new(),
+            framing: Framing::default(),
+            last_sent,
             in_stub: false,
             stepping: None,
         })
@@ -304,7 +321,12 @@ impl<'m> Debugger<'m> {
         loop {
             match receive(self.fd, &mut buf, false) {
                 Ok(0) => return self.after(vcpu, Verdict::Detach).map_err(End::into_failure),
-                Ok(n) => self.pending.extend(&buf[..n]),
+                Ok(n) => {
+                    if let Err(e) = self.take_in(&buf[..n]) {
+                        let verdict = Verdict::Broken(format!("the gdb connection failed: {e}"));
+                        return self.after(vcpu, verdict).map_err(End::into_failure);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -463,18 +485,34 @@ impl<'m> Debugger<'m> {
         }
     }
 
-    /// The next byte from gdb, waiting for it.
-    fn next_byte(&mut self) -> Result<u8, Verdict> {
-        if let Some(byte) = self.pending.pop_front() {
-            return Ok(byte);
+    /// Frames `bytes` from gdb into `pending`, answering what is broken.
+    fn take_in(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for &byte in bytes {
+            match self.framing.push(byte, &mut self.pending) {
+                Answer::Nothing => {}
+                Answer::Nak => send_all(self.fd, b"-")?,
+                Answer::Retransmit => {
+                    let last = self.last_sent.borrow().clone();
+                    send_all(self.fd, &last)?;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// The next byte from gdb for gdbstub, waiting for it.
+    fn next_byte(&mut self) -> Result<u8, Verdict> {
         let mut buf = [0u8; 4096];
         loop {
+            if let Some(byte) = self.pending.pop_front() {
+                return Ok(byte);
+            }
             match receive(self.fd, &mut buf, true) {
                 Ok(0) => return Err(Verdict::Detach),
                 Ok(n) => {
-                    self.pending.extend(&buf[1..n]);
-                    return Ok(buf[0]);
+                    if let Err(e) = self.take_in(&buf[..n]) {
+                        return Err(Verdict::Broken(format!("the gdb connection failed: {e}")));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {
                     if let Some(signal) = signals::stop_requested() {

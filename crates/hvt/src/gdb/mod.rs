@@ -26,12 +26,13 @@
 //! guest's memory while gdb looks at it, and SIGIO has one thread to land
 //! on.
 //!
-//! Not here: the register set (`arch`), the protocol's framing
+//! Not here: the connection (`conn`), the register set (`arch`), the protocol's framing
 //! (`framing`), memory access and breakpoints (`target`), page-table walks
 //! (`translate`), hardware breakpoints and
 //! watchpoints, more than one connection, and core dumps.
 
 mod arch;
+mod conn;
 mod framing;
 mod target;
 mod translate;
@@ -39,14 +40,13 @@ mod translate;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
-use std::net::{TcpListener, TcpStream};
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use gdbstub::common::Signal;
-use gdbstub::conn::Connection;
 use gdbstub::stub::state_machine::GdbStubStateMachine;
 use gdbstub::stub::{DisconnectReason, GdbStub, SingleThreadStopReason};
 use kvm_ioctls::VcpuFd;
@@ -55,6 +55,8 @@ use crate::fault::FaultState;
 use crate::memory::GuestMemory;
 use crate::run::{Guest, Outcome};
 use crate::signals;
+pub use conn::listen;
+use conn::{receive, send_all, Conn};
 use framing::{Answer, Framing};
 use target::{Debuggee, Resume, RFLAGS_TF};
 
@@ -79,79 +81,6 @@ pub fn sleep_slice(timeout: Option<Duration>) -> Option<Duration> {
         return timeout;
     }
     Some(timeout.map_or(SLEEP_SLICE, |t| t.min(SLEEP_SLICE)))
-}
-
-/// Opens the port gdb connects to, on 127.0.0.1 only: whoever connects
-/// controls the guest.
-pub fn listen(port: u16) -> Result<TcpListener, String> {
-    TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("cannot listen for gdb on 127.0.0.1:{port}: {e}"))
-}
-
-/// The gdb connection, with replies gathered into one `send` per packet.
-struct Conn {
-    stream: TcpStream,
-    out: Vec<u8>,
-    /// The last packet sent, for gdb's `-` (shared with the [`Debugger`],
-    /// which reads the connection while gdbstub owns this).
-    last: Rc<RefCell<Vec<u8>>>,
-}
-
-impl Connection for Conn {
-    type Error = io::Error;
-
-    fn write(&mut self, byte: u8) -> io::Result<()> {
-        self.out.push(byte);
-        Ok(())
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.out.extend_from_slice(buf);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if let Some(start) = self.out.iter().rposition(|&b| b == b'$') {
-            *self.last.borrow_mut() = self.out[start..].to_vec();
-        }
-        let sent = send_all(self.stream.as_raw_fd(), &self.out);
-        self.out.clear();
-        sent
-    }
-}
-
-/// Sends all of `bytes` on `fd`.
-fn send_all(fd: RawFd, bytes: &[u8]) -> io::Result<()> {
-    let mut sent = 0;
-    while sent < bytes.len() {
-        let rest = &bytes[sent..];
-        // SAFETY: `rest` is a live buffer of `rest.len()` bytes; `fd` is
-        // the connection's open socket. MSG_NOSIGNAL: a closed connection
-        // is an error here, not a SIGPIPE.
-        let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        sent += n as usize;
-    }
-    Ok(())
-}
-
-/// Reads what is there (`wait`: or blocks until something is) from `fd`
-/// into `buf`: `Ok(0)` at the end of the connection; `Interrupted` if a
-/// signal came first, `WouldBlock` if nothing is there and not waiting.
-fn receive(fd: RawFd, buf: &mut [u8], wait: bool) -> io::Result<usize> {
-    let flags = if wait { 0 } else { libc::MSG_DONTWAIT };
-    // SAFETY: `buf` is a live, writable buffer of `buf.len()` bytes; `fd`
-    // is the connection's open socket.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(n as usize)
 }
 
 type Machine<'m> = GdbStubStateMachine<'static, Debuggee<'m>, Conn>;
@@ -192,6 +121,9 @@ pub struct Debugger<'m> {
     in_stub: bool,
     /// The guest was resumed for one step, from this rip.
     stepping: Option<u64>,
+    /// gdb went away while a step was under way: its `#DB` is still to
+    /// come, and is not the guest's.
+    left_mid_step: bool,
 }
 
 impl<'m> Debugger<'m> {
@@ -200,26 +132,8 @@ impl<'m> Debugger<'m> {
     /// `mem` and whose page tables are at `cr3`. Sets up SIGIO on the
     /// connection; call before the sandbox.
     pub fn accept(listener: TcpListener, mem: &'m GuestMemory, cr3: u64) -> Result<Debugger<'m>, String> {
-        use nix::poll::{PollFd, PollFlags, PollTimeout};
-        loop {
-            if let Some(signal) = signals::stop_requested() {
-                return Err(format!("stopped by {} while waiting for gdb", signals::name(signal)));
-            }
-            let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-            // A bounded wait, so a stop signal is seen within it.
-            match nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
-                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-                Ok(_) => break,
-                Err(e) => return Err(format!("cannot wait for gdb: {e}")),
-            }
-        }
-        let (stream, _) = listener.accept().map_err(|e| format!("cannot accept gdb: {e}"))?;
-        drop(listener);
-        // Packets are small and answered one at a time.
-        let _ = stream.set_nodelay(true);
+        let stream = conn::accept(listener)?;
         let fd = stream.as_raw_fd();
-        signals::install_debugger_wakeup().map_err(|e| format!("cannot handle SIGIO: {e}"))?;
-        async_io(fd).map_err(|e| format!("cannot have the gdb connection raise SIGIO: {e}"))?;
         let mut target = Debuggee::new(mem, cr3);
         let last_sent = Rc::new(RefCell::new(Vec::new()));
         let conn = Conn {
@@ -240,6 +154,7 @@ impl<'m> Debugger<'m> {
             last_sent,
             in_stub: false,
             stepping: None,
+            left_mid_step: false,
         })
     }
 
@@ -263,7 +178,8 @@ impl<'m> Debugger<'m> {
     /// fault. Stops for gdb; `Ok(true)` if gdb resumed the guest, `Ok(false)`
     /// if the fault should end it as without a debugger.
     pub fn on_fault(&mut self, vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Result<bool, Outcome> {
-        if self.machine.is_none() {
+        let left_mid_step = std::mem::take(&mut self.left_mid_step);
+        if self.machine.is_none() && !left_mid_step {
             return Ok(false);
         }
         let (Ok(sregs), Ok(now)) = (vcpu.get_sregs(), vcpu.get_regs()) else {
@@ -277,6 +193,15 @@ impl<'m> Debugger<'m> {
         let Some(state) = FaultState::capture(vector, &now, &sregs, guest.mem) else {
             return Ok(false);
         };
+        if self.machine.is_none() {
+            // gdb went away during a step: its trap is not the guest's.
+            if vector != 1 {
+                return Ok(false);
+            }
+            self.target.stopped_at(state.regs, state.fs_base, state.gs_base);
+            self.in_stub = true;
+            return self.load_registers(vcpu, false).map(|()| true);
+        }
         let mut regs = state.regs;
         let rip = regs.rip;
         let stepping = self.stepping.take().is_some();
@@ -320,7 +245,7 @@ impl<'m> Debugger<'m> {
         let mut buf = [0u8; 4096];
         loop {
             match receive(self.fd, &mut buf, false) {
-                Ok(0) => return self.after(vcpu, Verdict::Detach).map_err(End::into_failure),
+                Ok(0) => return self.gone_while_running(vcpu, Verdict::Detach),
                 Ok(n) => {
                     if let Err(e) = self.take_in(&buf[..n]) {
                         let verdict = Verdict::Broken(format!("the gdb connection failed: {e}"));
@@ -346,8 +271,7 @@ impl<'m> Debugger<'m> {
             let interrupt = match machine {
                 GdbStubStateMachine::CtrlCInterrupt(interrupt) => interrupt,
                 GdbStubStateMachine::Disconnected(gone) => {
-                    let verdict = disconnected(gone.get_reason());
-                    return self.after(vcpu, verdict).map_err(End::into_failure);
+                    return self.gone_while_running(vcpu, disconnected(gone.get_reason()));
                 }
                 other => {
                     self.machine = Some(other);
@@ -374,6 +298,18 @@ impl<'m> Debugger<'m> {
             return self.after(vcpu, verdict).map_err(End::into_failure);
         }
         Ok(())
+    }
+
+    /// gdb left while the guest ran: nothing to load into the vCPU, which
+    /// holds the running guest's registers.
+    fn gone_while_running(&mut self, vcpu: &VcpuFd, verdict: Verdict) -> Result<(), Outcome> {
+        match verdict {
+            Verdict::Detach => {
+                self.detach();
+                Ok(())
+            }
+            other => self.after(vcpu, other).map_err(End::into_failure),
+        }
     }
 
     /// A step over a hypercall's `out`: the nested hypervisor we test on
@@ -553,7 +489,7 @@ impl<'m> Debugger<'m> {
     fn detach(&mut self) {
         self.machine = None;
         self.pending.clear();
-        self.stepping = None;
+        self.left_mid_step = self.stepping.take().is_some();
         self.target.remove_all_breakpoints();
         ATTACHED.store(false, Ordering::Relaxed);
     }
@@ -599,6 +535,8 @@ impl<'m> Debugger<'m> {
             vcpu.set_regs(&regs).map_err(failed)?;
         }
         self.in_stub = false;
+        self.target.regs_changed = false;
+        self.target.bases_changed = false;
         Ok(())
     }
 }
@@ -642,22 +580,6 @@ fn signal_for(vector: u32) -> Signal {
         // #OF, #BR, #DF, #TS, #NP, #SS, #GP, #PF and the rest.
         _ => Signal::SIGSEGV,
     }
-}
-
-/// Has the kernel raise SIGIO at this process when `fd` has input.
-fn async_io(fd: RawFd) -> io::Result<()> {
-    // SAFETY: fcntl on an open descriptor with integer arguments; the
-    // results are checked.
-    unsafe {
-        if libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let flags = libc::fcntl(fd, libc::F_GETFL);
-        if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_ASYNC) < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

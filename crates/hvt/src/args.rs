@@ -101,7 +101,7 @@ fn solo5_dashes(mut argv: Vec<String>) -> Result<Vec<String>, String> {
         match word.as_str() {
             "--" => return Ok(argv),
             // The options whose value may be the next word.
-            "--mem" | "--net-poll-us" => i += 2,
+            "--mem" | "--net-poll-us" | "--gdb" => i += 2,
             option if option.starts_with('-') => i += 1,
             _ => {
                 if argv.get(i + 1).is_some_and(|next| next != "--") {
@@ -131,9 +131,10 @@ fn is_own_option(word: &str) -> bool {
         "--version",
         "-V",
     ];
-    const PREFIXES: [&str; 6] = [
+    const PREFIXES: [&str; 7] = [
         "--mem",
         "--net-poll-us",
+        "--gdb",
         "--net:",
         "--net-mac:",
         "--block:",
@@ -246,6 +247,28 @@ mod tests {
             &["--net:a=t", "--block:a=f", "k"],
             &["--net-mac:a=01:02:03:04:05:06", "k"],
             &["--net-mac:a", "k"],
+        ] {
+            let err = run(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn gdb_takes_a_port() {
+        for form in [&["--gdb=1234", "k"][..], &["--gdb", "1234", "k"]] {
+            let args = run(form).unwrap();
+            assert_eq!(
+                (args.cli.gdb, args.cli.kernel.to_str()),
+                (Some(1234), Some("k")),
+                "{form:?}"
+            );
+        }
+        assert_eq!(run(&["k"]).unwrap().cli.gdb, None);
+        for bad in [
+            &["--gdb=0", "k"][..],
+            &["--gdb=70000", "k"],
+            &["--gdb", "k"],
+            &["k", "a", "--gdb=1"],
         ] {
             let err = run(bad).unwrap_err();
             assert!(!err.contains('\n'), "{bad:?}: {err}");

@@ -125,8 +125,8 @@ fn check_mem(args: &RunArgs) -> Result<(), CliError> {
 }
 
 /// `--gdb` is the hvt tender's. A debug unix build is a process gdb runs
-/// directly; QEMU has its own gdb server (docs/DEBUGGING.md). A release
-/// build debugs without source lines: said, not refused.
+/// directly (with `--no-sandbox`, as the README says). A release build
+/// debugs without source lines: said, not refused.
 fn check_gdb(args: &RunArgs) -> Result<(), CliError> {
     if args.gdb.is_none() {
         return Ok(());
@@ -138,12 +138,10 @@ fn check_gdb(args: &RunArgs) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Platform::Unix => {
-            Err("--gdb is for --target hvt; a debug unix build is a process: run `gdb --args APP -- ARGS`".into())
-        }
-        Platform::Virtio => {
-            Err("--gdb is for --target hvt; on virtio use QEMU's own gdb server (docs/DEBUGGING.md)".into())
-        }
+        Platform::Unix => Err("--gdb is for --target hvt; a debug unix build is a process: run \
+             `gdb --args APP --no-sandbox -- ARGS` on the path `atoll build --target unix` prints"
+            .into()),
+        Platform::Virtio => Err("--gdb is for --target hvt".into()),
     }
 }
 

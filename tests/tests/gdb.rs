@@ -2,7 +2,8 @@
 //! of `tests/guests/debuggee` through the tender's stub. Breakpoints on
 //! Rust functions, arguments, locals and globals, `next`, a variable set
 //! from gdb that the guest then prints, the exit status; Ctrl-C (SIGINT to
-//! gdb) stopping a guest asleep in `wait`; a fault stopping in gdb with
+//! gdb) stopping a guest asleep in `wait` and one running without exits,
+//! registers and globals written from gdb; a fault stopping in gdb with
 //! SIGSEGV. Hostile side: gdb cannot read or write what the guest itself
 //! cannot, and random, truncated and oversized packets get an answer or a
 //! one-line error, never a panic. `atoll run --gdb` prints the command to
@@ -141,6 +142,37 @@ fn ctrl_c_stops_a_guest_asleep_in_wait() {
         "stderr: {}",
         guest.stderr
     );
+}
+
+#[test]
+fn ctrl_c_stops_a_running_guest_and_gdb_writes_registers_and_globals() {
+    let (tender, port) = tender("spin");
+    let session = gdb(
+        port,
+        &[
+            "continue",
+            "bt 1",
+            // Through the vCPU and back: a step loads the registers into
+            // it, the next stop reads them from it.
+            "set $fs_base = 0x1234",
+            "stepi",
+            "print/x $fs_base",
+            "set $fs_base = 0",
+            "set var debuggee::SPINNING = false",
+            "continue",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(session.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal gdb");
+    let session = session.wait(LIMIT);
+    assert_has(&session, "gdb's output", "Program received signal SIGINT");
+    assert_has(&session, "gdb's output", "debuggee::spin");
+    assert_has(&session, "gdb's output", "= 0x1234");
+    assert_has(&session, "gdb's output", "exited with code 04");
+    let guest = tender.wait(LIMIT);
+    assert_eq!(guest.status, Some(4), "stderr: {}", guest.stderr);
+    assert!(guest.stdout.contains("spun "), "the guest printed: {}", guest.stdout);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `compute` | `add_up(5)`, then `report(total)` prints `value N`; exits 3 |
 //! | `sleep` | sleeps 60 s in `sleep_a_while` (to be interrupted), exits 0 |
+//! | `spin` | loops in `spin` without an exit until gdb clears `SPINNING`; exits 4 |
 //! | `fault` | reads address 0x10 (unmapped) in `crash_here` |
 #![no_std]
 #![no_main]
@@ -17,6 +18,10 @@ use core::hint::black_box;
 /// A global for gdb to read through its symbol.
 static ANSWER: u64 = 42;
 
+/// `spin` loops while this holds; gdb clears it (`set var
+/// debuggee::SPINNING = false`).
+static mut SPINNING: bool = true;
+
 #[atoll::main]
 async fn main() -> Result<(), &'static str> {
     match atoll::args().first().copied() {
@@ -26,8 +31,12 @@ async fn main() -> Result<(), &'static str> {
             atoll::exit(3)
         }
         Some("sleep") => sleep_a_while().await,
+        Some("spin") => {
+            println!("spun {} times", spin());
+            atoll::exit(4)
+        }
         Some("fault") => println!("read {}", crash_here()),
-        _ => return Err("usage: debuggee compute|sleep|fault"),
+        _ => return Err("usage: debuggee compute|sleep|spin|fault"),
     }
     Ok(())
 }
@@ -53,6 +62,19 @@ fn report(value: u64) {
 #[inline(never)]
 async fn sleep_a_while() {
     sleep(Duration::from_secs(60)).await;
+}
+
+/// Runs without a VM exit until gdb clears `SPINNING`: a guest to
+/// interrupt while it runs.
+#[inline(never)]
+fn spin() -> u64 {
+    let mut rounds = 0u64;
+    // SAFETY: a volatile read of a `bool` that only gdb writes, and only
+    // while the guest is stopped.
+    while unsafe { core::ptr::read_volatile(&raw const SPINNING) } {
+        rounds = black_box(rounds + 1);
+    }
+    rounds
 }
 
 /// Reads from address 0x10, which the tender leaves unmapped.

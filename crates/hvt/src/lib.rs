@@ -165,8 +165,8 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         Some(listener) => {
             let port = listener.local_addr().map_or(0, |a| a.port());
             say(&format!(
-                "waiting for gdb on 127.0.0.1:{port}: gdb {} -ex 'target remote :{port}'",
-                cli.kernel.display()
+                "waiting for gdb on 127.0.0.1:{port}: {}",
+                gdb::command_to_paste(&cli.kernel, port)
             ));
             Some(gdb::Debugger::accept(listener, &mem, layout.cr3).map_err(TenderError::Gdb)?)
         }

@@ -83,6 +83,19 @@ pub fn sleep_slice(timeout: Option<Duration>) -> Option<Duration> {
     Some(timeout.map_or(SLEEP_SLICE, |t| t.min(SLEEP_SLICE)))
 }
 
+/// The command that debugs `kernel` through this stub, ready to paste
+/// into a shell (the path quoted if it needs to be).
+pub fn command_to_paste(kernel: &std::path::Path, port: u16) -> String {
+    let path = kernel.to_string_lossy();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
+    let path = if !path.is_empty() && path.chars().all(plain) {
+        path.into_owned()
+    } else {
+        format!("'{}'", path.replace('\'', r"'\''"))
+    };
+    format!("gdb {path} -ex 'target remote :{port}'")
+}
+
 type Machine<'m> = GdbStubStateMachine<'static, Debuggee<'m>, Conn>;
 
 /// What gdb decided at a stop.
@@ -585,6 +598,19 @@ fn signal_for(vector: u32) -> Signal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_to_paste_quotes_what_a_shell_would_split() {
+        use std::path::Path;
+        assert_eq!(
+            command_to_paste(Path::new("/a/target/debug/app"), 1234),
+            "gdb /a/target/debug/app -ex 'target remote :1234'"
+        );
+        assert_eq!(
+            command_to_paste(Path::new("/my apps/it's"), 9),
+            r"gdb '/my apps/it'\''s' -ex 'target remote :9'"
+        );
+    }
 
     #[test]
     fn exceptions_map_to_the_signals_linux_sends() {

@@ -70,6 +70,15 @@ fn gdb(port: u16, commands: &[&str]) -> Background {
     Background::spawn(command)
 }
 
+/// Sends gdb SIGINT (what Ctrl-C in its terminal does) once it has
+/// attached and had a moment to resume the guest.
+fn interrupt(session: &Background) {
+    session.wait_for_line(LIMIT, |line| line.contains("in _start ()").then_some(()));
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = nix::unistd::Pid::from_raw(session.pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal gdb");
+}
+
 fn assert_has(out: &Outcome, what: &str, text: &str) {
     assert!(
         out.stdout.contains(text) || out.stderr.contains(text),
@@ -126,10 +135,7 @@ fn breakpoints_locals_steps_globals_and_the_exit_status() {
 fn ctrl_c_stops_a_guest_asleep_in_wait() {
     let (tender, port) = tender("sleep");
     let session = gdb(port, &["continue", "bt", "kill"]);
-    // Let it connect and resume the guest into its 60 s sleep.
-    std::thread::sleep(Duration::from_millis(1500));
-    let pid = nix::unistd::Pid::from_raw(session.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal gdb");
+    interrupt(&session);
     let started = Instant::now();
     let session = session.wait(LIMIT);
     assert_has(&session, "gdb's output", "Program received signal SIGINT");
@@ -151,7 +157,7 @@ fn ctrl_c_stops_a_running_guest_and_gdb_writes_registers_and_globals() {
         port,
         &[
             "continue",
-            "bt 1",
+            "bt",
             // Through the vCPU and back: a step loads the registers into
             // it, the next stop reads them from it.
             "set $fs_base = 0x1234",
@@ -162,9 +168,7 @@ fn ctrl_c_stops_a_running_guest_and_gdb_writes_registers_and_globals() {
             "continue",
         ],
     );
-    std::thread::sleep(Duration::from_millis(1500));
-    let pid = nix::unistd::Pid::from_raw(session.pid() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("signal gdb");
+    interrupt(&session);
     let session = session.wait(LIMIT);
     assert_has(&session, "gdb's output", "Program received signal SIGINT");
     assert_has(&session, "gdb's output", "debuggee::spin");

@@ -371,6 +371,34 @@ fn malformed_packets_get_errors_never_a_panic() {
 }
 
 #[test]
+fn a_stop_signal_ends_the_wait_for_gdb() {
+    let (tender, _port) = tender("compute");
+    let out = tender.stop();
+    assert_eq!(out.status, Some(128 + 15), "stderr: {}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("atoll-hvt: stopped by SIGTERM while waiting for gdb"),
+        "stderr: {}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_port_in_use_is_one_line() {
+    require_kvm();
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    let port = taken.local_addr().expect("its address").port();
+    let out = atoll_tests::hvt([format!("--gdb={port}"), debuggee().display().to_string()]);
+    assert_eq!(out.status, Some(255), "stderr: {}", out.stderr);
+    assert_eq!(
+        out.stderr_lines(),
+        [format!(
+            "atoll-hvt: cannot listen for gdb on 127.0.0.1:{port}: Address in use (os error 98) (try another --gdb=PORT)"
+        )]
+    );
+}
+
+#[test]
 fn atoll_run_gdb_prints_the_command_to_paste() {
     require_kvm();
     let port = free_port();

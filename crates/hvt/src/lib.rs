@@ -71,8 +71,8 @@ pub enum TenderError {
     Sandbox(String),
     #[error("cannot start the network I/O thread: {0}")]
     NetIo(String),
-    #[error("{0}")]
-    Gdb(String),
+    #[error(transparent)]
+    Gdb(#[from] gdb::ConnError),
 }
 
 /// Runs the tender with `argv` (without the program name) and returns the
@@ -128,7 +128,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
     })?;
     timeline.mark(Phase::Read);
     // First, so that a port in use is reported before any other work.
-    let gdb_listener = cli.gdb.map(gdb::listen).transpose().map_err(TenderError::Gdb)?;
+    let gdb_listener = cli.gdb.map(gdb::listen).transpose()?;
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
     timeline.mark(Phase::Devices);
     // Under gdb no I/O thread: nothing moves frames while the guest is
@@ -168,7 +168,15 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
                 "waiting for gdb on 127.0.0.1:{port}: {}",
                 gdb::command_to_paste(&cli.kernel, port)
             ));
-            Some(gdb::Debugger::accept(listener, &mem, layout.cr3).map_err(TenderError::Gdb)?)
+            match gdb::Debugger::accept(listener, &mem, layout.cr3) {
+                Ok(debugger) => Some(debugger),
+                // As a stop signal ends a running guest.
+                Err(gdb::ConnError::Stopped(signal)) => {
+                    say(&format!("stopped by {} while waiting for gdb", signals::name(signal)));
+                    return Ok((128 + signal) as u8);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         None => None,
     };

@@ -15,36 +15,53 @@ use gdbstub::conn::Connection;
 
 use crate::signals;
 
+/// Why there is no gdb connection to debug with.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error("cannot listen for gdb on 127.0.0.1:{port}: {source} (try another --gdb=PORT)")]
+    Listen { port: u16, source: io::Error },
+    #[error("stopped by {} while waiting for gdb", signals::name(*.0))]
+    Stopped(i32),
+    #[error("cannot wait for gdb: {0}")]
+    Wait(io::Error),
+    #[error("cannot accept gdb's connection: {0}")]
+    Accept(io::Error),
+    #[error("cannot have gdb's connection raise SIGIO: {0}")]
+    Sigio(io::Error),
+    #[error("cannot start the gdb session: {0}")]
+    Session(String),
+}
+
 /// Opens the port gdb connects to, on 127.0.0.1 only: whoever connects
 /// controls the guest.
-pub fn listen(port: u16) -> Result<TcpListener, String> {
-    TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("cannot listen for gdb on 127.0.0.1:{port}: {e}"))
+pub fn listen(port: u16) -> Result<TcpListener, ConnError> {
+    TcpListener::bind(("127.0.0.1", port)).map_err(|source| ConnError::Listen { port, source })
 }
 
 /// Waits for gdb to connect to `listener` (a stop signal to the tender
 /// ends the wait with an error), and has the connection raise SIGIO at
 /// this process when gdb sends something.
-pub fn accept(listener: TcpListener) -> Result<TcpStream, String> {
+pub fn accept(listener: TcpListener) -> Result<TcpStream, ConnError> {
     use nix::poll::{PollFd, PollFlags, PollTimeout};
     loop {
         if let Some(signal) = signals::stop_requested() {
-            return Err(format!("stopped by {} while waiting for gdb", signals::name(signal)));
+            return Err(ConnError::Stopped(signal));
         }
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         // A bounded wait, so a stop signal is seen within it.
         match nix::poll::poll(&mut fds, PollTimeout::from(200u16)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => break,
-            Err(e) => return Err(format!("cannot wait for gdb: {e}")),
+            Err(e) => return Err(ConnError::Wait(e.into())),
         }
     }
-    let (stream, _) = listener.accept().map_err(|e| format!("cannot accept gdb: {e}"))?;
+    let (stream, _) = listener.accept().map_err(ConnError::Accept)?;
     drop(listener);
     // Packets are small and answered one at a time.
     let _ = stream.set_nodelay(true);
     let fd = stream.as_raw_fd();
-    signals::install_debugger_wakeup().map_err(|e| format!("cannot handle SIGIO: {e}"))?;
-    async_io(fd).map_err(|e| format!("cannot have the gdb connection raise SIGIO: {e}"))?;
+    signals::install_debugger_wakeup().map_err(ConnError::Sigio)?;
+    async_io(fd).map_err(ConnError::Sigio)?;
     Ok(stream)
 }
 

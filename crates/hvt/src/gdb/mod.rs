@@ -55,7 +55,7 @@ use crate::fault::FaultState;
 use crate::memory::GuestMemory;
 use crate::run::{Guest, Outcome};
 use crate::signals;
-pub use conn::listen;
+pub use conn::{listen, ConnError};
 use conn::{receive, send_all, Conn};
 use framing::{Answer, Framing};
 use target::{Debuggee, Resume, RFLAGS_TF};
@@ -144,7 +144,7 @@ impl<'m> Debugger<'m> {
     /// with an error), and prepares to debug the guest whose memory is
     /// `mem` and whose page tables are at `cr3`. Sets up SIGIO on the
     /// connection; call before the sandbox.
-    pub fn accept(listener: TcpListener, mem: &'m GuestMemory, cr3: u64) -> Result<Debugger<'m>, String> {
+    pub fn accept(listener: TcpListener, mem: &'m GuestMemory, cr3: u64) -> Result<Debugger<'m>, ConnError> {
         let stream = conn::accept(listener)?;
         let fd = stream.as_raw_fd();
         let mut target = Debuggee::new(mem, cr3);
@@ -156,7 +156,7 @@ impl<'m> Debugger<'m> {
         };
         let machine = GdbStub::new(conn)
             .run_state_machine(&mut target)
-            .map_err(|e| format!("cannot start the gdb session: {e}"))?;
+            .map_err(|e| ConnError::Session(e.to_string()))?;
         ATTACHED.store(true, Ordering::Relaxed);
         Ok(Debugger {
             machine: Some(machine),

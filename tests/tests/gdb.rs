@@ -235,6 +235,46 @@ fn a_fault_stops_in_gdb_and_gdb_reaches_only_guest_memory() {
     );
 }
 
+#[test]
+fn a_fault_repaired_from_gdb_resumes_the_guest() {
+    let (tender, port) = tender("fault");
+    // The faulting `mov (%rax),%rax` reads 0x10; pointed at ANSWER instead
+    // and resumed without the signal, it reads 42 and the guest goes on.
+    let session = gdb(
+        port,
+        &[
+            "continue",
+            "print/x $rax",
+            "set language c",
+            "set $rax = (long)&'debuggee::ANSWER'",
+            "signal 0",
+        ],
+    )
+    .wait(LIMIT);
+    assert_has(&session, "gdb's output", "Program received signal SIGSEGV");
+    assert_has(&session, "gdb's output", "= 0x10");
+    assert_has(&session, "gdb's output", "exited normally");
+    let guest = tender.wait(LIMIT);
+    assert_eq!(guest.status, Some(0), "stderr: {}", guest.stderr);
+    assert!(guest.stdout.contains("read 42"), "the guest printed: {}", guest.stdout);
+}
+
+#[test]
+fn each_exception_stops_with_the_signal_a_process_would_get() {
+    for (mode, signal, function) in [
+        ("ud2", "SIGILL", "debuggee::invalid_opcode"),
+        ("divide", "SIGFPE", "debuggee::divide_by_zero"),
+    ] {
+        let (tender, port) = tender(mode);
+        let session = gdb(port, &["continue", "bt 1", "continue"]).wait(LIMIT);
+        assert_has(&session, mode, &format!("Program received signal {signal}"));
+        assert_has(&session, mode, function);
+        assert_has(&session, mode, &format!("Program terminated with signal {signal}"));
+        let guest = tender.wait(LIMIT);
+        assert_eq!(guest.status, Some(254), "{mode}: stderr: {}", guest.stderr);
+    }
+}
+
 /// A remote-protocol packet with its checksum.
 fn packet(body: &[u8]) -> Vec<u8> {
     let sum = body.iter().fold(0u8, |s, &b| s.wrapping_add(b));

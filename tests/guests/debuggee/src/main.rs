@@ -7,7 +7,9 @@
 //! | `compute` | `add_up(5)`, then `report(total)` prints `value N`; exits 3 |
 //! | `sleep` | sleeps 60 s in `sleep_a_while` (to be interrupted), exits 0 |
 //! | `spin` | loops in `spin` without an exit until gdb clears `SPINNING`; exits 4 |
-//! | `fault` | reads address 0x10 (unmapped) in `crash_here` |
+//! | `fault` | reads address 0x10 (unmapped) in `crash_here`, prints `read N`, exits 0 |
+//! | `ud2` | executes an invalid opcode in `invalid_opcode` |
+//! | `divide` | divides by zero (`div`, not Rust's checked `/`) in `divide_by_zero` |
 #![no_std]
 #![no_main]
 
@@ -36,7 +38,9 @@ async fn main() -> Result<(), &'static str> {
             atoll::exit(4)
         }
         Some("fault") => println!("read {}", crash_here()),
-        _ => return Err("usage: debuggee compute|sleep|spin|fault"),
+        Some("ud2") => invalid_opcode(),
+        Some("divide") => println!("quotient {}", divide_by_zero(black_box(0))),
+        _ => return Err("usage: debuggee compute|sleep|spin|fault|ud2|divide"),
     }
     Ok(())
 }
@@ -84,4 +88,26 @@ fn crash_here() -> u64 {
     // SAFETY: not sound, on purpose: the read page-faults, which is what
     // the test stops at in gdb.
     unsafe { unmapped.read_volatile() }
+}
+
+/// Executes `ud2` (#UD).
+#[inline(never)]
+fn invalid_opcode() {
+    // SAFETY: `ud2` raises #UD and touches no memory or register; the test
+    // stops at it in gdb.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) }
+}
+
+/// Divides 1 by `divisor` with `div`, which raises #DE for 0.
+#[inline(never)]
+fn divide_by_zero(divisor: u64) -> u64 {
+    let quotient: u64;
+    // SAFETY: `div` reads rdx:rax and the divisor and writes rax and rdx
+    // (declared); with a zero divisor it raises #DE, which the test stops
+    // at in gdb.
+    unsafe {
+        core::arch::asm!("div {d}", d = in(reg) divisor, inout("rax") 1u64 => quotient,
+                         inout("rdx") 0u64 => _, options(nomem, nostack));
+    }
+    quotient
 }

@@ -260,13 +260,15 @@ fn a_fault_repaired_from_gdb_resumes_the_guest() {
 }
 
 #[test]
-fn each_exception_stops_with_the_signal_a_process_would_get() {
+fn exceptions_and_panics_stop_with_the_signal_a_process_would_get() {
     for (mode, signal, function) in [
         ("ud2", "SIGILL", "debuggee::invalid_opcode"),
         ("divide", "SIGFPE", "debuggee::divide_by_zero"),
+        // Not an exception: the abort hypercall, stopped at for a look.
+        ("panic", "SIGABRT", "atoll_rt::platform::hvt::hypercall::abort"),
     ] {
         let (tender, port) = tender(mode);
-        let session = gdb(port, &["continue", "bt 1", "continue"]).wait(LIMIT);
+        let session = gdb(port, &["continue", "bt", "continue"]).wait(LIMIT);
         assert_has(&session, mode, &format!("Program received signal {signal}"));
         assert_has(&session, mode, function);
         assert_has(&session, mode, &format!("Program terminated with signal {signal}"));

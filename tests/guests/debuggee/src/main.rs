@@ -9,6 +9,7 @@
 //! | `spin` | loops in `spin` without an exit until gdb clears `SPINNING`; exits 4 |
 //! | `fault` | reads address 0x10 (unmapped) in `crash_here`, prints `read N`, exits 0 |
 //! | `ud2` | executes an invalid opcode in `invalid_opcode` |
+//! | `panic` | panics |
 //! | `divide` | divides by zero (`div`, not Rust's checked `/`) in `divide_by_zero` |
 #![no_std]
 #![no_main]
@@ -39,8 +40,9 @@ async fn main() -> Result<(), &'static str> {
         }
         Some("fault") => println!("read {}", crash_here()),
         Some("ud2") => invalid_opcode(),
+        Some("panic") => panic!("deliberate panic"),
         Some("divide") => println!("quotient {}", divide_by_zero(black_box(0))),
-        _ => return Err("usage: debuggee compute|sleep|spin|fault|ud2|divide"),
+        _ => return Err("usage: debuggee compute|sleep|spin|fault|ud2|panic|divide"),
     }
     Ok(())
 }

@@ -2,12 +2,14 @@
 //! of `tests/guests/debuggee` through the tender's stub. Breakpoints on
 //! Rust functions, arguments, locals and globals, `next`, a variable set
 //! from gdb that the guest then prints, the exit status; Ctrl-C (SIGINT to
-//! gdb) stopping a guest asleep in `wait` and one running without exits,
-//! registers and globals written from gdb; a fault stopping in gdb with
-//! SIGSEGV. Hostile side: gdb cannot read or write what the guest itself
-//! cannot, and random, truncated and oversized packets get an answer or a
-//! one-line error, never a panic. `atoll run --gdb` prints the command to
-//! paste.
+//! gdb) stopping a guest asleep in `wait` and one running without exits;
+//! registers and globals written from gdb; faults stopping in gdb with the
+//! signal a process would get (SIGSEGV, SIGILL, SIGFPE; SIGABRT for a
+//! panic), and one repaired from gdb going on. Hostile side: gdb cannot
+//! read, write or break into what the guest itself cannot; random,
+//! truncated and oversized packets get an answer or a one-line error, never
+//! a panic. A stop signal while waiting for gdb, a port in use, and `atoll
+//! run --gdb` printing the command to paste.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

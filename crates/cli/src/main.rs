@@ -160,6 +160,13 @@ pub struct RunArgs {
     /// --target virtio: time, the VMM's CPU time and console bytes).
     #[arg(long)]
     pub stats: bool,
+    /// With --target hvt: wait for gdb on 127.0.0.1:PORT [default: 1234]
+    /// before the unikernel's first instruction (`atoll-hvt --gdb`); the
+    /// tender prints the gdb command to paste. Build without --release to
+    /// keep the debug info.
+    #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true,
+          default_missing_value = "1234", value_parser = clap::value_parser!(u16).range(1..))]
+    pub gdb: Option<u16>,
     /// With --target virtio: the VMM to boot on [default: qemu].
     #[arg(long, value_enum, value_name = "VMM")]
     pub vmm: Option<virtio::Vmm>,

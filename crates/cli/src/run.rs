@@ -75,6 +75,7 @@ impl Launch {
 pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     crate::virtio::check_options(args)?;
     check_mem(args)?;
+    check_gdb(args)?;
     crate::forwards(&args.publish)?;
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
@@ -123,6 +124,27 @@ fn check_mem(args: &RunArgs) -> Result<(), CliError> {
     Err(format!("--mem {mem_mib}: {what} is {} to {} MiB", range.start(), range.end()).into())
 }
 
+/// `--gdb` is the hvt tender's. A debug unix build is a process gdb runs
+/// directly (with `--no-sandbox`, as the README says). A release build
+/// debugs without source lines: said, not refused.
+fn check_gdb(args: &RunArgs) -> Result<(), CliError> {
+    if args.gdb.is_none() {
+        return Ok(());
+    }
+    match args.build.target {
+        Platform::Hvt => {
+            if args.build.release {
+                eprintln!("atoll: a --release build has no debug info: gdb will show no source lines or locals");
+            }
+            Ok(())
+        }
+        Platform::Unix => Err("--gdb is for --target hvt; a debug unix build is a process: run \
+             `gdb --args APP --no-sandbox -- ARGS` on the path `atoll build --target unix` prints"
+            .into()),
+        Platform::Virtio => Err("--gdb is for --target hvt".into()),
+    }
+}
+
 /// The kernel's required net devices (from its manifest note) that
 /// `devices` (the `--net:NAME=TAP` flags) leave unattached; an optional one
 /// left out stays unattached. A kernel that cannot be read
@@ -148,7 +170,7 @@ fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
 }
 
 /// The options given to the tender or unix executable before the kernel:
-/// `[--mem=MiB] [--stats] [DEVICE FLAGS...]`.
+/// `[--mem=MiB] [--stats] [--gdb=PORT] [DEVICE FLAGS...]`.
 pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();
     if let Some(mem_mib) = args.mem {
@@ -156,6 +178,9 @@ pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     }
     if args.stats {
         out.push("--stats".into());
+    }
+    if let Some(port) = args.gdb {
+        out.push(format!("--gdb={port}").into());
     }
     out.extend(args.devices.iter().map(OsString::from));
     out
@@ -220,6 +245,20 @@ mod tests {
         assert!(check_mem(&run_args(&["atoll", "run", "--mem=8000", "--target=unix"])).is_ok());
         assert!(check_mem(&run_args(&["atoll", "run", "--mem=70000", "--target=unix"])).is_err());
         assert!(check_mem(&run_args(&["atoll", "run"])).is_ok());
+    }
+
+    #[test]
+    fn gdb_takes_an_optional_port_and_only_hvt() {
+        assert_eq!(run_args(&["atoll", "run", "--gdb"]).gdb, Some(1234));
+        let args = run_args(&["atoll", "run", "--gdb=4000", "app"]);
+        assert_eq!(args.gdb, Some(4000));
+        assert_eq!(args.build.dir, Path::new("app"), "--gdb APP is not a port");
+        assert!(check_gdb(&args).is_ok());
+        let launch = Launch::new(&args, Path::new("/k/app"), Some(PathBuf::from("/bin/atoll-hvt")));
+        assert_eq!(launch.options, ["--gdb=4000", "/k/app"].map(OsString::from));
+        assert!(check_gdb(&run_args(&["atoll", "run", "--gdb", "--target=unix"])).is_err());
+        assert!(check_gdb(&run_args(&["atoll", "run", "--gdb", "--target=virtio"])).is_err());
+        assert!(crate::parse(["atoll", "run", "--gdb=0"].map(OsString::from).to_vec()).is_err());
     }
 
     #[test]

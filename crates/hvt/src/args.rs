@@ -49,6 +49,12 @@ pub struct Cli {
     /// KERNEL.PID.core) for `gdb KERNEL CORE`; the report says where.
     #[arg(long = "dumpcore", value_name = "DIR")]
     pub dumpcore: Option<PathBuf>,
+    /// Wait for gdb on 127.0.0.1:PORT before the unikernel's first
+    /// instruction, and debug it there (`gdb KERNEL -ex 'target remote
+    /// :PORT'`). Turns off the network I/O thread (as --net-poll-us=0).
+    #[arg(long = "gdb", value_name = "PORT",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub gdb: Option<u16>,
     /// The unikernel: a static x86_64 ELF built by `atoll build`. (Or the
     /// first word after `--`, Solo5's form.)
     #[arg(value_name = "KERNEL")]
@@ -99,7 +105,7 @@ fn solo5_dashes(mut argv: Vec<String>) -> Result<Vec<String>, String> {
         match word.as_str() {
             "--" => return Ok(argv),
             // The options whose value may be the next word.
-            "--mem" | "--net-poll-us" | "--dumpcore" => i += 2,
+            "--mem" | "--net-poll-us" | "--dumpcore" | "--gdb" => i += 2,
             option if option.starts_with('-') => i += 1,
             _ => {
                 if argv.get(i + 1).is_some_and(|next| next != "--") {
@@ -129,10 +135,11 @@ fn is_own_option(word: &str) -> bool {
         "--version",
         "-V",
     ];
-    const PREFIXES: [&str; 7] = [
+    const PREFIXES: [&str; 8] = [
         "--mem",
         "--dumpcore",
         "--net-poll-us",
+        "--gdb",
         "--net:",
         "--net-mac:",
         "--block:",
@@ -249,6 +256,28 @@ mod tests {
             &["--net:a=t", "--block:a=f", "k"],
             &["--net-mac:a=01:02:03:04:05:06", "k"],
             &["--net-mac:a", "k"],
+        ] {
+            let err = run(bad).unwrap_err();
+            assert!(!err.contains('\n'), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn gdb_takes_a_port() {
+        for form in [&["--gdb=1234", "k"][..], &["--gdb", "1234", "k"]] {
+            let args = run(form).unwrap();
+            assert_eq!(
+                (args.cli.gdb, args.cli.kernel.to_str()),
+                (Some(1234), Some("k")),
+                "{form:?}"
+            );
+        }
+        assert_eq!(run(&["k"]).unwrap().cli.gdb, None);
+        for bad in [
+            &["--gdb=0", "k"][..],
+            &["--gdb=70000", "k"],
+            &["--gdb", "k"],
+            &["k", "a", "--gdb=1"],
         ] {
             let err = run(bad).unwrap_err();
             assert!(!err.contains('\n'), "{bad:?}: {err}");

@@ -16,8 +16,10 @@
 //! platform of atoll-rt: they live in `atoll-host`, and [`elf`], [`devices`]
 //! and [`net`] are its modules, re-exported.
 //!
+//! With `--gdb` the guest runs under [`gdb`], a GDB remote-protocol stub.
+//!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
-//! a debugger stub, any device model. Network devices are TAP devices
+//! any device model. Network devices are TAP devices
 //! behind shared-memory frame rings ([`net`]), served at exits and by one
 //! I/O thread while the guest runs ([`net_io`]); block devices are files,
 //! read and written in batches of operations, one exit per batch.
@@ -26,6 +28,7 @@ pub mod args;
 pub mod boot;
 pub mod console;
 pub mod fault;
+pub mod gdb;
 pub mod hypercall;
 pub mod memory;
 pub mod net_io;
@@ -68,6 +71,8 @@ pub enum TenderError {
     Sandbox(String),
     #[error("cannot start the network I/O thread: {0}")]
     NetIo(String),
+    #[error(transparent)]
+    Gdb(#[from] gdb::ConnError),
 }
 
 /// Runs the tender with `argv` (without the program name) and returns the
@@ -134,9 +139,14 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         None => None,
     };
     timeline.mark(Phase::Read);
+    // First, so that a port in use is reported before any other work.
+    let gdb_listener = cli.gdb.map(gdb::listen).transpose()?;
     let mut devices = devices::attach(&kernel.manifest, &args.devices, &args.macs)?;
     timeline.mark(Phase::Devices);
-    let net = net_io::Net::new(std::mem::take(&mut devices.net), cli.net_poll_us)
+    // Under gdb no I/O thread: nothing moves frames while the guest is
+    // stopped, and SIGIO has one thread to interrupt (crate::gdb).
+    let net_poll_us = if cli.gdb.is_some() { 0 } else { cli.net_poll_us };
+    let net = net_io::Net::new(std::mem::take(&mut devices.net), net_poll_us)
         .map_err(|e| TenderError::NetIo(e.to_string()))?;
 
     let mut mem = memory::GuestMemory::new(mem_size).map_err(|e| TenderError::Memory(cli.mem_mib, e))?;
@@ -161,6 +171,27 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
     timeline.mark(Phase::Prepare);
     vm.set_boot_registers(kernel.entry, &layout)?;
     timeline.mark(Phase::Vcpu);
+    // Accepted before the sandbox, which then allows only reads and writes
+    // of this one connection.
+    let mut debugger = match gdb_listener {
+        Some(listener) => {
+            let port = listener.local_addr().map_or(0, |a| a.port());
+            say(&format!(
+                "waiting for gdb on 127.0.0.1:{port}: {}",
+                gdb::command_to_paste(&cli.kernel, port)
+            ));
+            match gdb::Debugger::accept(listener, &mem, layout.cr3) {
+                Ok(debugger) => Some(debugger),
+                // As a stop signal ends a running guest.
+                Err(gdb::ConnError::Stopped(signal)) => {
+                    say(&format!("stopped by {} while waiting for gdb", signals::name(signal)));
+                    return Ok((128 + signal) as u8);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        None => None,
+    };
     let peak = common.stats.then(PeakRss::open).flatten();
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
@@ -180,6 +211,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
                 &net.fds(),
                 peak.as_ref().map(PeakRss::fd),
                 cores.as_ref().map(|cores| &cores.dir),
+                debugger.as_ref().map(gdb::Debugger::fd),
             )
             .map_err(TenderError::Sandbox)?;
         }
@@ -194,7 +226,14 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         // SAFETY: declared after `vm`, the attachment is dropped before it, on
         // every path out of this closure, unwinding included.
         let attachment = unsafe { signals::VcpuAttachment::new(&mut vm.vcpu.get_kvm_run().immediate_exit) };
-        let outcome = run::run(&mut vm.vcpu, &guest, &mut console, &mut devices, &mut stats);
+        let outcome = run::run(
+            &mut vm.vcpu,
+            &guest,
+            &mut console,
+            &mut devices,
+            &mut stats,
+            debugger.as_mut(),
+        );
         drop(attachment);
         Ok::<_, TenderError>(outcome)
     })?;

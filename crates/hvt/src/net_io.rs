@@ -271,6 +271,11 @@ impl Net {
                 return Ok(ready);
             }
         }
+        if crate::signals::debugger_input_pending() {
+            // gdb sent Ctrl-C: the guest stops at this exit (crate::gdb).
+            return devices.service(mem).map_err(broke);
+        }
+        let timeout = crate::gdb::sleep_slice(timeout);
         crate::signals::sleep_unless_stopping(|mask| devices.block(timeout, mask));
         devices.service(mem).map_err(broke)
     }

@@ -1,5 +1,7 @@
 //! The vCPU loop: run the guest, and on every exit drain the console, then
-//! serve the hypercall or report why the guest stopped.
+//! serve the hypercall or report why the guest stopped. Under `--gdb` a
+//! [`Debugger`] is consulted before the first instruction, at exception
+//! stubs, at failures and halts, and when gdb sent Ctrl-C.
 
 use atoll_abi::hypercall::{Hypercall, FAULT_PORT, NET_DOORBELL_PORT};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -8,6 +10,7 @@ use crate::boot::Layout;
 use crate::console::Console;
 use crate::devices::Attached;
 use crate::fault::{self, FaultState};
+use crate::gdb::Debugger;
 use crate::hypercall::{self, Action};
 use crate::memory::GuestMemory;
 use crate::net_io::Net;
@@ -48,14 +51,20 @@ pub struct Guest<'a> {
     pub cores: Option<&'a fault::Cores>,
 }
 
-/// Runs the guest until it halts or fails.
+/// Runs the guest until it halts or fails, under `debugger` if given.
 pub fn run(
     vcpu: &mut VcpuFd,
     guest: &Guest<'_>,
     console: &mut Console,
     devices: &mut Attached,
     stats: &mut Stats,
+    mut debugger: Option<&mut Debugger<'_>>,
 ) -> Outcome {
+    if let Some(debugger) = debugger.as_deref_mut() {
+        if let Err(outcome) = debugger.start(vcpu) {
+            return outcome;
+        }
+    }
     loop {
         let exit = next_exit(vcpu);
         stats.exits += 1;
@@ -67,6 +76,18 @@ pub fn run(
             Err(why) => return Outcome::Failed(why),
         };
         let action = match exit {
+            Exit::IoOut {
+                port: FAULT_PORT,
+                value: Some(vector),
+                ..
+            } if debugger.is_some() => {
+                stats.io += 1;
+                match debugger.as_deref_mut().map(|d| d.on_fault(vcpu, guest, vector)) {
+                    Some(Ok(true)) => Action::Resume,
+                    Some(Err(outcome)) => return outcome,
+                    _ => fault(vcpu, guest, vector),
+                }
+            }
             Exit::IoOut { port, value, len } => {
                 stats.io += 1;
                 io_out(vcpu, guest, devices, ready_set, stats, port, value, len)
@@ -104,9 +125,22 @@ pub fn run(
                 if let Some(signal) = crate::signals::stop_requested() {
                     return Outcome::Stopped(signal);
                 }
+                if let Some(Err(outcome)) = debugger.as_deref_mut().map(|d| d.poll(vcpu)) {
+                    return outcome;
+                }
             }
-            Action::Halt(status) => return Outcome::Halted(status),
-            Action::Fail(why) => return Outcome::Failed(why),
+            Action::Halt(status) => {
+                if let Some(debugger) = debugger.as_deref_mut() {
+                    debugger.halted(status);
+                }
+                return Outcome::Halted(status);
+            }
+            Action::Fail(why) => {
+                if let Some(debugger) = debugger.as_deref_mut() {
+                    debugger.failed(vcpu);
+                }
+                return Outcome::Failed(why);
+            }
         }
     }
 }

@@ -7,6 +7,10 @@
 //! cannot open a file, start a program or make a socket. A call outside the
 //! list kills the process (SIGSYS): a sandboxed process should not get to
 //! handle its own violation. `--no-sandbox` turns this off for debugging.
+//! Under `--gdb` the stub adds only what it needs: `recvfrom` and `sendto`
+//! on its one connection, and setting the vCPU's registers to resume the
+//! guest after a breakpoint or step (crate::gdb). Without `--gdb` the
+//! filter is the same as before.
 
 use std::os::fd::RawFd;
 
@@ -20,7 +24,7 @@ use kvm_bindings::KVMIO;
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
 };
-use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
+use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr, ioctl_iow_nr};
 
 // KVM ioctl request numbers (linux/kvm.h's `_IO(KVMIO, 0x80)` and
 // `_IOR(KVMIO, nr, struct)`), made by vmm-sys-util's macros as kvm-ioctls
@@ -28,17 +32,22 @@ use vmm_sys_util::{ioctl_io_nr, ioctl_ior_nr};
 ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
 ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_bindings::kvm_regs);
 ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_bindings::kvm_sregs);
+ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_bindings::kvm_regs);
+ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_bindings::kvm_sregs);
 
 /// Installs the filter on every thread of the process: the vCPU thread
 /// and the network I/O thread (`crate::net_io`), started and ready before.
+/// `cores` is the `--dumpcore` directory; `gdb_fd` is the gdb stub's
+/// connection, under `--gdb`.
 pub fn confine(
     vcpu_fd: RawFd,
     devices: &Attached,
     net: &NetFds,
     stats_fd: Option<RawFd>,
     cores: Option<&CoreDir>,
+    gdb_fd: Option<RawFd>,
 ) -> Result<(), String> {
-    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd, cores)
+    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd, cores, gdb_fd)
         .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -50,13 +59,15 @@ pub fn confine(
 /// files (and writes and flushes of those attached read-write),
 /// `mincore` and `pread64` of the peak-memory file for `--stats`,
 /// creating and writing one core file in the `--dumpcore` directory
-/// ([`CoreDir::allow`]), and `close` for the exit.
+/// ([`CoreDir::allow`]), `close` for the exit, and under `--gdb` the
+/// stub's calls (module docs).
 fn filter(
     vcpu_fd: RawFd,
     net: &NetFds,
     block_fds: &[DiskFd],
     stats_fd: Option<RawFd>,
     cores: Option<&CoreDir>,
+    gdb_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
     let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
     // The request's low 32 bits, all the kernel reads (`unsigned int cmd`):
@@ -85,10 +96,21 @@ fn filter(
     if let Some(cores) = cores {
         cores.allow(&mut rules)?;
     }
+    let mut requests = vec![KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()];
+    if let Some(fd) = gdb_fd {
+        requests.extend([KVM_SET_REGS(), KVM_SET_SREGS()]);
+        // musl's recv and send are these calls.
+        for call in [libc::SYS_recvfrom, libc::SYS_sendto] {
+            rules
+                .entry(call)
+                .or_default()
+                .push(SeccompRule::new(vec![eq(0, fd as u64)?])?);
+        }
+    }
     let vcpu = vcpu_fd as u64;
     rules.insert(
         libc::SYS_ioctl,
-        [KVM_RUN(), KVM_GET_REGS(), KVM_GET_SREGS()]
+        requests
             .into_iter()
             .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, request_is(request)?]))
             .collect::<Result<_, _>>()?,
@@ -115,11 +137,19 @@ mod tests {
         assert_eq!(KVM_RUN(), 0xAE80);
         assert_eq!(KVM_GET_REGS(), 0x8090_AE81);
         assert_eq!(KVM_GET_SREGS(), 0x8138_AE83);
+        assert_eq!(KVM_SET_REGS(), 0x4090_AE82);
+        assert_eq!(KVM_SET_SREGS(), 0x4138_AE84);
     }
 
     #[test]
     fn the_filter_builds() {
-        assert!(filter(5, &NetFds::default(), &[], None, None).unwrap().len() > 20);
+        let plain = filter(5, &NetFds::default(), &[], None, None, None).unwrap();
+        assert!(plain.len() > 20);
+        let debugged = filter(5, &NetFds::default(), &[], None, None, Some(15)).unwrap();
+        assert!(
+            debugged.len() > plain.len(),
+            "the stub's calls are added only under --gdb"
+        );
         let disks = [
             DiskFd {
                 fd: 9,
@@ -135,8 +165,8 @@ mod tests {
             epoll: Some(11),
             events: vec![12, 13, 14],
         };
-        assert!(filter(5, &net, &disks, Some(8), None).unwrap().len() > 20);
+        assert!(filter(5, &net, &disks, Some(8), None, None).unwrap().len() > 20);
         let cores = CoreDir::open(&std::env::temp_dir()).unwrap();
-        assert!(filter(5, &net, &disks, Some(8), Some(&cores)).unwrap().len() > 20);
+        assert!(filter(5, &net, &disks, Some(8), Some(&cores), None).unwrap().len() > 20);
     }
 }

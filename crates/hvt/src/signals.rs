@@ -9,16 +9,32 @@
 //! stop signals are blocked while it checks for one, and `ppoll` unblocks
 //! them atomically, so a signal cannot slip in between the check and the
 //! sleep either. The run loop checks after every exit.
+//!
+//! Under `--gdb` one more signal, SIGIO, says the debugger sent something
+//! (Ctrl-C): it too sets `immediate_exit`, and ends a `ppoll`, but only
+//! raises a flag ([`take_debugger_input`]) for the run loop (crate::gdb).
 
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+/// The debugger's connection has input (SIGIO came).
+static DEBUGGER_INPUT: AtomicBool = AtomicBool::new(false);
 /// `kvm_run.immediate_exit` of the vCPU, while a [`VcpuAttachment`] lives.
 static IMMEDIATE_EXIT: AtomicPtr<u8> = AtomicPtr::new(ptr::null_mut());
 
 extern "C" fn record(signal: libc::c_int) {
     STOP_SIGNAL.store(signal, Ordering::Relaxed);
+    exit_vcpu_now();
+}
+
+extern "C" fn debugger_input(_signal: libc::c_int) {
+    DEBUGGER_INPUT.store(true, Ordering::Relaxed);
+    exit_vcpu_now();
+}
+
+/// Makes a running or about-to-run `KVM_RUN` return (async-signal-safe).
+fn exit_vcpu_now() {
     let immediate_exit = IMMEDIATE_EXIT.load(Ordering::Relaxed);
     if !immediate_exit.is_null() {
         // SAFETY: the pointer is the vCPU's `kvm_run.immediate_exit`, a byte
@@ -90,6 +106,48 @@ pub fn sleep_unless_stopping(sleep: impl FnOnce(Option<&atoll_host::stop::SigSet
     if stop_requested().is_none() {
         sleep(Some(blocked.sleep_mask()));
     }
+}
+
+/// Has SIGIO raise the debugger's flag (and stop the vCPU), without
+/// SA_RESTART so that it ends a blocked `ppoll` or `recv` too.
+pub fn install_debugger_wakeup() -> std::io::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let action = SigAction::new(SigHandler::Handler(debugger_input), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handler only stores to atomics and to `immediate_exit`
+    // (see `exit_vcpu_now`), which is async-signal-safe; nothing else in
+    // the tender handles SIGIO.
+    unsafe { nix::sys::signal::sigaction(Signal::SIGIO, &action) }?;
+    Ok(())
+}
+
+/// Whether the debugger's connection had input since the last call; clears
+/// the flag and, unless a stop signal came too, the vCPU's
+/// `immediate_exit`, so the next `KVM_RUN` enters the guest again.
+pub fn take_debugger_input() -> bool {
+    if !DEBUGGER_INPUT.load(Ordering::Relaxed) {
+        return false;
+    }
+    // Clear `immediate_exit` before the flag: a SIGIO in between sets
+    // both again, so none is lost (at worst one `KVM_RUN` returns at once).
+    let immediate_exit = IMMEDIATE_EXIT.load(Ordering::Relaxed);
+    if !immediate_exit.is_null() && stop_requested().is_none() {
+        // SAFETY: as in `exit_vcpu_now`: the byte lives while the
+        // attachment does, and only this thread touches it.
+        unsafe { immediate_exit.write_volatile(0) };
+    }
+    DEBUGGER_INPUT.swap(false, Ordering::Relaxed)
+}
+
+/// Whether SIGIO came and [`take_debugger_input`] has not yet seen it.
+pub fn debugger_input_pending() -> bool {
+    DEBUGGER_INPUT.load(Ordering::Relaxed)
+}
+
+/// Raises the debugger's flag by hand, as SIGIO would (bytes already read
+/// are waiting).
+pub fn note_debugger_input() {
+    DEBUGGER_INPUT.store(true, Ordering::Relaxed);
+    exit_vcpu_now();
 }
 
 pub use atoll_host::stop::name;

@@ -122,6 +122,33 @@ const EFER_NXE: u64 = 1 << 11;
 /// RFLAGS: bit 1 is always set; IOPL 3 lets ring 3 make port-I/O hypercalls.
 const RFLAGS_IOPL3: u64 = 0x2 | (3 << 12);
 
+/// Sets the code, stack and data segments to the ring-3 ones the guest
+/// runs with (flat, base 0): at boot, and when the gdb stub resumes the
+/// guest out of an exception stub (crate::gdb).
+pub fn user_segments(sregs: &mut kvm_bindings::kvm_sregs) {
+    let segment = |selector: u16, code: bool| kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector,
+        type_: if code { 0xB } else { 0x3 },
+        present: 1,
+        dpl: (selector & 3) as u8,
+        db: u8::from(!code),
+        s: 1,
+        l: u8::from(code),
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = segment(x86::USER_CS, true);
+    sregs.ss = segment(x86::USER_DS, false);
+    sregs.ds = sregs.ss;
+    sregs.es = sregs.ss;
+    sregs.fs = sregs.ss;
+    sregs.gs = sregs.ss;
+}
+
 impl Vm {
     /// Creates the VM and vCPU and registers `mem`, marking each step's end
     /// on `timeline`.
@@ -186,27 +213,7 @@ impl Vm {
             .vcpu
             .get_sregs()
             .map_err(|e| KvmError::Ioctl("read the vCPU's registers", e))?;
-        let segment = |selector: u16, code: bool| kvm_segment {
-            base: 0,
-            limit: 0xFFFF_FFFF,
-            selector,
-            type_: if code { 0xB } else { 0x3 },
-            present: 1,
-            dpl: (selector & 3) as u8,
-            db: u8::from(!code),
-            s: 1,
-            l: u8::from(code),
-            g: 1,
-            avl: 0,
-            unusable: 0,
-            padding: 0,
-        };
-        sregs.cs = segment(x86::USER_CS, true);
-        sregs.ss = segment(x86::USER_DS, false);
-        sregs.ds = sregs.ss;
-        sregs.es = sregs.ss;
-        sregs.fs = sregs.ss;
-        sregs.gs = sregs.ss;
+        user_segments(&mut sregs);
         sregs.tr = kvm_segment {
             base: TSS_ADDR,
             limit: x86::tss_limit() as u32,

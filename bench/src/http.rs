@@ -9,19 +9,23 @@
 //! so on hvt the VM exits it caused are the boot's total minus those of a
 //! baseline boot that idled for as long; each platform's baseline also shows
 //! its CPU use while idle (it should be about zero: an idle guest blocks in
-//! one `wait`).
+//! one `wait`). One more row serves hvt over IPv6 at 16 connections
+//! ([`IPV6_CONNECTIONS`]): the same listener, the same stack, a dual-stack
+//! TAP; its peer is the IPv4 row at the same level.
 
 use std::fmt::Write as _;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use atoll_tests::net::{Background, Namespace, Server, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{Background, Namespace, Server, GUEST_ADDR6, STATIC_IPV4_ARGS, STATIC_IPV6_ARGS, TAP};
 use atoll_tests::Platform;
 
 const SLIDES: &str = "examples/slides";
 /// The concurrency levels: wrk connections.
 pub const CONNECTIONS: [u32; 3] = [1, 16, 128];
+/// The level of the IPv6 row.
+pub const IPV6_CONNECTIONS: u32 = 16;
 /// nginx's side of the veth pair, and wrk's.
 pub(crate) const NGINX_CIDR: &str = "10.79.0.2/24";
 pub(crate) const NGINX_CLIENT_CIDR: &str = "10.79.0.1/24";
@@ -83,6 +87,7 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     let mut rows = Vec::new();
     let mut idles = Vec::new();
     let mut page = Vec::new();
+    let mut hvt_baseline_exits = None;
     for (platform, options, setup) in SETUPS {
         // A namespace per setup, so none sees another's leftovers
         // (neighbour entries, sockets in TIME_WAIT).
@@ -103,6 +108,9 @@ pub fn run(duration_s: u32) -> Result<String, String> {
             seconds: idle_started.elapsed().as_secs_f64(),
         });
         let baseline_exits = stop_for_exits(server)?;
+        if setup == "hvt" {
+            hvt_baseline_exits = baseline_exits;
+        }
 
         for &connections in &CONNECTIONS {
             eprintln!("atoll-bench: unikernel on {setup}, {connections} connections");
@@ -123,6 +131,25 @@ pub fn run(duration_s: u32) -> Result<String, String> {
             });
         }
     }
+
+    eprintln!("atoll-bench: unikernel on hvt over IPv6, {IPV6_CONNECTIONS} connections");
+    let ns = Namespace::with_dual_stack_tap();
+    let args: Vec<&str> = STATIC_IPV4_ARGS.iter().chain(&STATIC_IPV6_ARGS).copied().collect();
+    let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &["--stats"], &args);
+    let ipv6 = wrk(&ns, &format!("http://[{GUEST_ADDR6}]/"), IPV6_CONNECTIONS, duration_s)?;
+    let exits = stop_for_exits(server)?;
+    rows.push(Row {
+        server: "atoll slides (hvt, IPv6)".to_owned(),
+        connections: IPV6_CONNECTIONS,
+        exits_per_request: match (exits, hvt_baseline_exits) {
+            (Some(exits), Some(baseline)) if ipv6.requests > 0 => {
+                Some(exits.saturating_sub(baseline) as f64 / ipv6.requests as f64)
+            }
+            _ => None,
+        },
+        wrk: ipv6,
+    });
+    drop(ns);
 
     eprintln!("atoll-bench: nginx serving the same {} bytes", page.len());
     let www = tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;

@@ -22,8 +22,8 @@
 //! DNS servers, and keeps renewing the lease. Without `--ipv6`, it
 //! configures itself from router advertisements (SLAAC: an address from
 //! each advertised prefix and the interface's MAC, the default router, DNS
-//! servers from the RDNSS option). The MAC address comes from the boot
-//! info.
+//! servers from the RDNSS option, a smaller link MTU from the MTU option).
+//! The MAC address comes from the boot info.
 
 use core::fmt;
 use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};

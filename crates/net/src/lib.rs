@@ -77,8 +77,8 @@
 //!   static one or up to two from SLAAC. **No DHCPv6**, no IPv6 privacy
 //!   addresses (the interface identifier is the MAC's, RFC 4291), no
 //!   duplicate address detection (a static or SLAAC address is used at
-//!   once), no IPv6 fragment reassembly, and the router advertisement's MTU
-//!   option is ignored (the device's MTU stays). smoltcp drops a packet
+//!   once), no IPv6 fragment reassembly; an advertised MTU (1280 up to the
+//!   device's) lowers the link's MTU for both families. smoltcp drops a packet
 //!   that must wait for neighbour discovery (or ARP) rather than queue it:
 //!   the first reply to a neighbour it has not seen yet is lost, and TCP
 //!   retransmits it.

@@ -1,19 +1,18 @@
 //! What smoltcp's SLAAC leaves in a router advertisement: the DNS servers
-//! of its RDNSS option (RFC 8106).
+//! of its RDNSS option (RFC 8106) and the link's MTU (its MTU option).
 //!
 //! smoltcp takes the prefixes and the default router from an advertisement
-//! but parses no RDNSS option, so the stack looks at each received frame
-//! before smoltcp does ([`crate::stack`]) and takes the servers from a
-//! valid advertisement: ICMPv6 type 134 straight after the IPv6 header (no
+//! but parses no RDNSS option and ignores the MTU, so the stack looks at
+//! each received frame before smoltcp does ([`crate::stack`]) and takes
+//! them from a valid advertisement: ICMPv6 type 134 straight after the IPv6 header (no
 //! extension headers), hop limit 255 and a link-local source (RFC 4861's
 //! checks that it came from the link), and a correct checksum. Every length
 //! is checked against the frame; anything malformed is ignored here and
 //! judged by smoltcp.
 //!
-//! Left out: the advertisement's MTU option (the device's MTU stays, as
-//! smoltcp sets one per device), DNS search lists (DNSSL; names are asked
-//! as written), and expiring servers when their lifetime ends (a new
-//! advertisement replaces them; a lifetime of 0 removes them).
+//! Left out: DNS search lists (DNSSL; names are asked as written), and
+//! expiring servers when their lifetime ends (a new advertisement replaces
+//! them; a lifetime of 0 removes them).
 
 use core::net::Ipv6Addr;
 
@@ -29,11 +28,21 @@ const ROUTER_ADVERT: u8 = 134;
 const ADVERT_HEADER: usize = 16;
 /// Option type of Recursive DNS Server.
 const RDNSS: u8 = 25;
+/// Option type of MTU.
+const MTU: u8 = 5;
 
-/// The DNS servers of the RDNSS options of `frame`, if it is a valid router
-/// advertisement that has any (an empty list if their lifetime is 0: the
-/// router withdraws them).
-pub(crate) fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
+/// What a router advertisement says that smoltcp does not take.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Advert {
+    /// The servers of its RDNSS options, if it has any (an empty list if
+    /// their lifetime is 0: the router withdraws them).
+    pub(crate) dns_servers: Option<Vec<Ipv6Addr>>,
+    /// The link's MTU, from its MTU option.
+    pub(crate) mtu: Option<u32>,
+}
+
+/// What `frame` says, if it is a valid router advertisement.
+pub(crate) fn router_advert(frame: &[u8]) -> Option<Advert> {
     let ethernet = EthernetFrame::new_checked(frame).ok()?;
     if ethernet.ethertype() != EthernetProtocol::Ipv6 {
         return None;
@@ -51,6 +60,7 @@ pub(crate) fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
     let mut options = &message[ADVERT_HEADER..];
     let mut servers = Vec::new();
     let mut found = false;
+    let mut mtu = None;
     while let [kind, units, ..] = *options {
         let len = usize::from(units) * 8;
         if len == 0 || len > options.len() {
@@ -59,6 +69,11 @@ pub(crate) fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
         }
         let (option, rest) = options.split_at(len);
         options = rest;
+        if kind == MTU && len == 8 {
+            // Type, length, 2 reserved bytes, the MTU.
+            mtu = Some(u32::from_be_bytes([option[4], option[5], option[6], option[7]]));
+            continue;
+        }
         // Type, length, 2 reserved bytes, a 4-byte lifetime, then at least
         // one address.
         if kind != RDNSS || len < 24 {
@@ -79,7 +94,10 @@ pub(crate) fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
             }
         }
     }
-    found.then_some(servers)
+    Some(Advert {
+        dns_servers: found.then_some(servers),
+        mtu,
+    })
 }
 
 #[cfg(test)]
@@ -130,12 +148,18 @@ mod tests {
         option
     }
 
+    /// The DNS servers of `frame`, if it is a valid advertisement with an
+    /// RDNSS option.
+    fn rdnss_servers(frame: &[u8]) -> Option<Vec<Ipv6Addr>> {
+        router_advert(frame).and_then(|advert| advert.dns_servers)
+    }
+
     fn addr(text: &str) -> Ipv6Addr {
         text.parse().unwrap()
     }
 
     #[test]
-    fn servers_from_a_router_advertisement() {
+    fn servers_and_mtu_from_a_router_advertisement() {
         // A source link-layer address option first, then RDNSS.
         let mut options = alloc::vec![1, 1, 2, 0, 0, 0, 0, 2];
         options.extend(rdnss(600, &[addr("fd00::53"), addr("fd00::54")]));
@@ -151,6 +175,14 @@ mod tests {
             rdnss_servers(&advert(&[1, 1, 2, 0, 0, 0, 0, 2], 255, false)),
             None,
             "no RDNSS"
+        );
+        // An MTU option of 1400, alone.
+        assert_eq!(
+            router_advert(&advert(&[5, 1, 0, 0, 0, 0, 0x05, 0x78], 255, false)),
+            Some(Advert {
+                dns_servers: None,
+                mtu: Some(1400)
+            })
         );
     }
 

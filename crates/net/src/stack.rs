@@ -377,6 +377,12 @@ impl Stack {
         self.ipv6_global().is_some() && self.ipv6_gateway().is_some()
     }
 
+    /// The largest IP packet the interface sends: the device's MTU, or a
+    /// smaller one a router advertised for the link.
+    pub fn mtu(&self) -> usize {
+        self.inner.borrow().device.mtu()
+    }
+
     /// The interface's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         match self.inner.borrow().iface.hardware_addr() {
@@ -644,14 +650,24 @@ impl Inner {
         self.set_dns_servers(&servers);
     }
 
-    /// Takes the DNS servers of the next received frame if it is a router
-    /// advertisement with an RDNSS option (smoltcp, which sees the frame
-    /// next, takes its prefixes and router).
-    fn take_advertised_dns_servers(&mut self) {
+    /// Takes the DNS servers and the MTU of the next received frame if it
+    /// is a router advertisement (smoltcp, which sees the frame next, takes
+    /// its prefixes and router).
+    fn take_router_advert(&mut self) {
         if !self.slaac {
             return;
         }
-        let Some(Some(servers)) = self.device.with_received(crate::ndisc::rdnss_servers) else {
+        let Some(Some(advert)) = self.device.with_received(crate::ndisc::router_advert) else {
+            return;
+        };
+        if let Some(mtu) = advert.mtu {
+            // RFC 4861 6.3.4: at least IPv6's minimum, at most the link's.
+            if (IPV6_MIN_MTU..self.device.mtu() as u32).contains(&mtu) {
+                log::info!("net: SLAAC: link MTU {mtu} (router advertisement)");
+                self.device.set_mtu(mtu as usize);
+            }
+        }
+        let Some(servers) = advert.dns_servers else {
             return;
         };
         let servers: Vec<IpAddr> = servers.into_iter().map(IpAddr::V6).collect();
@@ -817,7 +833,7 @@ impl Driver for Inner {
                     continue;
                 }
             }
-            self.take_advertised_dns_servers();
+            self.take_router_advert();
             let Inner {
                 iface, device, sockets, ..
             } = self;
@@ -879,6 +895,10 @@ fn set_ipv4(iface: &mut Interface, address: Option<Ipv4Cidr>, gateway: Option<Ip
         None => drop(iface.routes_mut().remove_default_ipv4_route()),
     }
 }
+
+/// The smallest MTU of an IPv6 link (RFC 8200): a router advertising less
+/// is wrong.
+const IPV6_MIN_MTU: u32 = 1280;
 
 /// The link-local address of the interface with MAC `mac`: `fe80::/64`
 /// and the modified EUI-64 identifier (RFC 4291), as Linux makes it.

@@ -1096,7 +1096,8 @@ fn one_listener_takes_ipv4_and_ipv6_clients() {
 }
 
 /// A router advertisement from fe80::1 (MAC 02:…:09) for `prefix`/64,
-/// autonomous, with DNS server `dns` (RDNSS), as radvd or dnsmasq send it.
+/// autonomous, with DNS server `dns` (RDNSS) and an MTU of 1400, as radvd
+/// or dnsmasq send it.
 fn router_advert(prefix: Ipv6Addr, dns: Ipv6Addr) -> Vec<u8> {
     use smoltcp::wire::{
         EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
@@ -1115,6 +1116,8 @@ fn router_advert(prefix: Ipv6Addr, dns: Ipv6Addr) -> Vec<u8> {
     // RDNSS: lifetime 600 s, one server.
     message.extend_from_slice(&[25, 3, 0, 0, 0, 0, 2, 0x58]);
     message.extend_from_slice(&dns.octets());
+    // MTU: 1400.
+    message.extend_from_slice(&[5, 1, 0, 0, 0, 0, 0x05, 0x78]);
     Icmpv6Packet::new_unchecked(&mut message[..]).fill_checksum(&src, &dst);
     let ip = Ipv6Repr {
         src_addr: src,
@@ -1149,7 +1152,8 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
     );
     let prefix = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0);
     let dns = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x53);
-    let (solicited, address, gateway, servers) = run(async move {
+    let mtu_before = stack.mtu();
+    let (solicited, address, gateway, servers, mtu) = run(async move {
         // The stack solicits routers first (ICMPv6 type 133 to ff02::2).
         let solicited = timeout(Duration::from_secs(10), async {
             loop {
@@ -1170,6 +1174,7 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
             stack.ipv6_global(),
             stack.ipv6_gateway(),
             stack.dns_servers(),
+            stack.mtu(),
         )
     });
     assert_eq!(solicited, Ok(true), "no router solicitation");
@@ -1182,4 +1187,34 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
     );
     assert_eq!(gateway, Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)));
     assert_eq!(servers, [IpAddr::V6(dns)]);
+    assert_eq!((mtu_before, mtu), (1500, 1400), "the advertised link MTU");
+}
+
+#[test]
+fn udp_over_ipv6() {
+    let (server, client) = two_dual_stacks();
+    let server_v6 = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    let (echoed, from) = run(async move {
+        let echo = UdpSocket::bind(&server, 7).unwrap();
+        let _echo = spawn(async move {
+            let mut buf = [0; 64];
+            loop {
+                let (n, peer) = echo.recv_from(&mut buf).await.unwrap();
+                echo.send_to(&buf[..n], peer).await.unwrap();
+            }
+        });
+        let socket = UdpSocket::bind(&client, 0).unwrap();
+        let mut buf = [0; 64];
+        // As over IPv4: the first datagram to a neighbour not yet known is
+        // dropped while the stack solicits it (neighbour discovery).
+        let (n, from) = loop {
+            socket.send_to(b"over ipv6", (server_v6, 7)).await.unwrap();
+            if let Ok(received) = timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await {
+                break received.unwrap();
+            }
+        };
+        (buf[..n].to_vec(), from)
+    });
+    assert_eq!(echoed, b"over ipv6");
+    assert_eq!(from, IpEndpoint::new(server_v6.into(), 7));
 }

@@ -51,6 +51,26 @@ impl NetDevice {
         }
     }
 
+    /// The largest IP packet the device sends (without the Ethernet
+    /// header).
+    pub(crate) fn mtu(&self) -> usize {
+        match self {
+            #[cfg(any(target_os = "none", atoll_platform = "unix"))]
+            NetDevice::Ring(device) => device.mtu(),
+            NetDevice::Pipe(device) => device.mtu(),
+        }
+    }
+
+    /// Lowers the MTU to `mtu` (a router advertised it for the link);
+    /// smoltcp reads it from the device's capabilities for each packet.
+    pub(crate) fn set_mtu(&mut self, mtu: usize) {
+        match self {
+            #[cfg(any(target_os = "none", atoll_platform = "unix"))]
+            NetDevice::Ring(device) => device.set_mtu(mtu),
+            NetDevice::Pipe(device) => device.set_mtu(mtu),
+        }
+    }
+
     /// `f` of the next received frame, which stays in place: the stack
     /// looks at it to decide whether smoltcp should see it at all.
     pub(crate) fn with_received<R>(&self, f: impl FnOnce(&[u8]) -> R) -> Option<R> {

@@ -134,6 +134,16 @@ pub fn pipe_with(queue_frames: usize, mtu: usize) -> (PipeDevice, PipeDevice) {
 }
 
 impl PipeDevice {
+    /// The largest IP packet it sends (without the Ethernet header).
+    pub(crate) fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Lowers the MTU to `mtu`, never raises it.
+    pub(crate) fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = self.mtu.min(mtu);
+    }
+
     /// Sends a raw Ethernet frame to the other end; `false` if its queue is
     /// full (the frame is dropped).
     pub fn send_frame(&self, frame: Vec<u8>) -> bool {

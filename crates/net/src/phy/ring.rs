@@ -102,6 +102,16 @@ pub struct RingDevice {
 }
 
 impl RingDevice {
+    /// The largest IP packet it sends (without the Ethernet header).
+    pub(crate) fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    /// Lowers the MTU to `mtu`, never raises it.
+    pub(crate) fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = self.mtu.min(mtu);
+    }
+
     /// Allocates the rings of boot-info device `device_index` and attaches
     /// them. `mtu` is the device's IP MTU (without the Ethernet header);
     /// it is capped to what a frame buffer holds.

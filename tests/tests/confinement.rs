@@ -226,7 +226,12 @@ fn the_process_has_no_environment_capabilities_or_descriptors_but_its_own() {
         .lines()
         .find(|l| l.starts_with("Max address space"))
         .expect("an address-space limit line");
-    assert!(address_space.contains(&(48u64 << 20).to_string()), "{address_space}");
+    // --mem, plus the executable's own size on top.
+    let exe_bytes = std::fs::metadata(&exe).expect("the executable's size").len();
+    assert!(
+        address_space.contains(&((48u64 << 20) + exe_bytes).to_string()),
+        "{address_space}"
+    );
 }
 
 #[test]

@@ -306,8 +306,8 @@ both_platforms!(fragmented_datagrams_are_reassembled, |platform| {
 
 both_platforms!(a_hundred_and_twenty_eight_connections_in_8_mib, |platform| {
     let ns = Namespace::with_tap();
-    // On unix, --mem bounds the process's address space (atoll-spt), of
-    // which the 1.7 MiB static executable takes its share.
+    // On unix, --mem bounds the process's address space (atoll-spt) with
+    // the static executable's own size on top.
     let server = slides(platform, &ns, &["--mem=8"]);
     let addr = server.addr.clone();
     let (mut streams, refused, never) = ns.run_in(|| burst_connect(&addr, 128, Duration::from_secs(15)));

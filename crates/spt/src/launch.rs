@@ -10,7 +10,9 @@
 //! are gone when the executable starts: the socket the notification
 //! descriptor goes back on, and the executable again, to execute. Nothing
 //! else survives (`close_range`), the environment is empty, the address
-//! space is bounded by `--mem` (`RLIMIT_AS`), no core is dumped, no
+//! space is bounded (`RLIMIT_AS`) by `--mem` plus the executable's own
+//! size (its file-backed mapping is not the app's memory: `--mem` gives a
+//! unix app about the heap the same `--mem` gives it on hvt), no core is dumped, no
 //! descriptor can be numbered past the last of these (`RLIMIT_NOFILE`), and
 //! the child dies with the tender (`PR_SET_PDEATHSIG`).
 //!
@@ -158,7 +160,7 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
         parent: std::process::id() as libc::pid_t,
         moves: &mut moves,
         spare,
-        mem_bytes: args.cli.mem_mib << 20,
+        mem_bytes: (args.cli.mem_mib << 20) + image.size,
         confinement,
         socket: socket_fd,
         exec: exec_fd,

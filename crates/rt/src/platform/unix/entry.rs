@@ -118,8 +118,9 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
         open_own_executable().map_err(|e| Stop::Error(std::format!("cannot read /proc/self/exe: {e}")))?;
     let manifest = read_own_manifest(&image, image_size)?;
     // After the manifest's mapping is gone: it may be larger than the bound.
+    // The executable's own mapping on top, as atoll-spt does.
     let mem_size = match args.cli.mem_mib {
-        Some(mib) => limit_memory(mib << 20).map_err(Stop::Error)?,
+        Some(mib) => limit_memory((mib << 20) + image_size).map_err(Stop::Error)? - image_size,
         None => 0,
     };
     super::memory::read_limit();
@@ -224,7 +225,7 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
             }
         }
     }
-    super::memory::set_launched_limit(record.boot.mem_size, record.image_size);
+    super::memory::set_launched_limit(record.boot.mem_size);
     let stats = record.flags & launch::FLAG_STATS != 0;
     let boot = Boot {
         info: record.boot,

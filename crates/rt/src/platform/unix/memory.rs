@@ -41,14 +41,15 @@ pub(crate) fn heap_limit_from_rlimits() -> Option<usize> {
     }
 }
 
-/// Under `atoll-spt`: the address space is bounded to `mem_size` bytes, of
-/// which the executable (`image_size` bytes, mapped by Linux) and start-up
-/// take their share; and by a `RLIMIT_DATA` the tender was started with.
-pub(super) fn set_launched_limit(mem_size: u64, image_size: u64) {
+/// Under `atoll-spt`: the address space is bounded to `mem_size` bytes
+/// plus the executable's (mapped by Linux; atoll-spt adds its size on
+/// top), of which start-up takes its share; and by a `RLIMIT_DATA` the
+/// tender was started with.
+pub(super) fn set_launched_limit(mem_size: u64) {
     if mem_size == 0 {
         return;
     }
-    let by_address_space = mem_size.saturating_sub(image_size + ADDRESS_SPACE_ALLOWANCE_BYTES);
+    let by_address_space = mem_size.saturating_sub(ADDRESS_SPACE_ALLOWANCE_BYTES);
     // A data limit the tender was started with is inherited too.
     let by_data = rlimit(libc::RLIMIT_DATA).map(|limit| limit.saturating_sub(DATA_ALLOWANCE_BYTES));
     let limit = by_data.map_or(by_address_space, |data| data.min(by_address_space));

@@ -5,8 +5,9 @@
 //! `atoll_abi::launch::ARG`): the tender has opened the devices, confined
 //! the process and written the boot info into the launch record on
 //! descriptor 3. The runtime reads it, adopts the descriptors, installs its
-//! handlers and runs the app; it opens nothing and installs no filter (it
-//! may not).
+//! handlers and runs the app; it opens nothing (but, with `--dumpcore`, its
+//! own `maps` in the `/proc/PID` directory the record names) and installs
+//! no filter (it may not).
 //!
 //! **Run directly** (development): it does what atoll-hvt does before it
 //! runs a guest, with the same code and the same messages: parse the
@@ -63,7 +64,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let program = program.rsplit('/').next().unwrap_or("unikernel").to_string();
     let stack_top = argv as u64;
     let set_up = if args.len() == 1 && args[0] == launch::ARG {
-        set_up_launched(stack_top)
+        set_up_launched(&program, stack_top)
     } else {
         set_up(&program, args, stack_top)
     };
@@ -176,9 +177,10 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
 }
 
 /// Set-up under `atoll-spt`: everything comes from the launch record.
-fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
+/// `program` is the executable's file name (atoll-spt's `argv[0]`).
+fn set_up_launched(program: &str, stack_top: u64) -> Result<(), Stop> {
     let bytes = read_launch_record()?;
-    let (record, cmdline) = Record::read_from_prefix(&bytes)
+    let (record, rest) = Record::read_from_prefix(&bytes)
         .map_err(|_| Stop::Error("the launch record from atoll-spt is truncated".into()))?;
     if record.magic != launch::MAGIC || record.abi_version != ABI_VERSION {
         return Err(Stop::Error(std::format!(
@@ -187,9 +189,28 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
         )));
     }
     let count = record.boot.device_count as usize;
-    if count > MAX_DEVICES || record.boot.cmdline_len != cmdline.len() as u64 {
-        return Err(Stop::Error("the launch record from atoll-spt is malformed".into()));
+    let malformed = || Stop::Error("the launch record from atoll-spt is malformed".into());
+    if count > MAX_DEVICES
+        || record.boot.cmdline_len.checked_add(u64::from(record.core_dir_len)) != Some(rest.len() as u64)
+        || record.core_dir_len > launch::CORE_DIR_MAX
+    {
+        return Err(malformed());
     }
+    let (cmdline, core_dir) = rest.split_at(record.boot.cmdline_len as usize);
+    let cores = match (
+        adopt(record.core_dir_fd),
+        adopt(record.core_slot_fd),
+        adopt(record.proc_fd),
+    ) {
+        (Some(dir), Some(slot), Some(proc)) => {
+            use std::os::unix::ffi::OsStrExt;
+            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(core_dir)).to_path_buf();
+            let dir = atoll_host::coredump::CoreDir::from_fds(path, dir.into(), slot.into());
+            Some(crash::Cores::launched(dir, proc.into(), program).map_err(Stop::Error)?)
+        }
+        (None, None, None) => None,
+        _ => return Err(malformed()),
+    };
     let mut net = NetDevices::default();
     let mut block = Vec::new();
     for (index, (device, &fd)) in record.boot.devices[..count].iter().zip(&record.device_fds).enumerate() {
@@ -239,9 +260,11 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
         raw_console: true,
     };
     start(boot, net, block, stack_top)?;
-    if record.flags & launch::FLAG_CONFINED != 0 {
+    // Unconfined (`--no-sandbox`) and without a core to write, gdb and the
+    // host's core dumps see the signals, as when run directly.
+    if record.flags & launch::FLAG_CONFINED != 0 || cores.is_some() {
         if let Some(image) = adopt(record.image_fd) {
-            install_crash_handlers(image, record.image_size, stack_top, None)?;
+            install_crash_handlers(image, record.image_size, stack_top, cores)?;
         }
     }
     Ok(())
@@ -260,7 +283,7 @@ fn adopt(fd: RawFd) -> Option<File> {
 
 /// The launch record: all of descriptor 3, up to end of file.
 fn read_launch_record() -> Result<Vec<u8>, Stop> {
-    let max = size_of::<Record>() + launch::CMDLINE_MAX as usize;
+    let max = size_of::<Record>() + launch::CMDLINE_MAX as usize + launch::CORE_DIR_MAX as usize;
     let mut bytes = std::vec![0u8; max + 1];
     let mut len = 0;
     loop {

@@ -56,12 +56,12 @@ macro_rules! every_way {
             }
 
             #[test]
-            fn unix_direct() {
+            fn unix() {
                 case(Way::Direct)
             }
 
             #[test]
-            fn unix_spt() {
+            fn spt() {
                 case(Way::Spt)
             }
         }

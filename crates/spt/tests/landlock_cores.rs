@@ -94,5 +94,8 @@ fn only_its_maps_and_new_files_in_the_core_directory() {
         libc::WEXITSTATUS(status),
         MAPS_OPENED | STATUS_REFUSED | ROOT_REFUSED | CORE_CREATED | CORE_TRUNCATED | READ_REFUSED
     );
-    assert_eq!(std::fs::metadata(tmp.path().join("k.core")).map(|m| m.len()).ok(), Some(4096));
+    assert_eq!(
+        std::fs::metadata(tmp.path().join("k.core")).map(|m| m.len()).ok(),
+        Some(4096)
+    );
 }

@@ -83,32 +83,36 @@ impl Cores {
     /// `pread` (and in which no further file can then be opened); the
     /// descriptor `openat` returned stays open, as the sandbox allows no
     /// `close`. Errors are one line.
-    pub(super) fn launched(
+    ///
+    /// # Safety
+    ///
+    /// `proc` must be a descriptor atoll-spt handed over that nothing else
+    /// owns: it becomes the maps file's, owned by the result.
+    pub(super) unsafe fn launched(
         dir: atoll_host::coredump::CoreDir,
-        proc: std::os::fd::OwnedFd,
+        proc: std::os::fd::RawFd,
         name: &str,
     ) -> Result<Cores, std::string::String> {
-        use std::os::fd::{AsRawFd, FromRawFd};
+        use std::os::fd::FromRawFd;
         let error = || {
             std::format!(
                 "--dumpcore: cannot open /proc/self/maps: {}",
                 std::io::Error::last_os_error()
             )
         };
-        // SAFETY: a NUL-terminated name relative to an open directory; the
+        // SAFETY: a NUL-terminated name relative to a descriptor; the
         // result is checked.
-        let fd = unsafe { libc::openat(proc.as_raw_fd(), c"maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        if fd < 0 {
+        let fd = unsafe { libc::openat(proc, c"maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        // SAFETY: dup3 of our new descriptor onto `proc`, which closes the
+        // directory and makes its number the maps file.
+        if fd < 0 || unsafe { libc::dup3(fd, proc, libc::O_CLOEXEC) } < 0 {
+            // `dir` is not dropped: closing it would break the sandbox's
+            // rules (no `close`) before the error is out.
+            core::mem::forget(dir);
             return Err(error());
         }
-        // SAFETY: both descriptors are ours; dup3 closes `proc`'s directory
-        // and makes its number the maps file.
-        if unsafe { libc::dup3(fd, proc.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
-            return Err(error());
-        }
-        // SAFETY: `proc`'s number is now the maps file, owned by nothing
-        // else once `proc` gives it up.
-        let maps = unsafe { std::fs::File::from_raw_fd(std::os::fd::IntoRawFd::into_raw_fd(proc)) };
+        // SAFETY: `proc` is now the maps file, and the caller gave it up.
+        let maps = unsafe { std::fs::File::from_raw_fd(proc) };
         Ok(Cores::new(dir, maps, name))
     }
 

@@ -197,19 +197,23 @@ fn set_up_launched(program: &str, stack_top: u64) -> Result<(), Stop> {
         return Err(malformed());
     }
     let (cmdline, core_dir) = rest.split_at(record.boot.cmdline_len as usize);
-    let cores = match (
-        adopt(record.core_dir_fd),
-        adopt(record.core_slot_fd),
-        adopt(record.proc_fd),
-    ) {
-        (Some(dir), Some(slot), Some(proc)) => {
-            use std::os::unix::ffi::OsStrExt;
-            let path = std::path::Path::new(std::ffi::OsStr::from_bytes(core_dir)).to_path_buf();
-            let dir = atoll_host::coredump::CoreDir::from_fds(path, dir.into(), slot.into());
-            Some(crash::Cores::launched(dir, proc.into(), program).map_err(Stop::Error)?)
-        }
-        (None, None, None) => None,
-        _ => return Err(malformed()),
+    // All three descriptors or none, checked before any is adopted (a
+    // dropped one would be closed, which the sandbox does not allow).
+    let core_fds = [record.core_dir_fd, record.core_slot_fd, record.proc_fd];
+    let cores = if core_fds.iter().all(|&fd| fd > launch::RECORD_FD) {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(core_dir)).to_path_buf();
+        let (Some(dir), Some(slot)) = (adopt(record.core_dir_fd), adopt(record.core_slot_fd)) else {
+            return Err(malformed());
+        };
+        let dir = atoll_host::coredump::CoreDir::from_fds(path, dir.into(), slot.into());
+        // SAFETY: atoll-spt handed `proc_fd` over for this, once; nothing
+        // else here adopts it.
+        Some(unsafe { crash::Cores::launched(dir, record.proc_fd, program) }.map_err(Stop::Error)?)
+    } else if core_fds == [-1; 3] {
+        None
+    } else {
+        return Err(malformed());
     };
     let mut net = NetDevices::default();
     let mut block = Vec::new();

@@ -19,7 +19,9 @@
 //! * **seccomp**, two filters: [`quiet_refusals`]
 //!   (`readlink` fails, as glibc's start-up tolerates), then the unix
 //!   platform's rules (`atoll_host::sandbox::unix_rules`) with the start-up
-//!   calls added. A call outside them is not killed on the spot but
+//!   calls added (and with `--dumpcore` creating and writing the core,
+//!   `atoll_host::coredump::allow_core_fds`, and opening and reading its
+//!   maps, `allow_own_maps`). A call outside them is not killed on the spot but
 //!   *notified* to the tender (`SECCOMP_RET_USER_NOTIF`), which names it in
 //!   its report and kills the process: the report cannot be suppressed by
 //!   the executable, as a SIGSYS handler's could. The filters also allow

@@ -3,56 +3,129 @@
 //! happened with function names and source lines. A DIR that is not a
 //! writable directory is a one-line error before the guest runs.
 //!
-//! On both platforms: under atoll-hvt, and on the unix platform run
+//! Every way a guest runs: under atoll-hvt, on the unix platform run
 //! directly (`EXECUTABLE --dumpcore=DIR -- ARGS`, sandboxed by its own
-//! filter; atoll-spt does not take the option yet). The guest is a debug
-//! build (DWARF for gdb's source lines), built once per platform.
+//! filter), and under atoll-spt (`atoll-spt --dumpcore=DIR EXECUTABLE --
+//! ARGS`, confined before it starts). The guest is a debug build (DWARF for
+//! gdb's source lines), built once per way: atoll-spt runs only static
+//! executables, so its build is `atoll build --release` with the dev
+//! profile's settings (no optimization, full debug information).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use atoll_tests::{atoll, both_platforms, hvt, repo_root, run, unix_direct, Outcome, Platform};
+use atoll_tests::{atoll, atoll_bin, hvt, repo_root, run, spt_bin, unix_direct, Outcome, Platform};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 const GUEST_FAILED: i32 = 254;
 const TENDER_ERROR: i32 = 255;
 
-/// The debug build of the misbehaving guest for `platform`.
-fn debug_kernel(platform: Platform) -> &'static Path {
+/// How the guest is run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    Hvt,
+    /// The unix executable by itself.
+    Direct,
+    /// The unix executable under atoll-spt.
+    Spt,
+}
+
+impl Way {
+    fn platform(self) -> Platform {
+        match self {
+            Way::Hvt => Platform::Hvt,
+            Way::Direct | Way::Spt => Platform::Unix,
+        }
+    }
+}
+
+/// A test for each [`Way`], as `atoll_tests::both_platforms!` makes one for
+/// each platform.
+macro_rules! every_way {
+    ($name:ident, |$way:ident| $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn case($way: Way) $body
+
+            #[test]
+            fn hvt() {
+                case(Way::Hvt)
+            }
+
+            #[test]
+            fn unix() {
+                case(Way::Direct)
+            }
+
+            #[test]
+            fn spt() {
+                case(Way::Spt)
+            }
+        }
+    };
+}
+
+/// The debug build of the misbehaving guest for `way`.
+fn debug_kernel(way: Way) -> &'static Path {
     static HVT: OnceLock<PathBuf> = OnceLock::new();
     static UNIX: OnceLock<PathBuf> = OnceLock::new();
-    let cell = match platform {
-        Platform::Hvt => &HVT,
-        Platform::Unix => &UNIX,
+    static STATIC: OnceLock<PathBuf> = OnceLock::new();
+    let cell = match way {
+        Way::Hvt => &HVT,
+        Way::Direct => &UNIX,
+        Way::Spt => &STATIC,
     };
     cell.get_or_init(|| {
-        let out = atoll(["build", "--target", platform.name(), MISBEHAVE], repo_root());
+        let out = match way {
+            Way::Spt => {
+                // A release build (static) with the dev profile's settings,
+                // in a target directory of its own so that it does not
+                // replace the release build other tests run.
+                let mut command = Command::new(atoll_bin());
+                command
+                    .current_dir(repo_root())
+                    .args(["build", "--release", "--target", "unix", MISBEHAVE])
+                    .env("CARGO_TARGET_DIR", repo_root().join("tests/guests/target/static-debug"))
+                    .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
+                    .env("CARGO_PROFILE_RELEASE_DEBUG", "true")
+                    .env("CARGO_PROFILE_RELEASE_LTO", "false")
+                    .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "256");
+                run(command)
+            }
+            _ => atoll(["build", "--target", way.platform().name(), MISBEHAVE], repo_root()),
+        };
         assert_eq!(out.status, Some(0), "atoll build failed: {}", out.stderr);
         PathBuf::from(out.stdout.lines().last().unwrap_or_default())
     })
 }
 
-/// Runs the debug guest on `platform` with `option` and boot arguments
-/// `args`.
-fn boot(platform: Platform, option: &str, args: &[&str]) -> Outcome {
-    let kernel = debug_kernel(platform);
-    match platform {
-        Platform::Hvt => {
+/// Runs the debug guest `way` with `option` and boot arguments `args`.
+fn boot(way: Way, option: &str, args: &[&str]) -> Outcome {
+    let kernel = debug_kernel(way);
+    match way {
+        Way::Hvt => {
             let mut argv = vec![option, kernel.to_str().unwrap(), "--"];
             argv.extend(args);
             hvt(argv)
         }
-        Platform::Unix => unix_direct(kernel, &[option], args),
+        Way::Direct => unix_direct(kernel, &[option], args),
+        Way::Spt => {
+            let mut command = Command::new(spt_bin());
+            command.arg(option).arg(kernel).arg("--").args(args);
+            run(command)
+        }
     }
 }
 
 /// Runs the guest in `mode` with `--dumpcore` into a new directory, and
 /// returns the outcome and the core file the report names.
-fn crash(platform: Platform, mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
+fn crash(way: Way, mode: &str) -> (Outcome, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let option = format!("--dumpcore={}", dir.path().display());
-    let out = boot(platform, &option, &[mode]);
+    let out = boot(way, &option, &[mode]);
     assert_eq!(out.status, Some(GUEST_FAILED), "{mode}: stderr: {}", out.stderr);
     let core = out
         .stderr
@@ -66,11 +139,11 @@ fn crash(platform: Platform, mode: &str) -> (Outcome, PathBuf, tempfile::TempDir
 }
 
 /// `gdb -batch KERNEL CORE -ex bt -ex 'info registers rip'`.
-fn gdb(platform: Platform, core: &Path) -> String {
+fn gdb(way: Way, core: &Path) -> String {
     let mut command = Command::new("gdb");
     command
         .args(["-batch", "-nx"])
-        .arg(debug_kernel(platform))
+        .arg(debug_kernel(way))
         .arg(core)
         .args(["-ex", "bt", "-ex", "info registers rip"]);
     let out = run(command);
@@ -90,32 +163,29 @@ fn frame<'a>(bt: &'a str, function: &str, place: &str) -> &'a str {
     line
 }
 
-both_platforms!(
-    a_page_faults_core_shows_the_faulting_function_and_its_caller,
-    |platform| {
-        let (_, core, _dir) = crash(platform, "pagefault");
-        let bt = gdb(platform, &core);
-        assert!(bt.contains("signal SIGSEGV"), "{bt}");
-        frame(&bt, "misbehave::touch_unmapped_memory", "main.rs:");
-        frame(&bt, "misbehave::main", "main.rs:");
-        assert!(bt.lines().any(|l| l.starts_with("rip ") && l.contains("0x")), "{bt}");
-    }
-);
+every_way!(a_page_faults_core_shows_the_faulting_function_and_its_caller, |way| {
+    let (_, core, _dir) = crash(way, "pagefault");
+    let bt = gdb(way, &core);
+    assert!(bt.contains("signal SIGSEGV"), "{bt}");
+    frame(&bt, "misbehave::touch_unmapped_memory", "main.rs:");
+    frame(&bt, "misbehave::main", "main.rs:");
+    assert!(bt.lines().any(|l| l.starts_with("rip ") && l.contains("0x")), "{bt}");
+});
 
-both_platforms!(an_invalid_opcodes_core_is_a_sigill, |platform| {
-    let (_, core, _dir) = crash(platform, "ud2");
-    let bt = gdb(platform, &core);
+every_way!(an_invalid_opcodes_core_is_a_sigill, |way| {
+    let (_, core, _dir) = crash(way, "ud2");
+    let bt = gdb(way, &core);
     assert!(bt.contains("signal SIGILL"), "{bt}");
     frame(&bt, "misbehave::invalid_opcode", "main.rs:");
     frame(&bt, "misbehave::main", "main.rs:");
 });
 
-both_platforms!(
+every_way!(
     a_panics_core_starts_in_the_panic_path_and_reaches_the_panicking_function,
-    |platform| {
-        let (out, core, _dir) = crash(platform, "panic");
+    |way| {
+        let (out, core, _dir) = crash(way, "panic");
         assert!(out.stderr.contains("guest aborted: panicked at"), "{}", out.stderr);
-        let bt = gdb(platform, &core);
+        let bt = gdb(way, &core);
         assert!(bt.contains("signal SIGABRT"), "{bt}");
         // The first frame is the abort: the hypercall on hvt, abort(3)'s raise
         // on unix.
@@ -138,24 +208,29 @@ both_platforms!(
     }
 );
 
-both_platforms!(a_bad_directory_is_a_one_line_error_before_the_guest_runs, |platform| {
+every_way!(a_bad_directory_is_a_one_line_error_before_the_guest_runs, |way| {
     let file = tempfile::NamedTempFile::new().unwrap();
     for dir in [Path::new("/nonexistent/cores"), file.path()] {
         let option = format!("--dumpcore={}", dir.display());
-        let out = boot(platform, &option, &["panic"]);
+        let out = boot(way, &option, &["panic"]);
         assert_eq!(out.status, Some(TENDER_ERROR), "{dir:?}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "{dir:?}: {}", out.stderr);
-        let expected = format!("{}{option}: ", platform.prefix());
+        let expected = format!("{}{option}: ", way.platform().prefix());
         assert!(out.stderr.starts_with(&expected), "{}", out.stderr);
         assert!(out.stdout.is_empty(), "the guest ran: {}", out.stdout);
     }
 });
 
-both_platforms!(without_the_option_no_core_is_named, |platform| {
-    let kernel = debug_kernel(platform);
-    let out = match platform {
-        Platform::Hvt => atoll_tests::hvt([kernel.to_str().unwrap(), "--", "pagefault"]),
-        Platform::Unix => unix_direct(kernel, &[] as &[&str], &["pagefault"]),
+every_way!(without_the_option_no_core_is_named, |way| {
+    let kernel = debug_kernel(way);
+    let out = match way {
+        Way::Hvt => atoll_tests::hvt([kernel.to_str().unwrap(), "--", "pagefault"]),
+        Way::Direct => unix_direct(kernel, &[] as &[&str], &["pagefault"]),
+        Way::Spt => run({
+            let mut command = Command::new(spt_bin());
+            command.arg(kernel).args(["--", "pagefault"]);
+            command
+        }),
     };
     assert_eq!(out.status, Some(GUEST_FAILED), "{}", out.stderr);
     assert!(!out.stderr.contains("core dumped"), "{}", out.stderr);
@@ -164,12 +239,13 @@ both_platforms!(without_the_option_no_core_is_named, |platform| {
 // A full disk: a 64 KiB tmpfs, mounted in a mount namespace of the test's
 // own (`unshare --mount`), so the host's mounts are untouched. The report
 // says why there is no core, in one line, and the status is the fault's.
-both_platforms!(a_full_disk_is_one_line_in_the_report, |platform| {
+every_way!(a_full_disk_is_one_line_in_the_report, |way| {
     let dir = tempfile::tempdir().unwrap();
-    let kernel = debug_kernel(platform).to_str().unwrap().to_owned();
-    let program = match platform {
-        Platform::Hvt => format!("{} --dumpcore=\"$1\" {kernel} --", atoll_tests::hvt_bin().display()),
-        Platform::Unix => format!("{kernel} --dumpcore=\"$1\" --"),
+    let kernel = debug_kernel(way).to_str().unwrap().to_owned();
+    let program = match way {
+        Way::Hvt => format!("{} --dumpcore=\"$1\" {kernel} --", atoll_tests::hvt_bin().display()),
+        Way::Direct => format!("{kernel} --dumpcore=\"$1\" --"),
+        Way::Spt => format!("{} --dumpcore=\"$1\" {kernel} --", spt_bin().display()),
     };
     let mut command = Command::new("unshare");
     command

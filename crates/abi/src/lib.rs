@@ -50,7 +50,10 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// doorbell ([`hypercall::NET_DOORBELL_PORT`]),
 /// [`boot::BootInfo::net_poll_ns`] and [`net::NetRing::tender_polling`]:
 /// the tender may move frames while the guest runs.
-pub const ABI_VERSION: u32 = 5;
+///
+/// 6: `--dumpcore` under `atoll-spt`: the launch record's core-file
+/// descriptors and directory ([`launch::Record::core_dir_fd`] and after).
+pub const ABI_VERSION: u32 = 6;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -827,7 +830,8 @@ pub mod note {
 /// the record on descriptor [`RECORD_FD`](launch::RECORD_FD) (a pipe): a
 /// [`Record`](launch::Record), then
 /// `boot.cmdline_len` bytes of command line (NUL-terminated arguments, as
-/// on hvt), then end of file. Everything here is OUT (written by the
+/// on hvt), then `core_dir_len` bytes of the `--dumpcore` directory's path
+/// (absolute, for the report; no NUL), then end of file. Everything here is OUT (written by the
 /// tender); the runtime checks the magic, the version and the lengths.
 pub mod launch {
     use super::boot::{BootInfo, MAX_DEVICES};
@@ -841,6 +845,8 @@ pub mod launch {
     pub const MAGIC: [u8; 8] = *b"ATOLLSPT";
     /// The longest command line, as on hvt.
     pub const CMDLINE_MAX: u64 = crate::layout::CMDLINE_MAX;
+    /// The longest `--dumpcore` directory path (Linux's `PATH_MAX`).
+    pub const CORE_DIR_MAX: u32 = 4096;
 
     /// [`Record::flags`]: print the statistics line at exit (`--stats`).
     pub const FLAG_STATS: u32 = 1 << 0;
@@ -874,6 +880,20 @@ pub mod launch {
         /// (`RLIMIT_AS`, 0 for none), and the heap, stack and console fields
         /// are 0 (the process has its own).
         pub boot: BootInfo,
+        /// `--dumpcore`: the directory cores go to (`O_DIRECTORY`); -1 if
+        /// none. The three core descriptors are all given or all -1.
+        pub core_dir_fd: i32,
+        /// `--dumpcore`: the descriptor number a new core file is moved
+        /// onto (a duplicate of `core_dir_fd` until then), the one the
+        /// seccomp rules let the process write.
+        pub core_slot_fd: i32,
+        /// `--dumpcore`: the process's own `/proc/PID` directory
+        /// (`O_PATH`), opened before it was confined; the runtime opens its
+        /// `maps` (the only file in it Landlock lets it open) and moves
+        /// that onto this number, which it may then `pread64`.
+        pub proc_fd: i32,
+        /// Bytes of the directory's path after the command line.
+        pub core_dir_len: u32,
     }
 }
 
@@ -914,7 +934,7 @@ const _: () = {
     assert!(size_of::<boot::DeviceInfo>() == 64);
     assert!(size_of::<boot::BootInfo>() == 104 + 64 * boot::MAX_DEVICES + 8);
     assert!(size_of::<boot::BootInfo>() as u64 <= layout::CMDLINE_ADDR - layout::BOOT_INFO_ADDR);
-    assert!(size_of::<launch::Record>() == 64 + size_of::<boot::BootInfo>());
+    assert!(size_of::<launch::Record>() == 64 + size_of::<boot::BootInfo>() + 16);
     assert!(size_of::<note::ManifestEntry>() == 36);
     assert!(size_of::<note::ManifestDesc>() == 4 + 36 * boot::MAX_DEVICES);
     assert!(size_of::<note::Note<note::AbiDesc>>() == 24);

@@ -167,6 +167,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PORT", num_args = 0..=1, require_equals = true,
           default_missing_value = "1234", value_parser = clap::value_parser!(u16).range(1..))]
     pub gdb: Option<u16>,
+    /// With --target hvt or unix: on a fault or panic, write an ELF core
+    /// file into DIR for `gdb KERNEL CORE` (`atoll-hvt --dumpcore`, or the
+    /// unix executable's); the report says where.
+    #[arg(long, value_name = "DIR")]
+    pub dumpcore: Option<std::path::PathBuf>,
     /// With --target virtio: the VMM to boot on [default: qemu].
     #[arg(long, value_enum, value_name = "VMM")]
     pub vmm: Option<virtio::Vmm>,

@@ -76,6 +76,9 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     crate::virtio::check_options(args)?;
     check_mem(args)?;
     check_gdb(args)?;
+    if args.dumpcore.is_some() && args.build.target == Platform::Virtio {
+        return Err("--dumpcore is for --target hvt or unix".into());
+    }
     crate::forwards(&args.publish)?;
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
@@ -170,7 +173,7 @@ fn unattached_net_devices(kernel: &Path, devices: &[String]) -> Vec<String> {
 }
 
 /// The options given to the tender or unix executable before the kernel:
-/// `[--mem=MiB] [--stats] [--gdb=PORT] [DEVICE FLAGS...]`.
+/// `[--mem=MiB] [--stats] [--gdb=PORT] [--dumpcore=DIR] [DEVICE FLAGS...]`.
 pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();
     if let Some(mem_mib) = args.mem {
@@ -181,6 +184,11 @@ pub fn run_options(args: &RunArgs) -> Vec<OsString> {
     }
     if let Some(port) = args.gdb {
         out.push(format!("--gdb={port}").into());
+    }
+    if let Some(dir) = &args.dumpcore {
+        let mut option = OsString::from("--dumpcore=");
+        option.push(dir);
+        out.push(option);
     }
     out.extend(args.devices.iter().map(OsString::from));
     out
@@ -245,6 +253,14 @@ mod tests {
         assert!(check_mem(&run_args(&["atoll", "run", "--mem=8000", "--target=unix"])).is_ok());
         assert!(check_mem(&run_args(&["atoll", "run", "--mem=70000", "--target=unix"])).is_err());
         assert!(check_mem(&run_args(&["atoll", "run"])).is_ok());
+    }
+
+    #[test]
+    fn dumpcore_goes_to_the_tender_or_executable() {
+        let args = run_args(&["atoll", "run", "--dumpcore", "/tmp/cores", "--target=unix", "app"]);
+        assert_eq!(args.dumpcore, Some(PathBuf::from("/tmp/cores")));
+        assert_eq!(run_options(&args), [OsString::from("--dumpcore=/tmp/cores")]);
+        assert!(run_args(&["atoll", "run", "app"]).dumpcore.is_none());
     }
 
     #[test]

@@ -22,6 +22,10 @@
 //! makes a new file with `openat(dir, NAME, O_CREAT|O_EXCL|O_WRONLY)` and
 //! moves it onto a descriptor reserved at start with `dup3`, so the seccomp
 //! rules ([`CoreDir::allow`]) can name every descriptor involved.
+//! `atoll-spt` opens the directory for the process it confines and hands it
+//! over ([`CoreDir::from_fds`]); its filter, built before the process
+//! exists, names the descriptors by number ([`allow_core_fds`],
+//! [`allow_own_maps`]).
 //!
 //! Not here: the AVX and later vector registers (no `NT_X86_XSTATE`; the
 //! x87 and SSE ones are in `NT_PRFPREG`), more than one thread, and deciding what
@@ -450,43 +454,92 @@ impl CoreDir {
     }
 
     /// Adds what [`CoreDir::create`] and writing the core need to a seccomp
-    /// filter: `openat` only in this directory and only with the flags it
-    /// uses, `dup3` only onto the reserved descriptor, and `write`, `lseek`
-    /// and `ftruncate` only on it.
+    /// filter ([`allow_core_fds`] with this directory's descriptors).
     pub fn allow(&self, rules: &mut Rules) -> Result<(), seccompiler::BackendError> {
-        let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
-        let dword = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value);
-        // Only ever a new file, opened for writing: the C library may add
-        // flags of its own (O_LARGEFILE), so only these bits are checked.
-        let creates = (libc::O_CREAT | libc::O_EXCL | libc::O_ACCMODE) as u64;
-        let new_file = SeccompCondition::new(
-            2,
-            SeccompCmpArgLen::Dword,
-            SeccompCmpOp::MaskedEq(creates),
-            (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64,
-        );
-        let (dir, slot) = (self.dir.as_raw_fd() as u64, self.slot.as_raw_fd() as u64);
-        rules
-            .entry(libc::SYS_openat)
-            .or_default()
-            .push(SeccompRule::new(vec![dword(0, dir)?, new_file?])?);
-        rules
-            .entry(libc::SYS_dup3)
-            .or_default()
-            .push(SeccompRule::new(vec![dword(1, slot)?])?);
-        for call in [libc::SYS_write, libc::SYS_lseek, libc::SYS_ftruncate] {
-            rules
-                .entry(call)
-                .or_default()
-                .push(SeccompRule::new(vec![eq(0, slot)?])?);
-        }
-        Ok(())
+        allow_core_fds(rules, self.dir.as_raw_fd(), self.slot.as_raw_fd())
+    }
+
+    /// The directory cores go to, from descriptors opened by another
+    /// process (`atoll-spt`, which checked the directory): `dir` is the
+    /// directory, `slot` the reserved descriptor, `path` the directory's
+    /// absolute path for the report.
+    pub fn from_fds(path: PathBuf, dir: OwnedFd, slot: OwnedFd) -> CoreDir {
+        CoreDir { path, dir, slot }
+    }
+
+    /// The directory's descriptor, for `atoll-spt` to hand over (and name
+    /// in Landlock's rules).
+    pub fn dir_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.dir.as_fd()
     }
 
     /// The reserved descriptor's number (for tests and reports).
     pub fn slot_fd(&self) -> RawFd {
         self.slot.as_raw_fd()
     }
+}
+
+/// Adds what [`CoreDir::create`] and writing the core need to a seccomp
+/// filter, for a process whose core directory is descriptor `dir` and
+/// reserved descriptor `slot`: `openat` only in the directory and only with
+/// the flags it uses, `dup3` only onto the reserved descriptor, and
+/// `write`, `lseek` and `ftruncate` only on it. (`atoll-spt` builds the
+/// filter before the process exists, hence numbers rather than a
+/// [`CoreDir`].)
+pub fn allow_core_fds(rules: &mut Rules, dir: RawFd, slot: RawFd) -> Result<(), seccompiler::BackendError> {
+    let eq = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, value);
+    let dword = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value);
+    // Only ever a new file, opened for writing: the C library may add
+    // flags of its own (O_LARGEFILE), so only these bits are checked.
+    let creates = (libc::O_CREAT | libc::O_EXCL | libc::O_ACCMODE) as u64;
+    let new_file = SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(creates),
+        (libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY) as u64,
+    );
+    let (dir, slot) = (dir as u64, slot as u64);
+    rules
+        .entry(libc::SYS_openat)
+        .or_default()
+        .push(SeccompRule::new(vec![dword(0, dir)?, new_file?])?);
+    rules
+        .entry(libc::SYS_dup3)
+        .or_default()
+        .push(SeccompRule::new(vec![dword(1, slot)?])?);
+    for call in [libc::SYS_write, libc::SYS_lseek, libc::SYS_ftruncate] {
+        rules
+            .entry(call)
+            .or_default()
+            .push(SeccompRule::new(vec![eq(0, slot)?])?);
+    }
+    Ok(())
+}
+
+/// Adds what reading the process's own mappings needs under `atoll-spt`,
+/// where `proc_fd` is its `/proc/PID` directory: `openat` in it, read-only
+/// (Landlock lets only `maps` be opened there), `dup3` of the file onto
+/// `proc_fd`, and `pread64` of it. After that `dup3`, `proc_fd` is no
+/// directory, so no further `openat` in it succeeds.
+pub fn allow_own_maps(rules: &mut Rules, proc_fd: RawFd) -> Result<(), seccompiler::BackendError> {
+    let dword = |arg: u8, value: u64| SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, value);
+    let read_only = SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq((libc::O_CREAT | libc::O_ACCMODE) as u64),
+        libc::O_RDONLY as u64,
+    );
+    let fd = proc_fd as u64;
+    rules
+        .entry(libc::SYS_openat)
+        .or_default()
+        .push(SeccompRule::new(vec![dword(0, fd)?, read_only?])?);
+    rules
+        .entry(libc::SYS_dup3)
+        .or_default()
+        .push(SeccompRule::new(vec![dword(1, fd)?])?);
+    crate::sandbox::allow_pread(rules, proc_fd)
 }
 
 /// The signal a Linux process gets for the CPU exception `vector`, as the
@@ -711,5 +764,8 @@ mod tests {
         let mut rules = Rules::new();
         dir.allow(&mut rules).unwrap();
         assert!(rules.contains_key(&libc::SYS_openat) && rules.contains_key(&libc::SYS_dup3));
+        allow_own_maps(&mut rules, 12).unwrap();
+        assert_eq!(rules[&libc::SYS_openat].len(), 2);
+        assert_eq!(rules[&libc::SYS_pread64].len(), 1);
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! The same as atoll-hvt's (`atoll_host::args`), with the executable in
 //! place of the kernel: `--mem` bounds the process's address space as
-//! atoll-hvt's bounds the VM's memory.
+//! atoll-hvt's bounds the VM's memory, and `--dumpcore=DIR` writes a core
+//! of a crash into DIR as atoll-hvt's does (the runtime writes it).
 
 use std::path::PathBuf;
 
@@ -24,6 +25,10 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(atoll_host::args::UNIX_MEM_MIB))]
     pub mem_mib: u64,
+    /// On a fault or panic, write an ELF core file into DIR (named
+    /// PROGRAM.PID.core) for `gdb EXECUTABLE CORE`; the report says where.
+    #[arg(long = "dumpcore", value_name = "DIR")]
+    pub dumpcore: Option<PathBuf>,
     /// The unikernel: a static executable built by `atoll build --release --target unix`.
     pub executable: PathBuf,
     /// `--stats`, `--no-sandbox`, `--raw-console` and the boot arguments after `--`.
@@ -58,6 +63,9 @@ mod tests {
         assert_eq!(args.cli.common.args, ["a", "b"]);
         assert_eq!(args.devices.len(), 1);
         assert_eq!(run(&["app"]).unwrap().cli.mem_mib, 32);
+        assert_eq!(run(&["app"]).unwrap().cli.dumpcore, None);
+        let dumping = run(&["--dumpcore=/tmp/c", "app"]).unwrap();
+        assert_eq!(dumping.cli.dumpcore, Some(PathBuf::from("/tmp/c")));
     }
 
     #[test]
@@ -67,6 +75,8 @@ mod tests {
             &["--mem=2", "app"],
             &["--frobnicate", "app"],
             &["app", "extra"],
+            &["--dumpcore", "app"],
+            &["--dumpcore=a", "--dumpcore=b", "app"],
         ] {
             let err = run(bad).unwrap_err();
             assert!(!err.contains('\n'), "{bad:?}: {err}");

@@ -11,13 +11,17 @@
 //!   would otherwise grant them all again).
 //! * **Landlock** (where the kernel has it, best effort): no file may be
 //!   opened, read, written or executed but the executable itself (read and
-//!   executed, once, by the tender); no TCP port bound or connected; no
+//!   executed, once, by the tender), and with `--dumpcore` new files in the
+//!   core directory (created and written, never read) and the process's
+//!   own `/proc/PID/maps` (read); no TCP port bound or connected; no
 //!   signal to, or abstract socket of, a process outside the sandbox.
 //!   Descriptors opened before (the devices) keep working.
 //! * **seccomp**, two filters: [`quiet_refusals`]
 //!   (`readlink` fails, as glibc's start-up tolerates), then the unix
 //!   platform's rules (`atoll_host::sandbox::unix_rules`) with the start-up
-//!   calls added. A call outside them is not killed on the spot but
+//!   calls added (and with `--dumpcore` creating and writing the core,
+//!   `atoll_host::coredump::allow_core_fds`, and opening and reading its
+//!   maps, `allow_own_maps`). A call outside them is not killed on the spot but
 //!   *notified* to the tender (`SECCOMP_RET_USER_NOTIF`), which names it in
 //!   its report and kills the process: the report cannot be suppressed by
 //!   the executable, as a SIGSYS handler's could. The filters also allow
@@ -33,9 +37,10 @@
 //! tender's side of notifications (`supervise`).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::path::Path;
 
+use atoll_host::coredump::{allow_core_fds, allow_own_maps, CoreDir};
 use atoll_host::sandbox::{allow_start_up, patch_self_pid, quiet_refusals, unix_rules, Rules, UnixProcess};
 use landlock::{
     Access, AccessFs, AccessNet, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, Scope,
@@ -72,6 +77,19 @@ pub struct ChildFds<'a> {
     pub socket: RawFd,
     /// The executable, for `execveat`.
     pub exec: RawFd,
+    /// With `--dumpcore`, the core descriptors.
+    pub cores: Option<CoreFds>,
+}
+
+/// The child's `--dumpcore` descriptors (`atoll_abi::launch::Record`'s).
+#[derive(Clone, Copy, Debug)]
+pub struct CoreFds {
+    /// The core directory.
+    pub dir: RawFd,
+    /// The core file's reserved descriptor.
+    pub slot: RawFd,
+    /// Its `/proc/PID` directory, then its `maps`.
+    pub proc: RawFd,
 }
 
 /// Everything prepared for the child, which then only makes system calls.
@@ -97,13 +115,19 @@ pub struct ApplyError(pub &'static str, pub io::Error);
 
 impl Confinement {
     /// Prepares the confinement of a child whose descriptors are `fds`,
-    /// running the executable at `executable`. `None` from Landlock means
-    /// the kernel has none: the caller says so.
-    pub fn new(fds: &ChildFds<'_>, executable: &Path) -> Result<Confinement, String> {
+    /// running the executable at `executable`, writing cores into `cores`
+    /// (the tender's descriptor of the directory that is `fds.cores.dir` in
+    /// the child). `None` from Landlock means the kernel has none: the
+    /// caller says so.
+    pub fn new(fds: &ChildFds<'_>, executable: &Path, cores: Option<&CoreDir>) -> Result<Confinement, String> {
         let build = |e: seccompiler::BackendError| format!("cannot build the seccomp filter: {e}");
         let mut rules = unix_rules(&fds.unix).map_err(build)?;
         allow_start_up(&mut rules, fds.record).map_err(build)?;
         allow_hand_over(&mut rules, fds).map_err(build)?;
+        if let Some(core_fds) = fds.cores {
+            allow_core_fds(&mut rules, core_fds.dir, core_fds.slot).map_err(build)?;
+            allow_own_maps(&mut rules, core_fds.proc).map_err(build)?;
+        }
         let program: seccompiler::BpfProgram = SeccompFilter::new(
             rules,
             SeccompAction::Trace(NOTIFY_MARK),
@@ -116,7 +140,7 @@ impl Confinement {
         Ok(Confinement {
             quiet: to_libc(&quiet),
             rules: notify_instead_of_trace(to_libc(&program)),
-            landlock: landlock_ruleset(executable)?,
+            landlock: landlock_ruleset(executable, cores.map(CoreDir::dir_fd))?,
             last_cap: last_capability(),
         })
     }
@@ -129,14 +153,31 @@ impl Confinement {
     /// First step in the child (single-threaded, between fork and exec):
     /// drops the capabilities and restricts file access (Landlock), while
     /// the ruleset's descriptor is still open. Files the child opened
-    /// before stay usable.
-    pub fn restrict_files(&mut self) -> Result<(), ApplyError> {
+    /// before stay usable. With `--dumpcore`, `proc_dir` is the child's
+    /// `/proc/self` directory: its `maps` stays readable (the executable
+    /// opens it itself: a `maps` opened before `execveat` would show the
+    /// address space that exec replaces).
+    pub fn restrict_files(&mut self, proc_dir: Option<RawFd>) -> Result<(), ApplyError> {
         drop_capabilities(self.last_cap)?;
         // SAFETY: prctl with integer arguments only; the result is checked.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(ApplyError("no_new_privs", io::Error::last_os_error()));
         }
-        if let Some(ruleset) = self.landlock.take() {
+        if let Some(mut ruleset) = self.landlock.take() {
+            if let Some(proc_dir) = proc_dir {
+                // SAFETY: a NUL-terminated name relative to an open
+                // directory; the result is checked. An O_PATH descriptor,
+                // closed on exec: only the rule needs it.
+                let maps = unsafe { libc::openat(proc_dir, c"maps".as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+                if maps < 0 {
+                    return Err(ApplyError("/proc/self/maps", io::Error::last_os_error()));
+                }
+                // SAFETY: `maps` was just opened and stays open until exec.
+                let maps = unsafe { BorrowedFd::borrow_raw(maps) };
+                ruleset = ruleset
+                    .add_rule(PathBeneath::new(maps, AccessFs::ReadFile))
+                    .map_err(|e| ApplyError("landlock", io::Error::other(e.to_string())))?;
+            }
             ruleset
                 .restrict_self()
                 .map_err(|e| ApplyError("landlock", io::Error::other(e.to_string())))?;
@@ -216,8 +257,10 @@ fn install(program: &[libc::sock_filter], flags: libc::c_uint) -> io::Result<Raw
 }
 
 /// The Landlock ruleset: everything the kernel knows of handled (so
-/// denied), but reading and executing `executable`.
-fn landlock_ruleset(executable: &Path) -> Result<Option<RulesetCreated>, String> {
+/// denied), but reading and executing `executable` and, with a core
+/// directory `cores`, creating files in it and writing them (and setting
+/// their length: the core is sparse), never reading them.
+fn landlock_ruleset(executable: &Path, cores: Option<BorrowedFd<'_>>) -> Result<Option<RulesetCreated>, String> {
     let error = |e: &dyn std::fmt::Display| format!("cannot prepare the Landlock ruleset: {e}");
     let image = PathFd::new(executable).map_err(|e| error(&e))?;
     let ruleset = Ruleset::default()
@@ -226,6 +269,14 @@ fn landlock_ruleset(executable: &Path) -> Result<Option<RulesetCreated>, String>
         .and_then(|r| r.scope(Scope::from_all(LANDLOCK_ABI)))
         .and_then(|r| r.create())
         .and_then(|r| r.add_rule(PathBeneath::new(image, AccessFs::ReadFile | AccessFs::Execute)))
+        .and_then(|r| {
+            r.add_rules(cores.map(|dir| {
+                Ok(PathBeneath::new(
+                    dir,
+                    AccessFs::MakeReg | AccessFs::WriteFile | AccessFs::Truncate,
+                ))
+            }))
+        })
         .map_err(|e| error(&e))?;
     Ok(landlock_available().then_some(ruleset))
 }
@@ -348,8 +399,21 @@ mod tests {
             record: 3,
             socket: 8,
             exec: 9,
+            cores: None,
         };
-        let confinement = Confinement::new(&fds, &std::env::current_exe().unwrap()).unwrap();
+        let confinement = Confinement::new(&fds, &std::env::current_exe().unwrap(), None).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let cores = CoreDir::open(tmp.path()).unwrap();
+        let dumping = ChildFds {
+            cores: Some(CoreFds {
+                dir: 10,
+                slot: 11,
+                proc: 12,
+            }),
+            ..fds
+        };
+        let with_cores = Confinement::new(&dumping, &std::env::current_exe().unwrap(), Some(&cores)).unwrap();
+        assert!(with_cores.rules.len() > confinement.rules.len());
         assert!(confinement.rules.len() > 30);
         assert!(confinement.rules.iter().any(|insn| insn.k == SECCOMP_RET_USER_NOTIF));
         assert!(!confinement

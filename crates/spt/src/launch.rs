@@ -6,7 +6,10 @@
 //! console (pipes the tender relays, or the tender's own with
 //! `--raw-console`), 3 the launch record (`atoll_abi::launch`), then one per
 //! device in boot-info order, the executable (read-only, for crash reports),
-//! `/proc/self/status` with `--stats`, and last two close-on-exec ones that
+//! `/proc/self/status` with `--stats`, with `--dumpcore` the core directory,
+//! the core file's reserved descriptor and the process's `/proc/PID`
+//! directory (`O_PATH`, for its `maps`: see `atoll_abi::launch::Record`),
+//! and last two close-on-exec ones that
 //! are gone when the executable starts: the socket the notification
 //! descriptor goes back on, and the executable again, to execute. Nothing
 //! else survives (`close_range`), the environment is empty, the address
@@ -31,12 +34,13 @@ use atoll_abi::exit::TENDER_ERROR;
 use atoll_abi::launch::{self, Record};
 use atoll_abi::ABI_VERSION;
 use atoll_host::block::DiskFd;
+use atoll_host::coredump::CoreDir;
 use atoll_host::devices::Attached;
 use atoll_host::sandbox::{UnixProcess, SELF_PLACEHOLDER};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::args::Args;
-use crate::confine::{ApplyError, ChildFds, Confinement};
+use crate::confine::{ApplyError, ChildFds, Confinement, CoreFds};
 use crate::image::Image;
 
 /// The started child, as the tender supervises it.
@@ -56,15 +60,27 @@ pub struct Child {
 /// The first descriptor after the record.
 const FIRST_DEVICE_FD: RawFd = launch::RECORD_FD + 1;
 
-/// Starts the executable `image` with the devices `attached`, as `args`
-/// say. The tender keeps no device descriptor.
-pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, String> {
+/// Sources of descriptors the child opens itself (they must be its own):
+/// `/proc/self/status` and the `/proc/self` directory.
+const OPEN_STATUS: RawFd = -1;
+const OPEN_PROC: RawFd = -2;
+
+/// Starts the executable `image` with the devices `attached` (and the core
+/// directory `cores`, with `--dumpcore`), as `args` say. The tender keeps
+/// no device descriptor.
+pub fn start(args: &Args, image: &Image, attached: Attached, cores: Option<&CoreDir>) -> Result<Child, String> {
     let common = &args.cli.common;
     let count = attached.infos.len();
     // The child's descriptor numbers.
     let image_fd = FIRST_DEVICE_FD + count as RawFd;
     let status_fd = common.stats.then_some(image_fd + 1);
-    let socket_fd = image_fd + 1 + RawFd::from(common.stats);
+    let after_status = image_fd + 1 + RawFd::from(common.stats);
+    let core_fds = cores.map(|_| CoreFds {
+        dir: after_status,
+        slot: after_status + 1,
+        proc: after_status + 2,
+    });
+    let socket_fd = after_status + if cores.is_some() { 3 } else { 0 };
     let exec_fd = socket_fd + 1;
 
     // What the tender opened, by boot-info index.
@@ -107,8 +123,16 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
             record: launch::RECORD_FD,
             socket: socket_fd,
             exec: exec_fd,
+            cores: core_fds,
         };
-        let confinement = Confinement::new(&fds, &image.path)?;
+        let confinement = Confinement::new(&fds, &image.path, cores)?;
+        if !confinement.has_landlock() && cores.is_some() {
+            // The process may open files in its /proc/PID directory
+            // read-only, which only Landlock narrows to its `maps`.
+            return Err(
+                "--dumpcore needs Landlock under atoll-spt, and this kernel has none; run with --no-sandbox".into(),
+            );
+        }
         if !confinement.has_landlock() {
             crate::say("warning: this kernel has no Landlock; the unikernel is confined by seccomp alone");
         }
@@ -119,7 +143,7 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
     // before the fork (it is far below a pipe's 64 KiB) and the write end
     // closed, so the child reads to end of file.
     let (record_read, record_write) = pipe(0)?;
-    write_record(record_write, args, image, &attached, status_fd)?;
+    write_record(record_write, args, image, &attached, status_fd, cores.zip(core_fds))?;
     let (socket_parent, socket_child) = socket_pair()?;
     let null = File::open("/dev/null").map_err(|e| format!("cannot open /dev/null: {e}"))?;
     let (stdout, stdout_child) = relay_pipe(common.raw_console, 1)?;
@@ -142,10 +166,15 @@ pub fn start(args: &Args, image: &Image, attached: Attached) -> Result<Child, St
     ];
     moves.extend(device_files.iter().map(|&(index, fd, _)| (fd, child_fd(index), false)));
     moves.push((read.as_raw_fd(), image_fd, false));
-    // `/proc/self/status` is opened in the child (it must be the child's);
-    // its slot is filled there.
+    // `/proc/self/status` and `/proc/self` are opened in the child (they
+    // must be the child's); their slots are filled there.
     if let Some(target) = status_fd {
-        moves.push((-1, target, false));
+        moves.push((OPEN_STATUS, target, false));
+    }
+    if let (Some(cores), Some(fds)) = (cores, core_fds) {
+        moves.push((cores.dir_fd().as_raw_fd(), fds.dir, false));
+        moves.push((cores.slot_fd(), fds.slot, false));
+        moves.push((OPEN_PROC, fds.proc, false));
     }
     moves.push((socket_child.as_raw_fd(), socket_fd, true));
     moves.push((exec.as_raw_fd(), exec_fd, true));
@@ -213,6 +242,7 @@ fn write_record(
     image: &Image,
     attached: &Attached,
     status_fd: Option<RawFd>,
+    cores: Option<(&CoreDir, CoreFds)>,
 ) -> Result<(), String> {
     let common = &args.cli.common;
     let mut cmdline = Vec::new();
@@ -239,6 +269,13 @@ fn write_record(
     for (index, fd) in device_fds.iter_mut().enumerate().take(count) {
         *fd = FIRST_DEVICE_FD + index as RawFd;
     }
+    let core_dir = cores.map_or(&[][..], |(dir, _)| dir.path().as_os_str().as_bytes());
+    if core_dir.len() > launch::CORE_DIR_MAX as usize {
+        return Err(format!(
+            "--dumpcore: the directory's path is longer than {} bytes",
+            launch::CORE_DIR_MAX
+        ));
+    }
     let mut flags = 0;
     if common.stats {
         flags |= launch::FLAG_STATS;
@@ -255,10 +292,15 @@ fn write_record(
         image_size: image.size,
         device_fds,
         boot,
+        core_dir_fd: cores.map_or(-1, |(_, fds)| fds.dir),
+        core_slot_fd: cores.map_or(-1, |(_, fds)| fds.slot),
+        proc_fd: cores.map_or(-1, |(_, fds)| fds.proc),
+        core_dir_len: core_dir.len() as u32,
     };
     let mut file = File::from(pipe);
     file.write_all(record.as_bytes())
         .and_then(|()| file.write_all(&cmdline))
+        .and_then(|()| file.write_all(core_dir))
         .map_err(|e| format!("cannot write the launch record: {e}"))
 }
 
@@ -316,14 +358,25 @@ fn prepare_child(plan: ChildPlan<'_>) -> Result<std::convert::Infallible, ApplyE
     let stop = atoll_host::stop::stop_set();
     // SAFETY: sigprocmask reads the live local set.
     unsafe { libc::sigprocmask(libc::SIG_SETMASK, stop.as_ref(), core::ptr::null_mut()) };
+    let mut proc_dir = None;
     for slot in plan.moves.iter_mut().filter(|m| m.0 < 0) {
+        let (path, flags, step) = if slot.0 == OPEN_PROC {
+            (c"/proc/self", libc::O_PATH | libc::O_DIRECTORY, "/proc/self")
+        } else {
+            (c"/proc/self/status", libc::O_RDONLY, "/proc/self/status")
+        };
         // SAFETY: a NUL-terminated path; the result is checked.
-        slot.0 = unsafe { libc::open(c"/proc/self/status".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-        check(slot.0).map_err(os("/proc/self/status"))?;
+        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_CLOEXEC) };
+        check(fd).map_err(os(step))?;
+        if slot.0 == OPEN_PROC {
+            proc_dir = Some(fd);
+        }
+        slot.0 = fd;
     }
     let mut confinement = plan.confinement;
     if let Some(confinement) = &mut confinement {
-        confinement.restrict_files()?;
+        // With `--dumpcore`, its `maps` is named in the Landlock rules.
+        confinement.restrict_files(proc_dir)?;
     }
     // Every source out of the way first (above every target), then each
     // into its place: no move can overwrite a source still to come.

@@ -25,7 +25,9 @@
 //! What the unikernel's process gets: its devices' descriptors, stdout and
 //! stderr, no environment, no other descriptor, no capability, its memory
 //! bounded by `--mem`, no file but its own executable (Landlock), and only
-//! the system calls of the unix platform's rules (seccomp). A call outside
+//! the system calls of the unix platform's rules (seccomp). With
+//! `--dumpcore=DIR` also the directory, to create new files in and write
+//! them (its core), and its own `/proc/PID/maps`, to list its memory. A call outside
 //! them is reported by the tender, naming it, and the process is killed
 //! (status 254).
 //!
@@ -91,7 +93,14 @@ fn run(args: &args::Args) -> Result<u8, SptError> {
         source,
     })?;
     let attached = devices::attach(&image.manifest, &args.devices, &args.macs)?;
-    let child = launch::start(args, &image, attached).map_err(SptError::Setup)?;
+    // Opened here, so that a missing or unwritable directory is an error
+    // before the unikernel runs; the process gets the descriptor.
+    let cores = match &args.cli.dumpcore {
+        Some(dir) => Some(atoll_host::coredump::CoreDir::open(dir).map_err(SptError::Usage)?),
+        None => None,
+    };
+    let child = launch::start(args, &image, attached, cores.as_ref()).map_err(SptError::Setup)?;
+    drop(cores);
     if !args.cli.common.no_sandbox {
         if let Err(why) = supervise::confine_self(&child) {
             say(&why);

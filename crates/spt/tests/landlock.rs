@@ -30,8 +30,9 @@ fn only_the_executable_can_be_opened_and_no_tcp_connection_made() {
         record: 3,
         socket: 100,
         exec: 101,
+        cores: None,
     };
-    let mut confinement = Confinement::new(&fds, &exe).expect("prepare");
+    let mut confinement = Confinement::new(&fds, &exe, None).expect("prepare");
     let exe_c = CString::new(exe.as_os_str().as_bytes()).expect("no NUL");
     // SAFETY: opens a NUL-terminated path; checked below.
     let before = unsafe { libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) };
@@ -42,7 +43,7 @@ fn only_the_executable_can_be_opened_and_no_tcp_connection_made() {
     assert!(pid >= 0, "fork failed");
     if pid == 0 {
         let mut found = 0;
-        if confinement.restrict_files().is_ok() {
+        if confinement.restrict_files(None).is_ok() {
             // SAFETY: plain system calls on NUL-terminated paths, a local
             // sockaddr and a local buffer; results are only compared.
             unsafe {

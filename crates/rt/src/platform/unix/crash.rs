@@ -15,7 +15,9 @@
 //! (`atoll_host::coredump`, as atoll-hvt does) with the registers from the
 //! signal's context and every readable mapping of the process (from
 //! `/proc/self/maps`, opened at start and re-read with `pread`), and the
-//! report's last line names it. A panic reaches it too: with `--dumpcore`
+//! report's last line names it. Under `atoll-spt` the directory comes in
+//! the launch record, and `maps` is opened through the process's
+//! `/proc/PID` directory that atoll-spt handed over ([`Cores::launched`]). A panic reaches it too: with `--dumpcore`
 //! the platform's abort raises SIGABRT after its report (see
 //! [`abort_for_core`]), so the core's backtrace starts in `abort(3)` and
 //! walks up through the panic to the function that panicked. Writing the
@@ -72,6 +74,49 @@ impl Cores {
         let dir = atoll_host::coredump::CoreDir::open(dir)?;
         let maps = std::fs::File::open("/proc/self/maps")
             .map_err(|e| std::format!("--dumpcore: cannot open /proc/self/maps: {e}"))?;
+        Ok(Cores::new(dir, maps, name))
+    }
+
+    /// Under `atoll-spt`: the directory it opened, and `maps` opened in
+    /// `proc`, the process's `/proc/PID` directory it handed over. The file
+    /// is moved onto `proc`'s number, the one the sandbox lets the handler
+    /// `pread` (and in which no further file can then be opened); the
+    /// descriptor `openat` returned stays open, as the sandbox allows no
+    /// `close`. Errors are one line.
+    ///
+    /// # Safety
+    ///
+    /// `proc` must be a descriptor atoll-spt handed over that nothing else
+    /// owns: it becomes the maps file's, owned by the result.
+    pub(super) unsafe fn launched(
+        dir: atoll_host::coredump::CoreDir,
+        proc: std::os::fd::RawFd,
+        name: &str,
+    ) -> Result<Cores, std::string::String> {
+        use std::os::fd::FromRawFd;
+        let error = || {
+            std::format!(
+                "--dumpcore: cannot open /proc/self/maps: {}",
+                std::io::Error::last_os_error()
+            )
+        };
+        // SAFETY: a NUL-terminated name relative to a descriptor; the
+        // result is checked.
+        let fd = unsafe { libc::openat(proc, c"maps".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        // SAFETY: dup3 of our new descriptor onto `proc`, which closes the
+        // directory and makes its number the maps file.
+        if fd < 0 || unsafe { libc::dup3(fd, proc, libc::O_CLOEXEC) } < 0 {
+            // `dir` is not dropped: closing it would break the sandbox's
+            // rules (no `close`) before the error is out.
+            core::mem::forget(dir);
+            return Err(error());
+        }
+        // SAFETY: `proc` is now the maps file, and the caller gave it up.
+        let maps = unsafe { std::fs::File::from_raw_fd(proc) };
+        Ok(Cores::new(dir, maps, name))
+    }
+
+    fn new(dir: atoll_host::coredump::CoreDir, maps: std::fs::File, name: &str) -> Cores {
         let auxv = [
             libc::AT_PHDR,
             libc::AT_PHENT,
@@ -83,13 +128,13 @@ impl Cores {
             // SAFETY: getauxval only reads the auxiliary vector.
             (key, unsafe { libc::getauxval(key) })
         });
-        Ok(Cores {
+        Cores {
             dir,
             maps,
             name: name.into(),
             pid: std::process::id(),
             auxv,
-        })
+        }
     }
 
     /// The descriptor the sandbox must let the handler `pread`.

@@ -5,8 +5,9 @@
 //! `atoll_abi::launch::ARG`): the tender has opened the devices, confined
 //! the process and written the boot info into the launch record on
 //! descriptor 3. The runtime reads it, adopts the descriptors, installs its
-//! handlers and runs the app; it opens nothing and installs no filter (it
-//! may not).
+//! handlers and runs the app; it opens nothing (but, with `--dumpcore`, its
+//! own `maps` in the `/proc/PID` directory the record names) and installs
+//! no filter (it may not).
 //!
 //! **Run directly** (development): it does what atoll-hvt does before it
 //! runs a guest, with the same code and the same messages: parse the
@@ -63,7 +64,7 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let program = program.rsplit('/').next().unwrap_or("unikernel").to_string();
     let stack_top = argv as u64;
     let set_up = if args.len() == 1 && args[0] == launch::ARG {
-        set_up_launched(stack_top)
+        set_up_launched(&program, stack_top)
     } else {
         set_up(&program, args, stack_top)
     };
@@ -177,9 +178,10 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
 }
 
 /// Set-up under `atoll-spt`: everything comes from the launch record.
-fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
+/// `program` is the executable's file name (atoll-spt's `argv[0]`).
+fn set_up_launched(program: &str, stack_top: u64) -> Result<(), Stop> {
     let bytes = read_launch_record()?;
-    let (record, cmdline) = Record::read_from_prefix(&bytes)
+    let (record, rest) = Record::read_from_prefix(&bytes)
         .map_err(|_| Stop::Error("the launch record from atoll-spt is truncated".into()))?;
     if record.magic != launch::MAGIC || record.abi_version != ABI_VERSION {
         return Err(Stop::Error(std::format!(
@@ -188,9 +190,32 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
         )));
     }
     let count = record.boot.device_count as usize;
-    if count > MAX_DEVICES || record.boot.cmdline_len != cmdline.len() as u64 {
-        return Err(Stop::Error("the launch record from atoll-spt is malformed".into()));
+    let malformed = || Stop::Error("the launch record from atoll-spt is malformed".into());
+    if count > MAX_DEVICES
+        || record.boot.cmdline_len.checked_add(u64::from(record.core_dir_len)) != Some(rest.len() as u64)
+        || record.core_dir_len > launch::CORE_DIR_MAX
+    {
+        return Err(malformed());
     }
+    let (cmdline, core_dir) = rest.split_at(record.boot.cmdline_len as usize);
+    // All three descriptors or none, checked before any is adopted (a
+    // dropped one would be closed, which the sandbox does not allow).
+    let core_fds = [record.core_dir_fd, record.core_slot_fd, record.proc_fd];
+    let cores = if core_fds.iter().all(|&fd| fd > launch::RECORD_FD) {
+        use std::os::unix::ffi::OsStrExt;
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(core_dir)).to_path_buf();
+        let (Some(dir), Some(slot)) = (adopt(record.core_dir_fd), adopt(record.core_slot_fd)) else {
+            return Err(malformed());
+        };
+        let dir = atoll_host::coredump::CoreDir::from_fds(path, dir.into(), slot.into());
+        // SAFETY: atoll-spt handed `proc_fd` over for this, once; nothing
+        // else here adopts it.
+        Some(unsafe { crash::Cores::launched(dir, record.proc_fd, program) }.map_err(Stop::Error)?)
+    } else if core_fds == [-1; 3] {
+        None
+    } else {
+        return Err(malformed());
+    };
     let mut net = NetDevices::default();
     let mut block = Vec::new();
     for (index, (device, &fd)) in record.boot.devices[..count].iter().zip(&record.device_fds).enumerate() {
@@ -240,9 +265,11 @@ fn set_up_launched(stack_top: u64) -> Result<(), Stop> {
         raw_console: true,
     };
     start(boot, net, block, stack_top)?;
-    if record.flags & launch::FLAG_CONFINED != 0 {
+    // Unconfined (`--no-sandbox`) and without a core to write, gdb and the
+    // host's core dumps see the signals, as when run directly.
+    if record.flags & launch::FLAG_CONFINED != 0 || cores.is_some() {
         if let Some(image) = adopt(record.image_fd) {
-            install_crash_handlers(image, record.image_size, stack_top, None)?;
+            install_crash_handlers(image, record.image_size, stack_top, cores)?;
         }
     }
     Ok(())
@@ -261,7 +288,7 @@ fn adopt(fd: RawFd) -> Option<File> {
 
 /// The launch record: all of descriptor 3, up to end of file.
 fn read_launch_record() -> Result<Vec<u8>, Stop> {
-    let max = size_of::<Record>() + launch::CMDLINE_MAX as usize;
+    let max = size_of::<Record>() + launch::CMDLINE_MAX as usize + launch::CORE_DIR_MAX as usize;
     let mut bytes = std::vec![0u8; max + 1];
     let mut len = 0;
     loop {

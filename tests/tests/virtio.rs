@@ -602,7 +602,10 @@ fn dry_run_with_the_automatic_network_runs_the_vmm_in_its_namespace() {
     assert!(lines[1].starts_with("ip netns exec atoll-"), "{lines:?}");
     assert!(
         lines[1].contains(" -netdev tap,id=net-service,ifname=atoll0,script=no,downscript=no ")
-            && lines[1].ends_with(" -append 'atoll.absent=tls -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1'"),
+            && lines[1].ends_with(
+                " -append 'atoll.absent=tls -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1 --ipv6=fd00:77::2/64 \
+                 --ipv6-gateway=fd00:77::1'"
+            ),
         "{lines:?}"
     );
 }

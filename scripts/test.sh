@@ -126,7 +126,45 @@ for ws in "${GUEST_WORKSPACES[@]}"; do
         --config "$GUEST_CONFIG"
 done
 
-step "cargo test (unit tests, then unikernels booted under atoll-hvt, as unix processes, and on QEMU, Firecracker and Cloud Hypervisor)"
-cargo test --workspace
+step "cargo test: unit tests of every crate"
+cargo test --workspace --exclude atoll-tests
+cargo test -p atoll-tests --lib
+
+# The integration tests (tests/tests/*.rs: unikernels booted under atoll-hvt,
+# as unix processes, and on QEMU, Firecracker and Cloud Hypervisor) in two
+# halves at once: many of them mostly wait (for boots, timeouts, peers), so
+# two cores do both in less time than one after the other. Every test that
+# runs `atoll run` is in the first half: a run removes the namespaces of runs
+# that were killed, and one test kills a run to see that it does.
+RUN_USERS=(cli debug_tools gdb network optional_devices virtio)
+# Light, mostly waiting suites join them, to even out the halves.
+FIRST_HALF=("${RUN_USERS[@]}" floods urunc kv tls dns)
+first=() second=()
+for file in tests/tests/*.rs; do
+    suite=$(basename "$file" .rs)
+    if [[ " ${FIRST_HALF[*]} " == *" $suite "* ]]; then
+        first+=(--test "$suite")
+    else
+        second+=(--test "$suite")
+    fi
+done
+step "cargo test: integration tests, built once"
+cargo test -p atoll-tests --no-run "${first[@]}" "${second[@]}"
+step "cargo test: integration tests, two halves at once (each half's output follows when both are done)"
+logs=$(mktemp -d)
+first_status=0 second_status=0
+# `|| status=$?`: a failing half must not end the script (errexit, the ERR
+# trap) before both halves are done and their output is shown.
+cargo test -p atoll-tests "${first[@]}" >"$logs/first" 2>&1 &
+first_pid=$!
+cargo test -p atoll-tests "${second[@]}" >"$logs/second" 2>&1 || second_status=$?
+wait "$first_pid" || first_status=$?
+echo "--- first half (${FIRST_HALF[*]}): status $first_status"
+cat "$logs/first"
+echo "--- second half: status $second_status"
+cat "$logs/second"
+rm -rf "$logs"
+[ "$first_status" -eq 0 ] || fail "integration tests, first half: failed (its output is above)"
+[ "$second_status" -eq 0 ] || fail "integration tests, second half: failed (its output is above)"
 
 step "all checks passed"

@@ -434,11 +434,11 @@ impl CoreDir {
                 }
                 return Err(e);
             }
-            // SAFETY: both descriptors are open; dup3 closes `slot`'s old
-            // description (the directory duplicate) and makes it the file.
             // `fd` itself stays open until the process exits, which it is
             // about to: the unix platform's sandbox allows no `close`, and
             // its number is not known when the sandbox is built.
+            // SAFETY: both descriptors are open; dup3 closes `slot`'s old
+            // description (the directory duplicate) and makes it the file.
             if unsafe { libc::dup3(fd, self.slot.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
                 return Err(io::Error::last_os_error());
             }

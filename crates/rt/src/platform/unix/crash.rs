@@ -371,11 +371,11 @@ fn dump_core(cores: &Cores, signal: libc::c_int, context: &Context) -> std::stri
         fpu: context.fpu.as_ref(),
     };
     let result = coredump::dump(&cores.dir, &process, &regs, &segments, |addr, buf| {
-        // SAFETY: `addr..addr+len` lies in a mapping that /proc/self/maps
-        // listed as readable just now, in this single-threaded process
-        // that is stopped in this handler: nothing unmaps it meanwhile.
         // `copy`, not `copy_nonoverlapping`: one of those mappings is the
         // signal stack, where `buf` lives.
+        // SAFETY: `addr..addr+len` lies in a mapping /proc/self/maps listed
+        // as readable just now; this single-threaded process is stopped in
+        // this handler, so nothing unmaps it meanwhile.
         unsafe {
             core::ptr::copy(
                 core::ptr::with_exposed_provenance::<u8>(addr as usize),

@@ -511,6 +511,33 @@ pub fn dnsmasq_with(ns: &Namespace, state_dir: &Path, extra: &[String], ready: &
     dnsmasq
 }
 
+/// A TCP server inside `ns` on `addr` (an address of the host side, IPv4
+/// or IPv6): answers one connection with `answer` once the request's
+/// header has come, then closes. Returns its port and a thread that gives
+/// back the client's address and the request it read.
+pub fn one_shot_server(
+    ns: &Namespace,
+    addr: &str,
+    answer: &'static [u8],
+) -> (u16, thread::JoinHandle<(std::net::IpAddr, String)>) {
+    let listener = ns.run_in(|| std::net::TcpListener::bind((addr, 0)).unwrap());
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (mut stream, peer) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0; 1024];
+        while !request.ends_with(b"\r\n\r\n") {
+            let n = stream.read(&mut buf).unwrap();
+            assert!(n > 0, "the client closed before the end of its request");
+            request.extend_from_slice(&buf[..n]);
+        }
+        std::io::Write::write_all(&mut stream, answer).unwrap();
+        (peer.ip(), String::from_utf8_lossy(&request).into_owned())
+    });
+    (port, server)
+}
+
 /// `ADDR:PORT` from a line `... listening on http://ADDR:PORT/`.
 pub fn listening_addr(line: &str) -> Option<String> {
     let rest = line.split("listening on http://").nth(1)?;

@@ -9,12 +9,12 @@
 //! Needs root (namespaces, TAP devices), `/dev/kvm`, and dnsmasq
 //! (scripts/test.sh installs dnsmasq-base).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, UdpSocket};
-use std::thread;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use atoll_tests::net::{dnsmasq, Background, Namespace, GUEST_ADDR, HOST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
+use atoll_tests::net::{
+    dnsmasq, one_shot_server, Background, Namespace, GUEST_ADDR, HOST_ADDR, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP,
+};
 use atoll_tests::{both_platforms, Outcome, Platform};
 
 const DNS_LOOKUP: &str = "examples/dns-lookup";
@@ -128,34 +128,16 @@ both_platforms!(udp_echo_sends_each_datagram_back, |platform| {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 });
 
-/// A TCP server inside `ns` on [`HOST_ADDR`]: answers one connection with
-/// `answer` once the request's header has come, then closes. Returns its
-/// port and a thread that gives back the request it read.
-fn one_shot_server(ns: &Namespace, answer: &'static [u8]) -> (u16, thread::JoinHandle<String>) {
-    let listener = ns.run_in(|| TcpListener::bind((HOST_ADDR, 0)).unwrap());
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0; 1024];
-        while !request.ends_with(b"\r\n\r\n") {
-            let n = stream.read(&mut buf).unwrap();
-            assert!(n > 0, "the client closed before the end of its request");
-            request.extend_from_slice(&buf[..n]);
-        }
-        stream.write_all(answer).unwrap();
-        String::from_utf8_lossy(&request).into_owned()
-    });
-    (port, server)
-}
-
 both_platforms!(tcp_client_prints_a_real_servers_answer, |platform| {
     let ns = Namespace::with_tap();
-    let (port, server) = one_shot_server(&ns, b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello atoll\n");
+    let (port, server) = one_shot_server(
+        &ns,
+        HOST_ADDR,
+        b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhello atoll\n",
+    );
     let port = port.to_string();
     let out = run_on_tap(platform, &ns, TCP_CLIENT, &[HOST_ADDR, &port, "/greeting"]);
-    let request = server.join().unwrap();
+    let (_, request) = server.join().unwrap();
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
     assert_eq!(request, format!("GET /greeting HTTP/1.0\r\nHost: {HOST_ADDR}\r\n\r\n"));
     assert_eq!(printed(&out), "HTTP/1.0 200 OK\nContent-Length: 12\n\nhello atoll\n");

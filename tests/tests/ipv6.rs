@@ -8,14 +8,11 @@
 //! Needs root (namespaces, TAP devices, a packet socket), `/dev/kvm`,
 //! dnsmasq, curl and ping.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-use std::thread;
 use std::time::Duration;
 
 use atoll_abi::testing::SplitMix64;
 use atoll_tests::net::{
-    dnsmasq_with, Namespace, Server, GUEST_ADDR6, HOST_ADDR6, STATIC_IPV4_ARGS, STATIC_IPV6_ARGS, TAP,
+    dnsmasq_with, one_shot_server, Namespace, Server, GUEST_ADDR6, HOST_ADDR6, STATIC_IPV4_ARGS, STATIC_IPV6_ARGS, TAP,
 };
 use atoll_tests::{both_platforms, Outcome, Platform};
 
@@ -184,21 +181,8 @@ both_platforms!(aaaa_and_a_records_from_dnsmasq_over_ipv6, |platform| {
 
 both_platforms!(an_outbound_connection_over_ipv6, |platform| {
     let ns = Namespace::with_dual_stack_tap();
-    let listener = ns.run_in(|| TcpListener::bind((HOST_ADDR6, 0)).unwrap());
-    let port = listener.local_addr().unwrap().port().to_string();
-    let server = thread::spawn(move || {
-        let (mut stream, peer) = listener.accept().unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        let mut request = Vec::new();
-        let mut buf = [0; 1024];
-        while !request.ends_with(b"\r\n\r\n") {
-            let n = stream.read(&mut buf).unwrap();
-            assert!(n > 0, "the client closed before the end of its request");
-            request.extend_from_slice(&buf[..n]);
-        }
-        stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello over ipv6\n").unwrap();
-        (peer.ip().to_string(), String::from_utf8_lossy(&request).into_owned())
-    });
+    let (port, server) = one_shot_server(&ns, HOST_ADDR6, b"HTTP/1.0 200 OK\r\n\r\nhello over ipv6\n");
+    let port = port.to_string();
     let kernel = atoll_tests::guest(platform, "examples/tcp-client");
     let net = format!("--net:service={TAP}");
     let mut args: Vec<&str> = STATIC_IPV4_ARGS.iter().chain(&STATIC_IPV6_ARGS).copied().collect();
@@ -206,7 +190,7 @@ both_platforms!(an_outbound_connection_over_ipv6, |platform| {
     let out = atoll_tests::run(platform.command(|program| ns.command(program), &kernel, &[net.as_str()], &args));
     let (peer, request) = server.join().unwrap();
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
-    assert_eq!(peer, GUEST_ADDR6);
+    assert_eq!(peer.to_string(), GUEST_ADDR6);
     assert_eq!(request, format!("GET /v6 HTTP/1.0\r\nHost: {HOST_ADDR6}\r\n\r\n"));
     assert!(out.stdout.contains("hello over ipv6"), "{}", out.stdout);
 });

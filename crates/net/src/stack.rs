@@ -682,11 +682,16 @@ impl Inner {
 
     /// The interface's IPv6 addresses, the link-local one first.
     fn ipv6_cidrs(&self) -> Vec<Ipv6Cidr> {
-        let ipv6 = self.iface.ip_addrs().iter().filter_map(|cidr| match cidr {
+        self.ipv6_cidrs_iter().collect()
+    }
+
+    /// [`Inner::ipv6_cidrs`] without collecting them, for the check on
+    /// every poll.
+    fn ipv6_cidrs_iter(&self) -> impl Iterator<Item = Ipv6Cidr> + '_ {
+        self.iface.ip_addrs().iter().filter_map(|cidr| match cidr {
             IpCidr::Ipv6(cidr) => Some(*cidr),
             IpCidr::Ipv4(_) => None,
-        });
-        ipv6.collect()
+        })
     }
 
     /// The default IPv6 router, if there is one.
@@ -703,10 +708,12 @@ impl Inner {
         if !self.slaac {
             return;
         }
-        let now = self.ipv6_cidrs();
-        if now == self.ipv6_seen {
+        // This runs on every poll, and the addresses rarely change: compare
+        // in place, and allocate only for a change.
+        if self.ipv6_cidrs_iter().eq(self.ipv6_seen.iter().copied()) {
             return;
         }
+        let now = self.ipv6_cidrs();
         for cidr in now
             .iter()
             .filter(|c| !self.ipv6_seen.contains(c) && !c.address().is_unicast_link_local())

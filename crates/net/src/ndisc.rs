@@ -100,20 +100,33 @@ pub(crate) fn router_advert(frame: &[u8]) -> Option<Advert> {
     })
 }
 
+/// Router advertisements for tests, here and in the stack's (`crate::tests`).
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use smoltcp::wire::{EthernetAddress, EthernetRepr, Ipv6Repr};
+pub(crate) mod test_frames {
+    use alloc::vec::Vec;
+    use core::net::Ipv6Addr;
+    use smoltcp::wire::{
+        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
+    };
 
-    /// An Ethernet frame with a router advertisement from fe80::1 carrying
-    /// `options` (their checksum right, unless `corrupt`).
-    fn advert(options: &[u8], hop_limit: u8, corrupt: bool) -> Vec<u8> {
+    use super::{MTU, RDNSS, ROUTER_ADVERT};
+
+    /// The router's MAC address: 02:…:09, the tests' outside party.
+    pub(crate) const ROUTER_MAC: [u8; 6] = [2, 0, 0, 0, 0, 9];
+
+    /// An Ethernet frame from [`ROUTER_MAC`] with a router advertisement
+    /// from fe80::1 to all nodes, router lifetime 1800 s, carrying
+    /// `options` (build them with the functions below), with IPv6 hop
+    /// limit `hop_limit` (RFC 4861 wants 255) and its checksum right,
+    /// unless `corrupt`.
+    pub(crate) fn router_advert(options: &[u8], hop_limit: u8, corrupt: bool) -> Vec<u8> {
         let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
         let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+        // Type 134, code 0, checksum, hop limit 64, flags 0, router
+        // lifetime 1800 s, reachable time and retransmit timer 0.
         let mut message = alloc::vec![ROUTER_ADVERT, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
         message.extend_from_slice(options);
-        let mut icmp = Icmpv6Packet::new_unchecked(&mut message[..]);
-        icmp.fill_checksum(&src, &dst);
+        Icmpv6Packet::new_unchecked(&mut message[..]).fill_checksum(&src, &dst);
         if corrupt {
             message[2] ^= 1;
         }
@@ -125,7 +138,7 @@ mod tests {
             hop_limit,
         };
         let ethernet = EthernetRepr {
-            src_addr: EthernetAddress([2, 0, 0, 0, 0, 2]),
+            src_addr: EthernetAddress(ROUTER_MAC),
             dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
             ethertype: EthernetProtocol::Ipv6,
         };
@@ -138,8 +151,24 @@ mod tests {
         frame
     }
 
-    /// An RDNSS option with `lifetime` and `servers`.
-    fn rdnss(lifetime: u32, servers: &[Ipv6Addr]) -> Vec<u8> {
+    /// A source link-layer address option: [`ROUTER_MAC`].
+    pub(crate) fn source_link_layer() -> Vec<u8> {
+        let mut option = alloc::vec![1, 1];
+        option.extend_from_slice(&ROUTER_MAC);
+        option
+    }
+
+    /// A prefix information option for `prefix`/64, on-link and
+    /// autonomous (SLAAC makes an address in it), valid 86400 s,
+    /// preferred 14400 s.
+    pub(crate) fn prefix_info(prefix: Ipv6Addr) -> Vec<u8> {
+        let mut option = alloc::vec![3, 4, 64, 0xc0, 0, 1, 0x51, 0x80, 0, 0, 0x38, 0x40, 0, 0, 0, 0];
+        option.extend_from_slice(&prefix.octets());
+        option
+    }
+
+    /// An RDNSS option with `lifetime` (seconds) and `servers`.
+    pub(crate) fn rdnss(lifetime: u32, servers: &[Ipv6Addr]) -> Vec<u8> {
         let mut option = alloc::vec![RDNSS, (1 + 2 * servers.len()) as u8, 0, 0];
         option.extend_from_slice(&lifetime.to_be_bytes());
         for server in servers {
@@ -147,6 +176,19 @@ mod tests {
         }
         option
     }
+
+    /// An MTU option of `mtu` bytes.
+    pub(crate) fn mtu(mtu: u32) -> Vec<u8> {
+        let mut option = alloc::vec![MTU, 1, 0, 0];
+        option.extend_from_slice(&mtu.to_be_bytes());
+        option
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_frames::{mtu, rdnss, router_advert as advert, source_link_layer};
+    use super::*;
 
     /// The DNS servers of `frame`, if it is a valid advertisement with an
     /// RDNSS option.
@@ -161,7 +203,7 @@ mod tests {
     #[test]
     fn servers_and_mtu_from_a_router_advertisement() {
         // A source link-layer address option first, then RDNSS.
-        let mut options = alloc::vec![1, 1, 2, 0, 0, 0, 0, 2];
+        let mut options = source_link_layer();
         options.extend(rdnss(600, &[addr("fd00::53"), addr("fd00::54")]));
         assert_eq!(
             rdnss_servers(&advert(&options, 255, false)),
@@ -172,13 +214,13 @@ mod tests {
             Some(Vec::new())
         );
         assert_eq!(
-            rdnss_servers(&advert(&[1, 1, 2, 0, 0, 0, 0, 2], 255, false)),
+            rdnss_servers(&advert(&source_link_layer(), 255, false)),
             None,
             "no RDNSS"
         );
         // An MTU option of 1400, alone.
         assert_eq!(
-            router_advert(&advert(&[5, 1, 0, 0, 0, 0, 0x05, 0x78], 255, false)),
+            router_advert(&advert(&mtu(1400), 255, false)),
             Some(Advert {
                 dns_servers: None,
                 mtu: Some(1400)

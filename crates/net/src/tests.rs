@@ -1096,48 +1096,12 @@ fn one_listener_takes_ipv4_and_ipv6_clients() {
 }
 
 /// A router advertisement from fe80::1 (MAC 02:…:09) for `prefix`/64,
-/// autonomous, with DNS server `dns` (RDNSS) and an MTU of 1400, as radvd
-/// or dnsmasq send it.
+/// autonomous, with DNS server `dns` (RDNSS, 600 s) and an MTU of 1400, as
+/// radvd or dnsmasq send it.
 fn router_advert(prefix: Ipv6Addr, dns: Ipv6Addr) -> Vec<u8> {
-    use smoltcp::wire::{
-        EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv6Packet, IpProtocol, Ipv6Packet, Ipv6Repr,
-    };
-    let src = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
-    let dst = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    // Type 134, code 0, checksum, hop limit 64, flags 0, router lifetime
-    // 1800 s, reachable time and retransmit timer 0.
-    let mut message = vec![134, 0, 0, 0, 64, 0, 0x07, 0x08, 0, 0, 0, 0, 0, 0, 0, 0];
-    // Source link-layer address.
-    message.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 9]);
-    // Prefix information: /64, on-link and autonomous, valid 86400 s,
-    // preferred 14400 s.
-    message.extend_from_slice(&[3, 4, 64, 0xc0, 0, 1, 0x51, 0x80, 0, 0, 0x38, 0x40, 0, 0, 0, 0]);
-    message.extend_from_slice(&prefix.octets());
-    // RDNSS: lifetime 600 s, one server.
-    message.extend_from_slice(&[25, 3, 0, 0, 0, 0, 2, 0x58]);
-    message.extend_from_slice(&dns.octets());
-    // MTU: 1400.
-    message.extend_from_slice(&[5, 1, 0, 0, 0, 0, 0x05, 0x78]);
-    Icmpv6Packet::new_unchecked(&mut message[..]).fill_checksum(&src, &dst);
-    let ip = Ipv6Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmpv6,
-        payload_len: message.len(),
-        hop_limit: 255,
-    };
-    let ethernet = EthernetRepr {
-        src_addr: EthernetAddress([2, 0, 0, 0, 0, 9]),
-        dst_addr: EthernetAddress([0x33, 0x33, 0, 0, 0, 1]),
-        ethertype: EthernetProtocol::Ipv6,
-    };
-    let mut frame = vec![0u8; ethernet.buffer_len() + ip.buffer_len() + message.len()];
-    let mut eth = EthernetFrame::new_unchecked(&mut frame[..]);
-    ethernet.emit(&mut eth);
-    let mut packet = Ipv6Packet::new_unchecked(eth.payload_mut());
-    ip.emit(&mut packet);
-    packet.payload_mut().copy_from_slice(&message);
-    frame
+    use crate::ndisc::test_frames::{mtu, prefix_info, rdnss, router_advert, source_link_layer};
+    let options = [source_link_layer(), prefix_info(prefix), rdnss(600, &[dns]), mtu(1400)].concat();
+    router_advert(&options, 255, false)
 }
 
 #[test]

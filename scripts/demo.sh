@@ -7,11 +7,12 @@
 # is missing: the Rust toolchain rust-toolchain.toml pins (with rustup),
 # iproute2 (`atoll run` puts the unikernel in a network namespace of its
 # own, behind a TAP device, and publishes its ports on the loopback) and
-# openssl. The certificate is the demo's own: a private CA made once and
-# kept in target/demo-tls/ with a certificate it signs for localhost and
-# 127.0.0.1, packed (cert.pem, key.pem) as the tar image the app reads from
-# its `tls` block device. A client trusts that CA, not the system's ones:
-# `curl --cacert target/demo-tls/ca.pem https://127.0.0.1:8443/`.
+# openssl. The certificate is the demo's own (scripts/demo-tls.sh): a
+# private CA made once and kept in target/demo-tls/ with a certificate it
+# signs for localhost, 127.0.0.1 and ::1, packed (cert.pem, key.pem) as the
+# tar image the app reads from its `tls` block device. A client trusts that
+# CA, not the system's ones: `curl --cacert target/demo-tls/ca.pem
+# https://127.0.0.1:8443/` (or `https://[::1]:8443/`).
 #
 # Usage: scripts/demo.sh [ATOLL RUN OPTIONS...]   e.g. --publish 9000:80
 # (any --publish replaces both defaults, 8080:80 and 8443:443).
@@ -51,37 +52,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 
-# The demo's certificates, made once (and again only when the certificate
-# expires within a day). The server certificate is valid 825 days, the most
-# macOS and iOS accept even from a private CA.
+# The demo's CA and certificate, made once (and again when they expire
+# within a day, or the certificate leaves out a name it is served on).
 tls=$PWD/target/demo-tls
-if ! [ -s "$tls/tls.tar" ] || ! openssl x509 -checkend 86400 -noout -in "$tls/cert.pem" >/dev/null 2>&1; then
-    echo "scripts/demo.sh: making a demo CA and a certificate for localhost and 127.0.0.1 in $tls" >&2
-    mkdir -p "$tls"
-    rm -f "$tls/tls.tar"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/ca-key.pem"
-    openssl req -x509 -new -key "$tls/ca-key.pem" -subj "/CN=Atoll demo CA" -days 3650 -sha256 \
-        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
-        -out "$tls/ca.pem"
-    openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tls/key.pem"
-    openssl req -new -key "$tls/key.pem" -subj /CN=localhost -out "$tls/cert.csr"
-    # The extensions from a file of our own: nothing comes from the system's
-    # openssl.cnf (whose defaults would make it a CA).
-    printf '%s\n' '[v3]' \
-        'basicConstraints = critical, CA:FALSE' \
-        'keyUsage = critical, digitalSignature' \
-        'extendedKeyUsage = serverAuth' \
-        'subjectAltName = DNS:localhost, IP:127.0.0.1' \
-        'subjectKeyIdentifier = hash' \
-        'authorityKeyIdentifier = keyid' >"$tls/cert.ext"
-    # Quiet unless it fails: it reports the request's signature on success.
-    signed=$(openssl x509 -req -in "$tls/cert.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca-key.pem" -days 825 \
-        -sha256 -extfile "$tls/cert.ext" -extensions v3 -out "$tls/cert.pem" 2>&1) || fail "openssl x509: $signed"
-    rm -f "$tls/cert.csr" "$tls/cert.ext"
-    # Plain ustar, which tar pads to whole 10240-byte records: whole
-    # 512-byte sectors for the block device.
-    tar --format=ustar -cf "$tls/tls.tar" -C "$tls" cert.pem key.pem
-fi
+scripts/demo-tls.sh "$tls"
 
 # Any --publish of the user's replaces ours, and a --block-ro:tls= ours.
 # Options end at `--` (boot arguments follow).

@@ -60,7 +60,7 @@ impl KeyType {
 /// Days a CA made here is valid, from now.
 const CA_DAYS: &str = "3650";
 /// Days a server certificate made here is valid, from now: 825, the most
-/// macOS and iOS accept even from a private CA (scripts/demo.sh's too).
+/// macOS and iOS accept even from a private CA (scripts/demo-tls.sh's too).
 const LEAF_DAYS: &str = "825";
 
 /// A private certificate authority: its certificate and key.

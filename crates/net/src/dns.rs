@@ -126,7 +126,7 @@ impl Stack {
     async fn query(&self, name: &str) -> Result<Vec<IpAddr>, DnsError> {
         // Before a DHCP lease or a router advertisement there is neither a
         // source address nor, often, a server.
-        self.wait_addressed().await;
+        self.wait_address().await;
         if self.inner.borrow().dns_servers.is_empty() {
             return Err(DnsError::NoServers);
         }

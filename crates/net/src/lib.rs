@@ -12,8 +12,10 @@
 //! async fn serve() {
 //!     // The manifest's net device, configured from the boot arguments.
 //!     let stack = Stack::new("service").expect("network device");
-//!     let address = stack.wait_configured().await; // at once, or the first DHCP lease
-//!     log::info!("echoing on {}:7", address.address());
+//!     // At once for a static address, else the first DHCP lease or SLAAC
+//!     // address (IPv4 if it has both; `wait_configured` waits for IPv4 alone).
+//!     let address = stack.wait_address().await;
+//!     log::info!("echoing on {}", core::net::SocketAddr::new(address, 7));
 //!     let listener = TcpListener::bind(&stack, 7).expect("port 7 is free");
 //!     loop {
 //!         let mut stream = listener.accept().await;

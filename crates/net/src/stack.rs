@@ -359,11 +359,24 @@ impl Stack {
     }
 
     /// Waits until the interface has an address other than its link-local
-    /// one, of either family.
-    pub(crate) async fn wait_addressed(&self) {
+    /// one, of either family, and returns it: the address to serve on and
+    /// tell users. Its IPv4 address if it has one by then (at once for a
+    /// static one; with DHCP, from the first lease), else its first global
+    /// IPv6 address (a static one, or SLAAC's from a router
+    /// advertisement); the other family may come later
+    /// ([`Stack::wait_configured`] and [`Stack::wait_ipv6_global`] wait
+    /// for each).
+    ///
+    /// An app that should work on any network waits for this rather than
+    /// for [`Stack::wait_configured`], which on an IPv6-only network (no
+    /// `--ipv4`, no DHCP server) waits forever.
+    pub async fn wait_address(&self) -> IpAddr {
         poll_fn(|cx| {
-            if self.ipv4_cidr().is_some() || self.ipv6_global().is_some() {
-                return Poll::Ready(());
+            if let Some(ipv4) = self.ipv4_cidr() {
+                return Poll::Ready(IpAddr::V4(ipv4.address()));
+            }
+            if let Some(ipv6) = self.ipv6_global() {
+                return Poll::Ready(IpAddr::V6(ipv6.address()));
             }
             self.inner.borrow_mut().config_waiters.push(cx.waker().clone());
             Poll::Pending
@@ -391,7 +404,9 @@ impl Stack {
     }
 
     /// Waits until the interface has an IPv4 address (at once for a static
-    /// one; for DHCP, until the first lease) and returns it.
+    /// one; for DHCP, until the first lease) and returns it. On a network
+    /// without IPv4 that is never: [`Stack::wait_address`] takes either
+    /// family.
     pub async fn wait_configured(&self) -> Ipv4Cidr {
         poll_fn(|cx| match self.ipv4_cidr() {
             Some(cidr) => Poll::Ready(cidr),
@@ -431,7 +446,9 @@ pub(crate) struct Inner {
     /// Set by [`Stack::set_dns_servers`] (and `--dns=`): DHCP leases no
     /// longer change the servers.
     pub(crate) dns_servers_fixed: bool,
-    /// Tasks in [`Stack::wait_configured`].
+    /// Tasks waiting for an address ([`Stack::wait_configured`],
+    /// [`Stack::wait_address`], [`Stack::wait_ipv6_global`]): woken by a
+    /// DHCP lease and by SLAAC's changes.
     config_waiters: Vec<Waker>,
     /// TCP listeners by port.
     pub(crate) listeners: BTreeMap<u16, Listener>,

@@ -1132,7 +1132,7 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
         .await;
         inject(&wire, &router_advert(prefix, dns)).await;
         // Without an IPv4 lease, a global IPv6 address is what it waits for.
-        timeout(Duration::from_secs(10), stack.wait_addressed()).await.unwrap();
+        timeout(Duration::from_secs(10), stack.wait_address()).await.unwrap();
         (
             solicited,
             stack.ipv6_global(),
@@ -1152,6 +1152,64 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
     assert_eq!(gateway, Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)));
     assert_eq!(servers, [IpAddr::V6(dns)]);
     assert_eq!((mtu_before, mtu), (1500, 1400), "the advertised link MTU");
+}
+
+#[test]
+fn on_an_ipv6_only_network_wait_address_returns_the_slaac_address() {
+    let (stack_end, wire) = pipe();
+    let stack = Stack::dual_stack(
+        stack_end,
+        mac(1),
+        Ipv4Config::Dhcp,
+        Ipv6Config::Slaac,
+        TcpConfig::DEFAULT,
+    );
+    let prefix = Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 0);
+    let dns = Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 0x53);
+    let (early, address, ipv4) = run(async move {
+        let waiting = spawn({
+            let stack = stack.clone();
+            async move { stack.wait_address().await }
+        });
+        // DHCP asks and nobody answers; the router has not spoken yet.
+        sleep(Duration::from_secs(5)).await;
+        let early = waiting.is_finished();
+        // The advertisement's address wakes it.
+        inject(&wire, &router_advert(prefix, dns)).await;
+        let address = timeout(Duration::from_secs(10), waiting).await;
+        let ipv4 = timeout(Duration::from_secs(10), stack.wait_configured()).await;
+        (early, address, ipv4.ok())
+    });
+    assert!(!early, "wait_address returned before any address");
+    assert_eq!(
+        address,
+        Ok(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0xff, 0xfe00, 1)))
+    );
+    assert_eq!(ipv4, None, "wait_configured waits for IPv4 alone");
+}
+
+#[test]
+fn wait_address_prefers_ipv4_and_takes_a_static_ipv6_address_at_once() {
+    let (server, _client) = two_dual_stacks();
+    let (a, _b) = pipe();
+    let ipv6_only = Stack::dual_stack(
+        a,
+        mac(3),
+        Ipv4Config::Dhcp,
+        Ipv6Config::Static {
+            address: Ipv6Cidr::new(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3), 64),
+            gateway: None,
+        },
+        TcpConfig::DEFAULT,
+    );
+    let addresses = run(async move { (server.wait_address().await, ipv6_only.wait_address().await) });
+    assert_eq!(
+        addresses,
+        (
+            IpAddr::V4(SERVER_IP),
+            IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 3))
+        )
+    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //!
 //! The pages are rendered at build time (`build/`) and served from the
 //! kernel's read-only data without a copy. The network comes up from the
-//! boot arguments (`--ipv4=10.0.0.2/24 --ipv4-gateway=10.0.0.1`) or by DHCP.
+//! boot arguments (`--ipv4=10.0.0.2/24 --ipv4-gateway=10.0.0.1`) or by DHCP
+//! and SLAAC; the site is served once either family has an address (an
+//! IPv6-only network does too), and each family's URL is printed when it
+//! has one.
 //! `atoll run examples/slides` sets all of that up and prints the URL.
 //!
 //! HTTPS: attach a tar archive of `cert.pem` and `key.pem` as the read-only
@@ -30,6 +33,7 @@ extern crate alloc;
 use alloc::rc::Rc;
 use alloc::string::String;
 use core::fmt;
+use core::net::{IpAddr, Ipv4Addr};
 
 use atoll::http::{Handler, Hsts, Limits, RedirectToHttps, Request, Response, StaticSite};
 use atoll::log::info;
@@ -141,31 +145,41 @@ fn tls_config() -> Result<Option<atoll::tls::ServerConfig>, Error> {
 async fn main() -> Result<(), Error> {
     let redirect_port = redirect_port()?;
     let tls = tls_config()?;
+    let https = tls.is_some();
     let stack = Stack::new("service")?;
-    let address = stack.wait_configured().await;
-    let address = address.address();
+    // Serve once there is an address of either family: on an IPv6-only
+    // network DHCP never answers, and SLAAC's address is the one to tell.
+    let first = stack.wait_address().await;
     let plain = TcpListener::bind(&stack, HTTP_PORT).map_err(StackError::from)?;
+    let secure = match tls {
+        Some(config) => Some((config, TcpListener::bind(&stack, HTTPS_PORT).map_err(StackError::from)?)),
+        None => None,
+    };
     info!("serving {} slides", site::SLIDE_COUNT);
     let talk = Rc::new(Talk::new());
     // An IPv6 address may come later (a router's advertisement): say so
     // when it does. The listeners take both families.
     let ipv6_stack = stack.clone();
-    let ipv6_scheme = if tls.is_some() { "https" } else { "http" };
-    let ipv6_port = if tls.is_some() { HTTPS_PORT } else { HTTP_PORT };
+    let ipv6_scheme = if https { "https" } else { "http" };
+    let ipv6_port = if https { HTTPS_PORT } else { HTTP_PORT };
     drop(atoll::task::spawn(async move {
         let ipv6 = ipv6_stack.wait_ipv6_global().await.address();
         atoll::println!("listening on {ipv6_scheme}://[{ipv6}]:{ipv6_port}/");
     }));
-    let Some(config) = tls else {
-        atoll::println!("listening on http://{address}:{HTTP_PORT}/");
+    match first {
+        IpAddr::V4(address) => print_ipv4_urls(address, https),
+        // IPv6 came first (and says so above); a DHCP lease may still come.
+        IpAddr::V6(_) => drop(atoll::task::spawn(async move {
+            print_ipv4_urls(stack.wait_configured().await.address(), https);
+        })),
+    }
+    let Some((config, secure)) = secure else {
         Server::new(talk)
             .limits(LIMITS)
             .max_connections(MAX_CONNECTIONS)
             .serve(plain)
             .await
     };
-    let secure = TcpListener::bind(&stack, HTTPS_PORT).map_err(StackError::from)?;
-    atoll::println!("listening on https://{address}:{HTTPS_PORT}/ and http://{address}:{HTTP_PORT}/ (redirecting)");
     let redirect = Rc::new(RedirectToHttps::new(Rc::clone(&talk), redirect_port));
     let redirect = Server::new(redirect).limits(LIMITS).max_connections(MAX_CONNECTIONS);
     drop(atoll::task::spawn(redirect.serve(plain)));
@@ -174,4 +188,14 @@ async fn main() -> Result<(), Error> {
         .max_connections(MAX_CONNECTIONS)
         .serve_tls(secure, config)
         .await
+}
+
+/// Says where the site is over IPv4 (the integration tests read these
+/// lines).
+fn print_ipv4_urls(address: Ipv4Addr, https: bool) {
+    if https {
+        atoll::println!("listening on https://{address}:{HTTPS_PORT}/ and http://{address}:{HTTP_PORT}/ (redirecting)");
+    } else {
+        atoll::println!("listening on http://{address}:{HTTP_PORT}/");
+    }
 }

@@ -17,7 +17,7 @@
 //! There is no preemption: a task that never awaits starves every other.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::rc::Rc;
 use alloc::sync::Arc;
 use alloc::task::Wake;
@@ -34,6 +34,8 @@ use crate::time::{Instant, Timers};
 /// The abort message of a program that can never make progress.
 pub const DEADLOCK_MESSAGE: &str = "deadlock: every task is waiting and nothing can wake it";
 
+/// A task's slot in [`TaskSlab`] (low 32 bits) and that slot's generation
+/// when the task was spawned (high 32 bits).
 type TaskId = u64;
 
 /// Something the executor polls on every turn besides tasks: a device
@@ -203,18 +205,27 @@ fn run_task(id: TaskId) {
     // tasks (and drop futures that cancel timers) without a double borrow.
     let Some(mut task) = with_runtime(|rt| {
         crate::profile_scope!("executor.task_take");
-        rt.tasks.borrow_mut().remove(&id)
+        rt.tasks.borrow_mut().take(id)
     }) else {
         return;
     };
     task.wake_state.queued.store(false, Ordering::Relaxed);
     let mut cx = Context::from_waker(&task.waker);
-    if task.future.as_mut().poll(&mut cx).is_pending() {
-        with_runtime(|rt| {
-            crate::profile_scope!("executor.task_put");
-            rt.tasks.borrow_mut().insert(id, task)
-        });
-    }
+    let pending = task.future.as_mut().poll(&mut cx).is_pending();
+    let finished = with_runtime(|rt| {
+        crate::profile_scope!("executor.task_put");
+        let mut tasks = rt.tasks.borrow_mut();
+        if pending {
+            tasks.put_back(id, task);
+            None
+        } else {
+            // Dropped below, with no borrow held: dropping a future may
+            // touch the runtime (cancel its timers).
+            tasks.finish(id);
+            Some(task)
+        }
+    });
+    drop(finished);
 }
 
 /// Polls every driver; returns the earliest deadline they asked for.
@@ -241,14 +252,14 @@ fn fire_timers(now: Instant) {
 
 fn spawn_task(future: Pin<Box<dyn Future<Output = ()>>>) {
     with_runtime(|rt| {
-        let id = rt.next_task_id.get();
-        rt.next_task_id.set(id + 1);
+        let mut tasks = rt.tasks.borrow_mut();
+        let id = tasks.vacant_id();
         let wake_state = Arc::new(TaskWaker {
             id,
             queued: AtomicBool::new(true),
         });
         let waker = Waker::from(Arc::clone(&wake_state));
-        rt.tasks.borrow_mut().insert(
+        tasks.put_back(
             id,
             Task {
                 future,
@@ -272,6 +283,80 @@ fn reset() {
         rt.ready.borrow_mut().clear();
         *rt.timers.borrow_mut() = Timers::new();
     });
+}
+
+/// The tasks, each in a slot of a vector, reused once its task has finished:
+/// taking a task out to poll it and putting it back cost an index, not the
+/// walk of an ordered map (`executor.task_take`/`task_put` in the profile of
+/// docs/PERFORMANCE.md, once a `BTreeMap` costing hundreds of cycles per
+/// poll). A [`TaskId`] carries its slot's generation, so the waker of a
+/// finished task finds its slot free or holding a newer task, and does
+/// nothing.
+#[derive(Default)]
+struct TaskSlab {
+    slots: Vec<Slot>,
+    /// Free slots, reused last-freed first.
+    free: Vec<u32>,
+}
+
+enum Slot {
+    /// No task; the next one spawned here gets this generation.
+    Free { generation: u32 },
+    /// A task waiting to be polled.
+    Idle { generation: u32, task: Task },
+    /// Reserved: its task is out being polled, or about to be put in.
+    Running,
+}
+
+impl TaskSlab {
+    fn split(id: TaskId) -> (usize, u32) {
+        ((id & u64::from(u32::MAX)) as usize, (id >> 32) as u32)
+    }
+
+    /// Reserves a free slot for a new task (filled by `put_back`).
+    fn vacant_id(&mut self) -> TaskId {
+        let (index, generation) = match self.free.pop() {
+            Some(index) => match self.slots[index as usize] {
+                Slot::Free { generation } => (index, generation),
+                _ => unreachable!("a free-listed slot holds no task"),
+            },
+            None => {
+                let index = u32::try_from(self.slots.len()).expect("fewer than 2^32 tasks at once");
+                self.slots.push(Slot::Free { generation: 0 });
+                (index, 0)
+            }
+        };
+        self.slots[index as usize] = Slot::Running;
+        (u64::from(generation) << 32) | u64::from(index)
+    }
+
+    /// Takes task `id` out to poll it, if it still exists.
+    fn take(&mut self, id: TaskId) -> Option<Task> {
+        let (index, generation) = Self::split(id);
+        let slot = self.slots.get_mut(index)?;
+        match slot {
+            Slot::Idle { generation: g, .. } if *g == generation => match core::mem::replace(slot, Slot::Running) {
+                Slot::Idle { task, .. } => Some(task),
+                _ => unreachable!(),
+            },
+            _ => None,
+        }
+    }
+
+    /// Puts task `id` (taken, or just spawned) back to wait for its next poll.
+    fn put_back(&mut self, id: TaskId, task: Task) {
+        let (index, generation) = Self::split(id);
+        self.slots[index] = Slot::Idle { generation, task };
+    }
+
+    /// Frees the slot of task `id`, which has finished.
+    fn finish(&mut self, id: TaskId) {
+        let (index, generation) = Self::split(id);
+        self.slots[index] = Slot::Free {
+            generation: generation.wrapping_add(1),
+        };
+        self.free.push(index as u32);
+    }
 }
 
 struct Task {
@@ -301,9 +386,8 @@ impl Wake for TaskWaker {
 
 /// The executor's state. There is one per program (per thread on the host).
 pub(crate) struct Runtime {
-    tasks: RefCell<BTreeMap<TaskId, Task>>,
+    tasks: RefCell<TaskSlab>,
     ready: RefCell<VecDeque<TaskId>>,
-    next_task_id: Cell<TaskId>,
     timers: RefCell<Timers>,
     drivers: RefCell<Vec<Rc<RefCell<dyn Driver>>>>,
     /// The boot arguments, split on first use (see `crate::args`).
@@ -315,9 +399,11 @@ pub(crate) struct Runtime {
 impl Runtime {
     const fn new() -> Runtime {
         Runtime {
-            tasks: RefCell::new(BTreeMap::new()),
+            tasks: RefCell::new(TaskSlab {
+                slots: Vec::new(),
+                free: Vec::new(),
+            }),
             ready: RefCell::new(VecDeque::new()),
-            next_task_id: Cell::new(0),
             timers: RefCell::new(Timers::new()),
             drivers: RefCell::new(Vec::new()),
             args: OnceCell::new(),

@@ -8,7 +8,7 @@ use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
-use core::future::pending;
+use core::future::{pending, poll_fn};
 use core::time::Duration;
 
 use super::*;
@@ -255,4 +255,32 @@ fn the_millisecond_timer_sleeps_on_the_runtime_clock() {
         assert_eq!(RtTimer.now_ms() - start, 255);
     });
     assert_eq!(slept, 0);
+}
+
+#[test]
+fn a_finished_tasks_waker_does_not_poll_the_task_reusing_its_slot() {
+    let polls = Rc::new(Cell::new(0u32));
+    let counted = Rc::clone(&polls);
+    let seen = Rc::clone(&polls);
+    block_on(async move {
+        // A task that finishes at once, leaving its waker behind.
+        let stale = Rc::new(RefCell::new(None::<Waker>));
+        let keep = Rc::clone(&stale);
+        spawn(poll_fn(move |cx| {
+            *keep.borrow_mut() = Some(cx.waker().clone());
+            Poll::Ready(())
+        }))
+        .await;
+        // Its slot goes to a task that counts its polls and waits for ever.
+        let _newer = spawn(poll_fn(move |_| {
+            counted.set(counted.get() + 1);
+            Poll::<()>::Pending
+        }));
+        yield_now().await;
+        assert_eq!(seen.get(), 1, "polled once, when spawned");
+        stale.borrow_mut().take().expect("the first task's waker").wake();
+        yield_now().await;
+        yield_now().await;
+    });
+    assert_eq!(polls.get(), 1, "the stale waker woke nothing");
 }

@@ -167,7 +167,7 @@ mod tests {
     }
 
     fn request(raw: &'static [u8]) -> Response {
-        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut headers = [const { core::mem::MaybeUninit::uninit() }; 8];
         let head = crate::request::parse_head(raw, &mut headers).unwrap().unwrap();
         let request = head.request;
         let site = StaticSite::new().with_page("/", "text/plain", "hi");
@@ -192,7 +192,7 @@ mod tests {
     #[test]
     fn hsts_is_on_every_response() {
         let site = Hsts::new(StaticSite::new().with_page("/", "text/plain", "hi"));
-        let mut headers = [httparse::EMPTY_HEADER; 8];
+        let mut headers = [const { core::mem::MaybeUninit::uninit() }; 8];
         let head = crate::request::parse_head(b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", &mut headers)
             .unwrap()
             .unwrap();

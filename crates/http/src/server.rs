@@ -33,6 +33,7 @@ use crate::time::{until_deadline, Timer};
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::{poll_fn, Future};
+use core::mem::MaybeUninit;
 use core::pin::pin;
 use core::task::Poll;
 use embedded_io_async::{Error as _, ErrorKind, Read, Write};
@@ -397,13 +398,14 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
     ) -> Result<Option<CloseReason>, Error> {
         self.requests_count += 1;
         let last_allowed = self.requests_count >= self.limits.max_requests_per_connection.max(1);
-        let Some(mut headers) = empty_headers(self.limits.max_headers) else {
+        let Some(mut headers) = header_slots(self.limits.max_headers) else {
             return self.out_of_memory().await.map(Some);
         };
         let parsed = {
-            // The request is parsed a second time here (read_head parsed it to find its end).
+            // The request is parsed a second time here (read_head parsed it to find its end,
+            // with its slots on the stack; these must outlive the handler's await).
             profile_scope!("http.parse.again");
-            parse_head(&self.buf[..request_len], &mut headers)
+            parse_head(&self.buf[..request_len], headers.spare_capacity_mut())
         };
         let Ok(Some(Head {
             mut request,
@@ -485,12 +487,23 @@ impl<C: Read + Write, T: Timer> Connection<'_, C, T> {
         let mut parse_now = self.filled > 0;
         loop {
             if parse_now {
-                let Some(mut headers) = empty_headers(limits.max_headers) else {
-                    return Ok(HeadOutcome::Closed(CloseReason::OutOfMemory));
+                // Only the head's length and framing are kept from this parse: its header
+                // slots live on the stack (not in the connection's future: the block ends
+                // before any await) unless the limit asks for more than fit there.
+                let mut stack_slots = [const { MaybeUninit::uninit() }; STACK_HEADER_SLOTS];
+                let mut heap_slots;
+                let slots = if limits.max_headers <= STACK_HEADER_SLOTS {
+                    &mut stack_slots[..limits.max_headers]
+                } else {
+                    let Some(slots) = header_slots(limits.max_headers) else {
+                        return Ok(HeadOutcome::Closed(CloseReason::OutOfMemory));
+                    };
+                    heap_slots = slots;
+                    heap_slots.spare_capacity_mut()
                 };
                 let parsed = {
                     profile_scope!("http.parse");
-                    parse_head(&self.buf[..self.filled], &mut headers)
+                    parse_head(&self.buf[..self.filled], slots)
                 };
                 match parsed {
                     Ok(Some(head)) if head.head_len > limits.max_header_bytes => {
@@ -694,12 +707,16 @@ async fn unless_reclaimed<F: Future>(slot: Option<&ConnectionGuard>, read: F) ->
     .await
 }
 
-/// `count` empty header slots for `httparse`, or `None` if they cannot be allocated.
-fn empty_headers<'h>(count: usize) -> Option<Vec<httparse::Header<'h>>> {
+/// Header slots [`Connection::read_head`] keeps on the stack (the default
+/// [`Limits::max_headers`]; 2 KiB).
+const STACK_HEADER_SLOTS: usize = 64;
+
+/// Room for `count` header slots for `httparse` (its spare capacity, left uninitialised:
+/// [`parse_head`] fills what it uses), or `None` if it cannot be allocated.
+fn header_slots<'h>(count: usize) -> Option<Vec<httparse::Header<'h>>> {
     profile_scope!("http.header_slots");
     let mut headers = Vec::new();
     headers.try_reserve_exact(count).ok()?;
-    headers.resize(count, httparse::EMPTY_HEADER);
     Some(headers)
 }
 

@@ -463,6 +463,24 @@ fn too_many_headers_get_431() {
 }
 
 #[test]
+fn a_header_limit_above_the_default_is_honoured_both_ways() {
+    // More slots than the server keeps on the stack: they come from the heap.
+    let limits = Limits {
+        max_headers: 100,
+        ..Limits::DEFAULT
+    };
+    let head = |count| format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X-A: b\r\n".repeat(count));
+    let (_, output) = run_chunks(&[head(90).as_bytes()], &limits);
+    assert_eq!(
+        parse_responses(&output, &[])[0].status,
+        200,
+        "91 header lines of 100 allowed"
+    );
+    let (_, output) = run_chunks(&[head(100).as_bytes()], &limits);
+    assert_eq!(parse_responses(&output, &[])[0].status, 431, "101 header lines");
+}
+
+#[test]
 fn body_over_the_limit_gets_413_before_it_is_read() {
     let input = format!(
         "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",

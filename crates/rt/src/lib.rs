@@ -47,6 +47,8 @@ pub mod executor;
 #[cfg(target_os = "none")]
 mod heap;
 pub mod logger;
+#[cfg(any(target_os = "none", test))]
+mod memcpy;
 pub mod memory;
 pub mod panic;
 pub mod platform;

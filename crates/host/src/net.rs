@@ -50,6 +50,39 @@ pub trait FrameMemory {
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), AccessError>;
     /// Writes `data` at `addr`, if the app could write there itself.
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), AccessError>;
+
+    /// Sends the `len`-byte frame at `addr` through `tap` with one `write`
+    /// (one frame), if the app could read all of it itself; the outer
+    /// error is the app's, the inner one the host's. The default copies the
+    /// frame through a buffer first; an implementation that can hand the
+    /// kernel the app's memory directly saves that copy.
+    fn send_frame(&self, addr: u64, len: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
+        let frame = frame.get_mut(..len).ok_or(AccessError {
+            addr,
+            len: len as u64,
+            write: false,
+            space: crate::guest_fault::Space::Process,
+        })?;
+        self.read(addr, frame)?;
+        Ok((&*tap).write(frame))
+    }
+
+    /// Receives one frame from `tap` into the `max`-byte buffer at `addr`
+    /// with one `read`, if the app could write all of it itself; returns
+    /// the frame's length (as [`send_frame`](Self::send_frame), and with
+    /// the same default).
+    fn receive_frame(&self, addr: u64, max: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        self.check_writable(addr, max as u64)?;
+        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
+        let frame = &mut frame[..max.min(FRAME_BUFFER_SIZE as usize)];
+        let len = match (&*tap).read(frame) {
+            Ok(len) => len,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.write(addr, &frame[..len])?;
+        Ok(Ok(len))
+    }
 }
 
 // Byte offsets in the rings, from the ABI structs as the guest side takes
@@ -203,7 +236,6 @@ impl NetDevice {
                 rx_tail,
             });
         }
-        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
         let max_frame = max_frame(self.mtu);
         while self.tx_tail != tx_head {
             let slot = self.slot(mem, ring + TX_SLOTS_OFFSET, self.tx_tail)?;
@@ -214,9 +246,12 @@ impl NetDevice {
                     max: max_frame,
                 });
             }
-            let frame = &mut frame[..slot.len as usize];
-            mem.read(slot.addr.0, frame).map_err(self.frame_buffer())?;
-            match self.tap.write(frame) {
+            // Straight from the app's memory to the TAP device, where the
+            // memory allows it (atoll-hvt's guest memory).
+            match mem
+                .send_frame(slot.addr.0, slot.len as usize, &self.tap)
+                .map_err(self.frame_buffer())?
+            {
                 Ok(_) => self.tx_frames += 1,
                 // A full host queue or a downed interface drops the frame,
                 // as a real NIC would; TCP recovers.
@@ -227,7 +262,10 @@ impl NetDevice {
         let mut free = RING_SLOTS - unconsumed;
         while free > 0 {
             let slot = self.slot(mem, ring + RX_SLOTS_OFFSET, self.rx_head)?;
-            let len = match self.tap.read(&mut frame) {
+            let received = mem
+                .receive_frame(slot.addr.0, FRAME_BUFFER_SIZE as usize, &self.tap)
+                .map_err(self.frame_buffer())?;
+            let len = match received {
                 Ok(0) => break,
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -239,7 +277,6 @@ impl NetDevice {
                     })
                 }
             };
-            mem.write(slot.addr.0, &frame[..len]).map_err(self.frame_buffer())?;
             let len_addr = self.slot_addr(ring + RX_SLOTS_OFFSET, self.rx_head) + SLOT_LEN;
             mem.write(len_addr, &(len as u32).to_le_bytes())
                 .map_err(GuestFault::memory("rings"))?;

@@ -3,6 +3,9 @@
 //! the tender's code (`atoll_host::net`). The rings live in the process's
 //! own memory, so "guest memory" is simply this address space.
 
+use std::fs::File;
+use std::io::{self, Read, Write};
+
 use atoll_abi::net::NetRing;
 use atoll_host::guest_fault::{AccessError, GuestFault, Space};
 use atoll_host::net::FrameMemory;
@@ -67,6 +70,24 @@ impl FrameMemory for OwnMemory {
         // promised for everything the service writes.
         unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), to, data.len()) };
         Ok(())
+    }
+
+    // Frames go between the TAP device and the ring's buffers with no copy
+    // in between (the service runs inside `wait`, while the app does not).
+    fn send_frame(&self, addr: u64, len: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        let from = core::ptr::with_exposed_provenance::<u8>(OwnMemory::check(addr, len as u64, false)?);
+        // SAFETY: as in `read`: promised memory, not aliased by any
+        // reference, and not written while this one lives (the app does not
+        // run during the service).
+        let frame = unsafe { core::slice::from_raw_parts(from, len) };
+        Ok((&*tap).write(frame))
+    }
+
+    fn receive_frame(&self, addr: u64, max: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        let to = core::ptr::with_exposed_provenance_mut::<u8>(OwnMemory::check(addr, max as u64, true)?);
+        // SAFETY: as in `write`, and as in `send_frame` for the reference.
+        let buffer = unsafe { core::slice::from_raw_parts_mut(to, max) };
+        Ok((&*tap).read(buffer))
     }
 }
 

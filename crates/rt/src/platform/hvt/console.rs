@@ -5,6 +5,24 @@
 use atoll_abi::console::{ConsoleRing, DATA_OFFSET};
 use core::ptr::{addr_of, addr_of_mut};
 
+/// Whether the tender has taken everything written to the console ring.
+pub(crate) fn drained() -> bool {
+    let info = crate::platform::boot_info();
+    let ring = core::ptr::with_exposed_provenance::<ConsoleRing>(info.console.0 as usize);
+    if ring.is_null() {
+        return true;
+    }
+    // SAFETY: as in `write`: the tender maps the ring for the guest at
+    // `info.console`; volatile, as the tender moves `tail` during exits.
+    let (head, tail) = unsafe {
+        (
+            addr_of!((*ring).head).read_volatile(),
+            addr_of!((*ring).tail).read_volatile(),
+        )
+    };
+    head == tail
+}
+
 /// Appends `bytes` to the console ring, flushing when it is full.
 pub(crate) fn write(bytes: &[u8]) {
     let info = crate::platform::boot_info();

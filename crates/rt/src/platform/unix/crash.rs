@@ -315,7 +315,7 @@ fn dump_core_and_exit(crash: &CrashInfo, signal: libc::c_int, context: &Context)
     let first = !DUMPING.swap(true, Ordering::Relaxed);
     if let (Some(cores), true) = (&crash.cores, first) {
         let mut line = FixedBuf::<1024>::new();
-        let _ = write!(line, "  {}\n", dump_core(cores, signal, context));
+        let _ = writeln!(line, "  {}", dump_core(cores, signal, context));
         let bytes = line.as_str().as_bytes();
         // SAFETY: `bytes` is a live buffer on the signal stack.
         unsafe { libc::write(2, bytes.as_ptr().cast(), bytes.len()) };

@@ -136,9 +136,8 @@ fn service(interrupted: u64) -> u64 {
         let hit = interrupted & bound.pending_bit != 0;
         match &mut bound.driver {
             devices::Driver::Net(net) => {
-                if net.service(hit) {
-                    ready |= bound.pending_bit;
-                }
+                let has_frames = net.service(hit);
+                ready |= if has_frames { bound.pending_bit } else { 0 };
             }
             devices::Driver::Block(block) if hit => block.ack_interrupt(),
             _ => {}

@@ -122,7 +122,7 @@ pub(super) extern "C" fn boot(start_info: u32) -> ! {
     super::services::init_apic(clocks.tsc_deadline, clocks.tsc_hz);
 
     // SAFETY: ring 3 is not running yet; this is the only reference.
-    let boot_info = unsafe { &mut *(&raw mut BOOT_INFO) };
+    let boot_info = unsafe { &mut *core::ptr::addr_of_mut!(BOOT_INFO) };
     boot_info.abi_version = ABI_VERSION;
     boot_info.mem_size = ram_end;
     boot_info.kernel_end = atoll_abi::GuestAddr(ring0.1);
@@ -162,7 +162,7 @@ fn copy_cmdline(info: &StartInfo) {
         return;
     }
     // SAFETY: ring 3 is not running yet; this is the only reference.
-    let raw = unsafe { &mut *(&raw mut RAW_CMDLINE) };
+    let raw = unsafe { &mut *core::ptr::addr_of_mut!(RAW_CMDLINE) };
     let mut len = 0;
     while len < raw.len() && len < CMDLINE_MAX as usize - 1 {
         // SAFETY: the command line is a NUL-terminated string in low memory
@@ -182,7 +182,7 @@ fn copy_cmdline(info: &StartInfo) {
 /// 4 GiB at most; records every RAM region.
 fn kernel_ram(info: &StartInfo) -> Option<(u64, u64)> {
     // SAFETY: ring 3 is not running yet; this is the only reference.
-    let ram = unsafe { &mut *(&raw mut RAM) };
+    let ram = unsafe { &mut *core::ptr::addr_of_mut!(RAM) };
     let kernel = atoll_abi::layout::KERNEL_BASE;
     let mut found = None;
     let mut kept = 0;
@@ -213,7 +213,13 @@ fn load_descriptor_tables() {
     let tss_limit = (TSS_SIZE as usize + IO_BITMAP_SIZE - 1) as u64;
     // SAFETY: ring 3 is not running yet and interrupts are off: these are
     // the only references to the ring-0 tables.
-    let (gdt_entries, tss, idt) = unsafe { (&mut *(&raw mut GDT), &mut *(&raw mut TSS), &mut *(&raw mut IDT)) };
+    let (gdt_entries, tss, idt) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(GDT),
+            &mut *core::ptr::addr_of_mut!(TSS),
+            &mut *core::ptr::addr_of_mut!(IDT),
+        )
+    };
     *gdt_entries = gdt(tss_base, tss_limit, false);
     let services_stack = Stack::top(&raw const BOOT_STACK);
     let exception_stack = Stack::top(&raw const EXCEPTION_STACK);

@@ -63,9 +63,9 @@ pub(super) unsafe fn boot_info_and_raw_cmdline() -> (&'static mut BootInfo, &'st
     // SAFETY: ring 0 wrote both before entering ring 3 and touches them no
     // more; the caller promises this is the only reference.
     unsafe {
-        let raw = &*(&raw const RAW_CMDLINE);
+        let raw = &*core::ptr::addr_of!(RAW_CMDLINE);
         let len = RAW_CMDLINE_LEN.min(raw.len());
-        (&mut *(&raw mut BOOT_INFO), &raw[..len])
+        (&mut *core::ptr::addr_of_mut!(BOOT_INFO), &raw[..len])
     }
 }
 
@@ -77,7 +77,7 @@ pub(super) unsafe fn boot_info_and_raw_cmdline() -> (&'static mut BootInfo, &'st
 pub(super) unsafe fn args_buffer() -> &'static mut [u8] {
     // SAFETY: nothing else refers to `ARGS`; the caller promises this is
     // the only reference.
-    unsafe { &mut *(&raw mut ARGS) }
+    unsafe { &mut *core::ptr::addr_of_mut!(ARGS) }
 }
 
 /// The early page tables (PML4, PDPT, PD) the PVH entry fills.

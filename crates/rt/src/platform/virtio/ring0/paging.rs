@@ -36,7 +36,7 @@ pub(super) fn tables() -> &'static mut Tables {
     // SAFETY: only ring 0 calls this, with interrupts off, and never holds
     // two of these references at once (boot uses one, then each service
     // call one of its own).
-    unsafe { &mut *(&raw mut TABLES) }
+    unsafe { &mut *core::ptr::addr_of_mut!(TABLES) }
 }
 
 /// Out of page-table pages.
@@ -64,7 +64,7 @@ impl Tables {
     fn map_with(&mut self, start: u64, end: u64, flags: u64, huge: bool) -> Result<(), Full> {
         let mut page = start & !(PAGE_SIZE - 1);
         while page < end {
-            if huge && page % HUGE_PAGE == 0 && end - page >= HUGE_PAGE {
+            if huge && page.is_multiple_of(HUGE_PAGE) && end - page >= HUGE_PAGE {
                 let pd = self.table_at(page, 2)?;
                 let entry = &mut self.pool[pd][((page >> 21) & 511) as usize];
                 if *entry == 0 {

@@ -185,7 +185,7 @@ fn map_mmio(start: u64, len: u64) -> u64 {
         return 1;
     };
     // SAFETY: written once at boot, read-only after.
-    let ram = unsafe { &*(&raw const RAM) };
+    let ram = unsafe { &*core::ptr::addr_of!(RAM) };
     if ram.iter().any(|&(from, to)| from < end && start < to) || start < atoll_abi::layout::PAGE_SIZE {
         return 1;
     }

@@ -159,9 +159,11 @@ async fn main() -> Result<(), StartError> {
         store: RefCell::new(store),
     });
     let stack = Stack::new("service").map_err(StartError::Network)?;
-    let address = stack.wait_configured().await;
+    // Either family's first address: an IPv6-only network (SLAAC, no DHCP
+    // server) serves too.
+    let address = stack.wait_address().await;
     let listener = TcpListener::bind(&stack, PORT).map_err(|e| StartError::Network(e.into()))?;
-    atoll::println!("listening on http://{}:{PORT}/", address.address());
+    atoll::println!("listening on http://{}/", core::net::SocketAddr::new(address, PORT));
     loop {
         let mut stream = listener.accept().await;
         let service = Rc::clone(&service);

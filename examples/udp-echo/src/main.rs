@@ -33,7 +33,8 @@ const PORT: u16 = 7;
 #[atoll::main(net = "service")]
 async fn main() -> Result<(), StackError> {
     let stack = Stack::new("service")?;
-    let address = stack.wait_configured().await;
+    // Either family's first address: an IPv6-only network serves too.
+    let address = stack.wait_address().await;
     let socket = match UdpSocket::bind(&stack, PORT) {
         Ok(socket) => socket,
         Err(error) => {
@@ -41,7 +42,7 @@ async fn main() -> Result<(), StackError> {
             atoll::exit(1);
         }
     };
-    println!("listening on udp://{}:{PORT}", address.address());
+    println!("listening on udp://{}", core::net::SocketAddr::new(address, PORT));
     let mut buf = vec![0; UDP_BUFFER_BYTES];
     loop {
         let (len, sender) = match socket.recv_from(&mut buf).await {

@@ -3,6 +3,8 @@
 //! writable).
 
 use std::cell::RefCell;
+use std::fs::File;
+use std::io::{self, Read, Write};
 
 use crate::guest_fault::{AccessError, Space};
 use crate::net::FrameMemory;
@@ -55,5 +57,15 @@ impl FrameMemory for FakeMemory {
         let at = self.at(addr, data.len() as u64, true)?;
         self.bytes.borrow_mut()[at..at + data.len()].copy_from_slice(data);
         Ok(())
+    }
+
+    fn send_frame(&self, addr: u64, len: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        let at = self.at(addr, len as u64, false)?;
+        Ok((&*tap).write(&self.bytes.borrow()[at..at + len]))
+    }
+
+    fn receive_frame(&self, addr: u64, max: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
+        let at = self.at(addr, max as u64, true)?;
+        Ok((&*tap).read(&mut self.bytes.borrow_mut()[at..at + max]))
     }
 }

@@ -15,7 +15,7 @@
 //! its page permissions in atoll-hvt, the process's own memory on unix.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
@@ -53,36 +53,14 @@ pub trait FrameMemory {
 
     /// Sends the `len`-byte frame at `addr` through `tap` with one `write`
     /// (one frame), if the app could read all of it itself; the outer
-    /// error is the app's, the inner one the host's. The default copies the
-    /// frame through a buffer first; an implementation that can hand the
-    /// kernel the app's memory directly saves that copy.
-    fn send_frame(&self, addr: u64, len: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
-        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
-        let frame = frame.get_mut(..len).ok_or(AccessError {
-            addr,
-            len: len as u64,
-            write: false,
-            space: crate::guest_fault::Space::Process,
-        })?;
-        self.read(addr, frame)?;
-        Ok((&*tap).write(frame))
-    }
+    /// error is the app's, the inner one the host's. Straight from the
+    /// app's memory: no copy of the service's own.
+    fn send_frame(&self, addr: u64, len: usize, tap: &File) -> Result<io::Result<usize>, AccessError>;
 
     /// Receives one frame from `tap` into the `max`-byte buffer at `addr`
     /// with one `read`, if the app could write all of it itself; returns
-    /// the frame's length (as [`send_frame`](Self::send_frame), and with
-    /// the same default).
-    fn receive_frame(&self, addr: u64, max: usize, tap: &File) -> Result<io::Result<usize>, AccessError> {
-        self.check_writable(addr, max as u64)?;
-        let mut frame = [0u8; FRAME_BUFFER_SIZE as usize];
-        let frame = &mut frame[..max.min(FRAME_BUFFER_SIZE as usize)];
-        let len = match (&*tap).read(frame) {
-            Ok(len) => len,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.write(addr, &frame[..len])?;
-        Ok(Ok(len))
-    }
+    /// the frame's length (errors as for [`send_frame`](Self::send_frame)).
+    fn receive_frame(&self, addr: u64, max: usize, tap: &File) -> Result<io::Result<usize>, AccessError>;
 }
 
 // Byte offsets in the rings, from the ABI structs as the guest side takes

@@ -7,7 +7,9 @@
 //! exit: tens of µs under a nested hypervisor), and polls the receive rings from
 //! ring 3 for up to `net_poll_ns` before it makes the `wait` hypercall. A
 //! request that arrives within the poll costs no exit, and a `wait(0)` (the
-//! executor's "anything new?") costs none either. An idle guest still
+//! executor's "anything new?") costs none either, nor does a wait whose
+//! deadline comes within the poll (unless console output waits for the
+//! exit that drains it). An idle guest still
 //! sleeps in the tender after the poll: it spins `net_poll_ns` per wake-up,
 //! no more.
 //!

@@ -1104,8 +1104,8 @@ fn router_advert(prefix: Ipv6Addr, dns: Ipv6Addr) -> Vec<u8> {
     router_advert(&options, 255, false)
 }
 
-#[test]
-fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
+/// A stack left to configure itself (DHCP, SLAAC), and its wire.
+fn autoconfigured_stack() -> (Stack, PipeDevice) {
     let (stack_end, wire) = pipe();
     let stack = Stack::dual_stack(
         stack_end,
@@ -1114,6 +1114,12 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
         Ipv6Config::Slaac,
         TcpConfig::DEFAULT,
     );
+    (stack, wire)
+}
+
+#[test]
+fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
+    let (stack, wire) = autoconfigured_stack();
     let prefix = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0);
     let dns = Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 0x53);
     let mtu_before = stack.mtu();
@@ -1156,14 +1162,7 @@ fn slaac_takes_address_router_and_dns_servers_from_an_advertisement() {
 
 #[test]
 fn on_an_ipv6_only_network_wait_address_returns_the_slaac_address() {
-    let (stack_end, wire) = pipe();
-    let stack = Stack::dual_stack(
-        stack_end,
-        mac(1),
-        Ipv4Config::Dhcp,
-        Ipv6Config::Slaac,
-        TcpConfig::DEFAULT,
-    );
+    let (stack, wire) = autoconfigured_stack();
     let prefix = Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 0);
     let dns = Ipv6Addr::new(0x2001, 0xdb8, 8, 0, 0, 0, 0, 0x53);
     let (early, address, ipv4) = run(async move {

@@ -21,9 +21,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ $# -ge 4 ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 seconds=$1 connections=$2 rounds=$3
 shift 3
-for tool in wrk nginx ip; do
+for tool in wrk nginx ip curl; do
     command -v $tool >/dev/null || { echo "bench/http-ab.sh: $tool is missing" >&2; exit 1; }
 done
+# GNU time, for wrk's CPU (the shell's `time` keyword cannot write a file).
+[ -x /usr/bin/time ] || { echo "bench/http-ab.sh: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 kernel=${KERNEL:-examples/target/x86_64-unknown-none/release/slides}
 [ -f "$kernel" ] || { echo "bench/http-ab.sh: build $kernel first" >&2; exit 1; }
 tap_ns=atoll-ab-$$ server_ns=atoll-ab-srv-$$ client_ns=atoll-ab-cli-$$
@@ -69,7 +71,7 @@ thread_ticks() { # pid -> "tid name ticks" lines
     done
 }
 load() { # namespace url -> "requests/s wrk-cores"
-    ip netns exec "$1" /usr/bin/env time -f "%U %S" -o "$work/wrk.time" \
+    ip netns exec "$1" /usr/bin/time -f "%U %S" -o "$work/wrk.time" \
         wrk -t"$threads" -c"$connections" -d"${seconds}s" "$2" >"$work/wrk.out"
     printf '%s %s\n' "$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")" \
         "$(awk -v s="$seconds" '{printf "%.2f", ($1 + $2) / s}' "$work/wrk.time")"

@@ -84,6 +84,55 @@ fn the_io_thread_serves_is_confined_and_the_doorbell_costs_no_exit() {
     assert_eq!(stats["doorbell_exits"], 0, "KVM takes the doorbell: {stats:?}");
 }
 
+/// The scheduler slice (ns) of every thread of `pid` but KVM's, by name,
+/// from `/proc/PID/task/TID/sched`.
+fn slices(pid: u32) -> Vec<(String, u64)> {
+    let mut slices = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the tender's tasks") {
+        let path = task.expect("a task").path();
+        let name = std::fs::read_to_string(path.join("comm")).expect("a task's name");
+        let sched = std::fs::read_to_string(path.join("sched")).expect("a task's scheduler state");
+        let slice = sched
+            .lines()
+            .find_map(|line| line.strip_prefix("se.slice"))
+            .and_then(|rest| rest.trim_start_matches([' ', ':']).trim().parse().ok())
+            .unwrap_or_else(|| panic!("no se.slice in {sched}"));
+        if !name.starts_with("kvm-") {
+            slices.push((name.trim().to_string(), slice));
+        }
+    }
+    slices.sort();
+    slices
+}
+
+/// Whether this kernel lets a `SCHED_OTHER` thread ask for its slice
+/// (EEVDF custom slices, Linux 6.12).
+fn kernel_has_custom_slices() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("the kernel's release");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (6, 12)
+}
+
+#[test]
+fn the_io_thread_asks_for_short_scheduler_slices_and_the_vcpu_thread_does_not() {
+    if !kernel_has_custom_slices() {
+        eprintln!("skipped: this kernel is older than 6.12 and has no per-thread scheduler slices");
+        return;
+    }
+    let ns = Namespace::with_tap();
+    let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
+    let slices = slices(server.process.pid());
+    let slice_of = |name: &str| slices.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+    // The I/O thread's polls yield, and a yield costs it one slice of
+    // virtual deadline (crates/hvt/src/net_io.rs, `ask_for_short_slices`).
+    assert_eq!(slice_of("net-io"), Some(100_000), "{slices:?}");
+    // The vCPU thread keeps the kernel's default (0.7 ms × (1 + log₂ CPUs)).
+    assert!(slice_of("atoll-hvt").is_some_and(|s| s >= 700_000), "{slices:?}");
+    fetch_many(&server, 5);
+}
+
 #[test]
 fn with_no_polling_there_is_no_thread_and_every_burst_is_an_exit() {
     let ns = Namespace::with_tap();

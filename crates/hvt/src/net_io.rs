@@ -13,7 +13,9 @@
 //!   and on the guest's **doorbell**; when either fires it services the
 //!   rings, and goes on servicing them, yielding the CPU between looks,
 //!   until no frame has moved for `net_poll_ns`, with each ring's
-//!   `tender_polling` set meanwhile;
+//!   `tender_polling` set meanwhile. It asks the scheduler for the shortest
+//!   slice, so that its yields do not push it behind everything else on
+//!   its CPU;
 //! - the guest rings the doorbell (`atoll_abi::hypercall::NET_DOORBELL_PORT`)
 //!   after queueing frames, unless `tender_polling` is set. The port is a
 //!   KVM ioeventfd: KVM signals the thread from the host kernel and resumes
@@ -171,6 +173,7 @@ impl Net {
             .name("net-io".into())
             .stack_size(256 * 1024)
             .spawn_scoped(scope, move || {
+                ask_for_short_slices();
                 let _ = ready.send(());
                 self.serve(thread, mem)
             });
@@ -299,6 +302,50 @@ pub struct NetFds {
     pub taps: Vec<RawFd>,
     pub epoll: Option<RawFd>,
     pub events: Vec<RawFd>,
+}
+
+/// The scheduler slice the I/O thread asks for: the shortest Linux allows.
+const IO_THREAD_SLICE_NS: u64 = 100_000;
+
+/// Asks Linux's EEVDF scheduler (6.12 and later) for short slices for the
+/// calling thread, the I/O thread. Its poll yields between looks, and each
+/// yield moves its virtual deadline one slice later: with the default slice
+/// (0.7 ms × (1 + log₂ CPUs)) a busy poll soon has the latest deadline on
+/// its CPU and waits behind the client and the spinning vCPU when a frame
+/// comes; with a short one it is picked again soon, and its frames move
+/// sooner. Measured, not assumed: +5–14 % requests/s at 16 connections on a
+/// two-CPU host, no change at 128 (docs/PERFORMANCE.md, "Short scheduler
+/// slices for the I/O thread"). Older kernels ignore the runtime of a
+/// `SCHED_OTHER` thread, and a refusal (a container's filter) leaves the
+/// default: either way only the speed-up is lost, so the result is ignored.
+fn ask_for_short_slices() {
+    let size = size_of::<libc::sched_attr>() as u32;
+    let mut attr = libc::sched_attr {
+        size,
+        sched_policy: 0,
+        sched_flags: 0,
+        sched_nice: 0,
+        sched_priority: 0,
+        sched_runtime: 0,
+        sched_deadline: 0,
+        sched_period: 0,
+    };
+    // SAFETY: sched_getattr(0, attr, size, 0) writes at most `size` bytes,
+    // the length of `attr`, a live, exclusively borrowed `sched_attr`.
+    let got = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut libc::sched_attr, size, 0) };
+    // Only the slice changes: the nice value the tender was started with
+    // stays, and a thread the operator gave another policy is left alone.
+    if got != 0 || attr.sched_policy != libc::SCHED_OTHER as u32 {
+        return;
+    }
+    attr.size = size;
+    attr.sched_flags = 0;
+    // For a `SCHED_OTHER` thread, the slice it asks for.
+    attr.sched_runtime = IO_THREAD_SLICE_NS;
+    // SAFETY: sched_setattr(0, attr, 0) only reads `attr`, a live,
+    // initialised `sched_attr` whose `size` field gives its true length, and
+    // changes the calling thread's scheduling; no memory of ours is written.
+    unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) };
 }
 
 /// A poisoned lock only means the other thread panicked, which ends the

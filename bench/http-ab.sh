@@ -11,6 +11,8 @@
 #   SERVER [OPTIONS] --stats --net:service=tap0 KERNEL -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1
 # with KERNEL from the environment (default: the release slides), so a
 # wrapper script that swaps the kernel argument compares kernels too.
+# `atoll-spt` with KERNEL a unix build runs the unix platform the same way
+# (`KERNEL=examples/target/x86_64-unknown-linux-gnu/release/slides`).
 #
 # Usage (root; after `cargo build-tender` and
 # `target/release/atoll build --release examples/slides`):
@@ -18,7 +20,7 @@
 # e.g. bench/http-ab.sh 5 16 3 /tmp/before/atoll-hvt target/x86_64-unknown-linux-musl/release/atoll-hvt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[ $# -ge 4 ] || { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 seconds=$1 connections=$2 rounds=$3
 shift 3
 for tool in wrk nginx ip curl; do
@@ -65,8 +67,8 @@ boot() { # tender [options] -> sets pid, waits for the site
     echo "bench/http-ab.sh: $1 did not start: $(tail -n 3 "$work/guest.log")" >&2
     exit 1
 }
-thread_ticks() { # pid -> "tid name ticks" lines
-    for task in /proc/"$1"/task/*; do
+thread_ticks() { # pid -> "tid name ticks" lines, its children's threads too (atoll-spt's unikernel)
+    for task in /proc/"$1"/task/* $(for child in $(pgrep -P "$1"); do echo /proc/"$child"/task/*; done); do
         printf '%s %s %s\n' "${task##*/}" "$(cat "$task/comm")" "$(awk '{print $14 + $15}' "$task/stat")"
     done
 }
@@ -111,7 +113,8 @@ for round in $(seq "$rounds"); do
         threads_cpu=$(join "$work/before" "$work/after" |
             awk -v t="$ticks" -v s="$seconds" '{printf "%s%s %.2f", sep, $2, ($5 - $3) / t / s; sep = ", "}')
         kill -TERM "$pid"; wait "$pid" 2>/dev/null || true; pid=
-        exits=$(grep -o 'exits=[0-9]*' "$work/guest.log" | head -n 1 | cut -d= -f2)
+        # A unix executable (under atoll-spt) has no VM exits.
+        exits=$( (grep -o 'exits=[0-9]*' "$work/guest.log" || echo =—) | head -n 1 | cut -d= -f2)
         echo "| $round | $server | $connections | $rate | $threads_cpu | $wrk_cores | $exits |"
     done
 done

@@ -334,13 +334,13 @@ impl TaskSlab {
     fn take(&mut self, id: TaskId) -> Option<Task> {
         let (index, generation) = Self::split(id);
         let slot = self.slots.get_mut(index)?;
-        match slot {
-            Slot::Idle { generation: g, .. } if *g == generation => match core::mem::replace(slot, Slot::Running) {
-                Slot::Idle { task, .. } => Some(task),
-                _ => unreachable!(),
-            },
-            _ => None,
+        if !matches!(slot, Slot::Idle { generation: g, .. } if *g == generation) {
+            return None;
         }
+        let Slot::Idle { task, .. } = core::mem::replace(slot, Slot::Running) else {
+            return None;
+        };
+        Some(task)
     }
 
     /// Puts task `id` (taken, or just spawned) back to wait for its next poll.

@@ -38,6 +38,8 @@ extern crate std;
 
 pub mod config;
 pub mod identity;
+#[cfg(any(test, feature = "pipe"))]
+pub mod pipe;
 pub mod provider;
 pub mod stream;
 #[cfg(test)]

@@ -1,19 +1,15 @@
 //! Host tests: identities from PEM and tar, and real handshakes between this
 //! crate's server and client over an in-memory pipe.
 
-use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::cell::RefCell;
-use core::future::poll_fn;
-use core::task::{Poll, Waker};
-use std::collections::VecDeque;
 
-use embedded_io_async::{ErrorType, Read, Write};
+use embedded_io_async::{Read, Write};
 use pki_types::pem::PemObject;
 use pki_types::CertificateDer;
 use rustls::ProtocolVersion;
 
+use crate::pipe::pipe;
 use crate::*;
 
 const CA: &[u8] = include_bytes!("../testdata/ca.pem");
@@ -21,84 +17,6 @@ const EC_CERT: &[u8] = include_bytes!("../testdata/localhost-cert.pem");
 const EC_KEY: &[u8] = include_bytes!("../testdata/localhost-key.pem");
 const RSA_CERT: &[u8] = include_bytes!("../testdata/rsa-cert.pem");
 const RSA_KEY: &[u8] = include_bytes!("../testdata/rsa-key.pem");
-
-/// One direction of the pipe.
-#[derive(Default)]
-struct Queue {
-    bytes: VecDeque<u8>,
-    closed: bool,
-    reader: Option<Waker>,
-}
-
-/// One end of an in-memory duplex pipe.
-struct End {
-    rx: Rc<RefCell<Queue>>,
-    tx: Rc<RefCell<Queue>>,
-}
-
-fn pipe() -> (End, End) {
-    let (a, b) = (
-        Rc::new(RefCell::new(Queue::default())),
-        Rc::new(RefCell::new(Queue::default())),
-    );
-    (
-        End {
-            rx: a.clone(),
-            tx: b.clone(),
-        },
-        End { rx: b, tx: a },
-    )
-}
-
-impl Drop for End {
-    fn drop(&mut self) {
-        let mut tx = self.tx.borrow_mut();
-        tx.closed = true;
-        if let Some(waker) = tx.reader.take() {
-            waker.wake();
-        }
-    }
-}
-
-impl ErrorType for End {
-    type Error = embedded_io_async::ErrorKind;
-}
-
-impl Read for End {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        poll_fn(|cx| {
-            let mut rx = self.rx.borrow_mut();
-            if rx.bytes.is_empty() {
-                if rx.closed {
-                    return Poll::Ready(Ok(0));
-                }
-                rx.reader = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let n = buf.len().min(rx.bytes.len());
-            for (slot, byte) in buf.iter_mut().zip(rx.bytes.drain(..n)) {
-                *slot = byte;
-            }
-            Poll::Ready(Ok(n))
-        })
-        .await
-    }
-}
-
-impl Write for End {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        let mut tx = self.tx.borrow_mut();
-        tx.bytes.extend(buf);
-        if let Some(waker) = tx.reader.take() {
-            waker.wake();
-        }
-        Ok(buf.len())
-    }
-
-    async fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
 
 fn roots() -> Vec<CertificateDer<'static>> {
     CertificateDer::pem_slice_iter(CA).collect::<Result<_, _>>().unwrap()

@@ -32,28 +32,26 @@
 
 extern crate alloc;
 
-use alloc::collections::VecDeque;
 use alloc::format;
-use alloc::rc::Rc;
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use core::fmt;
 use core::future::{poll_fn, Future};
 use core::pin::pin;
-use core::task::{Poll, Waker};
+use core::task::Poll;
 
 use aes_gcm::aead::{AeadInPlace, KeyInit};
 use aes_gcm::Aes128Gcm;
+use atoll::io::{Read, Write};
 use atoll::println;
 use atoll::time::{Duration, Instant};
+use atoll::tls::pipe::pipe;
 use atoll::tls::rustls::pki_types::pem::PemObject;
 use atoll::tls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use atoll::tls::rustls::{NamedGroup, SignatureScheme};
 use atoll::tls::{ClientConfig, Identity, ServerConfig};
 use chacha20poly1305::ChaCha20Poly1305;
-use embedded_io_async::{ErrorType, Read, Write};
 
 const CA: &[u8] = include_bytes!("../../../../crates/tls/testdata/ca.pem");
 const EC_CERT: &[u8] = include_bytes!("../../../../crates/tls/testdata/localhost-cert.pem");
@@ -286,82 +284,4 @@ async fn join<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
         }
     })
     .await
-}
-
-/// One direction of the pipe.
-#[derive(Default)]
-struct Queue {
-    bytes: VecDeque<u8>,
-    closed: bool,
-    reader: Option<Waker>,
-}
-
-/// One end of an in-memory duplex pipe (as crates/tls's tests have it).
-struct End {
-    rx: Rc<RefCell<Queue>>,
-    tx: Rc<RefCell<Queue>>,
-}
-
-fn pipe() -> (End, End) {
-    let (a, b) = (
-        Rc::new(RefCell::new(Queue::default())),
-        Rc::new(RefCell::new(Queue::default())),
-    );
-    (
-        End {
-            rx: a.clone(),
-            tx: b.clone(),
-        },
-        End { rx: b, tx: a },
-    )
-}
-
-impl Drop for End {
-    fn drop(&mut self) {
-        let mut tx = self.tx.borrow_mut();
-        tx.closed = true;
-        if let Some(waker) = tx.reader.take() {
-            waker.wake();
-        }
-    }
-}
-
-impl ErrorType for End {
-    type Error = embedded_io_async::ErrorKind;
-}
-
-impl Read for End {
-    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        poll_fn(|cx| {
-            let mut rx = self.rx.borrow_mut();
-            if rx.bytes.is_empty() {
-                if rx.closed {
-                    return Poll::Ready(Ok(0));
-                }
-                rx.reader = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
-            let n = buf.len().min(rx.bytes.len());
-            for (slot, byte) in buf.iter_mut().zip(rx.bytes.drain(..n)) {
-                *slot = byte;
-            }
-            Poll::Ready(Ok(n))
-        })
-        .await
-    }
-}
-
-impl Write for End {
-    async fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        let mut tx = self.tx.borrow_mut();
-        tx.bytes.extend(buf);
-        if let Some(waker) = tx.reader.take() {
-            waker.wake();
-        }
-        Ok(buf.len())
-    }
-
-    async fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
 }

@@ -6,8 +6,9 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
-use atoll_host::sandbox::{UnixProcess, SELF_PLACEHOLDER};
-use atoll_spt::confine::{landlock_available, ChildFds, Confinement};
+use atoll_spt::confine::{landlock_available, Confinement};
+
+mod common;
 
 /// What the child found, one bit each.
 const PASSWD_REFUSED: i32 = 1;
@@ -22,26 +23,13 @@ fn only_the_executable_can_be_opened_and_no_tcp_connection_made() {
         "this kernel has no Landlock, which atoll-spt applies where it can"
     );
     let exe = std::env::current_exe().expect("own path");
-    let fds = ChildFds {
-        unix: UnixProcess {
-            pid: SELF_PLACEHOLDER,
-            ..UnixProcess::default()
-        },
-        record: 3,
-        socket: 100,
-        exec: 101,
-        cores: None,
-    };
+    let fds = common::child_fds(None);
     let mut confinement = Confinement::new(&fds, &exe, None).expect("prepare");
     let exe_c = CString::new(exe.as_os_str().as_bytes()).expect("no NUL");
     // SAFETY: opens a NUL-terminated path; checked below.
     let before = unsafe { libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY) };
     assert!(before >= 0);
-    // SAFETY: the child only makes system calls and exits; the harness's
-    // other thread holds no lock the child needs (it waits for this test).
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
+    let found = common::probe_in_child(|| {
         let mut found = 0;
         if confinement.restrict_files(None).is_ok() {
             // SAFETY: plain system calls on NUL-terminated paths, a local
@@ -77,15 +65,10 @@ fn only_the_executable_can_be_opened_and_no_tcp_connection_made() {
                 }
             }
         }
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(found) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child, writing its status into a local.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+        found
+    });
     assert_eq!(
-        libc::WEXITSTATUS(status),
+        found,
         PASSWD_REFUSED | EXECUTABLE_OPENED | CONNECT_REFUSED | OLD_DESCRIPTOR_READ
     );
 }

@@ -8,8 +8,9 @@
 use std::os::fd::AsRawFd;
 
 use atoll_host::coredump::CoreDir;
-use atoll_host::sandbox::{UnixProcess, SELF_PLACEHOLDER};
-use atoll_spt::confine::{landlock_available, ChildFds, Confinement, CoreFds};
+use atoll_spt::confine::{landlock_available, Confinement, CoreFds};
+
+mod common;
 
 /// What the child found, one bit each.
 const MAPS_OPENED: i32 = 1;
@@ -29,27 +30,14 @@ fn only_its_maps_and_new_files_in_the_core_directory() {
     std::fs::write(tmp.path().join("old"), b"old").expect("a file");
     let cores = CoreDir::open(tmp.path()).expect("open the directory");
     let dir = cores.dir_fd().as_raw_fd();
-    let fds = ChildFds {
-        unix: UnixProcess {
-            pid: SELF_PLACEHOLDER,
-            ..UnixProcess::default()
-        },
-        record: 3,
-        socket: 100,
-        exec: 101,
-        cores: Some(CoreFds {
-            dir,
-            slot: cores.slot_fd(),
-            proc: 102,
-        }),
-    };
+    let fds = common::child_fds(Some(CoreFds {
+        dir,
+        slot: cores.slot_fd(),
+        proc: 102,
+    }));
     let exe = std::env::current_exe().expect("own path");
     let mut confinement = Confinement::new(&fds, &exe, Some(&cores)).expect("prepare");
-    // SAFETY: the child only makes system calls and exits; the harness's
-    // other thread holds no lock the child needs (it waits for this test).
-    let pid = unsafe { libc::fork() };
-    assert!(pid >= 0, "fork failed");
-    if pid == 0 {
+    let found = common::probe_in_child(|| {
         let mut found = 0;
         // SAFETY: plain system calls on NUL-terminated names; results are
         // only compared.
@@ -83,15 +71,10 @@ fn only_its_maps_and_new_files_in_the_core_directory() {
                 }
             }
         }
-        // SAFETY: ends the child without running the parent's destructors.
-        unsafe { libc::_exit(found) };
-    }
-    let mut status = 0;
-    // SAFETY: waits for our own child, writing its status into a local.
-    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "the child died: {status:#x}");
+        found
+    });
     assert_eq!(
-        libc::WEXITSTATUS(status),
+        found,
         MAPS_OPENED | STATUS_REFUSED | ROOT_REFUSED | CORE_CREATED | CORE_TRUNCATED | READ_REFUSED
     );
     assert_eq!(

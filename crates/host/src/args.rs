@@ -124,17 +124,7 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
             }
             "--mem" => {
                 const NAME: &str = "'--mem <MiB>'";
-                if cli.mem_mib.is_some() {
-                    return Err(usage(format!("the argument {NAME} cannot be used multiple times")));
-                }
-                // `--mem MiB`: the next argument, unless it is another option.
-                let value = match value {
-                    Some(value) => Some(value.to_string()),
-                    None => rest.next().filter(|next| !next.starts_with('-')),
-                };
-                let value = value
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| usage(format!("a value is required for {NAME} but none was supplied")))?;
+                let value = option_value(NAME, cli.mem_mib.is_some(), value, &mut rest).map_err(usage)?;
                 let mib = value
                     .parse::<u64>()
                     .map_err(|e| usage(format!("invalid value '{value}' for {NAME}: {e}")))?;
@@ -150,16 +140,7 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
             }
             "--dumpcore" => {
                 const NAME: &str = "'--dumpcore <DIR>'";
-                if cli.dumpcore.is_some() {
-                    return Err(usage(format!("the argument {NAME} cannot be used multiple times")));
-                }
-                let value = match value {
-                    Some(value) => Some(value.to_string()),
-                    None => rest.next().filter(|next| !next.starts_with('-')),
-                };
-                let value = value
-                    .filter(|v| !v.is_empty())
-                    .ok_or_else(|| usage(format!("a value is required for {NAME} but none was supplied")))?;
+                let value = option_value(NAME, cli.dumpcore.is_some(), value, &mut rest).map_err(usage)?;
                 cli.dumpcore = Some(value.into());
                 continue;
             }
@@ -179,6 +160,27 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
         *switch = true;
     }
     Ok(Parsed::Run(Box::new(Args { cli, devices, macs })))
+}
+
+/// The value of option `name` (`'--mem <MiB>'`): the part after `=`, or
+/// else the next argument unless it is another option; `seen` says the
+/// option came before. Errors as clap words them.
+fn option_value(
+    name: &str,
+    seen: bool,
+    value: Option<&str>,
+    rest: &mut impl Iterator<Item = String>,
+) -> Result<String, String> {
+    if seen {
+        return Err(format!("the argument {name} cannot be used multiple times"));
+    }
+    let value = match value {
+        Some(value) => Some(value.to_string()),
+        None => rest.next().filter(|next| !next.starts_with('-')),
+    };
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| format!("a value is required for {name} but none was supplied"))
 }
 
 /// A `--net:NAME=TAP`, `--block:NAME=FILE` or `--block-ro:NAME=FILE` flag.

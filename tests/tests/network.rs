@@ -64,6 +64,14 @@ fn fetch(server: &Server, path: &str, args: &[&str]) -> HttpResponse {
     HttpResponse::parse(&out.stdout)
 }
 
+/// `curl http://HOST_PORT/healthz` from this (the host's) namespace, as a
+/// user of `atoll run --publish` would.
+fn curl_healthz(host_port: &str) -> atoll_tests::Outcome {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--max-time", "10", &format!("http://{host_port}/healthz")]);
+    atoll_tests::run(curl)
+}
+
 /// Fails unless `/healthz` answers `ok` within 5 seconds.
 fn assert_healthy(server: &Server) {
     let start = Instant::now();
@@ -379,18 +387,10 @@ both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platfor
         l.contains("listening on http://").then_some(())
     });
 
-    let out = atoll_tests::run({
-        let mut curl = Command::new("curl");
-        curl.args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/healthz")]);
-        curl
-    });
+    let out = curl_healthz(&format!("127.0.0.1:{port}"));
     assert_eq!(out.stdout, "ok\n", "curl: {}", out.stderr);
     // [::1] reaches the guest over IPv6.
-    let out = atoll_tests::run({
-        let mut curl = Command::new("curl");
-        curl.args(["-sS", "--max-time", "10", &format!("http://[::1]:{port}/healthz")]);
-        curl
-    });
+    let out = curl_healthz(&format!("[::1]:{port}"));
     assert_eq!(out.stdout, "ok\n", "curl over IPv6: {}", out.stderr);
     assert!(!atoll.has_exited());
 
@@ -423,11 +423,7 @@ both_platforms!(atoll_run_publishes_two_ports, |platform| {
         });
     }
     for port in ports {
-        let out = atoll_tests::run({
-            let mut curl = Command::new("curl");
-            curl.args(["-sS", "--max-time", "10", &format!("http://127.0.0.1:{port}/healthz")]);
-            curl
-        });
+        let out = curl_healthz(&format!("127.0.0.1:{port}"));
         assert_eq!(out.stdout, "ok\n", "curl on port {port}: {}", out.stderr);
     }
     assert!(!atoll.has_exited());

@@ -12,11 +12,12 @@
 # examples/target/profile, so the ordinary slides build is left alone.
 #
 # Usage (root, after `cargo build --release -p atoll-cli -p atoll-hvt -p atoll-spt`):
-#   bench/profile-guest.sh [SECONDS] [PLATFORMS]     # default: 8 "hvt unix"
+#   bench/profile-guest.sh [SECONDS] [PLATFORMS] [CONNECTIONS]   # default: 8 "hvt unix" "1 16"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 seconds=${1:-8}
 platforms=${2:-hvt unix}
+levels=${3:-1 16}
 for tool in wrk ip; do
     command -v $tool >/dev/null || { echo "bench/profile-guest.sh: $tool is missing" >&2; exit 1; }
 done
@@ -54,7 +55,7 @@ for platform in $platforms; do
     # Long enough for the table of whatever came in while booting (the
     # host's own traffic on the TAP) to be out of the way.
     sleep 3
-    for connections in 1 16; do
+    for connections in $levels; do
         echo
         echo "== $platform, $connections connection(s), $seconds s"
         mark=$(wc -l <"$log")

@@ -11,6 +11,7 @@
 #   SERVER [OPTIONS] --stats --net:service=tap0 KERNEL -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1
 # with KERNEL from the environment (default: the release slides), so a
 # wrapper script that swaps the kernel argument compares kernels too.
+# WRK_THREADS overrides wrk's thread count.
 # `atoll-spt` with KERNEL a unix build runs the unix platform the same way
 # (`KERNEL=examples/target/x86_64-unknown-linux-gnu/release/slides`).
 #
@@ -20,7 +21,7 @@
 # e.g. bench/http-ab.sh 5 16 3 /tmp/before/atoll-hvt target/x86_64-unknown-linux-musl/release/atoll-hvt
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-[ $# -ge 4 ] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[ $# -ge 4 ] || { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 seconds=$1 connections=$2 rounds=$3
 shift 3
 for tool in wrk nginx ip curl; do
@@ -54,7 +55,7 @@ ip netns exec "$server_ns" ip link set lo up
 ip netns exec "$client_ns" ip addr add 10.88.0.2/24 dev "ab$$b"
 ip netns exec "$client_ns" ip link set "ab$$b" up
 
-threads=$(( connections < 2 ? connections : 2 ))
+threads=${WRK_THREADS:-$(( connections < 2 ? connections : 2 ))}
 ticks=$(getconf CLK_TCK)
 boot() { # tender [options] -> sets pid, waits for the site
     local tender=${1%%:*} options=

@@ -84,21 +84,43 @@ fn the_io_thread_serves_is_confined_and_the_doorbell_costs_no_exit() {
     assert_eq!(stats["doorbell_exits"], 0, "KVM takes the doorbell: {stats:?}");
 }
 
-/// The scheduler slice (ns) of every thread of `pid` but KVM's, by name,
-/// from `/proc/PID/task/TID/sched`.
+/// The scheduler slice (ns) of every thread of `pid` but KVM's, by name:
+/// `sched_getattr`'s runtime, which for a `SCHED_OTHER` thread is its
+/// slice (Linux 6.12+).
 fn slices(pid: u32) -> Vec<(String, u64)> {
     let mut slices = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the tender's tasks") {
         let path = task.expect("a task").path();
         let name = std::fs::read_to_string(path.join("comm")).expect("a task's name");
-        let sched = std::fs::read_to_string(path.join("sched")).expect("a task's scheduler state");
-        let slice = sched
-            .lines()
-            .find_map(|line| line.strip_prefix("se.slice"))
-            .and_then(|rest| rest.trim_start_matches([' ', ':']).trim().parse().ok())
-            .unwrap_or_else(|| panic!("no se.slice in {sched}"));
+        let tid: libc::pid_t = path
+            .file_name()
+            .and_then(|tid| tid.to_str()?.parse().ok())
+            .expect("a thread id");
+        let size = size_of::<libc::sched_attr>() as u32;
+        let mut attr = libc::sched_attr {
+            size,
+            sched_policy: 0,
+            sched_flags: 0,
+            sched_nice: 0,
+            sched_priority: 0,
+            sched_runtime: 0,
+            sched_deadline: 0,
+            sched_period: 0,
+        };
+        // SAFETY: sched_getattr writes at most `size` bytes, the length of
+        // `attr`, a live local; the result is checked.
+        let got = unsafe {
+            libc::syscall(
+                libc::SYS_sched_getattr,
+                tid,
+                &mut attr as *mut libc::sched_attr,
+                size,
+                0,
+            )
+        };
+        assert_eq!(got, 0, "sched_getattr({tid}): {}", std::io::Error::last_os_error());
         if !name.starts_with("kvm-") {
-            slices.push((name.trim().to_string(), slice));
+            slices.push((name.trim().to_string(), attr.sched_runtime));
         }
     }
     slices.sort();

@@ -13,24 +13,35 @@ use atoll_tests::Platform;
 
 const SLIDES: &str = "examples/slides";
 
-/// The threads of process `pid`: (name, seccomp mode) of each; KVM's own
-/// worker tasks (`kvm-nx-lpage-recovery`, which recent kernels attach to
-/// the process that made the VM) left out.
+/// The tasks of process `pid` (their `/proc/PID/task/TID` directory, and
+/// name), KVM's own worker tasks (`kvm-nx-lpage-recovery`, which recent
+/// kernels attach to the process that made the VM) left out.
+fn tender_tasks(pid: u32) -> Vec<(std::path::PathBuf, String)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the tender's tasks")
+        .map(|task| {
+            let path = task.expect("a task").path();
+            let name = std::fs::read_to_string(path.join("comm")).expect("a task's name");
+            (path, name.trim().to_string())
+        })
+        .filter(|(_, name)| !name.starts_with("kvm-"))
+        .collect()
+}
+
+/// The threads of process `pid`: (name, seccomp mode) of each.
 fn threads(pid: u32) -> Vec<(String, String)> {
-    let mut threads = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the tender's tasks") {
-        let status = std::fs::read_to_string(task.expect("a task").path().join("status")).expect("a task's status");
-        let field = |name: &str| {
-            status
+    let mut threads: Vec<(String, String)> = tender_tasks(pid)
+        .into_iter()
+        .map(|(path, name)| {
+            let status = std::fs::read_to_string(path.join("status")).expect("a task's status");
+            let seccomp = status
                 .lines()
-                .find_map(|line| line.strip_prefix(name))
+                .find_map(|line| line.strip_prefix("Seccomp:"))
                 .map(|value| value.trim().to_string())
-                .unwrap_or_default()
-        };
-        if !field("Name:").starts_with("kvm-") {
-            threads.push((field("Name:"), field("Seccomp:")));
-        }
-    }
+                .unwrap_or_default();
+            (name, seccomp)
+        })
+        .collect();
     threads.sort();
     threads
 }
@@ -86,43 +97,42 @@ fn the_io_thread_serves_is_confined_and_the_doorbell_costs_no_exit() {
 
 /// The scheduler slice (ns) of every thread of `pid` but KVM's, by name:
 /// `sched_getattr`'s runtime, which for a `SCHED_OTHER` thread is its
-/// slice (Linux 6.12+).
+/// slice (Linux 6.12+). Read through the kernel's interface, not the
+/// tender's own code, so the test checks what the scheduler holds.
 fn slices(pid: u32) -> Vec<(String, u64)> {
-    let mut slices = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("the tender's tasks") {
-        let path = task.expect("a task").path();
-        let name = std::fs::read_to_string(path.join("comm")).expect("a task's name");
-        let tid: libc::pid_t = path
-            .file_name()
-            .and_then(|tid| tid.to_str()?.parse().ok())
-            .expect("a thread id");
-        let size = size_of::<libc::sched_attr>() as u32;
-        let mut attr = libc::sched_attr {
-            size,
-            sched_policy: 0,
-            sched_flags: 0,
-            sched_nice: 0,
-            sched_priority: 0,
-            sched_runtime: 0,
-            sched_deadline: 0,
-            sched_period: 0,
-        };
-        // SAFETY: sched_getattr writes at most `size` bytes, the length of
-        // `attr`, a live local; the result is checked.
-        let got = unsafe {
-            libc::syscall(
-                libc::SYS_sched_getattr,
-                tid,
-                &mut attr as *mut libc::sched_attr,
+    let mut slices: Vec<(String, u64)> = tender_tasks(pid)
+        .into_iter()
+        .map(|(path, name)| {
+            let tid: libc::pid_t = path
+                .file_name()
+                .and_then(|tid| tid.to_str()?.parse().ok())
+                .expect("a thread id");
+            let size = size_of::<libc::sched_attr>() as u32;
+            let mut attr = libc::sched_attr {
                 size,
-                0,
-            )
-        };
-        assert_eq!(got, 0, "sched_getattr({tid}): {}", std::io::Error::last_os_error());
-        if !name.starts_with("kvm-") {
-            slices.push((name.trim().to_string(), attr.sched_runtime));
-        }
-    }
+                sched_policy: 0,
+                sched_flags: 0,
+                sched_nice: 0,
+                sched_priority: 0,
+                sched_runtime: 0,
+                sched_deadline: 0,
+                sched_period: 0,
+            };
+            // SAFETY: sched_getattr writes at most `size` bytes, the length
+            // of `attr`, a live local; the result is checked.
+            let got = unsafe {
+                libc::syscall(
+                    libc::SYS_sched_getattr,
+                    tid,
+                    &mut attr as *mut libc::sched_attr,
+                    size,
+                    0,
+                )
+            };
+            assert_eq!(got, 0, "sched_getattr({tid}): {}", std::io::Error::last_os_error());
+            (name, attr.sched_runtime)
+        })
+        .collect();
     slices.sort();
     slices
 }

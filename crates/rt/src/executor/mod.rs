@@ -334,13 +334,14 @@ impl TaskSlab {
     fn take(&mut self, id: TaskId) -> Option<Task> {
         let (index, generation) = Self::split(id);
         let slot = self.slots.get_mut(index)?;
-        if !matches!(slot, Slot::Idle { generation: g, .. } if *g == generation) {
-            return None;
+        match core::mem::replace(slot, Slot::Running) {
+            Slot::Idle { generation: g, task } if g == generation => Some(task),
+            // Free, running, or reused by a newer task: left as it was.
+            other => {
+                *slot = other;
+                None
+            }
         }
-        let Slot::Idle { task, .. } = core::mem::replace(slot, Slot::Running) else {
-            return None;
-        };
-        Some(task)
     }
 
     /// Puts task `id` (taken, or just spawned) back to wait for its next poll.

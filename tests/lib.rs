@@ -260,9 +260,12 @@ fn tools() -> &'static Tools {
         let release = repo_root().join("target/release");
         // `build-tender` links the tender against musl, in a directory of
         // its own (.cargo/config.toml); next to `atoll` is where `atoll run`
-        // looks first. Renamed into place: the old one may be running.
+        // looks first. Renamed into place: the old one may be running. The
+        // staging name is this process's own: scripts/test.sh runs two test
+        // binaries at once, and with one shared name one's rename could take
+        // the other's staged copy away from under it.
         let musl = repo_root().join("target/x86_64-unknown-linux-musl/release/atoll-hvt");
-        let staged = release.join(".atoll-hvt.new");
+        let staged = release.join(format!(".atoll-hvt.new.{}", std::process::id()));
         std::fs::copy(&musl, &staged).expect("cannot copy the musl atoll-hvt next to atoll");
         std::fs::rename(&staged, release.join("atoll-hvt")).expect("cannot put atoll-hvt next to atoll");
         Tools {

@@ -2,14 +2,15 @@
 //! move while the guest runs, the thread is confined like the vCPU thread,
 //! the guest's doorbell never reaches the tender as an exit, an idle server
 //! still sleeps, and `--net-poll-us=0` brings back the single-threaded
-//! tender. hvt only: the unix platform moves frames at its waits.
+//! tender. The unix platform moves frames at its waits, and polls in them
+//! (`--net-poll-us` too): its idle server must sleep as well.
 //!
 //! Needs root (namespaces, TAP devices), `/dev/kvm` and curl.
 
 use std::time::Duration;
 
 use atoll_tests::net::{Namespace, Server, STATIC_IPV4_ARGS, TAP};
-use atoll_tests::Platform;
+use atoll_tests::{both_platforms, Platform};
 
 const SLIDES: &str = "examples/slides";
 
@@ -188,16 +189,32 @@ fn with_no_polling_there_is_no_thread_and_every_burst_is_an_exit() {
     assert_eq!(stats["doorbell_exits"], 0, "{stats:?}");
 }
 
-#[test]
-fn an_idle_server_with_the_io_thread_burns_no_cpu() {
+/// User plus system CPU time of process `pid` and its children (atoll-spt's
+/// unikernel), in clock ticks.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let children: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("the process's tasks")
+        .map(|task| std::fs::read_to_string(task.expect("a task").path().join("children")).unwrap_or_default())
+        .map(|pids| {
+            pids.split_whitespace()
+                .map(|child| cpu_ticks(child.parse().expect("a child's pid")))
+                .sum::<u64>()
+        })
+        .sum();
+    cpu_ticks(pid) + children
+}
+
+// Both poll after traffic (the hvt guest and I/O thread, the unix
+// process's `wait`), and both must then sleep.
+both_platforms!(an_idle_server_burns_no_cpu_after_its_poll, |platform| {
     let ns = Namespace::with_tap();
-    let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
+    let server = Server::boot(platform, &ns, TAP, SLIDES, &[], &STATIC_IPV4_ARGS);
     fetch_many(&server, 5);
     let pid = server.process.pid();
     std::thread::sleep(Duration::from_millis(300));
-    let before = cpu_ticks(pid);
+    let before = tree_cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(2));
-    let used = cpu_ticks(pid) - before;
+    let used = tree_cpu_ticks(pid) - before;
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     assert!(
@@ -205,4 +222,22 @@ fn an_idle_server_with_the_io_thread_burns_no_cpu() {
         "{used} ticks of CPU in 2 s idle (at {hz} Hz): more than 5 %"
     );
     fetch_many(&server, 5);
+});
+
+#[test]
+fn a_unix_server_with_no_polling_sleeps_in_ppoll_and_serves() {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(
+        Platform::Unix,
+        &ns,
+        TAP,
+        SLIDES,
+        &["--stats", "--net-poll-us=0"],
+        &STATIC_IPV4_ARGS,
+    );
+    fetch_many(&server, 20);
+    let out = server.stop();
+    assert_eq!(out.status, Some(128 + 15), "{}", out.stderr);
+    let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
+    assert!(stats["waits"] >= 20, "{stats:?}");
 }

@@ -554,9 +554,12 @@ pub mod boot {
         /// exits), so the guest may poll its receive rings this many
         /// nanoseconds before making a `wait` hypercall, and rings
         /// [`crate::hypercall::NET_DOORBELL_PORT`] after queueing frames
-        /// instead of exiting. 0: frames move only at exits (the unix and
-        /// virtio platforms, a tender confined by its caller, or
-        /// `atoll-hvt --net-poll-us=0`).
+        /// instead of exiting. 0: frames move only at exits (the virtio
+        /// platform, a tender confined by its caller, or
+        /// `atoll-hvt --net-poll-us=0`). On the unix platform it is the
+        /// process's `--net-poll-us`: how long the runtime's own `wait`
+        /// polls the TAP devices before it sleeps (the app sees nothing of
+        /// it).
         pub net_poll_ns: u64,
     }
 

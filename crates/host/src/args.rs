@@ -22,6 +22,16 @@ pub const HVT_MEM_MIB: std::ops::RangeInclusive<u64> = 4..=4000;
 /// executable itself and for atoll-spt).
 pub const UNIX_MEM_MIB: std::ops::RangeInclusive<u64> = 4..=65536;
 
+/// The network poll atoll-hvt, atoll-spt and a unix executable accept
+/// (`--net-poll-us`, microseconds): how long the guest (and atoll-hvt's I/O
+/// thread), or the unix process, polls for frames before it sleeps.
+pub const NET_POLL_US: std::ops::RangeInclusive<u64> = 0..=10_000;
+
+/// `--net-poll-us` when not given. 200 µs: at 16 connections 50 left an hvt
+/// guest exiting 10× as often and serving a quarter fewer requests, and
+/// longer gained nothing certain (docs/PERFORMANCE.md).
+pub const DEFAULT_NET_POLL_US: u64 = 200;
+
 /// The help text about devices and exit statuses, for `after_help`.
 pub const AFTER_HELP: &str = "Devices: --net:NAME=TAP attaches TAP device TAP as the kernel's network device NAME \
      (--net-mac:NAME=MAC sets its MAC address);\n\
@@ -61,6 +71,9 @@ pub struct UnixCli {
     /// On a fault or panic, write an ELF core file into this directory
     /// (`--dumpcore=DIR`, as atoll-hvt's).
     pub dumpcore: Option<std::path::PathBuf>,
+    /// How long `wait` polls the TAP devices before it sleeps, in
+    /// microseconds (`--net-poll-us`; [`DEFAULT_NET_POLL_US`] if absent).
+    pub net_poll_us: Option<u64>,
     /// `--stats`, `--no-sandbox`, `--raw-console` and the boot arguments after `--`.
     pub common: Common,
 }
@@ -79,21 +92,23 @@ Arguments:
   [ARGS]...  Boot arguments passed to the unikernel
 
 Options:
-      --mem <MiB>       Bound the process's memory (its address space) to this many MiB, as a guest's is bounded by its VM. \
-Unbounded if absent
-      --dumpcore <DIR>  On a fault or panic, write an ELF core file into DIR (named PROGRAM.PID.core) for `gdb \
+      --mem <MiB>         Bound the process's memory (its address space) to this many MiB, as a guest's is bounded by its \
+VM. Unbounded if absent
+      --net-poll-us <US>  How long the process polls its network devices for frames before it sleeps, in microseconds \
+(0: it sleeps at once) [default: 200]
+      --dumpcore <DIR>    On a fault or panic, write an ELF core file into DIR (named PROGRAM.PID.core) for `gdb \
 PROGRAM CORE`; the report says where
-      --stats           Print one line of statistics (exits or waits, time, memory) to stderr at exit
-      --no-sandbox      Do not confine the process with seccomp (for debugging with gdb, perf, valgrind)
-      --raw-console     Pass the unikernel's console output through byte for byte. By default control characters other \
-than newline and tab (terminal escape sequences) are shown escaped, e.g. `\\x1b`
-  -h, --help            Print help
-  -V, --version         Print version
+      --stats             Print one line of statistics (exits or waits, time, memory) to stderr at exit
+      --no-sandbox        Do not confine the process with seccomp (for debugging with gdb, perf, valgrind)
+      --raw-console       Pass the unikernel's console output through byte for byte. By default control characters \
+other than newline and tab (terminal escape sequences) are shown escaped, e.g. `\\x1b`
+  -h, --help              Print help
+  -V, --version           Print version
 
 ";
 
 /// Parses the unix executable's `argv` (without the program name) for the
-/// program `program`, by hand: five options do not warrant linking clap into
+/// program `program`, by hand: six options do not warrant linking clap into
 /// every unix unikernel. Errors are one line, worded as clap words them.
 pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, String> {
     let (rest, devices, macs) = split_devices(argv)?;
@@ -125,17 +140,13 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
             "--mem" => {
                 const NAME: &str = "'--mem <MiB>'";
                 let value = option_value(NAME, cli.mem_mib.is_some(), value, &mut rest).map_err(usage)?;
-                let mib = value
-                    .parse::<u64>()
-                    .map_err(|e| usage(format!("invalid value '{value}' for {NAME}: {e}")))?;
-                if !UNIX_MEM_MIB.contains(&mib) {
-                    return Err(usage(format!(
-                        "invalid value '{value}' for {NAME}: {mib} is not in {}..={}",
-                        UNIX_MEM_MIB.start(),
-                        UNIX_MEM_MIB.end()
-                    )));
-                }
-                cli.mem_mib = Some(mib);
+                cli.mem_mib = Some(number_in(NAME, &value, UNIX_MEM_MIB).map_err(usage)?);
+                continue;
+            }
+            "--net-poll-us" => {
+                const NAME: &str = "'--net-poll-us <US>'";
+                let value = option_value(NAME, cli.net_poll_us.is_some(), value, &mut rest).map_err(usage)?;
+                cli.net_poll_us = Some(number_in(NAME, &value, NET_POLL_US).map_err(usage)?);
                 continue;
             }
             "--dumpcore" => {
@@ -160,6 +171,22 @@ pub fn parse_unix(program: &str, argv: Vec<String>) -> Result<Parsed<UnixCli>, S
         *switch = true;
     }
     Ok(Parsed::Run(Box::new(Args { cli, devices, macs })))
+}
+
+/// `value` of option `name` as a number in `range`. Errors as clap words
+/// them.
+fn number_in(name: &str, value: &str, range: std::ops::RangeInclusive<u64>) -> Result<u64, String> {
+    let number = value
+        .parse::<u64>()
+        .map_err(|e| format!("invalid value '{value}' for {name}: {e}"))?;
+    if !range.contains(&number) {
+        return Err(format!(
+            "invalid value '{value}' for {name}: {number} is not in {}..={}",
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(number)
 }
 
 /// The value of option `name` (`'--mem <MiB>'`): the part after `=`, or
@@ -443,6 +470,11 @@ mod tests {
         }
         assert!(run(&["--dumpcore"]).is_err());
         assert!(run(&["--dumpcore=a", "--dumpcore=b"]).is_err());
+        assert_eq!(run(&[]).unwrap().cli.net_poll_us, None);
+        assert_eq!(run(&["--net-poll-us=0"]).unwrap().cli.net_poll_us, Some(0));
+        assert_eq!(run(&["--net-poll-us", "10000"]).unwrap().cli.net_poll_us, Some(10_000));
+        // The help's default is the one the platform uses.
+        assert!(UNIX_HELP.contains(&format!("[default: {DEFAULT_NET_POLL_US}]")));
         // After `--`, a `--help` is a boot argument.
         assert_eq!(run(&["--", "--help"]).unwrap().cli.common.args, ["--help"]);
     }
@@ -485,6 +517,14 @@ mod tests {
             (
                 &["--stats", "--stats"],
                 "the argument '--stats' cannot be used multiple times",
+            ),
+            (
+                &["--net-poll-us=10001"],
+                "invalid value '10001' for '--net-poll-us <US>': 10001 is not in 0..=10000",
+            ),
+            (
+                &["--net-poll-us=-1"],
+                "invalid value '-1' for '--net-poll-us <US>': invalid digit found in string",
             ),
             (&["--frob"], "unexpected argument '--frob' found"),
             (&["-x"], "unexpected argument '-x' found"),

@@ -150,11 +150,12 @@ pub fn no_exec() -> Result<SeccompCondition, seccompiler::BackendError> {
     )
 }
 
-/// Calls every confined process may make with any arguments: sleeping in
-/// `wait`, clocks (when the vDSO falls back to the syscall), heap memory,
+/// Calls every confined process may make with any arguments: polling
+/// (`sched_yield` gives way between looks) and sleeping in `wait`, clocks (when the vDSO falls back to the syscall), heap memory,
 /// statistics, signal handling and exiting.
-pub const COMMON_ALLOWED: [i64; 12] = [
+pub const COMMON_ALLOWED: [i64; 13] = [
     libc::SYS_ppoll,
+    libc::SYS_sched_yield,
     libc::SYS_clock_gettime,
     libc::SYS_munmap,
     libc::SYS_mremap,

@@ -37,13 +37,11 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(atoll_host::args::HVT_MEM_MIB))]
     pub mem_mib: u64,
-    // 200 µs: at 16 connections 50 left the guest exiting 10× as often
-    // and serving a quarter fewer requests (docs/PERFORMANCE.md).
     /// How long the guest and the tender's I/O thread poll the network
     /// rings after the last frame before they sleep, in microseconds (0: no
     /// I/O thread; frames move only at the guest's exits).
-    #[arg(long = "net-poll-us", value_name = "US", default_value_t = 200,
-          value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    #[arg(long = "net-poll-us", value_name = "US", default_value_t = atoll_host::args::DEFAULT_NET_POLL_US,
+          value_parser = clap::value_parser!(u64).range(atoll_host::args::NET_POLL_US))]
     pub net_poll_us: u64,
     /// On a guest fault or panic, write an ELF core file into DIR (named
     /// KERNEL.PID.core) for `gdb KERNEL CORE`; the report says where.

@@ -115,8 +115,7 @@ fn filter(
             .map(|request| SeccompRule::new(vec![eq(0, vcpu)?, request_is(request)?]))
             .collect::<Result<_, _>>()?,
     );
-    // sched_yield: the I/O thread's poll gives way to runnable threads.
-    for call in [libc::SYS_mincore, libc::SYS_close, libc::SYS_sched_yield] {
+    for call in [libc::SYS_mincore, libc::SYS_close] {
         rules.insert(call, vec![]);
     }
     SeccompFilter::new(

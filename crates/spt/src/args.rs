@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long = "mem", value_name = "MiB", default_value_t = 32,
           value_parser = clap::value_parser!(u64).range(atoll_host::args::UNIX_MEM_MIB))]
     pub mem_mib: u64,
+    /// How long the process polls its network devices for frames before
+    /// it sleeps, in microseconds (0: it sleeps at once).
+    #[arg(long = "net-poll-us", value_name = "US", default_value_t = atoll_host::args::DEFAULT_NET_POLL_US,
+          value_parser = clap::value_parser!(u64).range(atoll_host::args::NET_POLL_US))]
+    pub net_poll_us: u64,
     /// On a fault or panic, write an ELF core file into DIR (named
     /// PROGRAM.PID.core) for `gdb EXECUTABLE CORE`; the report says where.
     #[arg(long = "dumpcore", value_name = "DIR")]

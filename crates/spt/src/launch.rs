@@ -261,6 +261,7 @@ fn write_record(
     let mut boot = BootInfo::new_zeroed();
     boot.abi_version = ABI_VERSION;
     boot.mem_size = args.cli.mem_mib << 20;
+    boot.net_poll_ns = args.cli.net_poll_us * 1000;
     boot.device_count = count as u32;
     boot.devices[..count].copy_from_slice(&attached.infos[..count]);
     boot.cmdline_len = cmdline.len() as u64;

@@ -142,6 +142,7 @@ fn set_up(program: &str, argv: Vec<String>, stack_top: u64) -> Result<(), Stop> 
     let mut info = BootInfo::new_zeroed();
     info.abi_version = ABI_VERSION;
     info.mem_size = mem_size;
+    info.net_poll_ns = args.cli.net_poll_us.unwrap_or(atoll_host::args::DEFAULT_NET_POLL_US) * 1000;
     info.device_count = attached.infos.len() as u32;
     info.devices[..attached.infos.len().min(MAX_DEVICES)].copy_from_slice(&attached.infos);
     info.argc = common.args.len() as u64;

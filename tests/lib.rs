@@ -498,6 +498,47 @@ pub fn assert_stopped_by_tender(out: &Outcome, mode: &str, message: &str) {
     );
 }
 
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from its closing parenthesis.
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// utime + stime of process `pid` (all its threads) and of its
+/// descendants, in clock ticks: atoll-spt runs the unikernel as its child,
+/// nginx does its work in a worker. `None` if `pid` is gone.
+pub fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    let parent_of = |text: &str| -> Option<u32> {
+        // Field 4, counted from the command name's closing parenthesis.
+        text[text.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
+    };
+    let all: Vec<(u32, String)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| Some((p, stat(p)?)))
+        .collect();
+    let mut tree = vec![pid];
+    let mut total = parse_cpu_ticks(&stat(pid)?)?;
+    let mut i = 0;
+    while i < tree.len() {
+        for (child, text) in &all {
+            if parent_of(text) == Some(tree[i]) && !tree.contains(child) {
+                tree.push(*child);
+                total += parse_cpu_ticks(text).unwrap_or(0);
+            }
+        }
+        i += 1;
+    }
+    Some(total)
+}
+
 /// The fields of the tender's (or unix executable's) `stats:` line on standard error, by name.
 pub fn stats(stderr: &str) -> Option<HashMap<String, u64>> {
     let line = stderr.lines().find_map(|l| l.strip_prefix("stats: "))?;
@@ -522,6 +563,15 @@ mod tests {
         assert_eq!(fields["guest_resident_kib"], 96);
         assert_eq!(stats("no stats here\n"), None);
         assert_eq!(stats("stats: exits=lots\n"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_skip_a_command_name_with_spaces() {
+        let stat = "4242 (atoll hvt) S 1 4242 4242 0 -1 4194560 500 0 0 0 17 5 0 0 20 0 3 0 123 4096 100";
+        assert_eq!(parse_cpu_ticks(stat), Some(22));
+        assert_eq!(parse_cpu_ticks("4242 (x"), None);
+        // This process, with no children, has its own time.
+        assert!(tree_cpu_ticks(std::process::id()).is_some());
     }
 
     #[test]

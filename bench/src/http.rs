@@ -198,23 +198,10 @@ fn stop_for_exits(server: Server) -> Result<Option<u64>, String> {
     Ok(stats.get("exits").copied())
 }
 
-/// utime + stime of process `pid`, in clock ticks.
+/// utime + stime of process `pid` and its descendants (atoll-spt's
+/// unikernel is its child), in clock ticks.
 fn cpu_ticks(pid: u32) -> Result<u64, String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_err(|e| format!("cannot read /proc/{pid}/stat: {e}"))?;
-    parse_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat: {stat:?}"))
-}
-
-/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command
-/// name (field 2) may hold spaces and parentheses, so fields are counted
-/// from its closing parenthesis.
-pub(crate) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // after_name starts at field 3 (state).
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    atoll_tests::tree_cpu_ticks(pid).ok_or_else(|| format!("cannot read the CPU time of process {pid}"))
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux in practice).
@@ -483,12 +470,5 @@ Transfer/sec:     14.85MB
         assert_eq!(duration_us("1.00m"), Some(60e6));
         assert_eq!(duration_us("3.0xs"), None);
         assert_eq!(duration_us("fast"), None);
-    }
-
-    #[test]
-    fn cpu_ticks_skip_a_command_name_with_spaces() {
-        let stat = "4242 (atoll hvt) S 1 4242 4242 0 -1 4194560 500 0 0 0 17 5 0 0 20 0 3 0 123 4096 100";
-        assert_eq!(parse_cpu_ticks(stat), Some(22));
-        assert_eq!(parse_cpu_ticks("4242 (x"), None);
     }
 }

@@ -35,9 +35,9 @@ use std::time::{Duration, Instant};
 
 use atoll_tests::net::{Background, Namespace, LISTEN_TIMEOUT, STATIC_IPV4_ARGS, TAP};
 use atoll_tests::tls::{Ca, KeyType};
-use atoll_tests::Platform;
+use atoll_tests::{tree_cpu_ticks, Platform};
 
-use crate::http::{clock_ticks_per_s, parse_cpu_ticks, parse_wrk, Wrk, NGINX_CIDR, NGINX_CLIENT_CIDR};
+use crate::http::{clock_ticks_per_s, parse_wrk, Wrk, NGINX_CIDR, NGINX_CLIENT_CIDR};
 
 const SLIDES: &str = "examples/slides";
 const TLS_CRYPTO: &str = "tests/guests/tls-crypto";
@@ -293,35 +293,6 @@ pub fn run(duration_s: u32, clients: u32, opt3: bool) -> Result<String, String> 
         page.len(),
         &sizes,
     ))
-}
-
-/// utime + stime of process `pid` (all its threads) and of its
-/// descendants, in clock ticks: atoll-spt runs the unikernel as its child,
-/// nginx does its work in a worker.
-fn tree_cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
-    let parent_of = |text: &str| -> Option<u32> {
-        // Field 4, counted from the command name's closing parenthesis.
-        text[text.rfind(')')? + 1..].split_whitespace().nth(1)?.parse().ok()
-    };
-    let all: Vec<(u32, String)> = std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(|p| Some((p, stat(p)?)))
-        .collect();
-    let mut tree = vec![pid];
-    let mut total = parse_cpu_ticks(&stat(pid)?)?;
-    let mut i = 0;
-    while i < tree.len() {
-        for (child, text) in &all {
-            if parent_of(text) == Some(tree[i]) && !tree.contains(child) {
-                tree.push(*child);
-                total += parse_cpu_ticks(text).unwrap_or(0);
-            }
-        }
-        i += 1;
-    }
-    Some(total)
 }
 
 fn describe(load: Load, clients: u32) -> String {

@@ -47,19 +47,6 @@ fn threads(pid: u32) -> Vec<(String, String)> {
     threads
 }
 
-/// User plus system CPU time of process `pid`, all threads, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the tender's stat");
-    // Fields after the parenthesised name; utime and stime are 14 and 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .expect("a stat line")
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
 /// Fetches `/` `count` times over one connection (curl reuses it).
 fn fetch_many(server: &Server<'_>, count: usize) {
     let url = server.url("/");
@@ -189,21 +176,6 @@ fn with_no_polling_there_is_no_thread_and_every_burst_is_an_exit() {
     assert_eq!(stats["doorbell_exits"], 0, "{stats:?}");
 }
 
-/// User plus system CPU time of process `pid` and its children (atoll-spt's
-/// unikernel), in clock ticks.
-fn tree_cpu_ticks(pid: u32) -> u64 {
-    let children: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .expect("the process's tasks")
-        .map(|task| std::fs::read_to_string(task.expect("a task").path().join("children")).unwrap_or_default())
-        .map(|pids| {
-            pids.split_whitespace()
-                .map(|child| cpu_ticks(child.parse().expect("a child's pid")))
-                .sum::<u64>()
-        })
-        .sum();
-    cpu_ticks(pid) + children
-}
-
 // Both poll after traffic (the hvt guest and I/O thread, the unix
 // process's `wait`), and both must then sleep.
 both_platforms!(an_idle_server_burns_no_cpu_after_its_poll, |platform| {
@@ -212,9 +184,9 @@ both_platforms!(an_idle_server_burns_no_cpu_after_its_poll, |platform| {
     fetch_many(&server, 5);
     let pid = server.process.pid();
     std::thread::sleep(Duration::from_millis(300));
-    let before = tree_cpu_ticks(pid);
+    let before = atoll_tests::tree_cpu_ticks(pid).expect("the server's CPU time");
     std::thread::sleep(Duration::from_secs(2));
-    let used = tree_cpu_ticks(pid) - before;
+    let used = atoll_tests::tree_cpu_ticks(pid).expect("the server's CPU time") - before;
     // SAFETY: sysconf has no preconditions.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
     assert!(

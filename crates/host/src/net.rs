@@ -472,6 +472,9 @@ mod tests {
     fn the_polling_flag_reaches_the_ring() {
         let (device, mem, _peer) = new_device();
         let devices = NetDevices { devices: vec![device] };
+        // What the unix platform's wait polls for.
+        assert!(devices.any_attached());
+        assert!(!NetDevices::default().any_attached());
         devices.set_polling(true, &mem).unwrap();
         assert_eq!(u32_at(&mem, RING + TENDER_POLLING), 1);
         devices.set_polling(false, &mem).unwrap();
@@ -550,6 +553,12 @@ impl NetDevices {
             }
         }
         Ok(ready)
+    }
+
+    /// Whether any device has rings attached: whether there is anything
+    /// to poll.
+    pub fn any_attached(&self) -> bool {
+        self.devices.iter().any(|d| d.ring.is_some())
     }
 
     /// Frames moved so far, both ways, on every device: a poller's sign

@@ -151,8 +151,9 @@ pub fn no_exec() -> Result<SeccompCondition, seccompiler::BackendError> {
 }
 
 /// Calls every confined process may make with any arguments: polling
-/// (`sched_yield` gives way between looks) and sleeping in `wait`, clocks (when the vDSO falls back to the syscall), heap memory,
-/// statistics, signal handling and exiting.
+/// (`sched_yield` gives way between looks) and sleeping in `wait`, clocks
+/// (when the vDSO falls back to the syscall), heap memory, statistics,
+/// signal handling and exiting.
 pub const COMMON_ALLOWED: [i64; 13] = [
     libc::SYS_ppoll,
     libc::SYS_sched_yield,

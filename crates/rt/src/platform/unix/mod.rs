@@ -224,7 +224,13 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
             if ready_set != 0 || timeout_ns == 0 {
                 return Ok(ready_set);
             }
-            let poll_ns = boot().info.net_poll_ns.min(timeout_ns);
+            // No rings, nothing to poll for: an app without a network
+            // sleeps at once, as on hvt (whose tender then polls 0).
+            let poll_ns = if net.any_attached() {
+                boot().info.net_poll_ns.min(timeout_ns)
+            } else {
+                0
+            };
             let started = monotonic_ns();
             while monotonic_ns().saturating_sub(started) < poll_ns {
                 // Gives way to any runnable thread (the client, on a busy

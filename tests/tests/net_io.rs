@@ -197,7 +197,7 @@ both_platforms!(an_idle_server_burns_no_cpu_after_its_poll, |platform| {
 });
 
 #[test]
-fn a_unix_server_with_no_polling_sleeps_in_ppoll_and_serves() {
+fn a_unix_server_with_no_polling_serves() {
     let ns = Namespace::with_tap();
     let server = Server::boot(
         Platform::Unix,

@@ -11,7 +11,8 @@
 #   SERVER [OPTIONS] --stats --net:service=tap0 KERNEL -- --ipv4=10.77.0.2/24 --ipv4-gateway=10.77.0.1
 # with KERNEL from the environment (default: the release slides), so a
 # wrapper script that swaps the kernel argument compares kernels too.
-# WRK_THREADS overrides wrk's thread count.
+# WRK_THREADS overrides wrk's thread count; MTU sets the TAP device's and the
+# veth pair's MTU alike (the guest takes its TAP device's, up to 9000).
 # `atoll-spt` with KERNEL a unix build runs the unix platform the same way
 # (`KERNEL=examples/target/x86_64-unknown-linux-gnu/release/slides`).
 #
@@ -54,6 +55,11 @@ ip netns exec "$server_ns" ip link set "ab$$a" up
 ip netns exec "$server_ns" ip link set lo up
 ip netns exec "$client_ns" ip addr add 10.88.0.2/24 dev "ab$$b"
 ip netns exec "$client_ns" ip link set "ab$$b" up
+if [ -n "${MTU:-}" ]; then
+    ip netns exec "$tap_ns" ip link set tap0 mtu "$MTU"
+    ip netns exec "$server_ns" ip link set "ab$$a" mtu "$MTU"
+    ip netns exec "$client_ns" ip link set "ab$$b" mtu "$MTU"
+fi
 
 threads=${WRK_THREADS:-$(( connections < 2 ? connections : 2 ))}
 ticks=$(getconf CLK_TCK)

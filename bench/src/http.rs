@@ -72,8 +72,10 @@ struct Idle {
     seconds: f64,
 }
 
-/// Runs the benchmark and returns the markdown report.
-pub fn run(duration_s: u32) -> Result<String, String> {
+/// Runs the benchmark with every link (the unikernel's TAP device, nginx's
+/// veth pair) at MTU `mtu`, and returns the markdown report.
+pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
+    let mtu_text = mtu.to_string();
     let mut sizes_kib = Vec::new();
     for platform in PLATFORMS {
         let kernel = atoll_tests::guest(platform, SLIDES);
@@ -92,6 +94,7 @@ pub fn run(duration_s: u32) -> Result<String, String> {
         // A namespace per setup, so none sees another's leftovers
         // (neighbour entries, sockets in TIME_WAIT).
         let ns = Namespace::with_tap();
+        ns.ip(&["link", "set", TAP, "mtu", &mtu_text]);
         // Baseline: boot, idle, stop. Its exits are subtracted from each
         // load level's, and its CPU use is the idle figure.
         eprintln!("atoll-bench: baseline boot on {setup}, idle for {idle_window:?}");
@@ -156,6 +159,8 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     let client = Namespace::create();
     let server_ns = Namespace::create();
     client.add_veth(&server_ns, NGINX_CLIENT_CIDR, NGINX_CIDR);
+    client.ip(&["link", "set", "veth0", "mtu", &mtu_text]);
+    server_ns.ip(&["link", "set", "veth1", "mtu", &mtu_text]);
     let nginx = start_nginx(&server_ns, &client, www.path(), &page)?;
     for &connections in &CONNECTIONS {
         eprintln!("atoll-bench: nginx, {connections} connections");
@@ -169,7 +174,7 @@ pub fn run(duration_s: u32) -> Result<String, String> {
     }
     drop(nginx);
 
-    Ok(report(&rows, duration_s, page.len(), &sizes_kib, &idles))
+    Ok(report(&rows, duration_s, mtu, page.len(), &sizes_kib, &idles))
 }
 
 fn boot<'ns>(platform: Platform, ns: &'ns Namespace, options: &[&str]) -> Result<Server<'ns>, String> {
@@ -351,7 +356,14 @@ pub(crate) fn start_nginx(ns: &Namespace, client: &Namespace, dir: &Path, page: 
     }
 }
 
-fn report(rows: &[Row], duration_s: u32, page_bytes: usize, sizes_kib: &[(Platform, u64)], idles: &[Idle]) -> String {
+fn report(
+    rows: &[Row],
+    duration_s: u32,
+    mtu: u32,
+    page_bytes: usize,
+    sizes_kib: &[(Platform, u64)],
+    idles: &[Idle],
+) -> String {
     let ms = |us: f64| format!("{:.2} ms", us / 1000.0);
     let mut out = String::new();
     let _ = writeln!(
@@ -398,14 +410,16 @@ fn report(rows: &[Row], duration_s: u32, page_bytes: usize, sizes_kib: &[(Platfo
         "wrk: {duration_s} s per level, threads = min(2, connections), `--latency`, run inside the server's \
          network namespace; a fresh boot per level; exits/request = (exits of that boot − exits of a baseline \
          boot idle as long) / requests (hvt only: a unix process has no VM exits). nginx: 1 worker, access log \
-         off, over a veth pair. Executables: {}.",
+         off, over a veth pair. MTU {mtu} on the TAP device and the veth pair. Executables: {}.",
         sizes.join(", ")
     );
-    let command = if duration_s == 5 {
-        "cargo run --release -p atoll-bench -- http".to_owned()
-    } else {
-        format!("cargo run --release -p atoll-bench -- http --duration-s {duration_s}")
-    };
+    let mut command = "cargo run --release -p atoll-bench -- http".to_owned();
+    if duration_s != 5 {
+        let _ = write!(command, " --duration-s {duration_s}");
+    }
+    if mtu != atoll_abi::net::DEFAULT_MTU {
+        let _ = write!(command, " --mtu {mtu}");
+    }
     let _ = write!(out, "\n{}", crate::footer(&command));
     out
 }

@@ -87,6 +87,10 @@ enum Bench {
         /// Seconds of load per concurrency level.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=600))]
         duration_s: u32,
+        /// MTU of the unikernel's TAP device and of nginx's veth pair alike
+        /// (9000: jumbo frames, which the guest takes from its TAP device).
+        #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=9000))]
+        mtu: u32,
     },
     /// Memory per open connection of examples/slides on hvt and unix,
     /// against nginx (needs root and nginx).
@@ -166,7 +170,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Boot { runs, also_tender } => boot(runs, &also_tender),
-        Bench::Http { duration_s } => http::run(duration_s).map(|report| print!("{report}")),
+        Bench::Http { duration_s, mtu } => http::run(duration_s, mtu).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
         Bench::Tls {

@@ -111,6 +111,29 @@ both_platforms!(ping_gets_replies, |platform| {
     );
 });
 
+// The guest takes the TAP device's MTU (up to 9000): an 8000-byte echo,
+// not fragmented, is one 8042-byte frame each way, and a page crosses in
+// one frame (and its ACK rides on the next request) instead of two.
+both_platforms!(a_jumbo_tap_carries_jumbo_frames, |platform| {
+    let ns = Namespace::with_tap();
+    let set = ns.run("ip", ["link", "set", TAP, "mtu", "9000"]);
+    assert_eq!(set.status, Some(0), "{}", set.stderr);
+    let server = slides(platform, &ns);
+    let out = ns.run(
+        "ping",
+        ["-c", "3", "-i", "0.2", "-W", "2", "-M", "do", "-s", "8000", GUEST_ADDR],
+    );
+    assert!(
+        out.stdout.contains("3 packets transmitted, 3 received"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    let title = fetch(&server, "/", &[]);
+    assert_eq!(title.status, 200);
+    assert!(title.body.contains("<h1"), "{title:?}");
+});
+
 both_platforms!(pages_stylesheet_health_and_not_found, |platform| {
     let ns = Namespace::with_tap();
     let server = slides(platform, &ns);

@@ -410,7 +410,9 @@ pub mod net {
 
     /// Slots per direction.
     pub const RING_SLOTS: u32 = 256;
-    /// Bytes per frame buffer: a [`MAX_FRAME`]-byte frame plus slack.
+    /// Bytes per frame buffer at the [`DEFAULT_MTU`]: a [`MAX_FRAME`]-byte
+    /// frame plus slack. A device of a larger MTU needs
+    /// [`frame_buffer_size`] bytes per slot.
     pub const FRAME_BUFFER_SIZE: u32 = 2048;
     /// Bytes of an Ethernet header (destination, source, EtherType). The
     /// MTU counts what follows it; smoltcp's Ethernet MTU includes it.
@@ -419,8 +421,13 @@ pub mod net {
     pub const VLAN_TAG_LEN: u32 = 4;
     /// Shortest frame: an Ethernet header.
     pub const MIN_FRAME: u32 = ETHERNET_HEADER_LEN;
-    /// The MTU the tender reports for TAP devices, in bytes.
+    /// The MTU the tenders report for a TAP device whose own they cannot
+    /// read, and the virtio platform's, in bytes.
     pub const DEFAULT_MTU: u32 = 1500;
+    /// The largest MTU the tenders report (ABI 5): a TAP device's own MTU
+    /// up to this, so jumbo frames carry a whole HTTP response in one
+    /// frame. A larger TAP MTU is reported as this.
+    pub const MAX_MTU: u32 = 9000;
     /// Longest frame on a device of MTU `mtu`: the payload, an Ethernet
     /// header and a VLAN tag. A longer queued frame stops the guest.
     pub const fn max_frame(mtu: u32) -> u32 {
@@ -429,6 +436,19 @@ pub mod net {
     /// Longest frame at [`DEFAULT_MTU`]: 1518 bytes.
     pub const MAX_FRAME: u32 = max_frame(DEFAULT_MTU);
     const _: () = assert!(MAX_FRAME <= FRAME_BUFFER_SIZE);
+    /// Bytes each slot's buffer must hold on a device of MTU `mtu` (as the
+    /// boot info reports it): [`max_frame`] rounded up to a KiB, at least
+    /// [`FRAME_BUFFER_SIZE`]. The tender writes no longer frame into an rx
+    /// slot.
+    pub const fn frame_buffer_size(mtu: u32) -> u32 {
+        let mtu = if mtu < MAX_MTU { mtu } else { MAX_MTU };
+        let needed = max_frame(mtu).next_multiple_of(1024);
+        if needed > FRAME_BUFFER_SIZE {
+            needed
+        } else {
+            FRAME_BUFFER_SIZE
+        }
+    }
 
     /// One frame slot.
     #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use std::mem::offset_of;
 
-use atoll_abi::net::{max_frame, NetRing, NetSlot, DEFAULT_MTU, FRAME_BUFFER_SIZE, MIN_FRAME, RING_SLOTS};
+use atoll_abi::net::{frame_buffer_size, max_frame, NetRing, NetSlot, DEFAULT_MTU, MAX_MTU, MIN_FRAME, RING_SLOTS};
 use zerocopy::{FromZeros, IntoBytes};
 
 use crate::guest_fault::{AccessError, GuestFault};
@@ -132,7 +132,11 @@ impl NetDevice {
                 source,
             },
         };
-        Ok(NetDevice::with_backend(index, name, open_tap(tap).map_err(error)?, mac))
+        let file = open_tap(tap).map_err(error)?;
+        Ok(NetDevice {
+            mtu: tap_mtu(tap),
+            ..NetDevice::with_backend(index, name, file, mac)
+        })
     }
 
     /// A device whose TAP device another process opened and handed over
@@ -241,7 +245,7 @@ impl NetDevice {
         while free > 0 {
             let slot = self.slot(mem, ring + RX_SLOTS_OFFSET, self.rx_head)?;
             let received = mem
-                .receive_frame(slot.addr.0, FRAME_BUFFER_SIZE as usize, &self.tap)
+                .receive_frame(slot.addr.0, frame_buffer_size(self.mtu) as usize, &self.tap)
                 .map_err(self.frame_buffer())?;
             let len = match received {
                 Ok(0) => break,
@@ -282,7 +286,7 @@ impl NetDevice {
         let mut slot = NetSlot::new_zeroed();
         mem.read(self.slot_addr(slots, index), slot.as_mut_bytes())
             .map_err(GuestFault::memory("rings"))?;
-        mem.check_writable(slot.addr.0, u64::from(FRAME_BUFFER_SIZE))
+        mem.check_writable(slot.addr.0, u64::from(frame_buffer_size(self.mtu)))
             .map_err(self.frame_buffer())?;
         Ok(slot)
     }
@@ -345,6 +349,36 @@ pub fn open_tap(name: &str) -> io::Result<File> {
     Ok(tap)
 }
 
+/// The MTU to report for TAP device `name`: its own (`SIOCGIFMTU`), up to
+/// [`MAX_MTU`] (the guest's buffers are sized for what is reported, and a
+/// 9000-byte jumbo frame already carries a whole page); [`DEFAULT_MTU`] if
+/// it cannot be read.
+pub fn tap_mtu(name: &str) -> u32 {
+    let Ok(socket) = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return DEFAULT_MTU;
+    };
+    // SAFETY: an all-zero ifreq is a valid value (integers and arrays).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (at most IFNAMSIZ -
+    // 1 bytes were copied into the zeroed array) and writes `ifru_mtu` of
+    // `ifr`, a live ifreq; `socket` is an open socket. The result is checked.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU as _, &mut ifr) };
+    if rc < 0 {
+        return DEFAULT_MTU;
+    }
+    // SAFETY: SIOCGIFMTU succeeded, so it wrote the union's `ifru_mtu`.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).map_or(DEFAULT_MTU, |mtu| mtu.min(MAX_MTU))
+}
+
 /// A random locally administered unicast MAC address.
 pub fn random_mac() -> [u8; 6] {
     let mut mac = [0u8; 6];
@@ -380,6 +414,17 @@ pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
 mod tests {
     use super::*;
     use crate::fake_memory::FakeMemory;
+    use atoll_abi::net::FRAME_BUFFER_SIZE;
+
+    #[test]
+    fn a_tap_mtu_is_read_and_capped() {
+        // Loopback's 65536 is above what the guests' buffers are sized for.
+        assert_eq!(tap_mtu("lo"), MAX_MTU);
+        assert_eq!(tap_mtu("no-such-if"), DEFAULT_MTU);
+        assert_eq!(frame_buffer_size(DEFAULT_MTU), FRAME_BUFFER_SIZE);
+        assert_eq!(frame_buffer_size(MAX_MTU), 9216);
+        assert_eq!(frame_buffer_size(65536), 9216);
+    }
 
     #[test]
     fn macs() {

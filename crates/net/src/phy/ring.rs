@@ -3,7 +3,8 @@
 //! virtio platform's driver (in `atoll-rt`) and the unix platform's process
 //! serve the same rings at the same moments, each exit being a `wait` there.
 //!
-//! The ring and its 512 frame buffers (1 MiB) are allocated once, from the
+//! The ring and its 512 frame buffers (1 MiB at the default MTU, 4.5 MiB
+//! for 9000-byte jumbo frames) are allocated once, from the
 //! heap, and attached with one hypercall; they live for the rest of the
 //! program. Frames are never copied by the guest: smoltcp parses received
 //! frames in place in their rx buffers and builds outgoing frames directly in
@@ -29,13 +30,12 @@ use core::mem::{offset_of, size_of};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{fence, Ordering};
 
-use atoll_abi::net::{NetRing, NetSlot, FRAME_BUFFER_SIZE, RING_SLOTS};
+use atoll_abi::net::{frame_buffer_size, NetRing, NetSlot, MAX_MTU, RING_SLOTS};
 use atoll_abi::GuestAddr;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 const SLOTS: usize = RING_SLOTS as usize;
-const BUFFER_BYTES: usize = FRAME_BUFFER_SIZE as usize;
 
 /// Byte offsets of the ring's `u32` fields.
 const TX_HEAD: usize = offset_of!(NetRing, tx_head);
@@ -88,13 +88,16 @@ fn store(ring: NonNull<NetRing>, offset: usize, value: u32) {
 /// A network device attached to the tender through its rings.
 pub struct RingDevice {
     ring: NonNull<NetRing>,
-    /// `2 * SLOTS` buffers of `BUFFER_BYTES`: tx slot `i` uses buffer `i`,
+    /// `2 * SLOTS` buffers of `buffer_bytes`: tx slot `i` uses buffer `i`,
     /// rx slot `i` buffer `SLOTS + i`.
     buffers: NonNull<u8>,
     /// Bit `i`: tx buffer `i` has been initialised. The heap is not zeroed
-    /// up front (that would touch 1 MiB at boot); each tx buffer is zeroed
+    /// up front (that would touch every buffer at boot); each tx buffer is zeroed
     /// the first time it is used, before a `&mut [u8]` is made over it.
     tx_initialised: [u64; SLOTS / 64],
+    /// Bytes per buffer: `frame_buffer_size` of the device's MTU (2 KiB at
+    /// 1500, 9 KiB for jumbo frames).
+    buffer_bytes: usize,
     mtu: usize,
     /// Set when a frame could not go out (or a received one not be
     /// answered) because the tx ring was full: the tender must run.
@@ -113,11 +116,12 @@ impl RingDevice {
     }
 
     /// Allocates the rings of boot-info device `device_index` and attaches
-    /// them. `mtu` is the device's IP MTU (without the Ethernet header);
-    /// it is capped to what a frame buffer holds.
+    /// them. `mtu` is the device's IP MTU (without the Ethernet header),
+    /// capped to `MAX_MTU`; the buffers are sized for it.
     pub fn attach(device_index: usize, mtu: u32) -> RingDevice {
-        let buffers_layout = Layout::from_size_align(2 * SLOTS * BUFFER_BYTES, 4096)
-            .unwrap_or_else(|_| unreachable!("1 MiB at page alignment is a valid layout"));
+        let buffer_bytes = frame_buffer_size(mtu) as usize;
+        let buffers_layout = Layout::from_size_align(2 * SLOTS * buffer_bytes, 4096)
+            .unwrap_or_else(|_| unreachable!("at most 4.5 MiB at page alignment is a valid layout"));
         // SAFETY: the layout has a non-zero size.
         let buffers = unsafe { alloc(buffers_layout) };
         let Some(buffers) = NonNull::new(buffers) else {
@@ -125,7 +129,7 @@ impl RingDevice {
         };
         let base = buffers.as_ptr().expose_provenance() as u64;
         let slot = |buffer: usize| NetSlot {
-            addr: GuestAddr(base + (buffer * BUFFER_BYTES) as u64),
+            addr: GuestAddr(base + (buffer * buffer_bytes) as u64),
             len: 0,
             reserved: 0,
         };
@@ -148,7 +152,10 @@ impl RingDevice {
             ring,
             buffers,
             tx_initialised: [0; SLOTS / 64],
-            mtu: (mtu as usize).min(BUFFER_BYTES - super::ETHERNET_HEADER_LEN),
+            buffer_bytes,
+            // What the buffers were sized for (the tender reports at most
+            // MAX_MTU anyway).
+            mtu: mtu.min(MAX_MTU) as usize,
             sync_needed: false,
         }
     }
@@ -188,9 +195,9 @@ impl RingDevice {
         let len = load(self.ring, slot_len(true, slot));
         // The tender never writes more than a buffer (the ABI's rule), but a
         // wrong length must not make us read past it.
-        let len = (len as usize).min(BUFFER_BYTES);
-        // SAFETY: rx buffer `slot` lies inside the 1 MiB buffer block.
-        let frame = unsafe { self.buffers.as_ptr().add((SLOTS + slot) * BUFFER_BYTES) };
+        let len = (len as usize).min(self.buffer_bytes);
+        // SAFETY: rx buffer `slot` lies inside the buffer block.
+        let frame = unsafe { self.buffers.as_ptr().add((SLOTS + slot) * self.buffer_bytes) };
         (frame, len)
     }
 
@@ -203,6 +210,7 @@ impl RingDevice {
         RingTxToken {
             ring: self.ring,
             buffers: self.buffers,
+            buffer_bytes: self.buffer_bytes,
             tx_initialised: &mut self.tx_initialised,
         }
     }
@@ -273,6 +281,7 @@ impl phy::RxToken for RingRxToken<'_> {
 pub struct RingTxToken<'a> {
     ring: NonNull<NetRing>,
     buffers: NonNull<u8>,
+    buffer_bytes: usize,
     tx_initialised: &'a mut [u64; SLOTS / 64],
 }
 
@@ -282,14 +291,14 @@ impl phy::TxToken for RingTxToken<'_> {
         let slot = (head % RING_SLOTS) as usize;
         // smoltcp never asks for more than the MTU we reported, which
         // `attach` capped to a buffer; the cap here keeps that a promise.
-        let len = len.min(BUFFER_BYTES);
+        let len = len.min(self.buffer_bytes);
         // SAFETY: tx buffer `slot` lies inside the buffer block.
-        let buffer = unsafe { self.buffers.as_ptr().add(slot * BUFFER_BYTES) };
+        let buffer = unsafe { self.buffers.as_ptr().add(slot * self.buffer_bytes) };
         let (word, bit) = (slot / 64, 1u64 << (slot % 64));
         if self.tx_initialised[word] & bit == 0 {
             // SAFETY: the whole buffer is ours; zeroing it makes every byte
             // initialised before a slice is made over it.
-            unsafe { ptr::write_bytes(buffer, 0, BUFFER_BYTES) };
+            unsafe { ptr::write_bytes(buffer, 0, self.buffer_bytes) };
             self.tx_initialised[word] |= bit;
         }
         // SAFETY: the buffer is initialised and `len` fits in it; the tender

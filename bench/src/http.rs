@@ -137,6 +137,7 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
 
     eprintln!("atoll-bench: unikernel on hvt over IPv6, {IPV6_CONNECTIONS} connections");
     let ns = Namespace::with_dual_stack_tap();
+    ns.ip(&["link", "set", TAP, "mtu", &mtu_text]);
     let args: Vec<&str> = STATIC_IPV4_ARGS.iter().chain(&STATIC_IPV6_ARGS).copied().collect();
     let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &["--stats"], &args);
     let ipv6 = wrk(&ns, &format!("http://[{GUEST_ADDR6}]/"), IPV6_CONNECTIONS, duration_s)?;

@@ -53,7 +53,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 ///
 /// 6: `--dumpcore` under `atoll-spt`: the launch record's core-file
 /// descriptors and directory ([`launch::Record::core_dir_fd`] and after).
-pub const ABI_VERSION: u32 = 6;
+///
+/// 7: a network device's MTU is its TAP device's own, up to
+/// [`net::MAX_MTU`] (before: always [`net::DEFAULT_MTU`]), and each ring
+/// slot's buffer must hold [`net::frame_buffer_size`] of it (before:
+/// [`net::FRAME_BUFFER_SIZE`]). An older guest on a jumbo TAP device would
+/// hand over buffers too small for the frames the tender writes.
+pub const ABI_VERSION: u32 = 7;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -424,7 +430,7 @@ pub mod net {
     /// The MTU the tenders report for a TAP device whose own they cannot
     /// read, and the virtio platform's, in bytes.
     pub const DEFAULT_MTU: u32 = 1500;
-    /// The largest MTU the tenders report (ABI 5): a TAP device's own MTU
+    /// The largest MTU the tenders report (ABI 7): a TAP device's own MTU
     /// up to this, so jumbo frames carry a whole HTTP response in one
     /// frame. A larger TAP MTU is reported as this.
     pub const MAX_MTU: u32 = 9000;

@@ -333,11 +333,7 @@ pub fn open_tap(name: &str) -> io::Result<File> {
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open("/dev/net/tun")?;
-    // SAFETY: an all-zero ifreq is a valid value (integers and arrays).
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
+    let mut ifr = ifreq_named(name);
     ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
     // SAFETY: TUNSETIFF reads an ifreq, and `ifr` is one, with a
     // NUL-terminated name (checked shorter than IFNAMSIZ above); `tap` is an
@@ -349,11 +345,22 @@ pub fn open_tap(name: &str) -> io::Result<File> {
     Ok(tap)
 }
 
+/// An all-zero `ifreq` naming interface `name`, NUL-terminated: at most
+/// `IFNAMSIZ - 1` of its bytes are copied.
+fn ifreq_named(name: &str) -> libc::ifreq {
+    // SAFETY: an all-zero ifreq is a valid value (integers and arrays).
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in ifr.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    ifr
+}
+
 /// The MTU to report for TAP device `name`: its own (`SIOCGIFMTU`), up to
 /// [`MAX_MTU`] (the guest's buffers are sized for what is reported, and a
 /// 9000-byte jumbo frame already carries a whole page); [`DEFAULT_MTU`] if
 /// it cannot be read.
-pub fn tap_mtu(name: &str) -> u32 {
+fn tap_mtu(name: &str) -> u32 {
     let Ok(socket) = nix::sys::socket::socket(
         nix::sys::socket::AddressFamily::Inet,
         nix::sys::socket::SockType::Datagram,
@@ -362,14 +369,10 @@ pub fn tap_mtu(name: &str) -> u32 {
     ) else {
         return DEFAULT_MTU;
     };
-    // SAFETY: an all-zero ifreq is a valid value (integers and arrays).
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in ifr.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(name.bytes()) {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (at most IFNAMSIZ -
-    // 1 bytes were copied into the zeroed array) and writes `ifru_mtu` of
-    // `ifr`, a live ifreq; `socket` is an open socket. The result is checked.
+    let mut ifr = ifreq_named(name);
+    // SAFETY: SIOCGIFMTU reads the NUL-terminated name (`ifreq_named`) and
+    // writes `ifru_mtu` of `ifr`, a live ifreq; `socket` is an open socket.
+    // The result is checked.
     let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU as _, &mut ifr) };
     if rc < 0 {
         return DEFAULT_MTU;

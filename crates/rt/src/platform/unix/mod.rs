@@ -235,8 +235,7 @@ pub(crate) fn wait(timeout_ns: u64) -> u64 {
             while monotonic_ns().saturating_sub(started) < poll_ns {
                 // Gives way to any runnable thread (the client, on a busy
                 // host) between looks; with none, it returns at once.
-                // SAFETY: sched_yield takes no arguments and cannot fail.
-                unsafe { libc::sched_yield() };
+                std::thread::yield_now();
                 let ready_set = service(&mut net)?;
                 if ready_set != 0 {
                     return Ok(ready_set);

@@ -30,6 +30,7 @@ pub mod console;
 pub mod fault;
 pub mod gdb;
 pub mod hypercall;
+pub mod kvm_stats;
 pub mod memory;
 pub mod net_io;
 pub mod run;
@@ -193,6 +194,10 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         None => None,
     };
     let peak = common.stats.then(PeakRss::open).flatten();
+    // Not under a caller's filter: its calls are its own to allow.
+    let counters = (common.stats && !caller_filter::confined())
+        .then(|| kvm_stats::VcpuCounters::open(&vm.vcpu))
+        .flatten();
     let mut console = console::Console::new(common.raw_console);
     let mut stats = stats::Stats::default();
     let outcome = std::thread::scope(|scope| {
@@ -209,7 +214,10 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
                 vm.vcpu.as_raw_fd(),
                 &devices,
                 &net.fds(),
-                peak.as_ref().map(PeakRss::fd),
+                &[
+                    peak.as_ref().map(PeakRss::fd),
+                    counters.as_ref().map(kvm_stats::VcpuCounters::fd),
+                ],
                 cores.as_ref().map(|cores| &cores.dir),
                 debugger.as_ref().map(gdb::Debugger::fd),
             )
@@ -251,7 +259,14 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         }
     };
     if common.stats {
-        say_raw(&stats.line(started, &mem, &devices, &net.devices(), peak.as_ref(), &mut timeline));
+        let figures = stats::Sources {
+            mem: &mem,
+            devices: &devices,
+            net: &net.devices(),
+            peak: peak.as_ref(),
+            counters: counters.as_ref(),
+        };
+        say_raw(&stats.line(started, &figures, &mut timeline));
     }
     Ok(status)
 }

@@ -43,11 +43,11 @@ pub fn confine(
     vcpu_fd: RawFd,
     devices: &Attached,
     net: &NetFds,
-    stats_fd: Option<RawFd>,
+    stats_fds: &[Option<RawFd>],
     cores: Option<&CoreDir>,
     gdb_fd: Option<RawFd>,
 ) -> Result<(), String> {
-    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fd, cores, gdb_fd)
+    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fds, cores, gdb_fd)
         .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -57,7 +57,8 @@ pub fn confine(
 /// reports), the network I/O thread's `epoll_wait` on its own epoll set
 /// and reads and writes of its event counters, reads of the block devices'
 /// files (and writes and flushes of those attached read-write),
-/// `mincore` and `pread64` of the peak-memory file for `--stats`,
+/// `mincore`, and `pread64` of the peak-memory file and the vCPU's KVM
+/// statistics, for `--stats`,
 /// creating and writing one core file in the `--dumpcore` directory
 /// ([`CoreDir::allow`]), `close` for the exit, and under `--gdb` the
 /// stub's calls (module docs).
@@ -65,7 +66,7 @@ fn filter(
     vcpu_fd: RawFd,
     net: &NetFds,
     block_fds: &[DiskFd],
-    stats_fd: Option<RawFd>,
+    stats_fds: &[Option<RawFd>],
     cores: Option<&CoreDir>,
     gdb_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
@@ -90,7 +91,7 @@ fn filter(
         }
     }
     allow_block_io(&mut rules, block_fds)?;
-    if let Some(fd) = stats_fd {
+    for &fd in stats_fds.iter().flatten() {
         allow_pread(&mut rules, fd)?;
     }
     if let Some(cores) = cores {
@@ -142,9 +143,9 @@ mod tests {
 
     #[test]
     fn the_filter_builds() {
-        let plain = filter(5, &NetFds::default(), &[], None, None, None).unwrap();
+        let plain = filter(5, &NetFds::default(), &[], &[], None, None).unwrap();
         assert!(plain.len() > 20);
-        let debugged = filter(5, &NetFds::default(), &[], None, None, Some(15)).unwrap();
+        let debugged = filter(5, &NetFds::default(), &[], &[], None, Some(15)).unwrap();
         assert!(
             debugged.len() > plain.len(),
             "the stub's calls are added only under --gdb"
@@ -164,8 +165,8 @@ mod tests {
             epoll: Some(11),
             events: vec![12, 13, 14],
         };
-        assert!(filter(5, &net, &disks, Some(8), None, None).unwrap().len() > 20);
+        assert!(filter(5, &net, &disks, &[Some(8), Some(9)], None, None).unwrap().len() > 20);
         let cores = CoreDir::open(&std::env::temp_dir()).unwrap();
-        assert!(filter(5, &net, &disks, Some(8), Some(&cores), None).unwrap().len() > 20);
+        assert!(filter(5, &net, &disks, &[Some(8)], Some(&cores), None).unwrap().len() > 20);
     }
 }

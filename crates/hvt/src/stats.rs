@@ -14,10 +14,12 @@ use std::time::Instant;
 use atoll_host::peak_rss::PeakRss;
 
 use crate::devices::Attached;
+use crate::kvm_stats::VcpuCounters;
 use crate::memory::GuestMemory;
 use crate::net::NetDevices;
 
-/// Exit counts by kind.
+/// Exit counts by kind: the exits that return to the tender (KVM's own
+/// count, with those it serves in the kernel, is [`VcpuCounters`]).
 #[derive(Debug, Default)]
 pub struct Stats {
     /// Every return from KVM_RUN.
@@ -37,30 +39,39 @@ pub struct Stats {
     pub doorbells: u64,
 }
 
+/// What the `stats:` line reads besides the tender's own counts.
+pub struct Sources<'a> {
+    pub mem: &'a GuestMemory,
+    pub devices: &'a Attached,
+    pub net: &'a NetDevices,
+    pub peak: Option<&'a PeakRss>,
+    /// KVM's own counts for the vCPU (`kvm_exits=`, `page_faults=`).
+    pub counters: Option<&'a VcpuCounters>,
+}
+
 impl Stats {
     /// The `stats:` line printed at exit. The figures that cost system
-    /// calls to gather (peak RSS, resident guest memory) are the
-    /// timeline's [`Phase::Stats`].
-    pub fn line(
-        &self,
-        started: Instant,
-        mem: &GuestMemory,
-        devices: &Attached,
-        net: &NetDevices,
-        peak: Option<&PeakRss>,
-        timeline: &mut Timeline,
-    ) -> String {
+    /// calls to gather (peak RSS, resident guest memory, KVM's counters)
+    /// are the timeline's [`Phase::Stats`].
+    pub fn line(&self, started: Instant, sources: &Sources, timeline: &mut Timeline) -> String {
         let wall_us = started.elapsed().as_micros();
         let (mut tx, mut rx, mut dropped) = (0, 0, 0);
-        for device in &net.devices {
+        for device in &sources.net.devices {
             tx += device.tx_frames;
             rx += device.rx_frames;
             dropped += device.tx_dropped;
         }
-        let peak_rss_kib = peak.and_then(PeakRss::kib).map_or(-1, |kib| kib as i64);
-        let guest_kib = mem.resident_bytes() / 1024;
+        let peak_rss_kib = sources.peak.and_then(PeakRss::kib).map_or(-1, |kib| kib as i64);
+        let guest_kib = sources.mem.resident_bytes() / 1024;
+        // Left out where KVM has no statistics, or under a caller's filter.
+        let kvm = sources
+            .counters
+            .and_then(VcpuCounters::read)
+            .map_or(String::new(), |(exits, faults)| {
+                format!(" kvm_exits={exits} page_faults={faults}")
+            });
         let (mut reads, mut writes, mut flushes) = (0, 0, 0);
-        for device in &devices.block {
+        for device in &sources.devices.block {
             reads += device.reads;
             writes += device.writes;
             flushes += device.flushes;
@@ -69,7 +80,7 @@ impl Stats {
         format!(
             "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
              net_tx_dropped={dropped} blk_reads={reads} blk_writes={writes} blk_flushes={flushes} wall_us={wall_us} \
-             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib} doorbell_exits={}{}",
+             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib} doorbell_exits={}{kvm}{}",
             self.exits,
             self.io,
             self.hlt,
@@ -107,7 +118,8 @@ pub enum Phase {
     /// info and the command line into guest memory (the tender's page
     /// touches).
     Prepare,
-    /// Opening the peak-RSS file (`--stats`), resetting SIGSYS, and
+    /// Opening the peak-RSS file and the vCPU's KVM statistics
+    /// (`--stats`), resetting SIGSYS, and
     /// building and installing the seccomp filter.
     Sandbox,
     /// The guest: from the first KVM_RUN to the halt, its own page touches

@@ -76,13 +76,18 @@ pub struct GuestAddr(pub u64);
 /// 0x0000_1000  GDT, IDT, TSS, fault stubs,    supervisor only: the
 ///              exception stack, page tables   unikernel cannot touch them
 /// 0x0008_0000  boot info, command line        user, read-only
-/// 0x0009_0000  console ring                   user, read-write
+/// 0x0008_4000  console ring                   user, read-write
 /// 0x0010_0000  the kernel's ELF segments      user, with the ELF's R/W/X
-///   ...        heap                           user, read-write
-///              guard page                     unmapped
+///   ...        guard page                     unmapped
 ///              stack (STACK_SIZE bytes)       user, read-write
-/// mem_size     end of guest memory
+///              heap, up to mem_size           user, read-write
 /// ```
+///
+/// Only the tender relies on these addresses: the guest finds the boot
+/// info in `rdi` and everything else through it. Besides the kernel's own,
+/// the pages a boot touches first fall into two [`layout::PREFETCH_GROUP`]s
+/// (see that constant for why): the boot info, command line and console's
+/// head share one; the stack's top and the heap's first claim the other.
 pub mod layout {
     /// Page size used for every permission boundary.
     pub const PAGE_SIZE: u64 = 4096;
@@ -110,12 +115,25 @@ pub mod layout {
     /// Largest command line in bytes, NULs included.
     pub const CMDLINE_MAX: u64 = 0x3000;
     /// The console ring: a [`crate::console::ConsoleRing`] header, then data.
-    pub const CONSOLE_ADDR: u64 = 0x9_0000;
+    /// Right after the largest command line, in the boot info's
+    /// [`PREFETCH_GROUP`].
+    pub const CONSOLE_ADDR: u64 = 0x8_4000;
     /// Lowest address a kernel's ELF segments may occupy (1 MiB); everything
     /// below belongs to the tender.
     pub const KERNEL_BASE: u64 = 0x10_0000;
-    /// Size of the unikernel's stack, at the top of guest memory.
+    /// Size of the unikernel's stack, above a guard page after the kernel.
     pub const STACK_SIZE: u64 = 1024 * 1024;
+    /// On a guest page fault, KVM's shadow MMU also maps the other pages of
+    /// the aligned 32 KiB group around it (`PTE_PREFETCH_NUM`, 8 pages)
+    /// that the host already has. Where guest memory is shadow paged (the
+    /// nested KVM of our test machines) every fault is an exit of about
+    /// 25 µs, so the tender lays out the pages a boot touches first in as
+    /// few such groups as it can and has them in host memory beforehand.
+    pub const PREFETCH_GROUP: u64 = 8 * PAGE_SIZE;
+    /// The heap's first claim: the half of a [`PREFETCH_GROUP`] that the
+    /// tender puts after the stack's top; the heap grows from there as it
+    /// is used, so a small app never touches the heap's far end.
+    pub const HEAP_FIRST_CLAIM: u64 = PREFETCH_GROUP / 2;
     /// Smallest guest memory the tender accepts.
     pub const MIN_MEM_SIZE: u64 = 4 * 1024 * 1024;
     /// Largest guest memory the tender accepts (addresses fit in 32 bits, so

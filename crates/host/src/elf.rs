@@ -54,7 +54,7 @@ pub enum ElfError {
     #[error("segment {0} at {1:#x} lies below {KERNEL_BASE:#x}, in memory reserved for the tender")]
     BelowKernelBase(usize, u64),
     #[error(
-        "segment {0} ({1:#x}..{2:#x}) does not fit in guest memory below the heap and stack \
+        "segment {0} ({1:#x}..{2:#x}) does not fit in guest memory below the stack and heap \
          (limit {3:#x}); raise --mem"
     )]
     PastMemory(usize, u64, u64, u64),
@@ -152,7 +152,7 @@ pub struct Kernel {
 }
 
 /// Parses and validates `image`, whose segments must all end at or below
-/// `limit` (the start of the memory the tender keeps for heap and stack).
+/// `limit` (the start of the memory the tender keeps for the stack and heap).
 pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
     check_ident(image)?;
     let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;

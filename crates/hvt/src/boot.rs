@@ -3,7 +3,8 @@
 //!
 //! Everything is written by the tender into memory that is still zero, and
 //! only what is needed: the guest pays for each page it touches, so nothing
-//! is pre-touched or cleared.
+//! is cleared, and only the two groups of pages every boot touches first
+//! are touched beforehand, so that one fault maps each group whole.
 
 use std::collections::BTreeMap;
 
@@ -28,30 +29,41 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The heap from the page after the kernel up to a guard page, and the
-    /// stack at the top of `size` bytes of memory.
+    /// After the kernel: a guard page, the stack, and the heap up to the end
+    /// of `size` bytes of memory. The stack's top sits in the middle of a
+    /// [`PREFETCH_GROUP`], so its top half and the heap's first claim
+    /// ([`HEAP_FIRST_CLAIM`]) are one group: one guest page fault maps both.
+    /// A gap of under a group between the kernel and the guard page pays for
+    /// that; it is address space, never memory.
     fn for_kernel(kernel: &Kernel, size: u64) -> Layout {
-        let heap_start = kernel.end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let stack_bottom = size - STACK_SIZE;
+        let lowest_top = kernel.end.div_ceil(PAGE_SIZE) * PAGE_SIZE + PAGE_SIZE + STACK_SIZE;
+        let half = PREFETCH_GROUP / 2;
+        let stack_top = (lowest_top + half).div_ceil(PREFETCH_GROUP) * PREFETCH_GROUP - half;
         Layout {
-            heap_start,
-            heap_end: stack_bottom - PAGE_SIZE,
-            stack_bottom,
-            stack_top: size,
+            heap_start: stack_top,
+            heap_end: size,
+            stack_bottom: stack_top - STACK_SIZE,
+            stack_top,
             cr3: PAGE_TABLES_ADDR,
         }
     }
 
-    /// The unmapped page between heap and stack.
+    /// The unmapped page below the stack.
     pub fn guard_page(&self) -> (u64, u64) {
         (self.stack_bottom - PAGE_SIZE, self.stack_bottom)
+    }
+
+    /// The group the stack's top and the heap's first claim share.
+    fn first_touch_group(&self) -> (u64, u64) {
+        (self.stack_top - PREFETCH_GROUP / 2, self.stack_top + PREFETCH_GROUP / 2)
     }
 }
 
 /// The highest address a kernel segment may reach in `mem_size` bytes of
-/// memory: below the stack, its guard page and at least one heap page.
+/// memory: below the guard page, the stack, the alignment of its top and a
+/// heap of at least half a group.
 pub fn kernel_limit(mem_size: u64) -> u64 {
-    mem_size - STACK_SIZE - 2 * PAGE_SIZE
+    mem_size - 2 * PREFETCH_GROUP - PAGE_SIZE - STACK_SIZE
 }
 
 /// Errors preparing memory; all are the user's to fix.
@@ -84,7 +96,22 @@ pub fn prepare(
     info.net_poll_ns = net_poll_ns;
     assert!(mem.write(BOOT_INFO_ADDR, info.as_bytes()));
     assert!(mem.write(CMDLINE_ADDR, &cmdline));
+    touch_first_groups(mem, &layout);
     Ok(layout)
+}
+
+/// Has the host back the pages of the two groups the guest touches first
+/// outside its kernel (see [`PREFETCH_GROUP`]): on a fault, KVM maps the
+/// group's pages in order from its start while the host has them, so every
+/// page up to the last one touched must be there. In the boot info's group
+/// that is up to the console's head; in the stack's, all of it (the stack's
+/// top half, then the heap's first claim).
+fn touch_first_groups(mem: &GuestMemory, layout: &Layout) {
+    let console_head_end = CONSOLE_ADDR + PAGE_SIZE;
+    let (stack_group, stack_group_end) = layout.first_touch_group();
+    // Failing is harmless: the pages then fault in one at a time.
+    mem.populate(BOOT_INFO_ADDR, console_head_end - BOOT_INFO_ADDR);
+    mem.populate(stack_group, stack_group_end - stack_group);
 }
 
 /// Records which memory the guest may touch and how. It comes before any
@@ -247,6 +274,23 @@ mod tests {
 
     #[test]
     fn kernel_limit_leaves_room_for_heap_and_stack() {
-        assert_eq!(kernel_limit(64 << 20), (64 << 20) - STACK_SIZE - 2 * PAGE_SIZE);
+        let size = 64 << 20;
+        for end in [KERNEL_BASE + 0x3800, KERNEL_BASE + 0x8000, kernel_limit(size)] {
+            let kernel = Kernel {
+                entry: KERNEL_BASE,
+                segments: vec![],
+                end,
+                manifest: vec![],
+            };
+            let layout = Layout::for_kernel(&kernel, size);
+            assert!(layout.guard_page().0 >= end.next_multiple_of(PAGE_SIZE));
+            assert_eq!(layout.stack_top - layout.stack_bottom, STACK_SIZE);
+            assert_eq!(layout.stack_top % PREFETCH_GROUP, PREFETCH_GROUP / 2);
+            assert_eq!(layout.heap_start, layout.stack_top);
+            assert!(layout.heap_start + HEAP_FIRST_CLAIM <= layout.heap_end);
+            assert_eq!(layout.heap_end, size);
+            let (start, end) = layout.first_touch_group();
+            assert_eq!((start % PREFETCH_GROUP, end - start), (0, PREFETCH_GROUP));
+        }
     }
 }

@@ -274,6 +274,30 @@ impl GuestMemory {
         self.read(addr, &mut buf).then_some(u64::from_le_bytes(buf))
     }
 
+    /// Has the host back the pages of `[addr, addr + len)` now, writable,
+    /// as a first write would (`MADV_POPULATE_WRITE`: one call instead of a
+    /// fault per page). The contents stay as they are. False if the range
+    /// is outside guest memory or the kernel refused; the pages then simply
+    /// come later, at their first touch.
+    pub fn populate(&self, addr: u64, len: u64) -> bool {
+        let page_aligned = addr.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE);
+        if !page_aligned || addr.checked_add(len).is_none_or(|end| end > self.size) {
+            return false;
+        }
+        // SAFETY: `[addr, addr + len)` lies inside the mapping vm-memory made
+        // at `host_base()` (checked above) and is page aligned, as madvise
+        // requires; MADV_POPULATE_WRITE only faults pages in, keeping their
+        // contents, and takes no other pointer. We check the return value.
+        let rc = unsafe {
+            libc::madvise(
+                self.host_base().add(addr as usize).cast(),
+                len as usize,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        rc == 0
+    }
+
     /// Bytes of guest memory resident in host RAM (pages the guest or the
     /// tender touched); 0 where a caller's seccomp filter forbids
     /// `mincore` (see `atoll_host::caller_filter`).

@@ -95,9 +95,9 @@ pub fn exception_stubs() -> Vec<u8> {
     code
 }
 
-/// Page tables mapping `map` one to one: each 2 MiB that one region covers
-/// whole becomes one huge page, the rest 4 KiB pages; unmapped pages stay
-/// absent. Returns the tables by guest address; the first is the PML4.
+/// Page tables mapping `map` one to one: each 2 MiB that regions of one
+/// permission cover whole becomes one huge page, the rest 4 KiB pages;
+/// unmapped pages stay absent. Returns the tables by guest address; the first is the PML4.
 pub fn page_tables(map: &MemoryMap, mem_size: u64) -> Result<BTreeMap<u64, Box<[u64; 512]>>, PageTablesFull> {
     let mut tables = Tables {
         tables: BTreeMap::new(),
@@ -119,12 +119,16 @@ pub fn page_tables(map: &MemoryMap, mem_size: u64) -> Result<BTreeMap<u64, Box<[
         let pdpt = tables.child(pml4, (chunk >> 39) & 511)?;
         let pd = tables.child(pdpt, (chunk >> 30) & 511)?;
         let pd_index = ((chunk >> 21) & 511) as usize;
-        if let [only] = overlapping[..] {
-            if only.start <= chunk && chunk_end <= only.end {
-                tables.entry(pd)[pd_index] = chunk | leaf(only.perm) | HUGE;
-                chunk = chunk_end;
-                continue;
-            }
+        // Regions alike and back to back (the stack and the heap) are one
+        // for this purpose.
+        let first = overlapping[0];
+        let alike = overlapping
+            .windows(2)
+            .all(|w| w[0].end == w[1].start && w[1].perm == first.perm);
+        if alike && first.start <= chunk && chunk_end <= overlapping[overlapping.len() - 1].end {
+            tables.entry(pd)[pd_index] = chunk | leaf(first.perm) | HUGE;
+            chunk = chunk_end;
+            continue;
         }
         let pt = tables.alloc()?;
         tables.entry(pd)[pd_index] = pt | TABLE;
@@ -234,7 +238,8 @@ mod tests {
         let mut map = MemoryMap::default();
         map.add(0x1000, 0x2000, Perm::KERNEL_RW);
         map.add(0x10_0000, 0x10_1000, Perm::KERNEL_RX);
-        map.add(0x20_0000, 0x60_0000, Perm::USER_RW);
+        map.add(0x20_0000, 0x30_0000, Perm::USER_RW);
+        map.add(0x30_0000, 0x60_0000, Perm::USER_RW);
         map.add(0x60_0000, 0x60_1000, Perm::USER_RO);
         let tables = page_tables(&map, 8 << 20).unwrap();
         // PML4, PDPT, PD, and one PT for each of the chunks at 0 and 6 MiB.

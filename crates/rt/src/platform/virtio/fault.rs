@@ -32,7 +32,9 @@ const MAX_FRAMES: usize = 16;
 #[repr(C, align(16))]
 struct ReportStack([u8; 32 * 1024]);
 
-/// The reporter's stack (ring-3 data).
+/// The reporter's stack (ring-3 data). Large, so after the small variables
+/// (see the linker script).
+#[unsafe(link_section = ".atoll.bss_large")]
 static mut REPORT_STACK: ReportStack = ReportStack([0; 32 * 1024]);
 static mut RECORD: Record = Record {
     vector: 0,

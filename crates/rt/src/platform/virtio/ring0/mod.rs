@@ -41,10 +41,12 @@ pub(crate) const SERVICE_HALT_FOREVER: u64 = 2;
 /// arguments and devices itself).
 static mut BOOT_INFO: BootInfo = zeroed_boot_info();
 /// The VMM's command line, as it came (NUL-free bytes, `RAW_CMDLINE_LEN`
-/// of them).
+/// of them). Large, so after the small variables (see the linker script).
+#[unsafe(link_section = ".atoll.bss_large")]
 static mut RAW_CMDLINE: [u8; CMDLINE_MAX as usize] = [0; CMDLINE_MAX as usize];
 static mut RAW_CMDLINE_LEN: usize = 0;
 /// The app's arguments, NUL-terminated, back to back (ring 3 writes them).
+#[unsafe(link_section = ".atoll.bss_large")]
 static mut ARGS: [u8; CMDLINE_MAX as usize] = [0; CMDLINE_MAX as usize];
 
 const fn zeroed_boot_info() -> BootInfo {

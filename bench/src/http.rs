@@ -49,7 +49,47 @@ struct Row {
     connections: u32,
     wrk: Wrk,
     /// VM exits per request, for the unikernel.
-    exits_per_request: Option<f64>,
+    exits_per_request: Option<PerRequest>,
+}
+
+/// A boot's exit counts from its `stats:` line: those that reached the
+/// tender, and KVM's counts of all exits and of the page faults among
+/// them (absent where KVM keeps no statistics).
+#[derive(Clone, Copy)]
+struct Exits {
+    tender: u64,
+    kvm: Option<(u64, u64)>,
+}
+
+/// [`Exits`] per request.
+#[derive(Clone, Copy)]
+struct PerRequest {
+    tender: f64,
+    kvm: Option<(f64, f64)>,
+}
+
+impl Exits {
+    /// The exits `requests` caused: this boot's beyond `baseline`'s, per
+    /// request.
+    fn per_request(self, baseline: Exits, requests: u64) -> Option<PerRequest> {
+        let per = |this: u64, base: u64| this.saturating_sub(base) as f64 / requests as f64;
+        (requests > 0).then(|| PerRequest {
+            tender: per(self.tender, baseline.tender),
+            kvm: self
+                .kvm
+                .zip(baseline.kvm)
+                .map(|((all, faults), (base_all, base_faults))| (per(all, base_all), per(faults, base_faults))),
+        })
+    }
+}
+
+impl std::fmt::Display for PerRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self.kvm {
+            Some((all, faults)) => write!(f, "{:.2} / {all:.2} / {faults:.3}", self.tender),
+            None => write!(f, "{:.2} / — / —", self.tender),
+        }
+    }
 }
 
 /// The platforms the unikernel is built for.
@@ -120,12 +160,9 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
             let server = boot(platform, &ns, options)?;
             let wrk = wrk(&ns, &server.url("/"), connections, duration_s)?;
             let exits = stop_for_exits(server)?;
-            let exits_per_request = match (exits, baseline_exits) {
-                (Some(exits), Some(baseline)) if wrk.requests > 0 => {
-                    Some(exits.saturating_sub(baseline) as f64 / wrk.requests as f64)
-                }
-                _ => None,
-            };
+            let exits_per_request = exits
+                .zip(baseline_exits)
+                .and_then(|(exits, baseline)| exits.per_request(baseline, wrk.requests));
             rows.push(Row {
                 server: format!("atoll slides ({setup})"),
                 connections,
@@ -145,12 +182,9 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
     rows.push(Row {
         server: "atoll slides (hvt, IPv6)".to_owned(),
         connections: IPV6_CONNECTIONS,
-        exits_per_request: match (exits, hvt_baseline_exits) {
-            (Some(exits), Some(baseline)) if ipv6.requests > 0 => {
-                Some(exits.saturating_sub(baseline) as f64 / ipv6.requests as f64)
-            }
-            _ => None,
-        },
+        exits_per_request: exits
+            .zip(hvt_baseline_exits)
+            .and_then(|(exits, baseline)| exits.per_request(baseline, ipv6.requests)),
         wrk: ipv6,
     });
     drop(ns);
@@ -195,13 +229,14 @@ fn fetch_page(ns: &Namespace, server: &Server) -> Result<Vec<u8>, String> {
     Ok(out.stdout.into_bytes())
 }
 
-/// Stops the unikernel with SIGTERM and returns its VM exit count (none
+/// Stops the unikernel with SIGTERM and returns its VM exit counts (none
 /// on unix, which has no VM exits).
-fn stop_for_exits(server: Server) -> Result<Option<u64>, String> {
+fn stop_for_exits(server: Server) -> Result<Option<Exits>, String> {
     let out = server.stop();
     let stats = atoll_tests::stats(&out.stderr)
         .ok_or_else(|| format!("no `stats:` line from the unikernel: {}", out.stderr.trim()))?;
-    Ok(stats.get("exits").copied())
+    let kvm = stats.get("kvm_exits").copied().zip(stats.get("page_faults").copied());
+    Ok(stats.get("exits").map(|&tender| Exits { tender, kvm }))
 }
 
 /// utime + stime of process `pid` and its descendants (atoll-spt's
@@ -373,7 +408,7 @@ fn report(
     );
     let _ = writeln!(
         out,
-        "| server | connections | requests/s | p50 | p90 | p99 | VM exits/request | errors |"
+        "| server | connections | requests/s | p50 | p90 | p99 | VM exits/request: to the tender / all / page faults | errors |"
     );
     let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for row in rows {
@@ -386,7 +421,7 @@ fn report(
             ms(row.wrk.p50_us),
             ms(row.wrk.p90_us),
             ms(row.wrk.p99_us),
-            row.exits_per_request.map_or("—".to_owned(), |e| format!("{e:.2}")),
+            row.exits_per_request.map_or("—".to_owned(), |e| e.to_string()),
             row.wrk.errors
         );
     }
@@ -410,7 +445,9 @@ fn report(
         out,
         "wrk: {duration_s} s per level, threads = min(2, connections), `--latency`, run inside the server's \
          network namespace; a fresh boot per level; exits/request = (exits of that boot − exits of a baseline \
-         boot idle as long) / requests (hvt only: a unix process has no VM exits). nginx: 1 worker, access log \
+         boot idle as long) / requests (hvt only: a unix process has no VM exits); \"all\" and \"page faults\" are \
+         KVM's own counts (`kvm_exits`, `page_faults`), which include the exits KVM serves without the tender \
+         (doorbells, page faults under shadow paging, host interrupts). nginx: 1 worker, access log \
          off, over a veth pair. MTU {mtu} on the TAP device and the veth pair. Executables: {}.",
         sizes.join(", ")
     );

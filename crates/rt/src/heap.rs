@@ -35,9 +35,9 @@ struct BootInfoHeap {
 }
 
 /// Bytes beyond an allocation's size that a claim must add for it to fit:
-/// talc's per-chunk tag and rounding, and on the first claim its bins'
-/// metadata (under 1 KiB with the default binning).
-const CLAIM_OVERHEAD: usize = 2048;
+/// on the first claim talc's metadata (its bins' lists, about 1 KiB), and
+/// a chunk's tag and rounding.
+const CLAIM_OVERHEAD: usize = talc::min_first_heap_size::<DefaultBinning>() + 64;
 
 // SAFETY: `acquire` uses only the `Talc` it is given; it never allocates and
 // never touches the global allocator.

@@ -46,11 +46,14 @@ fn hello_boots_in_at_most_three_exits_on_hvt() {
     assert!(fields["exits"] <= 3, "hello took {} exits", fields["exits"]);
 }
 
-/// The exits KVM serves without the tender: under shadow paging each page
-/// the guest touches first is one, unless the layout lets one fault map a
-/// group of pages (`atoll_abi::layout::PREFETCH_GROUP`). hello takes 5 page
-/// faults (two groups of text, one of data, the boot info's, the stack's);
-/// before the layout was arranged for it, 11.
+/// The exits KVM serves without the tender: under shadow paging (PVM, on
+/// our machines) each page the guest touches first is one, unless the
+/// layout lets one fault map a group of pages
+/// (`atoll_abi::layout::PREFETCH_GROUP`). hello takes 5 page faults (two
+/// groups of text, one of data, the boot info's, the stack's); before the
+/// layout was arranged for it, 11. With EPT or NPT the CPU's own walks of
+/// the guest's page tables fault as well, a different count this bound is
+/// not about; there only the counters themselves are checked.
 #[test]
 fn hello_takes_few_page_faults_on_hvt() {
     let out = boot(Platform::Hvt, HELLO, &["--stats"], &[]);
@@ -62,13 +65,22 @@ fn hello_takes_few_page_faults_on_hvt() {
             out.stderr
         );
     };
-    assert!(faults <= 7, "hello took {faults} page faults: {}", out.stderr);
     assert!(
         all >= faults + fields["exits"],
         "KVM counted fewer exits than there were: {}",
         out.stderr
     );
-    assert!(all <= faults + 3, "hello took {all} exits in all: {}", out.stderr);
+    if !two_dimensional_paging() {
+        assert!(faults <= 7, "hello took {faults} page faults: {}", out.stderr);
+        assert!(all <= faults + 3, "hello took {all} exits in all: {}", out.stderr);
+    }
+}
+
+/// Whether this host's KVM uses EPT (Intel) or NPT (AMD) rather than
+/// shadow paging.
+fn two_dimensional_paging() -> bool {
+    let on = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| matches!(v.trim(), "Y" | "1"));
+    on("/sys/module/kvm_intel/parameters/ept") || on("/sys/module/kvm_amd/parameters/npt")
 }
 
 both_platforms!(hello_without_stats_prints_nothing_on_stderr, |platform| {

@@ -10,7 +10,8 @@
 //! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
 //! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`net_io`] (the
 //! network I/O thread) → [`sandbox`] → [`run`] (with [`console`],
-//! [`hypercall`], [`fault`], [`stats`], [`signals`]).
+//! [`hypercall`], [`fault`], [`stats`] with KVM's own counts from [`kvm_stats`],
+//! [`signals`]).
 //! The command line, the ELF notes, the device checks, TAP devices, the
 //! ring service and the text of fault reports are shared with the unix
 //! platform of atoll-rt: they live in `atoll-host`, and [`elf`], [`devices`]

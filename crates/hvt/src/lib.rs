@@ -18,6 +18,7 @@
 //! and [`net`] are its modules, re-exported.
 //!
 //! With `--gdb` the guest runs under [`gdb`], a GDB remote-protocol stub.
+//! The binary allocates with [`allocator`] (dlmalloc), not musl's allocator.
 //!
 //! Not here: more than one vCPU, interrupts, snapshots, live migration,
 //! any device model. Network devices are TAP devices
@@ -25,6 +26,7 @@
 //! I/O thread while the guest runs ([`net_io`]); block devices are files,
 //! read and written in batches of operations, one exit per batch.
 
+pub mod allocator;
 pub mod args;
 pub mod boot;
 pub mod console;

@@ -9,6 +9,10 @@
 // Under `cargo test` the harness brings its own `main`.
 #![cfg_attr(not(test), no_main)]
 
+// Not musl's allocator: `atoll_hvt::allocator` says why.
+#[global_allocator]
+static ALLOCATOR: atoll_hvt::allocator::TenderAllocator = atoll_hvt::allocator::TenderAllocator::new();
+
 #[cfg(not(test))]
 use std::ffi::{c_char, c_int};
 #[cfg(not(test))]

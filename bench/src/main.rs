@@ -423,14 +423,17 @@ fn boot(runs: u32, also_tender: &[std::path::PathBuf]) -> Result<(), String> {
         kernel_release(),
         cores()
     );
+    let mut options = if runs == 50 {
+        String::new()
+    } else {
+        format!(" --runs {runs}")
+    };
+    for tender in also_tender {
+        options.push_str(&format!(" --also-tender {}", tender.display()));
+    }
     println!(
-        "Commit {}; command `cargo run --release -p atoll-bench -- boot{}`.",
-        git_commit(),
-        if runs == 50 {
-            String::new()
-        } else {
-            format!(" --runs {runs}")
-        }
+        "Commit {}; command `cargo run --release -p atoll-bench -- boot{options}`.",
+        git_commit()
     );
     Ok(())
 }

@@ -258,16 +258,22 @@ fn tools() -> &'static Tools {
             );
         }
         let release = repo_root().join("target/release");
-        // `build-tender` links the tender against musl, in a directory of
-        // its own (.cargo/config.toml); next to `atoll` is where `atoll run`
-        // looks first. Renamed into place: the old one may be running. The
+        // `build-tender` and `build-spt` link the tenders against musl, in a
+        // directory of their own (.cargo/config.toml); next to `atoll` is
+        // where `atoll run` looks first. Renamed into place: the old one may be running. The
         // staging name is this process's own: scripts/test.sh runs two test
         // binaries at once, and with one shared name one's rename could take
         // the other's staged copy away from under it.
-        let musl = repo_root().join("target/x86_64-unknown-linux-musl/release/atoll-hvt");
-        let staged = release.join(format!(".atoll-hvt.new.{}", std::process::id()));
-        std::fs::copy(&musl, &staged).expect("cannot copy the musl atoll-hvt next to atoll");
-        std::fs::rename(&staged, release.join("atoll-hvt")).expect("cannot put atoll-hvt next to atoll");
+        for tender in ["atoll-hvt", "atoll-spt"] {
+            let musl = repo_root()
+                .join("target/x86_64-unknown-linux-musl/release")
+                .join(tender);
+            let staged = release.join(format!(".{tender}.new.{}", std::process::id()));
+            std::fs::copy(&musl, &staged)
+                .unwrap_or_else(|e| panic!("cannot copy the musl {tender} next to atoll: {e}"));
+            std::fs::rename(&staged, release.join(tender))
+                .unwrap_or_else(|e| panic!("cannot put {tender} next to atoll: {e}"));
+        }
         Tools {
             atoll: release.join("atoll"),
             hvt: release.join("atoll-hvt"),

@@ -23,9 +23,9 @@ use crate::{CliError, Platform, RunArgs};
 
 /// The `hvt` tender's executable name.
 const HVT_TENDER: &str = "atoll-hvt";
-/// Where `cargo build-tender` puts it: it links it against musl
-/// (.cargo/config.toml).
-const HVT_TENDER_DIR: &str = "target/x86_64-unknown-linux-musl/release";
+/// Where `cargo build-tender` and `cargo build-spt` put the tenders: they
+/// link them against musl (.cargo/config.toml).
+const TENDER_DIR: &str = "target/x86_64-unknown-linux-musl/release";
 /// The `unix` tender's executable name.
 const SPT_TENDER: &str = "atoll-spt";
 
@@ -83,9 +83,9 @@ pub fn run(args: &RunArgs) -> Result<u8, CliError> {
     let kernel = crate::build::build(&args.build)?;
     let tender = match (args.build.target, args.build.release) {
         (Platform::Virtio, _) => return crate::virtio::run(args, &kernel),
-        (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender", HVT_TENDER_DIR)?),
+        (Platform::Hvt, _) => Some(find_tender(HVT_TENDER, "build-tender", TENDER_DIR)?),
         // The production path: confined before its first instruction.
-        (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt", "target/release")?),
+        (Platform::Unix, true) => Some(find_tender(SPT_TENDER, "build-spt", TENDER_DIR)?),
         // A debug build is dynamically linked (for valgrind), which
         // atoll-spt cannot confine: it runs by itself, for development.
         (Platform::Unix, false) => None,

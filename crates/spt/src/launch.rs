@@ -502,11 +502,11 @@ fn send_fd(socket: RawFd, fd: RawFd) -> io::Result<()> {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as _;
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::SOL_SOCKET;
         (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as _;
         libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(fd);
         if libc::sendmsg(socket, &msg, 0) != 1 {
             return Err(io::Error::last_os_error());
@@ -534,7 +534,7 @@ fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = size_of_val(&control);
+            msg.msg_controllen = size_of_val(&control) as _;
             let got = libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
             if got < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
@@ -545,7 +545,7 @@ fn receive_fd(socket: &OwnedFd) -> Option<OwnedFd> {
             }
             if (*cmsg).cmsg_level != libc::SOL_SOCKET
                 || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-                || (*cmsg).cmsg_len != libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize
+                || (*cmsg).cmsg_len != libc::CMSG_LEN(size_of::<RawFd>() as u32) as _
             {
                 return None;
             }

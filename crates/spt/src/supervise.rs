@@ -322,7 +322,11 @@ pub fn confine_self(child: &Child) -> Result<(), String> {
             libc::SYS_ioctl,
             vec![SeccompRule::new(vec![
                 eq(0, n.as_raw_fd() as u64).map_err(build)?,
-                eq(1, SECCOMP_IOCTL_NOTIF_RECV).map_err(build)?,
+                // The request's low 32 bits, all the kernel reads
+                // (`unsigned int cmd`): musl's `ioctl` takes an `int` and
+                // sign-extends this request (top bit set) into the register.
+                SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, SECCOMP_IOCTL_NOTIF_RECV)
+                    .map_err(build)?,
             ])
             .map_err(build)?],
         );

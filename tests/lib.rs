@@ -260,10 +260,10 @@ fn tools() -> &'static Tools {
         let release = repo_root().join("target/release");
         // `build-tender` and `build-spt` link the tenders against musl, in a
         // directory of their own (.cargo/config.toml); next to `atoll` is
-        // where `atoll run` looks first. Renamed into place: the old one may be running. The
-        // staging name is this process's own: scripts/test.sh runs two test
-        // binaries at once, and with one shared name one's rename could take
-        // the other's staged copy away from under it.
+        // where `atoll run` looks first. Renamed into place: the old one may
+        // be running. The staging name is this process's own: scripts/test.sh
+        // runs two test binaries at once, and with one shared name one's
+        // rename could take the other's staged copy away from under it.
         for tender in ["atoll-hvt", "atoll-spt"] {
             let musl = repo_root()
                 .join("target/x86_64-unknown-linux-musl/release")

@@ -46,10 +46,13 @@ pub struct MemoryMap {
 }
 
 impl MemoryMap {
-    /// Adds a region, rounded out to whole pages. Panics if it overlaps one
-    /// already there: the tender lays memory out itself, so an overlap is a
-    /// tender bug, not bad input (the ELF loader rejects overlapping
-    /// segments before they get here).
+    /// Adds a region, rounded out to whole pages, and joins it with a
+    /// neighbour it touches that has the same permissions: regions stay
+    /// maximal, so memory of one kind covering 2 MiB maps as one huge page
+    /// (`crate::x86::page_tables`). Panics if it overlaps one already
+    /// there: the tender lays memory out itself, so an overlap is a tender
+    /// bug, not bad input (the ELF loader rejects overlapping segments
+    /// before they get here).
     pub fn add(&mut self, start: u64, end: u64, perm: Perm) {
         let start = start / PAGE_SIZE * PAGE_SIZE;
         let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
@@ -60,7 +63,20 @@ impl MemoryMap {
         if let Some(next) = self.regions.get(at) {
             assert!(end <= next.start, "tender bug: overlapping guest memory regions");
         }
-        self.regions.insert(at, Region { start, end, perm });
+        let joins_previous = at > 0 && self.regions[at - 1].end == start && self.regions[at - 1].perm == perm;
+        let joins_next = self
+            .regions
+            .get(at)
+            .is_some_and(|next| next.start == end && next.perm == perm);
+        match (joins_previous, joins_next) {
+            (true, true) => {
+                self.regions[at - 1].end = self.regions[at].end;
+                self.regions.remove(at);
+            }
+            (true, false) => self.regions[at - 1].end = end,
+            (false, true) => self.regions[at].start = start,
+            (false, false) => self.regions.insert(at, Region { start, end, perm }),
+        }
     }
 
     pub fn regions(&self) -> &[Region] {
@@ -341,6 +357,26 @@ mod tests {
         assert_eq!(map.region_at(0x2fff).unwrap().perm, Perm::USER_RW);
         assert!(map.region_at(0x4000).is_none());
         assert!(map.region_at(0).is_none());
+    }
+
+    #[test]
+    fn neighbours_alike_become_one_region() {
+        let mut map = map();
+        map.add(0x5000, 0x6000, Perm::USER_RW);
+        map.add(0x7000, 0x8000, Perm::USER_RW);
+        map.add(0x6000, 0x7000, Perm::USER_RW);
+        map.add(0x8000, 0x9000, Perm::USER_RO);
+        let spans: Vec<(u64, u64)> = map.regions().iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(
+            spans,
+            [
+                (0x1000, 0x2000),
+                (0x2000, 0x3000),
+                (0x3000, 0x4000),
+                (0x5000, 0x8000),
+                (0x8000, 0x9000)
+            ]
+        );
     }
 
     #[test]

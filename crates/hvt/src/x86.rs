@@ -95,9 +95,11 @@ pub fn exception_stubs() -> Vec<u8> {
     code
 }
 
-/// Page tables mapping `map` one to one: each 2 MiB that regions of one
-/// permission cover whole becomes one huge page, the rest 4 KiB pages;
-/// unmapped pages stay absent. Returns the tables by guest address; the first is the PML4.
+/// Page tables mapping `map` one to one: each 2 MiB that one region covers
+/// whole becomes one huge page (the map's regions are maximal: neighbours
+/// alike are one region, so the stack and the heap make one), the rest
+/// 4 KiB pages; unmapped pages stay absent. Returns the tables by guest
+/// address; the first is the PML4.
 pub fn page_tables(map: &MemoryMap, mem_size: u64) -> Result<BTreeMap<u64, Box<[u64; 512]>>, PageTablesFull> {
     let mut tables = Tables {
         tables: BTreeMap::new(),
@@ -119,16 +121,12 @@ pub fn page_tables(map: &MemoryMap, mem_size: u64) -> Result<BTreeMap<u64, Box<[
         let pdpt = tables.child(pml4, (chunk >> 39) & 511)?;
         let pd = tables.child(pdpt, (chunk >> 30) & 511)?;
         let pd_index = ((chunk >> 21) & 511) as usize;
-        // Regions alike and back to back (the stack and the heap) are one
-        // for this purpose.
-        let first = overlapping[0];
-        let alike = overlapping
-            .windows(2)
-            .all(|w| w[0].end == w[1].start && w[1].perm == first.perm);
-        if alike && first.start <= chunk && chunk_end <= overlapping[overlapping.len() - 1].end {
-            tables.entry(pd)[pd_index] = chunk | leaf(first.perm) | HUGE;
-            chunk = chunk_end;
-            continue;
+        if let [only] = overlapping[..] {
+            if only.start <= chunk && chunk_end <= only.end {
+                tables.entry(pd)[pd_index] = chunk | leaf(only.perm) | HUGE;
+                chunk = chunk_end;
+                continue;
+            }
         }
         let pt = tables.alloc()?;
         tables.entry(pd)[pd_index] = pt | TABLE;

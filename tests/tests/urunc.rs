@@ -157,9 +157,19 @@ fn mirage_on_hvt_keeps_acknowledged_writes_under_urunc_filter() {
 /// `pkg/unikontainers/hypervisors/qemu.go` at 0352050bcd04) up to the
 /// network: memory, firmware path, `-cpu host`, KVM, no display, serial
 /// console, QEMU's own sandbox (urunc's default: seccomp on), `-kernel`.
+/// Where this host's KVM refuses the MSR that `-cpu host` makes QEMU set
+/// ([`urunc_cpu_model`]), the model leaves that one feature out.
 fn qemu_urunc(kernel: &Path) -> Command {
     let mut command = Command::new("qemu-system-x86_64");
-    command.args(["-m", "268M", "-L", "/usr/share/qemu", "-cpu", "host", "-enable-kvm"]);
+    command.args([
+        "-m",
+        "268M",
+        "-L",
+        "/usr/share/qemu",
+        "-cpu",
+        urunc_cpu_model(),
+        "-enable-kvm",
+    ]);
     command.args([
         "-display", "none", "-vga", "none", "-monitor", "null", "-serial", "stdio",
     ]);
@@ -169,6 +179,50 @@ fn qemu_urunc(kernel: &Path) -> Command {
     ]);
     command.arg("-kernel").arg(kernel);
     command
+}
+
+/// urunc's `-cpu host`, unless QEMU cannot start any guest with it here:
+/// PVM on an AMD EPYC host refuses the `IA32_ARCH_CAPABILITIES` value QEMU
+/// sets for that model ("failed to set MSR 0x10a"), and QEMU aborts before
+/// the first guest instruction, whatever the kernel. Then (said on stderr)
+/// `host,-arch-capabilities`, as `atoll run --target virtio` passes: the
+/// same CPU but that MSR, which no Atoll guest reads. Probed once, with
+/// hello.
+fn urunc_cpu_model() -> &'static str {
+    static MODEL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    MODEL.get_or_init(|| {
+        let hello = guest(Platform::Hvt, "examples/hello");
+        // `timeout`: wherever QEMU starts, hello's halt ends it (a reset,
+        // and -no-reboot), but the probe must not hang a suite if not.
+        let probe = Command::new("timeout")
+            .args([
+                "30",
+                "qemu-system-x86_64",
+                "-m",
+                "64M",
+                "-cpu",
+                "host",
+                "-enable-kvm",
+                "-display",
+                "none",
+                "-vga",
+                "none",
+            ])
+            .args(["-monitor", "null", "-serial", "stdio", "-no-reboot", "-kernel"])
+            .arg(&hello)
+            .output()
+            .expect("run qemu-system-x86_64");
+        let stderr = String::from_utf8_lossy(&probe.stderr);
+        if stderr.contains("failed to set MSR 0x10a") {
+            eprintln!(
+                "urunc's `-cpu host` cannot start QEMU on this host ({}); using host,-arch-capabilities",
+                stderr.lines().next().unwrap_or_default()
+            );
+            "host,-arch-capabilities"
+        } else {
+            "host"
+        }
+    })
 }
 
 /// QEMU's default network (`Qemu.netCli`, same file), used by guest types

@@ -495,7 +495,7 @@ fn kvm_usable() -> bool {
 #[test]
 fn dry_run_qemu_microvm_and_q35() {
     let accel = if kvm_usable() {
-        "-accel kvm -cpu host"
+        "-accel kvm -cpu host,-arch-capabilities"
     } else {
         "-accel tcg -cpu max"
     };
@@ -800,7 +800,7 @@ fn without_rdrand_entropy_comes_from_virtio_rng() {
 fn a_legacy_only_pci_device_is_refused_in_one_line() {
     let kernel = guest(Platform::Hvt, "tests/guests/devices");
     let machine = if kvm_usable() {
-        ["-M", "pc", "-accel", "kvm", "-cpu", "host"]
+        ["-M", "pc", "-accel", "kvm", "-cpu", "host,-arch-capabilities"]
     } else {
         ["-M", "pc", "-accel", "tcg", "-cpu", "max"]
     };

@@ -276,8 +276,12 @@ impl Plan {
     /// QEMU (`qemu-system-x86_64(1)`, "Standard options", and
     /// `docs/system/i386/microvm.rst`):
     ///
-    /// * `-accel kvm -cpu host`, or `-accel tcg -cpu max` without KVM: the
-    ///   guest wants the TSC-deadline timer and x2APIC of a modern CPU;
+    /// * `-accel kvm -cpu host,-arch-capabilities`, or `-accel tcg -cpu max`
+    ///   without KVM: the guest wants the TSC-deadline timer and x2APIC of
+    ///   a modern CPU. The guest never reads `IA32_ARCH_CAPABILITIES`, and
+    ///   with it in the model QEMU sets that MSR at start, which a KVM may
+    ///   refuse: PVM on an AMD EPYC host does ("failed to set MSR 0x10a"),
+    ///   and QEMU then aborts before the guest runs;
     /// * `-display none`, not the `-nographic` a person would type: under
     ///   `-nographic` QEMU asks SeaBIOS to mirror its screen on the serial
     ///   port (fw_cfg `etc/sercon-port`, read in SeaBIOS `src/sercon.c`),
@@ -306,7 +310,7 @@ impl Plan {
         let mut out: Vec<String> = vec!["-M".into(), self.machine.qemu_machine().into()];
         out.extend(
             match self.accel {
-                Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+                Accel::Kvm => ["-accel", "kvm", "-cpu", "host,-arch-capabilities"],
                 Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
             }
             .map(String::from),
@@ -622,7 +626,7 @@ mod tests {
         assert_eq!(command.program, Path::new("/usr/bin/qemu-system-x86_64"));
         assert_eq!(
             words(&command).join(" "),
-            "-M microvm,acpi=off -accel kvm -cpu host -m 32 -display none -nodefaults -no-reboot -serial stdio \
+            "-M microvm,acpi=off -accel kvm -cpu host,-arch-capabilities -m 32 -display none -nodefaults -no-reboot -serial stdio \
              -device isa-debug-exit,iobase=0xf4,iosize=0x04 -kernel /k/hello -append -- a b"
         );
         assert_eq!(command.config, None);

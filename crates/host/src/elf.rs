@@ -17,7 +17,7 @@ use atoll_abi::note::{AbiDesc, ManifestDesc, NAME_SIZE, NT_ATOLL_ABI, NT_ATOLL_M
 use atoll_abi::ABI_VERSION;
 use object::elf::{self, FileHeader64, ProgramHeader64};
 use object::read::elf::{FileHeader, ProgramHeader};
-use object::LittleEndian as LE;
+use object::{LittleEndian as LE, ReadRef};
 use zerocopy::FromBytes;
 
 /// What is wrong with a kernel image. Each message completes
@@ -154,7 +154,19 @@ pub struct Kernel {
 /// Parses and validates `image`, whose segments must all end at or below
 /// `limit` (the start of the memory the tender keeps for the stack and heap).
 pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
-    check_ident(image)?;
+    parse_from(image, limit)
+}
+
+/// [`parse`] reading from `file` only the headers and the notes (each
+/// range once, through an [`object::ReadCache`]): the tender's way, which
+/// leaves the segments in the file for the loader to read straight into
+/// guest memory.
+pub fn parse_file(file: &std::fs::File, limit: u64) -> Result<Kernel, ElfError> {
+    parse_from(&object::ReadCache::new(file), limit)
+}
+
+fn parse_from<'a, R: ReadRef<'a>>(image: R, limit: u64) -> Result<Kernel, ElfError> {
+    let file_len = check_ident(image)?;
     let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
     let endian = LE;
     let machine = header.e_machine(endian);
@@ -162,7 +174,7 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         return Err(ElfError::Machine(machine));
     }
     let kind = header.e_type(endian);
-    let phdrs = program_headers(header, image)?;
+    let phdrs = program_headers(header, image, file_len)?;
     let unix_executable = || kind == elf::ET_DYN && checked_manifest(phdrs, image).is_ok();
     if phdrs.iter().any(|ph| ph.p_type(endian) == elf::PT_INTERP) {
         return Err(if unix_executable() {
@@ -195,7 +207,7 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
         if segment.mem_size == 0 {
             continue;
         }
-        check_segment(index, &segment, image.len(), limit)?;
+        check_segment(index, &segment, file_len, limit)?;
         segments.push(segment);
     }
     if segments.is_empty() {
@@ -229,13 +241,13 @@ pub fn parse(image: &[u8], limit: u64) -> Result<Kernel, ElfError> {
 /// would open and map its libraries, which the confinement forbids).
 /// Segments are left to Linux, which loads the file.
 pub fn check_unix_executable(image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
-    check_ident(image)?;
+    let file_len = check_ident(image)?;
     let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
     let machine = header.e_machine(LE);
     if machine != elf::EM_X86_64 {
         return Err(ElfError::Machine(machine));
     }
-    let phdrs = program_headers(header, image)?;
+    let phdrs = program_headers(header, image, file_len)?;
     let manifest = checked_manifest(phdrs, image)?;
     match header.e_type(LE) {
         elf::ET_DYN => {}
@@ -252,18 +264,21 @@ pub fn check_unix_executable(image: &[u8]) -> Result<Vec<ManifestDevice>, ElfErr
 /// platform's own executable), with the ABI version checked as [`parse`]
 /// checks it. Segments are not checked: the kernel loaded this file.
 pub fn read_manifest(image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
-    check_ident(image)?;
+    let file_len = check_ident(image)?;
     let header = FileHeader64::<LE>::parse(image).map_err(|_| ElfError::Malformed("unreadable ELF header"))?;
     let machine = header.e_machine(LE);
     if machine != elf::EM_X86_64 {
         return Err(ElfError::Machine(machine));
     }
-    checked_manifest(program_headers(header, image)?, image)
+    checked_manifest(program_headers(header, image, file_len)?, image)
 }
 
 /// The manifest, once the ABI note says this is an Atoll kernel of our
 /// version.
-fn checked_manifest(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Vec<ManifestDevice>, ElfError> {
+fn checked_manifest<'a, R: ReadRef<'a>>(
+    phdrs: &[ProgramHeader64<LE>],
+    image: R,
+) -> Result<Vec<ManifestDevice>, ElfError> {
     let (abi_version, manifest) = read_notes(phdrs, image)?;
     match abi_version {
         None => return Err(ElfError::MissingAbiNote),
@@ -274,31 +289,40 @@ fn checked_manifest(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Vec<M
 }
 
 /// The identification bytes, checked by hand so that each way they can be
-/// wrong gets its own message.
-fn check_ident(image: &[u8]) -> Result<(), ElfError> {
+/// wrong gets its own message. Returns the file's length.
+fn check_ident<'a, R: ReadRef<'a>>(image: R) -> Result<usize, ElfError> {
+    let len = image.len().map_err(|()| ElfError::Malformed("unreadable file"))? as usize;
+    let header_size = core::mem::size_of::<FileHeader64<LE>>();
+    let ident = image
+        .read_bytes_at(0, len.min(header_size) as u64)
+        .map_err(|()| ElfError::Malformed("unreadable ELF header"))?;
     // e_ident[4] is the class, e_ident[5] the byte order.
-    if image.is_empty() {
+    if ident.is_empty() {
         return Err(ElfError::Empty);
     }
-    if image.len() < 4 || image[..4] != elf::ELFMAG {
+    if ident.len() < 4 || ident[..4] != elf::ELFMAG {
         return Err(ElfError::NotElf);
     }
-    match image.get(4) {
+    match ident.get(4) {
         Some(&elf::ELFCLASS64) => {}
         Some(&elf::ELFCLASS32) => return Err(ElfError::Class32),
         Some(_) => return Err(ElfError::BadIdent),
-        None => return Err(ElfError::Truncated("the ELF header", image.len())),
+        None => return Err(ElfError::Truncated("the ELF header", len)),
     }
-    if image.len() < core::mem::size_of::<FileHeader64<LE>>() {
-        return Err(ElfError::Truncated("the ELF header", image.len()));
+    if len < header_size {
+        return Err(ElfError::Truncated("the ELF header", len));
     }
-    if image[5] != elf::ELFDATA2LSB {
+    if ident[5] != elf::ELFDATA2LSB {
         return Err(ElfError::BadIdent);
     }
-    Ok(())
+    Ok(len)
 }
 
-fn program_headers<'a>(header: &FileHeader64<LE>, image: &'a [u8]) -> Result<&'a [ProgramHeader64<LE>], ElfError> {
+fn program_headers<'a, R: ReadRef<'a>>(
+    header: &FileHeader64<LE>,
+    image: R,
+    file_len: usize,
+) -> Result<&'a [ProgramHeader64<LE>], ElfError> {
     let endian = LE;
     let count = u64::from(header.e_phnum(endian));
     let size = u64::from(header.e_phentsize(endian));
@@ -309,8 +333,8 @@ fn program_headers<'a>(header: &FileHeader64<LE>, image: &'a [u8]) -> Result<&'a
         return Err(ElfError::Malformed("unexpected program header size"));
     }
     let end = header.e_phoff(endian).checked_add(count * size);
-    if end.is_none_or(|end| end > image.len() as u64) {
-        return Err(ElfError::Truncated("the program header table", image.len()));
+    if end.is_none_or(|end| end > file_len as u64) {
+        return Err(ElfError::Truncated("the program header table", file_len));
     }
     header
         .program_headers(endian, image)
@@ -359,13 +383,14 @@ fn check_segments_apart(segments: &[Segment]) -> Result<(), ElfError> {
 
 type Notes = (Option<u32>, Option<Vec<ManifestDevice>>);
 
-fn read_notes(phdrs: &[ProgramHeader64<LE>], image: &[u8]) -> Result<Notes, ElfError> {
+fn read_notes<'a, R: ReadRef<'a>>(phdrs: &[ProgramHeader64<LE>], image: R) -> Result<Notes, ElfError> {
     let endian = LE;
+    let file_len = image.len().map_err(|()| ElfError::Malformed("unreadable file"))? as usize;
     let (mut abi, mut manifest) = (None, None);
     for ph in phdrs.iter().filter(|ph| ph.p_type(endian) == elf::PT_NOTE) {
         let end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
-        if end.is_none_or(|end| end > image.len() as u64) {
-            return Err(ElfError::Truncated("a note segment", image.len()));
+        if end.is_none_or(|end| end > file_len as u64) {
+            return Err(ElfError::Truncated("a note segment", file_len));
         }
         let mut notes = match ph.notes(endian, image) {
             Ok(Some(notes)) => notes,
@@ -608,6 +633,24 @@ pub(crate) mod tests {
                 "length {len}: {err}"
             );
         }
+    }
+
+    #[test]
+    fn reading_the_file_gives_the_answers_reading_its_bytes_gives() {
+        use std::io::Write;
+        let image = build_kernel(|_, _| {});
+        let lengths = [0, 1, 3, 17, 63, 64, 65, image.len() / 2, image.len() - 1, image.len()];
+        for len in lengths {
+            let mut file = tempfile::tempfile().unwrap();
+            file.write_all(&image[..len]).unwrap();
+            let from_file = parse_file(&file, LIMIT).map(|kernel| kernel.segments);
+            let from_bytes = parse(&image[..len], LIMIT).map(|kernel| kernel.segments);
+            assert_eq!(from_file, from_bytes, "length {len}");
+        }
+        assert_eq!(
+            parse_file(&tempfile::tempfile().unwrap(), LIMIT).unwrap_err(),
+            ElfError::Empty
+        );
     }
 
     #[test]

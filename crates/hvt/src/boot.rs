@@ -15,6 +15,7 @@ use atoll_abi::{GuestAddr, ABI_VERSION};
 use zerocopy::IntoBytes;
 
 use crate::elf::Kernel;
+use crate::kernel_file::KernelFile;
 use crate::memory::{GuestMemory, Perm};
 use crate::x86;
 
@@ -73,15 +74,18 @@ pub enum BootError {
     CmdlineTooLong(usize),
     #[error(transparent)]
     PageTables(#[from] x86::PageTablesFull),
+    #[error("cannot read the kernel's segments: {0}")]
+    ReadSegments(std::io::Error),
 }
 
 /// Lays out memory for `kernel` and writes everything the guest finds at
-/// boot. `image` is the kernel file the segments refer to; `net_poll_ns`
-/// goes into the boot info (`crate::net_io` says what it means).
+/// boot. `file` is the kernel file the segments are read from;
+/// `net_poll_ns` goes into the boot info (`crate::net_io` says what it
+/// means).
 pub fn prepare(
     mem: &mut GuestMemory,
     kernel: &Kernel,
-    image: &[u8],
+    file: &KernelFile,
     args: &[String],
     devices: &[DeviceInfo],
     tsc_hz: u64,
@@ -90,7 +94,7 @@ pub fn prepare(
     let cmdline = cmdline(args)?;
     let layout = Layout::for_kernel(kernel, mem.size());
     map_regions(mem, kernel, &layout);
-    write_segments(mem, kernel, image);
+    file.load(mem, kernel).map_err(BootError::ReadSegments)?;
     write_x86_structures(mem)?;
     let mut info = boot_info(kernel, &layout, mem.size(), args.len(), cmdline.len(), devices, tsc_hz);
     info.net_poll_ns = net_poll_ns;
@@ -133,16 +137,6 @@ fn map_regions(mem: &mut GuestMemory, kernel: &Kernel, layout: &Layout) {
     }
     map.add(layout.heap_start, layout.heap_end, Perm::USER_RW);
     map.add(layout.stack_bottom, layout.stack_top, Perm::USER_RW);
-}
-
-/// Copies the file-backed part of each kernel segment; the rest (`.bss`)
-/// is left as the zero memory it already is.
-fn write_segments(mem: &GuestMemory, kernel: &Kernel, image: &[u8]) {
-    for segment in &kernel.segments {
-        let from = segment.file_offset as usize;
-        let bytes = &image[from..from + segment.file_size as usize];
-        assert!(mem.write(segment.addr, bytes), "segments were checked to fit");
-    }
 }
 
 /// Writes what the CPU needs before the guest's first instruction: page

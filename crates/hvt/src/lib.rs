@@ -33,6 +33,7 @@ pub mod console;
 pub mod fault;
 pub mod gdb;
 pub mod hypercall;
+pub mod kernel_file;
 pub mod kvm_stats;
 pub mod memory;
 pub mod net_io;
@@ -53,6 +54,7 @@ use atoll_abi::hypercall::NET_DOORBELL_PORT;
 use atoll_host::caller_filter;
 use atoll_host::peak_rss::PeakRss;
 pub use atoll_host::{devices, elf, net};
+use kernel_file::KernelFile;
 
 /// Why the tender could not run a guest. Printed after `atoll-hvt: `.
 #[derive(Debug, thiserror::Error)]
@@ -120,16 +122,19 @@ pub fn main(argv: Vec<String>) -> u8 {
 fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Result<u8, TenderError> {
     use stats::Phase;
     let cli = args.cli;
-    let image = std::fs::read(&cli.kernel).map_err(|source| TenderError::ReadKernel {
+    let read_error = |source| TenderError::ReadKernel {
         path: cli.kernel.clone(),
         source,
-    })?;
+    };
+    let kernel_file = KernelFile::open(&cli.kernel).map_err(read_error)?;
     let mem_size = cli.mem_mib << 20;
     let common = &cli.common;
-    let kernel = elf::parse(&image, boot::kernel_limit(mem_size)).map_err(|source| TenderError::BadKernel {
-        path: cli.kernel.clone(),
-        source,
-    })?;
+    let kernel = kernel_file
+        .parse(boot::kernel_limit(mem_size))
+        .map_err(|source| TenderError::BadKernel {
+            path: cli.kernel.clone(),
+            source,
+        })?;
     // Before the sandbox, which allows creating files only in it.
     let cores = match &cli.dumpcore {
         Some(dir) => Some(fault::Cores {
@@ -166,7 +171,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
     let layout = boot::prepare(
         &mut mem,
         &kernel,
-        &image,
+        &kernel_file,
         &common.args,
         &devices.infos,
         tsc_hz,
@@ -218,6 +223,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
                 &devices,
                 &net.fds(),
                 &[
+                    Some(kernel_file.fd()),
                     peak.as_ref().map(PeakRss::fd),
                     counters.as_ref().map(kvm_stats::VcpuCounters::fd),
                 ],
@@ -230,7 +236,8 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         let guest = run::Guest {
             mem: &mem,
             layout: &layout,
-            image: &image,
+            kernel: &kernel,
+            kernel_file: &kernel_file,
             net: &net,
             cores: cores.as_ref(),
         };

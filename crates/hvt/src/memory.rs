@@ -284,6 +284,27 @@ impl GuestMemory {
         self.mem.write_slice(data, GuestAddress(addr)).is_ok()
     }
 
+    /// Fills `len` bytes at `addr` from `src` for the tender itself (the
+    /// kernel's segments at boot), with no copy through a buffer of its own.
+    /// Fails if `src` ends first or the range is outside guest memory.
+    pub fn fill_from(&self, addr: u64, src: &mut impl ReadVolatile, len: usize) -> io::Result<()> {
+        let mut done = 0;
+        while done < len {
+            let read = self
+                .mem
+                .read_volatile_from(GuestAddress(addr + done as u64), src, len - done)
+                .map_err(|e| match e {
+                    vm_memory::GuestMemoryError::IOError(e) => e,
+                    other => io::Error::other(other.to_string()),
+                })?;
+            if read == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file ended early"));
+            }
+            done += read;
+        }
+        Ok(())
+    }
+
     /// Reads a `u64` at `addr`, if inside guest memory.
     pub fn read_u64(&self, addr: u64) -> Option<u64> {
         let mut buf = [0u8; 8];

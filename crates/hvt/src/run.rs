@@ -9,9 +9,11 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 use crate::boot::Layout;
 use crate::console::Console;
 use crate::devices::Attached;
+use crate::elf::Kernel;
 use crate::fault::{self, FaultState};
 use crate::gdb::Debugger;
 use crate::hypercall::{self, Action};
+use crate::kernel_file::KernelFile;
 use crate::memory::GuestMemory;
 use crate::net_io::Net;
 use crate::stats::Stats;
@@ -43,12 +45,22 @@ enum Exit {
 pub struct Guest<'a> {
     pub mem: &'a GuestMemory,
     pub layout: &'a Layout,
-    /// The kernel file, for symbol names in fault reports.
-    pub image: &'a [u8],
+    /// The kernel as booted, and its file, for symbol names in fault
+    /// reports.
+    pub kernel: &'a Kernel,
+    pub kernel_file: &'a KernelFile,
     /// The network devices, served at every exit and perhaps by a thread.
     pub net: &'a Net,
     /// Where a fault or panic leaves a core file (`--dumpcore`).
     pub cores: Option<&'a fault::Cores>,
+}
+
+impl Guest<'_> {
+    /// The kernel file for the symbols of a report: empty (addresses
+    /// only) if it no longer holds the code that booted.
+    fn symbols_image(&self) -> Vec<u8> {
+        self.kernel_file.symbols_image(self.mem, self.kernel)
+    }
 }
 
 /// Runs the guest until it halts or fails, under `debugger` if given.
@@ -109,7 +121,7 @@ pub fn run(
             Exit::Shutdown => {
                 stats.shutdown += 1;
                 let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                Action::Fail(fault::triple_fault(rip, guest.image))
+                Action::Fail(fault::triple_fault(rip, &guest.symbols_image()))
             }
             Exit::Interrupted => {
                 stats.intr += 1;
@@ -224,7 +236,7 @@ fn fault(vcpu: &VcpuFd, guest: &Guest<'_>, vector: u32) -> Action {
             crate::x86::exception_name(vector)
         ));
     };
-    let mut report = fault::report(&state, guest.mem, guest.layout, guest.image);
+    let mut report = fault::report(&state, guest.mem, guest.layout, &guest.symbols_image());
     if let Some(cores) = guest.cores {
         report = format!("{report}\n  {}", cores.dump_fault(&state, guest.mem));
     }

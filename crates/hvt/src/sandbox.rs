@@ -1,7 +1,8 @@
 //! Confining the tender with seccomp once setup is done.
 //!
 //! From the first KVM_RUN on, the tender only runs the vCPU, reads its
-//! registers for fault reports, writes to stdout and stderr, sleeps, and
+//! registers and the kernel file (already open) for fault reports, writes
+//! to stdout and stderr, sleeps, and
 //! exits (and, with `--dumpcore`, creates one new file in that directory
 //! and writes it). A guest that escaped its VM into the tender finds a process that
 //! cannot open a file, start a program or make a socket. A call outside the
@@ -37,17 +38,18 @@ ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_bindings::kvm_sregs);
 
 /// Installs the filter on every thread of the process: the vCPU thread
 /// and the network I/O thread (`crate::net_io`), started and ready before.
+/// `pread_fds` are the files it may read with `pread64` (see [`filter`]);
 /// `cores` is the `--dumpcore` directory; `gdb_fd` is the gdb stub's
 /// connection, under `--gdb`.
 pub fn confine(
     vcpu_fd: RawFd,
     devices: &Attached,
     net: &NetFds,
-    stats_fds: &[Option<RawFd>],
+    pread_fds: &[Option<RawFd>],
     cores: Option<&CoreDir>,
     gdb_fd: Option<RawFd>,
 ) -> Result<(), String> {
-    let program = filter(vcpu_fd, net, &devices.block_fds(), stats_fds, cores, gdb_fd)
+    let program = filter(vcpu_fd, net, &devices.block_fds(), pread_fds, cores, gdb_fd)
         .map_err(|e| format!("cannot build the seccomp filter: {e}"))?;
     seccompiler::apply_filter_all_threads(&program).map_err(|e| format!("cannot install the seccomp filter: {e}"))
 }
@@ -57,8 +59,9 @@ pub fn confine(
 /// reports), the network I/O thread's `epoll_wait` on its own epoll set
 /// and reads and writes of its event counters, reads of the block devices'
 /// files (and writes and flushes of those attached read-write),
-/// `mincore`, and `pread64` of the peak-memory file and the vCPU's KVM
-/// statistics, for `--stats`,
+/// `mincore`, `pread64` of the kernel file (for the symbols of a fault
+/// report, `crate::kernel_file`) and, for `--stats`, of the peak-memory
+/// file and the vCPU's KVM statistics,
 /// creating and writing one core file in the `--dumpcore` directory
 /// ([`CoreDir::allow`]), `close` for the exit, and under `--gdb` the
 /// stub's calls (module docs).
@@ -66,7 +69,7 @@ fn filter(
     vcpu_fd: RawFd,
     net: &NetFds,
     block_fds: &[DiskFd],
-    stats_fds: &[Option<RawFd>],
+    pread_fds: &[Option<RawFd>],
     cores: Option<&CoreDir>,
     gdb_fd: Option<RawFd>,
 ) -> Result<BpfProgram, seccompiler::BackendError> {
@@ -91,7 +94,7 @@ fn filter(
         }
     }
     allow_block_io(&mut rules, block_fds)?;
-    for &fd in stats_fds.iter().flatten() {
+    for &fd in pread_fds.iter().flatten() {
         allow_pread(&mut rules, fd)?;
     }
     if let Some(cores) = cores {

@@ -38,7 +38,8 @@ ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_bindings::kvm_sregs);
 
 /// Installs the filter on every thread of the process: the vCPU thread
 /// and the network I/O thread (`crate::net_io`), started and ready before.
-/// `pread_fds` are the files it may read with `pread64` (see [`filter`]);
+/// `pread_fds` are the files it may read with `pread64` (the kernel file,
+/// for fault reports, and with `--stats` the statistics files);
 /// `cores` is the `--dumpcore` directory; `gdb_fd` is the gdb stub's
 /// connection, under `--gdb`.
 pub fn confine(

@@ -387,14 +387,18 @@ mod tests {
 
     #[test]
     fn every_published_port_gets_a_listener_and_a_busy_one_is_named() {
-        let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        // Both probes held until both ports are known: one dropped at once
+        // could hand the same port to the second (it did, in CI).
+        let probes = [(); 2].map(|()| TcpListener::bind("127.0.0.1:0").unwrap());
+        let [first, second] = probes.each_ref().map(|probe| probe.local_addr().unwrap().port());
+        drop(probes);
         let forwards = [
             Forward {
-                host_port: free(),
+                host_port: first,
                 guest_port: 80,
             },
             Forward {
-                host_port: free(),
+                host_port: second,
                 guest_port: 443,
             },
         ];
@@ -416,6 +420,8 @@ mod tests {
         // The second port is busy: the error names it, on one line.
         let busy = TcpListener::bind("127.0.0.1:0").unwrap();
         let busy_port = busy.local_addr().unwrap().port();
+        // Not the busy one, which is held.
+        let free = || TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let err = listen(&[
             Forward {
                 host_port: free(),

@@ -343,18 +343,9 @@ both_platforms!(running_out_of_memory_sheds_connections_and_keeps_serving, |plat
     let statuses: Vec<u16> = ns.run_in(|| streams.iter_mut().map(|s| get_on(s, "/healthz")).collect());
     assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
     // Once they go, there is room again.
-    // Closing 200 connections takes the server a while under a loaded CI
-    // machine (0 after a fixed 500 ms there): retried for up to 10 s.
     drop(streams);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        thread::sleep(Duration::from_millis(500));
-        let status = timed_get(&server, "/healthz").0;
-        if status == 200 || std::time::Instant::now() > deadline {
-            break status;
-        }
-    };
-    assert_eq!(status, 200);
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(timed_get(&server, "/healthz").0, 200);
     assert!(
         !server.process.stdout_so_far().contains("allocation"),
         "the allocator failed"

@@ -161,51 +161,6 @@ for file in tests/tests/*.rs; do
 done
 step "cargo test: integration tests, built once"
 cargo test -p atoll-tests --no-run "${first[@]}" "${second[@]}"
-
-# What the tests boot, built before they start. Each test process would
-# build these itself on first use (tests/lib.rs: `tools`, `guest`), but
-# the halves build one guest at a time each, waiting on each other's cargo
-# locks: the integration tests took 14 minutes of a 23.5-minute CI run on
-# a fresh machine, and under 3 minutes once everything was built. Here
-# three target directories build side by side, with the commands the tests
-# run, so the tests find everything fresh.
-step "integration tests: the tools and the guests they boot, built once"
-cargo build --release -p atoll-cli
-atoll=target/release/atoll
-build_guests() { # PLATFORMS WORKSPACE PACKAGE...: release builds
-    local platforms=$1 ws=$2 platform package
-    shift 2
-    for platform in $platforms; do
-        for package in "$@"; do
-            "$atoll" build --release --target "$platform" "$ws/$package" >/dev/null
-        done
-    done
-}
-prebuild=$(mktemp -d)
-(cargo build-tender && cargo build-spt) >"$prebuild/tenders" 2>&1 &
-tenders=$!
-# Every example, and every test guest but the benchmarks' (exit-cost,
-# tls-crypto), each for the platforms its tests boot it on; and the debug
-# builds that `atoll run` without --release makes.
-(
-    build_guests "hvt unix" examples hello timers slides kv dns-lookup udp-echo tcp-client random-clock https-get
-    for platform in hvt unix; do "$atoll" build --target "$platform" examples/hello >/dev/null; done
-) >"$prebuild/examples" 2>&1 &
-examples=$!
-(
-    build_guests "hvt unix" tests/guests misbehave hostile devices optional sandbox-escape blockcheck resolve \
-        malicious malicious-ctor
-    build_guests hvt tests/guests hostile-net debuggee
-    for platform in hvt unix; do "$atoll" build --target "$platform" tests/guests/misbehave >/dev/null; done
-) >"$prebuild/guests" 2>&1 &
-guests=$!
-for job in tenders examples guests; do
-    wait "${!job}" || {
-        cat "$prebuild/$job"
-        fail "building the integration tests' $job failed (its output is above)"
-    }
-done
-rm -rf "$prebuild"
 step "cargo test: integration tests, two halves at once (each half's output follows when both are done)"
 logs=$(mktemp -d)
 first_status=0 second_status=0

@@ -118,8 +118,19 @@ fn burst_connect(addr: &str, count: usize, patience: Duration) -> (Vec<TcpStream
     sockaddr.sin_addr.s_addr = u32::from(*target.ip()).to_be();
     let mut fds = Vec::new();
     for _ in 0..count {
+        // Close-on-exec, as std opens its sockets: the other platform's case
+        // runs in this process at the same time, and a server or curl it
+        // starts while these are open would inherit them; a closed stream
+        // then sends no FIN while that child lives, and the server under
+        // test keeps the connection (and its memory) the test let go.
         // SAFETY: plain socket creation; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
         assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
         // SAFETY: `sockaddr` is a valid sockaddr_in of the size given.
         let rc = unsafe {

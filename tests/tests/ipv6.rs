@@ -201,7 +201,13 @@ fn inject(ns: &Namespace, frames: &[Vec<u8>]) {
     ns.run_in(|| {
         let protocol = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2); the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, i32::from(protocol)) };
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                i32::from(protocol),
+            )
+        };
         assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
         let name = std::ffi::CString::new(TAP).unwrap();
         // SAFETY: if_nametoindex reads the NUL-terminated name, live for the

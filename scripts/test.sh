@@ -35,6 +35,10 @@ GUEST_TARGET=x86_64-unknown-none
 # the RustCrypto crates under atoll::tls keep to portable code there.
 GUEST_CONFIG='target.x86_64-unknown-none.rustflags=["--cfg","aes_force_soft","--cfg","polyval_force_soft","--cfg","poly1305_force_soft","--cfg","chacha20_force_soft","--cfg","curve25519_dalek_backend=\"serial\""]'
 UNIX_TARGET=x86_64-unknown-linux-gnu
+# One target directory for both guest workspaces, as the integration tests
+# build every app into it (tests/lib.rs, apps_target_dir): the workspaces
+# pin the same dependencies, which are then compiled once, not once each.
+APPS_TARGET_DIR=target/apps
 UNIX_CONFIG='target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]'
 
 if [ -d "$HOME/.cargo/bin" ]; then
@@ -116,25 +120,25 @@ for ws in "${GUEST_WORKSPACES[@]}"; do
     step "clippy ($ws, $GUEST_TARGET)"
     [ -f "$ws/Cargo.toml" ] || fail "$ws/Cargo.toml is missing"
     cargo fmt --manifest-path "$ws/Cargo.toml" --all -- --check
-    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$GUEST_TARGET" --config "$GUEST_CONFIG" \
-        -- -D warnings
+    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target-dir "$APPS_TARGET_DIR" \
+        --target "$GUEST_TARGET" --config "$GUEST_CONFIG" -- -D warnings
     step "clippy ($ws, unix platform, $UNIX_TARGET)"
-    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target "$UNIX_TARGET" --config "$UNIX_CONFIG" \
-        -- -D warnings
+    cargo clippy --manifest-path "$ws/Cargo.toml" --workspace --target-dir "$APPS_TARGET_DIR" \
+        --target "$UNIX_TARGET" --config "$UNIX_CONFIG" -- -D warnings
     step "cargo doc ($ws, $GUEST_TARGET)"
-    RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path "$ws/Cargo.toml" --workspace --no-deps --target "$GUEST_TARGET" \
-        --config "$GUEST_CONFIG"
+    RUSTDOCFLAGS="-D warnings" cargo doc --manifest-path "$ws/Cargo.toml" --workspace --no-deps \
+        --target-dir "$APPS_TARGET_DIR" --target "$GUEST_TARGET" --config "$GUEST_CONFIG"
 done
 
 # The guest crates themselves, as the guests compile them: clippy lints only
 # a workspace's members, so neither pass above reaches their bare-metal and
 # unix-platform code (`atoll-rt`'s hvt and virtio platforms, say). The
-# examples' target directory already holds their dependencies.
+# apps' target directory already holds their dependencies.
 step "clippy (the guest crates, $GUEST_TARGET and unix platform)"
 GUEST_CRATES=(-p atoll-abi -p atoll-rt -p atoll-net -p atoll-http -p atoll-kv -p atoll-tls -p atoll)
-cargo clippy "${GUEST_CRATES[@]}" --target-dir examples/target --target "$GUEST_TARGET" --config "$GUEST_CONFIG" \
+cargo clippy "${GUEST_CRATES[@]}" --target-dir "$APPS_TARGET_DIR" --target "$GUEST_TARGET" --config "$GUEST_CONFIG" \
     -- -D warnings
-cargo clippy "${GUEST_CRATES[@]}" --target-dir examples/target --target "$UNIX_TARGET" --config "$UNIX_CONFIG" \
+cargo clippy "${GUEST_CRATES[@]}" --target-dir "$APPS_TARGET_DIR" --target "$UNIX_TARGET" --config "$UNIX_CONFIG" \
     -- -D warnings
 
 step "cargo test: unit tests of every crate"

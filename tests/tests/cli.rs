@@ -6,19 +6,19 @@ use atoll_tests::{atoll, both_platforms, guest, repo_root, Platform};
 #[test]
 fn a_new_app_builds_and_runs_as_it_is_on_both_platforms() {
     // One app for both platforms, not one per test. Its build shares the
-    // test guests' target directory (as `CARGO_TARGET_DIR` lets any user
-    // do): the dependencies a new app needs are those the debug test
-    // guests need, and building them all again for this one test would be
-    // minutes of the suite on two cores. The app itself is built fresh.
+    // other apps' target directory (`atoll_command`, as `CARGO_TARGET_DIR`
+    // lets any user do): the dependencies a new app needs are those the
+    // debug test guests need, and building them all again for this one
+    // test would be minutes of the suite on two cores. The app itself is
+    // built fresh.
     let dir = tempfile::tempdir().unwrap();
     let new = atoll(["new", "x"], dir.path());
     assert_eq!(new.status, Some(0), "atoll new: {}", new.stderr);
     let lock = std::fs::read_to_string(dir.path().join("x/Cargo.lock")).unwrap();
     for platform in [Platform::Hvt, Platform::Unix] {
-        let mut command = std::process::Command::new(atoll_tests::atoll_bin());
+        let mut command = atoll_tests::atoll_command();
         command
             .current_dir(dir.path())
-            .env("CARGO_TARGET_DIR", repo_root().join("tests/guests/target"))
             .args(["run", "--target", platform.name(), "x", "--", "a", "--log=warn"]);
         let run = atoll_tests::run(command);
         // The runtime's `--log=` is not the app's.
@@ -191,7 +191,7 @@ fn ctrl_c_during_a_build_is_a_short_interrupted() {
     assert_eq!(new.status, Some(0), "atoll new: {}", new.stderr);
     // A process group of its own, as a shell gives a foreground job: the
     // terminal's Ctrl-C goes to the whole group.
-    let mut command = std::process::Command::new(atoll_tests::atoll_bin());
+    let mut command = atoll_tests::atoll_command();
     command.current_dir(dir.path()).args(["build", "x"]).process_group(0);
     let build = atoll_tests::net::Background::spawn(command);
     build.wait_for_line(std::time::Duration::from_secs(120), |l| {

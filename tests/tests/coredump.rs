@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use atoll_tests::{atoll, atoll_bin, hvt, repo_root, run, spt_bin, unix_direct, Outcome, Platform};
+use atoll_tests::{
+    apps_target_dir, atoll, atoll_command, hvt, repo_root, run, spt_bin, unix_direct, Outcome, Platform,
+};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 const GUEST_FAILED: i32 = 254;
@@ -84,11 +86,11 @@ fn debug_kernel(way: Way) -> &'static Path {
                 // A release build (static) with the dev profile's settings,
                 // in a target directory of its own so that it does not
                 // replace the release build other tests run.
-                let mut command = Command::new(atoll_bin());
+                let mut command = atoll_command();
                 command
                     .current_dir(repo_root())
                     .args(["build", "--release", "--target", "unix", MISBEHAVE])
-                    .env("CARGO_TARGET_DIR", repo_root().join("tests/guests/target/static-debug"))
+                    .env("CARGO_TARGET_DIR", apps_target_dir().join("static-debug"))
                     .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0")
                     .env("CARGO_PROFILE_RELEASE_DEBUG", "true")
                     .env("CARGO_PROFILE_RELEASE_LTO", "false")

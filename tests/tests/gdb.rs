@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use atoll_abi::testing::SplitMix64;
 use atoll_tests::net::Background;
-use atoll_tests::{atoll, atoll_bin, hvt_bin, repo_root, require_kvm, Outcome};
+use atoll_tests::{atoll, atoll_command, hvt_bin, repo_root, require_kvm, Outcome};
 
 const GDB: &str = "/usr/bin/gdb";
 /// Long enough for a debug build's boot and a few gdb round trips on a
@@ -446,7 +446,7 @@ fn a_port_in_use_is_one_line() {
 fn atoll_run_gdb_prints_the_command_to_paste() {
     require_kvm();
     let port = free_port();
-    let mut command = Command::new(atoll_bin());
+    let mut command = atoll_command();
     command.current_dir(repo_root()).args([
         "run",
         &format!("--gdb={port}"),

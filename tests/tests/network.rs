@@ -381,7 +381,7 @@ fn free_port() -> u16 {
 /// `atoll run --release --target PLATFORM --publish PORT:80 examples/slides`
 /// from the repository root.
 fn run_slides_published(platform: Platform, port: u16) -> Command {
-    let mut command = Command::new(atoll_tests::atoll_bin());
+    let mut command = atoll_tests::atoll_command();
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", platform.name()])
@@ -426,7 +426,7 @@ both_platforms!(atoll_run_publishes_the_site_on_loopback_and_cleans_up, |platfor
 both_platforms!(atoll_run_publishes_two_ports, |platform| {
     atoll_tests::guest(platform, SLIDES);
     let ports = [free_port(), free_port()];
-    let mut command = Command::new(atoll_tests::atoll_bin());
+    let mut command = atoll_tests::atoll_command();
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", platform.name()]);

@@ -68,7 +68,7 @@ fn pkg(args: &[&str]) -> Outcome {
 /// `atoll pkg ARGS` with environment variables `env`, which must succeed:
 /// the archive's path is the last line of stdout.
 fn pkg_env(args: &[&str], env: &[(&str, &str)]) -> Outcome {
-    let mut command = Command::new(atoll_tests::atoll_bin());
+    let mut command = atoll_tests::atoll_command();
     command
         .current_dir(repo_root())
         .arg("pkg")

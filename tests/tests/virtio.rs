@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use atoll_tests::net::{namespaces, Background};
 use atoll_tests::net::{Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
-use atoll_tests::{atoll, atoll_bin, guest, repo_root, Outcome, Platform, Vmm};
+use atoll_tests::{apps_target_dir, atoll, atoll_bin, atoll_command, guest, repo_root, Outcome, Platform, Vmm};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 const HELLO: &str = "examples/hello";
@@ -214,7 +214,7 @@ every_vmm!(timers_fire_in_order, |vmm| {
 
 every_vmm!(a_stop_signal_stops_the_vmm, |vmm| {
     guest(Platform::Hvt, MISBEHAVE);
-    let mut command = Command::new(atoll_bin());
+    let mut command = atoll_command();
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", "virtio"])
@@ -281,7 +281,7 @@ every_vmm!(atoll_run_serves_the_site_on_loopback, |vmm| {
     let leaf = ca.issue(certs.path(), "site", &["localhost", "127.0.0.1"], KeyType::EcdsaP256);
     let image = certs.path().join("tls.tar");
     pack(&image, &[("", &leaf)]);
-    let mut command = Command::new(atoll_bin());
+    let mut command = atoll_command();
     command
         .current_dir(repo_root())
         .args(["run", "--release", "--target", "virtio"])
@@ -623,7 +623,7 @@ fn virtio_builds_the_file_hvt_runs() {
 /// Runs `atoll ARGV` and checks that it refused in one line containing
 /// `why`, with status 1.
 fn assert_refused(argv: &[&str], env_path: Option<&str>, why: &str) {
-    let mut command = Command::new(atoll_bin());
+    let mut command = atoll_command();
     command.args(argv).current_dir(repo_root());
     if let Some(path) = env_path {
         command.env("PATH", path);
@@ -700,7 +700,10 @@ fn without_kvm_qemu_falls_back_to_tcg_and_the_others_refuse() {
         atoll = atoll_bin().display()
     );
     let mut command = Command::new("unshare");
-    command.args(["-m", "sh", "-c", &script]);
+    // The shell's `atoll run`s find the kernels built above.
+    command
+        .env("CARGO_TARGET_DIR", apps_target_dir())
+        .args(["-m", "sh", "-c", &script]);
     let out = atoll_tests::run(command);
     assert_eq!(
         out.stdout,

@@ -35,8 +35,9 @@ fn slides<'ns>(platform: Platform, ns: &'ns Namespace, options: &[&str]) -> Serv
     server
 }
 
-/// `curl` on `path`: the status and the seconds the TCP connect took.
-fn timed_get(server: &Server, path: &str) -> (u16, f64) {
+/// `curl` on `path`: the status, the seconds the TCP connect took, and
+/// curl's error if it failed (a reset and a timeout fail differently).
+fn timed_get(server: &Server, path: &str) -> (u16, f64, String) {
     let url = server.url(path);
     let out = server.curl(&[
         "-sS",
@@ -51,7 +52,7 @@ fn timed_get(server: &Server, path: &str) -> (u16, f64) {
     let mut fields = out.stdout.split_whitespace();
     let status = fields.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let connect_s = fields.next().and_then(|s| s.parse().ok()).unwrap_or(f64::MAX);
-    (status, connect_s)
+    (status, connect_s, out.stderr.trim().to_owned())
 }
 
 /// How many lines of `text` contain `needle`.
@@ -90,7 +91,7 @@ both_platforms!(a_syn_flood_does_not_lock_out_real_clients, |platform| {
     let after = timed_get(&server, "/healthz");
     // The bound, and what a user waits for: within a second, where
     // a full listen queue made clients wait ~10 s (or refused them).
-    for (status, connect_s) in during.iter().chain([&after]) {
+    for (status, connect_s, _) in during.iter().chain([&after]) {
         assert_eq!(*status, 200, "during {during:?}, after {after:?}");
         assert!(
             *connect_s < 1.0,

@@ -60,7 +60,9 @@ pub struct TcpConfig {
     /// through this many sockets, and through fewer if the heap is short).
     /// Default 1024: a burst of a thousand real clients completes without
     /// evicting any (on hvt their ACKs arrive a batch of 256 frames or two
-    /// behind their SYNs).
+    /// behind their SYNs). Not enough when a guest falls behind a flood: a
+    /// real client's ACK can then wait behind the TAP device's queue (1000
+    /// frames by default) and the ring's 256, all forged SYNs.
     pub max_half_open: usize,
     /// Heap the app needs for a connection besides its socket (its task,
     /// its first buffers), kept free for every connection the listeners

@@ -156,14 +156,20 @@ impl Listener {
         }
         let mut refusal = None;
         while self.listening.len() < tcp.listen_sockets {
-            if self.half_open.len() >= tcp.max_half_open && self.recycle_oldest_half_open(port, sockets, None) {
-                continue;
+            if self.half_open.len() >= tcp.max_half_open {
+                atoll_rt::profile_scope!("net.listeners.evict");
+                if self.recycle_oldest_half_open(port, sockets, None) {
+                    continue;
+                }
             }
             let new_socket_bytes = tcp.rx_buffer_bytes + tcp.tx_buffer_bytes + sockets.growth_bytes();
             let keep_bytes = promised_bytes
                 .saturating_add(tcp.app_bytes_per_connection)
                 .saturating_add(tcp.memory_reserve_bytes);
             if memory_allows(new_socket_bytes, keep_bytes) {
+                // A flood's first thousand SYNs each make one (the profile's
+                // `net.listeners.new`; docs/PERFORMANCE.md, SYN flood).
+                atoll_rt::profile_scope!("net.listeners.new");
                 let handle = new_listening_socket(sockets, tcp, port);
                 self.listening.push(handle);
                 continue;

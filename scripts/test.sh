@@ -29,17 +29,17 @@ trap 'fail "failed at line $LINENO: $BASH_COMMAND"' ERR
 # integration tests in tests/, which build and boot them on both.
 GUEST_WORKSPACES=(examples tests/guests)
 GUEST_TARGET=x86_64-unknown-none
-# The unix platform's target and flags, as `atoll build --target unix` gives
-# them (crates/cli/src/build.rs).
 # The cfgs `atoll build` passes for the guest target (crates/cli/src/build.rs):
 # the RustCrypto crates under atoll::tls keep to portable code there.
 GUEST_CONFIG='target.x86_64-unknown-none.rustflags=["--cfg","aes_force_soft","--cfg","polyval_force_soft","--cfg","poly1305_force_soft","--cfg","chacha20_force_soft","--cfg","curve25519_dalek_backend=\"serial\""]'
+# The unix platform's target and flags, as `atoll build --target unix` gives
+# them (crates/cli/src/build.rs).
 UNIX_TARGET=x86_64-unknown-linux-gnu
+UNIX_CONFIG='target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]'
 # One target directory for both guest workspaces, as the integration tests
 # build every app into it (tests/lib.rs, apps_target_dir): the workspaces
 # pin the same dependencies, which are then compiled once, not once each.
 APPS_TARGET_DIR=target/apps
-UNIX_CONFIG='target.x86_64-unknown-linux-gnu.rustflags=["--cfg","atoll_platform=\"unix\"","-C","force-frame-pointers=yes","-C","target-feature=+crt-static"]'
 
 if [ -d "$HOME/.cargo/bin" ]; then
     PATH="$HOME/.cargo/bin:$PATH"

@@ -2,8 +2,8 @@
 //!
 //! Each test process builds `atoll` and `atoll-hvt` once (release), builds
 //! the guests it needs once per [`Platform`] with `atoll build --release
-//! --target hvt|unix` (all into one target directory, [`apps_target_dir`]), and runs them with a 60-second limit, measuring wall
-//! and CPU time. The tests themselves live in `tests/*.rs`, one file per
+//! --target hvt|unix` (all into one target directory, [`apps_target_dir`]),
+//! and runs them within [`TIMEOUT`], measuring wall and CPU time. The tests themselves live in `tests/*.rs`, one file per
 //! topic. A case that means the same on both platforms is written once,
 //! with [`both_platforms!`], which makes one test per platform.
 //!
@@ -183,8 +183,7 @@ impl Vmm {
     pub fn command(self, wrap: impl FnOnce(&Path) -> Command, dir: &str, options: &[&str], args: &[&str]) -> Command {
         guest(Platform::Hvt, dir);
         let mut command = wrap(atoll_bin());
-        command
-            .env("CARGO_TARGET_DIR", apps_target_dir())
+        builds_into_apps_target_dir(&mut command)
             .current_dir(repo_root())
             .args(["run", "--release", "--target", "virtio"])
             .args(self.options())
@@ -307,8 +306,14 @@ pub fn apps_target_dir() -> PathBuf {
 /// so that a `run` finds the app [`guest`] built already.
 pub fn atoll_command() -> Command {
     let mut command = Command::new(atoll_bin());
-    command.env("CARGO_TARGET_DIR", apps_target_dir());
+    builds_into_apps_target_dir(&mut command);
     command
+}
+
+/// Points the builds of `command` (an `atoll`, or what runs one: `ip netns
+/// exec`, a shell) at [`apps_target_dir`].
+pub fn builds_into_apps_target_dir(command: &mut Command) -> &mut Command {
+    command.env("CARGO_TARGET_DIR", apps_target_dir())
 }
 
 /// The release `atoll-hvt` tender.

@@ -27,7 +27,9 @@ use std::time::Duration;
 
 use atoll_tests::net::{namespaces, Background};
 use atoll_tests::net::{Namespace, Server, GUEST_ADDR, STATIC_IPV4_ARGS, TAP};
-use atoll_tests::{apps_target_dir, atoll, atoll_bin, atoll_command, guest, repo_root, Outcome, Platform, Vmm};
+use atoll_tests::{
+    atoll, atoll_bin, atoll_command, builds_into_apps_target_dir, guest, repo_root, Outcome, Platform, Vmm,
+};
 
 const MISBEHAVE: &str = "tests/guests/misbehave";
 const HELLO: &str = "examples/hello";
@@ -701,9 +703,7 @@ fn without_kvm_qemu_falls_back_to_tcg_and_the_others_refuse() {
     );
     let mut command = Command::new("unshare");
     // The shell's `atoll run`s find the kernels built above.
-    command
-        .env("CARGO_TARGET_DIR", apps_target_dir())
-        .args(["-m", "sh", "-c", &script]);
+    builds_into_apps_target_dir(&mut command).args(["-m", "sh", "-c", &script]);
     let out = atoll_tests::run(command);
     assert_eq!(
         out.stdout,

@@ -106,6 +106,7 @@ extern crate alloc;
 
 pub mod config;
 pub mod dns;
+mod half_open;
 pub mod listen;
 mod ndisc;
 pub mod phy;

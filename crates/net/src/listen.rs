@@ -64,6 +64,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet, Ipv6Packet, TcpPacket};
 
+use crate::half_open::HalfOpenTable;
 use crate::sockets::{memory_allows, SocketTable};
 use crate::stack::{smol_duration, TcpConfig};
 
@@ -97,8 +98,12 @@ pub(crate) struct Counts {
 pub(crate) struct Listener {
     /// Sockets in LISTEN.
     pub(crate) listening: Vec<SocketHandle>,
-    /// Sockets a SYN took, oldest first, with when it was seen taken,
-    /// until their handshake completes.
+    /// Sockets a SYN took during this poll, in the main set, with when it
+    /// was seen taken: they move to the half-open table once their SYN-ACK
+    /// has gone out ([`Listener::settle_taken`]).
+    pub(crate) taken: VecDeque<(SocketHandle, Instant)>,
+    /// Sockets in the half-open table ([`crate::half_open`]), oldest first,
+    /// with when a SYN took them, until their handshake ends.
     pub(crate) half_open: VecDeque<(SocketHandle, Instant)>,
     /// Established connections, oldest first, until `accept` takes them.
     pub(crate) ready: VecDeque<SocketHandle>,
@@ -114,6 +119,7 @@ impl Listener {
     pub(crate) fn new() -> Listener {
         Listener {
             listening: Vec::new(),
+            taken: VecDeque::new(),
             half_open: VecDeque::new(),
             ready: VecDeque::new(),
             waiter: None,
@@ -124,19 +130,25 @@ impl Listener {
 
     /// Connections this listener holds that the app has not accepted.
     pub(crate) fn waiting_count(&self) -> usize {
-        self.half_open.len() + self.ready.len()
+        self.half_open_count() + self.ready.len()
     }
 
-    /// Moves listening sockets a SYN took to the half-open queue, and tops
-    /// the listening sockets up (see the module docs); sets
-    /// [`Listener::refusing`] if none is left listening. Runs after every
-    /// received frame, so it costs a few socket lookups unless it has to
-    /// make a socket. `promised_bytes` is what the heap must keep for the
-    /// connections every listener holds and the app has not yet taken.
+    /// Handshakes pending, in either set.
+    pub(crate) fn half_open_count(&self) -> usize {
+        self.taken.len() + self.half_open.len()
+    }
+
+    /// Notes listening sockets a SYN took, and tops the listening sockets
+    /// up (see the module docs); sets [`Listener::refusing`] if none is
+    /// left listening. Runs after every received frame, so it costs a few
+    /// socket lookups unless it has to make a socket. `promised_bytes` is
+    /// what the heap must keep for the connections every listener holds
+    /// and the app has not yet taken.
     pub(crate) fn top_up(
         &mut self,
         port: u16,
         sockets: &mut SocketTable,
+        half_open: &mut HalfOpenTable,
         tcp: &TcpConfig,
         promised_bytes: usize,
         now: Instant,
@@ -151,18 +163,21 @@ impl Listener {
                     let _ = socket.listen(port);
                     i += 1;
                 }
-                _ => self.half_open.push_back((self.listening.swap_remove(i), now)),
+                _ => self.taken.push_back((self.listening.swap_remove(i), now)),
             }
         }
         let mut refusal = None;
         while self.listening.len() < tcp.listen_sockets {
-            if self.half_open.len() >= tcp.max_half_open {
+            if self.half_open_count() >= tcp.max_half_open {
                 atoll_rt::profile_scope!("net.listeners.evict");
-                if self.recycle_oldest_half_open(port, sockets, None) {
+                if self.recycle_oldest_half_open(port, sockets, half_open, None)
+                    || self.recycle_oldest_taken(port, sockets)
+                {
                     continue;
                 }
             }
-            let new_socket_bytes = tcp.rx_buffer_bytes + tcp.tx_buffer_bytes + sockets.growth_bytes();
+            let new_socket_bytes =
+                tcp.rx_buffer_bytes + tcp.tx_buffer_bytes + sockets.growth_bytes() + half_open.growth_bytes();
             let keep_bytes = promised_bytes
                 .saturating_add(tcp.app_bytes_per_connection)
                 .saturating_add(tcp.memory_reserve_bytes);
@@ -177,7 +192,7 @@ impl Listener {
             let stale = (now.ns_since_boot())
                 .checked_sub(STALE_HANDSHAKE.as_nanos() as u64)
                 .map(Instant::from_ns_since_boot);
-            if stale.is_some() && self.recycle_oldest_half_open(port, sockets, stale) {
+            if stale.is_some() && self.recycle_oldest_half_open(port, sockets, half_open, stale) {
                 continue;
             }
             refusal = Some(Refusal::Memory);
@@ -192,19 +207,22 @@ impl Listener {
         };
     }
 
-    /// Takes the socket of the oldest half-open connection for listening:
-    /// one that timed out or was reset is simply reused, one still in its
-    /// handshake is evicted, if it began before `taken_before` (when
-    /// given). Connections found established on the way move to the ready
-    /// queue. Returns whether a socket now listens.
+    /// Takes the socket of the oldest connection in the half-open table
+    /// back to the main set for listening: one that timed out or was reset
+    /// is simply reused, one still in its handshake is evicted, if it began
+    /// before `taken_before` (when given). Connections found established on
+    /// the way move to the ready queue. Returns whether a socket now
+    /// listens. (Handshakes taken during this poll are not evicted: their
+    /// SYN-ACKs have not even gone out.)
     fn recycle_oldest_half_open(
         &mut self,
         port: u16,
         sockets: &mut SocketTable,
+        half_open: &mut HalfOpenTable,
         taken_before: Option<Instant>,
     ) -> bool {
         while let Some(&(handle, taken)) = self.half_open.front() {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            let socket = half_open.get_mut(handle);
             let state = socket.state();
             if state == tcp::State::SynReceived && taken_before.is_some_and(|before| taken >= before) {
                 return false;
@@ -214,6 +232,34 @@ impl Listener {
                 tcp::State::SynReceived => {
                     // No reset goes out: `listen` clears the connection
                     // before smoltcp would send one.
+                    socket.abort();
+                    self.counts.evicted += 1;
+                }
+                tcp::State::Listen | tcp::State::Closed => {}
+                _ => {
+                    let socket = half_open.take(handle);
+                    self.ready.push_back(sockets.add(socket));
+                    continue;
+                }
+            }
+            let _ = socket.listen(port);
+            let socket = half_open.take(handle);
+            self.listening.push(sockets.add(socket));
+            return true;
+        }
+        false
+    }
+
+    /// Takes the socket of the oldest handshake taken during this poll for
+    /// listening, once the half-open table has none left to give (a burst
+    /// of more than `max_half_open` SYNs in one poll): as
+    /// [`recycle_oldest_half_open`](Self::recycle_oldest_half_open), in
+    /// the main set.
+    fn recycle_oldest_taken(&mut self, port: u16, sockets: &mut SocketTable) -> bool {
+        while let Some((handle, _)) = self.taken.pop_front() {
+            let socket = sockets.get_mut::<tcp::Socket>(handle);
+            match socket.state() {
+                tcp::State::SynReceived => {
                     socket.abort();
                     self.counts.evicted += 1;
                 }
@@ -230,19 +276,27 @@ impl Listener {
         false
     }
 
-    /// Once per poll: moves completed handshakes to the ready queue, and
-    /// frees the sockets of handshakes that failed (timed out, reset)
-    /// beyond those needed for listening, so the memory a flood took is
-    /// given back when it ends.
-    pub(crate) fn sort(&mut self, port: u16, sockets: &mut SocketTable, tcp: &TcpConfig) {
-        let mut i = 0;
-        while i < self.half_open.len() {
-            let (handle, _) = self.half_open[i];
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            match socket.state() {
-                tcp::State::SynReceived => i += 1,
+    /// Once per poll, after the main set's egress: moves the handshakes
+    /// taken during the poll, whose SYN-ACKs have gone out, to the
+    /// half-open table; those that completed already go to the ready queue
+    /// and those that failed are sorted as in
+    /// [`settle_half_open`](Self::settle_half_open).
+    pub(crate) fn settle_taken(
+        &mut self,
+        port: u16,
+        sockets: &mut SocketTable,
+        half_open: &mut HalfOpenTable,
+        tcp: &TcpConfig,
+        now: Instant,
+    ) {
+        for (handle, taken) in core::mem::take(&mut self.taken) {
+            match sockets.get_mut::<tcp::Socket>(handle).state() {
+                tcp::State::SynReceived => {
+                    let socket = sockets.take(handle);
+                    self.half_open.push_back((half_open.insert(socket, now), taken));
+                }
                 tcp::State::Listen | tcp::State::Closed => {
-                    self.half_open.remove(i);
+                    let socket = sockets.get_mut::<tcp::Socket>(handle);
                     if self.listening.len() < tcp.listen_sockets {
                         let _ = socket.listen(port);
                         self.listening.push(handle);
@@ -250,10 +304,41 @@ impl Listener {
                         sockets.remove(handle);
                     }
                 }
-                _ => {
-                    self.half_open.remove(i);
-                    self.ready.push_back(handle);
+                _ => self.ready.push_back(handle),
+            }
+        }
+    }
+
+    /// At a visit of the half-open table: moves completed handshakes to
+    /// the ready queue, and frees the sockets of handshakes that failed
+    /// (timed out, reset) beyond those needed for listening, so the memory
+    /// a flood took is given back when it ends.
+    pub(crate) fn settle_half_open(
+        &mut self,
+        port: u16,
+        sockets: &mut SocketTable,
+        half_open: &mut HalfOpenTable,
+        tcp: &TcpConfig,
+    ) {
+        let mut i = 0;
+        while i < self.half_open.len() {
+            let (handle, _) = self.half_open[i];
+            let state = half_open.get_mut(handle).state();
+            if state == tcp::State::SynReceived {
+                i += 1;
+                continue;
+            }
+            self.half_open.remove(i);
+            let socket = half_open.take(handle);
+            match state {
+                tcp::State::Listen | tcp::State::Closed => {
+                    if self.listening.len() < tcp.listen_sockets {
+                        let handle = sockets.add(socket);
+                        let _ = sockets.get_mut::<tcp::Socket>(handle).listen(port);
+                        self.listening.push(handle);
+                    }
                 }
+                _ => self.ready.push_back(sockets.add(socket)),
             }
         }
     }
@@ -273,10 +358,20 @@ impl Listener {
         None
     }
 
-    /// Every socket of the listener, for dropping it.
-    pub(crate) fn into_handles(self) -> impl Iterator<Item = SocketHandle> {
-        let half_open = self.half_open.into_iter().map(|(handle, _)| handle);
-        self.listening.into_iter().chain(half_open).chain(self.ready)
+    /// Every socket of the listener, in the main set, for dropping it: the
+    /// half-open ones move there first, so their peers get a reset.
+    pub(crate) fn into_handles(
+        self,
+        sockets: &mut SocketTable,
+        half_open: &mut HalfOpenTable,
+    ) -> impl Iterator<Item = SocketHandle> {
+        let moved: Vec<SocketHandle> = self
+            .half_open
+            .into_iter()
+            .map(|(handle, _)| sockets.add(half_open.take(handle)))
+            .collect();
+        let taken = self.taken.into_iter().map(|(handle, _)| handle);
+        self.listening.into_iter().chain(taken).chain(moved).chain(self.ready)
     }
 }
 

@@ -18,7 +18,7 @@ use alloc::vec::Vec;
 use core::mem::size_of;
 
 use smoltcp::iface::{SocketHandle, SocketSet, SocketStorage};
-use smoltcp::socket::AnySocket;
+use smoltcp::socket::{AnySocket, Socket};
 
 /// Bytes of one slot of the table (a whole smoltcp socket, inline).
 pub(crate) const SLOT_BYTES: usize = size_of::<SocketStorage<'static>>();
@@ -58,6 +58,11 @@ impl SocketTable {
             Some(limit) => (limit / (bytes_per_connection + SLOT_BYTES)).clamp(DEFAULT_SLOTS, MAX_INITIAL_SLOTS),
             None => DEFAULT_SLOTS,
         };
+        SocketTable::with_capacity(capacity)
+    }
+
+    /// An empty table with room for `capacity` sockets before it grows.
+    pub(crate) fn with_capacity(capacity: usize) -> SocketTable {
         SocketTable {
             set: SocketSet::new(Vec::with_capacity(capacity)),
             live: 0,
@@ -81,8 +86,18 @@ impl SocketTable {
 
     /// Removes a socket (see smoltcp's `SocketSet::remove`).
     pub(crate) fn remove(&mut self, handle: SocketHandle) {
+        drop(self.take(handle));
+    }
+
+    /// Removes a socket and gives it back, to move it to another table.
+    pub(crate) fn take(&mut self, handle: SocketHandle) -> Socket<'static> {
         self.live = self.live.saturating_sub(1);
-        drop(self.set.remove(handle));
+        self.set.remove(handle)
+    }
+
+    /// Whether the table holds no socket.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.live == 0
     }
 
     /// Bytes the next [`add`](Self::add) allocates for the table itself: 0

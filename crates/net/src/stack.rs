@@ -31,6 +31,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Cidr, Ipv6Cidr};
 
 use crate::config::{dns_servers_from_args, ConfigError, Ipv4Config, Ipv6Config};
+use crate::half_open::{HalfOpenTable, Visit};
 use crate::listen::{classify, new_tcp_socket, FrameKind, Listener, Refusal};
 use crate::phy::NetDevice;
 use crate::sockets::{memory_allows, SocketTable};
@@ -285,6 +286,7 @@ impl Stack {
         let inner = Rc::new(RefCell::new(Inner {
             iface,
             sockets,
+            half_open: HalfOpenTable::new(),
             device,
             dhcp,
             dns: None,
@@ -431,6 +433,9 @@ const EPHEMERAL_PORT_COUNT: u64 = 65536 - 49152;
 pub(crate) struct Inner {
     pub(crate) iface: Interface,
     pub(crate) sockets: SocketTable,
+    /// Handshakes whose SYN-ACK went out, apart from `sockets` so that
+    /// smoltcp's walks of the main set do not visit them.
+    pub(crate) half_open: HalfOpenTable,
     device: NetDevice,
     dhcp: Option<SocketHandle>,
     /// The resolver's socket (see [`crate::dns`]), made by the first query.
@@ -517,6 +522,7 @@ impl Inner {
     fn top_up_listeners(&mut self, now: Instant) {
         let Inner {
             sockets,
+            half_open,
             listeners,
             tcp,
             ..
@@ -524,7 +530,7 @@ impl Inner {
         let waiting: usize = listeners.values().map(Listener::waiting_count).sum();
         let promised_bytes = waiting.saturating_mul(tcp.app_bytes_per_connection);
         for (&port, listener) in listeners.iter_mut() {
-            listener.top_up(port, sockets, tcp, promised_bytes, now);
+            listener.top_up(port, sockets, half_open, tcp, promised_bytes, now);
         }
     }
 
@@ -560,22 +566,57 @@ impl Inner {
         true
     }
 
-    /// Moves finished handshakes to the ready queues and wakes the tasks
-    /// in `accept` whose listener has a connection ready.
-    fn sort_listeners(&mut self) {
+    /// After the main set's egress: moves the handshakes taken during the
+    /// poll to the half-open table (their SYN-ACKs have gone out), and
+    /// wakes the tasks in `accept` whose listener has a connection ready.
+    fn sort_listeners(&mut self, now: Instant) {
         let Inner {
             sockets,
+            half_open,
             listeners,
             tcp,
             ..
         } = self;
         for (&port, listener) in listeners.iter_mut() {
-            listener.sort(port, sockets, tcp);
+            listener.settle_taken(port, sockets, half_open, tcp, now);
             if !listener.ready.is_empty() {
                 if let Some(waker) = listener.waiter.take() {
                     waker.wake();
                 }
             }
+        }
+    }
+
+    /// Serves the half-open table ([`crate::half_open`]): moves the
+    /// handshakes that ended back to the main set if a frame went to it;
+    /// if its deadline passed, first sends what its sockets have to send
+    /// (SYN-ACKs again) and then notes its next deadline.
+    fn visit_half_open(&mut self, now: Instant, timestamp: SmolInstant) {
+        let visit = self.half_open.visit_due(now);
+        if visit == Visit::None {
+            return;
+        }
+        atoll_rt::profile_scope!("net.half_open");
+        let Inner {
+            iface,
+            device,
+            sockets,
+            half_open,
+            listeners,
+            tcp,
+            ..
+        } = self;
+        if visit == Visit::Full {
+            while iface.poll_egress(timestamp, device, half_open.set_mut()) != PollResult::None {}
+        }
+        for (&port, listener) in listeners.iter_mut() {
+            listener.settle_half_open(port, sockets, half_open, tcp);
+        }
+        if visit == Visit::Full {
+            let deadline = iface.poll_at(timestamp, half_open.set()).map(rt_instant);
+            half_open.visited(now, deadline);
+        } else {
+            half_open.settled();
         }
     }
 
@@ -800,7 +841,7 @@ impl Inner {
 
     #[cfg(test)]
     pub(crate) fn socket_count(&self) -> usize {
-        self.sockets.set().iter().count()
+        self.sockets.set().iter().count() + self.half_open.len()
     }
 }
 
@@ -861,17 +902,32 @@ impl Driver for Inner {
             }
             self.take_router_advert();
             let Inner {
-                iface, device, sockets, ..
+                iface,
+                device,
+                sockets,
+                half_open,
+                ..
             } = self;
-            // One call per received frame, and one that finds none.
+            // One call per received frame, and one that finds none. A
+            // segment of a handshake in the half-open table goes to it.
             atoll_rt::profile_scope!("net.ingress");
-            if iface.poll_ingress_single(timestamp, device, sockets.set_mut()) == PollIngressSingleResult::None {
+            let to_half_open =
+                !half_open.is_empty() && device.with_received(|frame| half_open.claims(frame)) == Some(true);
+            let set = if to_half_open {
+                half_open.set_mut()
+            } else {
+                sockets.set_mut()
+            };
+            if iface.poll_ingress_single(timestamp, device, set) == PollIngressSingleResult::None {
                 break;
             }
         }
         // A router advertisement just received changes the addresses and
         // routes here (smoltcp's SLAAC), not on some later poll.
         self.iface.poll_maintenance(timestamp);
+        // Before the main set's egress, so that handshakes completed just
+        // now are in the main set for it.
+        self.visit_half_open(now, timestamp);
         loop {
             let Inner {
                 iface, device, sockets, ..
@@ -883,7 +939,7 @@ impl Driver for Inner {
         }
         {
             atoll_rt::profile_scope!("net.sort_listeners");
-            self.sort_listeners();
+            self.sort_listeners(now);
             self.top_up_listeners(now);
         }
         self.poll_dhcp();
@@ -897,10 +953,10 @@ impl Driver for Inner {
             atoll_rt::profile_scope!("net.poll_at");
             self.iface.poll_at(timestamp, self.sockets.set()).map(rt_instant)
         };
-        match (stack_deadline, orphan_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [stack_deadline, orphan_deadline, self.half_open.next_visit()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 

@@ -13,6 +13,7 @@
 //! completes, or resets it after [`TcpConfig::linger`](crate::TcpConfig).
 //! [`TcpStream::abort`] resets at once.
 
+use alloc::vec::Vec;
 use core::cell::Cell;
 use core::future::poll_fn;
 use core::task::Poll;
@@ -83,7 +84,9 @@ impl Drop for TcpListener {
             return;
         };
         if let Some(listener) = inner.listeners.remove(&self.port) {
-            for handle in listener.into_handles() {
+            let Inner { sockets, half_open, .. } = &mut *inner;
+            let handles: Vec<_> = listener.into_handles(sockets, half_open).collect();
+            for handle in handles {
                 inner.sockets.get_mut::<tcp::Socket>(handle).abort();
                 inner.orphan(handle);
             }

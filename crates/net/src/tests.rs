@@ -905,7 +905,7 @@ fn a_server_that_never_answers_times_out_and_the_next_query_still_works() {
 fn listener_queues(stack: &Stack, port: u16) -> (usize, usize) {
     let inner = stack.inner.borrow();
     let listener = &inner.listeners[&port];
-    (listener.half_open.len(), listener.ready.len())
+    (listener.half_open_count(), listener.ready.len())
 }
 
 /// Sends `frame` into the server's side of the cable (`wire` is a handle

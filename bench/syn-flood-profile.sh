@@ -9,10 +9,13 @@
 #
 # BUSY=1 keeps one core busy with `yes` during the flood, as a second test
 # or VM on a two-core host would: the guest then falls behind the flood.
+# SYNS (default 6000) and INTERVAL_US (default 200, 5000 a second) change
+# the flood; hping3 cannot always keep up with short intervals, so the
+# script prints the rate it reached.
 #
 # Usage (root, after `cargo build --release -p atoll-cli` and `cargo build-tender`
 # with target/x86_64-unknown-linux-musl/release/atoll-hvt copied to target/release):
-#   [BUSY=1] bench/syn-flood-profile.sh
+#   [BUSY=1] [SYNS=N] [INTERVAL_US=N] bench/syn-flood-profile.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 for tool in hping3 curl ip; do
@@ -36,7 +39,7 @@ trap cleanup EXIT
 . bench/netns.sh
 tap_namespace "$ns"
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(nproc) cores; $(uname -sr)"
-echo "commit: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- crates examples || echo ' (with uncommitted changes)'); BUSY=${BUSY:-0}"
+echo "commit: $(git rev-parse --short=12 HEAD)$(git diff --quiet HEAD -- crates examples || echo ' (with uncommitted changes)'); BUSY=${BUSY:-0}; SYNS=${SYNS:-6000}; INTERVAL_US=${INTERVAL_US:-200}"
 # The profiled build goes to a target directory of its own.
 kernel=$(CARGO_TARGET_DIR="$PWD/target/apps-profile" target/release/atoll build --release --target hvt \
     --features atoll/profile examples/slides | tail -n1)
@@ -48,9 +51,13 @@ if [ "${BUSY:-0}" = 1 ]; then
     (exec yes >/dev/null) &
     busy=$!
 fi
-ip netns exec "$ns" hping3 -q -S -p 80 -a 198.18.0.1 -i u200 -c 6000 10.77.0.2 >/dev/null 2>&1 &
-flood=$!
+syns=${SYNS:-6000} interval_us=${INTERVAL_US:-200}
 start=$(date +%s%N)
+(
+    ip netns exec "$ns" hping3 -q -S -p 80 -a 198.18.0.1 -i "u$interval_us" -c "$syns" 10.77.0.2 >/dev/null 2>&1 || true
+    echo "flood: $syns SYNs in $(( ($(date +%s%N) - start) / 1000000 )) ms"
+) &
+flood=$!
 echo "seconds into the flood, status, connect s, total s (curl)"
 for _ in $(seq 30); do
     result=$(ip netns exec "$ns" curl -sS -o /dev/null --max-time 5 \

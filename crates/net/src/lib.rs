@@ -55,7 +55,9 @@
 //!   [`Driver`](atoll_rt::Driver) of the executor; [`config`] reads its
 //!   IPv4 settings. [`listen`]: how listeners hold up under SYN floods,
 //!   bursts of connections and low memory (evicting the oldest handshake,
-//!   dropping SYNs they cannot take rather than resetting them).
+//!   dropping SYNs they cannot take rather than resetting them);
+//!   `half_open`: the handshakes waiting for their ACK, in a socket set of
+//!   their own that smoltcp's per-poll walks of the main set skip.
 //! * [`dns`]: `stack.resolve("name").await` for an address (A and AAAA;
 //!   the family the stack can reach first). The stack takes DNS servers
 //!   from router advertisements itself (`ndisc`), as smoltcp's SLAAC does

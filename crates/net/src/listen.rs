@@ -49,6 +49,13 @@
 //! gives up is the handshake of a real client that is slower than
 //! `max_half_open` forged SYNs.
 //!
+//! A half-open socket lives in two places in turn: in the main socket set
+//! while its SYN-ACK goes out (`Listener::taken`), then in the half-open
+//! table (`half_open.rs`) until its handshake ends, so that smoltcp's
+//! walks of the main set, several per poll, skip the thousand sockets of a
+//! flood. It moves back to the main set when it is established (to the
+//! ready queue), evicted or failed (to listen again, or freed).
+//!
 //! Not here: accepting (`TcpListener::accept` in [`crate::tcp`]), and the
 //! stack's loop that calls `Listener::top_up` and `classify` between
 //! frames ([`crate::stack`]).
@@ -289,7 +296,7 @@ impl Listener {
         tcp: &TcpConfig,
         now: Instant,
     ) {
-        for (handle, taken) in core::mem::take(&mut self.taken) {
+        while let Some((handle, taken)) = self.taken.pop_front() {
             match sockets.get_mut::<tcp::Socket>(handle).state() {
                 tcp::State::SynReceived => {
                     let socket = sockets.take(handle);

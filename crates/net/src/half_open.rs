@@ -11,13 +11,14 @@
 //! stack moves it here, a smoltcp set of its own that is walked only:
 //!
 //! * after a frame for one of its sockets arrives: the stack looks up each
-//!   received TCP segment's endpoints ([`tcp_endpoints`]) in this table's
+//!   received TCP segment's endpoints in this table's
 //!   index and hands the frame to smoltcp with this set instead of the
 //!   main one (an ACK completing a handshake, a reset, a repeated SYN),
 //!   then moves the handshakes that ended back ([`Visit::Settle`]: the
 //!   listeners' queues are walked, not smoltcp's set);
-//! * at the set's own deadline (a SYN-ACK to retransmit, a handshake timing
-//!   out), gathered so that visits are at least [`MIN_VISIT_INTERVAL`]
+//! * after an ARP or ICMPv6 frame (a SYN-ACK that waited for its peer's
+//!   link address can go), and at the set's own deadline (a SYN-ACK to
+//!   retransmit, a handshake timing out), both gathered so that visits are at least [`MIN_VISIT_INTERVAL`]
 //!   apart, and at least every [`MAX_VISIT_INTERVAL`] while it holds
 //!   anything, so that nothing here waits on a deadline the table did not
 //!   see (smoltcp's is recomputed only at a visit).
@@ -82,6 +83,12 @@ pub(crate) struct HalfOpenTable {
     endpoints_of: BTreeMap<SocketHandle, Endpoints>,
     /// A frame went to one of the sockets since the last visit.
     touched: bool,
+    /// An ARP or ICMPv6 frame (neighbour discovery) arrived since the last
+    /// full visit: a SYN-ACK that waited for its peer's link address may
+    /// go now.
+    neighbour_news: bool,
+    /// When the last full visit was.
+    last_full_visit: Option<Instant>,
     /// When the next visit is due, if the table holds anything.
     next_visit: Option<Instant>,
 }
@@ -93,6 +100,8 @@ impl HalfOpenTable {
             by_endpoints: BTreeMap::new(),
             endpoints_of: BTreeMap::new(),
             touched: false,
+            neighbour_news: false,
+            last_full_visit: None,
             next_visit: None,
         }
     }
@@ -142,14 +151,30 @@ impl HalfOpenTable {
     /// Whether the frame is a TCP segment for one of the table's sockets;
     /// if so the table counts as touched, so the stack visits it this poll.
     pub(crate) fn claims(&mut self, frame: &[u8]) -> bool {
-        let claimed = tcp_endpoints(frame).is_some_and(|endpoints| self.by_endpoints.contains_key(&endpoints));
-        self.touched |= claimed;
-        claimed
+        match peek(frame) {
+            Peek::Tcp(endpoints) => {
+                let claimed = self.by_endpoints.contains_key(&endpoints);
+                self.touched |= claimed;
+                claimed
+            }
+            Peek::Neighbours => {
+                self.neighbour_news = true;
+                false
+            }
+            Peek::Other => false,
+        }
     }
 
     /// What the stack owes the table this poll.
     pub(crate) fn visit_due(&self, now: Instant) -> Visit {
-        if self.next_visit.is_some_and(|due| now >= due) {
+        // A socket moves here after the egress that sent its SYN-ACK, or
+        // that asked for its peer's link address first (smoltcp learns
+        // it only from ARP and neighbour discovery); the answer comes
+        // to the main set, so it calls for a visit, as soon as
+        // `MIN_VISIT_INTERVAL` allows.
+        let neighbours_due =
+            self.neighbour_news && self.last_full_visit.is_none_or(|last| now >= last + MIN_VISIT_INTERVAL);
+        if neighbours_due || self.next_visit.is_some_and(|due| now >= due) {
             Visit::Full
         } else if self.touched {
             Visit::Settle
@@ -169,6 +194,8 @@ impl HalfOpenTable {
     /// anything.
     pub(crate) fn visited(&mut self, now: Instant, deadline: Option<Instant>) {
         self.touched = false;
+        self.neighbour_news = false;
+        self.last_full_visit = Some(now);
         self.next_visit = (!self.is_empty()).then(|| {
             let (earliest, latest) = (now + MIN_VISIT_INTERVAL, now + MAX_VISIT_INTERVAL);
             deadline.map_or(latest, |deadline| deadline.clamp(earliest, latest))
@@ -202,16 +229,32 @@ impl HalfOpenTable {
     }
 }
 
-/// A received frame's TCP endpoints, (local, remote), if it is an
-/// unfragmented TCP segment over IPv4 or IPv6 (without extension headers).
-/// Trusts nothing in the frame; checksums are smoltcp's to judge.
-pub(crate) fn tcp_endpoints(frame: &[u8]) -> Option<Endpoints> {
-    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+/// What [`HalfOpenTable::claims`] sees in a received frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Peek {
+    /// An unfragmented TCP segment over IPv4 or IPv6 (without extension
+    /// headers), and its endpoints, (local, remote).
+    Tcp(Endpoints),
+    /// ARP, or ICMPv6 (which carries neighbour discovery).
+    Neighbours,
+    /// Anything else, malformed frames included.
+    Other,
+}
+
+/// Looks at a received frame without trusting any of it; checksums are
+/// smoltcp's to judge.
+fn peek(frame: &[u8]) -> Peek {
+    let Ok(ethernet) = EthernetFrame::new_checked(frame) else {
+        return Peek::Other;
+    };
     let (src, dst, segment) = match ethernet.ethertype() {
+        EthernetProtocol::Arp => return Peek::Neighbours,
         EthernetProtocol::Ipv4 => {
-            let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
+            let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
+                return Peek::Other;
+            };
             if ip.more_frags() || ip.frag_offset() != 0 || ip.next_header() != IpProtocol::Tcp {
-                return None;
+                return Peek::Other;
             }
             (
                 IpAddress::Ipv4(ip.src_addr()),
@@ -220,9 +263,13 @@ pub(crate) fn tcp_endpoints(frame: &[u8]) -> Option<Endpoints> {
             )
         }
         EthernetProtocol::Ipv6 => {
-            let ip = Ipv6Packet::new_checked(ethernet.payload()).ok()?;
-            if ip.next_header() != IpProtocol::Tcp {
-                return None;
+            let Ok(ip) = Ipv6Packet::new_checked(ethernet.payload()) else {
+                return Peek::Other;
+            };
+            match ip.next_header() {
+                IpProtocol::Tcp => {}
+                IpProtocol::Icmpv6 => return Peek::Neighbours,
+                _ => return Peek::Other,
             }
             (
                 IpAddress::Ipv6(ip.src_addr()),
@@ -230,13 +277,15 @@ pub(crate) fn tcp_endpoints(frame: &[u8]) -> Option<Endpoints> {
                 ip.payload(),
             )
         }
-        _ => return None,
+        _ => return Peek::Other,
     };
-    let tcp = TcpPacket::new_checked(segment).ok()?;
-    Some((
-        IpEndpoint::new(dst, tcp.dst_port()),
-        IpEndpoint::new(src, tcp.src_port()),
-    ))
+    match TcpPacket::new_checked(segment) {
+        Ok(tcp) => Peek::Tcp((
+            IpEndpoint::new(dst, tcp.dst_port()),
+            IpEndpoint::new(src, tcp.src_port()),
+        )),
+        Err(_) => Peek::Other,
+    }
 }
 
 #[cfg(test)]
@@ -248,14 +297,19 @@ mod tests {
     #[test]
     fn a_segments_endpoints_are_read_from_the_local_side() {
         let frame = tcp_frame(Ipv4Address::new(10, 0, 0, 2), 40000, 80, TcpControl::None, true);
-        let (local, remote) = tcp_endpoints(&frame).unwrap();
-        assert_eq!(local, IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), 80));
-        assert_eq!(remote, IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 40000));
+        let endpoints = (
+            IpEndpoint::new(IpAddress::v4(10, 0, 0, 1), 80),
+            IpEndpoint::new(IpAddress::v4(10, 0, 0, 2), 40000),
+        );
+        assert_eq!(peek(&frame), Peek::Tcp(endpoints));
         for len in 0..frame.len() {
-            assert_eq!(tcp_endpoints(&frame[..len]), None, "{len} bytes");
+            assert_eq!(peek(&frame[..len]), Peek::Other, "{len} bytes");
         }
         let mut fragment = frame.clone();
         fragment[14 + 6] |= 0x20; // More Fragments
-        assert_eq!(tcp_endpoints(&fragment), None);
+        assert_eq!(peek(&fragment), Peek::Other);
+        let mut arp = frame.clone();
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(peek(&arp), Peek::Neighbours);
     }
 }

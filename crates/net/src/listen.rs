@@ -463,13 +463,26 @@ pub(crate) mod test_frames {
     /// segment from `src`:`src_port` to 10.0.0.1:`port` with `control`
     /// (and an ACK if `ack`).
     pub(crate) fn tcp_frame(src: Ipv4Address, src_port: u16, port: u16, control: TcpControl, ack: bool) -> Vec<u8> {
+        tcp_segment(src, src_port, port, control, 1, ack.then_some(1))
+    }
+
+    /// As [`tcp_frame`], with the sequence and acknowledgement numbers
+    /// given.
+    pub(crate) fn tcp_segment(
+        src: Ipv4Address,
+        src_port: u16,
+        port: u16,
+        control: TcpControl,
+        seq: i32,
+        ack: Option<i32>,
+    ) -> Vec<u8> {
         let dst = Ipv4Address::new(10, 0, 0, 1);
         let tcp = TcpRepr {
             src_port,
             dst_port: port,
             control,
-            seq_number: TcpSeqNumber(1),
-            ack_number: ack.then_some(TcpSeqNumber(1)),
+            seq_number: TcpSeqNumber(seq),
+            ack_number: ack.map(TcpSeqNumber),
             window_len: 1024,
             window_scale: None,
             max_seg_size: None,

@@ -1239,3 +1239,91 @@ fn udp_over_ipv6() {
     assert_eq!(echoed, b"over ipv6");
     assert_eq!(from, IpEndpoint::new(server_v6.into(), 7));
 }
+
+/// The TCP segment in `frame`, if it is one the server sent to the client:
+/// (SYN, ACK, sequence number).
+fn segment_to_client(frame: &[u8]) -> Option<(bool, bool, i32)> {
+    let ethernet = EthernetFrame::new_checked(frame).ok()?;
+    let ip = Ipv4Packet::new_checked(ethernet.payload()).ok()?;
+    if ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != CLIENT_IP {
+        return None;
+    }
+    let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).ok()?;
+    Some((tcp.syn(), tcp.ack(), tcp.seq_number().0))
+}
+
+#[test]
+fn a_handshake_waits_in_the_half_open_table_and_completes_from_it() {
+    use crate::listen::test_frames::tcp_segment;
+    use smoltcp::wire::TcpControl;
+    let (stack_end, wire) = pipe();
+    let server = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let server2 = server.clone();
+    run(async move {
+        assert!(wire.send_frame(tcp_segment(CLIENT_IP, 40000, 80, TcpControl::Syn, 1, None)));
+        // The server does not know the client's link address yet: it asks.
+        let request = next_frame(&wire).await;
+        let frame = EthernetFrame::new_checked(&request).unwrap();
+        assert_eq!(frame.ethertype(), EthernetProtocol::Arp);
+        let reply = ArpRepr::EthernetIpv4 {
+            operation: ArpOperation::Reply,
+            source_hardware_addr: EthernetAddress(mac(2)),
+            source_protocol_addr: CLIENT_IP,
+            target_hardware_addr: EthernetAddress(mac(1)),
+            target_protocol_addr: SERVER_IP,
+        };
+        let mut arp = vec![0; reply.buffer_len()];
+        reply.emit(&mut ArpPacket::new_unchecked(&mut arp));
+        assert!(wire.send_frame(ethernet_frame(mac(1), EthernetProtocol::Arp, &arp)));
+        // The answer gets the SYN-ACK out at once, though the socket has
+        // moved to the half-open table meanwhile.
+        let sent = atoll_rt::time::Instant::now();
+        let syn_ack = segment_to_client(&next_frame(&wire).await).expect("a SYN-ACK");
+        assert!(sent.elapsed() < Duration::from_millis(10), "{:?}", sent.elapsed());
+        assert_eq!((syn_ack.0, syn_ack.1), (true, true));
+        assert_eq!(server2.inner.borrow().half_open.len(), 1);
+        // Unanswered, it is sent again from the table after about a second.
+        let first = atoll_rt::time::Instant::now();
+        let again = loop {
+            let frame = next_frame_within(&wire, Duration::from_secs(3)).await;
+            if let Some(segment) = segment_to_client(&frame) {
+                break segment;
+            }
+        };
+        let waited = first.elapsed();
+        assert_eq!(again, syn_ack, "the SYN-ACK again");
+        assert!(
+            (Duration::from_secs(1)..Duration::from_millis(1300)).contains(&waited),
+            "retransmitted after {waited:?}"
+        );
+        // The client's ACK goes to the table, and the connection to accept.
+        let ack = tcp_segment(
+            CLIENT_IP,
+            40000,
+            80,
+            TcpControl::None,
+            2,
+            Some(syn_ack.2.wrapping_add(1)),
+        );
+        assert!(wire.send_frame(ack));
+        let accepted = timeout(Duration::from_millis(100), listener.accept())
+            .await
+            .expect("the connection is accepted at once");
+        assert_eq!(server2.inner.borrow().half_open.len(), 0);
+        drop(accepted);
+    });
+}
+
+/// Waits (on simulated time) up to `limit` for the next frame the stack
+/// sends.
+async fn next_frame_within(wire: &PipeDevice, limit: Duration) -> Vec<u8> {
+    let start = atoll_rt::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(frame) = wire.recv_frame() {
+            return frame;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    panic!("the stack sent nothing within {limit:?}");
+}

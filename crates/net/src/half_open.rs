@@ -11,17 +11,18 @@
 //! stack moves it here, a smoltcp set of its own that is walked only:
 //!
 //! * after a frame for one of its sockets arrives: the stack looks up each
-//!   received TCP segment's endpoints in this table's
-//!   index and hands the frame to smoltcp with this set instead of the
-//!   main one (an ACK completing a handshake, a reset, a repeated SYN),
-//!   then moves the handshakes that ended back ([`Visit::Settle`]: the
-//!   listeners' queues are walked, not smoltcp's set);
+//!   received TCP segment's endpoints in this table's index and hands the
+//!   frame to smoltcp with this set instead of the main one (an ACK
+//!   completing a handshake, a reset, a repeated SYN), then moves the
+//!   handshakes that ended back ([`Visit::Settle`]: the listeners' queues
+//!   are walked, not smoltcp's set);
 //! * after an ARP or ICMPv6 frame (a SYN-ACK that waited for its peer's
 //!   link address can go), and at the set's own deadline (a SYN-ACK to
-//!   retransmit, a handshake timing out), both gathered so that visits are at least [`MIN_VISIT_INTERVAL`]
-//!   apart, and at least every [`MAX_VISIT_INTERVAL`] while it holds
-//!   anything, so that nothing here waits on a deadline the table did not
-//!   see (smoltcp's is recomputed only at a visit).
+//!   retransmit, a handshake timing out): both gathered so that such
+//!   visits are at least [`MIN_VISIT_INTERVAL`] apart, and at least one
+//!   every [`MAX_VISIT_INTERVAL`] while the table holds anything, so that
+//!   nothing here waits on a deadline the table did not see (smoltcp's is
+//!   recomputed only at a visit).
 //!
 //! A socket whose handshake completed, failed or was evicted moves back to
 //! the main set (see `Listener` in [`crate::listen`]).
@@ -140,6 +141,7 @@ impl HalfOpenTable {
         }
         if self.table.is_empty() {
             self.next_visit = None;
+            self.neighbour_news = false;
         }
         socket
     }
@@ -204,7 +206,14 @@ impl HalfOpenTable {
 
     /// When the stack must next poll for this table's sake.
     pub(crate) fn next_visit(&self) -> Option<Instant> {
-        self.next_visit
+        let for_neighbours = self
+            .neighbour_news
+            .then(|| self.last_full_visit.map(|last| last + MIN_VISIT_INTERVAL))
+            .flatten();
+        match (self.next_visit, for_neighbours) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Bytes the next [`insert`](Self::insert) may allocate for the table.

@@ -12,6 +12,12 @@
 //! one `wait`). One more row serves hvt over IPv6 at 16 connections
 //! ([`IPV6_CONNECTIONS`]): the same listener, the same stack, a dual-stack
 //! TAP; its peer is the IPv4 row at the same level.
+//!
+//! The host's speed drifts within minutes (docs/PERFORMANCE.md has the same
+//! build at 0.70× and 1.10× nginx on two days), so `--rounds N` runs the
+//! whole sequence N times, nginx in every round, and adds a summary: each
+//! setup's median requests/s and its median ratio to nginx in the same
+//! round.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -45,6 +51,8 @@ pub struct Wrk {
 
 /// One row of the table.
 struct Row {
+    /// The round it was measured in, from 1.
+    round: u32,
     server: String,
     connections: u32,
     wrk: Wrk,
@@ -107,6 +115,7 @@ const SETUPS: [(Platform, &[&str], &str); 3] = [
 
 /// How a platform's unikernel behaved while idle.
 struct Idle {
+    round: u32,
     setup: &'static str,
     cpu_ms: f64,
     seconds: f64,
@@ -114,7 +123,7 @@ struct Idle {
 
 /// Runs the benchmark with every link (the unikernel's TAP device, nginx's
 /// veth pair) at MTU `mtu`, and returns the markdown report.
-pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
+pub fn run(duration_s: u32, mtu: u32, rounds: u32) -> Result<String, String> {
     let mtu_text = mtu.to_string();
     let mut sizes_kib = Vec::new();
     for platform in PLATFORMS {
@@ -129,15 +138,32 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
     let mut rows = Vec::new();
     let mut idles = Vec::new();
     let mut page = Vec::new();
+    for round in 1..=rounds {
+        page = run_round(round, duration_s, &mtu_text, idle_window, &mut rows, &mut idles)?;
+    }
+    Ok(report(&rows, duration_s, mtu, rounds, page.len(), &sizes_kib, &idles))
+}
+
+/// One round: every setup at every level, then nginx at every level.
+/// Returns the page served.
+fn run_round(
+    round: u32,
+    duration_s: u32,
+    mtu_text: &str,
+    idle_window: Duration,
+    rows: &mut Vec<Row>,
+    idles: &mut Vec<Idle>,
+) -> Result<Vec<u8>, String> {
+    let mut page = Vec::new();
     let mut hvt_baseline_exits = None;
     for (platform, options, setup) in SETUPS {
         // A namespace per setup, so none sees another's leftovers
         // (neighbour entries, sockets in TIME_WAIT).
         let ns = Namespace::with_tap();
-        ns.ip(&["link", "set", TAP, "mtu", &mtu_text]);
+        ns.ip(&["link", "set", TAP, "mtu", mtu_text]);
         // Baseline: boot, idle, stop. Its exits are subtracted from each
         // load level's, and its CPU use is the idle figure.
-        eprintln!("atoll-bench: baseline boot on {setup}, idle for {idle_window:?}");
+        eprintln!("atoll-bench: round {round}, baseline boot on {setup}, idle for {idle_window:?}");
         let server = boot(platform, &ns, options)?;
         page = fetch_page(&ns, &server)?;
         let pid = server.process.pid();
@@ -146,6 +172,7 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
         thread::sleep(idle_window);
         let cpu_ms = (cpu_ticks(pid)? - cpu_before) as f64 * 1000.0 / clock_ticks_per_s() as f64;
         idles.push(Idle {
+            round,
             setup,
             cpu_ms,
             seconds: idle_started.elapsed().as_secs_f64(),
@@ -164,6 +191,7 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
                 .zip(baseline_exits)
                 .and_then(|(exits, baseline)| exits.per_request(baseline, wrk.requests));
             rows.push(Row {
+                round,
                 server: format!("atoll slides ({setup})"),
                 connections,
                 wrk,
@@ -174,12 +202,13 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
 
     eprintln!("atoll-bench: unikernel on hvt over IPv6, {IPV6_CONNECTIONS} connections");
     let ns = Namespace::with_dual_stack_tap();
-    ns.ip(&["link", "set", TAP, "mtu", &mtu_text]);
+    ns.ip(&["link", "set", TAP, "mtu", mtu_text]);
     let args: Vec<&str> = STATIC_IPV4_ARGS.iter().chain(&STATIC_IPV6_ARGS).copied().collect();
     let server = Server::boot(Platform::Hvt, &ns, TAP, SLIDES, &["--stats"], &args);
     let ipv6 = wrk(&ns, &format!("http://[{GUEST_ADDR6}]/"), IPV6_CONNECTIONS, duration_s)?;
     let exits = stop_for_exits(server)?;
     rows.push(Row {
+        round,
         server: "atoll slides (hvt, IPv6)".to_owned(),
         connections: IPV6_CONNECTIONS,
         exits_per_request: exits
@@ -194,13 +223,14 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
     let client = Namespace::create();
     let server_ns = Namespace::create();
     client.add_veth(&server_ns, NGINX_CLIENT_CIDR, NGINX_CIDR);
-    client.ip(&["link", "set", "veth0", "mtu", &mtu_text]);
-    server_ns.ip(&["link", "set", "veth1", "mtu", &mtu_text]);
+    client.ip(&["link", "set", "veth0", "mtu", mtu_text]);
+    server_ns.ip(&["link", "set", "veth1", "mtu", mtu_text]);
     let nginx = start_nginx(&server_ns, &client, www.path(), &page)?;
     for &connections in &CONNECTIONS {
         eprintln!("atoll-bench: nginx, {connections} connections");
         let wrk = wrk(&client, NGINX_URL, connections, duration_s)?;
         rows.push(Row {
+            round,
             server: "nginx (1 worker)".to_owned(),
             connections,
             wrk,
@@ -208,8 +238,7 @@ pub fn run(duration_s: u32, mtu: u32) -> Result<String, String> {
         });
     }
     drop(nginx);
-
-    Ok(report(&rows, duration_s, mtu, page.len(), &sizes_kib, &idles))
+    Ok(page)
 }
 
 fn boot<'ns>(platform: Platform, ns: &'ns Namespace, options: &[&str]) -> Result<Server<'ns>, String> {
@@ -396,6 +425,7 @@ fn report(
     rows: &[Row],
     duration_s: u32,
     mtu: u32,
+    rounds: u32,
     page_bytes: usize,
     sizes_kib: &[(Platform, u64)],
     idles: &[Idle],
@@ -406,15 +436,25 @@ fn report(
         out,
         "### HTTP: `examples/slides` on hvt and unix vs nginx, the title page ({page_bytes} bytes)\n"
     );
+    let round_header = if rounds > 1 { "round | " } else { "" };
     let _ = writeln!(
         out,
-        "| server | connections | requests/s | p50 | p90 | p99 | VM exits/request: to the tender / all / page faults | errors |"
+        "| {round_header}server | connections | requests/s | p50 | p90 | p99 | VM exits/request: to the tender / all / page faults | errors |"
     );
-    let _ = writeln!(out, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let round_rule = if rounds > 1 { "---: | " } else { "" };
+    let _ = writeln!(
+        out,
+        "| {round_rule}--- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
     for row in rows {
+        let round = if rounds > 1 {
+            format!("{} | ", row.round)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {} | {} | {} | {} | {} |",
+            "| {round}{} | {} | {:.0} | {} | {} | {} | {} | {} |",
             row.server,
             row.connections,
             row.wrk.requests_per_s,
@@ -425,12 +465,21 @@ fn report(
             row.wrk.errors
         );
     }
+    if rounds > 1 {
+        let _ = writeln!(out);
+        out.push_str(&summary(rows));
+    }
     let _ = writeln!(out);
     for idle in idles {
         let percent = idle.cpu_ms / (idle.seconds * 10.0);
+        let round = if rounds > 1 {
+            format!(" (round {})", idle.round)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "Idle on {}: the unikernel's process used {:.0} ms of CPU in {:.1} s ({percent:.1}%){}.",
+            "Idle on {}{round}: the unikernel's process used {:.0} ms of CPU in {:.1} s ({percent:.1}%){}.",
             idle.setup,
             idle.cpu_ms,
             idle.seconds,
@@ -458,13 +507,108 @@ fn report(
     if mtu != atoll_abi::net::DEFAULT_MTU {
         let _ = write!(command, " --mtu {mtu}");
     }
+    if rounds != 1 {
+        let _ = write!(command, " --rounds {rounds}");
+    }
     let _ = write!(out, "\n{}", crate::footer(&command));
     out
+}
+
+/// The rounds' summary: per server and level, the median requests/s and
+/// the median of its ratios to nginx at the same level in the same round.
+fn summary(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| server | connections | median requests/s | median ratio to nginx (same round) | ratios by round |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: | ---: | --- |");
+    let mut seen: Vec<(&str, u32)> = Vec::new();
+    for row in rows {
+        let key = (row.server.as_str(), row.connections);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let same: Vec<&Row> = rows
+            .iter()
+            .filter(|r| (r.server.as_str(), r.connections) == key)
+            .collect();
+        let rates: Vec<f64> = same.iter().map(|r| r.wrk.requests_per_s).collect();
+        let ratios: Vec<f64> = same
+            .iter()
+            .filter_map(|r| {
+                let nginx = rows
+                    .iter()
+                    .find(|n| n.round == r.round && n.connections == r.connections && n.server.starts_with("nginx"))?;
+                (nginx.wrk.requests_per_s > 0.0).then(|| r.wrk.requests_per_s / nginx.wrk.requests_per_s)
+            })
+            .collect();
+        let by_round: Vec<String> = ratios.iter().map(|ratio| format!("{ratio:.2}")).collect();
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {} | {} |",
+            row.server,
+            row.connections,
+            median(&rates).unwrap_or(0.0),
+            median(&ratios).map_or("—".to_owned(), |m| format!("{m:.2}×")),
+            by_round.join(", ")
+        );
+    }
+    out
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let mid = sorted.len() / 2;
+    match sorted.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[mid]),
+        _ => Some((sorted[mid - 1] + sorted[mid]) / 2.0),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(round: u32, server: &str, connections: u32, requests_per_s: f64) -> Row {
+        Row {
+            round,
+            server: server.to_owned(),
+            connections,
+            wrk: Wrk {
+                requests_per_s,
+                ..Wrk::default()
+            },
+            exits_per_request: None,
+        }
+    }
+
+    #[test]
+    fn the_summary_takes_medians_of_same_round_ratios() {
+        let rows = [
+            row(1, "atoll slides (hvt)", 16, 100.0),
+            row(1, "nginx (1 worker)", 16, 50.0),
+            row(2, "atoll slides (hvt)", 16, 90.0),
+            row(2, "nginx (1 worker)", 16, 100.0),
+            row(3, "atoll slides (hvt)", 16, 120.0),
+            row(3, "nginx (1 worker)", 16, 100.0),
+        ];
+        let text = summary(&rows);
+        assert!(
+            text.contains("| atoll slides (hvt) | 16 | 100 | 1.20× | 2.00, 0.90, 1.20 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| nginx (1 worker) | 16 | 100 | 1.00× | 1.00, 1.00, 1.00 |"),
+            "{text}"
+        );
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0]), Some(2.0));
+    }
 
     // Real output of wrk 4.1.0 (Debian bookworm) against nginx here.
     const WRK_OUTPUT: &str = "Running 2s test @ http://10.79.0.2/

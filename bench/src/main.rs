@@ -91,6 +91,10 @@ enum Bench {
         /// (9000: jumbo frames, which the guest takes from its TAP device).
         #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u32).range(1280..=9000))]
         mtu: u32,
+        /// Run the whole sequence this many times, nginx in every round,
+        /// and add the medians (the host's speed drifts within minutes).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
     },
     /// Memory per open connection of examples/slides on hvt and unix,
     /// against nginx (needs root and nginx).
@@ -170,7 +174,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.bench {
         Bench::Boot { runs, also_tender } => boot(runs, &also_tender),
-        Bench::Http { duration_s, mtu } => http::run(duration_s, mtu).map(|report| print!("{report}")),
+        Bench::Http {
+            duration_s,
+            mtu,
+            rounds,
+        } => http::run(duration_s, mtu, rounds).map(|report| print!("{report}")),
         Bench::Kv { puts } => kv::run(puts).map(|report| print!("{report}")),
         Bench::Urunc { duration_s } => urunc::run(duration_s).map(|report| print!("{report}")),
         Bench::Tls {

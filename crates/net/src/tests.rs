@@ -1252,6 +1252,63 @@ fn segment_to_client(frame: &[u8]) -> Option<(bool, bool, i32)> {
     Some((tcp.syn(), tcp.ack(), tcp.seq_number().0))
 }
 
+/// Tells the server stack at the far end of `wire` the client's link
+/// address, as the client's own ARP request would.
+fn announce_client(wire: &PipeDevice) {
+    let reply = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Reply,
+        source_hardware_addr: EthernetAddress(mac(2)),
+        source_protocol_addr: CLIENT_IP,
+        target_hardware_addr: EthernetAddress(mac(1)),
+        target_protocol_addr: SERVER_IP,
+    };
+    let mut arp = vec![0; reply.buffer_len()];
+    reply.emit(&mut ArpPacket::new_unchecked(&mut arp));
+    assert!(wire.send_frame(ethernet_frame(mac(1), EthernetProtocol::Arp, &arp)));
+}
+
+/// The TCP flags of the next segment the server sends the client:
+/// (SYN, ACK, RST).
+async fn next_segment_flags(wire: &PipeDevice) -> (bool, bool, bool) {
+    loop {
+        let frame = next_frame_within(wire, Duration::from_secs(3)).await;
+        let Ok(ethernet) = EthernetFrame::new_checked(&frame) else {
+            continue;
+        };
+        let Ok(ip) = Ipv4Packet::new_checked(ethernet.payload()) else {
+            continue;
+        };
+        if ip.next_header() != IpProtocol::Tcp || ip.dst_addr() != CLIENT_IP {
+            continue;
+        }
+        let tcp = smoltcp::wire::TcpPacket::new_checked(ip.payload()).unwrap();
+        return (tcp.syn(), tcp.ack(), tcp.rst());
+    }
+}
+
+#[test]
+fn dropping_a_listener_resets_its_half_open_handshakes() {
+    use crate::listen::test_frames::tcp_segment;
+    use smoltcp::wire::TcpControl;
+    let (stack_end, wire) = pipe();
+    let server = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    let server2 = server.clone();
+    run(async move {
+        announce_client(&wire);
+        sleep(Duration::from_millis(1)).await;
+        assert!(wire.send_frame(tcp_segment(CLIENT_IP, 40001, 80, TcpControl::Syn, 1, None)));
+        assert_eq!(next_segment_flags(&wire).await, (true, true, false), "a SYN-ACK");
+        assert_eq!(server2.inner.borrow().half_open.len(), 1);
+        drop(listener);
+        // The handshake's socket goes back to the main set to send its reset.
+        assert_eq!(next_segment_flags(&wire).await.2, true, "a reset");
+        assert_eq!(server2.inner.borrow().half_open.len(), 0);
+        sleep(Duration::from_millis(100)).await;
+        assert_eq!(socket_count(&server2), 0, "every socket is freed");
+    });
+}
+
 #[test]
 fn a_handshake_waits_in_the_half_open_table_and_completes_from_it() {
     use crate::listen::test_frames::tcp_segment;
@@ -1266,16 +1323,7 @@ fn a_handshake_waits_in_the_half_open_table_and_completes_from_it() {
         let request = next_frame(&wire).await;
         let frame = EthernetFrame::new_checked(&request).unwrap();
         assert_eq!(frame.ethertype(), EthernetProtocol::Arp);
-        let reply = ArpRepr::EthernetIpv4 {
-            operation: ArpOperation::Reply,
-            source_hardware_addr: EthernetAddress(mac(2)),
-            source_protocol_addr: CLIENT_IP,
-            target_hardware_addr: EthernetAddress(mac(1)),
-            target_protocol_addr: SERVER_IP,
-        };
-        let mut arp = vec![0; reply.buffer_len()];
-        reply.emit(&mut ArpPacket::new_unchecked(&mut arp));
-        assert!(wire.send_frame(ethernet_frame(mac(1), EthernetProtocol::Arp, &arp)));
+        announce_client(&wire);
         // The answer gets the SYN-ACK out at once, though the socket has
         // moved to the half-open table meanwhile.
         let sent = atoll_rt::time::Instant::now();

@@ -1302,7 +1302,7 @@ fn dropping_a_listener_resets_its_half_open_handshakes() {
         assert_eq!(server2.inner.borrow().half_open.len(), 1);
         drop(listener);
         // The handshake's socket goes back to the main set to send its reset.
-        assert_eq!(next_segment_flags(&wire).await.2, true, "a reset");
+        assert!(next_segment_flags(&wire).await.2, "a reset");
         assert_eq!(server2.inner.borrow().half_open.len(), 0);
         sleep(Duration::from_millis(100)).await;
         assert_eq!(socket_count(&server2), 0, "every socket is freed");

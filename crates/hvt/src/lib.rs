@@ -8,7 +8,8 @@
 //! itself with seccomp.
 //!
 //! The modules follow a boot: [`args`] → [`elf`] → [`devices`] (with [`net`]) →
-//! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] → [`net_io`] (the
+//! [`memory`] and [`boot`] (with [`x86`]) → [`vcpu`] (and [`reaper`], the
+//! child that destroys the VM after the tender's exit) → [`net_io`] (the
 //! network I/O thread) → [`sandbox`] → [`run`] (with [`console`],
 //! [`hypercall`], [`fault`], [`stats`] with KVM's own counts from [`kvm_stats`],
 //! [`signals`]).
@@ -37,6 +38,7 @@ pub mod kernel_file;
 pub mod kvm_stats;
 pub mod memory;
 pub mod net_io;
+pub mod reaper;
 pub mod run;
 pub mod sandbox;
 pub mod signals;
@@ -167,6 +169,10 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
         let _ = vm.notify_on_port(NET_DOORBELL_PORT, doorbell);
     }
     let tsc_hz = vm.tsc_hz()?;
+    // While the tender has one thread; not under a caller's filter.
+    if !caller_filter::confined() {
+        reaper::spawn(vm.vm_fd());
+    }
     timeline.mark(Phase::Vcpu);
     let layout = boot::prepare(
         &mut mem,

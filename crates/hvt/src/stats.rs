@@ -111,8 +111,9 @@ pub enum Phase {
     CreateVm,
     /// Registering guest memory with KVM (KVM_SET_USER_MEMORY_REGION).
     Memslot,
-    /// KVM_CREATE_VCPU, its CPUID, the TSC frequency, and the boot
-    /// registers.
+    /// KVM_CREATE_VCPU, its CPUID, the TSC frequency, the boot
+    /// registers, and forking the child that keeps the VM for its
+    /// teardown (`crate::reaper`).
     Vcpu,
     /// Writing page tables, GDT, IDT, TSS, the kernel's segments, the boot
     /// info and the command line into guest memory (the tender's page

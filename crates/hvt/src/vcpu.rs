@@ -150,6 +150,11 @@ pub fn user_segments(sregs: &mut kvm_bindings::kvm_sregs) {
 }
 
 impl Vm {
+    /// The VM's own descriptor, for `crate::reaper`.
+    pub fn vm_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self._vm)
+    }
+
     /// Creates the VM and vCPU and registers `mem`, marking each step's end
     /// on `timeline`.
     pub fn new(mem: &GuestMemory, timeline: &mut Timeline) -> Result<Vm, KvmError> {
@@ -167,9 +172,12 @@ impl Vm {
             userspace_addr: memory.host_base() as u64,
         };
         // SAFETY: the region is the whole of the mapping `memory` shares,
-        // which stays mapped for as long as the VM exists: the `Vm` keeps
-        // `memory`, and drops it only after its VM descriptor (field
-        // order; on an early return below, locals drop in reverse order).
+        // which stays mapped for as long as the VM can run: the `Vm` keeps
+        // `memory`, and drops it only after its VM and vCPU descriptors
+        // (field order; on an early return below, locals drop in reverse
+        // order). The VM itself may outlive it in `crate::reaper`'s child,
+        // which holds no vCPU, so nothing runs the guest or writes its
+        // memory any more.
         unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
         timeline.mark(Phase::Memslot);
         let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;

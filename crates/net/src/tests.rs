@@ -1286,14 +1286,20 @@ async fn next_segment_flags(wire: &PipeDevice) -> (bool, bool, bool) {
     }
 }
 
+/// A server stack listening on port 80, and the far end of its cable for a
+/// test to speak raw frames on.
+fn listening_server_on_a_wire() -> (Stack, TcpListener, PipeDevice) {
+    let (stack_end, wire) = pipe();
+    let server = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
+    let listener = TcpListener::bind(&server, 80).unwrap();
+    (server, listener, wire)
+}
+
 #[test]
 fn dropping_a_listener_resets_its_half_open_handshakes() {
     use crate::listen::test_frames::tcp_segment;
     use smoltcp::wire::TcpControl;
-    let (stack_end, wire) = pipe();
-    let server = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
-    let listener = TcpListener::bind(&server, 80).unwrap();
-    let server2 = server.clone();
+    let (server2, listener, wire) = listening_server_on_a_wire();
     run(async move {
         announce_client(&wire);
         sleep(Duration::from_millis(1)).await;
@@ -1313,10 +1319,7 @@ fn dropping_a_listener_resets_its_half_open_handshakes() {
 fn a_handshake_waits_in_the_half_open_table_and_completes_from_it() {
     use crate::listen::test_frames::tcp_segment;
     use smoltcp::wire::TcpControl;
-    let (stack_end, wire) = pipe();
-    let server = Stack::with_device(stack_end, mac(1), static_ip(SERVER_IP), TcpConfig::DEFAULT);
-    let listener = TcpListener::bind(&server, 80).unwrap();
-    let server2 = server.clone();
+    let (server2, listener, wire) = listening_server_on_a_wire();
     run(async move {
         assert!(wire.send_frame(tcp_segment(CLIENT_IP, 40000, 80, TcpControl::Syn, 1, None)));
         // The server does not know the client's link address yet: it asks.

@@ -59,7 +59,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// slot's buffer must hold [`net::frame_buffer_size`] of it (before:
 /// [`net::FRAME_BUFFER_SIZE`]). An older guest on a jumbo TAP device would
 /// hand over buffers too small for the frames the tender writes.
-pub const ABI_VERSION: u32 = 7;
+///
+/// 8: [`hypercall::Hypercall::Populate`]: the guest asks the tender to have
+/// the host back memory it is about to use (an older tender would stop a
+/// guest that makes it).
+pub const ABI_VERSION: u32 = 8;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -190,11 +194,14 @@ pub mod hypercall {
         /// Read, write or flush a block device, a batch of operations per
         /// exit: [`BlockIoArgs`] and [`crate::block`].
         BlockIo = 7,
+        /// Have the host back memory the guest is about to use:
+        /// [`PopulateArgs`] (ABI 8).
+        Populate = 8,
     }
 
     impl Hypercall {
         /// All hypercalls, for lookups by number.
-        pub const ALL: [Hypercall; 7] = [
+        pub const ALL: [Hypercall; 8] = [
             Hypercall::Walltime,
             Hypercall::ConsoleFlush,
             Hypercall::Wait,
@@ -202,6 +209,7 @@ pub mod hypercall {
             Hypercall::Abort,
             Hypercall::NetAttach,
             Hypercall::BlockIo,
+            Hypercall::Populate,
         ];
 
         /// The hypercall served at `port`, if any.
@@ -224,6 +232,7 @@ pub mod hypercall {
                 Hypercall::Abort => "abort",
                 Hypercall::NetAttach => "net-attach",
                 Hypercall::BlockIo => "block-io",
+                Hypercall::Populate => "populate",
             }
         }
     }
@@ -288,6 +297,26 @@ pub mod hypercall {
         pub completed: u32,
         /// Reserved, zero.
         pub reserved: u32,
+    }
+
+    /// [`Hypercall::Populate`]: a hint that the guest is about to use a
+    /// range of its memory for the first time (its heap grew). The tender
+    /// has the host back those pages now, in one call, so that the guest's
+    /// first touches fault them in a group at a time (KVM maps up to
+    /// [`crate::layout::PREFETCH_GROUP`] on one fault, but only pages the
+    /// host already has) rather than one exit per page. The contents do
+    /// not change. A tender may serve it by doing nothing (under a caller's
+    /// seccomp filter, say); the pages then come at their first touch, as
+    /// without the call.
+    #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+    #[repr(C)]
+    pub struct PopulateArgs {
+        /// IN: the first page, page aligned; the range must lie in memory
+        /// the guest may write from ring 3.
+        pub start: GuestAddr,
+        /// IN: the length in bytes, a multiple of
+        /// [`crate::layout::PAGE_SIZE`].
+        pub len: u64,
     }
 
     /// [`Hypercall::NetAttach`].

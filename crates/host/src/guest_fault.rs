@@ -106,6 +106,9 @@ pub enum GuestFault {
     /// An abort message longer than `ABORT_MESSAGE_MAX`.
     #[error("message length {0} exceeds {ABORT_MESSAGE_MAX} bytes")]
     AbortLength(u64),
+    /// A range to populate that does not start or end on a page boundary.
+    #[error("{len:#x} bytes at {start:#x}: not whole pages")]
+    NotWholePages { start: u64, len: u64 },
 }
 
 impl GuestFault {

@@ -11,8 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use atoll_abi::exit::MAX_GUEST_STATUS;
 use atoll_abi::hypercall::{
-    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
+    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, PopulateArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
 };
+use atoll_abi::layout::PAGE_SIZE;
 use atoll_host::guest_fault::GuestFault;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
@@ -65,6 +66,7 @@ pub fn serve(
         Hypercall::Abort => abort(mem, arg),
         Hypercall::NetAttach => net_attach(mem, arg, net),
         Hypercall::BlockIo => block_io(mem, arg, devices),
+        Hypercall::Populate => populate(mem, arg),
     }
 }
 
@@ -140,6 +142,25 @@ fn block_io(mem: &GuestMemory, arg: u64, devices: &mut Attached) -> Result<Actio
         .ok_or(GuestFault::NotABlockDevice(args.device))?;
     device.serve(&mut args, mem)?;
     write_args(mem, arg, &args)?;
+    Ok(Action::Resume)
+}
+
+/// Has the host back whole pages the guest may write and is about to use
+/// (its heap grew), so that its first touches fault them in a group at a
+/// time. Only the range is checked: a guest can ask for no more than the
+/// memory it was given, which it could touch itself. A hint: if the host
+/// refuses, or a caller's filter forbids the call (`GuestMemory::populate`),
+/// the pages come at their first touch instead.
+fn populate(mem: &GuestMemory, arg: u64) -> Result<Action, GuestFault> {
+    let args: PopulateArgs = read_args(mem, arg, false)?;
+    let (start, len) = (args.start.0, args.len);
+    if !start.is_multiple_of(PAGE_SIZE) || !len.is_multiple_of(PAGE_SIZE) {
+        return Err(GuestFault::NotWholePages { start, len });
+    }
+    mem.map
+        .check_user_access(start, len, true)
+        .map_err(GuestFault::memory("range"))?;
+    mem.populate(start, len);
     Ok(Action::Resume)
 }
 
@@ -334,6 +355,49 @@ mod tests {
             fault(Hypercall::BlockIo, 0x2000, &mem),
             Some(GuestFault::Memory { what: "argument struct", access }) if access.write
         ));
+    }
+
+    #[test]
+    fn populate_backs_whole_writable_pages_and_refuses_the_rest() {
+        let mem = mem();
+        let ask = |start, len| {
+            let args = PopulateArgs {
+                start: atoll_abi::GuestAddr(start),
+                len,
+            };
+            mem.write(0x3000, args.as_bytes());
+            serve(
+                Hypercall::Populate,
+                0x3000,
+                &mem,
+                &mut Attached::default(),
+                &Net::at_exits(Default::default()),
+                0,
+            )
+        };
+        mem.write(0x3000, &[0]); // the argument struct's page
+        let resident = mem.resident_bytes();
+        assert!(matches!(ask(0x4000, 0x1000), Ok(Action::Resume)));
+        assert_eq!(mem.resident_bytes(), resident + 0x1000, "the page is backed");
+        assert!(matches!(ask(0x4000, 0), Ok(Action::Resume)), "nothing to do");
+        for (start, len) in [(0x4010, 0x1000), (0x4000, 0x800)] {
+            assert!(
+                matches!(ask(start, len), Err(GuestFault::NotWholePages { .. })),
+                "{start:#x}+{len:#x}"
+            );
+        }
+        for (start, len) in [
+            (0x1000, 0x1000),           // tender memory
+            (0x2000, 0x1000),           // read-only
+            (0x4000, 0x2000),           // past the guest's memory
+            (0x4000, u64::MAX - 0xfff), // wraps
+            (1 << 40, 0x1000),          // far outside
+        ] {
+            assert!(
+                matches!(ask(start, len), Err(GuestFault::Memory { what: "range", .. })),
+                "{start:#x}+{len:#x}"
+            );
+        }
     }
 
     #[test]

@@ -314,11 +314,16 @@ impl GuestMemory {
     /// Has the host back the pages of `[addr, addr + len)` now, writable,
     /// as a first write would (`MADV_POPULATE_WRITE`: one call instead of a
     /// fault per page). The contents stay as they are. False if the range
-    /// is outside guest memory or the kernel refused; the pages then simply
-    /// come later, at their first touch.
+    /// is outside guest memory, a caller's seccomp filter forbids `madvise`
+    /// (urunc's does, and would kill the tender for it once the guest runs:
+    /// `atoll_host::caller_filter`) or the kernel refused; the pages then
+    /// simply come later, at their first touch.
     pub fn populate(&self, addr: u64, len: u64) -> bool {
         let page_aligned = addr.is_multiple_of(PAGE_SIZE) && len.is_multiple_of(PAGE_SIZE);
         if !page_aligned || addr.checked_add(len).is_none_or(|end| end > self.size) {
+            return false;
+        }
+        if atoll_host::caller_filter::confined() {
             return false;
         }
         // SAFETY: `[addr, addr + len)` lies inside the mapping vm-memory made

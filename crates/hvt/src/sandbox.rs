@@ -2,10 +2,11 @@
 //!
 //! From the first KVM_RUN on, the tender only runs the vCPU, reads its
 //! registers and the kernel file (already open) for fault reports, writes
-//! to stdout and stderr, sleeps, and
-//! exits (and, with `--dumpcore`, creates one new file in that directory
-//! and writes it). A guest that escaped its VM into the tender finds a process that
-//! cannot open a file, start a program or make a socket. A call outside the
+//! to stdout and stderr, has the host back guest memory the guest asks for
+//! (the populate hypercall), sleeps, and exits (and, with `--dumpcore`,
+//! creates one new file in that directory and writes it). A guest that
+//! escaped its VM into the tender finds a process that cannot open a file,
+//! start a program or make a socket. A call outside the
 //! list kills the process (SIGSYS): a sandboxed process should not get to
 //! handle its own violation. `--no-sandbox` turns this off for debugging.
 //! Under `--gdb` the stub adds only what it needs: `recvfrom` and `sendto`
@@ -60,10 +61,11 @@ pub fn confine(
 /// reports), the network I/O thread's `epoll_wait` on its own epoll set
 /// and reads and writes of its event counters, reads of the block devices'
 /// files (and writes and flushes of those attached read-write),
-/// `mincore`, `pread64` of the kernel file (for the symbols of a fault
-/// report, `crate::kernel_file`) and, for `--stats`, of the peak-memory
-/// file and the vCPU's KVM statistics,
-/// creating and writing one core file in the `--dumpcore` directory
+/// `madvise(MADV_POPULATE_WRITE)` for the populate hypercall, `mincore`,
+/// `pread64` of the kernel file (for the symbols of a fault report,
+/// `crate::kernel_file`) and, for `--stats`, of the peak-memory file and
+/// the vCPU's KVM statistics, creating and writing one core file in the
+/// `--dumpcore` directory
 /// ([`CoreDir::allow`]), `close` for the exit, and under `--gdb` the
 /// stub's calls (module docs).
 fn filter(
@@ -94,6 +96,12 @@ fn filter(
             rules.insert(call, vec![SeccompRule::new(vec![eq(0, epoll as u64)?])?]);
         }
     }
+    // The populate hypercall: faulting in pages of the process's own
+    // mappings, which touching them would do as well.
+    rules
+        .entry(libc::SYS_madvise)
+        .or_default()
+        .push(SeccompRule::new(vec![eq(2, libc::MADV_POPULATE_WRITE as u64)?])?);
     allow_block_io(&mut rules, block_fds)?;
     for &fd in pread_fds.iter().flatten() {
         allow_pread(&mut rules, fd)?;

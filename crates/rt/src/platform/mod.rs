@@ -17,6 +17,7 @@
 //! | `cmdline() -> &[u8]` | the boot arguments, NUL-terminated, back to back |
 //! | `net_attach(device, ring)` | hand a network device's frame rings to the platform (`atoll_abi::net`) |
 //! | `unsafe block_io(device, ops) -> u32` | do a batch of block operations (`atoll_abi::block`) on the memory they name; returns how many succeeded |
+//! | `populate(start, len)` | (kernels only) the heap is about to use these whole pages: back them now if the host can |
 //!
 //! Platforms:
 //! * `hvt` and `virtio` (`target_os = "none"`, one ELF for both): the
@@ -39,7 +40,7 @@ mod kernel;
 mod virtio;
 #[cfg(target_os = "none")]
 pub(crate) use kernel::{
-    abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, wait, wall_clock_ns,
+    abort, block_io, boot_info, cmdline, console_write, fill_entropy, halt, monotonic_ns, populate, wait, wall_clock_ns,
 };
 
 /// For drivers of ring devices (the network stack's): serviced by the

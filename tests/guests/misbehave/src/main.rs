@@ -15,8 +15,13 @@
 //! | `random` | prints two random `u64`s in hex, then exits 0 |
 //! | `escapes` | prints terminal escape sequences, a C1 control and bytes that are not UTF-8 |
 //! | `forgedfault` | faults in a function whose symbol name holds a newline and a forged report line |
+//! | `alloc MIB` | allocates MIB mebibytes in 16 KiB pieces, writes every byte, then exits 0 |
 #![no_std]
 #![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
 
 use atoll::println;
 use atoll::time::{sleep, wall_clock_ns, Duration};
@@ -28,7 +33,7 @@ async fn main() -> Result<(), &'static str> {
     let number = || -> Result<u64, &'static str> {
         args.get(1)
             .and_then(|n| n.parse().ok())
-            .ok_or("this command needs a number: misbehave exit|sleep|print N")
+            .ok_or("this command needs a number: misbehave exit|sleep|print N|alloc MIB")
     };
     match args.first().copied() {
         Some("exit") => {
@@ -63,10 +68,19 @@ async fn main() -> Result<(), &'static str> {
         Some("forgedfault") => {
             println!("read {}", forged_name());
         }
+        Some("alloc") => {
+            // Pieces of a socket's buffers' size, each written in full, as
+            // a server growing under new connections writes its heap.
+            let pieces: Vec<Vec<u8>> = (0..number()? * 64)
+                .map(|_| black_box(alloc::vec![1u8; 16 << 10]))
+                .collect();
+            let sum: u64 = pieces.iter().map(|piece| u64::from(piece[piece.len() - 1])).sum();
+            println!("allocated {} pieces of 16 KiB", sum);
+        }
         _ => {
             return Err(
                 "usage: misbehave exit N|panic|pagefault|stackoverflow|writetext|ud2|sleep MS|print N|walltime|random|\
-                 escapes|forgedfault",
+                 escapes|forgedfault|alloc MIB",
             )
         }
     }

@@ -3,8 +3,8 @@
 
 use atoll_abi::block::BlockOp;
 use atoll_abi::hypercall::{
-    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, WaitArgs, WalltimeArgs, ABORT_MESSAGE_MAX,
-    NET_DOORBELL_PORT,
+    AbortArgs, BlockIoArgs, HaltArgs, Hypercall, NetAttachArgs, PopulateArgs, WaitArgs, WalltimeArgs,
+    ABORT_MESSAGE_MAX, NET_DOORBELL_PORT,
 };
 use atoll_abi::net::NetRing;
 use atoll_abi::GuestAddr;
@@ -117,6 +117,17 @@ pub(crate) unsafe fn block_io(device: u32, ops: &mut [BlockOp]) -> u32 {
     };
     hypercall(Hypercall::BlockIo, &mut args);
     args.completed
+}
+
+/// Asks the tender to have the host back the whole pages `[start, start +
+/// len)` of the heap, about to be used (`atoll_abi::hypercall::PopulateArgs`).
+/// One exit; the contents do not change.
+pub(crate) fn populate(start: usize, len: usize) {
+    let mut args = PopulateArgs {
+        start: GuestAddr(start as u64),
+        len: len as u64,
+    };
+    hypercall(Hypercall::Populate, &mut args);
 }
 
 /// Stops the guest with `status` (0 to `abi::exit::MAX_GUEST_STATUS`; the

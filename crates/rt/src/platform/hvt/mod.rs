@@ -18,5 +18,5 @@ mod net;
 
 pub(crate) use console::write as console_write;
 pub use hypercall::net_attach;
-pub(crate) use hypercall::{abort, block_io, halt, wall_clock_ns};
+pub(crate) use hypercall::{abort, block_io, halt, populate, wall_clock_ns};
 pub(crate) use net::wait;

@@ -159,3 +159,13 @@ pub unsafe fn net_attach(device: u32, ring: *mut NetRing) {
         unsafe { hvt::net_attach(device, ring) }
     }
 }
+
+/// The heap is about to use the whole pages `[start, start + len)` for the
+/// first time: on hvt the tender has the host back them now (one exit, and
+/// the first touches then fault in a group of pages at a time); on virtio
+/// nothing, since a standard VMM has no such call.
+pub(crate) fn populate(start: usize, len: usize) {
+    if !on_virtio() {
+        hvt::populate(start, len)
+    }
+}

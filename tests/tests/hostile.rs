@@ -47,6 +47,28 @@ fn halt_with_a_reserved_status() {
 }
 
 #[test]
+fn populate_over_its_own_code() {
+    let out = boot(Platform::Hvt, HOSTILE, &[], &["populate-text"]);
+    assert_stopped_by_tender(&out, "populate-text", "guest broke the populate hypercall: range: ");
+    assert!(
+        out.stderr.contains("are not guest memory writable from ring 3"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn populate_of_a_range_not_on_page_boundaries() {
+    let out = boot(Platform::Hvt, HOSTILE, &[], &["populate-unaligned"]);
+    assert_stopped_by_tender(
+        &out,
+        "populate-unaligned",
+        "guest broke the populate hypercall: range: ",
+    );
+    assert!(out.stderr.contains("are not whole pages"), "{}", out.stderr);
+}
+
+#[test]
 fn write_to_a_port_that_is_no_hypercall() {
     assert_stopped("port", "port");
 }

@@ -107,7 +107,7 @@ pub enum GuestFault {
     #[error("message length {0} exceeds {ABORT_MESSAGE_MAX} bytes")]
     AbortLength(u64),
     /// A range to populate that does not start or end on a page boundary.
-    #[error("{len:#x} bytes at {start:#x}: not whole pages")]
+    #[error("range: {len} bytes at {start:#x} are not whole pages")]
     NotWholePages { start: u64, len: u64 },
 }
 

@@ -11,6 +11,8 @@
 //! | `abort-huge` | Abort with `message_len = u64::MAX` |
 //! | `console-corrupt` | console ring head = tail + 100 × capacity, then ConsoleFlush |
 //! | `halt-status` | Halt with status 1000 |
+//! | `populate-text` | Populate over its own code, which it may not write |
+//! | `populate-unaligned` | Populate of a range that does not start on a page |
 //! | `port` | a write to the unknown port `PIO_BASE + 0x7f` |
 //!
 //! If the tender lets it carry on, it prints `hostile guest survived` and
@@ -19,8 +21,8 @@
 #![no_main]
 
 use atoll_abi::console::{ConsoleRing, CAPACITY};
-use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, PIO_BASE};
-use atoll_abi::layout::{CONSOLE_ADDR, MAX_MEM_SIZE};
+use atoll_abi::hypercall::{AbortArgs, HaltArgs, Hypercall, PopulateArgs, PIO_BASE};
+use atoll_abi::layout::{CONSOLE_ADDR, MAX_MEM_SIZE, PAGE_SIZE};
 use atoll_abi::GuestAddr;
 
 /// An address past the end of any guest's memory (guest memory is at most
@@ -59,13 +61,33 @@ async fn main() -> Result<(), &'static str> {
             };
             out(Hypercall::Halt.port(), address_of(&args));
         }
+        Some("populate-text") => {
+            let code = main as *const () as usize as u64 / PAGE_SIZE * PAGE_SIZE;
+            populate(code, PAGE_SIZE);
+        }
+        Some("populate-unaligned") => {
+            let page = [0u8; 2 * PAGE_SIZE as usize];
+            populate(page.as_ptr() as u64 + 8, PAGE_SIZE);
+        }
         Some("port") => out(PIO_BASE + 0x7f, 0),
-        _ => return Err(
-            "usage: hostile walltime-outside|walltime-kernel|abort-outside|abort-huge|console-corrupt|halt-status|port",
-        ),
+        _ => {
+            return Err(
+                "usage: hostile walltime-outside|walltime-kernel|abort-outside|abort-huge|console-corrupt|\
+                        halt-status|populate-text|populate-unaligned|port",
+            )
+        }
     }
     atoll::println!("hostile guest survived");
     Ok(())
+}
+
+/// A populate hypercall for `len` bytes at `start`.
+fn populate(start: u64, len: u64) {
+    let args = PopulateArgs {
+        start: GuestAddr(start),
+        len,
+    };
+    out(Hypercall::Populate.port(), address_of(&args));
 }
 
 /// The guest address of `value` (identity mapped, below 4 GiB). Only for

@@ -68,8 +68,8 @@
 //!
 //! Memory: each TCP connection holds a 4 KiB receive and an 8 KiB send
 //! buffer by default ([`TcpConfig`]); with the HTTP server's state an idle
-//! keep-alive connection of the slides site costs about 18 KiB (measured,
-//! docs/PERFORMANCE.md), so 1000 take about 18 MiB. The ring device takes
+//! keep-alive connection of the slides site costs about 19 KiB (measured,
+//! docs/PERFORMANCE.md), so 1000 take about 19 MiB. The ring device takes
 //! 1 MiB of frame buffers. New sockets are made only while the heap
 //! (`atoll_rt::memory`) has room for them beyond a reserve; short of it,
 //! new connections wait (their SYNs are dropped, and the stack says so

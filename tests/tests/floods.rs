@@ -331,6 +331,38 @@ both_platforms!(a_hundred_and_twenty_eight_connections_in_8_mib, |platform| {
     assert!(!out.stdout.contains("no memory"), "{}", out.stdout);
 });
 
+// A thousand idle keep-alive connections, each after one request, fit in
+// the default 32 MiB with room to spare: about 19 KiB each (docs/
+// PERFORMANCE.md, "A plain connection's task no longer carries a TLS
+// handshake"), 20.3 MiB in all on hvt. While every connection's task was
+// as large as a TLS handshake's, 27–28 KiB each: 29.5 MiB. hvt counts the
+// guest memory touched, unix the process's peak RSS; both are high-water
+// marks of a fresh boot.
+both_platforms!(a_thousand_idle_connections_fit_in_24_mib, |platform| {
+    let ns = Namespace::with_tap();
+    let server = Server::boot(platform, &ns, TAP, SLIDES, &["--stats"], &STATIC_IPV4_ARGS);
+    let addr = server.addr.clone();
+    raise_open_files_limit(1256);
+    let streams: Vec<TcpStream> = ns.run_in(|| {
+        (0..1000)
+            .map(|i| {
+                let mut stream = TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                assert_eq!(get_on(&mut stream, "/healthz"), 200, "connection {i}");
+                stream
+            })
+            .collect()
+    });
+    let out = server.stop();
+    drop(streams);
+    let stats = atoll_tests::stats(&out.stderr).unwrap_or_else(|| panic!("no stats line: {}", out.stderr));
+    let field = match platform {
+        Platform::Hvt => "guest_resident_kib",
+        Platform::Unix => "peak_rss_kib",
+    };
+    let kib = stats[field];
+    assert!(kib < 24 * 1024, "a thousand idle connections took {kib} KiB ({field})");
+});
+
 both_platforms!(running_out_of_memory_sheds_connections_and_keeps_serving, |platform| {
     let ns = Namespace::with_tap();
     // A server with memory for a few dozen connections: 5 MiB on hvt (the

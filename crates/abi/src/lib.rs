@@ -63,7 +63,11 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// 8: [`hypercall::Hypercall::Populate`]: the guest asks the tender to have
 /// the host back memory it is about to use (an older tender would stop a
 /// guest that makes it).
-pub const ABI_VERSION: u32 = 8;
+///
+/// 9: [`boot::BootInfo::net_poll_ns`] may change while the guest runs
+/// (between 0 and the tender's poll): the guest reads it at each wait. An
+/// older guest would go on polling, and ringing, after the tender stopped.
+pub const ABI_VERSION: u32 = 9;
 
 /// A guest-physical address. The tender treats it as a number to
 /// bounds-check, never as a pointer; in the guest, memory is identity mapped,
@@ -632,7 +636,10 @@ pub mod boot {
         /// `atoll-hvt --net-poll-us=0`). On the unix platform it is the
         /// process's `--net-poll-us`: how long the runtime's own `wait`
         /// polls the TAP devices before it sleeps (the app sees nothing of
-        /// it).
+        /// it). ABI 9: atoll-hvt switches it between its value and 0 while
+        /// the guest runs, as it finds one way or the other moves frames
+        /// faster; the guest reads it afresh (volatile) at each wait, and
+        /// it is the one field of the boot info that changes.
         pub net_poll_ns: u64,
     }
 

@@ -281,6 +281,7 @@ fn run(args: args::Args, started: Instant, mut timeline: stats::Timeline) -> Res
             net: &net.devices(),
             peak: peak.as_ref(),
             counters: counters.as_ref(),
+            steering: net.steering_figures(),
         };
         say_raw(&stats.line(started, &figures, &mut timeline));
     }

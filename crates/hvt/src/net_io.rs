@@ -37,6 +37,16 @@
 //! breaks its rings while it runs is stopped at its next exit with the same
 //! message as before.
 //!
+//! Which of the two ways is faster depends on the host and the load: the
+//! thread wins where exits are dear, and at one connection; where they are
+//! cheap and many connections keep frames coming, the guest's polling and
+//! the thread's wake-ups take CPU that a client on the same cores needs,
+//! and moving frames only at exits serves more. So while frames flow the
+//! tender tries each way for a moment now and then and keeps the one that
+//! moved more (`Steering`, below): it writes the boot info's `net_poll_ns`
+//! (0 for exits; the guest reads it at each wait) and adds or removes the
+//! TAP devices from the I/O thread's epoll set.
+//!
 //! Not used — frames move only at exits, as before — with `--net-poll-us=0`,
 //! without network devices, or under a caller's seccomp filter (urunc's),
 //! which was not written for a second thread.
@@ -52,6 +62,9 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use atoll_host::guest_fault::GuestFault;
+
+use atoll_abi::boot::BootInfo;
+use atoll_abi::layout::BOOT_INFO_ADDR;
 
 use crate::memory::GuestMemory;
 use crate::net::NetDevices;
@@ -73,6 +86,8 @@ struct IoThread {
     /// Why the I/O thread stopped: the guest broke its rings.
     broken: Mutex<Option<String>>,
     poll_ns: u64,
+    /// Which way frames move now, and the trials that choose it.
+    steering: Mutex<Steering>,
 }
 
 // epoll data words of the I/O thread's descriptors.
@@ -119,6 +134,7 @@ impl Net {
                 stop,
                 broken: Mutex::new(None),
                 poll_ns,
+                steering: Mutex::new(Steering::new()),
             }),
         })
     }
@@ -126,6 +142,13 @@ impl Net {
     /// What the boot info's `net_poll_ns` says: 0 without the thread.
     pub fn poll_ns(&self) -> u64 {
         self.thread.as_ref().map_or(0, |thread| thread.poll_ns)
+    }
+
+    /// For `--stats`: how many times moving frames at exits was tried,
+    /// and how long they moved that way (`None` without the thread).
+    pub fn steering_figures(&self) -> Option<(u64, Duration)> {
+        let thread = self.thread.as_ref()?;
+        Some(lock(&thread.steering).figures(Instant::now()))
     }
 
     /// The doorbell KVM should signal on a write to the doorbell port.
@@ -232,6 +255,9 @@ impl Net {
             std::thread::yield_now();
             devices = lock(&self.devices);
             devices.service(mem)?;
+            if self.steer(thread, &devices, mem) == Way::AtExits {
+                break;
+            }
             let now_moved = devices.frames_moved();
             if now_moved != moved {
                 moved = now_moved;
@@ -253,9 +279,41 @@ impl Net {
         if let Some(why) = self.thread.as_ref().and_then(|t| lock(&t.broken).clone()) {
             return Err(why);
         }
-        lock(&self.devices)
+        let mut devices = lock(&self.devices);
+        let ready = devices
             .service(mem)
-            .map_err(|fault| format!("guest broke its network rings: {fault}"))
+            .map_err(|fault| format!("guest broke its network rings: {fault}"))?;
+        if let Some(thread) = &self.thread {
+            self.steer(thread, &devices, mem);
+        }
+        Ok(ready)
+    }
+
+    /// Runs the trials that choose how frames move (see [`Steering`]) and
+    /// switches when one ends: the boot info's `net_poll_ns` (which the
+    /// guest reads at each wait) and whether the I/O thread watches the
+    /// TAP devices. Called with the devices held, after each service.
+    fn steer(&self, thread: &IoThread, devices: &NetDevices, mem: &GuestMemory) -> Way {
+        let mut steering = lock(&thread.steering);
+        let before = steering.way;
+        let now = steering.tick(Instant::now(), devices.frames_moved());
+        if now != before {
+            let poll_ns = match now {
+                Way::Thread => thread.poll_ns,
+                Way::AtExits => 0,
+            };
+            let field = BOOT_INFO_ADDR + core::mem::offset_of!(BootInfo, net_poll_ns) as u64;
+            mem.write(field, &poll_ns.to_le_bytes());
+            for (i, fd) in devices.fds().into_iter().enumerate() {
+                let operation = match now {
+                    Way::Thread => ControlOperation::Add,
+                    Way::AtExits => ControlOperation::Delete,
+                };
+                let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64);
+                let _ = thread.epoll.ctl(operation, fd, event);
+            }
+        }
+        now
     }
 
     /// The `wait` hypercall's sleep, after [`service`](Self::service) found
@@ -348,8 +406,207 @@ fn ask_for_short_slices() {
     unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) };
 }
 
+/// How frames move between the TAP devices and the rings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    /// The I/O thread moves them while the guest runs, and the guest polls
+    /// before it waits.
+    Thread,
+    /// Only at the guest's exits, as with `--net-poll-us=0`: no thread
+    /// wake-ups, no spinning guest.
+    AtExits,
+}
+
+/// Chooses between the two [`Way`]s by trying each under the traffic of
+/// the moment. Which is faster depends on the host: where an exit is dear
+/// (the Intel host, 65 µs) the thread wins at every load; where it is
+/// cheap (the AMD host, 34 µs) it wins at one connection but loses at 16
+/// and more, where the guest's polling and the thread's wake-ups take CPU
+/// a client on the same cores needs (docs/PERFORMANCE.md). While frames
+/// flow, every [`HOLD`] the tender runs [`TRIAL`] of each way and keeps
+/// the one that moved more frames (the thread unless exits did
+/// [`MARGIN`] better). Idle, nothing runs: the trials advance only as
+/// frames are serviced.
+#[derive(Debug)]
+struct Steering {
+    way: Way,
+    /// The trial under way: which way, since when, frames moved before it.
+    trial: Option<(Way, Instant, u64)>,
+    /// Frames per second of the thread's trial, once done.
+    thread_rate: Option<f64>,
+    next_trial: Instant,
+    /// Trials of the exits way so far, and time spent in that way (for
+    /// `--stats`).
+    exit_trials: u64,
+    at_exits: Duration,
+    at_exits_since: Option<Instant>,
+}
+
+/// How long each way is tried.
+const TRIAL: Duration = Duration::from_millis(100);
+/// How long the chosen way is kept before the next trials.
+const HOLD: Duration = Duration::from_secs(2);
+/// How much more exits must move to be chosen over the thread.
+const MARGIN: f64 = 1.1;
+/// Fewer frames than this in a trial say nothing: the thread is kept.
+const MIN_TRIAL_FRAMES: u64 = 500;
+
+impl Steering {
+    fn new() -> Steering {
+        Steering {
+            way: Way::Thread,
+            trial: None,
+            thread_rate: None,
+            next_trial: Instant::now(),
+            exit_trials: 0,
+            at_exits: Duration::ZERO,
+            at_exits_since: None,
+        }
+    }
+
+    /// Trials of moving frames at exits so far, and the time frames moved
+    /// that way.
+    fn figures(&self, now: Instant) -> (u64, Duration) {
+        let current = self
+            .at_exits_since
+            .map_or(Duration::ZERO, |since| now.duration_since(since));
+        (self.exit_trials, self.at_exits + current)
+    }
+
+    /// The way frames should move now, given the time and the frames moved
+    /// so far.
+    fn tick(&mut self, now: Instant, moved: u64) -> Way {
+        let before = self.way;
+        let way = self.choose(now, moved);
+        match (before, way) {
+            (Way::Thread, Way::AtExits) => {
+                self.exit_trials += u64::from(self.trial.is_some());
+                self.at_exits_since = Some(now);
+            }
+            (Way::AtExits, Way::Thread) => {
+                if let Some(since) = self.at_exits_since.take() {
+                    self.at_exits += now.duration_since(since);
+                }
+            }
+            _ => {}
+        }
+        way
+    }
+
+    fn choose(&mut self, now: Instant, moved: u64) -> Way {
+        match self.trial {
+            None if now >= self.next_trial => {
+                self.trial = Some((Way::Thread, now, moved));
+                self.way = Way::Thread;
+            }
+            Some((way, since, before)) if now.duration_since(since) >= TRIAL => {
+                let frames = moved.saturating_sub(before);
+                let rate = frames as f64 / now.duration_since(since).as_secs_f64();
+                match way {
+                    Way::Thread => {
+                        self.thread_rate = (frames >= MIN_TRIAL_FRAMES).then_some(rate);
+                        if self.thread_rate.is_some() {
+                            self.trial = Some((Way::AtExits, now, moved));
+                            self.way = Way::AtExits;
+                        } else {
+                            self.trial = None;
+                            self.next_trial = now + HOLD;
+                        }
+                    }
+                    Way::AtExits => {
+                        let thread_rate = self.thread_rate.unwrap_or(f64::MAX);
+                        self.way = if rate > thread_rate * MARGIN {
+                            Way::AtExits
+                        } else {
+                            Way::Thread
+                        };
+                        self.trial = None;
+                        self.next_trial = now + HOLD;
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.way
+    }
+}
+
 /// A poisoned lock only means the other thread panicked, which ends the
 /// process anyway; the data is still the devices'.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drives `steering` from `start` for `span` in 10 ms steps, with
+    /// frames moving at `thread_fps` while the thread is the way and
+    /// `exits_fps` while exits are; returns the way at the end.
+    fn drive(steering: &mut Steering, start: Instant, span: Duration, thread_fps: u64, exits_fps: u64) -> Way {
+        let step = Duration::from_millis(10);
+        let mut moved = steering.trial.map_or(0, |(_, _, before)| before);
+        let mut way = steering.way;
+        let mut at = Duration::ZERO;
+        while at <= span {
+            way = steering.tick(start + at, moved);
+            moved += match way {
+                Way::Thread => thread_fps,
+                Way::AtExits => exits_fps,
+            } / 100;
+            at += step;
+        }
+        way
+    }
+
+    fn steering_from(start: Instant) -> Steering {
+        Steering {
+            next_trial: start,
+            ..Steering::new()
+        }
+    }
+
+    #[test]
+    fn exits_are_chosen_only_when_they_move_clearly_more() {
+        let start = Instant::now();
+        let span = Duration::from_millis(300);
+        let mut steering = steering_from(start);
+        assert_eq!(drive(&mut steering, start, span, 100_000, 150_000), Way::AtExits);
+        let mut steering = steering_from(start);
+        assert_eq!(drive(&mut steering, start, span, 100_000, 105_000), Way::Thread);
+        let mut steering = steering_from(start);
+        assert_eq!(drive(&mut steering, start, span, 100_000, 30_000), Way::Thread);
+    }
+
+    #[test]
+    fn light_traffic_keeps_the_thread_without_trying_exits() {
+        let start = Instant::now();
+        let mut steering = steering_from(start);
+        // 100 frames a trial: too few to say anything.
+        let way = drive(&mut steering, start, Duration::from_millis(300), 1_000, 1_000_000);
+        assert_eq!(way, Way::Thread);
+        assert!(steering.trial.is_none());
+        assert!(steering.next_trial > start + Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_choice_is_kept_for_a_while_then_tried_again() {
+        let start = Instant::now();
+        let mut steering = steering_from(start);
+        assert_eq!(
+            drive(&mut steering, start, Duration::from_millis(300), 100_000, 150_000),
+            Way::AtExits
+        );
+        let chosen_at = start + Duration::from_millis(200);
+        // Kept until the next trials...
+        assert_eq!(steering.tick(chosen_at + HOLD / 2, 1 << 30), Way::AtExits);
+        assert!(steering.trial.is_none());
+        // ...which start with the thread again; now it wins.
+        let again = chosen_at + HOLD + Duration::from_millis(20);
+        assert_eq!(
+            drive(&mut steering, again, Duration::from_millis(300), 150_000, 100_000),
+            Way::Thread
+        );
+    }
 }

@@ -91,8 +91,10 @@ fn filter(
         }
     }
     if let Some(epoll) = net.epoll {
-        // The C library's epoll_wait is either call, by version.
-        for call in [libc::SYS_epoll_wait, libc::SYS_epoll_pwait] {
+        // The C library's epoll_wait is either call, by version; epoll_ctl
+        // adds and removes the TAP devices as frames change way
+        // (`crate::net_io::Steering`).
+        for call in [libc::SYS_epoll_wait, libc::SYS_epoll_pwait, libc::SYS_epoll_ctl] {
             rules.insert(call, vec![SeccompRule::new(vec![eq(0, epoll as u64)?])?]);
         }
     }

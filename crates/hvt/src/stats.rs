@@ -47,6 +47,9 @@ pub struct Sources<'a> {
     pub peak: Option<&'a PeakRss>,
     /// KVM's own counts for the vCPU (`kvm_exits=`, `page_faults=`).
     pub counters: Option<&'a VcpuCounters>,
+    /// With the network I/O thread: trials of moving frames at exits, and
+    /// the time they moved so (`net_exit_trials=`, `net_at_exits_ms=`).
+    pub steering: Option<(u64, std::time::Duration)>,
 }
 
 impl Stats {
@@ -70,6 +73,9 @@ impl Stats {
             .map_or(String::new(), |(exits, faults)| {
                 format!(" kvm_exits={exits} page_faults={faults}")
             });
+        let steering = sources.steering.map_or(String::new(), |(trials, at_exits)| {
+            format!(" net_exit_trials={trials} net_at_exits_ms={}", at_exits.as_millis())
+        });
         let (mut reads, mut writes, mut flushes) = (0, 0, 0);
         for device in &sources.devices.block {
             reads += device.reads;
@@ -80,7 +86,7 @@ impl Stats {
         format!(
             "stats: exits={} io={} hlt={} mmio={} shutdown={} intr={} other={} waits={} net_tx={tx} net_rx={rx} \
              net_tx_dropped={dropped} blk_reads={reads} blk_writes={writes} blk_flushes={flushes} wall_us={wall_us} \
-             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib} doorbell_exits={}{kvm}{}",
+             peak_rss_kib={peak_rss_kib} guest_resident_kib={guest_kib} doorbell_exits={}{steering}{kvm}{}",
             self.exits,
             self.io,
             self.hlt,

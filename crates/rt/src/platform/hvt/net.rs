@@ -99,7 +99,7 @@ fn ring_doorbell_if_queued() {
 /// The platform's wait on hvt: see the module docs.
 pub(crate) fn wait(timeout_ns: u64) -> u64 {
     let info = kernel::boot_info();
-    let poll_ns = info.net_poll_ns;
+    let poll_ns = kernel::net_poll_ns();
     if poll_ns == 0 {
         return hypercall::wait(timeout_ns);
     }

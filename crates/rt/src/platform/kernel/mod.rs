@@ -44,8 +44,23 @@ pub(crate) fn boot_info() -> &'static BootInfo {
     // SAFETY: the entry code stores the boot info's address before any other
     // runtime code runs, and whoever made it (atoll-hvt, or the virtio boot
     // code) keeps a valid `BootInfo` there that changes no more once the
-    // app runs.
+    // app runs, but for `net_poll_ns`, which is read only through
+    // `net_poll_ns()` below.
     unsafe { &*ptr }
+}
+
+/// The boot info's `net_poll_ns` as it is now: atoll-hvt may switch it
+/// between 0 and its `--net-poll-us` while the guest runs (ABI 9), so it is
+/// read afresh, volatile, at each wait rather than through the shared
+/// reference [`boot_info`] gives.
+pub(super) fn net_poll_ns() -> u64 {
+    let ptr = BOOT_INFO.load(Ordering::Relaxed);
+    // SAFETY: as in `boot_info`: the entry code stored the address of a
+    // valid `BootInfo`, which stays mapped for the program's life; this
+    // field alone may change, written whole by the tender while the guest
+    // runs, hence the volatile read of an aligned `u64` through a raw
+    // pointer (no reference to it is held).
+    unsafe { core::ptr::addr_of!((*ptr).net_poll_ns).read_volatile() }
 }
 
 /// Nanoseconds since entry, from the time-stamp counter (`rdtsc` runs

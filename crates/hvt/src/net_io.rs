@@ -302,6 +302,9 @@ impl Net {
                 Way::Thread => thread.poll_ns,
                 Way::AtExits => 0,
             };
+            // The guest may read it mid-write: each byte it sees is the old
+            // value's or the new one's, and one of them is 0, so a torn
+            // read is at worst a shorter poll, once.
             let field = BOOT_INFO_ADDR + core::mem::offset_of!(BootInfo, net_poll_ns) as u64;
             mem.write(field, &poll_ns.to_le_bytes());
             for (i, fd) in devices.fds().into_iter().enumerate() {

@@ -122,10 +122,7 @@ impl Net {
         for (fd, data) in [(doorbell.as_raw_fd(), DOORBELL), (stop.as_raw_fd(), STOP)] {
             epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, data))?;
         }
-        for (i, fd) in devices.fds().into_iter().enumerate() {
-            let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64);
-            epoll.ctl(ControlOperation::Add, fd, event)?;
-        }
+        watch_taps(&epoll, &devices, true)?;
         Ok(Net {
             devices: Mutex::new(devices),
             thread: Some(IoThread {
@@ -307,14 +304,10 @@ impl Net {
             // read is at worst a shorter poll, once.
             let field = BOOT_INFO_ADDR + core::mem::offset_of!(BootInfo, net_poll_ns) as u64;
             mem.write(field, &poll_ns.to_le_bytes());
-            for (i, fd) in devices.fds().into_iter().enumerate() {
-                let operation = match now {
-                    Way::Thread => ControlOperation::Add,
-                    Way::AtExits => ControlOperation::Delete,
-                };
-                let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64);
-                let _ = thread.epoll.ctl(operation, fd, event);
-            }
+            // Failing leaves the thread woken for frames it need not move
+            // (or, back on the thread, the frames to the exits): slower,
+            // never lost.
+            let _ = watch_taps(&thread.epoll, devices, now == Way::Thread);
         }
         now
     }
@@ -407,6 +400,23 @@ fn ask_for_short_slices() {
     // initialised `sched_attr` whose `size` field gives its true length, and
     // changes the calling thread's scheduling; no memory of ours is written.
     unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const libc::sched_attr, 0) };
+}
+
+/// Adds the TAP devices to the I/O thread's epoll set (`watch`) or takes
+/// them out. Edge-triggered: a full receive ring leaves frames queued in
+/// the TAP without spinning; an added device with frames queued reports
+/// them at once.
+fn watch_taps(epoll: &Epoll, devices: &NetDevices, watch: bool) -> io::Result<()> {
+    for (i, fd) in devices.fds().into_iter().enumerate() {
+        let operation = if watch {
+            ControlOperation::Add
+        } else {
+            ControlOperation::Delete
+        };
+        let event = EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, i as u64);
+        epoll.ctl(operation, fd, event)?;
+    }
+    Ok(())
 }
 
 /// How frames move between the TAP devices and the rings.

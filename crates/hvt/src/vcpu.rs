@@ -171,14 +171,13 @@ impl Vm {
             memory_size: memory.size(),
             userspace_addr: memory.host_base() as u64,
         };
-        // The VM itself may outlive the mapping in `crate::reaper`'s child,
-        // which holds no vCPU: nothing runs the guest or writes its memory
-        // any more then.
-        // SAFETY: the region is the whole of the mapping `memory` shares,
-        // which stays mapped for as long as the VM can run: the `Vm` keeps
-        // `memory`, and drops it only after its VM and vCPU descriptors
-        // (field order; on an early return below, locals drop in reverse
-        // order).
+        // The `Vm` keeps `memory` and drops it only after its VM and vCPU
+        // descriptors (field order; on an early return below, locals drop
+        // in reverse order). The VM itself may outlive the mapping in
+        // `crate::reaper`'s child, which holds no vCPU: nothing runs the
+        // guest or writes its memory any more then.
+        // SAFETY: the region is the whole mapping `memory` shares, mapped
+        // for as long as the VM can run (above).
         unsafe { vm.set_user_memory_region(region) }.map_err(|e| KvmError::Ioctl("register guest memory", e))?;
         timeline.mark(Phase::Memslot);
         let vcpu = vm.create_vcpu(0).map_err(|e| KvmError::Ioctl("create a vCPU", e))?;

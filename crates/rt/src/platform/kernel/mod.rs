@@ -41,11 +41,11 @@ fn on_virtio() -> bool {
 /// The boot info the entry code was handed.
 pub(crate) fn boot_info() -> &'static BootInfo {
     let ptr = BOOT_INFO.load(Ordering::Relaxed);
-    // SAFETY: the entry code stores the boot info's address before any other
-    // runtime code runs, and whoever made it (atoll-hvt, or the virtio boot
-    // code) keeps a valid `BootInfo` there that changes no more once the
-    // app runs, but for `net_poll_ns`, which is read only through
-    // `net_poll_ns()` below.
+    // The entry code stores the address before any other runtime code runs.
+    // Whoever made the boot info (atoll-hvt, or the virtio boot code)
+    // changes it no more once the app runs, but for `net_poll_ns`, which is
+    // read only through `net_poll_ns()` below.
+    // SAFETY: a valid `BootInfo` for the program's life, unchanging (above).
     unsafe { &*ptr }
 }
 
@@ -55,11 +55,10 @@ pub(crate) fn boot_info() -> &'static BootInfo {
 /// reference [`boot_info`] gives.
 pub(super) fn net_poll_ns() -> u64 {
     let ptr = BOOT_INFO.load(Ordering::Relaxed);
-    // SAFETY: as in `boot_info`: the entry code stored the address of a
-    // valid `BootInfo`, which stays mapped for the program's life; this
-    // field alone may change, written whole by the tender while the guest
-    // runs, hence the volatile read of an aligned `u64` through a raw
-    // pointer (no reference to it is held).
+    // This field alone changes while the guest runs (the tender writes it;
+    // a torn read is harmless, see atoll-hvt's `net_io`), hence a volatile
+    // read through a raw pointer, with no reference to it held.
+    // SAFETY: a valid, aligned `BootInfo` for the program's life (`boot_info`).
     unsafe { core::ptr::addr_of!((*ptr).net_poll_ns).read_volatile() }
 }
 
